@@ -1,0 +1,67 @@
+# jobcluster: `make start` runs a cluster on this machine, `make test` runs the tests.
+SHELL := /bin/bash
+PY := .venv/bin/python
+SERVER_COUNT ?= 3
+WORKER_COUNT ?= 2
+BASE_PORT ?= 50051
+CMD ?= echo hello from jobcluster
+FILE ?= jobs.json
+PROTO_OUT := jobcluster/pb
+STAMP := .venv/.installed
+
+.PHONY: help deps build check-build start stop status logs test run-servers stop-servers run-worker \
+        run-client run-client-servers clean
+
+help:
+	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051]   start a cluster here"
+	@echo "make status | make logs | make stop                         see it, stop it"
+	@echo "make test                                                    run the tests"
+	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json"
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+	touch $@
+
+deps: $(STAMP)
+
+# Generated gRPC code: proto/scheduler.proto -> jobcluster/pb/scheduler_pb2*.py (committed;
+# tests/unit/test_generated.py fails when it is stale).
+build: deps
+	$(PY) -m grpc_tools.protoc -I$(PROTO_OUT)=proto --python_out=. --grpc_python_out=. --pyi_out=. \
+		$(PROTO_OUT)/scheduler.proto
+
+start: deps
+	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers $(WORKER_COUNT) \
+		--base-port $(BASE_PORT)
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m jobcluster.devtools.cluster stop; else echo "nothing started"; fi
+
+status: deps
+	@$(PY) -m jobcluster.devtools.cluster status
+
+logs:
+	@tail -n 30 log/*.log 2>/dev/null || echo "no logs yet (make start)"
+
+test: deps
+	$(PY) -m pytest
+
+run-servers: deps
+	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers 0 --base-port $(BASE_PORT)
+
+stop-servers:
+	$(PY) -m jobcluster.devtools.cluster stop --programs-only server-
+
+# A worker in the foreground (Ctrl-C stops it gracefully).
+run-worker: deps
+	$(PY) -m worker
+
+run-client: deps
+	$(PY) -m client -cmd "$(CMD)"
+
+run-client-servers: deps
+	$(PY) -m client -file "$(FILE)" -servers "$$(paste -sd, .servers 2>/dev/null)"
+
+clean: stop
+	rm -rf .run log .servers .venv .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""The jobcluster command-line client (gRPC only)."""

@@ -1,0 +1,140 @@
+"""``python -m client``: submit jobs to a jobcluster and follow them to the end.
+
+  python -m client -file jobs.json          submit every job in the file, follow, summarize
+  python -m client -cmd 'ls -la'            one command
+  python -m client -status ID [ID...]       show jobs (status, attempts, output)
+  python -m client -list [STATUS]           the newest jobs
+
+Exit status: 0 all jobs succeeded, 1 a job did not, 2 bad input, 3 no server answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+import grpc
+
+from client import display
+from client.follow import follow
+from client.jobsfile import JobEntry, JobsFileError, load_jobs, parse_run_at
+from client.servers import CALL_TIMEOUT, Pool, ServerDown, resolve
+from jobcluster.durations import parse_duration
+from jobcluster.pb import scheduler_pb2 as pb
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("-file", "--file", metavar="JOBS_JSON", help="jobs file to submit")
+    what.add_argument("-cmd", "--cmd", metavar="COMMAND", help="one shell command to submit")
+    what.add_argument("-status", "--status", nargs="+", metavar="ID", help="show these jobs")
+    what.add_argument("-list", "--list", nargs="?", const="", metavar="STATUS", help="list the newest jobs")
+    p.add_argument("-servers", "--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
+    p.add_argument("-submit-server", "--submit-server", help="submit to this server (default SUBMIT_SERVER)")
+    p.add_argument("-status-servers", "--status-servers", help="ask these for status (default STATUS_SERVERS)")
+    p.add_argument("-name", "--name", default="", help="with -cmd: the job's name")
+    p.add_argument("-max-retries", "--max-retries", type=int, help="with -cmd: retries after the first attempt")
+    p.add_argument("-timeout", "--timeout", help="with -cmd: e.g. 30s, 5m; 0 for none")
+    p.add_argument("-run-at", "--run-at", help="with -cmd: ISO 8601 time or unix seconds")
+    p.add_argument("-idempotency-key", "--idempotency-key", default="", help="with -cmd: same key, same job")
+    p.add_argument("-no-wait", "--no-wait", action="store_true", help="print the ids and exit, do not follow")
+    p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
+    return p
+
+
+def _entry_from_flags(args: argparse.Namespace) -> JobEntry:
+    try:
+        timeout = parse_duration(args.timeout) if args.timeout is not None else None
+        run_at = parse_run_at(_number_or_text(args.run_at)) if args.run_at else 0
+    except ValueError as exc:
+        raise JobsFileError(str(exc)) from None
+    if args.max_retries is not None and args.max_retries < 0:
+        raise JobsFileError("--max-retries must not be negative")
+    return JobEntry(command=args.cmd, name=args.name, max_retries=args.max_retries, timeout_seconds=timeout,
+                    run_at_ms=run_at, idempotency_key=args.idempotency_key)
+
+
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def to_message(entry: JobEntry) -> pb.Job:
+    # Every submit carries an idempotency key, so trying the next server never makes a second job.
+    job = pb.Job(command=entry.command, name=entry.name, description=entry.description,
+                 run_at_ms=entry.run_at_ms, idempotency_key=entry.idempotency_key or str(uuid.uuid4()))
+    if entry.max_retries is not None:
+        job.max_retries = entry.max_retries
+    if entry.timeout_seconds is not None:
+        job.timeout_seconds = entry.timeout_seconds
+    return job
+
+
+def submit_all(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]]:
+    submitted = []
+    for entry in entries:
+        msg = to_message(entry)
+        resp, server = pool.call(lambda stub: stub.SubmitJob(msg, timeout=CALL_TIMEOUT))
+        note = " (existing job, same idempotency key)" if resp.duplicate else ""
+        print(f"submitted {resp.job_id} {entry.name or entry.command[:40]!r} via {server}{note}", flush=True)
+        submitted.append((resp.job_id, entry))
+    return submitted
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    submit_servers, status_servers = resolve(args.servers, args.submit_server, args.status_servers)
+    try:
+        if args.file:
+            entries = load_jobs(args.file)
+        elif args.cmd is not None:
+            entries = [_entry_from_flags(args)]
+        else:
+            entries = []
+    except JobsFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("nothing was submitted", file=sys.stderr)
+        return EXIT_USAGE
+    status_pool = Pool(status_servers)
+    try:
+        if args.status:
+            return display.show_jobs(status_pool, args.status)
+        if args.list is not None:
+            return display.list_jobs(status_pool, args.list, args.limit)
+        submit_pool = Pool(submit_servers)
+        try:
+            submitted = submit_all(submit_pool, entries)
+        finally:
+            submit_pool.close()
+        if args.no_wait:
+            return EXIT_OK
+        final = follow(status_pool, [job_id for job_id, _ in submitted])
+        display.summary(final)
+        return EXIT_OK if all(j.status == "SUCCEEDED" for j in final) else EXIT_FAILED
+    except ServerDown as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return EXIT_USAGE if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) \
+            else EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        print("\ninterrupted: jobs already submitted keep running", file=sys.stderr)
+        return 130
+    finally:
+        status_pool.close()
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

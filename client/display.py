@@ -1,0 +1,92 @@
+"""What the client prints: the summary table, one job's story, a job list."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from client.servers import CALL_TIMEOUT, Pool
+from jobcluster.pb import scheduler_pb2 as pb
+
+
+def _duration(job: pb.JobStatus) -> str:
+    if not job.started_at_ms or not job.finished_at_ms:
+        return "-"
+    secs = (job.finished_at_ms - job.started_at_ms) / 1000
+    return f"{secs * 1000:.0f}ms" if secs < 1 else f"{secs:.1f}s"
+
+
+def _first_line(text: str, width: int = 50) -> str:
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _exit(job: pb.JobStatus) -> str:
+    return str(job.exit_code) if job.HasField("exit_code") else "-"
+
+
+def table(rows: Sequence[Sequence[str]], out=sys.stdout) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+
+
+def summary(jobs: Sequence[pb.JobStatus], out=sys.stdout) -> None:
+    """The table printed after following: id, name, status, attempts, exit code, duration, output."""
+    rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "DURATION", "OUTPUT")]
+    for j in jobs:
+        rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), _duration(j),
+                     _first_line(j.output) or (_first_line(j.last_error) if j.last_error else "")))
+    table(rows, out)
+    ok = sum(j.status == "SUCCEEDED" for j in jobs)
+    out.write(f"{ok}/{len(jobs)} succeeded\n")
+
+
+def _when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
+    """Everything about each job; exit 2 if one is unknown."""
+    code = 0
+    for job_id in ids:
+        try:
+            job, _ = pool.call(lambda stub: stub.GetJobStatus(pb.JobId(id=job_id), timeout=CALL_TIMEOUT))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            print(f"error: {exc.details()}", file=sys.stderr)
+            code = 2
+            continue
+        out.write(f"job {job.id}  {job.status}\n")
+        for label, value in (("name", job.name), ("command", job.command), ("attempts",
+                             f"{job.attempts} (max retries {job.max_retries})"), ("exit code", _exit(job)),
+                             ("created", _when(job.created_at_ms)), ("started", _when(job.started_at_ms)),
+                             ("finished", _when(job.finished_at_ms)), ("worker", job.worker_id or "-"),
+                             ("last error", job.last_error or "-"), ("submitted via", job.submitted_via)):
+            out.write(f"  {label:<14}{value}\n")
+        for a in job.attempt_history:
+            ec = str(a.exit_code) if a.HasField("exit_code") else "-"
+            out.write(f"  attempt {a.number}: worker {a.worker_id}, started {_when(a.started_at_ms)}, "
+                      f"exit {ec}{', ' + a.error if a.error else ''}\n")
+        trunc = " (truncated: earlier output dropped)" if job.output_truncated else ""
+        out.write(f"  output{trunc}:\n")
+        for line in job.output.splitlines() or ["(none)"]:
+            out.write(f"    {line}\n")
+    return code
+
+
+def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout) -> int:
+    req = pb.ListJobsRequest(status=status, page_size=limit)
+    resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
+    rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
+    for j in resp.jobs:
+        rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), _when(j.created_at_ms),
+                     _first_line(j.command, 40)))
+    table(rows, out)
+    return 0

@@ -1,0 +1,59 @@
+"""Follow submitted jobs until each one ends, showing progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+
+from client.servers import CALL_TIMEOUT, Pool
+from jobcluster.pb import scheduler_pb2 as pb
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+BATCH = 500
+MIN_POLL, MAX_POLL = 0.05, 1.0
+
+
+def fetch(pool: Pool, ids: list[str], include_output: bool = False) -> dict[str, pb.JobStatus]:
+    """Current status of these jobs, in batches of ListJobs calls."""
+    found: dict[str, pb.JobStatus] = {}
+    for i in range(0, len(ids), BATCH):
+        chunk = ids[i:i + BATCH]
+        req = pb.ListJobsRequest(ids=chunk, page_size=len(chunk), include_output=include_output)
+        resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
+        found.update({j.id: j for j in resp.jobs})
+    return found
+
+
+def follow(pool: Pool, ids: list[str], out=sys.stdout) -> list[pb.JobStatus]:
+    """Poll until every job is terminal; a live line on a terminal, a line per change otherwise."""
+    tty = out.isatty()
+    last: dict[str, str] = {}
+    open_ids = list(ids)
+    delay = MIN_POLL
+    while open_ids:
+        current = fetch(pool, open_ids)
+        changed = False
+        for job_id in open_ids:
+            job = current.get(job_id)
+            status = job.status if job else "UNKNOWN"
+            if last.get(job_id) != status:
+                changed = True
+                last[job_id] = status
+                if not tty:
+                    label = f" ({job.name})" if job and job.name else ""
+                    print(f"job {job_id}{label} {status}", file=out, flush=True)
+        if tty:
+            counts = Counter(last.values())
+            done = sum(counts[s] for s in TERMINAL)
+            parts = ", ".join(f"{counts[s]} {s.lower()}" for s in sorted(counts))
+            out.write(f"\r\x1b[K{done}/{len(ids)} done: {parts}")
+            out.flush()
+        open_ids = [j for j in open_ids if last.get(j) not in TERMINAL]
+        if open_ids:
+            delay = MIN_POLL if changed else min(MAX_POLL, delay * 1.5)
+            time.sleep(delay)
+    if tty:
+        out.write("\n")
+    final = fetch(pool, ids, include_output=True)
+    return [final[j] for j in ids if j in final]

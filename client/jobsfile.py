@@ -1,0 +1,120 @@
+"""Read a jobs file: ``{"jobs": [...]}`` (the original format) or a bare list of job objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from jobcluster.durations import parse_duration
+
+FIELDS = ("name", "command", "description", "max_retries", "timeout", "run_at", "idempotency_key")
+
+
+class JobsFileError(ValueError):
+    """The file cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    """One job as the file describes it."""
+
+    command: str
+    name: str = ""
+    description: str = ""
+    max_retries: int | None = None
+    timeout_seconds: float | None = None
+    run_at_ms: int = 0
+    idempotency_key: str = ""
+
+
+def parse_run_at(value: Any) -> int:
+    """Unix seconds (number) or an ISO 8601 time (naive means UTC) -> unix ms."""
+    if isinstance(value, bool):
+        raise ValueError("run_at must be an ISO 8601 time or unix seconds, not true/false")
+    if isinstance(value, (int, float)):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"run_at must be a non-negative unix time, got {value}")
+        return int(value * 1000)
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"run_at {value!r} is not an ISO 8601 time (e.g. 2026-11-23T18:00:00Z)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return int(when.timestamp() * 1000)
+    raise ValueError(f"run_at must be an ISO 8601 time or unix seconds, got {type(value).__name__}")
+
+
+def _entry(raw: Any, where: str) -> JobEntry:
+    if not isinstance(raw, dict):
+        raise JobsFileError(f"{where}: must be an object with a \"command\", got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise JobsFileError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    command = raw.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise JobsFileError(f"{where}: \"command\" must be a non-empty string")
+    if "\x00" in command:
+        raise JobsFileError(f"{where}: \"command\" contains a NUL byte")
+    for key in ("name", "description", "idempotency_key"):
+        if key in raw and not isinstance(raw[key], str):
+            raise JobsFileError(f"{where}: \"{key}\" must be a string, got {type(raw[key]).__name__}")
+    retries = raw.get("max_retries")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        raise JobsFileError(f"{where}: \"max_retries\" must be a whole number >= 0, got {retries!r}")
+    timeout = None
+    if raw.get("timeout") is not None:
+        value = raw["timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise JobsFileError(f"{where}: \"timeout\" must be seconds or a duration like \"30s\"")
+        try:
+            timeout = parse_duration(value)
+        except ValueError as exc:
+            raise JobsFileError(f"{where}: \"timeout\": {exc}") from None
+    run_at = 0
+    if raw.get("run_at") is not None:
+        try:
+            run_at = parse_run_at(raw["run_at"])
+        except ValueError as exc:
+            raise JobsFileError(f"{where}: {exc}") from None
+    return JobEntry(command=command, name=raw.get("name", ""), description=raw.get("description", ""),
+                    max_retries=retries, timeout_seconds=timeout, run_at_ms=run_at,
+                    idempotency_key=raw.get("idempotency_key", ""))
+
+
+def parse_jobs(text: str, source: str = "jobs file") -> list[JobEntry]:
+    """Every entry of a jobs file, or :class:`JobsFileError` for the first bad one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobsFileError(f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if isinstance(data, dict):
+        if "jobs" not in data:
+            raise JobsFileError(f"{source}: expected {{\"jobs\": [...]}} or a list of jobs")
+        data = data["jobs"]
+    if not isinstance(data, list):
+        raise JobsFileError(f"{source}: \"jobs\" must be a list")
+    if not data:
+        raise JobsFileError(f"{source}: no jobs in the file")
+    entries = []
+    for i, raw in enumerate(data, start=1):
+        label = f"job {i}"
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"]:
+            label += f" ({raw['name']!r})"
+        entries.append(_entry(raw, f"{source}: {label}"))
+    return entries
+
+
+def load_jobs(path: str) -> list[JobEntry]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise JobsFileError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise JobsFileError(f"{path}: not UTF-8 text") from None
+    return parse_jobs(text, path)

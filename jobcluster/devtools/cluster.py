@@ -1,0 +1,288 @@
+"""``make start / stop / status``: a whole cluster on this machine, tracked by pid files.
+
+Redis, PostgreSQL and etcd are used where ``.env`` points at ones that answer;
+otherwise this starts its own at those addresses (data in ``.run/``, logs in
+``log/``). Then it starts the servers and workers. ``stop`` ends exactly the
+processes whose pid files it wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from jobcluster.devtools import services as svc
+from jobcluster.settings import ConfigError, Settings
+
+ROOT = Path.cwd()
+RUN = ROOT / ".run"
+LOG = ROOT / "log"
+SERVERS_FILE = ROOT / ".servers"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
+STOP_WAIT = 40.0  # a worker gives running jobs WORKER_SHUTDOWN_GRACE (30s) to finish
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process this tool started: its pid file and the words its command line must contain."""
+
+    name: str
+    marker: str
+
+    @property
+    def pidfile(self) -> Path:
+        return RUN / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        """The pid if the process is alive and still the one we started."""
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            return None
+        if self.marker not in cmdline:
+            return None
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+        return None if state == "Z" else pid
+
+    def record(self, pid: int) -> None:
+        RUN.mkdir(exist_ok=True)
+        self.pidfile.write_text(f"{pid}\n")
+
+
+def _hostport(addr: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(addr if "://" in addr else f"//{addr}")
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _ensure_service(name: str, host: str, port: int, start: callable) -> str:
+    proc = Proc(name, {"redis": "redis-server", "postgres": "postgres", "etcd": "etcd"}[name])
+    if svc.port_open(port, host if host not in LOCAL_HOSTS else "127.0.0.1"):
+        owner = "ours" if proc.pid() else "already running, not ours"
+        return f"{host or '127.0.0.1'}:{port} ({owner})"
+    if host not in LOCAL_HOSTS:
+        raise SystemExit(f"{name} at {host}:{port} does not answer, and it is not on this machine to start")
+    service = start(port)
+    proc.record(service.pid)
+    return f"127.0.0.1:{port} (started, pid {service.pid}, data {service.data_dir.relative_to(ROOT)})"
+
+
+def start_backing_services(settings: Settings) -> dict[str, str]:
+    RUN.mkdir(exist_ok=True)
+    LOG.mkdir(exist_ok=True)
+    os.chmod(RUN, 0o755)
+    where = {}
+    r_host, r_port = _hostport(settings.redis_addr, 6379)
+    where["redis"] = _ensure_service("redis", r_host, r_port, lambda p: svc.start_redis(
+        RUN / "redis", p, LOG / "redis.log", persist=True, detach=True))
+    pg = urlsplit(settings.database_url)
+    where["postgres"] = _ensure_service("postgres", pg.hostname or "", pg.port or 5432, lambda p: svc.start_postgres(
+        RUN / "pg", p, LOG / "postgres.log", detach=True, database=pg.path.lstrip("/") or "jobcluster"))
+    if settings.etcd_endpoints:
+        e_host, e_port = _hostport(settings.etcd_endpoints[0], 2379)
+        where["etcd"] = _ensure_service("etcd", e_host, e_port, lambda p: svc.start_etcd(
+            RUN / "etcd", p, p + 1, LOG / "etcd.log", detach=True))
+    return where
+
+
+def _spawn(proc: Proc, args: list[str], log_name: str, env: dict[str, str]) -> int:
+    LOG.mkdir(exist_ok=True)
+    with open(LOG / log_name, "ab") as log:
+        p = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env)
+    proc.record(p.pid)
+    return p.pid
+
+
+def start_servers(count: int, base_port: int) -> list[str]:
+    addrs = []
+    for port in range(base_port, base_port + count):
+        proc = Proc(f"server-{port}", f"scheduler_server --port {port}")
+        addrs.append(f"127.0.0.1:{port}")
+        if (pid := proc.pid()) is not None:
+            _say(f"  server  127.0.0.1:{port} already running (pid {pid})")
+            continue
+        if svc.port_open(port):
+            raise SystemExit(f"port {port} is taken by another program; choose BASE_PORT=...")
+        pid = _spawn(proc, [sys.executable, "-m", "scheduler_server", "--port", str(port)],
+                     f"server-{port}.log", dict(os.environ))
+        _say(f"  server  127.0.0.1:{port} started (pid {pid}, log log/server-{port}.log)")
+    SERVERS_FILE.write_text("".join(a + "\n" for a in addrs))
+    return addrs
+
+
+def start_workers(count: int) -> None:
+    host = socket.gethostname()
+    for i in range(1, count + 1):
+        wid = f"{host}-worker-{i}"
+        proc = Proc(f"worker-{i}", f"worker --id {wid}")
+        if (pid := proc.pid()) is not None:
+            _say(f"  worker  {wid} already running (pid {pid})")
+            continue
+        pid = _spawn(proc, [sys.executable, "-m", "worker", "--id", wid], f"worker-{i}.log", dict(os.environ))
+        _say(f"  worker  {wid} started (pid {pid}, log log/worker-{i}.log)")
+
+
+def wait_healthy(addrs: list[str], timeout: float = 90.0) -> list[str]:
+    """Addresses that did not report SERVING within ``timeout``."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    waiting = list(addrs)
+    while waiting and time.monotonic() < deadline:
+        for addr in list(waiting):
+            with grpc.insecure_channel(addr) as ch:
+                try:
+                    resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        waiting.remove(addr)
+                except grpc.RpcError:
+                    pass
+        if waiting:
+            time.sleep(0.3)
+    return waiting
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    t0 = time.monotonic()
+    _say("backing services:")
+    for name, where in start_backing_services(settings).items():
+        _say(f"  {name:<9}{where}")
+    if not settings.etcd_endpoints:
+        _say("  etcd     ETCD_ENDPOINTS is empty: no etcd")
+    _say("programs:")
+    addrs = start_servers(args.servers, args.base_port) if args.servers else []
+    if args.workers:
+        start_workers(args.workers)
+    late = wait_healthy(addrs)
+    if late:
+        _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log")
+        return 1
+    _say(f"ready in {time.monotonic() - t0:.1f}s. Servers (also in .servers): {','.join(addrs) or '-'}")
+    _say("try:  python -m client -cmd 'echo hello'      (or: make run-client CMD='echo hello')")
+    _say("      make status | make logs | make stop")
+    return 0
+
+
+def all_procs() -> list[Proc]:
+    procs = []
+    for pidfile in sorted(RUN.glob("*.pid")):
+        name = pidfile.stem
+        if name.startswith("server-"):
+            procs.append(Proc(name, f"scheduler_server --port {name.split('-', 1)[1]}"))
+        elif name.startswith("worker-"):
+            procs.append(Proc(name, "worker --id"))
+        elif name in ("redis", "postgres", "etcd"):
+            procs.append(Proc(name, {"redis": "redis-server", "postgres": "postgres", "etcd": "etcd"}[name]))
+    return procs
+
+
+def _stop(procs: list[Proc], sig: int) -> None:
+    live = [(p, p.pid()) for p in procs]
+    for proc, pid in live:
+        if pid is None:
+            proc.pidfile.unlink(missing_ok=True)
+            continue
+        os.kill(pid, sig)
+    deadline = time.monotonic() + STOP_WAIT
+    for proc, pid in live:
+        if pid is None:
+            continue
+        while proc.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if proc.pid() is not None:
+            _say(f"  {proc.name} (pid {pid}) did not stop in {STOP_WAIT:.0f}s: SIGKILL")
+            os.kill(pid, signal.SIGKILL)
+        _say(f"  stopped {proc.name} (pid {pid})")
+        proc.pidfile.unlink(missing_ok=True)
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    procs = all_procs()
+    programs = [p for p in procs if p.name.startswith(("server-", "worker-"))]
+    if args.programs_only:
+        programs = [p for p in programs if p.name.startswith(args.programs_only)]
+        _stop(programs, signal.SIGTERM)
+        return 0
+    _stop(programs, signal.SIGTERM)
+    # postgres: SIGINT is its "fast" shutdown; the others stop on SIGTERM.
+    _stop([p for p in procs if p.name == "etcd"], signal.SIGTERM)
+    _stop([p for p in procs if p.name == "postgres"], signal.SIGINT)
+    _stop([p for p in procs if p.name == "redis"], signal.SIGTERM)
+    if not procs:
+        _say("nothing of ours is running")
+    SERVERS_FILE.unlink(missing_ok=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    procs = all_procs()
+    if not procs:
+        _say("nothing of ours is running (make start)")
+    for proc in procs:
+        pid = proc.pid()
+        _say(f"  {proc.name:<14} {'running, pid ' + str(pid) if pid else 'NOT RUNNING (stale pid file)'}")
+    addrs = SERVERS_FILE.read_text().split() if SERVERS_FILE.exists() else []
+    if addrs:
+        down = wait_healthy(addrs, timeout=1.0)
+        for addr in addrs:
+            _say(f"  {addr:<14} {'NOT SERVING' if addr in down else 'serving'}")
+    try:
+        import redis
+
+        from jobcluster import keys
+
+        host, port = _hostport(settings.redis_addr, 6379)
+        r = redis.Redis(host=host, port=port, socket_timeout=2, decode_responses=True)
+        processing = sum(r.llen(k) for k in r.scan_iter(keys.PROCESSING_PREFIX + "*"))
+        _say(f"  queues: {keys.PENDING}={r.llen(keys.PENDING)} processing={processing} "
+             f"{keys.DELAYED}={r.zcard(keys.DELAYED)} {keys.DLQ}={r.llen(keys.DLQ)}")
+        now = time.time() * 1000
+        for wid, beat in r.zrange(keys.WORKERS, 0, -1, withscores=True):
+            _say(f"  worker {wid}: last heartbeat {(now - beat) / 1000:.1f}s ago")
+    except Exception as exc:  # status must print what it can
+        _say(f"  queues: Redis not reachable ({exc})")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m jobcluster.devtools.cluster", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start")
+    s.add_argument("--servers", type=int, default=3)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--base-port", type=int, default=50051)
+    st = sub.add_parser("stop")
+    st.add_argument("--programs-only", choices=("server-", "worker-"), help="stop only servers or workers")
+    sub.add_parser("status")
+    args = p.parse_args()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}[args.cmd](args, settings)
+    except svc.ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

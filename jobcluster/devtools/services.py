@@ -1,0 +1,178 @@
+"""Private Redis, PostgreSQL and etcd processes on loopback, for tests and the dev cluster.
+
+PostgreSQL refuses to run as root, so as root it runs as the ``postgres``
+user, with a data directory that user owns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+class ServiceError(RuntimeError):
+    """A service did not come up; the message says which and where its log is."""
+
+
+@dataclass
+class Service:
+    """One running service process."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log_path: Path
+    url: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; reaps the process."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (on 127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port(name: str, proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited with {proc.returncode} at start; see {log_path}:\n"
+                               + _tail(log_path))
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    proc.kill()
+    raise ServiceError(f"{name} did not listen on port {port} within {timeout:.0f}s; see {log_path}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _spawn(cmd: list[str], log_path: Path, detach: bool, as_postgres: bool = False) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=detach, **(_postgres_user() if as_postgres else {}))
+
+
+def which(program: str) -> str | None:
+    """Find a server binary on PATH or in PostgreSQL's versioned bin directories."""
+    found = shutil.which(program)
+    if found:
+        return found
+    for d in PG_BIN_DIRS:
+        if (d / program).exists():
+            return str(d / program)
+    return None
+
+
+def _need(program: str, package: str) -> str:
+    path = which(program)
+    if path is None:
+        raise ServiceError(f"{program} not found: install the Debian package {package} "
+                           f"(apt-get install -y {package}) or run `make deps`")
+    return path
+
+
+def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = False,
+                detach: bool = False, timeout: float = 20.0) -> Service:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [_need("redis-server", "redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+           "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "yes"]
+    cmd += ["--appendonly", "yes", "--save", ""] if persist else ["--appendonly", "no", "--save", ""]
+    proc = _spawn(cmd, log_path, detach)
+    _wait_port("redis", proc, port, log_path, timeout)
+    return Service("redis", proc, port, data_dir, log_path, f"127.0.0.1:{port}")
+
+
+def _postgres_user() -> dict[str, object]:
+    """As root, exec PostgreSQL as the ``postgres`` user (it refuses root); the pid stays postgres' own."""
+    if os.geteuid() == 0:
+        return {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"}
+    return {}
+
+
+def _give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = False,
+                   database: str = "jobcluster", timeout: float = 60.0,
+                   settings: dict[str, str] | None = None) -> Service:
+    """initdb (first time), then run postgres on 127.0.0.1:port with its socket in the data directory."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _give_to_postgres(data_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        init = subprocess.run(
+            [_need("initdb", "postgresql"), "-D", str(data_dir), "-U", "postgres",
+             "-A", "trust", "-E", "UTF8", "--no-sync"],
+            capture_output=True, text=True, **_postgres_user())  # type: ignore[call-overload]
+        if init.returncode != 0:
+            raise ServiceError(f"initdb failed in {data_dir}:\n{init.stdout}\n{init.stderr}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"listen_addresses": "127.0.0.1", "max_connections": "200", "fsync": "on"}
+    options.update(settings or {})
+    cmd = [_need("postgres", "postgresql"), "-D", str(data_dir), "-p", str(port), "-k", str(data_dir)]
+    for key, value in options.items():
+        cmd += ["-c", f"{key}={value}"]
+    proc = _spawn(cmd, log_path, detach, as_postgres=True)
+    _wait_port("postgresql", proc, port, log_path, timeout)
+    url = f"postgresql://postgres@127.0.0.1:{port}/{database}"
+    return Service("postgresql", proc, port, data_dir, log_path, url)
+
+
+def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, detach: bool = False,
+               timeout: float = 30.0) -> Service:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    client = f"http://127.0.0.1:{port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    cmd = [_need("etcd", "etcd-server"), "--name", "default", "--data-dir", str(data_dir),
+           "--listen-client-urls", client, "--advertise-client-urls", client,
+           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+           "--initial-cluster", f"default={peer}"]
+    proc = _spawn(cmd, log_path, detach)
+    _wait_port("etcd", proc, port, log_path, timeout)
+    return Service("etcd", proc, port, data_dir, log_path, f"127.0.0.1:{port}",
+                   extra={"peer_port": str(peer_port)})

@@ -1,0 +1,38 @@
+"""Every Redis key jobcluster uses, in one place.
+
+Redis holds job ids only; PostgreSQL is the record and Redis can be rebuilt
+from it.
+
+==============================  =====  ==================================================
+key                             type   what it holds
+==============================  =====  ==================================================
+``pending_jobs``                list   ids ready to run. LPUSH in, workers take from the
+                                       right (FIFO) with BLMOVE.
+``processing_jobs:<worker-id>`` list   ids a worker has taken and not yet acked.
+``delayed_jobs``                zset   ids waiting for a time (``run_at`` in the future,
+                                       or a retry backing off); score = due unix ms.
+``dlq_tasks``                   list   ids of dead-lettered (FAILED) jobs, newest first.
+``workers``                     zset   worker id -> last heartbeat (unix ms).
+``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
+                                       started; expires when heartbeats stop.
+==============================  =====  ==================================================
+"""
+
+from __future__ import annotations
+
+PENDING = "pending_jobs"
+PROCESSING_PREFIX = "processing_jobs:"
+DELAYED = "delayed_jobs"
+DLQ = "dlq_tasks"
+WORKERS = "workers"
+WORKER_INFO_PREFIX = "worker:"
+
+
+def processing(worker_id: str) -> str:
+    """The processing list of one worker."""
+    return PROCESSING_PREFIX + worker_id
+
+
+def worker_info(worker_id: str) -> str:
+    """The info hash of one worker."""
+    return WORKER_INFO_PREFIX + worker_id

@@ -1,0 +1,123 @@
+"""The job model: statuses, what a submission may contain, and the retry policy."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A job's status, as users see it."""
+
+    PENDING = "PENDING"      # accepted, waiting for run_at or a retry backoff
+    QUEUED = "QUEUED"        # ready to run, waiting for a worker
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"        # dead-lettered: its id is in dlq_tasks
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+TERMINAL = frozenset(s.value for s in Status if s.terminal)
+
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2000
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_RETRIES_LIMIT = 100
+MAX_TIMEOUT_SECONDS = 7 * 86400.0
+
+
+class InvalidJob(ValueError):
+    """A submission that cannot be accepted; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated submission, with the server's defaults filled in."""
+
+    command: str
+    name: str
+    description: str
+    max_retries: int
+    timeout_seconds: float
+    run_at_ms: int            # 0: run now
+    idempotency_key: str      # '' : none
+
+
+def validate_job(
+    *,
+    command: str,
+    name: str = "",
+    description: str = "",
+    max_retries: int | None = None,
+    timeout_seconds: float | None = None,
+    run_at_ms: int = 0,
+    idempotency_key: str = "",
+    default_max_retries: int,
+    default_timeout: float,
+    max_command_bytes: int,
+) -> JobSpec:
+    """Check a submission and fill defaults; raise :class:`InvalidJob` naming the problem."""
+    if not command or not command.strip():
+        raise InvalidJob("command is empty")
+    size = len(command.encode("utf-8", "surrogatepass"))
+    if size > max_command_bytes:
+        raise InvalidJob(f"command is {size} bytes, over the limit of {max_command_bytes} bytes")
+    for field, value in (("command", command), ("name", name), ("description", description),
+                         ("idempotency_key", idempotency_key)):
+        if "\x00" in value:
+            raise InvalidJob(f"{field} contains a NUL byte")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidJob(f"name is {len(name)} characters, over the limit of {MAX_NAME_CHARS}")
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidJob(f"description is over the limit of {MAX_DESCRIPTION_CHARS} characters")
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidJob(f"idempotency_key is over the limit of {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    retries = default_max_retries if max_retries is None else max_retries
+    if retries < 0:
+        raise InvalidJob(f"max_retries must not be negative, got {retries}")
+    if retries > MAX_RETRIES_LIMIT:
+        raise InvalidJob(f"max_retries must be at most {MAX_RETRIES_LIMIT}, got {retries}")
+    timeout = default_timeout if timeout_seconds is None else timeout_seconds
+    if timeout != timeout or timeout < 0:  # NaN or negative
+        raise InvalidJob(f"timeout_seconds must not be negative, got {timeout}")
+    if timeout > MAX_TIMEOUT_SECONDS:
+        raise InvalidJob(f"timeout_seconds must be at most {MAX_TIMEOUT_SECONDS:.0f} (7 days), got {timeout}")
+    if run_at_ms < 0:
+        raise InvalidJob(f"run_at_ms must not be negative, got {run_at_ms}")
+    return JobSpec(
+        command=command,
+        name=name,
+        description=description,
+        max_retries=retries,
+        timeout_seconds=float(timeout),
+        run_at_ms=run_at_ms,
+        idempotency_key=idempotency_key,
+    )
+
+
+def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retrying after failed attempt ``attempt`` (1-based).
+
+    Exponential with "full jitter" over the upper half: a value in
+    [d/2, d] where d = min(cap, base * 2**(attempt-1)), so retries spread out
+    but never come back sooner than half the nominal delay.
+    """
+    nominal = min(cap, base * (2 ** max(0, attempt - 1)))
+    r = (rng or random).random()
+    return nominal / 2 + r * nominal / 2
+
+
+def now_ms() -> int:
+    """Wall-clock unix milliseconds."""
+    return int(time.time() * 1000)
+
+
+def retries_exhausted(attempts: int, interruptions: int, max_retries: int) -> bool:
+    """True when a job that just failed has no retries left."""
+    return attempts - interruptions > max_retries

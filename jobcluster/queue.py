@@ -1,0 +1,215 @@
+"""The Redis queue protocol: every move of a job id between Redis keys.
+
+Key names live in :mod:`jobcluster.keys`. Each step that touches more than one
+key is one Lua script (atomic in Redis); the scripts name their keys in KEYS[].
+
+Life of an id::
+
+    submit ──LPUSH──▶ pending_jobs ──BLMOVE (worker)──▶ processing_jobs:<worker>
+    submit (run_at later) ──ZADD──▶ delayed_jobs ──promote_due (any process)──▶ pending_jobs
+    processing ── ack ──▶ (gone)            job SUCCEEDED or refused
+               ── retry_later ──▶ delayed_jobs   backoff
+               ── requeue_front ──▶ pending_jobs (right end: taken next)
+               ── dead_letter ──▶ dlq_tasks
+    processing of a gone worker ── recover_processing ──▶ pending_jobs / dlq_tasks
+
+PostgreSQL is written before Redis at every step, so an id found in Redis
+whose job is not claimable is simply dropped (or re-delayed) by the worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobcluster import keys
+
+#: Errors that mean "Redis is not there right now".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# KEYS[1] processing list, KEYS[2] delayed set; ARGV[1] id, ARGV[2] due ms
+_RETRY_LATER = """
+redis.call('LREM', KEYS[1], -1, ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1] processing list, KEYS[2] pending list; ARGV[1] id
+_REQUEUE_FRONT = """
+redis.call('LREM', KEYS[1], -1, ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1] processing list (may be ''-named dummy), KEYS[2] dlq; ARGV[1] id
+_DEAD_LETTER = """
+redis.call('LREM', KEYS[1], -1, ARGV[1])
+if not redis.call('LPOS', KEYS[2], ARGV[1]) then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1] delayed set, KEYS[2] pending list; ARGV[1] batch size.
+# Moves every id due by Redis' own clock; atomic, so any number of processes
+# may run it at once without moving an id twice.
+_PROMOTE_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #ids == 0 then return 0 end
+redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('LPUSH', KEYS[2], unpack(ids))
+return #ids
+"""
+
+# KEYS[1] pending list, KEYS[2] delayed set; ARGV[1] id.
+# Push an id that Redis holds in neither place (a healed submit).
+_ENSURE_QUEUED = """
+if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS[1] processing list, KEYS[2] pending list, KEYS[3] dlq; ARGV ids to dead-letter.
+# Everything else in the processing list goes back to the front of the queue, in order.
+_RECOVER_PROCESSING = """
+local dead = {}
+for i = 1, #ARGV do dead[ARGV[i]] = true end
+local moved = 0
+while true do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  if dead[id] then
+    if not redis.call('LPOS', KEYS[3], id) then redis.call('LPUSH', KEYS[3], id) end
+  else
+    redis.call('RPUSH', KEYS[2], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
+    """A client for REDIS_ADDR (``host:port`` or a ``redis://`` URL), with bounded timeouts."""
+    url = addr if "://" in addr else f"redis://{addr}"
+    options: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": 10.0, "decode_responses": True}
+    options.update(kwargs)
+    return aioredis.Redis.from_url(url, **options)
+
+
+class Queue:
+    """The queue protocol over one Redis client."""
+
+    #: How long a worker's BLMOVE blocks before it looks around (seconds).
+    block_seconds = 1.0
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._retry_later = redis.register_script(_RETRY_LATER)
+        self._requeue_front = redis.register_script(_REQUEUE_FRONT)
+        self._dead_letter = redis.register_script(_DEAD_LETTER)
+        self._promote_due = redis.register_script(_PROMOTE_DUE)
+        self._ensure_queued = redis.register_script(_ENSURE_QUEUED)
+        self._recover = redis.register_script(_RECOVER_PROCESSING)
+
+    # --- producers ----------------------------------------------------------
+
+    async def enqueue(self, job_id: str, due_ms: int = 0) -> None:
+        """Make a new job available now, or at ``due_ms`` (unix ms)."""
+        if due_ms and due_ms > time.time() * 1000:
+            await self.redis.zadd(keys.DELAYED, {job_id: due_ms})
+        else:
+            await self.redis.lpush(keys.PENDING, job_id)
+
+    async def ensure_queued(self, job_id: str) -> bool:
+        """Push a ready job unless Redis already holds it waiting; True when pushed."""
+        return bool(await self._ensure_queued(keys=[keys.PENDING, keys.DELAYED], args=[job_id]))
+
+    async def promote_due(self, batch: int = 500) -> int:
+        """Move delayed ids whose time has come to ``pending_jobs``; returns how many."""
+        total = 0
+        while True:
+            moved = int(await self._promote_due(keys=[keys.DELAYED, keys.PENDING], args=[batch]))
+            total += moved
+            if moved < batch:
+                return total
+
+    # --- worker -------------------------------------------------------------
+
+    async def dequeue(self, worker_id: str, timeout: float | None = None) -> str | None:
+        """Take the oldest ready id into this worker's processing list (blocks up to ``timeout``)."""
+        wait = self.block_seconds if timeout is None else timeout
+        return await self.redis.blmove(keys.PENDING, keys.processing(worker_id), wait, "RIGHT", "LEFT")
+
+    async def ack(self, worker_id: str, job_id: str) -> None:
+        """The worker is done with this id."""
+        await self.redis.lrem(keys.processing(worker_id), -1, job_id)
+
+    async def retry_later(self, worker_id: str, job_id: str, due_ms: int) -> None:
+        """Back off: the id waits in ``delayed_jobs`` until ``due_ms``."""
+        await self._retry_later(keys=[keys.processing(worker_id), keys.DELAYED], args=[job_id, due_ms])
+
+    async def delay(self, job_id: str, due_ms: int) -> None:
+        """Put an id (not in any processing list) in ``delayed_jobs``."""
+        await self.redis.zadd(keys.DELAYED, {job_id: due_ms})
+
+    async def requeue_front(self, worker_id: str, job_id: str) -> None:
+        """Give the id back to be taken next (an attempt interrupted by shutdown)."""
+        await self._requeue_front(keys=[keys.processing(worker_id), keys.PENDING], args=[job_id])
+
+    async def dead_letter(self, worker_id: str, job_id: str) -> None:
+        """LPUSH the id to ``dlq_tasks`` (once) and drop it from the processing list."""
+        await self._dead_letter(keys=[keys.processing(worker_id), keys.DLQ], args=[job_id])
+
+    async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = ()) -> int:
+        """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the queue's front."""
+        return int(await self._recover(keys=[keys.processing(worker_id), keys.PENDING, keys.DLQ],
+                                       args=list(dead_ids)))
+
+    async def processing_ids(self, worker_id: str) -> list[str]:
+        return list(await self.redis.lrange(keys.processing(worker_id), 0, -1))
+
+    # --- heartbeats -----------------------------------------------------------
+
+    async def heartbeat(self, worker_id: str, info: Mapping[str, str | int | float], ttl: float) -> None:
+        """Record that a worker is alive now; its info hash expires after ``ttl`` without one."""
+        now = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.WORKERS, {worker_id: now})
+            pipe.hset(keys.worker_info(worker_id), mapping={**info, "heartbeat_ms": now})
+            pipe.pexpire(keys.worker_info(worker_id), int(ttl * 1000))
+            await pipe.execute()
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.WORKERS, worker_id)
+            pipe.delete(keys.worker_info(worker_id))
+            await pipe.execute()
+
+    async def workers(self) -> dict[str, int]:
+        """Worker id -> last heartbeat (unix ms)."""
+        return {w: int(s) for w, s in await self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)}
+
+    # --- inspection -----------------------------------------------------------
+
+    async def depths(self) -> dict[str, int]:
+        """How many ids each place holds: pending, processing (all workers), delayed, dlq."""
+        processing = 0
+        async for key in self.redis.scan_iter(match=keys.PROCESSING_PREFIX + "*", count=200):
+            processing += await self.redis.llen(key)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(keys.PENDING)
+            pipe.zcard(keys.DELAYED)
+            pipe.llen(keys.DLQ)
+            pending, delayed, dlq = await pipe.execute()
+        return {"pending": pending, "processing": processing, "delayed": delayed, "dlq": dlq}

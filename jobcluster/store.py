@@ -1,0 +1,285 @@
+"""The PostgreSQL record of every job (asyncpg). SQL lives in ``sql/queries.sql``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from jobcluster.model import JobSpec, Status
+from jobcluster.settings import Settings
+from jobcluster.sqlfile import load_queries, migrations
+
+log = logging.getLogger(__name__)
+
+Q = load_queries()
+
+#: Errors that mean "PostgreSQL is not there right now", as opposed to a bug.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MIGRATION_LOCK = zlib.crc32(b"jobcluster.migrate")
+CONNECT_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to run one attempt of a job."""
+
+    job_id: str
+    command: str
+    timeout_seconds: float
+    max_retries: int
+    attempt: int
+    interruptions: int
+
+
+def _ms(value: dt.datetime | None) -> int:
+    return int(value.timestamp() * 1000) if value else 0
+
+
+def clean_text(data: bytes) -> str:
+    """Decode job output for storage: invalid UTF-8 and NUL (which PostgreSQL text refuses) become U+FFFD."""
+    return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+class Store:
+    """Job storage on an asyncpg pool; each method is one statement."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, settings: Settings, *, migrate: bool = True) -> "Store":
+        """Open the pool (creating the database if it does not exist) and migrate the schema."""
+        dsn = settings.database_url
+        try:
+            await _probe(dsn)
+        except asyncpg.InvalidCatalogNameError:
+            await _create_database(dsn)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=settings.pg_min_conns,
+            max_size=settings.pg_max_conns,
+            # asyncpg has no maximum connection age; the closest is closing idle ones.
+            max_inactive_connection_lifetime=settings.pg_max_conn_lifetime,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+        )
+        store = cls(pool)
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; safe when several processes start at once."""
+        applied: list[str] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, sql in migrations():
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                applied.append(version)
+        if applied:
+            log.info("schema migrated: %s", ", ".join(applied))
+        return applied
+
+    # --- submit -------------------------------------------------------------
+
+    async def insert_job(self, spec: JobSpec, submitted_via: str) -> tuple[str, bool, Status, int]:
+        """Store a new job. Returns ``(id, inserted, status, due_ms)``.
+
+        When the idempotency key names an existing job, nothing is inserted and
+        that job's id comes back with ``inserted`` False.
+        """
+        run_at = (
+            dt.datetime.fromtimestamp(spec.run_at_ms / 1000, dt.timezone.utc) if spec.run_at_ms else None
+        )
+        status = Status.PENDING if spec.run_at_ms and spec.run_at_ms > _now_ms() else Status.QUEUED
+        job_id = uuid.uuid4()
+        row = await self.pool.fetchrow(
+            Q["insert_job"], job_id, spec.name, spec.description, spec.command, status.value,
+            spec.max_retries, spec.timeout_seconds, run_at, spec.idempotency_key or None, submitted_via,
+        )
+        if row is not None:
+            return str(row["id"]), True, Status(row["status"]), _ms(row["not_before"])
+        existing = await self.pool.fetchrow(Q["job_by_idempotency_key"], spec.idempotency_key)
+        if existing is None:  # the other job was deleted in between; try once more
+            return await self.insert_job(spec, submitted_via)
+        shown = Status.QUEUED if existing["status"] == "PENDING" and existing["due"] else Status(existing["status"])
+        return str(existing["id"]), False, shown, _ms(existing["not_before"])
+
+    # --- worker side --------------------------------------------------------
+
+    async def claim(self, job_id: str, worker_id: str) -> Claimed | None:
+        """Start the next attempt of a job, or None when it is not claimable now."""
+        row = await self.pool.fetchrow(Q["claim_job"], uuid.UUID(job_id), worker_id)
+        if row is None:
+            return None
+        return Claimed(
+            job_id=job_id,
+            command=row["command"],
+            timeout_seconds=row["timeout_seconds"],
+            max_retries=row["max_retries"],
+            attempt=row["attempts"],
+            interruptions=row["interruptions"],
+        )
+
+    async def claim_refusal(self, job_id: str) -> tuple[Status, bool, int] | None:
+        """Why a claim failed: ``(status, due, due_ms)``, or None when the job does not exist."""
+        row = await self.pool.fetchrow(Q["claim_refusal"], uuid.UUID(job_id))
+        if row is None:
+            return None
+        return Status(row["status"]), bool(row["due"]), _ms(row["not_before"])
+
+    async def finish_attempt(
+        self,
+        claimed: Claimed,
+        next_status: Status,
+        *,
+        exit_code: int | None,
+        error: str,
+        output: str,
+        output_truncated: bool,
+        retry_at_ms: int = 0,
+        interrupted: bool = False,
+    ) -> bool:
+        """Record an attempt's end and the job's next status; False when fenced off (stale attempt)."""
+        row = await self.pool.fetchrow(
+            Q["finish_attempt"], uuid.UUID(claimed.job_id), claimed.attempt, next_status.value,
+            exit_code, error, output, output_truncated, retry_at_ms, 1 if interrupted else 0,
+        )
+        return row is not None
+
+    async def recover_worker_jobs(self, worker_ids: list[str], reason: str) -> list[tuple[str, Status]]:
+        """Jobs RUNNING on these workers go back (QUEUED) or, retries used up, to FAILED."""
+        rows = await self.pool.fetch(Q["recover_worker_jobs"], worker_ids, reason)
+        return [(str(r["id"]), Status(r["status"])) for r in rows]
+
+    # --- reading --------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """One job with its latest output and its attempts, or None."""
+        try:
+            key = uuid.UUID(job_id)
+        except ValueError:
+            return None
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q["get_job"], key)
+            if row is None:
+                return None
+            attempts = await conn.fetch(Q["get_attempts"], key)
+        job = _job_dict(row)
+        job["attempt_history"] = [
+            {
+                "number": a["attempt"],
+                "worker_id": a["worker_id"],
+                "started_at_ms": _ms(a["started_at"]),
+                "finished_at_ms": _ms(a["finished_at"]),
+                "exit_code": a["exit_code"],
+                "error": a["error"],
+                "output_truncated": a["output_truncated"],
+            }
+            for a in attempts
+        ]
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None,
+        ids: list[str] | None,
+        after: tuple[int, str] | None,
+        limit: int,
+        include_output: bool,
+    ) -> list[dict[str, Any]]:
+        """Jobs newest first, after the keyset cursor ``(created_at_us, id)``."""
+        uuids = [uuid.UUID(i) for i in ids] if ids else None
+        created = id_ = None
+        if after is not None:
+            created = _EPOCH + dt.timedelta(microseconds=after[0])
+            id_ = uuid.UUID(after[1])
+        rows = await self.pool.fetch(Q["list_jobs"], status, uuids, created, id_, limit, include_output)
+        return [_job_dict(r) for r in rows]
+
+
+def _job_dict(row: asyncpg.Record) -> dict[str, Any]:
+    status = row["status"]
+    if status == "PENDING" and row["not_before"] <= dt.datetime.now(dt.timezone.utc):
+        status = "QUEUED"  # due: promoted to pending_jobs or about to be
+    created: dt.datetime = row["created_at"]
+    return {
+        "id": str(row["id"]),
+        "status": status,
+        "output": row["output"] or "",
+        "name": row["name"],
+        "description": row["description"],
+        "command": row["command"],
+        "exit_code": row["exit_code"],
+        "attempts": row["attempts"],
+        "max_retries": row["max_retries"],
+        "timeout_seconds": row["timeout_seconds"],
+        "run_at_ms": _ms(row["run_at"]),
+        "idempotency_key": row["idempotency_key"] or "",
+        "created_at_ms": _ms(created),
+        "created_at_us": (created - _EPOCH) // dt.timedelta(microseconds=1),
+        "updated_at_ms": _ms(row["updated_at"]),
+        "started_at_ms": _ms(row["started_at"]),
+        "finished_at_ms": _ms(row["finished_at"]),
+        "worker_id": row["worker_id"] or "",
+        "last_error": row["last_error"],
+        "output_truncated": row["output_truncated"],
+        "submitted_via": row["submitted_via"],
+    }
+
+
+def _now_ms() -> int:
+    return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+
+
+async def _probe(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+    await conn.close()
+
+
+async def _create_database(dsn: str) -> None:
+    """Create the database DATABASE_URL names, connecting to ``postgres`` to do it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    conn = await asyncpg.connect(admin, timeout=CONNECT_TIMEOUT)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
+        log.info("created database %s", name)
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):  # another process won the race
+        pass
+    finally:
+        await conn.close()

@@ -1,0 +1,1 @@
+"""The jobcluster gRPC server program."""

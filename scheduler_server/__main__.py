@@ -1,0 +1,58 @@
+"""``python -m scheduler_server``: serve JobService on SERVER_HOST:SERVER_PORT until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+
+from jobcluster.logs import setup_logging
+from jobcluster.settings import ConfigError, Settings
+from scheduler_server.server import SchedulerServer
+
+log = logging.getLogger("server")
+
+
+async def main(settings: Settings) -> int:
+    server = SchedulerServer(settings)
+    try:
+        await server.start()
+    except (RuntimeError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(server.wait(), name="grpc-wait")
+    stopper = asyncio.create_task(stop.wait(), name="signal-wait")
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await server.stop()
+    waiter.cancel()
+    stopper.cancel()
+    return 0
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(prog="python -m scheduler_server", description=__doc__)
+    parser.add_argument("--port", type=int, help="listen port (default SERVER_PORT)")
+    parser.add_argument("--host", help="listen address (default SERVER_HOST, 127.0.0.1)")
+    args = parser.parse_args()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.port is not None:
+        settings = replace(settings, server_port=args.port)
+    if args.host:
+        settings = replace(settings, server_host=args.host)
+    setup_logging(f"server:{settings.server_port}", settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(main(settings)))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,91 @@
+"""Build, run and stop one gRPC server: JobService + health + reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from jobcluster import queue as queue_mod
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from jobcluster.queue import Queue
+from jobcluster.settings import Settings
+from jobcluster.store import UNAVAILABLE_ERRORS, Store
+from scheduler_server.service import JobService
+
+log = logging.getLogger("server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
+STOP_GRACE = 5.0
+
+
+class SchedulerServer:
+    """One stateless server process. :meth:`start`, then :meth:`stop` on SIGTERM."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.address = f"{settings.server_host}:{settings.server_port}"
+        self.redis = queue_mod.connect(settings.redis_addr)
+        self.service = JobService(settings, Queue(self.redis), self.address)
+        self.health = HealthServicer()
+        # so_reuseport off: a second server on a taken port must fail, not share it.
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.store: Store | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        pb_grpc.add_JobServiceServicer_to_server(self.service, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.grpc,
+        )
+        port = self.grpc.add_insecure_port(self.address)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.address}")
+        await self._set_health(False)
+        await self.grpc.start()
+        log.info("listening on %s", self.address)
+        self._connect_task = asyncio.create_task(self._connect_store(), name="connect-postgres")
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def _connect_store(self) -> None:
+        """Reach PostgreSQL (retrying while it is down), migrate, then report SERVING."""
+        delay = 0.5
+        while True:
+            try:
+                self.store = await Store.connect(self.settings)
+                break
+            except UNAVAILABLE_ERRORS as exc:
+                log.error("PostgreSQL at DATABASE_URL unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+        self.service.attach_store(self.store)
+        await self._set_health(True)
+        log.info("ready: PostgreSQL connected, schema current")
+
+    async def wait(self) -> None:
+        await self.grpc.wait_for_termination()
+
+    async def stop(self) -> None:
+        """NOT_SERVING, finish in-flight calls (up to STOP_GRACE), close the pools."""
+        log.info("stopping: finishing in-flight calls")
+        await self.health.enter_graceful_shutdown()
+        await self.grpc.stop(STOP_GRACE)
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            await asyncio.gather(self._connect_task, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
+        await self.redis.aclose()
+        log.info("stopped")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up this checkout on a fresh Debian/Ubuntu machine: the Debian packages of
+# the backing services (when missing, and when we may install them), then a
+# virtual environment in .venv with the project and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v etcd >/dev/null || need+=(etcd-server etcd-client)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Debian's packages may start their own services; we run private ones, so stop those.
+    for svc in redis-server etcd; do
+      if command -v service >/dev/null && service "$svc" status >/dev/null 2>&1; then service "$svc" stop || true; fi
+    done
+  else
+    echo "missing: ${need[*]}. Install them (sudo apt-get install -y ${need[*]}) and run again." >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv"
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+echo "installing the project into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'

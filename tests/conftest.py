@@ -1,0 +1,103 @@
+"""Real Redis, PostgreSQL and etcd for the whole test session, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jobcluster import queue as queue_mod
+from jobcluster.devtools import services as svc
+from jobcluster.queue import Queue
+from jobcluster.settings import Settings
+from jobcluster.store import Store
+
+
+@pytest.fixture(scope="session")
+def service_root() -> Iterator[Path]:
+    # Not under /tmp/pytest-of-root: the postgres user must be able to enter it.
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-test-"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def services(service_root: Path) -> Iterator[dict[str, svc.Service]]:
+    started: dict[str, svc.Service] = {}
+    try:
+        started["redis"] = svc.start_redis(service_root / "redis", svc.free_port(), service_root / "redis.log")
+        started["postgres"] = svc.start_postgres(service_root / "pg", svc.free_port(), service_root / "pg.log",
+                                                 settings={"fsync": "off", "synchronous_commit": "off"})
+        started["etcd"] = svc.start_etcd(service_root / "etcd", svc.free_port(), svc.free_port(),
+                                         service_root / "etcd.log")
+        yield started
+    finally:
+        for s in reversed(list(started.values())):
+            s.stop()
+
+
+@pytest.fixture
+def settings(services: dict[str, svc.Service]) -> Settings:
+    """Settings pointing at the test services, with short timings so tests run fast."""
+    return replace(
+        Settings(),
+        database_url=services["postgres"].url,
+        redis_addr=services["redis"].url,
+        etcd_endpoints=(services["etcd"].url,),
+        lease_ttl=2.0,
+        pg_min_conns=1,
+        pg_max_conns=10,
+        heartbeat_interval=0.2,
+        worker_shutdown_grace=5.0,
+        worker_concurrency=4,
+        job_kill_grace=1.0,
+        retry_backoff_base=0.05,
+        retry_backoff_max=0.2,
+        job_output_limit=64 * 1024,
+        log_level="INFO",
+    )
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a subprocess these settings (nothing read from .env)."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR")}
+    env.update({
+        "DATABASE_URL": settings.database_url,
+        "REDIS_ADDR": settings.redis_addr,
+        "ETCD_ENDPOINTS": ",".join(settings.etcd_endpoints),
+        "LEASE_TTL": f"{settings.lease_ttl}s",
+        "HEARTBEAT_INTERVAL": f"{settings.heartbeat_interval}s",
+        "WORKER_SHUTDOWN_GRACE": f"{settings.worker_shutdown_grace}s",
+        "WORKER_CONCURRENCY": str(settings.worker_concurrency),
+        "JOB_KILL_GRACE": f"{settings.job_kill_grace}s",
+        "RETRY_BACKOFF_BASE": f"{settings.retry_backoff_base}s",
+        "RETRY_BACKOFF_MAX": f"{settings.retry_backoff_max}s",
+        "JOB_OUTPUT_LIMIT": str(settings.job_output_limit),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    """A store on an empty schema."""
+    s = await Store.connect(settings)
+    await s.pool.execute("TRUNCATE jobs CASCADE")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def queue(settings: Settings) -> AsyncIterator[Queue]:
+    """A queue on an empty Redis."""
+    r = queue_mod.connect(settings.redis_addr)
+    await r.flushdb()
+    yield Queue(r)
+    await r.aclose()

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from client.jobsfile import JobsFileError, parse_jobs, parse_run_at
+from client.servers import resolve
+
+ORIGINAL = {"jobs": [{"name": "a", "command": "ls -la", "description": "list"},
+                     {"name": "b", "command": "echo hi", "description": "say hi"}]}
+
+
+def test_original_format_works_as_is():
+    entries = parse_jobs(json.dumps(ORIGINAL))
+    assert [(e.name, e.command, e.description) for e in entries] == [
+        ("a", "ls -la", "list"), ("b", "echo hi", "say hi")]
+    assert entries[0].max_retries is None and entries[0].timeout_seconds is None
+
+
+def test_bare_list_and_optional_fields():
+    entries = parse_jobs(json.dumps([{"command": "true", "max_retries": 0, "timeout": "1m",
+                                      "run_at": "2030-01-01T00:00:00Z", "idempotency_key": "k1"},
+                                     {"command": "true", "timeout": 2.5, "run_at": 1893456000}]))
+    assert entries[0].max_retries == 0 and entries[0].timeout_seconds == 60.0
+    assert entries[0].run_at_ms == 1893456000000 == entries[1].run_at_ms
+    assert entries[0].idempotency_key == "k1" and entries[1].timeout_seconds == 2.5
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("{not json", "invalid JSON at line 1"),
+    ('{"jobs": {}}', "must be a list"),
+    ('{"tasks": []}', "expected"),
+    ('[]', "no jobs"),
+    ('[{"name": "x"}]', "job 1 ('x'): \"command\" must be a non-empty string"),
+    ('[{"command": "ok"}, {"command": 5}]', "job 2: \"command\""),
+    ('[{"command": "ok", "max_retries": "3"}]', "max_retries"),
+    ('[{"command": "ok", "max_retries": -1}]', "max_retries"),
+    ('[{"command": "ok", "max_retries": true}]', "max_retries"),
+    ('[{"command": "ok", "timeout": "soon"}]', "timeout"),
+    ('[{"command": "ok", "run_at": "tomorrow"}]', "ISO 8601"),
+    ('[{"command": "ok", "comand": "typo"}]', "unknown field(s) comand"),
+    ('["ls"]', "must be an object"),
+    ('[{"command": "a\\u0000b"}]', "NUL"),
+])
+def test_bad_files_name_the_entry(text, fragment):
+    with pytest.raises(JobsFileError) as err:
+        parse_jobs(text, "jobs.json")
+    assert fragment in str(err.value)
+    assert str(err.value).startswith("jobs.json")
+
+
+def test_run_at_forms():
+    assert parse_run_at(10) == 10000
+    assert parse_run_at("1970-01-01T00:00:10") == 10000  # naive means UTC
+    assert parse_run_at("1970-01-01T01:00:10+01:00") == 10000
+
+
+def test_server_resolution_order(tmp_path):
+    servers_file = tmp_path / ".servers"
+    servers_file.write_text("h:1\nh:2\n")
+    f = str(servers_file)
+    assert resolve(None, None, None, {}, f) == (["h:1", "h:2"], ["h:1", "h:2"])
+    assert resolve(None, None, None, {}, str(tmp_path / "none")) == (["localhost:50051"], ["localhost:50051"])
+    assert resolve(None, None, None, {"SERVERS": "e:1"}, f) == (["e:1"], ["e:1"])
+    assert resolve("x:1,y:2", None, None, {"SERVERS": "e:1"}, f) == (["x:1", "y:2"], ["x:1", "y:2"])
+    env = {"SUBMIT_SERVER": "s:1", "STATUS_SERVERS": "t:1,t:2"}
+    assert resolve(None, None, None, env, f) == (["s:1"], ["t:1", "t:2"])
+    assert resolve(None, "S:9", "T:9", env, f) == (["S:9"], ["T:9"])

@@ -1,0 +1,1 @@
+"""The jobcluster worker program."""

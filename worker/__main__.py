@@ -1,0 +1,98 @@
+"""``python -m worker``: run jobs from the queue until SIGTERM (or, with --burst, until none are left)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from jobcluster import queue as queue_mod
+from jobcluster.logs import setup_logging
+from jobcluster.queue import Queue
+from jobcluster.settings import ConfigError, Settings
+from jobcluster.store import UNAVAILABLE_ERRORS, Store
+from worker.shell import use_pidfd_child_watcher
+from worker.worker import Worker, WorkerIdInUse
+
+log = logging.getLogger("worker")
+
+
+async def _connect_store(settings: Settings, stop: asyncio.Event) -> Store | None:
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await Store.connect(settings)
+        except UNAVAILABLE_ERRORS as exc:
+            log.error("PostgreSQL at DATABASE_URL unavailable (%s); retrying in %.1fs", exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(5.0, delay * 2)
+    return None
+
+
+async def main(settings: Settings, burst: bool) -> int:
+    use_pidfd_child_watcher()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    worker: Worker | None = None
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if worker is not None:
+            worker.stop()
+        if signals >= 2:
+            log.warning("second signal: exiting now; running jobs are recovered at the next start")
+            sys.exit(1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    store = await _connect_store(settings, stop)
+    if store is None:
+        return 0
+    redis = queue_mod.connect(settings.redis_addr)
+    try:
+        worker = Worker(settings, store, Queue(redis), burst=burst)
+        if stop.is_set():
+            return 0
+        await worker.run()
+    except WorkerIdInUse as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        await redis.aclose()
+        await store.close()
+    return 0
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--burst", action="store_true", help="exit once the queue and delayed set are empty")
+    parser.add_argument("--concurrency", type=int, help="job slots (default WORKER_CONCURRENCY)")
+    parser.add_argument("--id", help="worker id (default WORKER_ID, else <host>-<pid>)")
+    args = parser.parse_args()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    overrides = {}
+    if args.concurrency:
+        overrides["worker_concurrency"] = args.concurrency
+    if args.id:
+        overrides["worker_id"] = args.id
+    if overrides:
+        from dataclasses import replace
+        settings = replace(settings, **overrides)
+    setup_logging("worker", settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(main(settings, args.burst)))
+
+
+if __name__ == "__main__":
+    run()

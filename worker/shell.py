@@ -1,0 +1,152 @@
+"""Run one shell command the way a job runs: own process group, bounded output, timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Variables a job inherits from the worker; everything else (DATABASE_URL,
+#: credentials...) stays out. JOB_ENV_PASSTHROUGH adds names to this list.
+SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+READ_CHUNK = 64 * 1024
+DRAIN_AFTER_EXIT = 2.0
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    """How one run ended."""
+
+    exit_code: int          # the shell's exit status; 128+N when killed by signal N
+    output: bytes           # stdout and stderr interleaved, the last `limit` bytes
+    truncated: bool         # earlier output was dropped to stay under the limit
+    timed_out: bool
+    error: str              # '' when the command simply exited
+
+
+def use_pidfd_child_watcher() -> None:
+    """On Python 3.11 switch asyncio to the pidfd child watcher (faster; 3.12+ does it already)."""
+    if sys.version_info < (3, 12) and hasattr(asyncio, "PidfdChildWatcher"):
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(asyncio.get_running_loop())
+        asyncio.set_child_watcher(watcher)
+
+
+def job_env(job_id: str, attempt: int, passthrough: Sequence[str] = (),
+            source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a job sees: a safe subset of the worker's, plus JOB_ID and JOB_ATTEMPT."""
+    src = os.environ if source is None else source
+    env = {k: src[k] for k in (*SAFE_ENV, *passthrough) if k in src}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["SHELL"] = "/bin/sh"
+    env["JOB_ID"] = job_id
+    env["JOB_ATTEMPT"] = str(attempt)
+    return env
+
+
+class _Tail:
+    """Keeps the last ``limit`` bytes written to it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.truncated = False
+
+    def add(self, data: bytes) -> None:
+        self.buf += data
+        excess = len(self.buf) - self.limit
+        if excess > 0:
+            del self.buf[:excess]
+            self.truncated = True
+
+
+async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
+    while chunk := await stream.read(READ_CHUNK):
+        tail.add(chunk)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """TERM the whole group, KILL it after ``grace`` seconds, and reap the shell."""
+    _killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        pass
+    _killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def run_shell(
+    command: str,
+    *,
+    timeout: float,
+    kill_grace: float,
+    output_limit: int,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+) -> ShellResult:
+    """Run ``sh -c command`` in a new process group with stdin closed.
+
+    ``timeout`` 0 means none. When it passes, the group gets SIGTERM, then
+    SIGKILL after ``kill_grace``. When the shell exits, whatever it left behind
+    in its group is killed too. If this coroutine is cancelled, the group is
+    killed at once and the shell reaped before the cancellation goes on.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env),
+            cwd=cwd,
+        )
+    except OSError as exc:
+        return ShellResult(exit_code=127, output=b"", truncated=False, timed_out=False,
+                           error=f"could not start /bin/sh: {exc}")
+    assert proc.stdout is not None
+    tail = _Tail(output_limit)
+    reader = asyncio.create_task(_drain(proc.stdout, tail), name=f"drain-{proc.pid}")
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(proc.wait(), timeout if timeout > 0 else None)
+        except TimeoutError:
+            timed_out = True
+            await asyncio.shield(_terminate(proc, kill_grace))
+    except asyncio.CancelledError:
+        await asyncio.shield(_terminate(proc, 0))
+        reader.cancel()
+        raise
+    finally:
+        # Reap leftovers (`sleep 100 &`) so nothing outlives the job or holds the pipe.
+        _killpg(proc.pid, signal.SIGKILL)
+    try:
+        await asyncio.wait_for(reader, DRAIN_AFTER_EXIT)
+    except TimeoutError:
+        pass  # a grandchild escaped the group with the pipe; keep what we have
+    code = proc.returncode if proc.returncode is not None else -1
+    error = ""
+    if code < 0:
+        sig = -code
+        code = 128 + sig
+        try:
+            error = f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            error = f"killed by signal {sig}"
+    if timed_out:
+        error = f"timed out after {timeout:g}s" + (f" ({error})" if error else "")
+    return ShellResult(exit_code=code, output=bytes(tail.buf), truncated=tail.truncated,
+                       timed_out=timed_out, error=error)

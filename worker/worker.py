@@ -1,0 +1,287 @@
+"""A worker: N slots that each take a job id, claim it, run it and settle it.
+
+Lifecycle of one id: ``dequeue → claim → run_shell → settle`` where settle is
+``ack`` (succeeded), ``retry_later`` (backoff) or ``dead_letter``. PostgreSQL
+is written first, Redis second, so a crash between the two leaves an id that
+the next claim drops or re-delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from jobcluster import model, queue, store
+from jobcluster.model import Status
+from jobcluster.queue import Queue
+from jobcluster.settings import Settings
+from jobcluster.store import Claimed, Store
+from worker.shell import ShellResult, job_env, run_shell
+
+log = logging.getLogger("worker")
+T = TypeVar("T")
+
+UNAVAILABLE = store.UNAVAILABLE_ERRORS + queue.UNAVAILABLE_ERRORS
+PROMOTE_INTERVAL = 0.2
+MAX_OUTAGE_BACKOFF = 5.0
+
+
+class WorkerIdInUse(RuntimeError):
+    """Another live worker heartbeats under the same WORKER_ID."""
+
+
+class Worker:
+    """Runs jobs from ``pending_jobs`` until :meth:`stop` (or, in burst mode, until nothing is left)."""
+
+    def __init__(self, settings: Settings, store: Store, queue: Queue, *, burst: bool = False) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.worker_id = settings.effective_worker_id()
+        self.burst = burst
+        self._stopping = asyncio.Event()
+        self._busy: set[int] = set()
+        self._slots: list[asyncio.Task[None]] = []
+        self._started_ms = model.now_ms()
+        self.jobs_done = 0
+
+    # --- outer loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Recover what this worker id left behind, then work until stopped."""
+        await self._check_id_free()
+        await self._recover_own("worker restarted")
+        await self._heartbeat_once()
+        side = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._promote_loop(), name="promote-delayed"),
+        ]
+        self._slots = [asyncio.create_task(self._slot(n), name=f"slot-{n}")
+                       for n in range(self.settings.worker_concurrency)]
+        log.info("worker %s started with %d slots", self.worker_id, len(self._slots))
+        slots_ended = asyncio.create_task(asyncio.wait(self._slots), name="slots-wait")
+        stop_wait = asyncio.create_task(self._stopping.wait(), name="stop-wait")
+        side_failed = asyncio.create_task(_first_failure(side), name="side-watch")
+        try:
+            done, _ = await asyncio.wait({slots_ended, stop_wait, side_failed},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            self._stopping.set()
+            await self._shutdown_slots()
+            if side_failed in done:
+                side_failed.result()  # a side task died: stop with its error
+        finally:
+            for task in (*side, slots_ended, stop_wait, side_failed):
+                task.cancel()
+            await asyncio.gather(*side, slots_ended, stop_wait, side_failed, return_exceptions=True)
+            await self._leave()
+
+    def stop(self) -> None:
+        """Begin a graceful stop: take no new work; running jobs get WORKER_SHUTDOWN_GRACE."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: %d job(s) running", self.worker_id, len(self._busy))
+            self._stopping.set()
+
+    async def _shutdown_slots(self) -> None:
+        for n, task in enumerate(self._slots):
+            if n not in self._busy:
+                task.cancel()
+        pending = [t for t in self._slots if not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.settings.worker_shutdown_grace)
+            for task in late:
+                task.cancel()  # run_shell kills the job; _process records the interruption
+            if late:
+                log.warning("grace period over: interrupting %d job(s), they go back to the queue", len(late))
+                await asyncio.wait(late)
+        for task in self._slots:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("slot %s ended with an error", task.get_name(), exc_info=task.exception())
+
+    async def _leave(self) -> None:
+        """Put back whatever is still in our processing list and drop our heartbeat."""
+        try:
+            async with asyncio.timeout(10):
+                await self._recover_own("worker stopped before finishing", retry=False)
+                await self.queue.remove_worker(self.worker_id)
+        except (*UNAVAILABLE, TimeoutError) as exc:
+            log.error("could not tidy up on exit (%s); the next start of %s or the leader will", exc, self.worker_id)
+        log.info("worker %s stopped after %d job(s)", self.worker_id, self.jobs_done)
+
+    # --- one slot -----------------------------------------------------------------
+
+    async def _slot(self, n: int) -> None:
+        while not self._stopping.is_set():
+            job_id = await self._retrying("dequeue", lambda: self.queue.dequeue(self.worker_id))
+            if job_id is None:
+                if self.burst and await self._nothing_left():
+                    self.stop()
+                continue
+            self._busy.add(n)
+            try:
+                await self._process(job_id)
+            except Exception:
+                # A bug, not an outage (those are retried inside). Keep the slot alive;
+                # the id stays in our processing list and is recovered at the next start.
+                log.exception("job %s: unexpected error, left for recovery", job_id)
+            finally:
+                self._busy.discard(n)
+
+    async def _nothing_left(self) -> bool:
+        if self._busy:
+            return False
+        depths = await self.queue.depths()
+        return depths["pending"] == 0 and depths["delayed"] == 0 and depths["processing"] == 0
+
+    async def _process(self, job_id: str) -> None:
+        claimed = await self._retrying("claim", lambda: self.store.claim(job_id, self.worker_id))
+        if claimed is None:
+            await self._refuse(job_id)
+            return
+        log.info("job %s attempt %d started", job_id, claimed.attempt)
+        try:
+            result = await run_shell(
+                claimed.command,
+                timeout=claimed.timeout_seconds,
+                kill_grace=self.settings.job_kill_grace,
+                output_limit=self.settings.job_output_limit,
+                env=job_env(job_id, claimed.attempt, self.settings.job_env_passthrough),
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupted(claimed))
+            raise
+        await asyncio.shield(self._settle(claimed, result))
+        self.jobs_done += 1
+
+    async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
+        """Record the attempt, then ack, back off or dead-letter the id."""
+        job_id = claimed.job_id
+        output = store.clean_text(result.output)
+        ok = result.exit_code == 0 and not result.timed_out
+        error = result.error or ("" if ok else f"exit code {result.exit_code}")
+        if ok:
+            nxt, due_ms = Status.SUCCEEDED, 0
+        elif model.retries_exhausted(claimed.attempt, claimed.interruptions, claimed.max_retries):
+            nxt, due_ms = Status.FAILED, 0
+        else:
+            delay = model.retry_delay(claimed.attempt - claimed.interruptions,
+                                      self.settings.retry_backoff_base, self.settings.retry_backoff_max)
+            nxt, due_ms = Status.PENDING, model.now_ms() + int(delay * 1000)
+        recorded = await self._retrying("record result", lambda: self.store.finish_attempt(
+            claimed, nxt, exit_code=result.exit_code, error=error, output=output,
+            output_truncated=result.truncated, retry_at_ms=due_ms))
+        if not recorded:
+            log.warning("job %s attempt %d: result discarded, a newer attempt owns the job",
+                        job_id, claimed.attempt)
+            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
+            return
+        if nxt is Status.SUCCEEDED:
+            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
+            log.info("job %s attempt %d succeeded", job_id, claimed.attempt)
+        elif nxt is Status.FAILED:
+            await self._retrying("dead-letter", lambda: self.queue.dead_letter(self.worker_id, job_id))
+            log.warning("job %s attempt %d failed (%s): retries used up, dead-lettered",
+                        job_id, claimed.attempt, error)
+        else:
+            await self._retrying("retry", lambda: self.queue.retry_later(self.worker_id, job_id, due_ms))
+            log.info("job %s attempt %d failed (%s): retry in %.1fs",
+                     job_id, claimed.attempt, error, (due_ms - model.now_ms()) / 1000)
+
+    async def _interrupted(self, claimed: Claimed) -> None:
+        """A shutdown cut this attempt short: the job goes back to the queue's front, retries unspent."""
+        try:
+            recorded = await self.store.finish_attempt(
+                claimed, Status.QUEUED, exit_code=None, error="interrupted: worker shut down",
+                output="", output_truncated=False, interrupted=True)
+            if recorded:
+                await self.queue.requeue_front(self.worker_id, claimed.job_id)
+            log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
+        except UNAVAILABLE as exc:
+            log.error("job %s: could not requeue on shutdown (%s); recovery will", claimed.job_id, exc)
+
+    async def _refuse(self, job_id: str) -> None:
+        """Deal with an id whose job cannot be claimed now."""
+        why = await self._retrying("check job", lambda: self.store.claim_refusal(job_id))
+        if why is None:
+            log.warning("job %s: unknown id in the queue, dropped", job_id)
+            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
+            return
+        status, due, due_ms = why
+        if status in (Status.PENDING, Status.QUEUED) and not due:
+            await self._retrying("delay", lambda: self.queue.retry_later(self.worker_id, job_id, due_ms))
+        elif status is Status.FAILED:
+            await self._retrying("dead-letter", lambda: self.queue.dead_letter(self.worker_id, job_id))
+        else:
+            # RUNNING elsewhere (a duplicate id), or finished, or cancelled: nothing to do.
+            log.debug("job %s is %s: queue entry dropped", job_id, status.value)
+            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
+
+    # --- background -----------------------------------------------------------------
+
+    async def _check_id_free(self) -> None:
+        beats = await self._retrying("read heartbeats", self.queue.workers)
+        last = beats.get(self.worker_id)
+        if last is not None and model.now_ms() - last < 3000 * self.settings.heartbeat_interval:
+            raise WorkerIdInUse(f"worker id {self.worker_id!r} is in use by a live worker "
+                                f"(heartbeat {model.now_ms() - last} ms ago); set another WORKER_ID")
+
+    async def _recover_own(self, reason: str, retry: bool = True) -> None:
+        """Jobs this worker id holds go back to the queue (PostgreSQL first, then Redis)."""
+        def attempt(op: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+            return self._retrying("recover", op) if retry else op()
+
+        moved = await attempt(lambda: self.store.recover_worker_jobs([self.worker_id], reason))
+        dead = [job_id for job_id, status in moved if status is Status.FAILED]
+        back = await attempt(lambda: self.queue.recover_processing(self.worker_id, dead))
+        if moved or back:
+            log.warning("worker %s: %d job(s) it held went back to the queue, %d to the DLQ (%s)",
+                        self.worker_id, back, len(dead), reason)
+
+    async def _heartbeat_once(self) -> None:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
+                "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done}
+        await self.queue.heartbeat(self.worker_id, info, ttl=max(10.0, 10 * self.settings.heartbeat_interval))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self._retrying("heartbeat", self._heartbeat_once)
+
+    async def _promote_loop(self) -> None:
+        while True:
+            await self._retrying("promote", self.queue.promote_due)
+            await asyncio.sleep(PROMOTE_INTERVAL)
+
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op``, waiting out Redis/PostgreSQL outages with capped exponential backoff."""
+        delay = 0.1
+        failing_since = 0.0
+        while True:
+            try:
+                result = await op()
+            except UNAVAILABLE as exc:
+                if not failing_since:
+                    failing_since = time.monotonic()
+                    log.error("%s: %s unavailable (%s); retrying", what, _which(exc), exc)
+                await asyncio.sleep(delay)
+                delay = min(MAX_OUTAGE_BACKOFF, delay * 2)
+                continue
+            if failing_since:
+                log.info("%s: back after %.1fs", what, time.monotonic() - failing_since)
+            return result
+
+
+def _which(exc: BaseException) -> str:
+    return "Redis" if isinstance(exc, queue.UNAVAILABLE_ERRORS[:2]) else "PostgreSQL"
+
+
+async def _first_failure(tasks: list[asyncio.Task[None]]) -> None:
+    """Finish when the first of ``tasks`` ends (they should not), re-raising its error."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        task.result()
+    raise RuntimeError(f"side task {next(iter(done)).get_name()} stopped")
