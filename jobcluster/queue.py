@@ -19,9 +19,11 @@ whose job is not claimable is simply dropped (or re-delayed) by the worker.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,6 +33,30 @@ from jobcluster import keys
 
 #: Errors that mean "Redis is not there right now".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: Bound on one queue operation (seconds). We do not use redis-py's
+#: ``socket_timeout`` for this: on Python 3.11 it goes through
+#: ``asyncio.wait_for``, which can swallow the cancellation of the calling task
+#: (CPython gh-86296), and then a worker cannot be stopped. ``asyncio.timeout``
+#: has no such flaw.
+OP_TIMEOUT = 10.0
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _bounded(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """Give up on a queue operation after OP_TIMEOUT (plus any blocking time) as a Redis timeout."""
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        queue = args[0]
+        limit = queue.op_timeout + (kwargs.get("timeout") or queue.block_seconds)  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(limit):
+                return await fn(*args, **kwargs)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"Redis did not answer {fn.__name__} within {limit:g}s") from exc
+    return wrapper
 
 # KEYS[1] processing list, KEYS[2] delayed set; ARGV[1] id, ARGV[2] due ms
 _RETRY_LATER = """
@@ -101,7 +127,9 @@ return moved
 def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
     """A client for REDIS_ADDR (``host:port`` or a ``redis://`` URL), with bounded timeouts."""
     url = addr if "://" in addr else f"redis://{addr}"
-    options: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": 10.0, "decode_responses": True}
+    # No socket_timeout: see OP_TIMEOUT. Queue bounds every operation itself.
+    options: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": None, "socket_keepalive": True,
+                               "decode_responses": True}
     options.update(kwargs)
     return aioredis.Redis.from_url(url, **options)
 
@@ -112,8 +140,9 @@ class Queue:
     #: How long a worker's BLMOVE blocks before it looks around (seconds).
     block_seconds = 1.0
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
         self.redis = redis
+        self.op_timeout = op_timeout
         self._retry_later = redis.register_script(_RETRY_LATER)
         self._requeue_front = redis.register_script(_REQUEUE_FRONT)
         self._dead_letter = redis.register_script(_DEAD_LETTER)
@@ -123,6 +152,7 @@ class Queue:
 
     # --- producers ----------------------------------------------------------
 
+    @_bounded
     async def enqueue(self, job_id: str, due_ms: int = 0) -> None:
         """Make a new job available now, or at ``due_ms`` (unix ms)."""
         if due_ms and due_ms > time.time() * 1000:
@@ -130,10 +160,12 @@ class Queue:
         else:
             await self.redis.lpush(keys.PENDING, job_id)
 
+    @_bounded
     async def ensure_queued(self, job_id: str) -> bool:
         """Push a ready job unless Redis already holds it waiting; True when pushed."""
         return bool(await self._ensure_queued(keys=[keys.PENDING, keys.DELAYED], args=[job_id]))
 
+    @_bounded
     async def promote_due(self, batch: int = 500) -> int:
         """Move delayed ids whose time has come to ``pending_jobs``; returns how many."""
         total = 0
@@ -145,41 +177,50 @@ class Queue:
 
     # --- worker -------------------------------------------------------------
 
+    @_bounded
     async def dequeue(self, worker_id: str, timeout: float | None = None) -> str | None:
         """Take the oldest ready id into this worker's processing list (blocks up to ``timeout``)."""
         wait = self.block_seconds if timeout is None else timeout
         return await self.redis.blmove(keys.PENDING, keys.processing(worker_id), wait, "RIGHT", "LEFT")
 
+    @_bounded
     async def ack(self, worker_id: str, job_id: str) -> None:
         """The worker is done with this id."""
         await self.redis.lrem(keys.processing(worker_id), -1, job_id)
 
+    @_bounded
     async def retry_later(self, worker_id: str, job_id: str, due_ms: int) -> None:
         """Back off: the id waits in ``delayed_jobs`` until ``due_ms``."""
         await self._retry_later(keys=[keys.processing(worker_id), keys.DELAYED], args=[job_id, due_ms])
 
+    @_bounded
     async def delay(self, job_id: str, due_ms: int) -> None:
         """Put an id (not in any processing list) in ``delayed_jobs``."""
         await self.redis.zadd(keys.DELAYED, {job_id: due_ms})
 
+    @_bounded
     async def requeue_front(self, worker_id: str, job_id: str) -> None:
         """Give the id back to be taken next (an attempt interrupted by shutdown)."""
         await self._requeue_front(keys=[keys.processing(worker_id), keys.PENDING], args=[job_id])
 
+    @_bounded
     async def dead_letter(self, worker_id: str, job_id: str) -> None:
         """LPUSH the id to ``dlq_tasks`` (once) and drop it from the processing list."""
         await self._dead_letter(keys=[keys.processing(worker_id), keys.DLQ], args=[job_id])
 
+    @_bounded
     async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = ()) -> int:
         """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the queue's front."""
         return int(await self._recover(keys=[keys.processing(worker_id), keys.PENDING, keys.DLQ],
                                        args=list(dead_ids)))
 
+    @_bounded
     async def processing_ids(self, worker_id: str) -> list[str]:
         return list(await self.redis.lrange(keys.processing(worker_id), 0, -1))
 
     # --- heartbeats -----------------------------------------------------------
 
+    @_bounded
     async def heartbeat(self, worker_id: str, info: Mapping[str, str | int | float], ttl: float) -> None:
         """Record that a worker is alive now; its info hash expires after ``ttl`` without one."""
         now = int(time.time() * 1000)
@@ -189,6 +230,7 @@ class Queue:
             pipe.pexpire(keys.worker_info(worker_id), int(ttl * 1000))
             await pipe.execute()
 
+    @_bounded
     async def remove_worker(self, worker_id: str) -> None:
         """Forget a worker that stopped cleanly."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -196,12 +238,14 @@ class Queue:
             pipe.delete(keys.worker_info(worker_id))
             await pipe.execute()
 
+    @_bounded
     async def workers(self) -> dict[str, int]:
         """Worker id -> last heartbeat (unix ms)."""
         return {w: int(s) for w, s in await self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)}
 
     # --- inspection -----------------------------------------------------------
 
+    @_bounded
     async def depths(self) -> dict[str, int]:
         """How many ids each place holds: pending, processing (all workers), delayed, dlq."""
         processing = 0

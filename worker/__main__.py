@@ -12,6 +12,7 @@ from jobcluster import queue as queue_mod
 from jobcluster.logs import setup_logging
 from jobcluster.queue import Queue
 from jobcluster.settings import ConfigError, Settings
+from jobcluster.aio import wait_within
 from jobcluster.store import UNAVAILABLE_ERRORS, Store
 from worker.shell import use_pidfd_child_watcher
 from worker.worker import Worker, WorkerIdInUse
@@ -26,10 +27,7 @@ async def _connect_store(settings: Settings, stop: asyncio.Event) -> Store | Non
             return await Store.connect(settings)
         except UNAVAILABLE_ERRORS as exc:
             log.error("PostgreSQL at DATABASE_URL unavailable (%s); retrying in %.1fs", exc, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await wait_within(stop.wait(), delay)
             delay = min(5.0, delay * 2)
     return None
 

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from jobcluster.aio import wait_within
+
 #: Variables a job inherits from the worker; everything else (DATABASE_URL,
 #: credentials...) stays out. JOB_ENV_PASSTHROUGH adds names to this list.
 SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
@@ -79,10 +81,7 @@ def _killpg(pgid: int, sig: int) -> None:
 async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
     """TERM the whole group, KILL it after ``grace`` seconds, and reap the shell."""
     _killpg(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        pass
+    await wait_within(proc.wait(), grace)
     _killpg(proc.pid, signal.SIGKILL)
     await proc.wait()
 
@@ -121,9 +120,7 @@ async def run_shell(
     reader = asyncio.create_task(_drain(proc.stdout, tail), name=f"drain-{proc.pid}")
     timed_out = False
     try:
-        try:
-            await asyncio.wait_for(proc.wait(), timeout if timeout > 0 else None)
-        except TimeoutError:
+        if not await wait_within(proc.wait(), timeout if timeout > 0 else None):
             timed_out = True
             await asyncio.shield(_terminate(proc, kill_grace))
     except asyncio.CancelledError:
@@ -133,10 +130,8 @@ async def run_shell(
     finally:
         # Reap leftovers (`sleep 100 &`) so nothing outlives the job or holds the pipe.
         _killpg(proc.pid, signal.SIGKILL)
-    try:
-        await asyncio.wait_for(reader, DRAIN_AFTER_EXIT)
-    except TimeoutError:
-        pass  # a grandchild escaped the group with the pipe; keep what we have
+    # False: a grandchild escaped the group holding the pipe; keep what we have.
+    await wait_within(reader, DRAIN_AFTER_EXIT)
     code = proc.returncode if proc.returncode is not None else -1
     error = ""
     if code < 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from worker.shell import job_env, run_shell
 
 
@@ -22,6 +23,11 @@ def _group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
+
+
+async def _group_gone(pgid: int) -> None:
+    """SIGKILL is sent before run_shell returns; the kernel ends the processes a moment later."""
+    await wait_for(lambda: _group_members(pgid) == [], timeout=5, what=f"process group {pgid} to be empty")
 
 
 async def _run(cmd, **kw):
@@ -50,14 +56,14 @@ async def test_timeout_kills_the_whole_process_group(tmp_path):
     assert r.exit_code == 128 + 9  # all ignored TERM, so KILL came after the grace
     assert time.monotonic() - started < 5
     pgid = int(pidfile.read_text())
-    assert _group_members(pgid) == []
+    await _group_gone(pgid)
 
 
 async def test_leftover_background_processes_die_with_the_job(tmp_path):
     pidfile = tmp_path / "pgid"
     r = await _run(f"echo $$ > {pidfile}; sleep 60 > /dev/null 2>&1 & echo started")
     assert r.exit_code == 0 and r.output == b"started\n"
-    assert _group_members(int(pidfile.read_text())) == []
+    await _group_gone(int(pidfile.read_text()))
 
 
 async def test_output_over_the_cap_keeps_the_tail():
@@ -76,7 +82,7 @@ async def test_cancel_kills_the_job_at_once(tmp_path):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert _group_members(int(pidfile.read_text())) == []
+    await _group_gone(int(pidfile.read_text()))
 
 
 async def test_job_env_has_no_worker_secrets(monkeypatch):

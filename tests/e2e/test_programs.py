@@ -1,0 +1,181 @@
+"""The whole loop with the real programs as subprocesses, and real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from jobcluster import keys
+from jobcluster.devtools.services import free_port, port_open
+from tests.e2e.conftest import Cluster, job_status, submit
+from tests.helpers import wait_for_sync
+
+ORIGINAL_JOBS = {
+    "jobs": [
+        {"name": "list", "command": "ls -la", "description": "List files in the current directory"},
+        {"name": "greet", "command": "echo 'Hello, World!'", "description": "Print a greeting"},
+        {"name": "date", "command": "date", "description": "Show the date"},
+        {"name": "broken", "command": "echo going down >&2; exit 7", "description": "A command that fails"},
+    ]
+}
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def _summary_rows(stdout: str) -> dict[str, tuple[str, str]]:
+    """name -> (job id, status) from the client's summary table."""
+    rows = {}
+    for line in stdout.splitlines():
+        m = re.match(rf"({UUID})\s+(\S+)\s+(PENDING|QUEUED|RUNNING|SUCCEEDED|FAILED|CANCELLED)\b", line)
+        if m:
+            rows[m.group(2)] = (m.group(1), m.group(3))
+    return rows
+
+
+def test_original_jobs_file_runs_to_the_end_and_the_failure_is_dead_lettered(cluster: Cluster, redis_sync):
+    _, address = cluster.server()
+    cluster.worker("e2e-1")
+    path = cluster.jobs_file(ORIGINAL_JOBS)
+    run = cluster.client("-file", str(path), "-servers", address)
+    assert run.returncode == 1, run.stdout + run.stderr  # one job failed
+    rows = _summary_rows(run.stdout)
+    assert {name: status for name, (_, status) in rows.items()} == {
+        "list": "SUCCEEDED", "greet": "SUCCEEDED", "date": "SUCCEEDED", "broken": "FAILED"}, run.stdout
+    assert "Hello, World!" in run.stdout and "going down" in run.stdout
+    broken_id = rows["broken"][0]
+    assert redis_sync.lrange(keys.DLQ, 0, -1) == [broken_id]
+    # The original format has no max_retries: the server's JOB_DEFAULT_MAX_RETRIES (3) applies.
+    broken = job_status(address, broken_id)
+    assert broken.attempts == 4 and [a.exit_code for a in broken.attempt_history] == [7, 7, 7, 7]
+
+
+def test_one_command_and_exit_codes(cluster: Cluster):
+    _, address = cluster.server()
+    cluster.worker("e2e-1")
+    ok = cluster.client("-cmd", "echo from-cmd", "-servers", address)
+    assert ok.returncode == 0 and "from-cmd" in ok.stdout and "SUCCEEDED" in ok.stdout, ok.stdout + ok.stderr
+    bad = cluster.client("-cmd", "", "-servers", address)
+    assert bad.returncode == 2 and "command" in bad.stderr
+    bad_file = cluster.jobs_file({"jobs": [{"name": "a", "command": "true"}, {"name": "b", "commandd": "x"}]})
+    refused = cluster.client("-file", str(bad_file), "-servers", address)
+    assert refused.returncode == 2 and "job 2 ('b')" in refused.stderr and "nothing was submitted" in refused.stderr
+    nobody = cluster.client("-cmd", "true", "-servers", f"127.0.0.1:{free_port()}")
+    assert nobody.returncode == 3, nobody.stderr
+
+
+def test_client_against_three_servers_with_one_down_gets_every_job_done(cluster: Cluster):
+    servers = [cluster.server() for _ in range(3)]
+    cluster.worker("e2e-1")
+    cluster.worker("e2e-2")
+    dead_proc, dead_address = servers[1]
+    dead_proc.signal(signal.SIGKILL)
+    dead_proc.wait(10)
+    jobs = [{"name": f"j{i}", "command": f"echo job {i}"} for i in range(12)]
+    path = cluster.jobs_file(jobs)
+    addresses = ",".join(address for _, address in servers)
+    run = cluster.client("-file", str(path), "-servers", addresses)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = _summary_rows(run.stdout)
+    assert len(rows) == 12 and all(status == "SUCCEEDED" for _, status in rows.values()), run.stdout
+    # Round-robin reached the live servers; nothing went through the dead one.
+    assert dead_address not in " ".join(line for line in run.stdout.splitlines() if line.startswith("submitted"))
+
+
+def _wait_running(address: str, job_id: str) -> None:
+    wait_for_sync(lambda: job_status(address, job_id).status == "RUNNING", timeout=20, what="job RUNNING")
+
+
+def test_worker_sigterm_lets_the_running_job_finish_within_the_grace(cluster: Cluster, tmp_path: Path):
+    _, address = cluster.server()
+    worker = cluster.worker("e2e-grace", WORKER_SHUTDOWN_GRACE="20s")
+    job_id = submit(address, command="sleep 1.5; echo finished")
+    _wait_running(address, job_id)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    job = job_status(address, job_id)
+    assert (job.status, job.attempts, job.output) == ("SUCCEEDED", 1, "finished\n"), worker.log()
+
+
+def test_worker_sigterm_past_the_grace_requeues_and_another_worker_finishes(cluster: Cluster, redis_sync,
+                                                                             tmp_path: Path):
+    _, address = cluster.server()
+    first = cluster.worker("e2e-short", WORKER_SHUTDOWN_GRACE="0.5s")
+    pgid_file = tmp_path / "pgid"
+    job_id = submit(address, command=f"echo $$ > {pgid_file}.$JOB_ATTEMPT; sleep 4; echo done on $JOB_ATTEMPT",
+                    max_retries=0)
+    _wait_running(address, job_id)
+    started = time.monotonic()
+    first.signal(signal.SIGTERM)
+    assert first.wait(20) == 0
+    assert time.monotonic() - started < 4, "the worker waited for the job instead of its grace"
+    assert "interrupted by shutdown, requeued" in first.log()
+    interrupted = job_status(address, job_id)
+    assert interrupted.status == "QUEUED", interrupted
+    assert redis_sync.lrange(keys.PENDING, 0, -1) == [job_id]
+    # The interrupted attempt's process group is gone.
+    pgid = int(Path(f"{pgid_file}.1").read_text())
+    wait_for_sync(lambda: not _alive_in_group(pgid), timeout=5, what="job process group gone")
+
+    cluster.worker("e2e-other")
+    wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="job done")
+    job = job_status(address, job_id)
+    # max_retries=0 and still done: an interruption does not spend a retry.
+    assert job.attempts == 2 and job.output == "done on 2\n"
+    assert [a.worker_id for a in job.attempt_history] == ["e2e-short", "e2e-other"]
+    assert "interrupted" in job.attempt_history[0].error
+
+
+def _alive_in_group(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def test_server_sigterm_stops_cleanly(cluster: Cluster):
+    server, address = cluster.server()
+    assert submit(address, command="true")
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait(15) == 0
+    assert time.monotonic() - started < 10
+    assert "Traceback" not in server.log()
+
+
+def test_server_without_postgres_answers_unavailable(cluster: Cluster):
+    """A server started while PostgreSQL is unreachable: clear UNAVAILABLE, no hang, no traceback."""
+    dead_pg = f"postgresql://postgres@127.0.0.1:{free_port()}/jobcluster"
+    port = free_port()
+    server, address = cluster.server(port, wait_ready=False, DATABASE_URL=dead_pg)
+    wait_for_sync(lambda: port_open(port), timeout=20, what="server listening")
+    started = time.monotonic()
+    run = cluster.client("-cmd", "true", "-servers", address)
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "PostgreSQL is not reachable" in run.stderr, run.stderr
+    assert time.monotonic() - started < 30
+    server.signal(signal.SIGTERM)
+    assert server.wait(15) == 0
+    assert "Traceback" not in server.log()
+
+
+def test_server_without_redis_answers_unavailable_and_keeps_the_job(cluster: Cluster, settings):
+    """PostgreSQL up, Redis down: the job is stored, the answer says so, the same key later queues it."""
+    _, address = cluster.server(REDIS_ADDR=f"127.0.0.1:{free_port()}")
+    run = cluster.client("-cmd", "echo kept", "-servers", address, "-idempotency-key", "k-redis-down")
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "Redis is unavailable" in run.stderr and "same idempotency key" in run.stderr, run.stderr
+    job_id = re.search(UUID, run.stderr).group(0)
+    assert job_status(address, job_id).status == "QUEUED"
+    # A server with a working Redis takes the same submission and queues the stored job.
+    _, good = cluster.server()
+    cluster.worker("e2e-1")
+    again = cluster.client("-cmd", "echo kept", "-servers", good, "-idempotency-key", "k-redis-down")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert job_id in again.stdout and job_status(good, job_id).output == "kept\n"
