@@ -15,6 +15,9 @@ key                             type   what it holds
 ``workers``                     zset   worker id -> last heartbeat (unix ms).
 ``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
                                        started; expires when heartbeats stop.
+``servers``                     zset   server address -> last heartbeat (unix ms).
+``server:<host:port>``          hash   that server's pid, host, start time; expires
+                                       when its heartbeats stop.
 ==============================  =====  ==================================================
 """
 
@@ -26,6 +29,8 @@ DELAYED = "delayed_jobs"
 DLQ = "dlq_tasks"
 WORKERS = "workers"
 WORKER_INFO_PREFIX = "worker:"
+SERVERS = "servers"
+SERVER_INFO_PREFIX = "server:"
 
 
 def processing(worker_id: str) -> str:
@@ -36,3 +41,8 @@ def processing(worker_id: str) -> str:
 def worker_info(worker_id: str) -> str:
     """The info hash of one worker."""
     return WORKER_INFO_PREFIX + worker_id
+
+
+def server_info(address: str) -> str:
+    """The info hash of one server."""
+    return SERVER_INFO_PREFIX + address

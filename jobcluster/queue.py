@@ -104,6 +104,36 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
 
+# KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV pairs (id, due ms; 0 = now).
+# Puts back each id that Redis holds nowhere (reconciliation). Returns how many.
+_RESTORE = """
+local pushed = 0
+for i = 1, #ARGV, 2 do
+  local id, due = ARGV[i], tonumber(ARGV[i + 1])
+  local held = redis.call('LPOS', KEYS[1], id) or redis.call('ZSCORE', KEYS[2], id)
+  local k = 3
+  while not held and k <= #KEYS do
+    held = redis.call('LPOS', KEYS[k], id)
+    k = k + 1
+  end
+  if not held then
+    if due > 0 then redis.call('ZADD', KEYS[2], due, id) else redis.call('LPUSH', KEYS[1], id) end
+    pushed = pushed + 1
+  end
+end
+return pushed
+"""
+
+# KEYS[1] workers zset, KEYS[2] worker info hash; ARGV[1] worker id, ARGV[2] ms.
+# Forget a worker only if its last heartbeat is older than ARGV[2].
+_FORGET_WORKER = """
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 # KEYS[1] processing list, KEYS[2] pending list, KEYS[3] dlq; ARGV ids to dead-letter.
 # Everything else in the processing list goes back to the front of the queue, in order.
 _RECOVER_PROCESSING = """
@@ -149,6 +179,8 @@ class Queue:
         self._promote_due = redis.register_script(_PROMOTE_DUE)
         self._ensure_queued = redis.register_script(_ENSURE_QUEUED)
         self._recover = redis.register_script(_RECOVER_PROCESSING)
+        self._restore = redis.register_script(_RESTORE)
+        self._forget = redis.register_script(_FORGET_WORKER)
 
     # --- producers ----------------------------------------------------------
 
@@ -239,9 +271,80 @@ class Queue:
             await pipe.execute()
 
     @_bounded
+    async def forget_worker(self, worker_id: str, older_than_ms: int) -> bool:
+        """Drop a dead worker's heartbeat unless it beat again since ``older_than_ms``."""
+        return bool(await self._forget(keys=[keys.WORKERS, keys.worker_info(worker_id)],
+                                       args=[worker_id, older_than_ms]))
+
+    @_bounded
+    async def worker_infos(self) -> dict[str, dict[str, str]]:
+        """Worker id -> its info hash (empty when expired)."""
+        ids = list((await self.workers()).keys())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(keys.worker_info(worker_id))
+            infos = await pipe.execute()
+        return dict(zip(ids, infos))
+
+    @_bounded
+    async def server_heartbeat(self, address: str, info: Mapping[str, str | int | float], ttl: float) -> None:
+        """Record that a server is alive now."""
+        now = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.SERVERS, {address: now})
+            pipe.hset(keys.server_info(address), mapping={**info, "heartbeat_ms": now})
+            pipe.pexpire(keys.server_info(address), int(ttl * 1000))
+            await pipe.execute()
+
+    @_bounded
+    async def remove_server(self, address: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.SERVERS, address)
+            pipe.delete(keys.server_info(address))
+            await pipe.execute()
+
+    @_bounded
+    async def servers(self) -> dict[str, tuple[int, dict[str, str]]]:
+        """Server address -> (last heartbeat unix ms, info hash)."""
+        beats = {a: int(s) for a, s in await self.redis.zrange(keys.SERVERS, 0, -1, withscores=True)}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for address in beats:
+                pipe.hgetall(keys.server_info(address))
+            infos = await pipe.execute()
+        return {a: (beats[a], info) for a, info in zip(beats, infos)}
+
+    @_bounded
     async def workers(self) -> dict[str, int]:
         """Worker id -> last heartbeat (unix ms)."""
         return {w: int(s) for w, s in await self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)}
+
+    # --- leader: cleanup and reconciliation -------------------------------------
+
+    @_bounded
+    async def processing_owners(self) -> list[str]:
+        """Worker ids that have a (non-empty) processing list."""
+        return [key[len(keys.PROCESSING_PREFIX):]
+                async for key in self.redis.scan_iter(match=keys.PROCESSING_PREFIX + "*", count=500)]
+
+    @_bounded
+    async def held_ids(self) -> set[str]:
+        """Every id Redis holds anywhere: pending, delayed, processing lists."""
+        held: set[str] = set(await self.redis.lrange(keys.PENDING, 0, -1))
+        held.update(await self.redis.zrange(keys.DELAYED, 0, -1))
+        async for key in self.redis.scan_iter(match=keys.PROCESSING_PREFIX + "*", count=500):
+            held.update(await self.redis.lrange(key, 0, -1))
+        return held
+
+    @_bounded
+    async def restore(self, jobs: Iterable[tuple[str, int]]) -> int:
+        """Put back ids Redis holds nowhere (checked atomically per id); ``(id, due ms or 0)``."""
+        args: list[str | int] = []
+        for job_id, due_ms in jobs:
+            args += [job_id, due_ms if due_ms > time.time() * 1000 else 0]
+        if not args:
+            return 0
+        processing = [keys.PROCESSING_PREFIX + w for w in await self.processing_owners()]
+        return int(await self._restore(keys=[keys.PENDING, keys.DELAYED, *processing], args=args))
 
     # --- inspection -----------------------------------------------------------
 

@@ -71,6 +71,9 @@ class Settings:
     election_namespace: str = "/scheduler/v1"
     election_key: str = "leader"
     lease_ttl: float = 10.0
+    worker_dead_after: float = 3.0
+    reconcile_after: float = 5.0
+    cron_misfire_grace: float = 30.0
     pg_max_conns: int = 10
     pg_min_conns: int = 1
     pg_max_conn_lifetime: float = 1800.0
@@ -118,6 +121,9 @@ class Settings:
             election_namespace=(env.get("ELECTION_NAMESPACE", "").strip() or d.election_namespace).rstrip("/"),
             election_key=env.get("ELECTION_KEY", "").strip() or d.election_key,
             lease_ttl=_duration(env, "LEASE_TTL", "10s"),
+            worker_dead_after=_duration(env, "WORKER_DEAD_AFTER", "3s"),
+            reconcile_after=_duration(env, "RECONCILE_AFTER", "5s"),
+            cron_misfire_grace=_duration(env, "CRON_MISFIRE_GRACE", "30s"),
             pg_max_conns=_int(env, "PG_MAX_CONNS", d.pg_max_conns, minimum=1),
             pg_min_conns=_int(env, "PG_MIN_CONNS", d.pg_min_conns),
             pg_max_conn_lifetime=_duration(env, "PG_MAX_CONN_LIFETIME", "30m"),
@@ -143,6 +149,11 @@ class Settings:
             log_level=(env.get("LOG_LEVEL", "").strip() or d.log_level).upper(),
             extra=dict(env),
         )
+        if settings.lease_ttl < 2:
+            raise ConfigError(f"LEASE_TTL must be at least 2s (etcd's smallest lease), got {settings.lease_ttl:g}s")
+        if settings.worker_dead_after <= settings.heartbeat_interval:
+            raise ConfigError(f"WORKER_DEAD_AFTER ({settings.worker_dead_after:g}s) must exceed "
+                              f"HEARTBEAT_INTERVAL ({settings.heartbeat_interval:g}s)")
         if settings.pg_min_conns > settings.pg_max_conns:
             raise ConfigError(
                 f"PG_MIN_CONNS ({settings.pg_min_conns}) must not exceed PG_MAX_CONNS ({settings.pg_max_conns})"

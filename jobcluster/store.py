@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,10 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MIGRATION_LOCK = zlib.crc32(b"jobcluster.migrate")
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 15.0
+
+
+class Fenced(RuntimeError):
+    """A leader write refused because a newer leader term has begun."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +183,44 @@ class Store:
         )
         return row is not None
 
-    async def recover_worker_jobs(self, worker_ids: list[str], reason: str) -> list[tuple[str, Status]]:
+    async def recover_worker_jobs(self, worker_ids: list[str], reason: str,
+                                  conn: asyncpg.Connection | None = None) -> list[tuple[str, Status]]:
         """Jobs RUNNING on these workers go back (QUEUED) or, retries used up, to FAILED."""
-        rows = await self.pool.fetch(Q["recover_worker_jobs"], worker_ids, reason)
+        rows = await (conn or self.pool).fetch(Q["recover_worker_jobs"], worker_ids, reason)
         return [(str(r["id"]), Status(r["status"])) for r in rows]
+
+    # --- leader -----------------------------------------------------------------
+
+    async def take_fence(self, token: int, holder: str) -> bool:
+        """Record a new leader term; False when PostgreSQL already saw a newer one."""
+        return await self.pool.fetchval(Q["take_fence"], token, holder) is not None
+
+    @contextlib.asynccontextmanager
+    async def fenced(self, token: int) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that commits only if ``token`` is still the newest leader term.
+
+        The fence row is share-locked, so a new leader's :meth:`take_fence` waits
+        for this transaction, and every later fenced transaction of the old term
+        raises :class:`Fenced`.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["check_fence"])
+            if row["token"] != token:
+                raise Fenced(f"leader term {token} is over: term {row['token']} ({row['holder']}) leads")
+            yield conn
+
+    async def running_workers(self) -> dict[str, int]:
+        """Worker id -> start (unix ms) of its oldest RUNNING job, per PostgreSQL."""
+        return {r["worker_id"]: _ms(r["since"]) for r in await self.pool.fetch(Q["running_workers"])}
+
+    async def waiting_jobs(self, unchanged_for: float, limit: int) -> list[tuple[str, Status, int]]:
+        """QUEUED/PENDING jobs unchanged for ``unchanged_for`` seconds: (id, status, not_before ms)."""
+        rows = await self.pool.fetch(Q["waiting_jobs"], unchanged_for, limit)
+        return [(str(r["id"]), Status(r["status"]), _ms(r["not_before"])) for r in rows]
+
+    async def still_waiting(self, ids: list[str]) -> list[tuple[str, Status, int]]:
+        rows = await self.pool.fetch(Q["still_waiting"], [uuid.UUID(i) for i in ids])
+        return [(str(r["id"]), Status(r["status"]), _ms(r["not_before"])) for r in rows]
 
     # --- reading --------------------------------------------------------------
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -11,11 +14,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from jobcluster import queue as queue_mod
+from jobcluster.election import Election
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import UNAVAILABLE_ERRORS, Store
+from scheduler_server.leader import Leader
 from scheduler_server.service import JobService
 
 log = logging.getLogger("server")
@@ -37,6 +42,13 @@ class SchedulerServer:
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self.store: Store | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.election: Election | None = None
+        self.leader: Leader | None = None
+        if settings.etcd_endpoints:
+            self.election = Election(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
+                                     settings.lease_ttl, identity=self.address, address=self.address)
+        self.service.election = self.election
 
     async def start(self) -> None:
         pb_grpc.add_JobServiceServicer_to_server(self.service, self.grpc)
@@ -52,6 +64,10 @@ class SchedulerServer:
         await self.grpc.start()
         log.info("listening on %s", self.address)
         self._connect_task = asyncio.create_task(self._connect_store(), name="connect-postgres")
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="server-heartbeat"))
+        if self.election is None:
+            log.warning("ETCD_ENDPOINTS is empty: running without a leader. Cron schedules, cleanup after "
+                        "dead workers and reconciliation are OFF on this server")
 
     async def _set_health(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -73,6 +89,25 @@ class SchedulerServer:
         self.service.attach_store(self.store)
         await self._set_health(True)
         log.info("ready: PostgreSQL connected, schema current")
+        if self.election is not None:
+            self.leader = Leader(self.settings, self.store, self.service.queue, self.election,
+                                 cron_step=None)
+            self.election.start()
+            self._tasks.append(asyncio.create_task(self.leader.run(), name="leader"))
+
+    async def _heartbeat_loop(self) -> None:
+        """Tell the cluster (GetClusterInfo, make status) that this server is alive."""
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_ms": int(time.time() * 1000)}
+        failing = False
+        while True:
+            try:
+                await self.service.queue.server_heartbeat(self.address, info, ttl=10.0)
+                failing = False
+            except queue_mod.UNAVAILABLE_ERRORS as exc:
+                if not failing:
+                    log.error("server heartbeat: Redis unavailable (%s)", exc)
+                failing = True
+            await asyncio.sleep(1.0)
 
     async def wait(self) -> None:
         await self.grpc.wait_for_termination()
@@ -81,6 +116,16 @@ class SchedulerServer:
         """NOT_SERVING, finish in-flight calls (up to STOP_GRACE), close the pools."""
         log.info("stopping: finishing in-flight calls")
         await self.health.enter_graceful_shutdown()
+        if self.election is not None:
+            await self.election.resign()  # first: a follower takes over while we finish
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            async with asyncio.timeout(2):
+                await self.service.queue.remove_server(self.address)
+        except (*queue_mod.UNAVAILABLE_ERRORS, TimeoutError):
+            pass
         await self.grpc.stop(STOP_GRACE)
         if self._connect_task is not None:
             self._connect_task.cancel()

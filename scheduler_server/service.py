@@ -61,6 +61,7 @@ class JobService(pb_grpc.JobServiceServicer):
         self.queue = queue
         self.address = address
         self._store: Store | None = None
+        self.election = None  # set by the server when it campaigns (GetClusterInfo)
 
     def attach_store(self, store: Store) -> None:
         self._store = store

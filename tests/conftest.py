@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -50,7 +51,11 @@ def settings(services: dict[str, svc.Service]) -> Settings:
         database_url=services["postgres"].url,
         redis_addr=services["redis"].url,
         etcd_endpoints=(services["etcd"].url,),
+        # Each test elects in its own namespace: no leader key left by another test.
+        election_namespace=f"/test/{uuid.uuid4().hex[:12]}",
         lease_ttl=2.0,
+        worker_dead_after=1.0,
+        reconcile_after=1.0,
         pg_min_conns=1,
         pg_max_conns=10,
         heartbeat_interval=0.2,
@@ -72,6 +77,9 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "REDIS_ADDR": settings.redis_addr,
         "ETCD_ENDPOINTS": ",".join(settings.etcd_endpoints),
         "LEASE_TTL": f"{settings.lease_ttl}s",
+        "ELECTION_NAMESPACE": settings.election_namespace,
+        "WORKER_DEAD_AFTER": f"{settings.worker_dead_after}s",
+        "RECONCILE_AFTER": f"{settings.reconcile_after}s",
         "HEARTBEAT_INTERVAL": f"{settings.heartbeat_interval}s",
         "WORKER_SHUTDOWN_GRACE": f"{settings.worker_shutdown_grace}s",
         "WORKER_CONCURRENCY": str(settings.worker_concurrency),

@@ -19,6 +19,7 @@ from typing import TypeVar
 from jobcluster import model, queue, store
 from jobcluster.model import Status
 from jobcluster.queue import Queue
+from jobcluster.recovery import recover_worker
 from jobcluster.settings import Settings
 from jobcluster.store import Claimed, Store
 from worker.shell import ShellResult, job_env, run_shell
@@ -234,12 +235,10 @@ class Worker:
         def attempt(op: Callable[[], Awaitable[T]]) -> Awaitable[T]:
             return self._retrying("recover", op) if retry else op()
 
-        moved = await attempt(lambda: self.store.recover_worker_jobs([self.worker_id], reason))
-        dead = [job_id for job_id, status in moved if status is Status.FAILED]
-        back = await attempt(lambda: self.queue.recover_processing(self.worker_id, dead))
-        if moved or back:
+        back, dead = await attempt(lambda: recover_worker(self.store, self.queue, self.worker_id, reason))
+        if back or dead:
             log.warning("worker %s: %d job(s) it held went back to the queue, %d to the DLQ (%s)",
-                        self.worker_id, back, len(dead), reason)
+                        self.worker_id, back, dead, reason)
 
     async def _heartbeat_once(self) -> None:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,

@@ -100,3 +100,29 @@ SELECT j.*, CASE WHEN $6::boolean THEN a.output ELSE '' END AS output
  ORDER BY j.created_at DESC, j.id DESC
  LIMIT $5;
 
+
+-- name: take_fence
+-- A new leader term: record its token unless a newer term is already recorded.
+UPDATE leader_fence SET token = $1, holder = $2, since = now()
+ WHERE id = 1 AND token <= $1
+RETURNING token;
+
+-- name: check_fence
+SELECT token, holder FROM leader_fence WHERE id = 1 FOR SHARE;
+
+-- name: running_workers
+-- Workers PostgreSQL believes are running jobs, with their oldest start.
+SELECT worker_id, min(started_at) AS since FROM jobs
+ WHERE status = 'RUNNING' AND worker_id IS NOT NULL
+ GROUP BY worker_id;
+
+-- name: waiting_jobs
+-- Jobs that should be in Redis (QUEUED or PENDING) and have not changed for a while.
+SELECT id, status, not_before FROM jobs
+ WHERE status IN ('QUEUED', 'PENDING') AND updated_at < now() - make_interval(secs => $1)
+ ORDER BY updated_at
+ LIMIT $2;
+
+-- name: still_waiting
+SELECT id, status, not_before FROM jobs
+ WHERE id = ANY($1::uuid[]) AND status IN ('QUEUED', 'PENDING');

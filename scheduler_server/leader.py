@@ -1,0 +1,164 @@
+"""What the elected server does: cron, cleanup after dead workers, reconciliation, promotion.
+
+Every step is safe to run twice, by two servers that both (briefly) believe
+they lead: PostgreSQL writes run in a transaction fenced by the term's token
+(``Store.fenced``), cron jobs are unique per (schedule, tick), and Redis moves
+check where an id already is. Each step runs only while
+``Election.leading()`` is true, which turns false before the lease can expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from jobcluster import model
+from jobcluster import queue as queue_mod
+from jobcluster import store as store_mod
+from jobcluster.election import Election
+from jobcluster.model import Status
+from jobcluster.queue import Queue
+from jobcluster.recovery import recover_worker
+from jobcluster.settings import Settings
+from jobcluster.store import Fenced, Store
+
+log = logging.getLogger("leader")
+
+#: How often the leader runs its steps (seconds).
+TICK = 0.5
+#: Most jobs one reconciliation pass looks at.
+RECONCILE_BATCH = 5000
+UNAVAILABLE = store_mod.UNAVAILABLE_ERRORS + queue_mod.UNAVAILABLE_ERRORS
+
+
+class Leader:
+    """Runs the leader steps whenever ``election`` says this server leads."""
+
+    def __init__(self, settings: Settings, store: Store, queue: Queue, election: Election,
+                 cron_step: Callable[[int], object] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.election = election
+        self.cron_step = cron_step
+        self._missing_since: dict[str, float] = {}
+        self._next_reconcile = 0.0
+        self._outage_logged = False
+        self.terms = 0
+
+    async def run(self) -> None:
+        while True:
+            await self.election.wait_leading()
+            token = self.election.token
+            try:
+                recorded = await self.store.take_fence(token, self.election.identity)
+            except UNAVAILABLE as exc:
+                log.error("leader: PostgreSQL unavailable (%s); retrying", exc)
+                await asyncio.sleep(TICK)
+                continue
+            if not recorded:
+                log.warning("leader term %d is older than the one PostgreSQL recorded; not acting", token)
+                await asyncio.sleep(TICK)
+                continue
+            self.terms += 1
+            self._missing_since.clear()
+            self._next_reconcile = 0.0
+            log.info("leader term %d: running cron, cleanup, reconciliation", token)
+            await self._term(token)
+
+    async def _term(self, token: int) -> None:
+        while self.election.leading() and self.election.token == token:
+            started = time.monotonic()
+            try:
+                await self.step(token)
+                if self._outage_logged:
+                    log.info("leader: PostgreSQL and Redis reachable again")
+                    self._outage_logged = False
+            except Fenced as exc:
+                log.warning("leader: stopping this term: %s", exc)
+                return
+            except UNAVAILABLE as exc:
+                if not self._outage_logged:
+                    log.error("leader: step failed, will retry: %s", exc)
+                    self._outage_logged = True
+            await asyncio.sleep(max(0.0, TICK - (time.monotonic() - started)))
+        log.info("leader term %d over", token)
+
+    async def step(self, token: int) -> None:
+        """One round of every leader duty (each checks it still leads first)."""
+        for duty in (self.promote, self.cleanup, self.reconcile, self.cron):
+            if not (self.election.leading() and self.election.token == token):
+                return
+            await duty(token)
+
+    # --- the duties ---------------------------------------------------------------
+
+    async def promote(self, token: int) -> None:
+        """Delayed ids whose time has come go to pending_jobs (workers do this too; it is atomic)."""
+        await self.queue.promote_due()
+
+    async def cron(self, token: int) -> None:
+        if self.cron_step is not None:
+            await self.cron_step(token)  # type: ignore[misc]
+
+    async def cleanup(self, token: int) -> None:
+        """Jobs of workers whose heartbeat stopped go back to the queue (the attempt counts)."""
+        now = model.now_ms()
+        dead_after_ms = self.settings.worker_dead_after * 1000
+        beats = await self.queue.workers()
+        owners = set(await self.queue.processing_owners())
+        running = set(await self.store.running_workers())
+        dead: dict[str, str] = {}
+        for worker_id, last in beats.items():
+            if now - last > dead_after_ms:
+                dead[worker_id] = f"no heartbeat for {(now - last) / 1000:.1f}s"
+        # Holding jobs with no heartbeat entry at all (Redis restarted, or a crash after a clean
+        # stop began): give it WORKER_DEAD_AFTER from when we first saw that, to heartbeat again.
+        mono = time.monotonic()
+        for worker_id in (owners | running) - beats.keys():
+            first = self._missing_since.setdefault(worker_id, mono)
+            if mono - first > self.settings.worker_dead_after:
+                dead[worker_id] = "no heartbeat"
+        for worker_id in list(self._missing_since):
+            if worker_id in beats or worker_id not in owners | running:
+                del self._missing_since[worker_id]
+        for worker_id, why in dead.items():
+            if not self.election.leading():
+                return
+            async with self.store.fenced(token) as conn:
+                back, dlq = await recover_worker(self.store, self.queue, worker_id,
+                                                 f"worker lost: {why}", conn=conn)
+            await self.queue.forget_worker(worker_id, older_than_ms=now - int(dead_after_ms))
+            self._missing_since.pop(worker_id, None)
+            if back or dlq:
+                log.warning("worker %s is gone (%s): %d job(s) back to the queue, %d to the DLQ",
+                            worker_id, why, back, dlq)
+            else:
+                log.info("worker %s is gone (%s); it held no jobs", worker_id, why)
+
+    async def reconcile(self, token: int) -> None:
+        """Jobs PostgreSQL says are waiting but Redis holds nowhere are pushed again.
+
+        Looks at jobs unchanged for RECONCILE_AFTER (so a submit between its INSERT
+        and its push is never touched), every RECONCILE_AFTER / 2.
+        """
+        mono = time.monotonic()
+        if mono < self._next_reconcile:
+            return
+        self._next_reconcile = mono + max(TICK, self.settings.reconcile_after / 2)
+        waiting = await self.store.waiting_jobs(self.settings.reconcile_after, RECONCILE_BATCH)
+        if not waiting:
+            return
+        held = await self.queue.held_ids()
+        missing = [job_id for job_id, _, _ in waiting if job_id not in held]
+        if not missing:
+            return
+        # Read again after looking at Redis: a job finished meanwhile is no longer waiting.
+        again = await self.store.still_waiting(missing)
+        pushed = await self.queue.restore(
+            (job_id, due if status is Status.PENDING else 0) for job_id, status, due in again)
+        if pushed:
+            log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
+                        pushed)

@@ -1,0 +1,202 @@
+"""Leader election, cleanup after dead workers and reconciliation, with real kills (LEASE_TTL=2s)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+
+from jobcluster import keys
+from jobcluster.devtools import services as svc
+from jobcluster.election import read_leader
+from tests.e2e.conftest import Cluster, job_status, submit
+from tests.helpers import wait_for_sync
+
+
+def leader_of(cluster: Cluster) -> str | None:
+    s = cluster.settings
+    try:
+        info = asyncio.run(read_leader(s.etcd_endpoints, s.election_namespace, s.election_key))
+    except Exception:  # noqa: BLE001 - etcd restarting
+        return None
+    return info.address if info else None
+
+
+def wait_leader(cluster: Cluster, timeout: float = 15, other_than: str | None = None) -> str:
+    return wait_for_sync(lambda: (lambda a: a if a and a != other_than else None)(leader_of(cluster)),
+                         timeout=timeout, interval=0.02, what="a leader")
+
+
+def three_servers(cluster: Cluster) -> dict[str, object]:
+    procs = {}
+    for _ in range(3):
+        proc, address = cluster.server()
+        procs[address] = proc
+    return procs
+
+
+def test_kill_9_of_the_leader_hands_over_within_the_lease(cluster: Cluster):
+    procs = three_servers(cluster)
+    old = wait_leader(cluster)
+    procs[old].signal(signal.SIGKILL)
+    killed = time.monotonic()
+    new = wait_leader(cluster, timeout=10, other_than=old)
+    took = time.monotonic() - killed
+    print(f"kill -9 failover: {took:.2f}s (LEASE_TTL=2s)")
+    assert new in procs and new != old
+    assert took < cluster.settings.lease_ttl + 1.0
+
+
+def test_sigterm_of_the_leader_hands_over_in_under_a_second(cluster: Cluster):
+    procs = three_servers(cluster)
+    old = wait_leader(cluster)
+    procs[old].signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    new = wait_leader(cluster, timeout=10, other_than=old)
+    took = time.monotonic() - stopped
+    print(f"SIGTERM failover: {took:.3f}s")
+    assert took < 1.0
+    assert procs[old].wait(15) == 0
+    assert "resigned" in procs[old].log()
+
+
+def test_a_paused_leader_stops_acting_and_cannot_write(cluster: Cluster, settings):
+    procs = three_servers(cluster)
+    old = wait_leader(cluster)
+    wait_for_sync(lambda: "leader term" in procs[old].log(), what="leader running its term")
+    procs[old].signal(signal.SIGSTOP)
+    try:
+        new = wait_leader(cluster, timeout=10, other_than=old)
+        wait_for_sync(lambda: "leader term" in procs[new].log(), what="new leader running its term")
+    finally:
+        procs[old].signal(signal.SIGCONT)
+    wait_for_sync(lambda: "no longer leader" in procs[old].log(), timeout=10, what="old leader stepping down")
+    assert leader_of(cluster) == new
+    # PostgreSQL's fence holds the new term: any write the old term still tried was refused.
+    holder = asyncio.run(_fence_holder(settings.database_url))
+    assert holder == new
+
+
+async def _fence_holder(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT holder FROM leader_fence WHERE id = 1")
+    finally:
+        await conn.close()
+
+
+def test_kill_9_of_a_worker_mid_job_the_job_completes_on_another(cluster: Cluster, tmp_path: Path):
+    _, address = cluster.server()
+    doomed = cluster.worker("e2e-doomed")
+    pgid = tmp_path / "pgid"
+    job_id = submit(address, command=f"echo $$ > {pgid}.$JOB_ATTEMPT; [ $JOB_ATTEMPT -gt 1 ] || sleep 30; echo done",
+                    max_retries=2)
+    wait_for_sync(lambda: job_status(address, job_id).status == "RUNNING", timeout=20, what="RUNNING")
+    doomed.signal(signal.SIGKILL)
+    killed = time.monotonic()
+    cluster.worker("e2e-survivor")
+    wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="SUCCEEDED")
+    print(f"dead worker's job done elsewhere after {time.monotonic() - killed:.2f}s (WORKER_DEAD_AFTER=1s)")
+    job = job_status(address, job_id)
+    assert job.attempts == 2 and job.output == "done\n"
+    assert [a.worker_id for a in job.attempt_history] == ["e2e-doomed", "e2e-survivor"]
+    assert "worker lost" in job.attempt_history[0].error
+    _kill_group(int(Path(f"{pgid}.1").read_text()))  # the orphaned `sleep 30` of the killed worker
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        import os
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_a_long_job_on_a_live_worker_is_never_taken_back(cluster: Cluster):
+    _, address = cluster.server()
+    cluster.worker("e2e-steady")
+    job_id = submit(address, command="sleep 4; echo patient", max_retries=0)
+    wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="SUCCEEDED")
+    assert job_status(address, job_id).attempts == 1  # 4 s, four times WORKER_DEAD_AFTER
+
+
+def test_a_job_that_kills_its_worker_ends_in_the_dlq(cluster: Cluster, redis_sync):
+    _, address = cluster.server()
+    job_id = submit(address, command="kill -9 $PPID", max_retries=1)
+    for n in (1, 2):
+        worker = cluster.worker(f"e2e-victim-{n}")
+        worker.wait(30)
+        wait_for_sync(lambda: job_status(address, job_id).attempts == n
+                      and job_status(address, job_id).status in ("QUEUED", "FAILED"),
+                      timeout=20, what=f"attempt {n} recovered by the leader")
+    job = job_status(address, job_id)
+    assert job.status == "FAILED" and job.attempts == 2
+    assert redis_sync.lrange(keys.DLQ, 0, -1) == [job_id]
+
+
+def test_a_queued_row_missing_from_redis_runs(cluster: Cluster, redis_sync):
+    _, address = cluster.server()
+    job_id = submit(address, command="echo reconciled")
+    redis_sync.delete(keys.PENDING)  # as if the server died between INSERT and LPUSH
+    cluster.worker("e2e-1")
+    wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=20, what="SUCCEEDED")
+    assert job_status(address, job_id).output == "reconciled\n"
+
+
+def test_redis_flushed_with_200_jobs_queued_all_complete_once(cluster: Cluster, redis_sync, settings):
+    _, address = cluster.server()
+    ids = [submit(address, command="true") for _ in range(200)]
+    redis_sync.flushall()
+    cluster.worker("e2e-a")
+    cluster.worker("e2e-b")
+    wait_for_sync(lambda: all(job_status(address, i).status == "SUCCEEDED" for i in ids[-1:])
+                  and asyncio.run(_count(settings.database_url, "SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED'"))
+                  == 200, timeout=60, interval=0.5, what="200 jobs SUCCEEDED")
+    assert asyncio.run(_count(settings.database_url, "SELECT count(*) FROM job_attempts")) == 200
+    assert asyncio.run(_count(settings.database_url, "SELECT max(attempts) FROM jobs")) == 1
+
+
+async def _count(dsn: str, sql: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(sql) or 0)
+    finally:
+        await conn.close()
+
+
+def test_etcd_restart_leaves_one_leader_and_jobs_keep_running(cluster: Cluster, services, service_root):
+    procs = three_servers(cluster)
+    cluster.worker("e2e-1")
+    first = wait_leader(cluster)
+    address = next(iter(procs))
+    etcd = services["etcd"]
+    etcd.stop()
+    try:
+        # Jobs run while etcd is down.
+        during = submit(address, command="echo during")
+        wait_for_sync(lambda: job_status(address, during).status == "SUCCEEDED", timeout=20, what="job with etcd down")
+    finally:
+        services["etcd"] = svc.start_etcd(etcd.data_dir, etcd.port, int(etcd.extra["peer_port"]),
+                                          service_root / "etcd.log")
+    leader = wait_leader(cluster, timeout=20)
+    after = submit(address, command="echo after")
+    wait_for_sync(lambda: job_status(address, after).status == "SUCCEEDED", timeout=20, what="job after restart")
+    # Exactly one server believes it leads (its log says so last).
+    time.sleep(cluster.settings.lease_ttl)
+    believers = [a for a, p in procs.items() if _last_leader_line(p.log()) == "elected"]
+    assert believers == [leader], (first, leader, believers)
+
+
+def _last_leader_line(log: str) -> str:
+    last = ""
+    for line in log.splitlines():
+        if "elected leader" in line:
+            last = "elected"
+        elif "no longer leader" in line:
+            last = "lost"
+    return last
