@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import time
 from dataclasses import dataclass
@@ -121,3 +122,8 @@ def now_ms() -> int:
 def retries_exhausted(attempts: int, interruptions: int, max_retries: int) -> bool:
     """True when a job that just failed has no retries left."""
     return attempts - interruptions > max_retries
+
+
+def utcnow() -> "dt.datetime":
+    """Now, as an aware UTC datetime."""
+    return dt.datetime.now(dt.timezone.utc)

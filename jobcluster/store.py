@@ -189,6 +189,52 @@ class Store:
         rows = await (conn or self.pool).fetch(Q["recover_worker_jobs"], worker_ids, reason)
         return [(str(r["id"]), Status(r["status"])) for r in rows]
 
+    # --- cron schedules -----------------------------------------------------------
+
+    async def upsert_schedule(self, sch: dict[str, Any], next_run: dt.datetime) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            Q["upsert_schedule"], uuid.uuid4(), sch["name"], sch["cron"], sch["timezone"], sch["command"],
+            sch["description"], sch["max_retries"], sch["timeout_seconds"], sch["catchup"], sch["overlap"],
+            next_run)
+        return _schedule_dict(row)
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        return [_schedule_dict(r) for r in await self.pool.fetch(Q["list_schedules"])]
+
+    async def get_schedule(self, name_or_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(Q["get_schedule"], name_or_id)
+        return _schedule_dict(row) if row else None
+
+    async def delete_schedule(self, name_or_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(Q["delete_schedule"], name_or_id)
+        return _schedule_dict(row) if row else None
+
+    async def set_schedule_enabled(self, name_or_id: str, enabled: bool,
+                                   next_run: dt.datetime) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(Q["set_schedule_enabled"], name_or_id, enabled, next_run)
+        return _schedule_dict(row) if row else None
+
+    async def due_schedules(self, now: dt.datetime, limit: int = 100) -> list[dict[str, Any]]:
+        return [_schedule_dict(r) for r in await self.pool.fetch(Q["due_schedules"], now, limit)]
+
+    async def schedule_busy(self, conn: asyncpg.Connection, schedule_id: str) -> bool:
+        return bool(await conn.fetchval(Q["schedule_busy"], uuid.UUID(schedule_id)))
+
+    async def insert_cron_job(self, conn: asyncpg.Connection | None, sch: dict[str, Any],
+                              tick: dt.datetime | None, submitted_via: str, key: str) -> str | None:
+        """The job of one tick (``tick`` None: a manual run). None when that tick already has its job."""
+        row = await (conn or self.pool).fetchrow(
+            Q["insert_cron_job"], uuid.uuid4(), sch["name"], sch["description"], sch["command"],
+            sch["max_retries"], sch["timeout_seconds"], key, submitted_via, uuid.UUID(sch["id"]), tick)
+        return str(row["id"]) if row else None
+
+    async def advance_schedule(self, conn: asyncpg.Connection, schedule_id: str, seen_next: dt.datetime,
+                               next_run: dt.datetime, last_run: dt.datetime | None, last_job_id: str | None,
+                               skip_reason: str) -> bool:
+        status = await conn.execute(Q["advance_schedule"], uuid.UUID(schedule_id), seen_next, next_run,
+                                    last_run, uuid.UUID(last_job_id) if last_job_id else None, skip_reason)
+        return status.endswith(" 1")
+
     # --- leader -----------------------------------------------------------------
 
     async def take_fence(self, token: int, holder: str) -> bool:
@@ -296,7 +342,24 @@ def _job_dict(row: asyncpg.Record) -> dict[str, Any]:
         "last_error": row["last_error"],
         "output_truncated": row["output_truncated"],
         "submitted_via": row["submitted_via"],
+        "schedule_id": str(row["schedule_id"]) if row.get("schedule_id") else "",
+        "scheduled_for_ms": _ms(row.get("scheduled_for")),
     }
+
+
+def _schedule_dict(row: asyncpg.Record) -> dict[str, Any]:
+    d = dict(row)
+    out = {k: d[k] for k in ("name", "cron", "timezone", "command", "description", "max_retries",
+                              "timeout_seconds", "catchup", "overlap", "enabled", "last_skip_reason")}
+    out["id"] = str(d["id"])
+    out["last_job_id"] = str(d["last_job_id"]) if d.get("last_job_id") else ""
+    out["last_job_status"] = d.get("last_job_status") or ""
+    for column, key in (("next_run_at", "next_run_ms"), ("last_run_at", "last_run_ms"),
+                        ("last_skip_at", "last_skip_at_ms"), ("created_at", "created_at_ms"),
+                        ("updated_at", "updated_at_ms")):
+        out[key] = _ms(d.get(column))
+    out["next_run_at"] = d["next_run_at"]
+    return out
 
 
 def _now_ms() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from jobcluster.pb import scheduler_pb2 as pb
@@ -32,6 +33,8 @@ def job_status(job: dict[str, Any]) -> pb.JobStatus:
         last_error=job["last_error"],
         output_truncated=job["output_truncated"],
         submitted_via=job["submitted_via"],
+        schedule_id=job.get("schedule_id", ""),
+        scheduled_for_ms=job.get("scheduled_for_ms", 0),
     )
     if job["exit_code"] is not None:
         msg.exit_code = job["exit_code"]
@@ -56,3 +59,40 @@ def decode_page_token(token: str) -> tuple[int, str]:
         return int(us), job_id
     except Exception:
         raise ValueError("page_token is not one this server issued") from None
+
+
+def schedule_msg(s: dict[str, Any]) -> pb.Schedule:
+    return pb.Schedule(
+        id=s["id"], name=s["name"], cron=s["cron"], timezone=s["timezone"], command=s["command"],
+        description=s["description"], max_retries=s["max_retries"], timeout_seconds=s["timeout_seconds"],
+        catchup=s["catchup"], overlap=s["overlap"], enabled=s["enabled"], next_run_ms=s["next_run_ms"],
+        last_run_ms=s["last_run_ms"], last_job_id=s["last_job_id"], last_job_status=s["last_job_status"],
+        last_skip_ms=s["last_skip_at_ms"], last_skip_reason=s["last_skip_reason"],
+        created_at_ms=s["created_at_ms"], updated_at_ms=s["updated_at_ms"],
+    )
+
+
+def _int(info: dict[str, str], key: str) -> int:
+    try:
+        return int(float(info.get(key, 0) or 0))
+    except ValueError:
+        return 0
+
+
+def cluster_info(*, leader: Any, election: str, servers: dict[str, tuple[int, dict[str, str]]],
+                 workers: dict[str, dict[str, str]], depths: dict[str, int], dead_after_ms: int,
+                 answered_by: str) -> pb.ClusterInfo:
+    now = int(time.time() * 1000)
+    msg = pb.ClusterInfo(election=election, answered_by=answered_by, pending=depths["pending"],
+                         processing=depths["processing"], delayed=depths["delayed"], dlq=depths["dlq"])
+    if leader is not None:
+        msg.leader, msg.leader_since_ms, msg.leader_term = leader.address, leader.since_ms, leader.token
+    for address, (beat, info) in sorted(servers.items()):
+        msg.servers.add(address=address, last_heartbeat_ms=beat, pid=_int(info, "pid"), host=info.get("host", ""),
+                        leader=leader is not None and leader.address == address)
+    for worker_id, info in sorted(workers.items()):
+        beat = _int(info, "heartbeat_ms")
+        msg.workers.add(id=worker_id, last_heartbeat_ms=beat, pid=_int(info, "pid"), host=info.get("host", ""),
+                        slots=_int(info, "slots"), running=_int(info, "running"), jobs_done=_int(info, "jobs_done"),
+                        alive=bool(beat) and now - beat <= dead_after_ms)
+    return msg

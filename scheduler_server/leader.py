@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
-from jobcluster import model
+from jobcluster import cron, model
 from jobcluster import queue as queue_mod
 from jobcluster import store as store_mod
 from jobcluster.election import Election
@@ -37,12 +36,12 @@ class Leader:
     """Runs the leader steps whenever ``election`` says this server leads."""
 
     def __init__(self, settings: Settings, store: Store, queue: Queue, election: Election,
-                 cron_step: Callable[[int], object] | None = None) -> None:
+                 address: str = "") -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.election = election
-        self.cron_step = cron_step
+        self.address = address
         self._missing_since: dict[str, float] = {}
         self._next_reconcile = 0.0
         self._outage_logged = False
@@ -100,8 +99,39 @@ class Leader:
         await self.queue.promote_due()
 
     async def cron(self, token: int) -> None:
-        if self.cron_step is not None:
-            await self.cron_step(token)  # type: ignore[misc]
+        """Fire due schedules: one job per (schedule, tick), unique in PostgreSQL."""
+        now = model.utcnow()
+        for sch in await self.store.due_schedules(now):
+            if not (self.election.leading() and self.election.token == token):
+                return
+            await self.fire(token, sch, now)
+
+    async def fire(self, token: int, sch: dict, now) -> list[str]:
+        """Handle one due schedule in a fenced transaction; then queue the new jobs."""
+        p = cron.plan(sch["cron"], sch["timezone"], sch["next_run_at"], now,
+                      self.settings.cron_misfire_grace, sch["catchup"])
+        created: list[str] = []
+        skip = "missed ticks skipped (catchup=skip)" if p.missed_skipped else ""
+        last_tick = None
+        async with self.store.fenced(token) as conn:
+            for tick in p.fire:
+                if sch["overlap"] == "forbid" and await self.store.schedule_busy(conn, sch["id"]):
+                    skip = f"tick {tick.isoformat()} skipped: previous run not finished (overlap=forbid)"
+                    log.info("schedule %s: %s", sch["name"], skip)
+                    continue
+                job_id = await self.store.insert_cron_job(conn, sch, tick, self.address,
+                                                          f"cron:{sch['id']}:{tick.isoformat()}")
+                last_tick = tick
+                if job_id is not None:
+                    created.append(job_id)
+            advanced = await self.store.advance_schedule(conn, sch["id"], sch["next_run_at"], p.next_run,
+                                                         last_tick, created[-1] if created else None, skip)
+        if not advanced:
+            log.info("schedule %s was changed meanwhile; its ticks are handled next round", sch["name"])
+        for job_id in created:
+            await self.queue.enqueue(job_id)
+            log.info("schedule %s fired: job %s", sch["name"], job_id)
+        return created
 
     async def cleanup(self, token: int) -> None:
         """Jobs of workers whose heartbeat stopped go back to the queue (the attempt counts)."""

@@ -91,7 +91,7 @@ class SchedulerServer:
         log.info("ready: PostgreSQL connected, schema current")
         if self.election is not None:
             self.leader = Leader(self.settings, self.store, self.service.queue, self.election,
-                                 cron_step=None)
+                                 address=self.address)
             self.election.start()
             self._tasks.append(asyncio.create_task(self.leader.run(), name="leader"))
 

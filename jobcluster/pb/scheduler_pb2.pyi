@@ -65,7 +65,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("id", "status", "output", "created_at", "updated_at", "name", "description", "command", "exit_code", "attempts", "max_retries", "timeout_seconds", "run_at_ms", "idempotency_key", "created_at_ms", "updated_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "last_error", "output_truncated", "attempt_history", "submitted_via")
+    __slots__ = ("id", "status", "output", "created_at", "updated_at", "name", "description", "command", "exit_code", "attempts", "max_retries", "timeout_seconds", "run_at_ms", "idempotency_key", "created_at_ms", "updated_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "last_error", "output_truncated", "attempt_history", "submitted_via", "schedule_id", "scheduled_for_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,8 @@ class JobStatus(_message.Message):
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_HISTORY_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_VIA_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_FOR_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: str
     output: str
@@ -112,7 +114,9 @@ class JobStatus(_message.Message):
     output_truncated: bool
     attempt_history: _containers.RepeatedCompositeFieldContainer[Attempt]
     submitted_via: str
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., output: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., command: _Optional[str] = ..., exit_code: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., worker_id: _Optional[str] = ..., last_error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., submitted_via: _Optional[str] = ...) -> None: ...
+    schedule_id: str
+    scheduled_for_ms: int
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., output: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., command: _Optional[str] = ..., exit_code: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., worker_id: _Optional[str] = ..., last_error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., submitted_via: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_for_ms: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("status", "ids", "page_size", "page_token", "include_output")
@@ -135,3 +139,127 @@ class ListJobsResponse(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
     next_page_token: str
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("id", "name", "cron", "timezone", "command", "description", "max_retries", "timeout_seconds", "catchup", "overlap", "enabled", "next_run_ms", "last_run_ms", "last_job_id", "last_job_status", "last_skip_ms", "last_skip_reason", "created_at_ms", "updated_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUN_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SKIP_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    description: str
+    max_retries: int
+    timeout_seconds: float
+    catchup: str
+    overlap: str
+    enabled: bool
+    next_run_ms: int
+    last_run_ms: int
+    last_job_id: str
+    last_job_status: str
+    last_skip_ms: int
+    last_skip_reason: str
+    created_at_ms: int
+    updated_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., catchup: _Optional[str] = ..., overlap: _Optional[str] = ..., enabled: _Optional[bool] = ..., next_run_ms: _Optional[int] = ..., last_run_ms: _Optional[int] = ..., last_job_id: _Optional[str] = ..., last_job_status: _Optional[str] = ..., last_skip_ms: _Optional[int] = ..., last_skip_reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+
+class ScheduleRef(_message.Message):
+    __slots__ = ("name", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
+class ClusterInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("address", "last_heartbeat_ms", "pid", "host", "leader")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    last_heartbeat_ms: int
+    pid: int
+    host: str
+    leader: bool
+    def __init__(self, address: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("id", "last_heartbeat_ms", "pid", "host", "slots", "running", "jobs_done", "alive")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    last_heartbeat_ms: int
+    pid: int
+    host: str
+    slots: int
+    running: int
+    jobs_done: int
+    alive: bool
+    def __init__(self, id: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., alive: _Optional[bool] = ...) -> None: ...
+
+class ClusterInfo(_message.Message):
+    __slots__ = ("leader", "leader_since_ms", "leader_term", "election", "servers", "workers", "pending", "processing", "delayed", "dlq", "answered_by")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
+    ELECTION_FIELD_NUMBER: _ClassVar[int]
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    PROCESSING_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_FIELD_NUMBER: _ClassVar[int]
+    DLQ_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    leader: str
+    leader_since_ms: int
+    leader_term: int
+    election: str
+    servers: _containers.RepeatedCompositeFieldContainer[ServerInfo]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    pending: int
+    processing: int
+    delayed: int
+    dlq: int
+    answered_by: str
+    def __init__(self, leader: _Optional[str] = ..., leader_since_ms: _Optional[int] = ..., leader_term: _Optional[int] = ..., election: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerInfo, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., delayed: _Optional[int] = ..., dlq: _Optional[int] = ..., answered_by: _Optional[str] = ...) -> None: ...

@@ -49,6 +49,41 @@ class JobServiceStub:
                 request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/scheduler.JobService/CreateSchedule',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/scheduler.JobService/ListSchedules',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/scheduler.JobService/DeleteSchedule',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/scheduler.JobService/PauseSchedule',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/scheduler.JobService/ResumeSchedule',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.RunScheduleNow = channel.unary_unary(
+                '/scheduler.JobService/RunScheduleNow',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobResponse.FromString,
+                _registered_method=True)
+        self.GetClusterInfo = channel.unary_unary(
+                '/scheduler.JobService/GetClusterInfo',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfoRequest.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfo.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -75,6 +110,53 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Cron schedules, run by the leader. Create replaces a schedule of the same name.
+        Invalid cron expression, timezone or policy: INVALID_ARGUMENT naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Unknown name: NOT_FOUND. Jobs it created are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunScheduleNow(self, request, context):
+        """Submit one job from the schedule now, outside its ticks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterInfo(self, request, context):
+        """Who leads and since when, servers, workers with their heartbeats, queue depths.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +174,41 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ListJobsRequest.FromString,
                     response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'RunScheduleNow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunScheduleNow,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobResponse.SerializeToString,
+            ),
+            'GetClusterInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterInfo,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfoRequest.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +292,195 @@ class JobService:
             '/scheduler.JobService/ListJobs',
             jobcluster_dot_pb_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
             jobcluster_dot_pb_dot_scheduler__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/CreateSchedule',
+            jobcluster_dot_pb_dot_scheduler__pb2.Schedule.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/ListSchedules',
+            jobcluster_dot_pb_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/DeleteSchedule',
+            jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/PauseSchedule',
+            jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/ResumeSchedule',
+            jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunScheduleNow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/RunScheduleNow',
+            jobcluster_dot_pb_dot_scheduler__pb2.ScheduleRef.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.JobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/GetClusterInfo',
+            jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfoRequest.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -200,3 +200,48 @@ def _last_leader_line(log: str) -> str:
         elif "no longer leader" in line:
             last = "lost"
     return last
+
+
+def test_cron_tick_with_the_leader_killed_right_before_it_fires_exactly_once(cluster: Cluster, settings):
+    procs = three_servers(cluster)
+    cluster.worker("e2e-cron")
+    leader = wait_leader(cluster)
+    any_address = next(a for a in procs if a != leader)
+    from jobcluster.pb import scheduler_pb2 as pb
+    from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+    import grpc
+    with grpc.insecure_channel(any_address) as channel:
+        pb_grpc.JobServiceStub(channel).CreateSchedule(
+            pb.Schedule(name="every-3s", cron="* * * * * */3", command="echo tick"), timeout=5)
+    # Kill the leader 0.3 s before a tick.
+    now = time.time()
+    tick = (int(now) // 3 + 1) * 3
+    if tick - now < 0.5:
+        tick += 3
+    time.sleep(max(0.0, tick - now - 0.3))
+    procs[leader].signal(signal.SIGKILL)
+    wait_leader(cluster, timeout=10, other_than=leader)
+    sql = "SELECT count(*) FROM jobs WHERE scheduled_for = to_timestamp($1)"
+    wait_for_sync(lambda: asyncio.run(_count_at(settings.database_url, sql, tick)) >= 1, timeout=15,
+                  what=f"the job of tick {tick}")
+    time.sleep(3.5)  # the next tick too, from the new leader
+    per_tick = asyncio.run(_rows(settings.database_url,
+                                 "SELECT scheduled_for, count(*) AS n FROM jobs GROUP BY scheduled_for"))
+    assert per_tick and all(n == 1 for _, n in per_tick), per_tick
+    assert asyncio.run(_count_at(settings.database_url, sql, tick)) == 1
+
+
+async def _count_at(dsn: str, sql: str, arg) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(sql, arg))
+    finally:
+        await conn.close()
+
+
+async def _rows(dsn: str, sql: str) -> list[tuple]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()

@@ -1,0 +1,97 @@
+"""Cron expressions (croniter) and which ticks a schedule fires: pure functions, no I/O.
+
+Expressions have 5 fields (minute hour day month weekday) or 6, the sixth being
+seconds (``* * * * * */10``: every 10 seconds). They are read in the
+schedule's IANA timezone (``Europe/Paris``; default ``UTC``), so ``0 9 * * *``
+means 09:00 local time across daylight-saving changes.
+
+A tick is *on time* while it is at most CRON_MISFIRE_GRACE old: it always
+fires. Older ticks were *missed* (no leader, or the cluster was down): the
+schedule's ``catchup`` policy says ``skip`` (the default: they never run) or
+``once`` (one job for the latest missed tick).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+
+from croniter import croniter
+
+CATCHUP_POLICIES = ("skip", "once")
+OVERLAP_POLICIES = ("allow", "forbid")
+UTC = dt.timezone.utc
+
+
+class InvalidSchedule(ValueError):
+    """A cron expression, timezone or policy that cannot be used; the message names it."""
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidSchedule(f"unknown timezone {name!r} (use an IANA name such as 'UTC' or 'Europe/Paris')") \
+            from None
+
+
+def validate(expr: str, timezone: str, catchup: str = "skip", overlap: str = "allow") -> None:
+    expr = expr.strip()
+    if not expr:
+        raise InvalidSchedule("cron expression is empty")
+    fields = len(expr.split())
+    if fields not in (5, 6) or not croniter.is_valid(expr):
+        raise InvalidSchedule(f"invalid cron expression {expr!r}: expected 5 fields (minute hour day month "
+                              f"weekday) or 6 (with seconds last), each a valid value, range, list or step")
+    zone(timezone)
+    if catchup not in CATCHUP_POLICIES:
+        raise InvalidSchedule(f"catchup must be one of {', '.join(CATCHUP_POLICIES)}, got {catchup!r}")
+    if overlap not in OVERLAP_POLICIES:
+        raise InvalidSchedule(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {overlap!r}")
+
+
+def next_tick(expr: str, timezone: str, after: dt.datetime) -> dt.datetime:
+    """The first tick strictly after ``after`` (UTC out)."""
+    local = after.astimezone(zone(timezone))
+    return croniter(expr, local).get_next(dt.datetime).astimezone(UTC)
+
+
+def _latest_at_or_before(expr: str, timezone: str, moment: dt.datetime) -> dt.datetime:
+    nxt = next_tick(expr, timezone, moment - dt.timedelta(microseconds=1))
+    if nxt == moment:
+        return moment
+    local = moment.astimezone(zone(timezone))
+    return croniter(expr, local).get_prev(dt.datetime).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Plan:
+    fire: list[dt.datetime]       # ticks to create a job for, oldest first
+    next_run: dt.datetime         # the schedule's next tick after now
+    missed_skipped: bool          # some missed ticks were skipped by the catchup policy
+
+
+def plan(expr: str, timezone: str, next_run: dt.datetime, now: dt.datetime, grace: float,
+         catchup: str, limit: int = 100) -> Plan:
+    """Which ticks of a schedule due at ``next_run`` fire at ``now``."""
+    if next_run > now:
+        return Plan([], next_run, False)
+    oldest_on_time = now - dt.timedelta(seconds=grace)
+    fire: list[dt.datetime] = []
+    skipped = False
+    if next_run < oldest_on_time:
+        latest_missed = _latest_at_or_before(expr, timezone, oldest_on_time - dt.timedelta(microseconds=1))
+        if latest_missed >= next_run:
+            if catchup == "once":
+                fire.append(latest_missed)
+            else:
+                skipped = True
+        start = oldest_on_time
+    else:
+        start = next_run
+    tick = next_tick(expr, timezone, start - dt.timedelta(microseconds=1))
+    while tick <= now and len(fire) < limit:
+        fire.append(tick)
+        tick = next_tick(expr, timezone, tick)
+    return Plan(fire, next_tick(expr, timezone, now), skipped)
