@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("-cmd", "--cmd", metavar="COMMAND", help="one shell command to submit")
     what.add_argument("-status", "--status", nargs="+", metavar="ID", help="show these jobs")
     what.add_argument("-list", "--list", nargs="?", const="", metavar="STATUS", help="list the newest jobs")
+    what.add_argument("-schedules", "--schedules", action="store_true", help="list the cron schedules")
+    what.add_argument("-cluster", "--cluster", action="store_true",
+                      help="show the leader, servers, workers and queue depths")
+    what.add_argument("-pause-schedule", "--pause-schedule", metavar="NAME", help="pause a cron schedule")
+    what.add_argument("-resume-schedule", "--resume-schedule", metavar="NAME", help="resume a cron schedule")
+    what.add_argument("-delete-schedule", "--delete-schedule", metavar="NAME", help="delete a cron schedule")
+    what.add_argument("-run-schedule", "--run-schedule", metavar="NAME",
+                      help="submit one job of a cron schedule now, and follow it")
     p.add_argument("-servers", "--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
     p.add_argument("-submit-server", "--submit-server", help="submit to this server (default SUBMIT_SERVER)")
     p.add_argument("-status-servers", "--status-servers", help="ask these for status (default STATUS_SERVERS)")
@@ -88,6 +96,33 @@ def submit_all(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]
     return submitted
 
 
+def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
+    for entry in entries:
+        msg = pb.Schedule(name=entry.name, cron=entry.cron, timezone=entry.timezone, command=entry.command,
+                          description=entry.description, catchup=entry.catchup, overlap=entry.overlap)
+        if entry.max_retries is not None:
+            msg.max_retries = entry.max_retries
+        if entry.timeout_seconds is not None:
+            msg.timeout_seconds = entry.timeout_seconds
+        saved, server = pool.call(lambda stub: stub.CreateSchedule(msg, timeout=CALL_TIMEOUT))
+        print(f"schedule {saved.name!r} saved via {server}: {saved.cron!r} ({saved.timezone}), "
+              f"next run {display.when(saved.next_run_ms)}", flush=True)
+
+
+def schedule_command(pool: Pool, args: argparse.Namespace) -> int:
+    if args.pause_schedule:
+        name, call, verb = args.pause_schedule, "PauseSchedule", "paused"
+    elif args.resume_schedule:
+        name, call, verb = args.resume_schedule, "ResumeSchedule", "resumed"
+    else:
+        name, call, verb = args.delete_schedule, "DeleteSchedule", "deleted"
+    ref = pb.ScheduleRef(name=name)
+    sch, _ = pool.call(lambda stub: getattr(stub, call)(ref, timeout=CALL_TIMEOUT))
+    extra = f", next run {display.when(sch.next_run_ms)}" if verb == "resumed" else ""
+    print(f"schedule {sch.name!r} {verb}{extra}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     submit_servers, status_servers = resolve(args.servers, args.submit_server, args.status_servers)
@@ -108,12 +143,25 @@ def main(argv: list[str] | None = None) -> int:
             return display.show_jobs(status_pool, args.status)
         if args.list is not None:
             return display.list_jobs(status_pool, args.list, args.limit)
+        if args.schedules:
+            return display.list_schedules(status_pool)
+        if args.cluster:
+            return display.show_cluster(status_pool)
         submit_pool = Pool(submit_servers)
         try:
-            submitted = submit_all(submit_pool, entries)
+            if args.pause_schedule or args.resume_schedule or args.delete_schedule:
+                return schedule_command(submit_pool, args)
+            if args.run_schedule:
+                ref = pb.ScheduleRef(name=args.run_schedule)
+                resp, server = submit_pool.call(lambda stub: stub.RunScheduleNow(ref, timeout=CALL_TIMEOUT))
+                print(f"submitted {resp.job_id} (schedule {args.run_schedule}) via {server}", flush=True)
+                submitted = [(resp.job_id, None)]
+            else:
+                save_schedules(submit_pool, [e for e in entries if e.cron])
+                submitted = submit_all(submit_pool, [e for e in entries if not e.cron])
         finally:
             submit_pool.close()
-        if args.no_wait:
+        if args.no_wait or not submitted:
             return EXIT_OK
         final = follow(status_pool, [job_id for job_id, _ in submitted])
         display.summary(final)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +46,7 @@ def summary(jobs: Sequence[pb.JobStatus], out=sys.stdout) -> None:
     out.write(f"{ok}/{len(jobs)} succeeded\n")
 
 
-def _when(ms: int) -> str:
+def when(ms: int) -> str:
     if not ms:
         return "-"
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
@@ -66,13 +67,13 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
         out.write(f"job {job.id}  {job.status}\n")
         for label, value in (("name", job.name), ("command", job.command), ("attempts",
                              f"{job.attempts} (max retries {job.max_retries})"), ("exit code", _exit(job)),
-                             ("created", _when(job.created_at_ms)), ("started", _when(job.started_at_ms)),
-                             ("finished", _when(job.finished_at_ms)), ("worker", job.worker_id or "-"),
+                             ("created", when(job.created_at_ms)), ("started", when(job.started_at_ms)),
+                             ("finished", when(job.finished_at_ms)), ("worker", job.worker_id or "-"),
                              ("last error", job.last_error or "-"), ("submitted via", job.submitted_via)):
             out.write(f"  {label:<14}{value}\n")
         for a in job.attempt_history:
             ec = str(a.exit_code) if a.HasField("exit_code") else "-"
-            out.write(f"  attempt {a.number}: worker {a.worker_id}, started {_when(a.started_at_ms)}, "
+            out.write(f"  attempt {a.number}: worker {a.worker_id}, started {when(a.started_at_ms)}, "
                       f"exit {ec}{', ' + a.error if a.error else ''}\n")
         trunc = " (truncated: earlier output dropped)" if job.output_truncated else ""
         out.write(f"  output{trunc}:\n")
@@ -86,7 +87,54 @@ def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout) -> int:
     resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
     rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
     for j in resp.jobs:
-        rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), _when(j.created_at_ms),
+        rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), when(j.created_at_ms),
                      _first_line(j.command, 40)))
     table(rows, out)
+    return 0
+
+
+def _ago(ms: int) -> str:
+    if not ms:
+        return "never"
+    return f"{max(0.0, time.time() - ms / 1000):.1f}s ago"
+
+
+def list_schedules(pool: Pool, out=sys.stdout) -> int:
+    resp, _ = pool.call(lambda stub: stub.ListSchedules(pb.ListSchedulesRequest(), timeout=CALL_TIMEOUT))
+    if not resp.schedules:
+        out.write("no schedules (add a jobs.json entry with \"cron\", see the README)\n")
+        return 0
+    rows = [("NAME", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST RUN", "LAST JOB", "POLICIES", "COMMAND")]
+    for s in resp.schedules:
+        last = f"{s.last_job_id[:8]} {s.last_job_status}" if s.last_job_id else "-"
+        rows.append((s.name, s.cron, s.timezone, "enabled" if s.enabled else "paused",
+                     when(s.next_run_ms) if s.enabled else "-", when(s.last_run_ms), last,
+                     f"catchup={s.catchup} overlap={s.overlap}", _first_line(s.command, 40)))
+    table(rows, out)
+    for s in resp.schedules:
+        if s.last_skip_reason:
+            out.write(f"{s.name}: {s.last_skip_reason} ({when(s.last_skip_ms)})\n")
+    return 0
+
+
+def show_cluster(pool: Pool, out=sys.stdout) -> int:
+    info, server = pool.call(lambda stub: stub.GetClusterInfo(pb.ClusterInfoRequest(), timeout=CALL_TIMEOUT))
+    if info.leader:
+        out.write(f"leader    {info.leader} since {when(info.leader_since_ms)} (term {info.leader_term})\n")
+    elif info.election == "off":
+        out.write("leader    none: election is off (ETCD_ENDPOINTS empty); cron, cleanup and reconciliation are off\n")
+    else:
+        out.write(f"leader    none right now ({info.election})\n")
+    out.write(f"queues    pending_jobs={info.pending} processing={info.processing} "
+              f"delayed_jobs={info.delayed} dlq_tasks={info.dlq}\n")
+    rows = [("SERVER", "PID", "HEARTBEAT", "ROLE")]
+    for s in info.servers:
+        rows.append((s.address, str(s.pid), _ago(s.last_heartbeat_ms), "leader" if s.leader else "follower"))
+    table(rows, out)
+    rows = [("WORKER", "PID", "HEARTBEAT", "SLOTS", "RUNNING", "DONE", "STATE")]
+    for w in info.workers:
+        rows.append((w.id, str(w.pid), _ago(w.last_heartbeat_ms), str(w.slots), str(w.running), str(w.jobs_done),
+                     "alive" if w.alive else "DEAD (no heartbeat)"))
+    table(rows, out)
+    out.write(f"(answered by {server})\n")
     return 0

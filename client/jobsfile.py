@@ -10,7 +10,10 @@ from typing import Any
 
 from jobcluster.durations import parse_duration
 
-FIELDS = ("name", "command", "description", "max_retries", "timeout", "run_at", "idempotency_key")
+FIELDS = ("name", "command", "description", "max_retries", "timeout", "run_at", "idempotency_key",
+          "cron", "timezone", "catchup", "overlap")
+#: Fields that make an entry a cron schedule (created or updated by name) instead of a job.
+SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "overlap")
 
 
 class JobsFileError(ValueError):
@@ -28,6 +31,10 @@ class JobEntry:
     timeout_seconds: float | None = None
     run_at_ms: int = 0
     idempotency_key: str = ""
+    cron: str = ""             # set: this entry is a schedule
+    timezone: str = ""
+    catchup: str = ""
+    overlap: str = ""
 
 
 def parse_run_at(value: Any) -> int:
@@ -60,7 +67,7 @@ def _entry(raw: Any, where: str) -> JobEntry:
         raise JobsFileError(f"{where}: \"command\" must be a non-empty string")
     if "\x00" in command:
         raise JobsFileError(f"{where}: \"command\" contains a NUL byte")
-    for key in ("name", "description", "idempotency_key"):
+    for key in ("name", "description", "idempotency_key", *SCHEDULE_FIELDS):
         if key in raw and not isinstance(raw[key], str):
             raise JobsFileError(f"{where}: \"{key}\" must be a string, got {type(raw[key]).__name__}")
     retries = raw.get("max_retries")
@@ -81,9 +88,18 @@ def _entry(raw: Any, where: str) -> JobEntry:
             run_at = parse_run_at(raw["run_at"])
         except ValueError as exc:
             raise JobsFileError(f"{where}: {exc}") from None
+    if any(k in raw for k in SCHEDULE_FIELDS):
+        if not raw.get("cron", "").strip():
+            raise JobsFileError(f"{where}: \"cron\" is needed with {', '.join(k for k in SCHEDULE_FIELDS if k in raw)}")
+        if not raw.get("name", "").strip():
+            raise JobsFileError(f"{where}: a cron entry needs a \"name\" (the schedule is created or updated by name)")
+        for key in ("run_at", "idempotency_key"):
+            if key in raw:
+                raise JobsFileError(f"{where}: \"{key}\" does not apply to a cron entry")
     return JobEntry(command=command, name=raw.get("name", ""), description=raw.get("description", ""),
                     max_retries=retries, timeout_seconds=timeout, run_at_ms=run_at,
-                    idempotency_key=raw.get("idempotency_key", ""))
+                    idempotency_key=raw.get("idempotency_key", ""), cron=raw.get("cron", "").strip(),
+                    timezone=raw.get("timezone", ""), catchup=raw.get("catchup", ""), overlap=raw.get("overlap", ""))
 
 
 def parse_jobs(text: str, source: str = "jobs file") -> list[JobEntry]:

@@ -179,3 +179,30 @@ def test_server_without_redis_answers_unavailable_and_keeps_the_job(cluster: Clu
     again = cluster.client("-cmd", "echo kept", "-servers", good, "-idempotency-key", "k-redis-down")
     assert again.returncode == 0, again.stdout + again.stderr
     assert job_id in again.stdout and job_status(good, job_id).output == "kept\n"
+
+
+def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Cluster):
+    _, address = cluster.server()
+    cluster.worker("e2e-1")
+    path = cluster.jobs_file({"jobs": [
+        {"name": "report", "command": "echo report", "cron": "0 6 * * *", "timezone": "Europe/Paris"},
+        {"name": "now", "command": "echo now"},
+    ]})
+    run = cluster.client("-file", str(path), "-servers", address)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "schedule 'report' saved" in run.stdout and "Europe/Paris" in run.stdout
+    listed = cluster.client("-schedules", "-servers", address)
+    assert listed.returncode == 0 and "report" in listed.stdout and "enabled" in listed.stdout, listed.stdout
+    ran = cluster.client("-run-schedule", "report", "-servers", address)
+    assert ran.returncode == 0 and "report" in ran.stdout and "SUCCEEDED" in ran.stdout, ran.stdout + ran.stderr
+    paused = cluster.client("-pause-schedule", "report", "-servers", address)
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    missing = cluster.client("-delete-schedule", "nope", "-servers", address)
+    assert missing.returncode == 2 and "no schedule named 'nope'" in missing.stderr
+    bad = cluster.jobs_file([{"name": "x", "command": "true", "cron": "99 * * * *"}], name="bad.json")
+    refused = cluster.client("-file", str(bad), "-servers", address)
+    assert refused.returncode == 2 and "invalid cron expression" in refused.stderr
+    wait_for_sync(lambda: "leader    " + address in cluster.client("-cluster", "-servers", address).stdout,
+                  timeout=15, what="cluster view with the leader")
+    shown = cluster.client("-cluster", "-servers", address)
+    assert "e2e-1" in shown.stdout and "alive" in shown.stdout and "pending_jobs=" in shown.stdout, shown.stdout

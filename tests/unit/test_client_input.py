@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -65,3 +66,21 @@ def test_server_resolution_order(tmp_path):
     env = {"SUBMIT_SERVER": "s:1", "STATUS_SERVERS": "t:1,t:2"}
     assert resolve(None, None, None, env, f) == (["s:1"], ["t:1", "t:2"])
     assert resolve(None, "S:9", "T:9", env, f) == (["S:9"], ["T:9"])
+
+
+def test_cron_entries_become_schedules():
+    from client.jobsfile import parse_jobs
+    entries = parse_jobs('{"jobs": [{"name": "tick", "command": "date", "cron": "*/5 * * * *", '
+                         '"timezone": "Europe/Paris", "overlap": "forbid"}, {"command": "true"}]}')
+    assert entries[0].cron == "*/5 * * * *" and entries[0].timezone == "Europe/Paris" and not entries[1].cron
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ('{"command": "date", "cron": "* * * * *"}', "needs a \\"name\\""),
+    ('{"name": "a", "command": "date", "timezone": "UTC"}', "\\"cron\\" is needed"),
+    ('{"name": "a", "command": "date", "cron": "* * * * *", "run_at": 5}', "does not apply"),
+])
+def test_bad_cron_entries_are_named(entry, fragment):
+    from client.jobsfile import JobsFileError, parse_jobs
+    with pytest.raises(JobsFileError, match=re.escape(fragment)):
+        parse_jobs(f"[{entry}]")
