@@ -76,8 +76,8 @@ def test_cron_entries_become_schedules():
 
 
 @pytest.mark.parametrize("entry, fragment", [
-    ('{"command": "date", "cron": "* * * * *"}', "needs a \\"name\\""),
-    ('{"name": "a", "command": "date", "timezone": "UTC"}', "\\"cron\\" is needed"),
+    ('{"command": "date", "cron": "* * * * *"}', 'needs a "name"'),
+    ('{"name": "a", "command": "date", "timezone": "UTC"}', '"cron" is needed'),
     ('{"name": "a", "command": "date", "cron": "* * * * *", "run_at": 5}', "does not apply"),
 ])
 def test_bad_cron_entries_are_named(entry, fragment):
