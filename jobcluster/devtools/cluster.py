@@ -243,6 +243,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         down = wait_healthy(addrs, timeout=1.0)
         for addr in addrs:
             _say(f"  {addr:<14} {'NOT SERVING' if addr in down else 'serving'}")
+    _say(f"  leader: {_leader_line(settings)}")
     try:
         import redis
 
@@ -259,6 +260,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:  # status must print what it can
         _say(f"  queues: Redis not reachable ({exc})")
     return 0
+
+
+def _leader_line(settings: Settings) -> str:
+    if not settings.etcd_endpoints:
+        return "none: ETCD_ENDPOINTS is empty, election is off"
+    import asyncio
+
+    from jobcluster.election import ETCD_ERRORS, read_leader
+    key = f"{settings.election_namespace}/{settings.election_key}"
+    try:
+        info = asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace,
+                                       settings.election_key))
+    except ETCD_ERRORS as exc:
+        return f"unknown: etcd at {','.join(settings.etcd_endpoints)} not reachable ({exc or type(exc).__name__})"
+    if info is None:
+        return f"none right now (etcd key {key} is empty)"
+    since = time.strftime("%H:%M:%S", time.localtime(info.since_ms / 1000))
+    return f"{info.address} (pid {info.pid}) since {since}, term {info.token} (etcd key {key})"
 
 
 def main() -> int:
