@@ -15,6 +15,9 @@ key                             type   what it holds
 ``workers``                     zset   worker id -> last heartbeat (unix ms).
 ``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
                                        started; expires when heartbeats stop.
+``live_output:<job-id>``        hash   a running job's output so far: ``total`` bytes
+                                       written, ``tail`` (the last bytes); for WatchJob.
+                                       Expires a minute after the job's last write.
 ``servers``                     zset   server address -> last heartbeat (unix ms).
 ``server:<host:port>``          hash   that server's pid, host, start time; expires
                                        when its heartbeats stop.
@@ -30,6 +33,7 @@ DLQ = "dlq_tasks"
 WORKERS = "workers"
 WORKER_INFO_PREFIX = "worker:"
 SERVERS = "servers"
+LIVE_OUTPUT_PREFIX = "live_output:"
 SERVER_INFO_PREFIX = "server:"
 
 
@@ -46,3 +50,8 @@ def worker_info(worker_id: str) -> str:
 def server_info(address: str) -> str:
     """The info hash of one server."""
     return SERVER_INFO_PREFIX + address
+
+
+def live_output(job_id: str) -> str:
+    """The live output hash of one running job."""
+    return LIVE_OUTPUT_PREFIX + job_id

@@ -124,6 +124,18 @@ end
 return pushed
 """
 
+# KEYS[1] dlq, KEYS[2] pending; ARGV ids. Each id found in the DLQ leaves it for the queue.
+_RETRY_DEAD = """
+local moved = 0
+for i = 1, #ARGV do
+  if redis.call('LREM', KEYS[1], 0, ARGV[i]) > 0 then
+    redis.call('LPUSH', KEYS[2], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
 # KEYS[1] workers zset, KEYS[2] worker info hash; ARGV[1] worker id, ARGV[2] ms.
 # Forget a worker only if its last heartbeat is older than ARGV[2].
 _FORGET_WORKER = """
@@ -181,6 +193,7 @@ class Queue:
         self._recover = redis.register_script(_RECOVER_PROCESSING)
         self._restore = redis.register_script(_RESTORE)
         self._forget = redis.register_script(_FORGET_WORKER)
+        self._retry_dead = redis.register_script(_RETRY_DEAD)
 
     # --- producers ----------------------------------------------------------
 
@@ -317,6 +330,57 @@ class Queue:
     async def workers(self) -> dict[str, int]:
         """Worker id -> last heartbeat (unix ms)."""
         return {w: int(s) for w, s in await self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)}
+
+    # --- job control ----------------------------------------------------------------
+
+    @_bounded
+    async def withdraw(self, job_id: str) -> None:
+        """A cancelled job's id leaves pending_jobs and delayed_jobs (a worker would drop it anyway)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(keys.PENDING, 0, job_id)
+            pipe.zrem(keys.DELAYED, job_id)
+            await pipe.execute()
+
+    @_bounded
+    async def dead_letters(self) -> list[str]:
+        """Ids in ``dlq_tasks``, newest first."""
+        return list(await self.redis.lrange(keys.DLQ, 0, -1))
+
+    @_bounded
+    async def retry_dead(self, job_ids: list[str]) -> int:
+        """Move these ids from ``dlq_tasks`` to ``pending_jobs`` (after PostgreSQL made them QUEUED)."""
+        return int(await self._retry_dead(keys=[keys.DLQ, keys.PENDING], args=job_ids)) if job_ids else 0
+
+    @_bounded
+    async def purge_dead(self, job_ids: list[str] | None = None) -> int:
+        """Drop ids from ``dlq_tasks`` (all when None); the jobs stay FAILED in PostgreSQL."""
+        if job_ids is None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.llen(keys.DLQ)
+                pipe.delete(keys.DLQ)
+                n, _ = await pipe.execute()
+            return int(n)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job_id in job_ids:
+                pipe.lrem(keys.DLQ, 0, job_id)
+            return sum(int(n) for n in await pipe.execute())
+
+    @_bounded
+    async def publish_output(self, outputs: Mapping[str, tuple[int, str]], ttl: float = 60.0) -> None:
+        """Running jobs' output so far: job id -> (total bytes written, tail as text)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, (total, tail) in outputs.items():
+                pipe.hset(keys.live_output(job_id), mapping={"total": total, "tail": tail})
+                pipe.pexpire(keys.live_output(job_id), int(ttl * 1000))
+            await pipe.execute()
+
+    @_bounded
+    async def live_output(self, job_id: str) -> tuple[int, str] | None:
+        """(total bytes written, tail text) of a running job, or None."""
+        raw = await self.redis.hgetall(keys.live_output(job_id))
+        if not raw:
+            return None
+        return int(raw.get("total", 0)), raw.get("tail", "")
 
     # --- leader: cleanup and reconciliation -------------------------------------
 

@@ -118,7 +118,13 @@ class Store:
 
     # --- submit -------------------------------------------------------------
 
-    async def insert_job(self, spec: JobSpec, submitted_via: str) -> tuple[str, bool, Status, int]:
+    async def insert_jobs(self, specs: list[JobSpec], submitted_via: str) -> list[tuple[str, bool, Status, int]]:
+        """Store several jobs in one transaction (all or none); as :meth:`insert_job` for each."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return [await self.insert_job(spec, submitted_via, conn=conn) for spec in specs]
+
+    async def insert_job(self, spec: JobSpec, submitted_via: str,
+                         conn: asyncpg.Connection | None = None) -> tuple[str, bool, Status, int]:
         """Store a new job. Returns ``(id, inserted, status, due_ms)``.
 
         When the idempotency key names an existing job, nothing is inserted and
@@ -129,15 +135,16 @@ class Store:
         )
         status = Status.PENDING if spec.run_at_ms and spec.run_at_ms > _now_ms() else Status.QUEUED
         job_id = uuid.uuid4()
-        row = await self.pool.fetchrow(
+        db = conn or self.pool
+        row = await db.fetchrow(
             Q["insert_job"], job_id, spec.name, spec.description, spec.command, status.value,
             spec.max_retries, spec.timeout_seconds, run_at, spec.idempotency_key or None, submitted_via,
         )
         if row is not None:
             return str(row["id"]), True, Status(row["status"]), _ms(row["not_before"])
-        existing = await self.pool.fetchrow(Q["job_by_idempotency_key"], spec.idempotency_key)
+        existing = await db.fetchrow(Q["job_by_idempotency_key"], spec.idempotency_key)
         if existing is None:  # the other job was deleted in between; try once more
-            return await self.insert_job(spec, submitted_via)
+            return await self.insert_job(spec, submitted_via, conn=conn)
         shown = Status.QUEUED if existing["status"] == "PENDING" and existing["due"] else Status(existing["status"])
         return str(existing["id"]), False, shown, _ms(existing["not_before"])
 
@@ -304,15 +311,54 @@ class Store:
         after: tuple[int, str] | None,
         limit: int,
         include_output: bool,
+        text: str | None = None,
+        schedule: str | None = None,
+        since_ms: int = 0,
+        until_ms: int = 0,
     ) -> list[dict[str, Any]]:
-        """Jobs newest first, after the keyset cursor ``(created_at_us, id)``."""
+        """Jobs newest first, after the keyset cursor ``(created_at_us, id)``, filtered."""
         uuids = [uuid.UUID(i) for i in ids] if ids else None
         created = id_ = None
         if after is not None:
             created = _EPOCH + dt.timedelta(microseconds=after[0])
             id_ = uuid.UUID(after[1])
-        rows = await self.pool.fetch(Q["list_jobs"], status, uuids, created, id_, limit, include_output)
+        def at(ms: int) -> dt.datetime | None:
+            return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc) if ms else None
+        rows = await self.pool.fetch(Q["list_jobs"], status, uuids, created, id_, limit, include_output,
+                                     text or None, schedule or None, at(since_ms), at(until_ms))
         return [_job_dict(r) for r in rows]
+
+    async def status_counts(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in await self.pool.fetch(Q["status_counts"])}
+
+    # --- job control ------------------------------------------------------------
+
+    async def cancel_job(self, job_id: str, reason: str) -> tuple[str, str | None, int] | str | None:
+        """Cancel: ``(status before, worker, attempt)``; else the current status (str), or None if unknown."""
+        key = uuid.UUID(job_id)
+        row = await self.pool.fetchrow(Q["cancel_job"], key, reason)
+        if row is not None:
+            return row["was"], row["worker_id"], row["attempts"]
+        return await self.pool.fetchval(Q["job_state"], key)
+
+    async def cancelled_among(self, job_ids: list[str]) -> set[str]:
+        rows = await self.pool.fetch(Q["cancelled_among"], [uuid.UUID(i) for i in job_ids])
+        return {str(r["id"]) for r in rows}
+
+    async def close_cancelled_attempt(self, claimed: Claimed, exit_code: int, error: str, output: str,
+                                      output_truncated: bool) -> bool:
+        row = await self.pool.fetchrow(Q["close_cancelled_attempt"], uuid.UUID(claimed.job_id), claimed.attempt,
+                                       exit_code, error, output, output_truncated)
+        return row is not None
+
+    async def dead_jobs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        rows = await self.pool.fetch(Q["dead_jobs"], [uuid.UUID(i) for i in job_ids])
+        return {str(r["id"]): {**dict(r), "id": str(r["id"]), "finished_at_ms": _ms(r["finished_at"])}
+                for r in rows}
+
+    async def retry_dead_jobs(self, job_ids: list[str]) -> list[str]:
+        rows = await self.pool.fetch(Q["retry_dead_jobs"], [uuid.UUID(i) for i in job_ids])
+        return [str(r["id"]) for r in rows]
 
 
 def _job_dict(row: asyncpg.Record) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
@@ -12,7 +13,7 @@ import grpc
 
 from jobcluster import cron, model, queue, store
 from jobcluster.cron import InvalidSchedule
-from jobcluster.model import InvalidJob, Status, validate_job
+from jobcluster.model import InvalidJob, JobSpec, Status, validate_job
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
@@ -26,6 +27,9 @@ R = TypeVar("R")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
 
 DEFAULT_PAGE_SIZE = 50
+MAX_BATCH = 10_000
+WATCH_INTERVAL = 0.2
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 MAX_PAGE_SIZE = 1000
 
 
@@ -73,9 +77,8 @@ class JobService(pb_grpc.JobServiceServicer):
             raise NotReady()
         return self._store
 
-    @rpc
-    async def SubmitJob(self, request: pb.Job, context: grpc.aio.ServicerContext) -> pb.JobResponse:
-        spec = validate_job(
+    def _spec(self, request: pb.Job) -> JobSpec:
+        return validate_job(
             command=request.command,
             name=request.name,
             description=request.description,
@@ -87,6 +90,10 @@ class JobService(pb_grpc.JobServiceServicer):
             default_timeout=self.settings.job_default_timeout,
             max_command_bytes=self.settings.job_max_command_bytes,
         )
+
+    @rpc
+    async def SubmitJob(self, request: pb.Job, context: grpc.aio.ServicerContext) -> pb.JobResponse:
+        spec = self._spec(request)
         job_id, inserted, status, due_ms = await self.store.insert_job(spec, self.address)
         try:
             if inserted:
@@ -132,12 +139,152 @@ class JobService(pb_grpc.JobServiceServicer):
             after = decode_page_token(request.page_token) if request.page_token else None
         except ValueError as exc:
             raise InvalidJob(str(exc)) from None
+        if request.created_after_ms < 0 or request.created_before_ms < 0:
+            raise InvalidJob("created_after_ms and created_before_ms must not be negative")
         jobs = await self.store.list_jobs(status=status, ids=list(request.ids) or None, after=after,
-                                          limit=size + 1, include_output=request.include_output)
+                                          limit=size + 1, include_output=request.include_output,
+                                          text=request.text.strip() or None,
+                                          schedule=request.schedule.strip() or None,
+                                          since_ms=request.created_after_ms, until_ms=request.created_before_ms)
         more = len(jobs) > size
         jobs = jobs[:size]
         token = encode_page_token(jobs[-1]["created_at_us"], jobs[-1]["id"]) if more else ""
-        return pb.ListJobsResponse(jobs=[job_status(j) for j in jobs], next_page_token=token)
+        resp = pb.ListJobsResponse(jobs=[job_status(j) for j in jobs], next_page_token=token)
+        if request.with_counts:
+            resp.status_counts.update(await self.store.status_counts())
+        return resp
+
+    @rpc
+    async def SubmitJobs(self, request: pb.JobBatch, context: grpc.aio.ServicerContext) -> pb.JobBatchResponse:
+        if not request.jobs:
+            raise InvalidJob("the batch has no jobs")
+        if len(request.jobs) > MAX_BATCH:
+            raise InvalidJob(f"the batch has {len(request.jobs)} jobs, over the limit of {MAX_BATCH}")
+        specs = []
+        for n, job in enumerate(request.jobs, start=1):
+            try:
+                specs.append(self._spec(job))
+            except InvalidJob as exc:
+                label = f" ({job.name!r})" if job.name else ""
+                raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
+        results = await self.store.insert_jobs(specs, self.address)
+        try:
+            for job_id, inserted, status, due_ms in results:
+                if inserted:
+                    await self.queue.enqueue(job_id, due_ms if status is Status.PENDING else 0)
+                elif status is Status.QUEUED:
+                    await self.queue.ensure_queued(job_id)
+        except queue.UNAVAILABLE_ERRORS[:2] as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"{len(results)} jobs are stored but Redis is unavailable ({exc}); submit the "
+                                "batch again with the same idempotency keys, or the leader will queue them")
+        log.info("batch of %d job(s) accepted", len(results))
+        return pb.JobBatchResponse(jobs=[
+            pb.JobResponse(job_id=job_id, success=True, duplicate=not inserted,
+                           message=f"job accepted ({status.value})" if inserted
+                           else f"idempotency key already used by job {job_id} ({status.value})")
+            for job_id, inserted, status, _ in results])
+
+    async def WatchJob(self, request: pb.JobId, context: grpc.aio.ServicerContext):
+        """Stream the job's changes; not under @rpc (a generator), so errors are mapped here."""
+        try:
+            if not request.id:
+                raise InvalidJob("id is empty")
+            last_status, last_bytes = None, -1
+            while True:
+                job = await self.store.get_job(request.id)
+                if job is None:
+                    await context.abort(grpc.StatusCode.NOT_FOUND, f"no job with id {request.id!r}")
+                final = job["status"] in TERMINAL
+                live = None if final or job["status"] != "RUNNING" else await self.queue.live_output(request.id)
+                live_bytes = live[0] if live else 0
+                if job["status"] != last_status or final or (live and live_bytes != last_bytes):
+                    event = pb.JobEvent(job=job_status(job), final=final)
+                    if live:
+                        event.live_output, event.live_output_bytes = live[1], live_bytes
+                    yield event
+                    last_status, last_bytes = job["status"], live_bytes
+                if final:
+                    return
+                await asyncio.sleep(WATCH_INTERVAL)
+        except (InvalidJob, NotReady, *queue.UNAVAILABLE_ERRORS[:2], *store.UNAVAILABLE_ERRORS) as exc:
+            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidJob) else grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(exc) or "server is starting: PostgreSQL is not reachable yet")
+
+    @rpc
+    async def CancelJob(self, request: pb.JobId, context: grpc.aio.ServicerContext) -> pb.JobStatus:
+        if not request.id:
+            raise InvalidJob("id is empty")
+        try:
+            uuid.UUID(request.id)
+        except ValueError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job with id {request.id!r}")
+        outcome = await self.store.cancel_job(request.id, "cancelled")
+        if outcome is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job with id {request.id!r}")
+        if isinstance(outcome, str):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {request.id} has already ended ({outcome}); nothing to cancel")
+        was, worker_id, _ = outcome  # type: ignore[misc]
+        if was in ("QUEUED", "PENDING"):
+            await self.queue.withdraw(request.id)
+        log.info("job %s cancelled (was %s%s)", request.id, was, f" on {worker_id}" if worker_id else "")
+        job = await self.store.get_job(request.id)
+        return job_status(job)  # type: ignore[arg-type]
+
+    # --- dead letters -----------------------------------------------------------------
+
+    async def _dead_ids(self, request: pb.DeadLettersRequest) -> list[str]:
+        in_dlq = await self.queue.dead_letters()
+        if request.all:
+            return in_dlq
+        if not request.ids:
+            raise InvalidJob("give ids, or all")
+        missing = [i for i in request.ids if i not in set(in_dlq)]
+        if missing:
+            raise InvalidJob(f"not in dlq_tasks: {', '.join(missing[:5])}")
+        return list(request.ids)
+
+    @rpc
+    async def ListDeadLetters(self, request: pb.DeadLettersRequest,
+                              context: grpc.aio.ServicerContext) -> pb.DeadLetters:
+        ids = await self.queue.dead_letters()
+        rows = await self.store.dead_jobs(ids) if ids else {}
+        out = pb.DeadLetters()
+        for job_id in ids:
+            r = rows.get(job_id)
+            if r is None:
+                out.dead_letters.add(id=job_id, reason="no such job in PostgreSQL")
+                continue
+            reason = ("worker lost on its last attempt" if r["last_error"].startswith("worker lost")
+                      else "timed out on its last attempt" if r["last_error"].startswith("timed out")
+                      else f"retries used up ({r['attempts']} attempts, max_retries {r['max_retries']})")
+            dl = out.dead_letters.add(id=job_id, name=r["name"], command=r["command"], attempts=r["attempts"],
+                                      max_retries=r["max_retries"], reason=reason, last_error=r["last_error"],
+                                      finished_at_ms=r["finished_at_ms"], status=r["status"])
+            if r["exit_code"] is not None:
+                dl.exit_code = r["exit_code"]
+        return out
+
+    @rpc
+    async def RetryDeadLetters(self, request: pb.DeadLettersRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeadLettersResult:
+        ids = await self._dead_ids(request)
+        retried = await self.store.retry_dead_jobs(ids) if ids else []
+        await self.queue.retry_dead(retried)
+        log.info("%d dead-lettered job(s) retried", len(retried))
+        return pb.DeadLettersResult(count=len(retried), ids=retried)
+
+    @rpc
+    async def PurgeDeadLetters(self, request: pb.DeadLettersRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeadLettersResult:
+        if request.all:
+            n = await self.queue.purge_dead(None)
+            log.info("dlq_tasks purged: %d id(s)", n)
+            return pb.DeadLettersResult(count=n)
+        ids = await self._dead_ids(request)
+        n = await self.queue.purge_dead(ids)
+        return pb.DeadLettersResult(count=n, ids=ids)
 
     # --- cron schedules ---------------------------------------------------------------
 

@@ -50,15 +50,17 @@ def job_env(job_id: str, attempt: int, passthrough: Sequence[str] = (),
     return env
 
 
-class _Tail:
-    """Keeps the last ``limit`` bytes written to it."""
+class OutputTail:
+    """Keeps the last ``limit`` bytes written to it, and counts them all."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.buf = bytearray()
         self.truncated = False
+        self.total = 0
 
     def add(self, data: bytes) -> None:
+        self.total += len(data)
         self.buf += data
         excess = len(self.buf) - self.limit
         if excess > 0:
@@ -66,7 +68,7 @@ class _Tail:
             self.truncated = True
 
 
-async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
+async def _drain(stream: asyncio.StreamReader, tail: OutputTail) -> None:
     while chunk := await stream.read(READ_CHUNK):
         tail.add(chunk)
 
@@ -86,6 +88,20 @@ async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
     await proc.wait()
 
 
+async def _exit_or_stop(proc: asyncio.subprocess.Process, stop: asyncio.Event | None) -> None:
+    """Return when the shell exits or ``stop`` is set."""
+    if stop is None:
+        await proc.wait()
+        return
+    waiter = asyncio.ensure_future(proc.wait())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
+
+
 async def run_shell(
     command: str,
     *,
@@ -94,6 +110,8 @@ async def run_shell(
     output_limit: int,
     env: Mapping[str, str],
     cwd: str | None = None,
+    tail: OutputTail | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ShellResult:
     """Run ``sh -c command`` in a new process group with stdin closed.
 
@@ -101,6 +119,8 @@ async def run_shell(
     SIGKILL after ``kill_grace``. When the shell exits, whatever it left behind
     in its group is killed too. If this coroutine is cancelled, the group is
     killed at once and the shell reaped before the cancellation goes on.
+    ``tail``: collect the output here (to watch it while it runs). ``stop``:
+    when set, the group is terminated as on a timeout (error ``cancelled``).
     """
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -116,12 +136,15 @@ async def run_shell(
         return ShellResult(exit_code=127, output=b"", truncated=False, timed_out=False,
                            error=f"could not start /bin/sh: {exc}")
     assert proc.stdout is not None
-    tail = _Tail(output_limit)
+    tail = tail or OutputTail(output_limit)
     reader = asyncio.create_task(_drain(proc.stdout, tail), name=f"drain-{proc.pid}")
-    timed_out = False
+    timed_out = stopped = False
     try:
-        if not await wait_within(proc.wait(), timeout if timeout > 0 else None):
+        if not await wait_within(_exit_or_stop(proc, stop), timeout if timeout > 0 else None):
             timed_out = True
+            await asyncio.shield(_terminate(proc, kill_grace))
+        elif proc.returncode is None:  # stop was set
+            stopped = True
             await asyncio.shield(_terminate(proc, kill_grace))
     except asyncio.CancelledError:
         await asyncio.shield(_terminate(proc, 0))
@@ -143,5 +166,7 @@ async def run_shell(
             error = f"killed by signal {sig}"
     if timed_out:
         error = f"timed out after {timeout:g}s" + (f" ({error})" if error else "")
+    elif stopped:
+        error = "cancelled" + (f" ({error})" if error else "")
     return ShellResult(exit_code=code, output=bytes(tail.buf), truncated=tail.truncated,
                        timed_out=timed_out, error=error)

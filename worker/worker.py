@@ -22,13 +22,17 @@ from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
 from jobcluster.settings import Settings
 from jobcluster.store import Claimed, Store
-from worker.shell import ShellResult, job_env, run_shell
+from worker.shell import OutputTail, ShellResult, job_env, run_shell
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
 
 UNAVAILABLE = store.UNAVAILABLE_ERRORS + queue.UNAVAILABLE_ERRORS
 PROMOTE_INTERVAL = 0.2
+#: How often running jobs' output is published (for WatchJob) and cancellations are looked for.
+LIVE_INTERVAL = 0.25
+#: Most output published per running job (the tail).
+LIVE_TAIL_BYTES = 64 * 1024
 MAX_OUTAGE_BACKOFF = 5.0
 
 
@@ -50,6 +54,8 @@ class Worker:
         self._slots: list[asyncio.Task[None]] = []
         self._started_ms = model.now_ms()
         self.jobs_done = 0
+        # job id -> (output so far, set to stop it): the jobs running now.
+        self._running: dict[str, tuple[OutputTail, asyncio.Event]] = {}
 
     # --- outer loop -------------------------------------------------------------
 
@@ -61,6 +67,7 @@ class Worker:
         side = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._promote_loop(), name="promote-delayed"),
+            asyncio.create_task(self._live_loop(), name="live-output"),
         ]
         self._slots = [asyncio.create_task(self._slot(n), name=f"slot-{n}")
                        for n in range(self.settings.worker_concurrency)]
@@ -144,6 +151,8 @@ class Worker:
             await self._refuse(job_id)
             return
         log.info("job %s attempt %d started", job_id, claimed.attempt)
+        tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
+        self._running[job_id] = (tail, stop)
         try:
             result = await run_shell(
                 claimed.command,
@@ -151,12 +160,26 @@ class Worker:
                 kill_grace=self.settings.job_kill_grace,
                 output_limit=self.settings.job_output_limit,
                 env=job_env(job_id, claimed.attempt, self.settings.job_env_passthrough),
+                tail=tail,
+                stop=stop,
             )
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(claimed))
             raise
-        await asyncio.shield(self._settle(claimed, result))
+        finally:
+            self._running.pop(job_id, None)
+        if stop.is_set():
+            await asyncio.shield(self._cancelled(claimed, result))
+        else:
+            await asyncio.shield(self._settle(claimed, result))
         self.jobs_done += 1
+
+    async def _cancelled(self, claimed: Claimed, result: ShellResult) -> None:
+        """CancelJob stopped this attempt: record how it ended; the job stays CANCELLED."""
+        await self._retrying("record cancel", lambda: self.store.close_cancelled_attempt(
+            claimed, result.exit_code, result.error, store.clean_text(result.output), result.truncated))
+        await self._retrying("ack", lambda: self.queue.ack(self.worker_id, claimed.job_id))
+        log.warning("job %s attempt %d cancelled: process group killed", claimed.job_id, claimed.attempt)
 
     async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
         """Record the attempt, then ack, back off or dead-letter the id."""
@@ -249,6 +272,27 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             await self._retrying("heartbeat", self._heartbeat_once)
+
+    async def _live_loop(self) -> None:
+        """Publish running jobs' output (WatchJob reads it) and stop jobs cancelled meanwhile."""
+        tick = 0
+        while True:
+            await asyncio.sleep(LIVE_INTERVAL)
+            tick += 1
+            running = dict(self._running)
+            if not running:
+                continue
+            try:
+                await self.queue.publish_output({
+                    job_id: (tail.total, store.clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])))
+                    for job_id, (tail, _) in running.items()})
+                if tick % 2 == 0:
+                    for job_id in await self.store.cancelled_among(list(running)):
+                        if not running[job_id][1].is_set():
+                            log.info("job %s was cancelled: stopping it", job_id)
+                            running[job_id][1].set()
+            except UNAVAILABLE as exc:
+                log.debug("live output / cancel check skipped: %s", exc)
 
     async def _promote_loop(self) -> None:
         while True:

@@ -119,26 +119,45 @@ class JobStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., output: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., command: _Optional[str] = ..., exit_code: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., worker_id: _Optional[str] = ..., last_error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., submitted_via: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_for_ms: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("status", "ids", "page_size", "page_token", "include_output")
+    __slots__ = ("status", "ids", "page_size", "page_token", "include_output", "text", "schedule", "created_after_ms", "created_before_ms", "with_counts")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    WITH_COUNTS_FIELD_NUMBER: _ClassVar[int]
     status: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     page_size: int
     page_token: str
     include_output: bool
-    def __init__(self, status: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_output: _Optional[bool] = ...) -> None: ...
+    text: str
+    schedule: str
+    created_after_ms: int
+    created_before_ms: int
+    with_counts: bool
+    def __init__(self, status: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_output: _Optional[bool] = ..., text: _Optional[str] = ..., schedule: _Optional[str] = ..., created_after_ms: _Optional[int] = ..., created_before_ms: _Optional[int] = ..., with_counts: _Optional[bool] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs", "next_page_token")
+    __slots__ = ("jobs", "next_page_token", "status_counts")
+    class StatusCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     JOBS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_COUNTS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
     next_page_token: str
-    def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    status_counts: _containers.ScalarMap[str, int]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., status_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Schedule(_message.Message):
     __slots__ = ("id", "name", "cron", "timezone", "command", "description", "max_retries", "timeout_seconds", "catchup", "overlap", "enabled", "next_run_ms", "last_run_ms", "last_job_id", "last_job_status", "last_skip_ms", "last_skip_reason", "created_at_ms", "updated_at_ms")
@@ -263,3 +282,73 @@ class ClusterInfo(_message.Message):
     dlq: int
     answered_by: str
     def __init__(self, leader: _Optional[str] = ..., leader_since_ms: _Optional[int] = ..., leader_term: _Optional[int] = ..., election: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerInfo, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., delayed: _Optional[int] = ..., dlq: _Optional[int] = ..., answered_by: _Optional[str] = ...) -> None: ...
+
+class JobBatch(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class JobBatchResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobResponse]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobResponse, _Mapping]]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job", "live_output", "live_output_bytes", "final")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    LIVE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LIVE_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    job: JobStatus
+    live_output: str
+    live_output_bytes: int
+    final: bool
+    def __init__(self, job: _Optional[_Union[JobStatus, _Mapping]] = ..., live_output: _Optional[str] = ..., live_output_bytes: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class DeadLettersRequest(_message.Message):
+    __slots__ = ("ids", "all")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "name", "command", "attempts", "max_retries", "exit_code", "reason", "last_error", "finished_at_ms", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    command: str
+    attempts: int
+    max_retries: int
+    exit_code: int
+    reason: str
+    last_error: str
+    finished_at_ms: int
+    status: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., last_error: _Optional[str] = ..., finished_at_ms: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+
+class DeadLetters(_message.Message):
+    __slots__ = ("dead_letters",)
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+
+class DeadLettersResult(_message.Message):
+    __slots__ = ("count", "ids")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, count: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -84,6 +84,36 @@ class JobServiceStub:
                 request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfoRequest.SerializeToString,
                 response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfo.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/scheduler.JobService/SubmitJobs',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobBatch.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobBatchResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/scheduler.JobService/WatchJob',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobId.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/scheduler.JobService/CancelJob',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobId.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobStatus.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/scheduler.JobService/ListDeadLetters',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLetters.FromString,
+                _registered_method=True)
+        self.RetryDeadLetters = channel.unary_unary(
+                '/scheduler.JobService/RetryDeadLetters',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/scheduler.JobService/PurgeDeadLetters',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -157,6 +187,51 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitJobs(self, request, context):
+        """Several jobs in one call: all are validated first, then stored in one
+        transaction and queued; one bad job fails the call (INVALID_ARGUMENT naming it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Status changes and live output until the job ends. A finished job sends
+        its stored state once and the stream ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """A queued job never runs; a running job's process group is killed. Status
+        CANCELLED. A finished job: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """The dead-letter list dlq_tasks with each job's last error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDeadLetters(self, request, context):
+        """Back to the queue with a fresh retry budget (ids, or all), out of dlq_tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Remove from dlq_tasks (ids, or all); the jobs stay FAILED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +284,36 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetClusterInfo,
                     request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfoRequest.FromString,
                     response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfo.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobBatch.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobBatchResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobId.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobEvent.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.JobId.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.JobStatus.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLetters.SerializeToString,
+            ),
+            'RetryDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDeadLetters,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +586,168 @@ class JobService:
             '/scheduler.JobService/GetClusterInfo',
             jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfoRequest.SerializeToString,
             jobcluster_dot_pb_dot_scheduler__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/SubmitJobs',
+            jobcluster_dot_pb_dot_scheduler__pb2.JobBatch.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.JobBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scheduler.JobService/WatchJob',
+            jobcluster_dot_pb_dot_scheduler__pb2.JobId.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/CancelJob',
+            jobcluster_dot_pb_dot_scheduler__pb2.JobId.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/ListDeadLetters',
+            jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.DeadLetters.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/RetryDeadLetters',
+            jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/PurgeDeadLetters',
+            jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,7 +21,8 @@ WITH claimed AS (
            started_at = now(), updated_at = now(), finished_at = NULL,
            exit_code = NULL, last_error = ''
      WHERE id = $1 AND status IN ('QUEUED', 'PENDING') AND not_before <= now()
- RETURNING id, command, timeout_seconds, max_retries, attempts, interruptions
+ RETURNING id, command, timeout_seconds, max_retries, attempts,
+           interruptions + attempts_base AS interruptions
 ), opened AS (
     INSERT INTO job_attempts (job_id, attempt, worker_id)
     SELECT id, attempts, $2 FROM claimed
@@ -63,9 +64,11 @@ WITH lost AS (
        FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE jobs j
-       SET status = CASE WHEN j.attempts - j.interruptions > j.max_retries THEN 'FAILED' ELSE 'QUEUED' END,
+       SET status = CASE WHEN j.attempts - j.interruptions - j.attempts_base > j.max_retries
+                         THEN 'FAILED' ELSE 'QUEUED' END,
            last_error = $2, worker_id = NULL, not_before = now(), updated_at = now(),
-           finished_at = CASE WHEN j.attempts - j.interruptions > j.max_retries THEN now() ELSE NULL END
+           finished_at = CASE WHEN j.attempts - j.interruptions - j.attempts_base > j.max_retries
+                              THEN now() ELSE NULL END
       FROM lost
      WHERE j.id = lost.id AND j.attempts = lost.attempts
  RETURNING j.id, j.status, j.attempts
@@ -88,7 +91,9 @@ SELECT attempt, worker_id, started_at, finished_at, exit_code, error, output_tru
 
 -- name: list_jobs
 -- Newest first. $1 status filter or NULL, $2 ids or NULL, keyset cursor
--- ($3 created_at, $4 id) or NULLs, $5 page size, $6 include output.
+-- ($3 created_at, $4 id) or NULLs, $5 page size, $6 include output,
+-- $7 text in the command or name (NULL: any), $8 schedule id or name (NULL: any),
+-- $9 / $10 created at or after / before (NULL: open).
 SELECT j.*, CASE WHEN $6::boolean THEN a.output ELSE '' END AS output
   FROM jobs j
   LEFT JOIN job_attempts a ON $6::boolean AND a.job_id = j.id AND a.attempt = j.attempts
@@ -97,8 +102,15 @@ SELECT j.*, CASE WHEN $6::boolean THEN a.output ELSE '' END AS output
    AND ($1::text IS DISTINCT FROM 'PENDING' OR j.not_before > now())
    AND ($2::uuid[] IS NULL OR j.id = ANY($2::uuid[]))
    AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4::uuid))
+   AND ($7::text IS NULL OR strpos(lower(j.command), lower($7)) > 0 OR strpos(lower(j.name), lower($7)) > 0)
+   AND ($8::text IS NULL OR j.schedule_id IN (SELECT id FROM schedules WHERE name = $8 OR id::text = $8))
+   AND ($9::timestamptz IS NULL OR j.created_at >= $9)
+   AND ($10::timestamptz IS NULL OR j.created_at < $10)
  ORDER BY j.created_at DESC, j.id DESC
  LIMIT $5;
+
+-- name: status_counts
+SELECT status, count(*) AS n FROM jobs GROUP BY status;
 
 
 -- name: take_fence
@@ -183,3 +195,46 @@ UPDATE schedules
        last_skip_at = CASE WHEN $6 <> '' THEN now() ELSE last_skip_at END,
        last_skip_reason = CASE WHEN $6 <> '' THEN $6 ELSE last_skip_reason END
  WHERE id = $1 AND next_run_at = $2;
+
+-- name: cancel_job
+-- Cancel a job that has not finished. Returns its status before, and its worker.
+WITH prev AS (
+    SELECT id, status, worker_id, attempts FROM jobs
+     WHERE id = $1 AND status IN ('PENDING', 'QUEUED', 'RUNNING')
+       FOR UPDATE
+)
+UPDATE jobs j
+   SET status = 'CANCELLED', finished_at = now(), updated_at = now(), last_error = $2
+  FROM prev
+ WHERE j.id = prev.id
+RETURNING prev.status AS was, prev.worker_id, prev.attempts;
+
+-- name: job_state
+SELECT status FROM jobs WHERE id = $1;
+
+-- name: cancelled_among
+SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND status = 'CANCELLED';
+
+-- name: close_cancelled_attempt
+-- The worker killed a cancelled job: record how its last attempt ended.
+WITH job AS (
+    UPDATE jobs SET exit_code = $3, output_truncated = $6, updated_at = now()
+     WHERE id = $1 AND attempts = $2 AND status = 'CANCELLED'
+ RETURNING id
+)
+UPDATE job_attempts
+   SET finished_at = now(), exit_code = $3, error = $4, output = $5, output_truncated = $6
+ WHERE job_id = $1 AND attempt = $2 AND finished_at IS NULL AND EXISTS (SELECT 1 FROM job)
+RETURNING job_id;
+
+-- name: dead_jobs
+SELECT id, name, command, attempts, max_retries, exit_code, last_error, finished_at, status
+  FROM jobs WHERE id = ANY($1::uuid[]);
+
+-- name: retry_dead_jobs
+-- Back to the queue with a fresh retry budget (attempt numbers keep counting).
+UPDATE jobs
+   SET status = 'QUEUED', attempts_base = attempts - interruptions, not_before = now(),
+       finished_at = NULL, last_error = '', exit_code = NULL, worker_id = NULL, updated_at = now()
+ WHERE id = ANY($1::uuid[]) AND status = 'FAILED'
+RETURNING id;

@@ -1,0 +1,145 @@
+"""Cancel, watch, dead letters, batches and list filters through a real server and workers."""
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from jobcluster import keys
+from jobcluster.pb import scheduler_pb2 as pb
+from tests.helpers import wait_for
+
+
+def _alive_in_group(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+async def _status(stub, job_id):
+    return await stub.GetJobStatus(pb.JobId(id=job_id))
+
+
+async def test_cancel_a_queued_job_it_never_runs(stub, make_worker, queue):
+    resp = await stub.SubmitJob(pb.Job(command="echo should-not-run"))
+    cancelled = await stub.CancelJob(pb.JobId(id=resp.job_id))
+    assert cancelled.status == "CANCELLED"
+    assert await queue.redis.llen(keys.PENDING) == 0
+    await make_worker().run()
+    job = await _status(stub, resp.job_id)
+    assert job.status == "CANCELLED" and job.attempts == 0 and not job.attempt_history
+
+
+async def test_cancel_a_running_job_kills_its_process_group(stub, make_worker, tmp_path):
+    pgid = tmp_path / "pgid"
+    resp = await stub.SubmitJob(pb.Job(command=f"echo $$ > {pgid}; sleep 60 & sleep 60; echo never"))
+    worker = make_worker("w-cancel", burst=False, job_kill_grace=0.5)
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_for(lambda: pgid.exists() and pgid.read_text().strip(), what="job started")
+        cancelled = await stub.CancelJob(pb.JobId(id=resp.job_id))
+        assert cancelled.status == "CANCELLED"
+        group = int(pgid.read_text())
+        await wait_for(lambda: not _alive_in_group(group), timeout=10, what="process group killed")
+
+        async def closed():
+            job = await _status(stub, resp.job_id)
+            return job.attempt_history and job.attempt_history[0].finished_at_ms and job
+        job = await wait_for(closed, what="attempt closed")
+        assert job.status == "CANCELLED" and "cancelled" in job.attempt_history[0].error
+        assert "never" not in job.output
+    finally:
+        worker.stop()
+        await running
+
+
+async def test_cancel_errors(stub, make_worker):
+    done = await stub.SubmitJob(pb.Job(command="true"))
+    await make_worker().run()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CancelJob(pb.JobId(id=done.job_id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "SUCCEEDED" in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CancelJob(pb.JobId(id="00000000-0000-0000-0000-000000000000"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_dead_letters_list_retry_and_purge(stub, make_worker, queue, tmp_path):
+    marker = tmp_path / "fixed"
+    flaky = await stub.SubmitJob(pb.Job(command=f"[ -f {marker} ] && echo fixed || exit 5", max_retries=0))
+    other = await stub.SubmitJob(pb.Job(command="exit 9", max_retries=0))
+    await make_worker().run()
+    listed = await stub.ListDeadLetters(pb.DeadLettersRequest())
+    assert [d.id for d in listed.dead_letters] == [other.job_id, flaky.job_id]
+    assert listed.dead_letters[1].exit_code == 5 and "retries used up" in listed.dead_letters[1].reason
+    marker.write_text("")
+    retried = await stub.RetryDeadLetters(pb.DeadLettersRequest(ids=[flaky.job_id]))
+    assert retried.count == 1
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == [other.job_id]
+    await make_worker().run()
+    job = await _status(stub, flaky.job_id)
+    # attempt numbers keep counting; the retry budget was reset
+    assert job.status == "SUCCEEDED" and job.attempts == 2 and job.output == "fixed\n"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RetryDeadLetters(pb.DeadLettersRequest(ids=[flaky.job_id]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not in dlq_tasks" in err.value.details()
+    purged = await stub.PurgeDeadLetters(pb.DeadLettersRequest(all=True))
+    assert purged.count == 1 and await queue.redis.llen(keys.DLQ) == 0
+    assert (await _status(stub, other.job_id)).status == "FAILED"
+
+
+async def test_submit_jobs_batch_is_all_or_nothing(stub, store):
+    ok = await stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(command=f"echo {i}", idempotency_key=f"b{i}")
+                                                 for i in range(3)]))
+    assert len(ok.jobs) == 3 and all(r.job_id and not r.duplicate for r in ok.jobs)
+    again = await stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(command="echo 0", idempotency_key="b0")]))
+    assert again.jobs[0].duplicate and again.jobs[0].job_id == ok.jobs[0].job_id
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(command="true"), pb.Job(command="", name="empty")]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "job 2 ('empty'): command is empty" in err.value.details()
+    assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 3
+
+
+async def test_watch_job_streams_output_as_it_is_produced(stub, make_worker):
+    resp = await stub.SubmitJob(pb.Job(command="for i in 1 2 3; do echo $i; sleep 0.6; done"))
+    worker = make_worker("w-watch", burst=False)
+    running = asyncio.create_task(worker.run())
+    seen: list[str] = []
+    try:
+        async for event in stub.WatchJob(pb.JobId(id=resp.job_id)):
+            if event.live_output and (not seen or seen[-1] != event.live_output):
+                seen.append(event.live_output)
+            if event.final:
+                assert event.job.status == "SUCCEEDED" and event.job.output == "1\n2\n3\n"
+                break
+    finally:
+        worker.stop()
+        await running
+    # The output arrived in pieces while the job ran, not only at the end.
+    assert "1\n" in seen and any(s.startswith("1\n2\n") for s in seen), seen
+
+
+async def test_watch_a_finished_job_sends_it_once(stub, make_worker):
+    resp = await stub.SubmitJob(pb.Job(command="echo done"))
+    await make_worker().run()
+    events = [e async for e in stub.WatchJob(pb.JobId(id=resp.job_id))]
+    assert len(events) == 1 and events[0].final and events[0].job.output == "done\n"
+
+
+async def test_list_jobs_filters_and_counts(stub, make_worker):
+    for cmd in ("echo alpha", "echo beta", "exit 3"):
+        await stub.SubmitJob(pb.Job(command=cmd, max_retries=0))
+    await make_worker().run()
+    found = await stub.ListJobs(pb.ListJobsRequest(text="ALPHA", with_counts=True))
+    assert [j.command for j in found.jobs] == ["echo alpha"]
+    assert dict(found.status_counts) == {"SUCCEEDED": 2, "FAILED": 1}
+    none = await stub.ListJobs(pb.ListJobsRequest(created_after_ms=found.jobs[0].created_at_ms + 3_600_000))
+    assert not none.jobs
