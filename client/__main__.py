@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("-delete-schedule", "--delete-schedule", metavar="NAME", help="delete a cron schedule")
     what.add_argument("-run-schedule", "--run-schedule", metavar="NAME",
                       help="submit one job of a cron schedule now, and follow it")
+    what.add_argument("-watch", "--watch", metavar="ID", help="follow one job, printing its output as it comes")
+    what.add_argument("-cancel", "--cancel", nargs="+", metavar="ID", help="cancel jobs")
+    what.add_argument("-dlq", "--dlq", action="store_true", help="list the dead letters (dlq_tasks)")
+    what.add_argument("-retry-dlq", "--retry-dlq", nargs="+", metavar="ID",
+                      help="send dead-lettered jobs back to the queue ('all' for every one)")
+    what.add_argument("-purge-dlq", "--purge-dlq", nargs="+", metavar="ID",
+                      help="remove ids from dlq_tasks ('all' for every one); the jobs stay FAILED")
     p.add_argument("-servers", "--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
     p.add_argument("-submit-server", "--submit-server", help="submit to this server (default SUBMIT_SERVER)")
     p.add_argument("-status-servers", "--status-servers", help="ask these for status (default STATUS_SERVERS)")
@@ -52,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-idempotency-key", "--idempotency-key", default="", help="with -cmd: same key, same job")
     p.add_argument("-no-wait", "--no-wait", action="store_true", help="print the ids and exit, do not follow")
     p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
+    p.add_argument("-text", "--text", default="", help="with -list: only jobs whose command or name contains this")
+    p.add_argument("-schedule", "--schedule", default="", help="with -list: only jobs of this cron schedule")
     return p
 
 
@@ -109,6 +118,46 @@ def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
               f"next run {display.when(saved.next_run_ms)}", flush=True)
 
 
+def submit_batch(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]]:
+    """A jobs file goes in SubmitJobs calls of up to 1000 (each all or nothing)."""
+    submitted = []
+    for start in range(0, len(entries), 1000):
+        chunk = entries[start:start + 1000]
+        batch = pb.JobBatch(jobs=[to_message(e) for e in chunk])
+        resp, server = pool.call(lambda stub: stub.SubmitJobs(batch, timeout=CALL_TIMEOUT))
+        for entry, r in zip(chunk, resp.jobs):
+            note = " (existing job, same idempotency key)" if r.duplicate else ""
+            print(f"submitted {r.job_id} {entry.name or entry.command[:40]!r} via {server}{note}", flush=True)
+            submitted.append((r.job_id, entry))
+    return submitted
+
+
+def cancel(pool: Pool, ids: list[str]) -> int:
+    code = EXIT_OK
+    for job_id in ids:
+        try:
+            job, _ = pool.call(lambda stub: stub.CancelJob(pb.JobId(id=job_id), timeout=CALL_TIMEOUT))
+            print(f"job {job.id} {job.status}")
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise
+            print(f"error: {exc.details()}", file=sys.stderr)
+            code = EXIT_USAGE
+    return code
+
+
+def dead_letter_command(pool: Pool, args: argparse.Namespace) -> int:
+    ids = args.retry_dlq or args.purge_dlq
+    req = pb.DeadLettersRequest(all=True) if ids == ["all"] else pb.DeadLettersRequest(ids=ids)
+    if args.retry_dlq:
+        res, _ = pool.call(lambda stub: stub.RetryDeadLetters(req, timeout=CALL_TIMEOUT))
+        print(f"{res.count} job(s) back in the queue: {' '.join(res.ids)}".rstrip(": "))
+    else:
+        res, _ = pool.call(lambda stub: stub.PurgeDeadLetters(req, timeout=CALL_TIMEOUT))
+        print(f"{res.count} id(s) removed from dlq_tasks")
+    return EXIT_OK
+
+
 def schedule_command(pool: Pool, args: argparse.Namespace) -> int:
     if args.pause_schedule:
         name, call, verb = args.pause_schedule, "PauseSchedule", "paused"
@@ -142,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             return display.show_jobs(status_pool, args.status)
         if args.list is not None:
-            return display.list_jobs(status_pool, args.list, args.limit)
+            return display.list_jobs(status_pool, args.list, args.limit, text=args.text, schedule=args.schedule)
+        if args.watch:
+            return display.watch(status_pool, args.watch)
+        if args.dlq:
+            return display.list_dead_letters(status_pool)
         if args.schedules:
             return display.list_schedules(status_pool)
         if args.cluster:
@@ -151,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.pause_schedule or args.resume_schedule or args.delete_schedule:
                 return schedule_command(submit_pool, args)
+            if args.cancel:
+                return cancel(submit_pool, args.cancel)
+            if args.retry_dlq or args.purge_dlq:
+                return dead_letter_command(submit_pool, args)
             if args.run_schedule:
                 ref = pb.ScheduleRef(name=args.run_schedule)
                 resp, server = submit_pool.call(lambda stub: stub.RunScheduleNow(ref, timeout=CALL_TIMEOUT))
@@ -158,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 submitted = [(resp.job_id, None)]
             else:
                 save_schedules(submit_pool, [e for e in entries if e.cron])
-                submitted = submit_all(submit_pool, [e for e in entries if not e.cron])
+                jobs = [e for e in entries if not e.cron]
+                submitted = submit_batch(submit_pool, jobs) if args.file and jobs else submit_all(submit_pool, jobs)
         finally:
             submit_pool.close()
         if args.no_wait or not submitted:

@@ -82,8 +82,8 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
     return code
 
 
-def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout) -> int:
-    req = pb.ListJobsRequest(status=status, page_size=limit)
+def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout, text: str = "", schedule: str = "") -> int:
+    req = pb.ListJobsRequest(status=status, page_size=limit, text=text, schedule=schedule)
     resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
     rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
     for j in resp.jobs:
@@ -137,4 +137,43 @@ def show_cluster(pool: Pool, out=sys.stdout) -> int:
                      "alive" if w.alive else "DEAD (no heartbeat)"))
     table(rows, out)
     out.write(f"(answered by {server})\n")
+    return 0
+
+
+def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
+    """Print a job's output as it is produced, then its end; exit 0 only if it SUCCEEDED."""
+    printed = ""
+    status = ""
+    final = None
+    stream = pool.call(lambda stub: stub.WatchJob(pb.JobId(id=job_id)))[0]
+    for event in stream:
+        if event.job.status != status:
+            status = event.job.status
+            print(f"[{status}]", file=sys.stderr, flush=True)
+        text = event.job.output if event.final else event.live_output
+        if text.startswith(printed):
+            out.write(text[len(printed):])
+        else:  # the kept tail moved past what we printed
+            out.write(text)
+        out.flush()
+        printed = text
+        if event.final:
+            final = event.job
+    if final is None:
+        return 3
+    ec = f", exit {final.exit_code}" if final.HasField("exit_code") else ""
+    print(f"[{final.status} after {final.attempts} attempt(s){ec}]", file=sys.stderr)
+    return 0 if final.status == "SUCCEEDED" else 1
+
+
+def list_dead_letters(pool: Pool, out=sys.stdout) -> int:
+    resp, _ = pool.call(lambda stub: stub.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT))
+    if not resp.dead_letters:
+        out.write("dlq_tasks is empty\n")
+        return 0
+    rows = [("ID", "NAME", "ATTEMPTS", "EXIT", "FINISHED", "REASON", "LAST ERROR")]
+    for d in resp.dead_letters:
+        rows.append((d.id, d.name or "-", str(d.attempts), str(d.exit_code) if d.HasField("exit_code") else "-",
+                     when(d.finished_at_ms), d.reason, _first_line(d.last_error, 40)))
+    table(rows, out)
     return 0

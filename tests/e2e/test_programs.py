@@ -206,3 +206,28 @@ def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Clus
                   timeout=15, what="cluster view with the leader")
     shown = cluster.client("-cluster", "-servers", address)
     assert "e2e-1" in shown.stdout and "alive" in shown.stdout and "pending_jobs=" in shown.stdout, shown.stdout
+
+
+def test_client_watch_cancel_and_dead_letters(cluster: Cluster, redis_sync):
+    _, address = cluster.server()
+    cluster.worker("e2e-1")
+    slow = submit(address, command="for i in 1 2 3; do echo line $i; sleep 0.4; done")
+    watched = cluster.client("-watch", slow, "-servers", address)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout == "line 1\nline 2\nline 3\n" and "[SUCCEEDED" in watched.stderr
+    long = submit(address, command="sleep 60")
+    wait_for_sync(lambda: job_status(address, long).status == "RUNNING", timeout=20, what="RUNNING")
+    cancelled = cluster.client("-cancel", long, "-servers", address)
+    assert cancelled.returncode == 0 and "CANCELLED" in cancelled.stdout, cancelled.stderr
+    again = cluster.client("-cancel", long, "-servers", address)
+    assert again.returncode == 2 and "already ended (CANCELLED)" in again.stderr
+    dead = submit(address, command="exit 4", max_retries=0)
+    wait_for_sync(lambda: redis_sync.lrange(keys.DLQ, 0, -1) == [dead], timeout=20, what="dead letter")
+    listed = cluster.client("-dlq", "-servers", address)
+    assert dead in listed.stdout and "retries used up" in listed.stdout, listed.stdout
+    retried = cluster.client("-retry-dlq", "all", "-servers", address)
+    assert retried.returncode == 0 and "1 job(s) back in the queue" in retried.stdout
+    wait_for_sync(lambda: job_status(address, dead).attempts == 2 and job_status(address, dead).status == "FAILED",
+                  timeout=20, what="retried job failing again")
+    purged = cluster.client("-purge-dlq", "all", "-servers", address)
+    assert purged.returncode == 0 and "1 id(s) removed" in purged.stdout
