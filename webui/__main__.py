@@ -1,0 +1,42 @@
+"""``python -m webui``: the web UI on WEBUI_ADDR (default 127.0.0.1:8080), talking to the servers over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from client.servers import read_servers_file
+from jobcluster.logs import setup_logging
+from jobcluster.settings import ConfigError, Settings
+from webui.app import create_app
+
+log = logging.getLogger("webui")
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(prog="python -m webui", description=__doc__)
+    parser.add_argument("--addr", help="host:port to listen on (default WEBUI_ADDR)")
+    parser.add_argument("--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
+    args = parser.parse_args()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    addr = args.addr or settings.webui_addr
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"configuration error: WEBUI_ADDR must be host:port, got {addr!r}", file=sys.stderr)
+        sys.exit(2)
+    servers = ([s.strip() for s in args.servers.split(",") if s.strip()] if args.servers
+               else list(settings.servers) or read_servers_file() or ["localhost:50051"])
+    setup_logging("webui", settings.log_level, settings.log_format)
+    log.info("web UI on http://%s (servers: %s)", addr, ", ".join(servers))
+    uvicorn.run(create_app(servers), host=host, port=int(port), log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,71 @@
+// Live updates without inline scripts (the Content-Security-Policy forbids them).
+"use strict";
+
+function setText(id, value) {
+  const el = document.getElementById(id);
+  if (el) el.textContent = value;
+}
+
+function when(ms) {
+  if (!ms || ms === "0") return "-";
+  const d = new Date(Number(ms));
+  return d.toISOString().replace("T", " ").replace(/\.(\d{3})Z$/, ".$1Z");
+}
+
+function watchJob() {
+  const card = document.getElementById("job");
+  if (!card) return;
+  const id = card.dataset.jobId, server = card.dataset.server;
+  const output = document.getElementById("output");
+  const note = document.getElementById("live-note");
+  let reloaded = false;
+  const source = new EventSource(`/jobs/${encodeURIComponent(id)}/events?server=${encodeURIComponent(server)}`);
+  source.addEventListener("job", (e) => {
+    const data = JSON.parse(e.data);
+    const job = data.job;
+    const status = document.getElementById("status");
+    status.textContent = job.status;
+    status.className = `status s-${job.status}`;
+    setText("attempts", `${job.attempts} (max retries ${job.max_retries})`);
+    setText("exit-code", job.exit_code === undefined || job.exit_code === null ? "-" : String(job.exit_code));
+    setText("started", when(job.started_at_ms));
+    setText("finished", when(job.finished_at_ms));
+    setText("worker", job.worker_id || "-");
+    setText("last-error", job.last_error || "-");
+    output.textContent = data.final ? job.output : (data.live_output || output.textContent);
+    output.scrollTop = output.scrollHeight;
+    const cancel = document.getElementById("cancel-form");
+    if (cancel) cancel.hidden = !["PENDING", "QUEUED", "RUNNING"].includes(job.status);
+    note.textContent = data.final ? "" : "live";
+    if (data.final) {
+      source.close();
+      // Refresh the attempts table (and the Retry button) once, without losing the live view.
+      if (!reloaded) { reloaded = true; refreshAttempts(id, server); }
+    }
+  });
+  source.addEventListener("failure", (e) => { note.textContent = JSON.parse(e.data).error; source.close(); });
+  source.addEventListener("end", () => source.close());
+}
+
+async function refreshAttempts(id, server) {
+  const r = await fetch(`/jobs/${encodeURIComponent(id)}?server=${encodeURIComponent(server)}`);
+  if (!r.ok) return;
+  const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+  for (const sel of ["#attempt-table", ".actions"]) {
+    const fresh = doc.querySelector(sel), old = document.querySelector(sel);
+    if (fresh && old) old.replaceWith(fresh);
+  }
+}
+
+function refreshCluster() {
+  if (!document.getElementById("cluster")) return;
+  setInterval(async () => {
+    const r = await fetch("/cluster");
+    if (!r.ok) return;
+    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    const fresh = doc.querySelector("main"), old = document.querySelector("main");
+    if (fresh && old) old.replaceWith(fresh);
+  }, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", () => { watchJob(); refreshCluster(); });
