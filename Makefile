@@ -8,15 +8,19 @@ CMD ?= echo hello from jobcluster
 FILE ?= jobs.json
 PROTO_OUT := jobcluster/pb
 STAMP := .venv/.installed
+# `make start WEBUI_ADDR=127.0.0.1:8090` reaches the programs as the setting.
+ifdef WEBUI_ADDR
+export WEBUI_ADDR
+endif
 
-.PHONY: help deps build check-build start stop status logs test run-servers stop-servers run-worker \
-        run-client run-client-servers clean
+.PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
+        run-client run-client-servers run-webui screenshot clean
 
 help:
 	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051]   start a cluster here"
 	@echo "make status | make logs | make stop                         see it, stop it"
 	@echo "make test                                                    run the tests"
-	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json"
+	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json | make run-webui"
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -43,11 +47,16 @@ status: deps
 logs:
 	@tail -n 30 log/*.log 2>/dev/null || echo "no logs yet (make start)"
 
-test: deps
+# Debian's chromium for the browser tests (installed when missing and we are root).
+browser:
+	@bash scripts/install_browser.sh
+
+test: deps browser
 	$(PY) -m pytest
 
 run-servers: deps
-	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers 0 --base-port $(BASE_PORT)
+	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers 0 --base-port $(BASE_PORT) \
+		--no-webui
 
 stop-servers:
 	$(PY) -m jobcluster.devtools.cluster stop --programs-only server-
@@ -61,6 +70,14 @@ run-client: deps
 
 run-client-servers: deps
 	$(PY) -m client -file "$(FILE)" -servers "$$(paste -sd, .servers 2>/dev/null)"
+
+# The web UI in the foreground, for the servers in .servers (or SERVERS).
+run-webui: deps
+	$(PY) -m webui $(if $(WEBUI_ADDR),--addr $(WEBUI_ADDR))
+
+# docs/screenshot.png for the README: a private cluster, a few jobs, the UI in Chromium.
+screenshot: deps browser
+	$(PY) scripts/screenshot.py docs/screenshot.png
 
 clean: stop
 	rm -rf .run log .servers .venv .pytest_cache

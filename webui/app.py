@@ -101,11 +101,11 @@ def create_app(servers: list[str]) -> Starlette:
         request.state.csrf_token = token
         return token
 
-    def render(request: Request, name: str, status: int = 200, **ctx: Any) -> Response:
+    def render(request: Request, name: str, code: int = 200, **ctx: Any) -> Response:
         ctx.setdefault("error", None)
         return templates.TemplateResponse(request, name, {"servers": pool.addresses, "csrf": csrf_token(request),
                                                           "page": name.split(".")[0], **ctx},
-                                          status_code=status)
+                                          status_code=code)
 
     async def form(request: Request) -> dict[str, str]:
         data = await request.form()

@@ -138,6 +138,23 @@ def start_workers(count: int) -> None:
         _say(f"  worker  {wid} started (pid {pid}, log log/worker-{i}.log)")
 
 
+def start_webui(settings: Settings, addrs: list[str]) -> str | None:
+    """The web UI on WEBUI_ADDR, for the servers just started."""
+    proc = Proc("webui", "webui --addr")
+    addr = settings.webui_addr
+    if (pid := proc.pid()) is not None:
+        _say(f"  webui   http://{addr} already running (pid {pid})")
+        return addr
+    host, port = _hostport(addr, 8080)
+    if svc.port_open(port, host):
+        _say(f"  webui   NOT started: {addr} is taken by another program; set WEBUI_ADDR=127.0.0.1:<port>")
+        return None
+    pid = _spawn(proc, [sys.executable, "-m", "webui", "--addr", addr, "--servers", ",".join(addrs)],
+                 "webui.log", dict(os.environ))
+    _say(f"  webui   http://{addr} started (pid {pid}, log log/webui.log)")
+    return addr
+
+
 def wait_healthy(addrs: list[str], timeout: float = 90.0) -> list[str]:
     """Addresses that did not report SERVING within ``timeout``."""
     import grpc
@@ -170,11 +187,14 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     addrs = start_servers(args.servers, args.base_port) if args.servers else []
     if args.workers:
         start_workers(args.workers)
+    ui = start_webui(settings, addrs) if addrs and not args.no_webui else None
     late = wait_healthy(addrs)
     if late:
         _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log")
         return 1
     _say(f"ready in {time.monotonic() - t0:.1f}s. Servers (also in .servers): {','.join(addrs) or '-'}")
+    if ui:
+        _say(f"web UI: http://{ui}")
     _say("try:  python -m client -cmd 'echo hello'      (or: make run-client CMD='echo hello')")
     _say("      make status | make logs | make stop")
     return 0
@@ -188,6 +208,8 @@ def all_procs() -> list[Proc]:
             procs.append(Proc(name, f"scheduler_server --port {name.split('-', 1)[1]}"))
         elif name.startswith("worker-"):
             procs.append(Proc(name, "worker --id"))
+        elif name == "webui":
+            procs.append(Proc(name, "webui --addr"))
         elif name in ("redis", "postgres", "etcd"):
             procs.append(Proc(name, {"redis": "redis-server", "postgres": "postgres", "etcd": "etcd"}[name]))
     return procs
@@ -215,7 +237,7 @@ def _stop(procs: list[Proc], sig: int) -> None:
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     procs = all_procs()
-    programs = [p for p in procs if p.name.startswith(("server-", "worker-"))]
+    programs = [p for p in procs if p.name.startswith(("server-", "worker-", "webui"))]
     if args.programs_only:
         programs = [p for p in programs if p.name.startswith(args.programs_only)]
         _stop(programs, signal.SIGTERM)
@@ -287,6 +309,7 @@ def main() -> int:
     s.add_argument("--servers", type=int, default=3)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--base-port", type=int, default=50051)
+    s.add_argument("--no-webui", action="store_true", help="do not start the web UI")
     st = sub.add_parser("stop")
     st.add_argument("--programs-only", choices=("server-", "worker-"), help="stop only servers or workers")
     sub.add_parser("status")

@@ -140,7 +140,8 @@ async def test_job_output_and_command_are_escaped(ui, page):
     await page.locator("#status").filter(has_text="SUCCEEDED").wait_for(timeout=20_000)
     assert (await page.locator("#output").inner_text()).strip() == "<script>alert(1)</script>"
     assert await page.locator("#job-name").inner_text() == "<b>bold</b>"
-    await page.goto(ui["url"] + "/jobs")
+    response = await page.goto(ui["url"] + "/jobs")
+    assert response.status == 200 and "&lt;script&gt;" in (await response.text())
     assert not dialogs
     assert "default-src 'self'" in urllib.request.urlopen(ui["url"] + "/").headers["Content-Security-Policy"]
 
@@ -175,7 +176,8 @@ async def test_a_submit_server_that_is_not_configured_is_refused(ui, page):
 async def test_every_page_renders_and_the_json_api_answers(ui, page, tmp_path):
     submit(ui["servers"][0], command="echo listed")
     for name in ("submit", "jobs", "dlq", "schedules", "cluster"):
-        await page.goto(ui["url"] + ("/" if name == "submit" else f"/{name}"))
+        response = await page.goto(ui["url"] + ("/" if name == "submit" else f"/{name}"))
+        assert response.status == 200, (name, await response.text())
         shot = tmp_path / f"{name}.png"
         await page.screenshot(path=str(shot), full_page=True)
         assert _not_blank(shot), name

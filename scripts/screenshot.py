@@ -1,0 +1,90 @@
+"""Render the web UI for the README: private services, a server, a worker, some jobs, Chromium.
+
+    .venv/bin/python scripts/screenshot.py docs/screenshot.png      (make screenshot)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from jobcluster.devtools import services as svc
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+
+
+def main(out: Path) -> int:
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-shot-"))
+    os.chmod(root, 0o755)
+    started: list = []
+    procs: list[subprocess.Popen] = []
+    try:
+        redis = svc.start_redis(root / "redis", svc.free_port(), root / "redis.log")
+        pg = svc.start_postgres(root / "pg", svc.free_port(), root / "pg.log")
+        etcd = svc.start_etcd(root / "etcd", svc.free_port(), svc.free_port(), root / "etcd.log")
+        started += [redis, pg, etcd]
+        port, ui_port = svc.free_port(), svc.free_port()
+        env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url, "ETCD_ENDPOINTS": etcd.url,
+               "LEASE_TTL": "3s", "RETRY_BACKOFF_BASE": "0.1s"}
+        server = f"127.0.0.1:{port}"
+        for args in (["-m", "scheduler_server", "--port", str(port)], ["-m", "worker", "--id", "demo-worker-1"],
+                     ["-m", "webui", "--addr", f"127.0.0.1:{ui_port}", "--servers", server]):
+            log = open(root / f"{args[1]}.log", "w")
+            procs.append(subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
+        with grpc.insecure_channel(server) as channel:
+            stub = pb_grpc.JobServiceStub(channel)
+            while True:
+                try:
+                    stub.ListJobs(pb.ListJobsRequest(), timeout=2)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            jobs = [("backup", "echo 'backing up /var/www'; sleep 0.3; echo 'done: 412 files'", 0),
+                    ("report", "date -u +'report for %F'", 0), ("lint", "echo 'E501 line too long' >&2; exit 1", 1),
+                    ("greet", "echo 'Hello, World!'", 0), ("slow", "sleep 30", 0)]
+            for name, command, retries in jobs:
+                stub.SubmitJob(pb.Job(name=name, command=command, max_retries=retries), timeout=5)
+            stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="echo nightly"), timeout=5)
+        time.sleep(3)
+        asyncio.run(_shoot(f"http://127.0.0.1:{ui_port}/jobs", out))
+        print(f"wrote {out}")
+        if os.environ.get("SHOT_LOGS"):
+            for f in root.glob("*.log"):
+                print(f"==> {f}\n{f.read_text()[-3000:]}")
+        return 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for s in reversed(started):
+            s.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _shoot(url: str, out: Path) -> None:
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                                "--no-first-run", "--disable-component-update", "--disable-sync"])
+        page = await browser.new_page(viewport={"width": 1200, "height": 620})
+        await page.goto(url)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(out))
+        await browser.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png")))
