@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import uuid
 
 import grpc
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
     p.add_argument("-text", "--text", default="", help="with -list: only jobs whose command or name contains this")
     p.add_argument("-schedule", "--schedule", default="", help="with -list: only jobs of this cron schedule")
+    p.add_argument("-since", "--since", default="",
+                   help="with -list: only jobs created since this long ago (1h, 30m) or this time (ISO 8601)")
     return p
 
 
@@ -74,6 +77,20 @@ def _entry_from_flags(args: argparse.Namespace) -> JobEntry:
         raise JobsFileError("--max-retries must not be negative")
     return JobEntry(command=args.cmd, name=args.name, max_retries=args.max_retries, timeout_seconds=timeout,
                     run_at_ms=run_at, idempotency_key=args.idempotency_key)
+
+
+def _since_ms(value: str) -> int:
+    """``-since``: a duration back from now, or an ISO 8601 time; 0 when not given."""
+    if not value:
+        return 0
+    try:
+        return int((time.time() - parse_duration(value)) * 1000)
+    except ValueError:
+        pass
+    try:
+        return parse_run_at(value)
+    except ValueError:
+        raise JobsFileError(f"-since {value!r}: give a duration (1h, 30m) or an ISO 8601 time") from None
 
 
 def _number_or_text(value: str) -> float | str:
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     submit_servers, status_servers = resolve(args.servers, args.submit_server, args.status_servers)
     try:
+        since = _since_ms(args.since)
         if args.file:
             entries = load_jobs(args.file)
         elif args.cmd is not None:
@@ -191,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             return display.show_jobs(status_pool, args.status)
         if args.list is not None:
-            return display.list_jobs(status_pool, args.list, args.limit, text=args.text, schedule=args.schedule)
+            return display.list_jobs(status_pool, args.list, args.limit, text=args.text, schedule=args.schedule,
+                                     since_ms=since)
         if args.watch:
             return display.watch(status_pool, args.watch)
         if args.dlq:

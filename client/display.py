@@ -82,8 +82,10 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
     return code
 
 
-def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout, text: str = "", schedule: str = "") -> int:
-    req = pb.ListJobsRequest(status=status, page_size=limit, text=text, schedule=schedule)
+def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout, text: str = "", schedule: str = "",
+              since_ms: int = 0) -> int:
+    req = pb.ListJobsRequest(status=status, page_size=limit, text=text, schedule=schedule,
+                             created_after_ms=since_ms)
     resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
     rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
     for j in resp.jobs:

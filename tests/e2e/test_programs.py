@@ -231,3 +231,7 @@ def test_client_watch_cancel_and_dead_letters(cluster: Cluster, redis_sync):
                   timeout=20, what="retried job failing again")
     purged = cluster.client("-purge-dlq", "all", "-servers", address)
     assert purged.returncode == 0 and "1 id(s) removed" in purged.stdout
+    recent = cluster.client("-list", "-since", "10m", "-text", "line", "-servers", address)
+    assert recent.returncode == 0 and slow in recent.stdout and long not in recent.stdout, recent.stdout
+    bad_since = cluster.client("-list", "-since", "someday", "-servers", address)
+    assert bad_since.returncode == 2 and "-since" in bad_since.stderr
