@@ -54,7 +54,7 @@ def settings(services: dict[str, svc.Service]) -> Settings:
         # Each test elects in its own namespace: no leader key left by another test.
         election_namespace=f"/test/{uuid.uuid4().hex[:12]}",
         lease_ttl=2.0,
-        worker_dead_after=1.0,
+        worker_dead_after=1.5,
         reconcile_after=1.0,
         pg_min_conns=1,
         pg_max_conns=10,

@@ -101,7 +101,7 @@ def test_kill_9_of_a_worker_mid_job_the_job_completes_on_another(cluster: Cluste
     killed = time.monotonic()
     cluster.worker("e2e-survivor")
     wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="SUCCEEDED")
-    print(f"dead worker's job done elsewhere after {time.monotonic() - killed:.2f}s (WORKER_DEAD_AFTER=1s)")
+    print(f"dead worker's job done elsewhere after {time.monotonic() - killed:.2f}s (WORKER_DEAD_AFTER=1.5s)")
     job = job_status(address, job_id)
     assert job.attempts == 2 and job.output == "done\n"
     assert [a.worker_id for a in job.attempt_history] == ["e2e-doomed", "e2e-survivor"]
@@ -122,7 +122,7 @@ def test_a_long_job_on_a_live_worker_is_never_taken_back(cluster: Cluster):
     cluster.worker("e2e-steady")
     job_id = submit(address, command="sleep 4; echo patient", max_retries=0)
     wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="SUCCEEDED")
-    assert job_status(address, job_id).attempts == 1  # 4 s, four times WORKER_DEAD_AFTER
+    assert job_status(address, job_id).attempts == 1  # 4 s, well past WORKER_DEAD_AFTER
 
 
 def test_a_job_that_kills_its_worker_ends_in_the_dlq(cluster: Cluster, redis_sync):
