@@ -14,7 +14,7 @@ export WEBUI_ADDR
 endif
 
 .PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
-        run-client run-client-servers run-webui screenshot clean
+        run-client run-client-servers run-webui screenshot bench clean
 
 help:
 	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051]   start a cluster here"
@@ -74,6 +74,10 @@ run-client-servers: deps
 # The web UI in the foreground, for the servers in .servers (or SERVERS).
 run-webui: deps
 	$(PY) -m webui $(if $(WEBUI_ADDR),--addr $(WEBUI_ADDR))
+
+# Speed on this machine, printed as figures (private services; about a minute).
+bench: deps
+	$(PY) scripts/bench.py
 
 # docs/screenshot.png for the README: a private cluster, a few jobs, the UI in Chromium.
 screenshot: deps browser
