@@ -206,6 +206,20 @@ class Queue:
             await self.redis.lpush(keys.PENDING, job_id)
 
     @_bounded
+    async def enqueue_many(self, jobs: Iterable[tuple[str, int]]) -> None:
+        """Several new jobs ``(id, due ms or 0)`` in one round trip, in order."""
+        now = time.time() * 1000
+        jobs = list(jobs)
+        ready = [job_id for job_id, due in jobs if not due or due <= now]
+        later = {job_id: due for job_id, due in jobs if due and due > now}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if ready:
+                pipe.lpush(keys.PENDING, *ready)
+            if later:
+                pipe.zadd(keys.DELAYED, later)
+            await pipe.execute()
+
+    @_bounded
     async def ensure_queued(self, job_id: str) -> bool:
         """Push a ready job unless Redis already holds it waiting; True when pushed."""
         return bool(await self._ensure_queued(keys=[keys.PENDING, keys.DELAYED], args=[job_id]))

@@ -119,9 +119,35 @@ class Store:
     # --- submit -------------------------------------------------------------
 
     async def insert_jobs(self, specs: list[JobSpec], submitted_via: str) -> list[tuple[str, bool, Status, int]]:
-        """Store several jobs in one transaction (all or none); as :meth:`insert_job` for each."""
+        """Store several jobs in one statement (all or none); as :meth:`insert_job` for each, in order."""
+        now = _now_ms()
+        ids = [uuid.uuid4() for _ in specs]
+        statuses = [(Status.PENDING if s.run_at_ms and s.run_at_ms > now else Status.QUEUED).value for s in specs]
+        run_ats = [dt.datetime.fromtimestamp(s.run_at_ms / 1000, dt.timezone.utc) if s.run_at_ms else None
+                   for s in specs]
         async with self.pool.acquire() as conn, conn.transaction():
-            return [await self.insert_job(spec, submitted_via, conn=conn) for spec in specs]
+            rows = await conn.fetch(
+                Q["insert_jobs"], ids, [s.name for s in specs], [s.description for s in specs],
+                [s.command for s in specs], statuses, [s.max_retries for s in specs],
+                [s.timeout_seconds for s in specs], run_ats, [s.idempotency_key or None for s in specs],
+                list(range(len(specs))), submitted_via)
+            inserted = {r["id"]: r for r in rows}
+            taken = [s.idempotency_key for i, s in zip(ids, specs) if i not in inserted]
+            existing = {r["idempotency_key"]: r for r in
+                        await conn.fetch(Q["jobs_by_idempotency_keys"], taken)} if taken else {}
+        out: list[tuple[str, bool, Status, int]] = []
+        for job_id, spec in zip(ids, specs):
+            row = inserted.get(job_id)
+            if row is not None:
+                out.append((str(job_id), True, Status(row["status"]), _ms(row["not_before"])))
+                continue
+            old = existing.get(spec.idempotency_key)
+            if old is None:  # the job holding the key was deleted meanwhile
+                out.append(await self.insert_job(spec, submitted_via))
+                continue
+            shown = Status.QUEUED if old["status"] == "PENDING" and old["due"] else Status(old["status"])
+            out.append((str(old["id"]), False, shown, _ms(old["not_before"])))
+        return out
 
     async def insert_job(self, spec: JobSpec, submitted_via: str,
                          conn: asyncpg.Connection | None = None) -> tuple[str, bool, Status, int]:

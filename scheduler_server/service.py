@@ -169,10 +169,13 @@ class JobService(pb_grpc.JobServiceServicer):
                 raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
         results = await self.store.insert_jobs(specs, self.address)
         try:
-            for job_id, inserted, status, due_ms in results:
-                if inserted:
-                    await self.queue.enqueue(job_id, due_ms if status is Status.PENDING else 0)
-                elif status is Status.QUEUED:
+            fresh = [(job_id, due_ms if status is Status.PENDING else 0)
+                     for job_id, inserted, status, due_ms in results if inserted]
+            if fresh:
+                await self.queue.enqueue_many(fresh)
+            for job_id, inserted, status, _ in results:
+                if not inserted and status is Status.QUEUED:
+                    # A retried batch: the first try may have died between INSERT and push.
                     await self.queue.ensure_queued(job_id)
         except queue.UNAVAILABLE_ERRORS[:2] as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE,

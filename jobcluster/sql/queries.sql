@@ -238,3 +238,21 @@ UPDATE jobs
        finished_at = NULL, last_error = '', exit_code = NULL, worker_id = NULL, updated_at = now()
  WHERE id = ANY($1::uuid[]) AND status = 'FAILED'
 RETURNING id;
+
+-- name: insert_jobs
+-- Many new jobs in one statement (SubmitJobs); idempotency keys already taken, or
+-- repeated within the batch, insert nothing for that row.
+INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
+                  run_at, not_before, idempotency_key, submitted_via)
+SELECT id, name, description, command, status, max_retries, timeout_seconds,
+       run_at, COALESCE(run_at, now()), idempotency_key, $11
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+              $7::float8[], $8::timestamptz[], $9::text[], $10::int[])
+       AS b(id, name, description, command, status, max_retries, timeout_seconds, run_at, idempotency_key, ord)
+ ORDER BY ord
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, status, not_before;
+
+-- name: jobs_by_idempotency_keys
+SELECT id, status, not_before, not_before <= now() AS due, idempotency_key FROM jobs
+ WHERE idempotency_key = ANY($1::text[]);

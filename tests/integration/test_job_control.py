@@ -143,3 +143,16 @@ async def test_list_jobs_filters_and_counts(stub, make_worker):
     assert dict(found.status_counts) == {"SUCCEEDED": 2, "FAILED": 1}
     none = await stub.ListJobs(pb.ListJobsRequest(created_after_ms=found.jobs[0].created_at_ms + 3_600_000))
     assert not none.jobs
+
+
+async def test_submit_jobs_batch_with_repeated_keys_and_run_at(stub, store, queue):
+    from jobcluster.model import now_ms
+    batch = [pb.Job(command="echo a", idempotency_key="dup"), pb.Job(command="echo b", idempotency_key="dup"),
+             pb.Job(command="echo later", run_at_ms=now_ms() + 60_000), pb.Job(command="echo c")]
+    resp = await stub.SubmitJobs(pb.JobBatch(jobs=batch))
+    ids = [r.job_id for r in resp.jobs]
+    assert ids[0] == ids[1] and not resp.jobs[0].duplicate and resp.jobs[1].duplicate
+    assert len(set(ids)) == 3
+    assert (await stub.GetJobStatus(pb.JobId(id=ids[2]))).status == "PENDING"
+    assert await queue.redis.zscore(keys.DELAYED, ids[2]) is not None
+    assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted([ids[0], ids[3]])
