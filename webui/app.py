@@ -42,6 +42,8 @@ HERE = Path(__file__).parent
 CSRF_COOKIE = "jobcluster_csrf"
 STATUSES = ("PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 PAGE_SIZE = 25
+#: The jobs page's "Created" filter: label -> seconds back from now.
+SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 
@@ -220,16 +222,21 @@ def create_app(servers: list[str]) -> Starlette:
     async def jobs_page(request: Request) -> Response:
         q = request.query_params
         status, text, token = q.get("status", ""), q.get("text", ""), q.get("page", "")
+        schedule, since = q.get("schedule", ""), q.get("since", "")
+        filters = {"status": status, "text": text, "schedule": schedule, "since": since}
 
         async def go() -> Response:
+            if since and since not in SINCE:
+                raise UserError(f"since must be one of {', '.join(SINCE)}")
+            after = int((time.time() - SINCE[since]) * 1000) if since else 0
             req = pb.ListJobsRequest(status=status, text=text, page_size=PAGE_SIZE, page_token=token,
-                                     include_output=False, with_counts=True, schedule=q.get("schedule", ""))
+                                     include_output=False, with_counts=True, schedule=schedule,
+                                     created_after_ms=after)
             resp, server = await pool.first_answer(lambda s: s.ListJobs(req, timeout=CALL_TIMEOUT))
-            return render(request, "jobs.html", jobs=resp.jobs, counts=dict(resp.status_counts), status=status,
-                          text=text, next_page=resp.next_page_token, server=server)
+            return render(request, "jobs.html", jobs=resp.jobs, counts=dict(resp.status_counts),
+                          next_page=resp.next_page_token, server=server, **filters)
 
-        return await guarded(request, "jobs.html", go, jobs=[], counts={}, status=status, text=text,
-                             next_page="", server="")
+        return await guarded(request, "jobs.html", go, jobs=[], counts={}, next_page="", server="", **filters)
 
     async def dlq_page(request: Request) -> Response:
         async def go() -> Response:

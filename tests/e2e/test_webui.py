@@ -182,6 +182,14 @@ async def test_every_page_renders_and_the_json_api_answers(ui, page, tmp_path):
         await page.screenshot(path=str(shot), full_page=True)
         assert _not_blank(shot), name
         assert "Traceback" not in (await page.content())
+    # Filters: text and time, from the form.
+    await page.goto(ui["url"] + "/jobs")
+    await page.get_by_label("Command contains").fill("listed")
+    await page.get_by_label("Created").select_option("1h")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url(re.compile(r"text=listed"))
+    rows = await page.locator("tbody tr").all_inner_texts()
+    assert len(rows) == 1 and "echo listed" in rows[0], rows
     health = json.load(urllib.request.urlopen(ui["url"] + "/api/health"))
     assert health["status"] == "ok"
     req = urllib.request.Request(ui["url"] + "/api/jobs", data=json.dumps({"command": "echo api"}).encode(),
