@@ -29,6 +29,7 @@ import asyncpg
 import grpc
 
 from jobcluster.devtools import services as svc
+from jobcluster.devtools.cluster import wait_healthy
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
@@ -142,54 +143,45 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
     os.chmod(root, 0o755)
-    started: list = []
     procs: list[subprocess.Popen] = []
     workers: list[subprocess.Popen] = []
     try:
-        redis = svc.start_redis(root / "redis", svc.free_port(), root / "redis.log")
-        pg = svc.start_postgres(root / "pg", svc.free_port(), root / "pg.log")
-        etcd = svc.start_etcd(root / "etcd", svc.free_port(), svc.free_port(), root / "etcd.log")
-        started += [redis, pg, etcd]
-        port = svc.free_port()
-        env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url, "ETCD_ENDPOINTS": etcd.url,
-               "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": str(args.worker_concurrency), "PG_MAX_CONNS": "20"}
-        server = f"127.0.0.1:{port}"
-        procs.append(subprocess.Popen([sys.executable, "-m", "scheduler_server", "--port", str(port)], cwd=root,
-                                      env=env, stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 60
-        with grpc.insecure_channel(server) as ch:
-            while True:
-                try:
-                    pb_grpc.JobServiceStub(ch).ListJobs(pb.ListJobsRequest(), timeout=2)
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+        with svc.private_services(root) as started:
+            redis, pg = started["redis"], started["postgres"]
+            port = svc.free_port()
+            env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url,
+                   "ETCD_ENDPOINTS": started["etcd"].url, "LOG_LEVEL": "WARNING",
+                   "WORKER_CONCURRENCY": str(args.worker_concurrency), "PG_MAX_CONNS": "20"}
+            server = f"127.0.0.1:{port}"
 
-        def start_workers() -> None:
-            for i in range(args.workers):
-                workers.append(subprocess.Popen([sys.executable, "-m", "worker", "--id", f"bench-{i}"], cwd=root,
-                                                env=env, stdout=open(root / f"worker-{i}.log", "w"),
-                                                stderr=subprocess.STDOUT))
+            def spawn(name: str, *argv: str) -> subprocess.Popen:
+                with open(root / f"{name}.log", "w") as log:
+                    return subprocess.Popen([sys.executable, *argv], cwd=root, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT)
 
-        def stop_workers() -> None:
-            for w in workers:
-                w.terminate()
-            for w in workers:
-                w.wait()
+            procs.append(spawn("server", "-m", "scheduler_server", "--port", str(port)))
+            if wait_healthy([server], timeout=60):
+                raise SystemExit(f"server {server} did not become ready; see {root}/server.log")
 
-        print(f"jobcluster bench on {os.cpu_count()} cores; PostgreSQL {pg.url.rsplit('@', 1)[-1]}, "
-              f"Redis {redis.url}")
-        asyncio.run(run(args, server, pg.url, redis.url, start_workers, stop_workers))
-        return 0
+            def start_workers() -> None:
+                workers.extend(spawn(f"worker-{i}", "-m", "worker", "--id", f"bench-{i}")
+                               for i in range(args.workers))
+
+            def stop_workers() -> None:
+                for w in workers:
+                    w.terminate()
+                for w in workers:
+                    w.wait()
+
+            print(f"jobcluster bench on {os.cpu_count()} cores; PostgreSQL {pg.url.rsplit('@', 1)[-1]}, "
+                  f"Redis {redis.url}")
+            asyncio.run(run(args, server, pg.url, redis.url, start_workers, stop_workers))
+            return 0
     finally:
         for proc in workers + procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        for s in reversed(started):
-            s.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

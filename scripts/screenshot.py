@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 
 from jobcluster.devtools import services as svc
+from jobcluster.devtools.cluster import wait_healthy
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
@@ -24,52 +25,40 @@ from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 def main(out: Path) -> int:
     root = Path(tempfile.mkdtemp(prefix="jobcluster-shot-"))
     os.chmod(root, 0o755)
-    started: list = []
     procs: list[subprocess.Popen] = []
     try:
-        redis = svc.start_redis(root / "redis", svc.free_port(), root / "redis.log")
-        pg = svc.start_postgres(root / "pg", svc.free_port(), root / "pg.log")
-        etcd = svc.start_etcd(root / "etcd", svc.free_port(), svc.free_port(), root / "etcd.log")
-        started += [redis, pg, etcd]
-        port, ui_port = svc.free_port(), svc.free_port()
-        env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url, "ETCD_ENDPOINTS": etcd.url,
-               "LEASE_TTL": "3s", "RETRY_BACKOFF_BASE": "0.1s"}
-        server = f"127.0.0.1:{port}"
-        for args in (["-m", "scheduler_server", "--port", str(port)], ["-m", "worker", "--id", "demo-worker-1"],
-                     ["-m", "webui", "--addr", f"127.0.0.1:{ui_port}", "--servers", server]):
-            log = open(root / f"{args[1]}.log", "w")
-            procs.append(subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 60
-        with grpc.insecure_channel(server) as channel:
-            stub = pb_grpc.JobServiceStub(channel)
-            while True:
-                try:
-                    stub.ListJobs(pb.ListJobsRequest(), timeout=2)
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.3)
-            jobs = [("backup", "echo 'backing up /var/www'; sleep 0.3; echo 'done: 412 files'", 0),
-                    ("report", "date -u +'report for %F'", 0), ("lint", "echo 'E501 line too long' >&2; exit 1", 1),
-                    ("greet", "echo 'Hello, World!'", 0), ("slow", "sleep 30", 0)]
-            for name, command, retries in jobs:
-                stub.SubmitJob(pb.Job(name=name, command=command, max_retries=retries), timeout=5)
-            stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="echo nightly"), timeout=5)
-        time.sleep(3)
-        asyncio.run(_shoot(f"http://127.0.0.1:{ui_port}/jobs", out))
-        print(f"wrote {out}")
-        if os.environ.get("SHOT_LOGS"):
-            for f in root.glob("*.log"):
-                print(f"==> {f}\n{f.read_text()[-3000:]}")
-        return 0
+        with svc.private_services(root) as started:
+            port, ui_port = svc.free_port(), svc.free_port()
+            env = {**os.environ, "DATABASE_URL": started["postgres"].url, "REDIS_ADDR": started["redis"].url,
+                   "ETCD_ENDPOINTS": started["etcd"].url, "LEASE_TTL": "3s", "RETRY_BACKOFF_BASE": "0.1s"}
+            server = f"127.0.0.1:{port}"
+            for args in (["-m", "scheduler_server", "--port", str(port)], ["-m", "worker", "--id", "demo-worker-1"],
+                         ["-m", "webui", "--addr", f"127.0.0.1:{ui_port}", "--servers", server]):
+                with open(root / f"{args[1]}.log", "w") as log:
+                    procs.append(subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=log,
+                                                  stderr=subprocess.STDOUT))
+            if wait_healthy([server], timeout=60):
+                raise SystemExit(f"server {server} did not become ready; see {root}/scheduler_server.log")
+            with grpc.insecure_channel(server) as channel:
+                stub = pb_grpc.JobServiceStub(channel)
+                jobs = [("backup", "echo 'backing up /var/www'; sleep 0.3; echo 'done: 412 files'", 0),
+                        ("report", "date -u +'report for %F'", 0),
+                        ("lint", "echo 'E501 line too long' >&2; exit 1", 1),
+                        ("greet", "echo 'Hello, World!'", 0), ("slow", "sleep 30", 0)]
+                for name, command, retries in jobs:
+                    stub.SubmitJob(pb.Job(name=name, command=command, max_retries=retries), timeout=5)
+                stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="echo nightly"), timeout=5)
+            time.sleep(3)
+            asyncio.run(_shoot(f"http://127.0.0.1:{ui_port}/jobs", out))
+            print(f"wrote {out}")
+            if os.environ.get("SHOT_LOGS"):
+                for f in root.glob("*.log"):
+                    print(f"==> {f}\n{f.read_text()[-3000:]}")
+            return 0
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        for s in reversed(started):
-            s.stop()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -30,17 +30,8 @@ def service_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def services(service_root: Path) -> Iterator[dict[str, svc.Service]]:
-    started: dict[str, svc.Service] = {}
-    try:
-        started["redis"] = svc.start_redis(service_root / "redis", svc.free_port(), service_root / "redis.log")
-        started["postgres"] = svc.start_postgres(service_root / "pg", svc.free_port(), service_root / "pg.log",
-                                                 settings={"fsync": "off", "synchronous_commit": "off"})
-        started["etcd"] = svc.start_etcd(service_root / "etcd", svc.free_port(), svc.free_port(),
-                                         service_root / "etcd.log")
+    with svc.private_services(service_root, pg_settings={"fsync": "off", "synchronous_commit": "off"}) as started:
         yield started
-    finally:
-        for s in reversed(list(started.values())):
-            s.stop()
 
 
 @pytest.fixture

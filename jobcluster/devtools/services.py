@@ -6,11 +6,13 @@ user, with a data directory that user owns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,3 +178,20 @@ def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, det
     _wait_port("etcd", proc, port, log_path, timeout)
     return Service("etcd", proc, port, data_dir, log_path, f"127.0.0.1:{port}",
                    extra={"peer_port": str(peer_port)})
+
+
+@contextlib.contextmanager
+def private_services(root: Path, pg_settings: dict[str, str] | None = None) -> Iterator[dict[str, Service]]:
+    """Redis, PostgreSQL and etcd on free loopback ports with data under ``root``; stopped on exit.
+
+    ``root`` must be enterable by the ``postgres`` user (not pytest's /tmp/pytest-of-root).
+    """
+    started: dict[str, Service] = {}
+    try:
+        started["redis"] = start_redis(root / "redis", free_port(), root / "redis.log")
+        started["postgres"] = start_postgres(root / "pg", free_port(), root / "pg.log", settings=pg_settings)
+        started["etcd"] = start_etcd(root / "etcd", free_port(), free_port(), root / "etcd.log")
+        yield started
+    finally:
+        for service in reversed(list(started.values())):
+            service.stop()
