@@ -8,7 +8,6 @@ test session's Redis and PostgreSQL. Whatever a test starts is killed at its end
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

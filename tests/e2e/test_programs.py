@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 from jobcluster import keys
 from jobcluster.devtools.services import free_port, port_open
 from tests.e2e.conftest import Cluster, job_status, submit
-from tests.helpers import wait_for_sync
+from tests.helpers import group_members, wait_for_sync
 
 ORIGINAL_JOBS = {
     "jobs": [
@@ -116,7 +115,7 @@ def test_worker_sigterm_past_the_grace_requeues_and_another_worker_finishes(clus
     assert redis_sync.lrange(keys.PENDING, 0, -1) == [job_id]
     # The interrupted attempt's process group is gone.
     pgid = int(Path(f"{pgid_file}.1").read_text())
-    wait_for_sync(lambda: not _alive_in_group(pgid), timeout=5, what="job process group gone")
+    wait_for_sync(lambda: not group_members(pgid), timeout=5, what="job process group gone")
 
     cluster.worker("e2e-other")
     wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="job done")
@@ -125,18 +124,6 @@ def test_worker_sigterm_past_the_grace_requeues_and_another_worker_finishes(clus
     assert job.attempts == 2 and job.output == "done on 2\n"
     assert [a.worker_id for a in job.attempt_history] == ["e2e-short", "e2e-other"]
     assert "interrupted" in job.attempt_history[0].error
-
-
-def _alive_in_group(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
 
 
 def test_server_sigterm_stops_cleanly(cluster: Cluster):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from jobcluster.devtools.services import free_port, port_open
 from tests.e2e.conftest import Cluster, job_status, submit
-from tests.helpers import wait_for_sync
+from tests.helpers import group_members, wait_for_sync
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -112,8 +110,7 @@ async def test_cancel_a_running_job_from_its_page(ui, page, tmp_path):
     await page.get_by_role("button", name="Cancel").click()
     await page.locator("#status").filter(has_text="CANCELLED").wait_for(timeout=20_000)
     group = int(pgid.read_text())
-    from tests.integration.test_job_control import _alive_in_group
-    await wait_until(lambda: not _alive_in_group(group), timeout=15, what="no process of the job left")
+    await wait_until(lambda: not group_members(group), timeout=15, what="no process of the job left")
 
 
 async def test_retry_a_dead_letter_from_the_dlq_page(ui, page, tmp_path):

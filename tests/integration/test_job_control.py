@@ -1,26 +1,13 @@
 """Cancel, watch, dead letters, batches and list filters through a real server and workers."""
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import pytest
 
 from jobcluster import keys
 from jobcluster.pb import scheduler_pb2 as pb
-from tests.helpers import wait_for
-
-
-def _alive_in_group(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+from tests.helpers import group_members, wait_for
 
 
 async def _status(stub, job_id):
@@ -47,7 +34,7 @@ async def test_cancel_a_running_job_kills_its_process_group(stub, make_worker, t
         cancelled = await stub.CancelJob(pb.JobId(id=resp.job_id))
         assert cancelled.status == "CANCELLED"
         group = int(pgid.read_text())
-        await wait_for(lambda: not _alive_in_group(group), timeout=10, what="process group killed")
+        await wait_for(lambda: not group_members(group), timeout=10, what="process group killed")
 
         async def closed():
             job = await _status(stub, resp.job_id)

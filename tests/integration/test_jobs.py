@@ -9,7 +9,6 @@ import pytest
 from jobcluster import keys
 from jobcluster.model import now_ms
 from jobcluster.pb import scheduler_pb2 as pb
-from tests.helpers import wait_for
 
 
 async def test_output_and_exit_code_round_trip(stub, make_worker, queue):

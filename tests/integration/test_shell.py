@@ -3,31 +3,16 @@
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import group_members, wait_for
 from worker.shell import job_env, run_shell
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 async def _group_gone(pgid: int) -> None:
     """SIGKILL is sent before run_shell returns; the kernel ends the processes a moment later."""
-    await wait_for(lambda: _group_members(pgid) == [], timeout=5, what=f"process group {pgid} to be empty")
+    await wait_for(lambda: group_members(pgid) == [], timeout=5, what=f"process group {pgid} to be empty")
 
 
 async def _run(cmd, **kw):
