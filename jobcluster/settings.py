@@ -7,6 +7,7 @@ a :class:`Settings` (or the clients built from it) as an argument.
 from __future__ import annotations
 
 import os
+import sys
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -163,3 +164,12 @@ class Settings:
     def effective_worker_id(self) -> str:
         """WORKER_ID, or ``<hostname>-<pid>`` when it is not set."""
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_or_exit() -> Settings:
+    """Settings for a program's ``main``: on a bad value, print it and exit with status 2."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

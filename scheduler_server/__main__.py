@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 
 from jobcluster.logs import setup_logging
-from jobcluster.settings import ConfigError, Settings
+from jobcluster.settings import Settings, load_or_exit
 from scheduler_server.server import SchedulerServer
 
 log = logging.getLogger("server")
@@ -41,11 +41,7 @@ def run() -> None:
     parser.add_argument("--port", type=int, help="listen port (default SERVER_PORT)")
     parser.add_argument("--host", help="listen address (default SERVER_HOST, 127.0.0.1)")
     args = parser.parse_args()
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_or_exit()
     if args.port is not None:
         settings = replace(settings, server_port=args.port)
     if args.host:

@@ -10,7 +10,7 @@ import uvicorn
 
 from client.servers import read_servers_file
 from jobcluster.logs import setup_logging
-from jobcluster.settings import ConfigError, Settings
+from jobcluster.settings import load_or_exit
 from webui.app import create_app
 
 log = logging.getLogger("webui")
@@ -21,11 +21,7 @@ def run() -> None:
     parser.add_argument("--addr", help="host:port to listen on (default WEBUI_ADDR)")
     parser.add_argument("--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
     args = parser.parse_args()
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_or_exit()
     addr = args.addr or settings.webui_addr
     host, _, port = addr.rpartition(":")
     if not host or not port.isdigit():

@@ -11,7 +11,7 @@ import sys
 from jobcluster import queue as queue_mod
 from jobcluster.logs import setup_logging
 from jobcluster.queue import Queue
-from jobcluster.settings import ConfigError, Settings
+from jobcluster.settings import Settings, load_or_exit
 from jobcluster.aio import wait_within
 from jobcluster.store import UNAVAILABLE_ERRORS, Store
 from worker.shell import use_pidfd_child_watcher
@@ -75,11 +75,7 @@ def run() -> None:
     parser.add_argument("--concurrency", type=int, help="job slots (default WORKER_CONCURRENCY)")
     parser.add_argument("--id", help="worker id (default WORKER_ID, else <host>-<pid>)")
     args = parser.parse_args()
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_or_exit()
     overrides = {}
     if args.concurrency:
         overrides["worker_concurrency"] = args.concurrency
