@@ -282,20 +282,12 @@ class Queue:
     @_bounded
     async def heartbeat(self, worker_id: str, info: Mapping[str, str | int | float], ttl: float) -> None:
         """Record that a worker is alive now; its info hash expires after ``ttl`` without one."""
-        now = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(keys.WORKERS, {worker_id: now})
-            pipe.hset(keys.worker_info(worker_id), mapping={**info, "heartbeat_ms": now})
-            pipe.pexpire(keys.worker_info(worker_id), int(ttl * 1000))
-            await pipe.execute()
+        await self._beat(keys.WORKERS, keys.worker_info(worker_id), worker_id, info, ttl)
 
     @_bounded
     async def remove_worker(self, worker_id: str) -> None:
         """Forget a worker that stopped cleanly."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.WORKERS, worker_id)
-            pipe.delete(keys.worker_info(worker_id))
-            await pipe.execute()
+        await self._leave(keys.WORKERS, keys.worker_info(worker_id), worker_id)
 
     @_bounded
     async def forget_worker(self, worker_id: str, older_than_ms: int) -> bool:
@@ -306,39 +298,46 @@ class Queue:
     @_bounded
     async def worker_infos(self) -> dict[str, dict[str, str]]:
         """Worker id -> its info hash (empty when expired)."""
-        ids = list((await self.workers()).keys())
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for worker_id in ids:
-                pipe.hgetall(keys.worker_info(worker_id))
-            infos = await pipe.execute()
-        return dict(zip(ids, infos))
+        return {w: info for w, (_, info) in (await self._members(keys.WORKERS, keys.worker_info)).items()}
 
     @_bounded
     async def server_heartbeat(self, address: str, info: Mapping[str, str | int | float], ttl: float) -> None:
         """Record that a server is alive now."""
-        now = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(keys.SERVERS, {address: now})
-            pipe.hset(keys.server_info(address), mapping={**info, "heartbeat_ms": now})
-            pipe.pexpire(keys.server_info(address), int(ttl * 1000))
-            await pipe.execute()
+        await self._beat(keys.SERVERS, keys.server_info(address), address, info, ttl)
 
     @_bounded
     async def remove_server(self, address: str) -> None:
+        await self._leave(keys.SERVERS, keys.server_info(address), address)
+
+    async def _beat(self, zset: str, info_key: str, member: str, info: Mapping[str, str | int | float],
+                    ttl: float) -> None:
+        """A heartbeat: ``member``'s time in ``zset`` and its info hash, which expires after ``ttl``."""
+        now = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.SERVERS, address)
-            pipe.delete(keys.server_info(address))
+            pipe.zadd(zset, {member: now})
+            pipe.hset(info_key, mapping={**info, "heartbeat_ms": now})
+            pipe.pexpire(info_key, int(ttl * 1000))
+            await pipe.execute()
+
+    async def _members(self, zset: str, info_key: Callable[[str], str]) -> dict[str, tuple[int, dict[str, str]]]:
+        """Member -> (last heartbeat unix ms, info hash) for every member of a heartbeat zset."""
+        beats = {m: int(t) for m, t in await self.redis.zrange(zset, 0, -1, withscores=True)}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member in beats:
+                pipe.hgetall(info_key(member))
+            infos = await pipe.execute()
+        return {m: (beats[m], info) for m, info in zip(beats, infos)}
+
+    async def _leave(self, zset: str, info_key: str, member: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(zset, member)
+            pipe.delete(info_key)
             await pipe.execute()
 
     @_bounded
     async def servers(self) -> dict[str, tuple[int, dict[str, str]]]:
         """Server address -> (last heartbeat unix ms, info hash)."""
-        beats = {a: int(s) for a, s in await self.redis.zrange(keys.SERVERS, 0, -1, withscores=True)}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for address in beats:
-                pipe.hgetall(keys.server_info(address))
-            infos = await pipe.execute()
-        return {a: (beats[a], info) for a, info in zip(beats, infos)}
+        return await self._members(keys.SERVERS, keys.server_info)
 
     @_bounded
     async def workers(self) -> dict[str, int]:

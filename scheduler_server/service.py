@@ -13,6 +13,7 @@ import grpc
 
 from jobcluster import cron, model, queue, store
 from jobcluster.cron import InvalidSchedule
+from jobcluster.election import ETCD_ERRORS, read_leader
 from jobcluster.model import InvalidJob, JobSpec, Status, validate_job
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -375,7 +376,6 @@ class JobService(pb_grpc.JobServiceServicer):
     @rpc
     async def GetClusterInfo(self, request: pb.ClusterInfoRequest,
                              context: grpc.aio.ServicerContext) -> pb.ClusterInfo:
-        from jobcluster.election import ETCD_ERRORS, read_leader
         leader = None
         election = "off"
         if self.settings.etcd_endpoints:
