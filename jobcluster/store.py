@@ -122,9 +122,9 @@ class Store:
         """Store several jobs in one statement (all or none); as :meth:`insert_job` for each, in order."""
         now = _now_ms()
         ids = [uuid.uuid4() for _ in specs]
-        statuses = [(Status.PENDING if s.run_at_ms and s.run_at_ms > now else Status.QUEUED).value for s in specs]
-        run_ats = [dt.datetime.fromtimestamp(s.run_at_ms / 1000, dt.timezone.utc) if s.run_at_ms else None
-                   for s in specs]
+        starts = [_initial(s, now) for s in specs]
+        statuses = [status.value for status, _ in starts]
+        run_ats = [run_at for _, run_at in starts]
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 Q["insert_jobs"], ids, [s.name for s in specs], [s.description for s in specs],
@@ -156,10 +156,7 @@ class Store:
         When the idempotency key names an existing job, nothing is inserted and
         that job's id comes back with ``inserted`` False.
         """
-        run_at = (
-            dt.datetime.fromtimestamp(spec.run_at_ms / 1000, dt.timezone.utc) if spec.run_at_ms else None
-        )
-        status = Status.PENDING if spec.run_at_ms and spec.run_at_ms > _now_ms() else Status.QUEUED
+        status, run_at = _initial(spec, _now_ms())
         job_id = uuid.uuid4()
         db = conn or self.pool
         row = await db.fetchrow(
@@ -385,6 +382,14 @@ class Store:
     async def retry_dead_jobs(self, job_ids: list[str]) -> list[str]:
         rows = await self.pool.fetch(Q["retry_dead_jobs"], [uuid.UUID(i) for i in job_ids])
         return [str(r["id"]) for r in rows]
+
+
+def _initial(spec: JobSpec, now_ms: int) -> tuple[Status, dt.datetime | None]:
+    """A new job's status (PENDING when run_at is still ahead) and its run_at as a timestamp."""
+    if not spec.run_at_ms:
+        return Status.QUEUED, None
+    run_at = dt.datetime.fromtimestamp(spec.run_at_ms / 1000, dt.timezone.utc)
+    return (Status.PENDING if spec.run_at_ms > now_ms else Status.QUEUED), run_at
 
 
 def _job_dict(row: asyncpg.Record) -> dict[str, Any]:

@@ -31,6 +31,8 @@ UNAVAILABLE = store.UNAVAILABLE_ERRORS + queue.UNAVAILABLE_ERRORS
 PROMOTE_INTERVAL = 0.2
 #: How often running jobs' output is published (for WatchJob) and cancellations are looked for.
 LIVE_INTERVAL = 0.25
+#: A running job's output is published again at least this often (its Redis hash lives 60 s).
+LIVE_REFRESH = 20.0
 #: Most output published per running job (the tail).
 LIVE_TAIL_BYTES = 64 * 1024
 MAX_OUTAGE_BACKOFF = 5.0
@@ -276,16 +278,25 @@ class Worker:
     async def _live_loop(self) -> None:
         """Publish running jobs' output (WatchJob reads it) and stop jobs cancelled meanwhile."""
         tick = 0
+        # job id -> (bytes written, monotonic time) when last published; a job is published again
+        # when it wrote more, or every LIVE_REFRESH so its hash (60 s TTL) outlives silent stretches.
+        published: dict[str, tuple[int, float]] = {}
         while True:
             await asyncio.sleep(LIVE_INTERVAL)
             tick += 1
             running = dict(self._running)
+            published = {job_id: n for job_id, n in published.items() if job_id in running}
             if not running:
                 continue
+            now = time.monotonic()
+            changed = {job_id: (tail.total, store.clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])))
+                       for job_id, (tail, _) in running.items()
+                       if published.get(job_id, (-1, 0.0))[0] != tail.total
+                       or now - published[job_id][1] > LIVE_REFRESH}
             try:
-                await self.queue.publish_output({
-                    job_id: (tail.total, store.clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])))
-                    for job_id, (tail, _) in running.items()})
+                if changed:
+                    await self.queue.publish_output(changed)
+                    published.update({job_id: (total, now) for job_id, (total, _) in changed.items()})
                 if tick % 2 == 0:
                     for job_id in await self.store.cancelled_among(list(running)):
                         if not running[job_id][1].is_set():
