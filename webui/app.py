@@ -278,11 +278,8 @@ def create_app(servers: list[str]) -> Starlette:
             await pool.first_answer(lambda s: s.CreateSchedule(sch, timeout=CALL_TIMEOUT))
             return RedirectResponse("/schedules", status_code=303)
 
-        async def shown() -> Response:
-            response = await go()
-            return response
         try:
-            return await shown()
+            return await go()
         except (UserError, grpc.aio.AioRpcError) as exc:
             message, status = (str(exc), getattr(exc, "status", 400)) if isinstance(exc, UserError) \
                 else _grpc_message(exc)
