@@ -24,7 +24,9 @@ class Status(StrEnum):
         return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
-TERMINAL = frozenset(s.value for s in Status if s.terminal)
+#: The statuses a job never leaves. The one definition: the server, the client and the web UI
+#: (which hands it to its JavaScript in a ``data-`` attribute) all use this.
+TERMINAL: frozenset[Status] = frozenset(s for s in Status if s.terminal)
 
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
@@ -100,6 +102,21 @@ def validate_job(
         run_at_ms=run_at_ms,
         idempotency_key=idempotency_key,
     )
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A validated cron schedule, as it is stored."""
+
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    description: str
+    max_retries: int
+    timeout_seconds: float
+    catchup: str
+    overlap: str
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:

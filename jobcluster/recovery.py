@@ -19,7 +19,7 @@ async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str
     step then runs before that transaction commits; it only moves ids, and a worker that takes one
     before the commit finds the job not yet claimable and re-delays it.
     """
-    moved = await store.recover_worker_jobs([worker_id], reason, conn=conn)
+    moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
     dead = [job_id for job_id, status in moved if status is Status.FAILED]
-    back = await queue.recover_processing(worker_id, dead)
+    back = await queue.liveness.recover_processing(worker_id, dead)
     return back, len(dead)

@@ -10,7 +10,7 @@ import os
 import sys
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dotenv import dotenv_values
 
@@ -98,7 +98,6 @@ class Settings:
     retry_backoff_max: float = 300.0
     log_format: str = "text"
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv_path: str | None = ".env") -> "Settings":
@@ -148,7 +147,6 @@ class Settings:
             retry_backoff_max=_duration(env, "RETRY_BACKOFF_MAX", "5m"),
             log_format=log_format,
             log_level=(env.get("LOG_LEVEL", "").strip() or d.log_level).upper(),
-            extra=dict(env),
         )
         if settings.lease_ttl < 2:
             raise ConfigError(f"LEASE_TTL must be at least 2s (etcd's smallest lease), got {settings.lease_ttl:g}s")

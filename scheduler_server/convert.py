@@ -1,50 +1,36 @@
-"""Between the store's job dicts and the protobuf messages."""
+"""Between the store's typed rows and the protobuf messages: the only place statuses become strings."""
 
 from __future__ import annotations
 
 import base64
 import time
-from typing import Any
 
+from jobcluster.election import LeaderInfo
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.rows import DeadJobRow, JobRow, ScheduleRow
 
 
-def job_status(job: dict[str, Any]) -> pb.JobStatus:
+def job_status(job: JobRow) -> pb.JobStatus:
     """A JobStatus message (original fields in seconds, added ones in ms)."""
     msg = pb.JobStatus(
-        id=job["id"],
-        status=job["status"],
-        output=job["output"],
-        created_at=job["created_at_ms"] // 1000,
-        updated_at=job["updated_at_ms"] // 1000,
-        name=job["name"],
-        description=job["description"],
-        command=job["command"],
-        attempts=job["attempts"],
-        max_retries=job["max_retries"],
-        timeout_seconds=job["timeout_seconds"],
-        run_at_ms=job["run_at_ms"],
-        idempotency_key=job["idempotency_key"],
-        created_at_ms=job["created_at_ms"],
-        updated_at_ms=job["updated_at_ms"],
-        started_at_ms=job["started_at_ms"],
-        finished_at_ms=job["finished_at_ms"],
-        worker_id=job["worker_id"],
-        last_error=job["last_error"],
-        output_truncated=job["output_truncated"],
-        submitted_via=job["submitted_via"],
-        schedule_id=job.get("schedule_id", ""),
-        scheduled_for_ms=job.get("scheduled_for_ms", 0),
+        id=job.id, status=job.status.value, output=job.output,
+        created_at=job.created_at_ms // 1000, updated_at=job.updated_at_ms // 1000,
+        name=job.name, description=job.description, command=job.command, attempts=job.attempts,
+        max_retries=job.max_retries, timeout_seconds=job.timeout_seconds, run_at_ms=job.run_at_ms,
+        idempotency_key=job.idempotency_key, created_at_ms=job.created_at_ms, updated_at_ms=job.updated_at_ms,
+        started_at_ms=job.started_at_ms, finished_at_ms=job.finished_at_ms, worker_id=job.worker_id,
+        last_error=job.last_error, output_truncated=job.output_truncated, submitted_via=job.submitted_via,
+        schedule_id=job.schedule_id, scheduled_for_ms=job.scheduled_for_ms,
     )
-    if job["exit_code"] is not None:
-        msg.exit_code = job["exit_code"]
-    for a in job.get("attempt_history", ()):
+    if job.exit_code is not None:
+        msg.exit_code = job.exit_code
+    for a in job.attempt_history:
         att = msg.attempt_history.add(
-            number=a["number"], worker_id=a["worker_id"], started_at_ms=a["started_at_ms"],
-            finished_at_ms=a["finished_at_ms"], error=a["error"], output_truncated=a["output_truncated"],
+            number=a.number, worker_id=a.worker_id, started_at_ms=a.started_at_ms,
+            finished_at_ms=a.finished_at_ms, error=a.error, output_truncated=a.output_truncated,
         )
-        if a["exit_code"] is not None:
-            att.exit_code = a["exit_code"]
+        if a.exit_code is not None:
+            att.exit_code = a.exit_code
     return msg
 
 
@@ -61,15 +47,41 @@ def decode_page_token(token: str) -> tuple[int, str]:
         raise ValueError("page_token is not one this server issued") from None
 
 
-def schedule_msg(s: dict[str, Any]) -> pb.Schedule:
+def schedule_msg(s: ScheduleRow) -> pb.Schedule:
     return pb.Schedule(
-        id=s["id"], name=s["name"], cron=s["cron"], timezone=s["timezone"], command=s["command"],
-        description=s["description"], max_retries=s["max_retries"], timeout_seconds=s["timeout_seconds"],
-        catchup=s["catchup"], overlap=s["overlap"], enabled=s["enabled"], next_run_ms=s["next_run_ms"],
-        last_run_ms=s["last_run_ms"], last_job_id=s["last_job_id"], last_job_status=s["last_job_status"],
-        last_skip_ms=s["last_skip_at_ms"], last_skip_reason=s["last_skip_reason"],
-        created_at_ms=s["created_at_ms"], updated_at_ms=s["updated_at_ms"],
+        id=s.id, name=s.name, cron=s.cron, timezone=s.timezone, command=s.command,
+        description=s.description, max_retries=s.max_retries, timeout_seconds=s.timeout_seconds,
+        catchup=s.catchup, overlap=s.overlap, enabled=s.enabled, next_run_ms=s.next_run_ms,
+        last_run_ms=s.last_run_ms, last_job_id=s.last_job_id,
+        last_job_status=s.last_job_status.value if s.last_job_status else "",
+        last_skip_ms=s.last_skip_at_ms, last_skip_reason=s.last_skip_reason,
+        created_at_ms=s.created_at_ms, updated_at_ms=s.updated_at_ms,
     )
+
+
+def dead_letter_reason(r: DeadJobRow) -> str:
+    """Why a job was dead-lettered, in a few words."""
+    if r.last_error.startswith("worker lost"):
+        return "worker lost on its last attempt"
+    if r.last_error.startswith("timed out"):
+        return "timed out on its last attempt"
+    return f"retries used up ({r.attempts} attempts, max_retries {r.max_retries})"
+
+
+def dead_letters(ids: list[str], rows: dict[str, DeadJobRow]) -> pb.DeadLetters:
+    """The DLQ listing: every id in ``dlq_tasks`` order, with its job when PostgreSQL has it."""
+    out = pb.DeadLetters()
+    for job_id in ids:
+        r = rows.get(job_id)
+        if r is None:
+            out.dead_letters.add(id=job_id, reason="no such job in PostgreSQL")
+            continue
+        dl = out.dead_letters.add(id=job_id, name=r.name, command=r.command, attempts=r.attempts,
+                                  max_retries=r.max_retries, reason=dead_letter_reason(r), last_error=r.last_error,
+                                  finished_at_ms=r.finished_at_ms, status=r.status.value)
+        if r.exit_code is not None:
+            dl.exit_code = r.exit_code
+    return out
 
 
 def _int(info: dict[str, str], key: str) -> int:
@@ -79,7 +91,7 @@ def _int(info: dict[str, str], key: str) -> int:
         return 0
 
 
-def cluster_info(*, leader: Any, election: str, servers: dict[str, tuple[int, dict[str, str]]],
+def cluster_info(*, leader: LeaderInfo | None, election: str, servers: dict[str, tuple[int, dict[str, str]]],
                  workers: dict[str, dict[str, str]], depths: dict[str, int], dead_after_ms: int,
                  answered_by: str) -> pb.ClusterInfo:
     now = int(time.time() * 1000)

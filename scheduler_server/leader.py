@@ -10,16 +10,18 @@ check where an id already is. Each step runs only while
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
+from collections.abc import Mapping, Set
 
 from jobcluster import cron, model
-from jobcluster import queue as queue_mod
-from jobcluster import store as store_mod
 from jobcluster.election import Election
+from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
+from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
 
@@ -29,7 +31,29 @@ log = logging.getLogger("leader")
 TICK = 0.5
 #: Most jobs one reconciliation pass looks at.
 RECONCILE_BATCH = 5000
-UNAVAILABLE = store_mod.UNAVAILABLE_ERRORS + queue_mod.UNAVAILABLE_ERRORS
+
+
+def choose_dead_workers(*, now_ms: int, beats: Mapping[str, int], holders: Set[str], dead_after: float,
+                        mono: float, missing_since: Mapping[str, float]) -> tuple[dict[str, str], dict[str, float]]:
+    """Which workers are gone, and why: the leader's cleanup decision, without I/O.
+
+    ``beats``: worker id -> last heartbeat (unix ms); ``holders``: workers that
+    hold jobs (a processing list in Redis, or RUNNING jobs in PostgreSQL);
+    ``missing_since``: holder -> monotonic time it was first seen without any
+    heartbeat entry. A worker is gone when its heartbeat is older than
+    ``dead_after`` seconds, or when it holds jobs and has had no heartbeat entry
+    at all (Redis restarted, or it crashed while leaving) for ``dead_after``
+    since first seen so. Returns (gone worker -> reason, the new ``missing_since``).
+    """
+    dead: dict[str, str] = {}
+    for worker_id, last in beats.items():
+        if now_ms - last > dead_after * 1000:
+            dead[worker_id] = f"no heartbeat for {(now_ms - last) / 1000:.1f}s"
+    missing = {w: missing_since.get(w, mono) for w in holders - beats.keys()}
+    for worker_id, first in missing.items():
+        if mono - first > dead_after:
+            dead[worker_id] = "no heartbeat"
+    return dead, missing
 
 
 class Leader:
@@ -52,7 +76,7 @@ class Leader:
             await self.election.wait_leading()
             token = self.election.token
             try:
-                recorded = await self.store.take_fence(token, self.election.identity)
+                recorded = await self.store.fencing.take(token, self.election.identity)
             except UNAVAILABLE as exc:
                 log.error("leader: PostgreSQL unavailable (%s); retrying", exc)
                 await asyncio.sleep(TICK)
@@ -96,71 +120,59 @@ class Leader:
 
     async def promote(self, token: int) -> None:
         """Delayed ids whose time has come go to pending_jobs (workers do this too; it is atomic)."""
-        await self.queue.promote_due()
+        await self.queue.jobs.promote_due()
 
     async def cron(self, token: int) -> None:
         """Fire due schedules: one job per (schedule, tick), unique in PostgreSQL."""
         now = model.utcnow()
-        for sch in await self.store.due_schedules(now):
+        for sch in await self.store.schedules.due(now):
             if not (self.election.leading() and self.election.token == token):
                 return
             await self.fire(token, sch, now)
 
-    async def fire(self, token: int, sch: dict, now) -> list[str]:
+    async def fire(self, token: int, sch: ScheduleRow, now: dt.datetime) -> list[str]:
         """Handle one due schedule in a fenced transaction; then queue the new jobs."""
-        p = cron.plan(sch["cron"], sch["timezone"], sch["next_run_at"], now,
-                      self.settings.cron_misfire_grace, sch["catchup"])
+        p = cron.plan(sch.cron, sch.timezone, sch.next_run_at, now, self.settings.cron_misfire_grace, sch.catchup)
         created: list[str] = []
         skip = "missed ticks skipped (catchup=skip)" if p.missed_skipped else ""
         last_tick = None
-        async with self.store.fenced(token) as conn:
+        schedules = self.store.schedules
+        async with self.store.fencing.fenced(token) as conn:
             for tick in p.fire:
-                if sch["overlap"] == "forbid" and await self.store.schedule_busy(conn, sch["id"]):
+                if sch.overlap == "forbid" and await schedules.busy(conn, sch.id):
                     skip = f"tick {tick.isoformat()} skipped: previous run not finished (overlap=forbid)"
-                    log.info("schedule %s: %s", sch["name"], skip)
+                    log.info("schedule %s: %s", sch.name, skip)
                     continue
-                job_id = await self.store.insert_cron_job(conn, sch, tick, self.address,
-                                                          f"cron:{sch['id']}:{tick.isoformat()}")
+                job_id = await schedules.insert_job(conn, sch, tick, self.address, f"cron:{sch.id}:{tick.isoformat()}")
                 last_tick = tick
                 if job_id is not None:
                     created.append(job_id)
-            advanced = await self.store.advance_schedule(conn, sch["id"], sch["next_run_at"], p.next_run,
-                                                         last_tick, created[-1] if created else None, skip)
+            advanced = await schedules.advance(conn, sch.id, sch.next_run_at, p.next_run, last_tick,
+                                               created[-1] if created else None, skip)
         if not advanced:
-            log.info("schedule %s was changed meanwhile; its ticks are handled next round", sch["name"])
+            log.info("schedule %s was changed meanwhile; its ticks are handled next round", sch.name)
         for job_id in created:
-            await self.queue.enqueue(job_id)
-            log.info("schedule %s fired: job %s", sch["name"], job_id)
+            await self.queue.jobs.enqueue(job_id)
+            log.info("schedule %s fired: job %s", sch.name, job_id)
         return created
 
     async def cleanup(self, token: int) -> None:
         """Jobs of workers whose heartbeat stopped go back to the queue (the attempt counts)."""
         now = model.now_ms()
-        dead_after_ms = self.settings.worker_dead_after * 1000
-        beats = await self.queue.workers()
-        owners = set(await self.queue.processing_owners())
-        running = set(await self.store.running_workers())
-        dead: dict[str, str] = {}
-        for worker_id, last in beats.items():
-            if now - last > dead_after_ms:
-                dead[worker_id] = f"no heartbeat for {(now - last) / 1000:.1f}s"
-        # Holding jobs with no heartbeat entry at all (Redis restarted, or a crash after a clean
-        # stop began): give it WORKER_DEAD_AFTER from when we first saw that, to heartbeat again.
-        mono = time.monotonic()
-        for worker_id in (owners | running) - beats.keys():
-            first = self._missing_since.setdefault(worker_id, mono)
-            if mono - first > self.settings.worker_dead_after:
-                dead[worker_id] = "no heartbeat"
-        for worker_id in list(self._missing_since):
-            if worker_id in beats or worker_id not in owners | running:
-                del self._missing_since[worker_id]
+        beats = await self.queue.liveness.workers()
+        holders = set(await self.queue.liveness.processing_owners()) | set(
+            await self.store.liveness.running_workers())
+        dead, self._missing_since = choose_dead_workers(
+            now_ms=now, beats=beats, holders=holders, dead_after=self.settings.worker_dead_after,
+            mono=time.monotonic(), missing_since=self._missing_since)
         for worker_id, why in dead.items():
             if not self.election.leading():
                 return
-            async with self.store.fenced(token) as conn:
+            async with self.store.fencing.fenced(token) as conn:
                 back, dlq = await recover_worker(self.store, self.queue, worker_id,
                                                  f"worker lost: {why}", conn=conn)
-            await self.queue.forget_worker(worker_id, older_than_ms=now - int(dead_after_ms))
+            await self.queue.liveness.forget_worker(
+                worker_id, older_than_ms=now - int(self.settings.worker_dead_after * 1000))
             self._missing_since.pop(worker_id, None)
             if back or dlq:
                 log.warning("worker %s is gone (%s): %d job(s) back to the queue, %d to the DLQ",
@@ -178,17 +190,17 @@ class Leader:
         if mono < self._next_reconcile:
             return
         self._next_reconcile = mono + max(TICK, self.settings.reconcile_after / 2)
-        waiting = await self.store.waiting_jobs(self.settings.reconcile_after, RECONCILE_BATCH)
+        waiting = await self.store.reconcile.waiting(self.settings.reconcile_after, RECONCILE_BATCH)
         if not waiting:
             return
-        held = await self.queue.held_ids()
-        missing = [job_id for job_id, _, _ in waiting if job_id not in held]
+        held = await self.queue.reconcile.held_ids()
+        missing = [w.job_id for w in waiting if w.job_id not in held]
         if not missing:
             return
         # Read again after looking at Redis: a job finished meanwhile is no longer waiting.
-        again = await self.store.still_waiting(missing)
-        pushed = await self.queue.restore(
-            (job_id, due if status is Status.PENDING else 0) for job_id, status, due in again)
+        again = await self.store.reconcile.still_waiting(missing)
+        pushed = await self.queue.reconcile.restore(
+            (w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in again)
         if pushed:
             log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
                         pushed)

@@ -14,12 +14,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from jobcluster import queue as queue_mod
+from jobcluster.aio import retrying
 from jobcluster.election import Election
+from jobcluster.errors import POSTGRES_ERRORS, UNAVAILABLE
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
-from jobcluster.store import UNAVAILABLE_ERRORS, Store
+from jobcluster.store import Store
 from scheduler_server.leader import Leader
 from scheduler_server.service import JobService
 
@@ -77,15 +79,8 @@ class SchedulerServer:
 
     async def _connect_store(self) -> None:
         """Reach PostgreSQL (retrying while it is down), migrate, then report SERVING."""
-        delay = 0.5
-        while True:
-            try:
-                self.store = await Store.connect(self.settings)
-                break
-            except UNAVAILABLE_ERRORS as exc:
-                log.error("PostgreSQL at DATABASE_URL unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+        self.store = await retrying(lambda: Store.connect(self.settings), what="connect to DATABASE_URL",
+                                    errors=POSTGRES_ERRORS, first_delay=0.5, log=log)
         self.service.attach_store(self.store)
         await self._set_health(True)
         log.info("ready: PostgreSQL connected, schema current")
@@ -101,9 +96,9 @@ class SchedulerServer:
         failing = False
         while True:
             try:
-                await self.service.queue.server_heartbeat(self.address, info, ttl=10.0)
+                await self.service.queue.liveness.server_heartbeat(self.address, info, ttl=10.0)
                 failing = False
-            except queue_mod.UNAVAILABLE_ERRORS as exc:
+            except UNAVAILABLE as exc:
                 if not failing:
                     log.error("server heartbeat: Redis unavailable (%s)", exc)
                 failing = True
@@ -123,8 +118,8 @@ class SchedulerServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             async with asyncio.timeout(2):
-                await self.service.queue.remove_server(self.address)
-        except (*queue_mod.UNAVAILABLE_ERRORS, TimeoutError):
+                await self.service.queue.liveness.remove_server(self.address)
+        except (*UNAVAILABLE, TimeoutError):
             pass
         await self.grpc.stop(STOP_GRACE)
         if self._connect_task is not None:

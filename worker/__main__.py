@@ -9,11 +9,12 @@ import signal
 import sys
 
 from jobcluster import queue as queue_mod
+from jobcluster.aio import Stopped, retrying
+from jobcluster.errors import POSTGRES_ERRORS
 from jobcluster.logs import setup_logging
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings, load_or_exit
-from jobcluster.aio import wait_within
-from jobcluster.store import UNAVAILABLE_ERRORS, Store
+from jobcluster.store import Store
 from worker.shell import use_pidfd_child_watcher
 from worker.worker import Worker, WorkerIdInUse
 
@@ -21,15 +22,11 @@ log = logging.getLogger("worker")
 
 
 async def _connect_store(settings: Settings, stop: asyncio.Event) -> Store | None:
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            return await Store.connect(settings)
-        except UNAVAILABLE_ERRORS as exc:
-            log.error("PostgreSQL at DATABASE_URL unavailable (%s); retrying in %.1fs", exc, delay)
-            await wait_within(stop.wait(), delay)
-            delay = min(5.0, delay * 2)
-    return None
+    try:
+        return await retrying(lambda: Store.connect(settings), what="connect to DATABASE_URL",
+                              errors=POSTGRES_ERRORS, stop=stop, first_delay=0.5, log=log)
+    except Stopped:
+        return None
 
 
 async def main(settings: Settings, burst: bool) -> int:

@@ -16,18 +16,23 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from jobcluster import model, queue, store
+from jobcluster import model
+from jobcluster.aio import retrying
+from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
+from jobcluster.rows import Claimed
 from jobcluster.settings import Settings
-from jobcluster.store import Claimed, Store
+from jobcluster.store import Store
+from jobcluster.store.jobs import clean_text
+from worker import decide
+from worker.decide import Refusal
 from worker.shell import OutputTail, ShellResult, job_env, run_shell
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
 
-UNAVAILABLE = store.UNAVAILABLE_ERRORS + queue.UNAVAILABLE_ERRORS
 PROMOTE_INTERVAL = 0.2
 #: How often running jobs' output is published (for WatchJob) and cancellations are looked for.
 LIVE_INTERVAL = 0.25
@@ -117,7 +122,7 @@ class Worker:
         try:
             async with asyncio.timeout(10):
                 await self._recover_own("worker stopped before finishing", retry=False)
-                await self.queue.remove_worker(self.worker_id)
+                await self.queue.liveness.remove_worker(self.worker_id)
         except (*UNAVAILABLE, TimeoutError) as exc:
             log.error("could not tidy up on exit (%s); the next start of %s or the leader will", exc, self.worker_id)
         log.info("worker %s stopped after %d job(s)", self.worker_id, self.jobs_done)
@@ -126,7 +131,7 @@ class Worker:
 
     async def _slot(self, n: int) -> None:
         while not self._stopping.is_set():
-            job_id = await self._retrying("dequeue", lambda: self.queue.dequeue(self.worker_id))
+            job_id = await self._retrying("dequeue", lambda: self.queue.jobs.dequeue(self.worker_id))
             if job_id is None:
                 if self.burst and await self._nothing_left():
                     self.stop()
@@ -144,11 +149,11 @@ class Worker:
     async def _nothing_left(self) -> bool:
         if self._busy:
             return False
-        depths = await self.queue.depths()
+        depths = await self.queue.jobs.depths()
         return depths["pending"] == 0 and depths["delayed"] == 0 and depths["processing"] == 0
 
     async def _process(self, job_id: str) -> None:
-        claimed = await self._retrying("claim", lambda: self.store.claim(job_id, self.worker_id))
+        claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id))
         if claimed is None:
             await self._refuse(job_id)
             return
@@ -178,78 +183,70 @@ class Worker:
 
     async def _cancelled(self, claimed: Claimed, result: ShellResult) -> None:
         """CancelJob stopped this attempt: record how it ended; the job stays CANCELLED."""
-        await self._retrying("record cancel", lambda: self.store.close_cancelled_attempt(
-            claimed, result.exit_code, result.error, store.clean_text(result.output), result.truncated))
-        await self._retrying("ack", lambda: self.queue.ack(self.worker_id, claimed.job_id))
+        await self._retrying("record cancel", lambda: self.store.jobs.close_cancelled_attempt(
+            claimed, result.exit_code, result.error, clean_text(result.output), result.truncated))
+        await self._ack(claimed.job_id)
         log.warning("job %s attempt %d cancelled: process group killed", claimed.job_id, claimed.attempt)
 
     async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
         """Record the attempt, then ack, back off or dead-letter the id."""
         job_id = claimed.job_id
-        output = store.clean_text(result.output)
-        ok = result.exit_code == 0 and not result.timed_out
-        error = result.error or ("" if ok else f"exit code {result.exit_code}")
-        if ok:
-            nxt, due_ms = Status.SUCCEEDED, 0
-        elif model.retries_exhausted(claimed.attempt, claimed.interruptions, claimed.max_retries):
-            nxt, due_ms = Status.FAILED, 0
-        else:
-            delay = model.retry_delay(claimed.attempt - claimed.interruptions,
-                                      self.settings.retry_backoff_base, self.settings.retry_backoff_max)
-            nxt, due_ms = Status.PENDING, model.now_ms() + int(delay * 1000)
-        recorded = await self._retrying("record result", lambda: self.store.finish_attempt(
-            claimed, nxt, exit_code=result.exit_code, error=error, output=output,
-            output_truncated=result.truncated, retry_at_ms=due_ms))
+        s = decide.settle(result, claimed, now_ms=model.now_ms(), backoff_base=self.settings.retry_backoff_base,
+                          backoff_max=self.settings.retry_backoff_max)
+        recorded = await self._retrying("record result", lambda: self.store.jobs.finish_attempt(
+            claimed, s.status, exit_code=result.exit_code, error=s.error, output=clean_text(result.output),
+            output_truncated=result.truncated, retry_at_ms=s.due_ms))
         if not recorded:
             log.warning("job %s attempt %d: result discarded, a newer attempt owns the job",
                         job_id, claimed.attempt)
-            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
-            return
-        if nxt is Status.SUCCEEDED:
-            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
+            await self._ack(job_id)
+        elif s.status is Status.SUCCEEDED:
+            await self._ack(job_id)
             log.info("job %s attempt %d succeeded", job_id, claimed.attempt)
-        elif nxt is Status.FAILED:
-            await self._retrying("dead-letter", lambda: self.queue.dead_letter(self.worker_id, job_id))
+        elif s.status is Status.FAILED:
+            await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
             log.warning("job %s attempt %d failed (%s): retries used up, dead-lettered",
-                        job_id, claimed.attempt, error)
+                        job_id, claimed.attempt, s.error)
         else:
-            await self._retrying("retry", lambda: self.queue.retry_later(self.worker_id, job_id, due_ms))
+            await self._retrying("retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.due_ms))
             log.info("job %s attempt %d failed (%s): retry in %.1fs",
-                     job_id, claimed.attempt, error, (due_ms - model.now_ms()) / 1000)
+                     job_id, claimed.attempt, s.error, (s.due_ms - model.now_ms()) / 1000)
+
+    async def _ack(self, job_id: str) -> None:
+        await self._retrying("ack", lambda: self.queue.jobs.ack(self.worker_id, job_id))
 
     async def _interrupted(self, claimed: Claimed) -> None:
         """A shutdown cut this attempt short: the job goes back to the queue's front, retries unspent."""
         try:
-            recorded = await self.store.finish_attempt(
+            recorded = await self.store.jobs.finish_attempt(
                 claimed, Status.QUEUED, exit_code=None, error="interrupted: worker shut down",
                 output="", output_truncated=False, interrupted=True)
             if recorded:
-                await self.queue.requeue_front(self.worker_id, claimed.job_id)
+                await self.queue.jobs.requeue_front(self.worker_id, claimed.job_id)
             log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
         except UNAVAILABLE as exc:
             log.error("job %s: could not requeue on shutdown (%s); recovery will", claimed.job_id, exc)
 
     async def _refuse(self, job_id: str) -> None:
         """Deal with an id whose job cannot be claimed now."""
-        why = await self._retrying("check job", lambda: self.store.claim_refusal(job_id))
-        if why is None:
+        state = await self._retrying("check job", lambda: self.store.jobs.state(job_id))
+        action = decide.refuse(state)
+        if state is None:
             log.warning("job %s: unknown id in the queue, dropped", job_id)
-            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
-            return
-        status, due, due_ms = why
-        if status in (Status.PENDING, Status.QUEUED) and not due:
-            await self._retrying("delay", lambda: self.queue.retry_later(self.worker_id, job_id, due_ms))
-        elif status is Status.FAILED:
-            await self._retrying("dead-letter", lambda: self.queue.dead_letter(self.worker_id, job_id))
+        if action is Refusal.DELAY and state is not None:
+            due_ms = state.due_ms
+            await self._retrying("delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, due_ms))
+        elif action is Refusal.DEAD_LETTER:
+            await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
         else:
-            # RUNNING elsewhere (a duplicate id), or finished, or cancelled: nothing to do.
-            log.debug("job %s is %s: queue entry dropped", job_id, status.value)
-            await self._retrying("ack", lambda: self.queue.ack(self.worker_id, job_id))
+            if state is not None:
+                log.debug("job %s is %s: queue entry dropped", job_id, state.status.value)
+            await self._ack(job_id)
 
     # --- background -----------------------------------------------------------------
 
     async def _check_id_free(self) -> None:
-        beats = await self._retrying("read heartbeats", self.queue.workers)
+        beats = await self._retrying("read heartbeats", self.queue.liveness.workers)
         last = beats.get(self.worker_id)
         if last is not None and model.now_ms() - last < 3000 * self.settings.heartbeat_interval:
             raise WorkerIdInUse(f"worker id {self.worker_id!r} is in use by a live worker "
@@ -268,7 +265,8 @@ class Worker:
     async def _heartbeat_once(self) -> None:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
                 "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done}
-        await self.queue.heartbeat(self.worker_id, info, ttl=max(10.0, 10 * self.settings.heartbeat_interval))
+        await self.queue.liveness.heartbeat(self.worker_id, info,
+                                            ttl=max(10.0, 10 * self.settings.heartbeat_interval))
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -289,16 +287,16 @@ class Worker:
             if not running:
                 continue
             now = time.monotonic()
-            changed = {job_id: (tail.total, store.clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])))
+            changed = {job_id: (tail.total, clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])))
                        for job_id, (tail, _) in running.items()
                        if published.get(job_id, (-1, 0.0))[0] != tail.total
                        or now - published[job_id][1] > LIVE_REFRESH}
             try:
                 if changed:
-                    await self.queue.publish_output(changed)
+                    await self.queue.live_output.publish(changed)
                     published.update({job_id: (total, now) for job_id, (total, _) in changed.items()})
                 if tick % 2 == 0:
-                    for job_id in await self.store.cancelled_among(list(running)):
+                    for job_id in await self.store.jobs.cancelled_among(list(running)):
                         if not running[job_id][1].is_set():
                             log.info("job %s was cancelled: stopping it", job_id)
                             running[job_id][1].set()
@@ -307,30 +305,12 @@ class Worker:
 
     async def _promote_loop(self) -> None:
         while True:
-            await self._retrying("promote", self.queue.promote_due)
+            await self._retrying("promote", self.queue.jobs.promote_due)
             await asyncio.sleep(PROMOTE_INTERVAL)
 
     async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run ``op``, waiting out Redis/PostgreSQL outages with capped exponential backoff."""
-        delay = 0.1
-        failing_since = 0.0
-        while True:
-            try:
-                result = await op()
-            except UNAVAILABLE as exc:
-                if not failing_since:
-                    failing_since = time.monotonic()
-                    log.error("%s: %s unavailable (%s); retrying", what, _which(exc), exc)
-                await asyncio.sleep(delay)
-                delay = min(MAX_OUTAGE_BACKOFF, delay * 2)
-                continue
-            if failing_since:
-                log.info("%s: back after %.1fs", what, time.monotonic() - failing_since)
-            return result
-
-
-def _which(exc: BaseException) -> str:
-    return "Redis" if isinstance(exc, queue.UNAVAILABLE_ERRORS[:2]) else "PostgreSQL"
+        return await retrying(op, what=what, log=log, max_delay=MAX_OUTAGE_BACKOFF)
 
 
 async def _first_failure(tasks: list[asyncio.Task[None]]) -> None:

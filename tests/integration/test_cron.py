@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.model import ScheduleSpec
 from jobcluster.store import Fenced
 from scheduler_server.leader import Leader
 
@@ -55,19 +56,19 @@ class _Forced:
         return True
 
 
-def _sch(name: str) -> dict:
-    return {"name": name, "cron": "* * * * *", "timezone": "UTC", "command": "true", "description": "",
-            "max_retries": 0, "timeout_seconds": 10.0, "catchup": "skip", "overlap": "allow"}
+def _sch(name: str) -> ScheduleSpec:
+    return ScheduleSpec(name=name, cron="* * * * *", timezone="UTC", command="true", description="",
+                        max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="allow")
 
 
 # No server here: its real leader would fire the schedule itself.
 async def test_two_leaders_at_once_still_make_one_job_per_tick(store, queue, settings):
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    await store.upsert_schedule(_sch("every-minute"), tick)
+    await store.schedules.upsert(_sch("every-minute"), tick)
     a = Leader(settings, store, queue, _Forced(7, "a"), address="a")  # type: ignore[arg-type]
     b = Leader(settings, store, queue, _Forced(7, "b"), address="b")  # type: ignore[arg-type]
-    assert await store.take_fence(7, "a")
-    sch = (await store.due_schedules(dt.datetime.now(dt.timezone.utc)))[0]
+    assert await store.fencing.take(7, "a")
+    sch = (await store.schedules.due(dt.datetime.now(dt.timezone.utc)))[0]
     made = await asyncio.gather(*(l.fire(7, sch, tick + dt.timedelta(seconds=1)) for l in (a, b, a, b)))
     assert sum(len(m) for m in made) == 1
     assert await store.pool.fetchval("SELECT count(*) FROM jobs WHERE scheduled_for = $1", tick) == 1
@@ -75,12 +76,12 @@ async def test_two_leaders_at_once_still_make_one_job_per_tick(store, queue, set
 
 async def test_a_deposed_leader_cannot_write(store, queue, settings):
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    await store.upsert_schedule(_sch("m"), tick)
+    await store.schedules.upsert(_sch("m"), tick)
     old = Leader(settings, store, queue, _Forced(10, "old"), address="old")  # type: ignore[arg-type]
-    assert await store.take_fence(10, "old")
-    assert await store.take_fence(11, "new")      # a newer term began
-    assert not await store.take_fence(10, "old")  # and an old one cannot come back
-    sch = (await store.due_schedules(dt.datetime.now(dt.timezone.utc)))[0]
+    assert await store.fencing.take(10, "old")
+    assert await store.fencing.take(11, "new")      # a newer term began
+    assert not await store.fencing.take(10, "old")  # and an old one cannot come back
+    sch = (await store.schedules.due(dt.datetime.now(dt.timezone.utc)))[0]
     with pytest.raises(Fenced):
         await old.fire(10, sch, tick + dt.timedelta(seconds=1))
     assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 0

@@ -38,7 +38,7 @@ async def test_failing_job_is_retried_with_backoff_then_dead_lettered(stub, make
     gaps = [history[i + 1].started_at_ms - history[i].finished_at_ms for i in range(2)]
     assert gaps[0] >= 100 and gaps[1] >= 200, gaps
     assert await queue.redis.lrange(keys.DLQ, 0, -1) == [resp.job_id]
-    assert await queue.depths() == {"pending": 0, "processing": 0, "delayed": 0, "dlq": 1}
+    assert await queue.jobs.depths() == {"pending": 0, "processing": 0, "delayed": 0, "dlq": 1}
 
 
 async def test_same_idempotency_key_gives_one_job(stub, store, queue):
@@ -137,30 +137,31 @@ async def test_two_workers_never_run_the_same_job(stub, make_worker, queue, stor
     assert await store.pool.fetchval("SELECT count(*) FROM job_attempts") == 40
     workers = await store.pool.fetch("SELECT DISTINCT worker_id FROM job_attempts")
     assert {r["worker_id"] for r in workers} == {"wa", "wb"}
-    assert await queue.depths() == {"pending": 0, "processing": 0, "delayed": 0, "dlq": 0}
+    assert await queue.jobs.depths() == {"pending": 0, "processing": 0, "delayed": 0, "dlq": 0}
 
 
 async def test_late_result_from_an_old_attempt_changes_nothing(stub, store, queue):
     resp = await stub.SubmitJob(pb.Job(command="true"))
-    first = await store.claim(resp.job_id, "paused-worker")
+    first = await store.jobs.claim(resp.job_id, "paused-worker")
     # The paused worker's job is taken back and claimed again by another worker.
-    await store.recover_worker_jobs(["paused-worker"], "worker lost")
-    second = await store.claim(resp.job_id, "live-worker")
+    await store.liveness.recover_worker_jobs(["paused-worker"], "worker lost")
+    second = await store.jobs.claim(resp.job_id, "live-worker")
     assert (first.attempt, second.attempt) == (1, 2)
     from jobcluster.model import Status
-    assert not await store.finish_attempt(first, Status.SUCCEEDED, exit_code=0, error="", output="late",
+    assert not await store.jobs.finish_attempt(first, Status.SUCCEEDED, exit_code=0, error="", output="late",
                                           output_truncated=False)
-    assert await store.finish_attempt(second, Status.FAILED, exit_code=1, error="exit code 1", output="real",
+    assert await store.jobs.finish_attempt(second, Status.FAILED, exit_code=1, error="exit code 1", output="real",
                                       output_truncated=False)
-    job = await store.get_job(resp.job_id)
-    assert job["status"] == "FAILED" and job["output"] == "real" and job["attempts"] == 2
+    job = await store.job_queries.get(resp.job_id)
+    assert job is not None
+    assert job.status is Status.FAILED and job.output == "real" and job.attempts == 2
 
 
 async def test_worker_restart_recovers_its_processing_list(stub, store, queue, make_worker):
     resp = await stub.SubmitJob(pb.Job(command="echo again"))
     # A worker took the job and died mid-run: id in its processing list, RUNNING in PostgreSQL.
-    assert await queue.dequeue("w1", timeout=1) == resp.job_id
-    assert await store.claim(resp.job_id, "w1")
+    assert await queue.jobs.dequeue("w1", timeout=1) == resp.job_id
+    assert await store.jobs.claim(resp.job_id, "w1")
     await make_worker("w1").run()
     job = await stub.GetJobStatus(pb.JobId(id=resp.job_id))
     assert job.status == "SUCCEEDED" and job.attempts == 2

@@ -16,9 +16,9 @@ async def test_a_cancelled_queue_operation_always_ends_the_task(queue: Queue):
     """
     async def busy() -> None:
         while True:
-            await queue.promote_due()
-            await queue.heartbeat("w-cancel", {"slots": 1}, ttl=5)
-            await queue.dequeue("w-cancel", timeout=0.01)
+            await queue.jobs.promote_due()
+            await queue.liveness.heartbeat("w-cancel", {"slots": 1}, ttl=5)
+            await queue.jobs.dequeue("w-cancel", timeout=0.01)
 
     survivors = 0
     for _ in range(150):
@@ -39,12 +39,12 @@ async def test_operations_are_bounded_when_redis_does_not_answer(queue: Queue):
     # CLIENT PAUSE makes this Redis hold every command of every client for 2 s.
     await queue.redis.execute_command("CLIENT", "PAUSE", "2000", "ALL")
     try:
-        from jobcluster.queue import UNAVAILABLE_ERRORS
+        from jobcluster.errors import REDIS_ERRORS
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await slow.ack("w", "x")
-        except UNAVAILABLE_ERRORS as exc:
+            await slow.jobs.ack("w", "x")
+        except REDIS_ERRORS as exc:
             assert "did not answer ack" in str(exc)
         else:
             raise AssertionError("ack answered while Redis was paused")

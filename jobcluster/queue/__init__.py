@@ -1,0 +1,57 @@
+"""The Redis side: job ids only (PostgreSQL is the record), one module per concern.
+
+:class:`Queue` holds one client and gives each concern its object:
+
+================  =====================  ==================================================
+attribute         module                 concern
+================  =====================  ==================================================
+``jobs``          :mod:`.jobs`           the queue protocol: enqueue, dequeue, ack, back off,
+                                         requeue, dead-letter, promote delayed ids
+``liveness``      :mod:`.liveness`       heartbeats of workers and servers; a gone worker's
+                                         processing list
+``live_output``   :mod:`.live_output`    running jobs' output so far (WatchJob)
+``dead_letters``  :mod:`.dead_letters`   ``dlq_tasks``: list, retry, purge
+``reconcile``     :mod:`.reconcile`      ids Redis holds; putting back lost ones
+================  =====================  ==================================================
+
+Key names live in :mod:`jobcluster.keys`; every operation is bounded by
+``OP_TIMEOUT`` (see :mod:`.base` for why not redis-py's socket timeout).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from jobcluster.queue.base import OP_TIMEOUT
+from jobcluster.queue.dead_letters import DeadLetters
+from jobcluster.queue.jobs import Jobs
+from jobcluster.queue.live_output import LiveOutput
+from jobcluster.queue.liveness import Liveness
+from jobcluster.queue.reconcile import Reconcile
+
+__all__ = ["OP_TIMEOUT", "Queue", "connect"]
+
+
+def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
+    """A client for REDIS_ADDR (``host:port`` or a ``redis://`` URL), with bounded timeouts."""
+    url = addr if "://" in addr else f"redis://{addr}"
+    # No socket_timeout: see OP_TIMEOUT. Every operation is bounded by Queue itself.
+    options: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": None, "socket_keepalive": True,
+                               "decode_responses": True}
+    options.update(kwargs)
+    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
+    return client
+
+
+class Queue:
+    """One Redis client and the concerns that use it."""
+
+    def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
+        self.redis = redis
+        self.jobs = Jobs(redis, op_timeout)
+        self.liveness = Liveness(redis, op_timeout)
+        self.live_output = LiveOutput(redis, op_timeout)
+        self.dead_letters = DeadLetters(redis, op_timeout)
+        self.reconcile = Reconcile(redis, op_timeout)

@@ -1,0 +1,142 @@
+"""Who is alive, in Redis: heartbeats of workers and servers, and taking back a gone worker's ids.
+
+A heartbeat is a member's time in a zset (``workers`` or ``servers``) plus an
+info hash that expires when the beats stop. PostgreSQL's side of a gone
+worker is :mod:`jobcluster.store.liveness`; :mod:`jobcluster.recovery` runs both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import redis.asyncio as aioredis
+
+from jobcluster import keys
+from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
+
+Info = Mapping[str, str | int | float]
+
+# KEYS[1] workers zset, KEYS[2] worker info hash; ARGV[1] worker id, ARGV[2] ms.
+# Forget a worker only if its last heartbeat is older than ARGV[2].
+_FORGET_WORKER = """
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS[1] processing list, KEYS[2] pending list, KEYS[3] dlq; ARGV ids to dead-letter.
+# Everything else in the processing list goes back to the front of the queue, in order.
+_RECOVER_PROCESSING = """
+local dead = {}
+for i = 1, #ARGV do dead[ARGV[i]] = true end
+local moved = 0
+while true do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  if dead[id] then
+    if not redis.call('LPOS', KEYS[3], id) then redis.call('LPUSH', KEYS[3], id) end
+  else
+    redis.call('RPUSH', KEYS[2], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+class Liveness(Part):
+    """Heartbeats, and the processing lists of workers that are gone."""
+
+    def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
+        super().__init__(redis, op_timeout)
+        self._forget = self.redis.register_script(_FORGET_WORKER)
+        self._recover = self.redis.register_script(_RECOVER_PROCESSING)
+
+    # --- workers --------------------------------------------------------------
+
+    @bounded
+    async def heartbeat(self, worker_id: str, info: Info, ttl: float) -> None:
+        """Record that a worker is alive now; its info hash expires after ``ttl`` without one."""
+        await self._beat(keys.WORKERS, keys.worker_info(worker_id), worker_id, info, ttl)
+
+    @bounded
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        await self._leave(keys.WORKERS, keys.worker_info(worker_id), worker_id)
+
+    @bounded
+    async def forget_worker(self, worker_id: str, older_than_ms: int) -> bool:
+        """Drop a dead worker's heartbeat unless it beat again since ``older_than_ms``."""
+        return bool(await self._forget(keys=[keys.WORKERS, keys.worker_info(worker_id)],
+                                       args=[worker_id, older_than_ms]))
+
+    @bounded
+    async def workers(self) -> dict[str, int]:
+        """Worker id -> last heartbeat (unix ms)."""
+        return {w: int(s) for w, s in await self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)}
+
+    @bounded
+    async def worker_infos(self) -> dict[str, dict[str, str]]:
+        """Worker id -> its info hash (empty when expired)."""
+        return {w: info for w, (_, info) in (await self._members(keys.WORKERS, keys.worker_info)).items()}
+
+    @bounded
+    async def processing_owners(self) -> list[str]:
+        """Worker ids that have a (non-empty) processing list."""
+        return [key[len(keys.PROCESSING_PREFIX):] for key in await processing_lists(self.redis)]
+
+    @bounded
+    async def processing_ids(self, worker_id: str) -> list[str]:
+        """The ids in one worker's processing list."""
+        return list(await self.redis.lrange(keys.processing(worker_id), 0, -1))
+
+    @bounded
+    async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = ()) -> int:
+        """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the queue's front."""
+        return int(await self._recover(keys=[keys.processing(worker_id), keys.PENDING, keys.DLQ],
+                                       args=list(dead_ids)))
+
+    # --- servers --------------------------------------------------------------
+
+    @bounded
+    async def server_heartbeat(self, address: str, info: Info, ttl: float) -> None:
+        """Record that a server is alive now."""
+        await self._beat(keys.SERVERS, keys.server_info(address), address, info, ttl)
+
+    @bounded
+    async def remove_server(self, address: str) -> None:
+        """Forget a server that stopped cleanly."""
+        await self._leave(keys.SERVERS, keys.server_info(address), address)
+
+    @bounded
+    async def servers(self) -> dict[str, tuple[int, dict[str, str]]]:
+        """Server address -> (last heartbeat unix ms, info hash)."""
+        return await self._members(keys.SERVERS, keys.server_info)
+
+    # --- one mechanism for both -------------------------------------------------
+
+    async def _beat(self, zset: str, info_key: str, member: str, info: Info, ttl: float) -> None:
+        now = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(zset, {member: now})
+            pipe.hset(info_key, mapping={**info, "heartbeat_ms": now})
+            pipe.pexpire(info_key, int(ttl * 1000))
+            await pipe.execute()
+
+    async def _members(self, zset: str, info_key: Callable[[str], str]) -> dict[str, tuple[int, dict[str, str]]]:
+        """Member -> (last heartbeat unix ms, info hash) for every member of a heartbeat zset."""
+        beats = {m: int(t) for m, t in await self.redis.zrange(zset, 0, -1, withscores=True)}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member in beats:
+                pipe.hgetall(info_key(member))
+            infos = await pipe.execute()
+        return {m: (beats[m], info) for m, info in zip(beats, infos)}
+
+    async def _leave(self, zset: str, info_key: str, member: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(zset, member)
+            pipe.delete(info_key)
+            await pipe.execute()

@@ -1,0 +1,62 @@
+"""Reconciliation's view of Redis: which ids it holds, and putting back the ones it lost.
+
+PostgreSQL's side (jobs that should be waiting) is :mod:`jobcluster.store.reconcile`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+
+from jobcluster import keys
+from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
+
+# KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV pairs (id, due ms; 0 = now).
+# Puts back each id that Redis holds nowhere (reconciliation). Returns how many.
+_RESTORE = """
+local pushed = 0
+for i = 1, #ARGV, 2 do
+  local id, due = ARGV[i], tonumber(ARGV[i + 1])
+  local held = redis.call('LPOS', KEYS[1], id) or redis.call('ZSCORE', KEYS[2], id)
+  local k = 3
+  while not held and k <= #KEYS do
+    held = redis.call('LPOS', KEYS[k], id)
+    k = k + 1
+  end
+  if not held then
+    if due > 0 then redis.call('ZADD', KEYS[2], due, id) else redis.call('LPUSH', KEYS[1], id) end
+    pushed = pushed + 1
+  end
+end
+return pushed
+"""
+
+
+class Reconcile(Part):
+    """Every id Redis holds, and restoring missing ones."""
+
+    def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
+        super().__init__(redis, op_timeout)
+        self._restore = self.redis.register_script(_RESTORE)
+
+    @bounded
+    async def held_ids(self) -> set[str]:
+        """Every id Redis holds anywhere: pending, delayed, processing lists."""
+        held: set[str] = set(await self.redis.lrange(keys.PENDING, 0, -1))
+        held.update(await self.redis.zrange(keys.DELAYED, 0, -1))
+        for key in await processing_lists(self.redis):
+            held.update(await self.redis.lrange(key, 0, -1))
+        return held
+
+    @bounded
+    async def restore(self, jobs: Iterable[tuple[str, int]]) -> int:
+        """Put back ids Redis holds nowhere (checked atomically per id); ``(id, due ms or 0)``."""
+        args: list[str | int] = []
+        for job_id, due_ms in jobs:
+            args += [job_id, due_ms if due_ms > time.time() * 1000 else 0]
+        if not args:
+            return 0
+        processing = await processing_lists(self.redis)
+        return int(await self._restore(keys=[keys.PENDING, keys.DELAYED, *processing], args=args))

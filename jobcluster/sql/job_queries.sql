@@ -1,0 +1,38 @@
+-- Reading jobs: one job with its attempts, pages of jobs, counts. Statuses are shown as users
+-- see them (job_shown_status, migration 0004).
+-- Loaded by jobcluster/store/job_queries.py; each block is one statement.
+
+-- name: get_job
+SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status, a.output AS output
+  FROM jobs j
+  LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts
+ WHERE j.id = $1;
+
+-- name: get_attempts
+SELECT attempt, worker_id, started_at, finished_at, exit_code, error, output_truncated
+  FROM job_attempts WHERE job_id = $1 ORDER BY attempt;
+
+-- name: list_jobs
+-- Newest first. $1 status filter (as shown) or NULL, $2 ids or NULL, keyset cursor
+-- ($3 created_at, $4 id) or NULLs, $5 page size, $6 include output,
+-- $7 text in the command or name (NULL: any), $8 schedule id or name (NULL: any),
+-- $9 / $10 created at or after / before (NULL: open).
+SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status,
+       CASE WHEN $6::boolean THEN a.output ELSE '' END AS output
+  FROM jobs j
+  LEFT JOIN job_attempts a ON $6::boolean AND a.job_id = j.id AND a.attempt = j.attempts
+ WHERE ($1::text IS NULL
+        -- the IN lets an index on status narrow the rows; job_shown_status decides
+        OR (j.status IN ($1, 'PENDING') AND job_shown_status(j.status, j.not_before) = $1))
+   AND ($2::uuid[] IS NULL OR j.id = ANY($2::uuid[]))
+   AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4::uuid))
+   AND ($7::text IS NULL OR strpos(lower(j.command), lower($7)) > 0 OR strpos(lower(j.name), lower($7)) > 0)
+   AND ($8::text IS NULL OR j.schedule_id IN (SELECT id FROM schedules WHERE name = $8 OR id::text = $8))
+   AND ($9::timestamptz IS NULL OR j.created_at >= $9)
+   AND ($10::timestamptz IS NULL OR j.created_at < $10)
+ ORDER BY j.created_at DESC, j.id DESC
+ LIMIT $5;
+
+-- name: status_counts
+-- Counts by status as shown, so each count matches what the status filter lists.
+SELECT job_shown_status(status, not_before) AS status, count(*) AS n FROM jobs GROUP BY 1;

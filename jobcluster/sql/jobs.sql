@@ -1,0 +1,106 @@
+-- The job lifecycle: submit, claim, settle (finish an attempt), cancel. Each state change
+-- is one statement with its guard in the WHERE clause; attempts are fenced by their number.
+-- Loaded by jobcluster/store/jobs.py; each block is one statement.
+
+-- name: insert_job
+-- One new job; an idempotency key already taken inserts nothing.
+INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
+                  run_at, not_before, idempotency_key, submitted_via)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()), $9, $10)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, status, not_before;
+
+-- name: job_by_idempotency_key
+SELECT id, job_shown_status(status, not_before) AS shown_status, not_before FROM jobs
+ WHERE idempotency_key = $1;
+
+-- name: insert_jobs
+-- Many new jobs in one statement (SubmitJobs); idempotency keys already taken, or
+-- repeated within the batch, insert nothing for that row.
+INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
+                  run_at, not_before, idempotency_key, submitted_via)
+SELECT id, name, description, command, status, max_retries, timeout_seconds,
+       run_at, COALESCE(run_at, now()), idempotency_key, $11
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+              $7::float8[], $8::timestamptz[], $9::text[], $10::int[])
+       AS b(id, name, description, command, status, max_retries, timeout_seconds, run_at, idempotency_key, ord)
+ ORDER BY ord
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, status, not_before;
+
+-- name: jobs_by_idempotency_keys
+SELECT id, job_shown_status(status, not_before) AS shown_status, not_before, idempotency_key FROM jobs
+ WHERE idempotency_key = ANY($1::text[]);
+
+-- name: claim_job
+-- Take a job for one attempt: QUEUED (or PENDING and due) -> RUNNING, attempts + 1,
+-- and open the attempt's row. Returns nothing when the job is not claimable.
+WITH claimed AS (
+    UPDATE jobs
+       SET status = 'RUNNING', attempts = attempts + 1, worker_id = $2,
+           started_at = now(), updated_at = now(), finished_at = NULL,
+           exit_code = NULL, last_error = ''
+     WHERE id = $1 AND status IN ('QUEUED', 'PENDING') AND not_before <= now()
+ RETURNING id, command, timeout_seconds, max_retries, attempts,
+           interruptions + attempts_base AS interruptions
+), opened AS (
+    INSERT INTO job_attempts (job_id, attempt, worker_id)
+    SELECT id, attempts, $2 FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: claim_refusal
+-- Why claim_job returned nothing: the job's state as it is now.
+SELECT status, not_before, not_before <= now() AS due FROM jobs WHERE id = $1;
+
+-- name: finish_attempt
+-- Close attempt $2 of job $1, fenced by the attempt number: a late write from an
+-- older attempt matches no row. $3 is the job's next status: SUCCEEDED, FAILED,
+-- PENDING (retry at $8, unix ms) or QUEUED (interrupted, $9 = 1).
+WITH job AS (
+    UPDATE jobs
+       SET status = $3, exit_code = $4, last_error = $5, output_truncated = $7,
+           not_before = CASE WHEN $3 = 'PENDING' THEN to_timestamp($8::double precision / 1000)
+                             ELSE not_before END,
+           interruptions = interruptions + $9,
+           worker_id = CASE WHEN $3 IN ('PENDING', 'QUEUED') THEN NULL ELSE worker_id END,
+           finished_at = CASE WHEN $3 IN ('SUCCEEDED', 'FAILED') THEN now() ELSE NULL END,
+           updated_at = now()
+     WHERE id = $1 AND attempts = $2 AND status = 'RUNNING'
+ RETURNING id
+)
+UPDATE job_attempts
+   SET finished_at = now(), exit_code = $4, error = $5, output = $6, output_truncated = $7
+ WHERE job_id = $1 AND attempt = $2 AND EXISTS (SELECT 1 FROM job)
+RETURNING job_id;
+
+-- name: cancel_job
+-- Cancel a job that has not finished. Returns its status before, and its worker.
+WITH prev AS (
+    SELECT id, status, worker_id, attempts FROM jobs
+     WHERE id = $1 AND status IN ('PENDING', 'QUEUED', 'RUNNING')
+       FOR UPDATE
+)
+UPDATE jobs j
+   SET status = 'CANCELLED', finished_at = now(), updated_at = now(), last_error = $2
+  FROM prev
+ WHERE j.id = prev.id
+RETURNING prev.status AS was, prev.worker_id, prev.attempts;
+
+-- name: job_state
+SELECT status FROM jobs WHERE id = $1;
+
+-- name: cancelled_among
+SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND status = 'CANCELLED';
+
+-- name: close_cancelled_attempt
+-- The worker killed a cancelled job: record how its last attempt ended.
+WITH job AS (
+    UPDATE jobs SET exit_code = $3, output_truncated = $6, updated_at = now()
+     WHERE id = $1 AND attempts = $2 AND status = 'CANCELLED'
+ RETURNING id
+)
+UPDATE job_attempts
+   SET finished_at = now(), exit_code = $3, error = $4, output = $5, output_truncated = $6
+ WHERE job_id = $1 AND attempt = $2 AND finished_at IS NULL AND EXISTS (SELECT 1 FROM job)
+RETURNING job_id;

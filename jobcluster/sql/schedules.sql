@@ -1,0 +1,59 @@
+-- Cron schedules and the one job per (schedule, tick).
+-- Loaded by jobcluster/store/schedules.py; each block is one statement.
+
+-- name: upsert_schedule
+-- Create a schedule, or update the one with this name (and re-enable it).
+INSERT INTO schedules (id, name, cron, timezone, command, description, max_retries, timeout_seconds,
+                       catchup, overlap, enabled, next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11)
+ON CONFLICT (name) DO UPDATE
+   SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, command = EXCLUDED.command,
+       description = EXCLUDED.description, max_retries = EXCLUDED.max_retries,
+       timeout_seconds = EXCLUDED.timeout_seconds, catchup = EXCLUDED.catchup, overlap = EXCLUDED.overlap,
+       enabled = true, next_run_at = EXCLUDED.next_run_at, updated_at = now()
+RETURNING *;
+
+-- name: list_schedules
+SELECT s.*, j.status AS last_job_status FROM schedules s
+  LEFT JOIN jobs j ON j.id = s.last_job_id
+ ORDER BY s.name;
+
+-- name: get_schedule
+SELECT s.*, j.status AS last_job_status FROM schedules s
+  LEFT JOIN jobs j ON j.id = s.last_job_id
+ WHERE s.name = $1 OR s.id::text = $1;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE name = $1 OR id::text = $1 RETURNING *;
+
+-- name: set_schedule_enabled
+-- Pause, or resume (a resumed schedule starts again from its next tick after now: $3).
+UPDATE schedules SET enabled = $2, updated_at = now(),
+       next_run_at = CASE WHEN $2 AND NOT enabled THEN $3 ELSE next_run_at END
+ WHERE name = $1 OR id::text = $1
+RETURNING *;
+
+-- name: due_schedules
+SELECT * FROM schedules WHERE enabled AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2;
+
+-- name: schedule_busy
+-- The schedule's latest job has not finished (overlap = forbid).
+SELECT EXISTS (SELECT 1 FROM jobs WHERE schedule_id = $1
+                 AND status IN ('PENDING', 'QUEUED', 'RUNNING'));
+
+-- name: insert_cron_job
+-- One job for one (schedule, tick); the unique index makes a second try insert nothing.
+INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
+                  idempotency_key, submitted_via, schedule_id, scheduled_for)
+VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $9, $10)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: advance_schedule
+-- Move a schedule past the ticks just handled; guarded by the next_run_at that was read.
+UPDATE schedules
+   SET next_run_at = $3, updated_at = now(),
+       last_run_at = COALESCE($4, last_run_at), last_job_id = COALESCE($5, last_job_id),
+       last_skip_at = CASE WHEN $6 <> '' THEN now() ELSE last_skip_at END,
+       last_skip_reason = CASE WHEN $6 <> '' THEN $6 ELSE last_skip_reason END
+ WHERE id = $1 AND next_run_at = $2;

@@ -1,0 +1,76 @@
+"""The PostgreSQL record of every job (asyncpg), one module per concern.
+
+:class:`Store` owns the pool and gives each concern its object:
+
+=================  ==========================  ===============================================
+attribute          module                      concern
+=================  ==========================  ===============================================
+``jobs``           :mod:`.jobs`                job lifecycle: submit, claim, settle, cancel
+``job_queries``    :mod:`.job_queries`         reading jobs: one, a page, counts
+``schedules``      :mod:`.schedules`           cron schedules and their ticks' jobs
+``fencing``        :mod:`.fencing`             leader terms that fence a deposed leader
+``liveness``       :mod:`.liveness`            running workers; taking back a gone one's jobs
+``dead_letters``   :mod:`.dead_letters`        FAILED jobs: DLQ listing and retry
+``reconcile``      :mod:`.reconcile`           jobs that should be waiting in Redis
+(schema)           :mod:`.migrations`          CREATE DATABASE and migrations
+=================  ==========================  ===============================================
+
+Each module's SQL is the ``.sql`` file of the same name in ``jobcluster/sql``.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from jobcluster.settings import Settings
+from jobcluster.store.dead_letters import DeadLetters
+from jobcluster.store.fencing import Fenced, Fencing
+from jobcluster.store.job_queries import JobQueries
+from jobcluster.store.jobs import Jobs
+from jobcluster.store.liveness import Liveness
+from jobcluster.store.migrations import CONNECT_TIMEOUT, ensure_database, migrate
+from jobcluster.store.reconcile import Reconcile
+from jobcluster.store.schedules import Schedules
+
+__all__ = ["Fenced", "Store"]
+
+COMMAND_TIMEOUT = 15.0
+
+
+class Store:
+    """An asyncpg pool and the concerns that use it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.jobs = Jobs(pool)
+        self.job_queries = JobQueries(pool)
+        self.schedules = Schedules(pool)
+        self.fencing = Fencing(pool)
+        self.liveness = Liveness(pool)
+        self.dead_letters = DeadLetters(pool)
+        self.reconcile = Reconcile(pool)
+
+    @classmethod
+    async def connect(cls, settings: Settings, *, migrate: bool = True) -> Store:
+        """Open the pool (creating the database if it does not exist) and migrate the schema."""
+        await ensure_database(settings.database_url)
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.pg_min_conns,
+            max_size=settings.pg_max_conns,
+            # asyncpg has no maximum connection age; the closest is closing idle ones.
+            max_inactive_connection_lifetime=settings.pg_max_conn_lifetime,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+        )
+        store = cls(pool)
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied (see :mod:`.migrations`)."""
+        return await migrate(self.pool)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,33 @@
+"""Dead-lettered (FAILED) jobs in PostgreSQL: what the DLQ listing shows, and retrying them.
+
+SQL in ``sql/dead_letters.sql``. The list of ids itself is Redis' ``dlq_tasks``
+(:mod:`jobcluster.queue.dead_letters`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from jobcluster.rows import DeadJobRow
+from jobcluster.sqlfile import load_queries
+
+Q = load_queries("dead_letters.sql")
+
+
+class DeadLetters:
+    """The PostgreSQL side of the DLQ."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def jobs(self, job_ids: list[str]) -> dict[str, DeadJobRow]:
+        """The jobs of these ids (any that exist), by id."""
+        rows = await self.pool.fetch(Q["dead_jobs"], [uuid.UUID(i) for i in job_ids])
+        return {str(r["id"]): DeadJobRow.from_record(r) for r in rows}
+
+    async def retry(self, job_ids: list[str]) -> list[str]:
+        """FAILED jobs among these go back to QUEUED with a fresh retry budget; returns their ids."""
+        rows = await self.pool.fetch(Q["retry_dead_jobs"], [uuid.UUID(i) for i in job_ids])
+        return [str(r["id"]) for r in rows]

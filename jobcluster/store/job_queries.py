@@ -1,0 +1,68 @@
+"""Reading jobs from PostgreSQL: one job with its attempts, pages of jobs, counts.
+
+SQL in ``sql/job_queries.sql``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+
+from jobcluster.model import Status
+from jobcluster.rows import EPOCH, JobRow
+from jobcluster.sqlfile import load_queries
+
+Q = load_queries("job_queries.sql")
+
+
+def _at(ms: int) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc) if ms else None
+
+
+class JobQueries:
+    """Read-only views of jobs."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def get(self, job_id: str) -> JobRow | None:
+        """One job with its latest output and its attempts, or None (also for a malformed id)."""
+        try:
+            key = uuid.UUID(job_id)
+        except ValueError:
+            return None
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q["get_job"], key)
+            if row is None:
+                return None
+            attempts = await conn.fetch(Q["get_attempts"], key)
+        return JobRow.from_record(row, attempts)
+
+    async def page(
+        self,
+        *,
+        status: Status | None,
+        ids: list[str] | None,
+        after: tuple[int, str] | None,
+        limit: int,
+        include_output: bool,
+        text: str | None = None,
+        schedule: str | None = None,
+        since_ms: int = 0,
+        until_ms: int = 0,
+    ) -> list[JobRow]:
+        """Jobs newest first, after the keyset cursor ``(created_at_us, id)``, filtered."""
+        uuids = [uuid.UUID(i) for i in ids] if ids else None
+        created = id_ = None
+        if after is not None:
+            created = EPOCH + dt.timedelta(microseconds=after[0])
+            id_ = uuid.UUID(after[1])
+        rows = await self.pool.fetch(Q["list_jobs"], status.value if status else None, uuids, created, id_, limit,
+                                     include_output, text or None, schedule or None, _at(since_ms), _at(until_ms))
+        return [JobRow.from_record(r) for r in rows]
+
+    async def status_counts(self) -> dict[Status, int]:
+        """How many jobs have each status (as shown)."""
+        return {Status(r["status"]): r["n"] for r in await self.pool.fetch(Q["status_counts"])}
