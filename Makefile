@@ -51,7 +51,9 @@ logs:
 browser:
 	@bash scripts/install_browser.sh
 
+# mypy first (strict on jobcluster/, default on the programs; see [tool.mypy]), then every test.
 test: deps browser
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 run-servers: deps

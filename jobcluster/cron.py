@@ -54,7 +54,8 @@ def validate(expr: str, timezone: str, catchup: str = "skip", overlap: str = "al
 def next_tick(expr: str, timezone: str, after: dt.datetime) -> dt.datetime:
     """The first tick strictly after ``after`` (UTC out)."""
     local = after.astimezone(zone(timezone))
-    return croniter(expr, local).get_next(dt.datetime).astimezone(UTC)
+    tick: dt.datetime = croniter(expr, local).get_next(dt.datetime)
+    return tick.astimezone(UTC)
 
 
 def _latest_at_or_before(expr: str, timezone: str, moment: dt.datetime) -> dt.datetime:
@@ -62,7 +63,8 @@ def _latest_at_or_before(expr: str, timezone: str, moment: dt.datetime) -> dt.da
     if nxt == moment:
         return moment
     local = moment.astimezone(zone(timezone))
-    return croniter(expr, local).get_prev(dt.datetime).astimezone(UTC)
+    tick: dt.datetime = croniter(expr, local).get_prev(dt.datetime)
+    return tick.astimezone(UTC)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import math
 import os
 import socket
 import time
+from typing import Any
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -131,7 +132,7 @@ class Election:
                     await self._client.revoke_lease(self._lease_id)
                 if was:
                     log.info("resigned: lease revoked, leadership handed over")
-            except (*ETCD_ERRORS, TimeoutError) as exc:
+            except ETCD_ERRORS as exc:  # TimeoutError is one of them
                 log.warning("could not revoke the lease (%s); the key expires within %ds", exc, self.ttl)
         await self._close_client()
 
@@ -222,7 +223,7 @@ class Election:
             return
         self._lease_valid_until = sent + reply.TTL
 
-    async def _try_acquire(self, client: aetcd.Client):
+    async def _try_acquire(self, client: aetcd.Client) -> Any:
         """Create the key if absent. Returns None when we lead, else the current holder's kv."""
         value = json.dumps({"identity": self.identity, "address": self.address, "pid": os.getpid(),
                             "host": socket.gethostname(), "since_ms": int(time.time() * 1000)}).encode()

@@ -126,8 +126,8 @@ def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None
     [d/2, d] where d = min(cap, base * 2**(attempt-1)), so retries spread out
     but never come back sooner than half the nominal delay.
     """
-    nominal = min(cap, base * (2 ** max(0, attempt - 1)))
-    r = (rng or random).random()
+    nominal = min(cap, base * (2.0 ** max(0, attempt - 1)))
+    r = rng.random() if rng is not None else random.random()
     return nominal / 2 + r * nominal / 2
 
 

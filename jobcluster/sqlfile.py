@@ -21,8 +21,8 @@ def parse_named_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
-def load_queries(filename: str = "queries.sql") -> dict[str, str]:
-    """The named statements of ``jobcluster/sql/<filename>``."""
+def load_queries(filename: str) -> dict[str, str]:
+    """The named statements of ``jobcluster/sql/<filename>`` (one file per concern, e.g. ``jobs.sql``)."""
     text = resources.files("jobcluster.sql").joinpath(filename).read_text(encoding="utf-8")
     return parse_named_blocks(text)
 
@@ -30,5 +30,5 @@ def load_queries(filename: str = "queries.sql") -> dict[str, str]:
 def migrations() -> list[tuple[str, str]]:
     """``(version, sql)`` for each file of ``jobcluster/sql/migrations``, in order."""
     folder = resources.files("jobcluster.sql").joinpath("migrations")
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]

@@ -92,7 +92,7 @@ class SchedulerServer:
 
     async def _heartbeat_loop(self) -> None:
         """Tell the cluster (GetClusterInfo, make status) that this server is alive."""
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_ms": int(time.time() * 1000)}
+        info: dict[str, str | int | float] = {"pid": os.getpid(), "host": socket.gethostname(), "started_ms": int(time.time() * 1000)}
         failing = False
         while True:
             try:
@@ -119,7 +119,7 @@ class SchedulerServer:
         try:
             async with asyncio.timeout(2):
                 await self.service.queue.liveness.remove_server(self.address)
-        except (*UNAVAILABLE, TimeoutError):
+        except UNAVAILABLE:  # TimeoutError is one of them
             pass
         await self.grpc.stop(STOP_GRACE)
         if self._connect_task is not None:

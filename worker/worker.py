@@ -123,7 +123,7 @@ class Worker:
             async with asyncio.timeout(10):
                 await self._recover_own("worker stopped before finishing", retry=False)
                 await self.queue.liveness.remove_worker(self.worker_id)
-        except (*UNAVAILABLE, TimeoutError) as exc:
+        except UNAVAILABLE as exc:  # TimeoutError is one of them
             log.error("could not tidy up on exit (%s); the next start of %s or the leader will", exc, self.worker_id)
         log.info("worker %s stopped after %d job(s)", self.worker_id, self.jobs_done)
 
@@ -263,7 +263,7 @@ class Worker:
                         self.worker_id, back, dead, reason)
 
     async def _heartbeat_once(self) -> None:
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
+        info: dict[str, str | int | float] = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
                 "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done}
         await self.queue.liveness.heartbeat(self.worker_id, info,
                                             ttl=max(10.0, 10 * self.settings.heartbeat_interval))

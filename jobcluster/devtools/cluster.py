@@ -15,7 +15,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,7 +72,7 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _ensure_service(name: str, host: str, port: int, start: callable) -> str:
+def _ensure_service(name: str, host: str, port: int, start: Callable[[int], svc.Service]) -> str:
     proc = Proc(name, {"redis": "redis-server", "postgres": "postgres", "etcd": "etcd"}[name])
     if svc.port_open(port, host if host not in LOCAL_HOSTS else "127.0.0.1"):
         owner = "ours" if proc.pid() else "already running, not ours"
@@ -277,7 +279,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         _say(f"  queues: {keys.PENDING}={r.llen(keys.PENDING)} processing={processing} "
              f"{keys.DELAYED}={r.zcard(keys.DELAYED)} {keys.DLQ}={r.llen(keys.DLQ)}")
         now = time.time() * 1000
-        for wid, beat in r.zrange(keys.WORKERS, 0, -1, withscores=True):
+        for wid, beat in cast(list[tuple[str, float]], r.zrange(keys.WORKERS, 0, -1, withscores=True)):
             _say(f"  worker {wid}: last heartbeat {(now - beat) / 1000:.1f}s ago")
     except Exception as exc:  # status must print what it can
         _say(f"  queues: Redis not reachable ({exc})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from typing import Any
 import socket
 import subprocess
 import time
@@ -128,7 +129,7 @@ def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = Fa
     return Service("redis", proc, port, data_dir, log_path, f"127.0.0.1:{port}")
 
 
-def _postgres_user() -> dict[str, object]:
+def _postgres_user() -> dict[str, Any]:
     """As root, exec PostgreSQL as the ``postgres`` user (it refuses root); the pid stays postgres' own."""
     if os.geteuid() == 0:
         return {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"}
@@ -150,7 +151,7 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
         init = subprocess.run(
             [_need("initdb", "postgresql"), "-D", str(data_dir), "-U", "postgres",
              "-A", "trust", "-E", "UTF8", "--no-sync"],
-            capture_output=True, text=True, **_postgres_user())  # type: ignore[call-overload]
+            capture_output=True, text=True, **_postgres_user())
         if init.returncode != 0:
             raise ServiceError(f"initdb failed in {data_dir}:\n{init.stdout}\n{init.stderr}")
     log_path.parent.mkdir(parents=True, exist_ok=True)

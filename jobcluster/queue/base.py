@@ -54,4 +54,4 @@ def bounded(fn: Callable[Concatenate[_Self, _P], Awaitable[_T]]) -> Callable[Con
 
 async def processing_lists(redis: aioredis.Redis, count: int = 500) -> list[str]:
     """The keys of every (non-empty) processing list."""
-    return [key async for key in redis.scan_iter(match=keys.PROCESSING_PREFIX + "*", count=count)]
+    return [str(key) async for key in redis.scan_iter(match=keys.PROCESSING_PREFIX + "*", count=count)]

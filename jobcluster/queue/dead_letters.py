@@ -6,6 +6,8 @@ PostgreSQL's side (the FAILED jobs) is :mod:`jobcluster.store.dead_letters`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis.asyncio as aioredis
 
 from jobcluster import keys
@@ -34,7 +36,7 @@ class DeadLetters(Part):
     @bounded
     async def ids(self) -> list[str]:
         """Ids in ``dlq_tasks``, newest first."""
-        return list(await self.redis.lrange(keys.DLQ, 0, -1))
+        return cast(list[str], await self.redis.lrange(keys.DLQ, 0, -1))
 
     @bounded
     async def retry(self, job_ids: list[str]) -> int:

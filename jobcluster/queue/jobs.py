@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -136,8 +137,9 @@ class Jobs(Part):
     async def dequeue(self, worker_id: str, timeout: float | None = None) -> str | None:
         """Take the oldest ready id into this worker's processing list (blocks up to ``timeout``)."""
         wait = self.block_seconds if timeout is None else timeout
-        job_id: str | None = await self.redis.blmove(keys.PENDING, keys.processing(worker_id), wait, "RIGHT", "LEFT")
-        return job_id
+        job_id = await self.redis.blmove(keys.PENDING, keys.processing(worker_id), wait,  # type: ignore[arg-type]
+                                         "RIGHT", "LEFT")  # redis-py types the timeout as int; it takes a float
+        return cast(str | None, job_id)
 
     @bounded
     async def ack(self, worker_id: str, job_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from jobcluster import keys
 from jobcluster.queue.base import Part, bounded
@@ -26,7 +27,7 @@ class LiveOutput(Part):
     @bounded
     async def read(self, job_id: str) -> tuple[int, str] | None:
         """(total bytes written, tail text) of a running job, or None."""
-        raw = await self.redis.hgetall(keys.live_output(job_id))
+        raw = cast(dict[str, str], await self.redis.hgetall(keys.live_output(job_id)))
         if not raw:
             return None
         return int(raw.get("total", 0)), raw.get("tail", "")

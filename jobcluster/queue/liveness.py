@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -76,7 +77,7 @@ class Liveness(Part):
     @bounded
     async def workers(self) -> dict[str, int]:
         """Worker id -> last heartbeat (unix ms)."""
-        return {w: int(s) for w, s in await self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)}
+        return {w: int(s) for w, s in await self._scored(keys.WORKERS)}
 
     @bounded
     async def worker_infos(self) -> dict[str, dict[str, str]]:
@@ -91,7 +92,7 @@ class Liveness(Part):
     @bounded
     async def processing_ids(self, worker_id: str) -> list[str]:
         """The ids in one worker's processing list."""
-        return list(await self.redis.lrange(keys.processing(worker_id), 0, -1))
+        return cast(list[str], await self.redis.lrange(keys.processing(worker_id), 0, -1))
 
     @bounded
     async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = ()) -> int:
@@ -122,18 +123,22 @@ class Liveness(Part):
         now = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(zset, {member: now})
-            pipe.hset(info_key, mapping={**info, "heartbeat_ms": now})
+            pipe.hset(info_key, mapping={**info, "heartbeat_ms": now})  # type: ignore[dict-item]
             pipe.pexpire(info_key, int(ttl * 1000))
             await pipe.execute()
 
     async def _members(self, zset: str, info_key: Callable[[str], str]) -> dict[str, tuple[int, dict[str, str]]]:
         """Member -> (last heartbeat unix ms, info hash) for every member of a heartbeat zset."""
-        beats = {m: int(t) for m, t in await self.redis.zrange(zset, 0, -1, withscores=True)}
+        beats = {m: int(t) for m, t in await self._scored(zset)}
         async with self.redis.pipeline(transaction=False) as pipe:
             for member in beats:
                 pipe.hgetall(info_key(member))
             infos = await pipe.execute()
         return {m: (beats[m], info) for m, info in zip(beats, infos)}
+
+    async def _scored(self, zset: str) -> list[tuple[str, float]]:
+        """Every member of a zset with its score."""
+        return cast(list[tuple[str, float]], await self.redis.zrange(zset, 0, -1, withscores=True))
 
     async def _leave(self, zset: str, info_key: str, member: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

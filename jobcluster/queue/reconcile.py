@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -44,10 +45,11 @@ class Reconcile(Part):
     @bounded
     async def held_ids(self) -> set[str]:
         """Every id Redis holds anywhere: pending, delayed, processing lists."""
-        held: set[str] = set(await self.redis.lrange(keys.PENDING, 0, -1))
-        held.update(await self.redis.zrange(keys.DELAYED, 0, -1))
+        # decode_responses=True: every member comes back as str
+        held = set(cast(list[str], await self.redis.lrange(keys.PENDING, 0, -1)))
+        held.update(cast(list[str], await self.redis.zrange(keys.DELAYED, 0, -1)))
         for key in await processing_lists(self.redis):
-            held.update(await self.redis.lrange(key, 0, -1))
+            held.update(cast(list[str], await self.redis.lrange(key, 0, -1)))
         return held
 
     @bounded

@@ -100,6 +100,27 @@ def test_named_sql_blocks():
     assert blocks == {"a": "SELECT 1", "b": "SELECT 2"}
     with pytest.raises(ValueError):
         parse_named_blocks("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
-    queries = load_queries()
-    assert {"insert_job", "claim_job", "finish_attempt", "recover_worker_jobs"} <= set(queries)
+    assert {"insert_job", "claim_job", "finish_attempt"} <= set(load_queries("jobs.sql"))
+    assert {"recover_worker_jobs"} <= set(load_queries("liveness.sql"))
     assert [v for v, _ in migrations()][0] == "0001_jobs"
+
+
+def test_each_store_module_has_its_sql_file_and_every_block_is_used():
+    """One .sql file per store module, and no named block that no module runs (or two files define)."""
+    import re
+    from importlib import resources
+    from pathlib import Path
+
+    sql = resources.files("jobcluster.sql")
+    files = sorted(f.name for f in sql.iterdir() if f.name.endswith(".sql"))
+    store = Path(__file__).resolve().parents[2] / "jobcluster" / "store"
+    modules = sorted(p.stem for p in store.glob("*.py")
+                     if p.stem not in ("__init__", "migrations"))
+    assert [f.removesuffix(".sql") for f in files] == modules
+    seen: dict[str, str] = {}
+    for name in files:
+        source = (store / f"{name.removesuffix('.sql')}.py").read_text()
+        for block in load_queries(name):
+            assert block not in seen, f"{block} is in both {seen[block]} and {name}"
+            seen[block] = name
+            assert re.search(rf'Q\["{block}"\]', source), f"{block} in {name} is never run"
