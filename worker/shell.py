@@ -124,14 +124,8 @@ async def run_shell(
     """
     try:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(env),
-            cwd=cwd,
-        )
+            "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=dict(env), cwd=cwd)
     except OSError as exc:
         return ShellResult(exit_code=127, output=b"", truncated=False, timed_out=False,
                            error=f"could not start /bin/sh: {exc}")
@@ -155,7 +149,14 @@ async def run_shell(
         _killpg(proc.pid, signal.SIGKILL)
     # False: a grandchild escaped the group holding the pipe; keep what we have.
     await wait_within(reader, DRAIN_AFTER_EXIT)
-    code = proc.returncode if proc.returncode is not None else -1
+    code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)
+    return ShellResult(exit_code=code, output=bytes(tail.buf), truncated=tail.truncated,
+                       timed_out=timed_out, error=error)
+
+
+def _outcome(returncode: int | None, *, timed_out: bool, stopped: bool, timeout: float) -> tuple[int, str]:
+    """The exit code as a shell reports it (128+N when killed by signal N) and what went wrong, if anything."""
+    code = returncode if returncode is not None else -1
     error = ""
     if code < 0:
         sig = -code
@@ -168,5 +169,4 @@ async def run_shell(
         error = f"timed out after {timeout:g}s" + (f" ({error})" if error else "")
     elif stopped:
         error = "cancelled" + (f" ({error})" if error else "")
-    return ShellResult(exit_code=code, output=bytes(tail.buf), truncated=tail.truncated,
-                       timed_out=timed_out, error=error)
+    return code, error
