@@ -14,14 +14,16 @@ import argparse
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 
 import grpc
 
 from client import display
 from client.follow import follow
 from client.jobsfile import JobEntry, JobsFileError, load_jobs, parse_run_at
-from client.servers import CALL_TIMEOUT, Pool, ServerDown, resolve
+from client.servers import resolve
 from jobcluster.durations import parse_duration
+from jobcluster.failover import CALL_TIMEOUT, Pool, ServerDown
 from jobcluster.pb import scheduler_pb2 as pb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cluster:
             return display.show_cluster(status_pool)
         submit_pool = Pool(submit_servers)
+        submitted: Sequence[tuple[str, JobEntry | None]]
         try:
             if args.pause_schedule or args.resume_schedule or args.delete_schedule:
                 return schedule_command(submit_pool, args)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from client.servers import CALL_TIMEOUT, Pool
+from jobcluster.failover import CALL_TIMEOUT, Pool
 from jobcluster.pb import scheduler_pb2 as pb
 
 
@@ -129,7 +129,7 @@ def show_cluster(pool: Pool, out=sys.stdout) -> int:
         out.write(f"leader    none right now ({info.election})\n")
     out.write(f"queues    pending_jobs={info.pending} processing={info.processing} "
               f"delayed_jobs={info.delayed} dlq_tasks={info.dlq}\n")
-    rows = [("SERVER", "PID", "HEARTBEAT", "ROLE")]
+    rows: list[tuple[str, ...]] = [("SERVER", "PID", "HEARTBEAT", "ROLE")]
     for s in info.servers:
         rows.append((s.address, str(s.pid), _ago(s.last_heartbeat_ms), "leader" if s.leader else "follower"))
     table(rows, out)

@@ -6,10 +6,10 @@ import sys
 import time
 from collections import Counter
 
-from client.servers import CALL_TIMEOUT, Pool
+from jobcluster.failover import CALL_TIMEOUT, Pool
+from jobcluster.model import TERMINAL
 from jobcluster.pb import scheduler_pb2 as pb
 
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 BATCH = 500
 MIN_POLL, MAX_POLL = 0.05, 1.0
 

@@ -8,7 +8,7 @@ import sys
 
 import uvicorn
 
-from client.servers import read_servers_file
+from jobcluster.failover import configured_servers, split_list
 from jobcluster.logs import setup_logging
 from jobcluster.settings import load_or_exit
 from webui.app import create_app
@@ -27,8 +27,7 @@ def run() -> None:
     if not host or not port.isdigit():
         print(f"configuration error: WEBUI_ADDR must be host:port, got {addr!r}", file=sys.stderr)
         sys.exit(2)
-    servers = ([s.strip() for s in args.servers.split(",") if s.strip()] if args.servers
-               else list(settings.servers) or read_servers_file() or ["localhost:50051"])
+    servers = configured_servers(split_list(args.servers), settings.servers)
     setup_logging("webui", settings.log_level, settings.log_format)
     log.info("web UI on http://%s (servers: %s)", addr, ", ".join(servers))
     uvicorn.run(create_app(servers), host=host, port=int(port), log_level="warning", access_log=False)

@@ -18,6 +18,8 @@ function watchJob() {
   const id = card.dataset.jobId, server = card.dataset.server;
   const output = document.getElementById("output");
   const note = document.getElementById("live-note");
+  // The statuses a job ends in, rendered by the server (jobcluster.model.TERMINAL).
+  const terminal = (document.body.dataset.terminalStatuses || "").split(" ");
   let reloaded = false;
   const source = new EventSource(`/jobs/${encodeURIComponent(id)}/events?server=${encodeURIComponent(server)}`);
   source.addEventListener("job", (e) => {
@@ -35,7 +37,7 @@ function watchJob() {
     output.textContent = data.final ? job.output : (data.live_output || output.textContent);
     output.scrollTop = output.scrollHeight;
     const cancel = document.getElementById("cancel-form");
-    if (cancel) cancel.hidden = !["PENDING", "QUEUED", "RUNNING"].includes(job.status);
+    if (cancel) cancel.hidden = terminal.includes(job.status);
     note.textContent = data.final ? "" : "live";
     if (data.final) {
       source.close();

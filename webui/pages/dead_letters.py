@@ -1,0 +1,40 @@
+"""Dead letters (/dlq): the jobs in dlq_tasks, with Retry and Purge, one or all."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from jobcluster.failover import CALL_TIMEOUT
+from jobcluster.pb import scheduler_pb2 as pb
+from webui.errors import context, on_error_render
+from webui.web import UserError, pool_of, read_form, render
+
+#: The buttons: action in the URL -> JobService call.
+ACTIONS = {"retry": "RetryDeadLetters", "purge": "PurgeDeadLetters"}
+
+
+@on_error_render("dlq.html", context(dead=[], server=""))
+async def dlq_page(request: Request) -> Response:
+    resp, server = await pool_of(request).call(
+        lambda s: s.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT))
+    return render(request, "dlq.html", dead=resp.dead_letters, server=server)
+
+
+@on_error_render("dlq.html", context(dead=[], server=""))
+async def dlq_action(request: Request) -> Response:
+    values = await read_form(request)
+    req = (pb.DeadLettersRequest(all=True) if values.get("id") == "all"
+           else pb.DeadLettersRequest(ids=[values.get("id", "")]))
+    call = ACTIONS.get(request.path_params["action"])
+    if call is None:
+        raise UserError(f"unknown action {request.path_params['action']!r}", 404)
+    await pool_of(request).call(lambda s: getattr(s, call)(req, timeout=CALL_TIMEOUT))
+    return RedirectResponse("/dlq", status_code=303)
+
+
+routes = [
+    Route("/dlq", dlq_page),
+    Route("/dlq/{action}", dlq_action, methods=["POST"]),
+]

@@ -1,0 +1,124 @@
+"""What every page shares: the server pool, the templates, rendering, forms with their CSRF check,
+and the security headers.
+
+Safety: every form POST carries a CSRF token matching its cookie; Jinja
+escapes everything; a strict Content-Security-Policy (no inline scripts).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from jobcluster.failover import AioPool
+from jobcluster.model import TERMINAL, Status
+from jobcluster.pb import scheduler_pb2 as pb
+
+HERE = Path(__file__).parent
+CSRF_COOKIE = "jobcluster_csrf"
+STATUSES = tuple(s.value for s in Status)
+#: Rendered on <body> as data-terminal-statuses, so the script has no copy of its own.
+TERMINAL_STATUSES = tuple(s for s in STATUSES if s in TERMINAL)
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+
+class UserError(Exception):
+    """Something the person can fix; shown on the page with this HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def when(ms: int) -> str:
+    """Unix milliseconds as ``YYYY-MM-DD HH:MM:SS.mmmZ``; ``-`` for 0."""
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def duration(start_ms: int, end_ms: int) -> str:
+    """How long an attempt took, ``-`` when it has not both started and finished."""
+    if not start_ms or not end_ms:
+        return "-"
+    d = (end_ms - start_ms) / 1000
+    return f"{d * 1000:.0f} ms" if d < 1 else f"{d:.1f} s"
+
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals.update(when=when, duration=duration, statuses=STATUSES, terminal_statuses=TERMINAL_STATUSES)
+
+
+def pool_of(request: Request) -> AioPool:
+    """The app's pool of gRPC servers."""
+    pool: AioPool = request.app.state.pool
+    return pool
+
+
+def csrf_token(request: Request) -> str:
+    """The token for this browser's forms: its cookie's, else a new one that the response sets."""
+    token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "csrf_token", None)
+    if not token:
+        token = secrets.token_urlsafe(24)
+    request.state.csrf_token = token
+    return token
+
+
+def render(request: Request, name: str, code: int = 200, **ctx: Any) -> Response:
+    """Render template ``name``; every page gets the servers, the CSRF token, its name and ``error``."""
+    ctx.setdefault("error", None)
+    return templates.TemplateResponse(request, name, {"servers": pool_of(request).addresses,
+                                                      "csrf": csrf_token(request),
+                                                      "page": name.split(".")[0], **ctx},
+                                      status_code=code)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The posted form, once its CSRF token matches the cookie (403 otherwise); kept for re-rendering."""
+    data = await request.form()
+    sent = str(data.get("csrf", ""))
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not secrets.compare_digest(sent, cookie):
+        raise UserError("This form is missing its security token (CSRF) or it is stale. "
+                        "Reload the page and submit again.", 403)
+    values = {k: str(v) for k, v in data.items()}
+    request.state.form = values
+    return values
+
+
+def form_values(request: Request) -> dict[str, str]:
+    """What :func:`read_form` accepted for this request, so a failed form shows the typed values again."""
+    values: dict[str, str] = getattr(request.state, "form", {})
+    return values
+
+
+def job_json(job: pb.JobStatus) -> dict[str, Any]:
+    """A job as JSON for the API and the live page (the protobuf timestamps left out)."""
+    d = MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    d.pop("created_at", None)
+    d.pop("updated_at", None)
+    return d
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """The Content-Security-Policy and friends on every response, and the CSRF cookie when new."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["X-Frame-Options"] = "DENY"
+        token = request.scope.get("state", {}).get("csrf_token")
+        if token and request.cookies.get(CSRF_COOKIE) != token:
+            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
