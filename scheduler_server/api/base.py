@@ -1,0 +1,58 @@
+"""What every group of RPCs shares: settings, the store and queue, validation of a job's fields."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+
+from jobcluster.election import Election
+from jobcluster.model import JobSpec, validate_job
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from jobcluster.queue import Queue
+from jobcluster.rows import JobRow
+from jobcluster.settings import Settings
+from jobcluster.store import Store
+from scheduler_server.errors import NotFound, NotReady
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class Servicer(pb_grpc.JobServiceServicer):
+    """The state of a server's API; stateless across servers, so any number can run side by side."""
+
+    def __init__(self, settings: Settings, queue: Queue, address: str) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.address = address
+        self._store: Store | None = None
+        self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
+
+    def attach_store(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        """The store; NotReady (UNAVAILABLE) until the server has reached PostgreSQL."""
+        if self._store is None:
+            raise NotReady()
+        return self._store
+
+    def job_spec(self, request: pb.Job | pb.Schedule, **extra: Any) -> JobSpec:
+        """Validate a job's fields (of a job, or of a schedule's jobs), with the server's defaults."""
+        return validate_job(
+            command=request.command, name=request.name, description=request.description,
+            max_retries=request.max_retries if request.HasField("max_retries") else None,
+            timeout_seconds=request.timeout_seconds if request.HasField("timeout_seconds") else None,
+            default_max_retries=self.settings.job_default_max_retries,
+            default_timeout=self.settings.job_default_timeout,
+            max_command_bytes=self.settings.job_max_command_bytes, **extra,
+        )
+
+    async def job_row(self, job_id: str) -> JobRow:
+        """The job, or NotFound."""
+        job = await self.store.job_queries.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job

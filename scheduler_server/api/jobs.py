@@ -1,0 +1,175 @@
+"""RPCs of the job lifecycle: submit (one or a batch), status, list, watch, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from jobcluster.errors import REDIS_ERRORS
+from jobcluster.model import TERMINAL, InvalidJob, Status
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.rows import Submitted
+from scheduler_server import convert
+from scheduler_server.api.base import Context, Servicer
+from scheduler_server.errors import Conflict, NotFound, StoredNotQueued, rpc, rpc_stream
+
+log = logging.getLogger("server")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_BATCH = 10_000
+WATCH_INTERVAL = 0.2
+
+
+@contextlib.asynccontextmanager
+async def queueing(stored: str, remedy: str) -> AsyncIterator[None]:
+    """Tell Redis about jobs PostgreSQL already holds; if Redis is down, say they are stored and how they heal."""
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        raise StoredNotQueued(f"{stored} stored but Redis is unavailable ({exc}); {remedy}") from exc
+
+
+def _accepted(s: Submitted) -> pb.JobResponse:
+    if s.inserted:
+        return pb.JobResponse(job_id=s.job_id, success=True, message=f"job accepted ({s.status.value})")
+    return pb.JobResponse(job_id=s.job_id, success=True, duplicate=True,
+                          message=f"idempotency key already used by job {s.job_id} ({s.status.value})")
+
+
+def _job_id(raw: str) -> str:
+    """A request's job id: empty is bad input, a malformed one names no job."""
+    if not raw:
+        raise InvalidJob("id is empty")
+    try:
+        uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"no job with id {raw!r}") from None
+    return raw
+
+
+class JobRpcs(Servicer):
+    """SubmitJob, SubmitJobs, GetJobStatus, ListJobs, WatchJob, CancelJob."""
+
+    @rpc
+    async def SubmitJob(self, request: pb.Job, context: Context) -> pb.JobResponse:
+        spec = self.job_spec(request, run_at_ms=request.run_at_ms, idempotency_key=request.idempotency_key)
+        s = await self.store.jobs.insert(spec, self.address)
+        async with queueing(f"job {s.job_id} is", "submit again with the same idempotency key to queue it"):
+            if s.inserted:
+                await self.queue.jobs.enqueue(s.job_id, s.due_ms if s.status is Status.PENDING else 0)
+            elif s.status is Status.QUEUED:
+                # A retried submit: the first try may have died between INSERT and push.
+                await self.queue.jobs.ensure_queued(s.job_id)
+        if s.inserted:
+            log.info("job %s accepted (%s)", s.job_id, s.status.value)
+        return _accepted(s)
+
+    @rpc
+    async def SubmitJobs(self, request: pb.JobBatch, context: Context) -> pb.JobBatchResponse:
+        if not request.jobs:
+            raise InvalidJob("the batch has no jobs")
+        if len(request.jobs) > MAX_BATCH:
+            raise InvalidJob(f"the batch has {len(request.jobs)} jobs, over the limit of {MAX_BATCH}")
+        specs = []
+        for n, job in enumerate(request.jobs, start=1):
+            try:
+                specs.append(self.job_spec(job, run_at_ms=job.run_at_ms, idempotency_key=job.idempotency_key))
+            except InvalidJob as exc:
+                label = f" ({job.name!r})" if job.name else ""
+                raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
+        results = await self.store.jobs.insert_many(specs, self.address)
+        async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency "
+                                                        "keys, or the leader will queue them"):
+            fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0) for s in results if s.inserted]
+            if fresh:
+                await self.queue.jobs.enqueue_many(fresh)
+            for s in results:
+                if not s.inserted and s.status is Status.QUEUED:
+                    # A retried batch: the first try may have died between INSERT and push.
+                    await self.queue.jobs.ensure_queued(s.job_id)
+        log.info("batch of %d job(s) accepted", len(results))
+        return pb.JobBatchResponse(jobs=[_accepted(s) for s in results])
+
+    @rpc
+    async def GetJobStatus(self, request: pb.JobId, context: Context) -> pb.JobStatus:
+        if not request.id:
+            raise InvalidJob("id is empty")
+        return convert.job_status(await self.job_row(request.id))
+
+    @rpc
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        size, query = _list_query(request)
+        jobs = await self.store.job_queries.page(limit=size + 1, **query)
+        more = len(jobs) > size
+        jobs = jobs[:size]
+        token = convert.encode_page_token(jobs[-1].created_at_us, jobs[-1].id) if more else ""
+        resp = pb.ListJobsResponse(jobs=[convert.job_status(j) for j in jobs], next_page_token=token)
+        if request.with_counts:
+            resp.status_counts.update({s.value: n for s, n in (await self.store.job_queries.status_counts()).items()})
+        return resp
+
+    @rpc_stream
+    async def WatchJob(self, request: pb.JobId, context: Context) -> AsyncIterator[pb.JobEvent]:
+        """Stream the job's changes until it ends."""
+        if not request.id:
+            raise InvalidJob("id is empty")
+        last_status: Status | None = None
+        last_bytes = -1
+        while True:
+            job = await self.job_row(request.id)
+            final = job.status in TERMINAL
+            live = await self.queue.live_output.read(request.id) if job.status is Status.RUNNING else None
+            live_bytes = live[0] if live else 0
+            if job.status is not last_status or final or (live and live_bytes != last_bytes):
+                event = pb.JobEvent(job=convert.job_status(job), final=final)
+                if live:
+                    event.live_output, event.live_output_bytes = live[1], live_bytes
+                yield event
+                last_status, last_bytes = job.status, live_bytes
+            if final:
+                return
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    @rpc
+    async def CancelJob(self, request: pb.JobId, context: Context) -> pb.JobStatus:
+        job_id = _job_id(request.id)
+        outcome = await self.store.jobs.cancel(job_id, "cancelled")
+        if not outcome.found:
+            raise NotFound(f"no job with id {job_id!r}")
+        if not outcome.cancelled:
+            status = outcome.status.value if outcome.status else "?"
+            raise Conflict(f"job {job_id} has already ended ({status}); nothing to cancel")
+        if outcome.status in (Status.QUEUED, Status.PENDING):
+            await self.queue.jobs.withdraw(job_id)
+        was = outcome.status.value if outcome.status else "?"
+        log.info("job %s cancelled (was %s%s)", job_id, was, f" on {outcome.worker_id}" if outcome.worker_id else "")
+        return convert.job_status(await self.job_row(job_id))
+
+def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
+    """Check a ListJobs request: (page size, the store's filter arguments)."""
+    raw = request.status.strip().upper()
+    if raw and raw not in Status.__members__:
+        raise InvalidJob(f"unknown status {request.status!r}; one of {', '.join(Status.__members__)}")
+    if request.page_size < 0:
+        raise InvalidJob("page_size must not be negative")
+    for job_id in request.ids:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise InvalidJob(f"not a job id: {job_id!r}") from None
+    try:
+        after = convert.decode_page_token(request.page_token) if request.page_token else None
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+    if request.created_after_ms < 0 or request.created_before_ms < 0:
+        raise InvalidJob("created_after_ms and created_before_ms must not be negative")
+    size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return size, {"status": Status(raw) if raw else None, "ids": list(request.ids) or None, "after": after,
+                  "include_output": request.include_output, "text": request.text.strip() or None,
+                  "schedule": request.schedule.strip() or None, "since_ms": request.created_after_ms,
+                  "until_ms": request.created_before_ms}

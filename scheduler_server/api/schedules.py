@@ -1,0 +1,90 @@
+"""RPCs of cron schedules: create, list, delete, pause, resume, run now."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from jobcluster import cron, model
+from jobcluster.cron import InvalidSchedule
+from jobcluster.model import ScheduleSpec
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.rows import ScheduleRow
+from scheduler_server import convert
+from scheduler_server.api.base import Context, Servicer
+from scheduler_server.api.jobs import queueing
+from scheduler_server.errors import NotFound, rpc
+
+log = logging.getLogger("server")
+
+
+class ScheduleRpcs(Servicer):
+    """CreateSchedule, ListSchedules, DeleteSchedule, PauseSchedule, ResumeSchedule, RunScheduleNow."""
+
+    async def _schedule(self, ref: pb.ScheduleRef) -> ScheduleRow:
+        found = await self.store.schedules.get(_ref(ref))
+        if found is None:
+            raise NotFound(f"no schedule named {(ref.name or ref.id)!r}")
+        return found
+
+    @rpc
+    async def CreateSchedule(self, request: pb.Schedule, context: Context) -> pb.Schedule:
+        name = request.name.strip()
+        if not name:
+            raise InvalidSchedule("a schedule needs a name")
+        timezone = request.timezone.strip() or "UTC"
+        catchup = request.catchup.strip().lower() or "skip"
+        overlap = request.overlap.strip().lower() or "allow"
+        cron.validate(request.cron, timezone, catchup, overlap)
+        job = self.job_spec(request)
+        spec = ScheduleSpec(name=name, cron=request.cron.strip(), timezone=timezone, command=job.command,
+                            description=job.description, max_retries=job.max_retries,
+                            timeout_seconds=job.timeout_seconds, catchup=catchup, overlap=overlap)
+        next_run = cron.next_tick(spec.cron, timezone, model.utcnow())
+        saved = await self.store.schedules.upsert(spec, next_run)
+        log.info("schedule %s saved: %r (%s), next run %s", name, spec.cron, timezone, next_run.isoformat())
+        return convert.schedule_msg(saved)
+
+    @rpc
+    async def ListSchedules(self, request: pb.ListSchedulesRequest, context: Context) -> pb.ListSchedulesResponse:
+        return pb.ListSchedulesResponse(schedules=[convert.schedule_msg(s) for s in await self.store.schedules.all()])
+
+    @rpc
+    async def DeleteSchedule(self, request: pb.ScheduleRef, context: Context) -> pb.Schedule:
+        gone = await self.store.schedules.delete(_ref(request))
+        if gone is None:
+            raise NotFound(f"no schedule named {(request.name or request.id)!r}")
+        log.info("schedule %s deleted", gone.name)
+        return convert.schedule_msg(gone)
+
+    async def _set_enabled(self, request: pb.ScheduleRef, enabled: bool) -> pb.Schedule:
+        current = await self._schedule(request)
+        next_run = cron.next_tick(current.cron, current.timezone, model.utcnow())
+        updated = await self.store.schedules.set_enabled(_ref(request), enabled, next_run)
+        if updated is None:  # deleted meanwhile
+            raise NotFound(f"no schedule named {(request.name or request.id)!r}")
+        return convert.schedule_msg(updated)
+
+    @rpc
+    async def PauseSchedule(self, request: pb.ScheduleRef, context: Context) -> pb.Schedule:
+        return await self._set_enabled(request, False)
+
+    @rpc
+    async def ResumeSchedule(self, request: pb.ScheduleRef, context: Context) -> pb.Schedule:
+        return await self._set_enabled(request, True)
+
+    @rpc
+    async def RunScheduleNow(self, request: pb.ScheduleRef, context: Context) -> pb.JobResponse:
+        sch = await self._schedule(request)
+        job_id = await self.store.schedules.insert_job(None, sch, None, self.address, f"manual:{uuid.uuid4()}")
+        assert job_id is not None  # a fresh key always inserts
+        async with queueing(f"job {job_id} is", "the leader's reconciliation will queue it"):
+            await self.queue.jobs.enqueue(job_id)
+        log.info("schedule %s run now: job %s", sch.name, job_id)
+        return pb.JobResponse(job_id=job_id, success=True, message=f"job of schedule {sch.name} queued")
+
+def _ref(ref: pb.ScheduleRef) -> str:
+    key = (ref.name or ref.id).strip()
+    if not key:
+        raise InvalidSchedule("give the schedule's name (or id)")
+    return key
