@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from starlette.testclient import TestClient
 
 from jobcluster.pb import scheduler_pb2 as pb
-from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, rpc_error, ui_client
+from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, rpc_error
 
 A, B = SERVERS
-
-
-@pytest.fixture
-def fake() -> FakeConnector:
-    return FakeConnector(SERVERS)
-
-
-@pytest.fixture
-def client(fake: FakeConnector) -> Iterator[TestClient]:
-    yield from ui_client(fake)
 
 
 # --- POST /api/jobs -------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -12,19 +11,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from jobcluster.pb import scheduler_pb2 as pb
-from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, post, rpc_error, ui_client
+from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, post, rpc_error
 
 A, B = SERVERS
-
-
-@pytest.fixture
-def fake() -> FakeConnector:
-    return FakeConnector(SERVERS)
-
-
-@pytest.fixture
-def client(fake: FakeConnector) -> Iterator[TestClient]:
-    yield from ui_client(fake)
 
 
 def add_job(fake: FakeConnector, **fields: Any) -> pb.JobStatus:

@@ -3,27 +3,16 @@ against in-process fake servers (the jobs pages: test_webui_jobs.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from starlette.testclient import TestClient
 
 from jobcluster.pb import scheduler_pb2 as pb
-from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, csrf, post, rpc_error, ui_client
+from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, csrf, post, rpc_error
 from webui.app import create_app
 
 A, B = SERVERS
-
-
-@pytest.fixture
-def fake() -> FakeConnector:
-    return FakeConnector(SERVERS)
-
-
-@pytest.fixture
-def client(fake: FakeConnector) -> Iterator[TestClient]:
-    yield from ui_client(fake)
 
 
 # --- every page: headers, the shared layout ---------------------------------------------------
