@@ -11,6 +11,7 @@ Exit status: 0 all jobs succeeded, 1 a job did not, 2 bad input, 3 no server ans
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import uuid
@@ -24,6 +25,7 @@ from client.jobsfile import JobEntry, JobsFileError, load_jobs, parse_run_at
 from client.servers import resolve
 from jobcluster.durations import parse_duration
 from jobcluster.failover import CALL_TIMEOUT, Pool, ServerDown
+from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -191,61 +193,79 @@ def schedule_command(pool: Pool, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_entries(args: argparse.Namespace) -> list[JobEntry]:
+    """The jobs to submit: a jobs file's entries, or the one -cmd; [] for the other commands."""
+    if args.file:
+        return load_jobs(args.file)
+    if args.cmd is not None:
+        return [_entry_from_flags(args)]
+    return []
+
+
+def _show(pool: Pool, args: argparse.Namespace, since_ms: int) -> int | None:
+    """Run a read-only command on the status servers; None when the command is not one."""
+    if args.status:
+        return display.show_jobs(pool, args.status)
+    if args.list is not None:
+        return display.list_jobs(pool, args.list, args.limit, text=args.text, schedule=args.schedule,
+                                 since_ms=since_ms)
+    if args.watch:
+        return display.watch(pool, args.watch)
+    if args.dlq:
+        return display.list_dead_letters(pool)
+    if args.schedules:
+        return display.list_schedules(pool)
+    if args.cluster:
+        return display.show_cluster(pool)
+    return None
+
+
+def _change(pool: Pool, args: argparse.Namespace, entries: list[JobEntry]) -> int | Sequence[tuple[str, JobEntry | None]]:
+    """Run a command that changes something on the submit servers: an exit status, or the jobs to follow."""
+    if args.pause_schedule or args.resume_schedule or args.delete_schedule:
+        return schedule_command(pool, args)
+    if args.cancel:
+        return cancel(pool, args.cancel)
+    if args.retry_dlq or args.purge_dlq:
+        return dead_letter_command(pool, args)
+    if args.run_schedule:
+        ref = pb.ScheduleRef(name=args.run_schedule)
+        resp, server = pool.call(lambda stub: stub.RunScheduleNow(ref, timeout=CALL_TIMEOUT))
+        print(f"submitted {resp.job_id} (schedule {args.run_schedule}) via {server}", flush=True)
+        return [(resp.job_id, None)]
+    save_schedules(pool, [e for e in entries if e.cron])
+    jobs = [e for e in entries if not e.cron]
+    return submit_batch(pool, jobs) if args.file and jobs else submit_all(pool, jobs)
+
+
+def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int) -> int:
+    submit_servers, status_servers = resolve(args.servers, args.submit_server, args.status_servers)
+    with contextlib.closing(Pool(status_servers)) as status_pool:
+        shown = _show(status_pool, args, since_ms)
+        if shown is not None:
+            return shown
+        with contextlib.closing(Pool(submit_servers)) as submit_pool:
+            outcome = _change(submit_pool, args, entries)
+        if isinstance(outcome, int):
+            return outcome
+        if args.no_wait or not outcome:
+            return EXIT_OK
+        final = follow(status_pool, [job_id for job_id, _ in outcome])
+        display.summary(final)
+        return EXIT_OK if all(j.status == Status.SUCCEEDED for j in final) else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    submit_servers, status_servers = resolve(args.servers, args.submit_server, args.status_servers)
     try:
         since = _since_ms(args.since)
-        if args.file:
-            entries = load_jobs(args.file)
-        elif args.cmd is not None:
-            entries = [_entry_from_flags(args)]
-        else:
-            entries = []
+        entries = _read_entries(args)
     except JobsFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("nothing was submitted", file=sys.stderr)
         return EXIT_USAGE
-    status_pool = Pool(status_servers)
     try:
-        if args.status:
-            return display.show_jobs(status_pool, args.status)
-        if args.list is not None:
-            return display.list_jobs(status_pool, args.list, args.limit, text=args.text, schedule=args.schedule,
-                                     since_ms=since)
-        if args.watch:
-            return display.watch(status_pool, args.watch)
-        if args.dlq:
-            return display.list_dead_letters(status_pool)
-        if args.schedules:
-            return display.list_schedules(status_pool)
-        if args.cluster:
-            return display.show_cluster(status_pool)
-        submit_pool = Pool(submit_servers)
-        submitted: Sequence[tuple[str, JobEntry | None]]
-        try:
-            if args.pause_schedule or args.resume_schedule or args.delete_schedule:
-                return schedule_command(submit_pool, args)
-            if args.cancel:
-                return cancel(submit_pool, args.cancel)
-            if args.retry_dlq or args.purge_dlq:
-                return dead_letter_command(submit_pool, args)
-            if args.run_schedule:
-                ref = pb.ScheduleRef(name=args.run_schedule)
-                resp, server = submit_pool.call(lambda stub: stub.RunScheduleNow(ref, timeout=CALL_TIMEOUT))
-                print(f"submitted {resp.job_id} (schedule {args.run_schedule}) via {server}", flush=True)
-                submitted = [(resp.job_id, None)]
-            else:
-                save_schedules(submit_pool, [e for e in entries if e.cron])
-                jobs = [e for e in entries if not e.cron]
-                submitted = submit_batch(submit_pool, jobs) if args.file and jobs else submit_all(submit_pool, jobs)
-        finally:
-            submit_pool.close()
-        if args.no_wait or not submitted:
-            return EXIT_OK
-        final = follow(status_pool, [job_id for job_id, _ in submitted])
-        display.summary(final)
-        return EXIT_OK if all(j.status == "SUCCEEDED" for j in final) else EXIT_FAILED
+        return _run(args, entries, since)
     except ServerDown as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -256,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: jobs already submitted keep running", file=sys.stderr)
         return 130
-    finally:
-        status_pool.close()
 
 
 def run() -> None:

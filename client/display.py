@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import grpc
 
 from jobcluster.failover import CALL_TIMEOUT, Pool
+from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
 
 
@@ -42,7 +43,7 @@ def summary(jobs: Sequence[pb.JobStatus], out=sys.stdout) -> None:
         rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), _duration(j),
                      _first_line(j.output) or (_first_line(j.last_error) if j.last_error else "")))
     table(rows, out)
-    ok = sum(j.status == "SUCCEEDED" for j in jobs)
+    ok = sum(j.status == Status.SUCCEEDED for j in jobs)
     out.write(f"{ok}/{len(jobs)} succeeded\n")
 
 
@@ -165,7 +166,7 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
         return 3
     ec = f", exit {final.exit_code}" if final.HasField("exit_code") else ""
     print(f"[{final.status} after {final.attempts} attempt(s){ec}]", file=sys.stderr)
-    return 0 if final.status == "SUCCEEDED" else 1
+    return 0 if final.status == Status.SUCCEEDED else 1
 
 
 def list_dead_letters(pool: Pool, out=sys.stdout) -> int:
