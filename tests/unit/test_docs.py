@@ -142,3 +142,27 @@ def test_relative_links_resolve(doc: Path) -> None:
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             broken.append(f"{target} (no heading #{anchor} in {_rel(dest)})")
     assert not broken, f"{_rel(doc)} has broken link(s): {'; '.join(broken)}"
+
+
+def _layout_rows() -> list[str]:
+    """The module column of the Layout table in docs/design.md."""
+    section = _text(ROOT / "docs" / "design.md").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)`", section, re.MULTILINE)
+
+
+def test_the_layout_map_matches_the_tree() -> None:
+    """Every path the map names exists, and every hand-written module of the code is on it."""
+    rows = _layout_rows()
+    assert rows, "docs/design.md has no Layout table"
+    for row in rows:
+        path = row.rstrip("/")
+        assert list(ROOT.glob(path)), f"docs/design.md Layout names {row}, which does not exist"
+    covered = [r for r in rows if r.endswith(".py")]
+    folders = [r for r in rows if r.endswith("/")]
+    for package in ("jobcluster", "scheduler_server", "worker", "client", "webui"):
+        for module in sorted((ROOT / package).rglob("*.py")):
+            rel = _rel(module)
+            if module.name == "__init__.py" and module.stat().st_size < 200:
+                continue  # a package marker
+            assert rel in covered or any(rel.startswith(f) for f in folders), \
+                f"{rel} is not on the Layout map in docs/design.md"
