@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from jobcluster.model import Status
+from jobcluster.model import ScheduleSpec, Status
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -174,19 +174,10 @@ class DeadJobRow:
 
 
 @dataclass(frozen=True)
-class ScheduleRow:
-    """A cron schedule, with the status of the last job it fired."""
+class ScheduleRow(ScheduleSpec):
+    """A stored cron schedule: its spec, its state, and the status of the last job it fired."""
 
     id: str
-    name: str
-    cron: str
-    timezone: str
-    command: str
-    description: str
-    max_retries: int
-    timeout_seconds: float
-    catchup: str
-    overlap: str
     enabled: bool
     next_run_at: dt.datetime
     last_job_id: str
