@@ -2,7 +2,7 @@
 
 Every step is safe to run twice, by two servers that both (briefly) believe
 they lead: PostgreSQL writes run in a transaction fenced by the term's token
-(``Store.fenced``), cron jobs are unique per (schedule, tick), and Redis moves
+(``store.fencing.fenced``), cron jobs are unique per (schedule, tick), and Redis moves
 check where an id already is. Each step runs only while
 ``Election.leading()`` is true, which turns false before the lease can expire.
 """
