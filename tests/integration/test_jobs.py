@@ -9,6 +9,7 @@ import pytest
 from jobcluster import keys
 from jobcluster.model import now_ms
 from jobcluster.pb import scheduler_pb2 as pb
+from tests.helpers import wait_for
 
 
 async def test_output_and_exit_code_round_trip(stub, make_worker, queue):
@@ -166,3 +167,23 @@ async def test_worker_restart_recovers_its_processing_list(stub, store, queue, m
     job = await stub.GetJobStatus(pb.JobId(id=resp.job_id))
     assert job.status == "SUCCEEDED" and job.attempts == 2
     assert "worker restarted" in job.attempt_history[0].error
+
+
+async def test_a_due_pending_job_shows_as_queued_in_status_filter_and_counts(stub):
+    """One definition (job_shown_status): a PENDING job whose time has come is QUEUED everywhere users look."""
+    resp = await stub.SubmitJob(pb.Job(command="true", run_at_ms=now_ms() + 1000))
+
+    async def view(status: str) -> tuple[list[str], dict[str, int]]:
+        found = await stub.ListJobs(pb.ListJobsRequest(status=status, with_counts=True))
+        return [j.id for j in found.jobs], dict(found.status_counts)
+
+    assert await view("PENDING") == ([resp.job_id], {"PENDING": 1})
+    assert await view("QUEUED") == ([], {"PENDING": 1})
+    # No worker runs here: once due, the job stays PENDING in its row but shows as QUEUED.
+    await wait_for(lambda: _shown(stub, resp.job_id, "QUEUED"), what="the job to come due")
+    assert await view("QUEUED") == ([resp.job_id], {"QUEUED": 1})
+    assert await view("PENDING") == ([], {"QUEUED": 1})
+
+
+async def _shown(stub, job_id: str, status: str) -> bool:
+    return (await stub.GetJobStatus(pb.JobId(id=job_id))).status == status
