@@ -32,6 +32,10 @@ class Conflict(Exception):
     """The request cannot apply to the thing in its current state (e.g. cancelling an ended job)."""
 
 
+class Exhausted(Exception):
+    """A bound was reached (too many schedules or watch streams, a reply too large); the message names it."""
+
+
 class StoredNotQueued(Exception):
     """PostgreSQL took the job(s) but Redis could not be told; the message says how it heals."""
 
@@ -44,6 +48,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, Conflict):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, Exhausted):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, (StoredNotQueued, NotReady)):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, REDIS_ERRORS):
