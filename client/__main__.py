@@ -15,7 +15,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 
@@ -25,10 +25,13 @@ from client.jobsfile import JobEntry, JobsFileError, load_jobs, parse_run_at
 from client.servers import resolve
 from jobcluster.durations import parse_duration
 from jobcluster.failover import CALL_TIMEOUT, Pool, ServerDown
+from jobcluster.limits import MAX_BATCH_BYTES
 from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: Most jobs in one SubmitJobs call (the server takes up to 10,000).
+BATCH_JOBS = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +142,30 @@ def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
               f"next run {display.when(saved.next_run_ms)}", flush=True)
 
 
+def batches(entries: list[JobEntry], max_jobs: int = BATCH_JOBS,
+            max_bytes: int = MAX_BATCH_BYTES) -> Iterator[tuple[list[JobEntry], pb.JobBatch]]:
+    """Consecutive SubmitJobs batches of at most ``max_jobs`` jobs and about ``max_bytes`` bytes
+    (a batch holds at least one job)."""
+    chunk: list[JobEntry] = []
+    batch = pb.JobBatch()
+    size = 0
+    for entry in entries:
+        msg = to_message(entry)
+        grown = size + msg.ByteSize() + 8  # a repeated field adds a tag and a length to each job
+        if chunk and (len(chunk) >= max_jobs or grown > max_bytes):
+            yield chunk, batch
+            chunk, batch, grown = [], pb.JobBatch(), msg.ByteSize() + 8
+        chunk.append(entry)
+        batch.jobs.append(msg)
+        size = grown
+    if chunk:
+        yield chunk, batch
+
+
 def submit_batch(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]]:
-    """A jobs file goes in SubmitJobs calls of up to 1000 (each all or nothing)."""
+    """A jobs file goes in SubmitJobs calls of up to 1000 jobs and 3 MiB (each call all or nothing)."""
     submitted = []
-    for start in range(0, len(entries), 1000):
-        chunk = entries[start:start + 1000]
-        batch = pb.JobBatch(jobs=[to_message(e) for e in chunk])
+    for chunk, batch in batches(entries):
         resp, server = pool.call(lambda stub: stub.SubmitJobs(batch, timeout=CALL_TIMEOUT))
         for entry, r in zip(chunk, resp.jobs):
             note = " (existing job, same idempotency key)" if r.duplicate else ""

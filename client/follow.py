@@ -15,13 +15,20 @@ MIN_POLL, MAX_POLL = 0.05, 1.0
 
 
 def fetch(pool: Pool, ids: list[str], include_output: bool = False) -> dict[str, pb.JobStatus]:
-    """Current status of these jobs, in batches of ListJobs calls."""
+    """Current status of these jobs, in ListJobs calls of up to BATCH ids; a server sends a page of
+    a bounded size (fewer jobs when they carry much output), and the rest comes page by page."""
     found: dict[str, pb.JobStatus] = {}
     for i in range(0, len(ids), BATCH):
         chunk = ids[i:i + BATCH]
-        req = pb.ListJobsRequest(ids=chunk, page_size=len(chunk), include_output=include_output)
-        resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
-        found.update({j.id: j for j in resp.jobs})
+        token = ""
+        while True:
+            req = pb.ListJobsRequest(ids=chunk, page_size=len(chunk), include_output=include_output,
+                                     page_token=token)
+            resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
+            found.update({j.id: j for j in resp.jobs})
+            token = resp.next_page_token
+            if not token:
+                break
     return found
 
 

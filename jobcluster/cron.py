@@ -17,9 +17,13 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 CATCHUP_POLICIES = ("skip", "once")
+MAX_EXPRESSION_CHARS = 200
+MAX_TIMEZONE_CHARS = 64
+#: How many upcoming ticks are looked at for the minimum interval.
+INTERVAL_SAMPLE = 100
 OVERLAP_POLICIES = ("allow", "forbid")
 UTC = dt.timezone.utc
 
@@ -36,19 +40,40 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
             from None
 
 
-def validate(expr: str, timezone: str, catchup: str = "skip", overlap: str = "allow") -> None:
+def validate(expr: str, timezone: str, catchup: str = "skip", overlap: str = "allow",
+             min_interval: float = 0.0, now: dt.datetime | None = None) -> None:
+    """Refuse what cannot be used: a bad expression or timezone, one that never fires, ticks closer
+    together than ``min_interval`` seconds (CRON_MIN_INTERVAL), an unknown policy."""
     expr = expr.strip()
     if not expr:
         raise InvalidSchedule("cron expression is empty")
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        raise InvalidSchedule(f"cron expression is {len(expr)} characters, over the limit of {MAX_EXPRESSION_CHARS}")
     fields = len(expr.split())
     if fields not in (5, 6) or not croniter.is_valid(expr):
         raise InvalidSchedule(f"invalid cron expression {expr!r}: expected 5 fields (minute hour day month "
                               f"weekday) or 6 (with seconds last), each a valid value, range, list or step")
+    if len(timezone) > MAX_TIMEZONE_CHARS:
+        raise InvalidSchedule(f"timezone is over the limit of {MAX_TIMEZONE_CHARS} characters")
     zone(timezone)
+    _check_ticks(expr, timezone, min_interval, now or dt.datetime.now(UTC))
     if catchup not in CATCHUP_POLICIES:
         raise InvalidSchedule(f"catchup must be one of {', '.join(CATCHUP_POLICIES)}, got {catchup!r}")
     if overlap not in OVERLAP_POLICIES:
         raise InvalidSchedule(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {overlap!r}")
+
+
+def _check_ticks(expr: str, timezone: str, min_interval: float, now: dt.datetime) -> None:
+    """The expression fires, and its next ticks are at least ``min_interval`` seconds apart."""
+    try:
+        it = croniter(expr, now.astimezone(zone(timezone)))
+        ticks: list[dt.datetime] = [it.get_next(dt.datetime) for _ in range(INTERVAL_SAMPLE)]
+    except CroniterBadDateError:
+        raise InvalidSchedule(f"cron expression {expr!r} never fires (no such date, e.g. 30 February)") from None
+    gap = min((b - a).total_seconds() for a, b in zip(ticks, ticks[1:]))
+    if gap < min_interval:
+        raise InvalidSchedule(f"cron expression {expr!r} fires {gap:g}s apart; the minimum is {min_interval:g}s "
+                              "(CRON_MIN_INTERVAL)")
 
 
 def next_tick(expr: str, timezone: str, after: dt.datetime) -> dt.datetime:

@@ -33,6 +33,17 @@ MAX_DESCRIPTION_CHARS = 2000
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_RETRIES_LIMIT = 100
 MAX_TIMEOUT_SECONDS = 7 * 86400.0
+#: A job may be scheduled at most this far ahead (run_at_ms).
+MAX_RUN_AT_AHEAD_MS = 3650 * 86_400_000
+#: The last millisecond of year 9999: the latest time any request may name.
+MAX_TIME_MS = 253_402_300_799_999
+
+
+def check_time_ms(field: str, value: int) -> int:
+    """A unix-ms time from a request: 0 (none) up to year 9999, else :class:`InvalidJob` naming ``field``."""
+    if value < 0 or value > MAX_TIME_MS:
+        raise InvalidJob(f"{field} must be a unix time in milliseconds between 0 and {MAX_TIME_MS}, got {value}")
+    return value
 
 
 class InvalidJob(ValueError):
@@ -93,6 +104,8 @@ def validate_job(
         raise InvalidJob(f"timeout_seconds must be at most {MAX_TIMEOUT_SECONDS:.0f} (7 days), got {timeout}")
     if run_at_ms < 0:
         raise InvalidJob(f"run_at_ms must not be negative, got {run_at_ms}")
+    if run_at_ms > now_ms() + MAX_RUN_AT_AHEAD_MS:
+        raise InvalidJob(f"run_at_ms {run_at_ms} is more than {MAX_RUN_AT_AHEAD_MS // 86_400_000} days ahead")
     return JobSpec(
         command=command,
         name=name,

@@ -23,6 +23,11 @@ from dotenv import dotenv_values
 from jobcluster.durations import parse_duration
 
 
+#: Upper bounds of JOB_OUTPUT_LIMIT and JOB_MAX_COMMAND_BYTES: one job must fit in one gRPC reply.
+MAX_JOB_OUTPUT_LIMIT = 8 * 2**20
+MAX_COMMAND_LIMIT = 1 * 2**20
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
@@ -108,6 +113,8 @@ class Settings:
     worker_dead_after: float = setting(3.0, "duration")
     reconcile_after: float = setting(5.0, "duration")
     cron_misfire_grace: float = setting(30.0, "duration")
+    cron_min_interval: float = setting(10.0, "duration")
+    max_schedules: int = setting(1000, "int", minimum=1)
     pg_max_conns: int = setting(10, "int", minimum=1)
     pg_min_conns: int = setting(1, "int")
     pg_max_conn_lifetime: float = setting(1800.0, "duration")
@@ -117,6 +124,12 @@ class Settings:
     submit_server: str = setting("")
     status_servers: tuple[str, ...] = setting((), "list")
     webui_addr: str = setting("127.0.0.1:8080")
+    webui_hosts: tuple[str, ...] = setting((), "list")
+    webui_password_file: str = setting("")
+    webui_session_ttl: float = setting(12 * 3600.0, "duration")
+    tls_cert: str = setting("")
+    tls_key: str = setting("")
+    auth_token: str = setting("")
     worker_id: str = setting("")
     worker_concurrency: int = setting(4, "int", minimum=1)
     heartbeat_interval: float = setting(1.0, "duration")
@@ -170,6 +183,12 @@ def _checked(s: Settings) -> Settings:
     if s.worker_dead_after <= s.heartbeat_interval:
         raise ConfigError(f"WORKER_DEAD_AFTER ({s.worker_dead_after:g}s) must exceed "
                           f"HEARTBEAT_INTERVAL ({s.heartbeat_interval:g}s)")
+    if s.job_output_limit > MAX_JOB_OUTPUT_LIMIT:
+        raise ConfigError(f"JOB_OUTPUT_LIMIT must be at most {MAX_JOB_OUTPUT_LIMIT // 2**20}m, so that a job's "
+                          f"output fits in one reply; got {s.job_output_limit}")
+    if s.job_max_command_bytes > MAX_COMMAND_LIMIT:
+        raise ConfigError(f"JOB_MAX_COMMAND_BYTES must be at most {MAX_COMMAND_LIMIT // 2**20}m; "
+                          f"got {s.job_max_command_bytes}")
     if s.pg_min_conns > s.pg_max_conns:
         raise ConfigError(f"PG_MIN_CONNS ({s.pg_min_conns}) must not exceed PG_MAX_CONNS ({s.pg_max_conns})")
     return s

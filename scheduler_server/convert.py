@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 
 from jobcluster.election import LeaderInfo
+from jobcluster.model import MAX_TIME_MS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import DeadJobRow, JobRow, ScheduleRow
 
@@ -41,8 +43,13 @@ def encode_page_token(created_at_us: int, job_id: str) -> str:
 def decode_page_token(token: str) -> tuple[int, str]:
     """Raise ValueError when the token was not made by :func:`encode_page_token`."""
     try:
+        if len(token) > 200:
+            raise ValueError("too long")
         us, job_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        return int(us), job_id
+        created_us = int(us)
+        if not 0 <= created_us <= MAX_TIME_MS * 1000:
+            raise ValueError("time out of range")
+        return created_us, str(uuid.UUID(job_id))
     except Exception:
         raise ValueError("page_token is not one this server issued") from None
 

@@ -56,6 +56,8 @@ def settings(services: dict[str, svc.Service]) -> Settings:
         retry_backoff_base=0.05,
         retry_backoff_max=0.2,
         job_output_limit=64 * 1024,
+        # tests/e2e/test_leader.py fires an every-3s schedule
+        cron_min_interval=1.0,
         log_level="INFO",
     )
 
@@ -78,6 +80,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "RETRY_BACKOFF_BASE": f"{settings.retry_backoff_base}s",
         "RETRY_BACKOFF_MAX": f"{settings.retry_backoff_max}s",
         "JOB_OUTPUT_LIMIT": str(settings.job_output_limit),
+        "CRON_MIN_INTERVAL": f"{settings.cron_min_interval}s",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

@@ -16,22 +16,37 @@ SELECT attempt, worker_id, started_at, finished_at, exit_code, error, output_tru
 -- Newest first. $1 status filter (as shown) or NULL, $2 ids or NULL, keyset cursor
 -- ($3 created_at, $4 id) or NULLs, $5 page size, $6 include output,
 -- $7 text in the command or name (NULL: any), $8 schedule id or name (NULL: any),
--- $9 / $10 created at or after / before (NULL: open).
-SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status,
-       CASE WHEN $6::boolean THEN a.output ELSE '' END AS output
-  FROM jobs j
-  LEFT JOIN job_attempts a ON $6::boolean AND a.job_id = j.id AND a.attempt = j.attempts
- WHERE ($1::text IS NULL
-        -- the IN lets an index on status narrow the rows; job_shown_status decides
-        OR (j.status IN ($1, 'PENDING') AND job_shown_status(j.status, j.not_before) = $1))
-   AND ($2::uuid[] IS NULL OR j.id = ANY($2::uuid[]))
-   AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4::uuid))
-   AND ($7::text IS NULL OR strpos(lower(j.command), lower($7)) > 0 OR strpos(lower(j.name), lower($7)) > 0)
-   AND ($8::text IS NULL OR j.schedule_id IN (SELECT id FROM schedules WHERE name = $8 OR id::text = $8))
-   AND ($9::timestamptz IS NULL OR j.created_at >= $9)
-   AND ($10::timestamptz IS NULL OR j.created_at < $10)
- ORDER BY j.created_at DESC, j.id DESC
- LIMIT $5;
+-- $9 / $10 created at or after / before (NULL: open), $11 byte budget of the page.
+-- The page stops at the first row that starts past the budget (row_bytes estimates the
+-- row's size in a reply); `fetched` says how many rows matched before that cut, which are
+-- never sent.
+SELECT * FROM (
+    SELECT p.*, sum(p.row_bytes) OVER (ORDER BY p.created_at DESC, p.id DESC) AS running_bytes,
+           count(*) OVER () AS fetched
+      FROM (
+        SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status,
+               CASE WHEN $6::boolean THEN a.output ELSE '' END AS output,
+               256 + octet_length(j.command) + octet_length(j.name) + octet_length(j.description)
+                   + octet_length(j.last_error) + CASE WHEN $6::boolean THEN coalesce(octet_length(a.output), 0)
+                                                       ELSE 0 END AS row_bytes
+          FROM jobs j
+          LEFT JOIN job_attempts a ON $6::boolean AND a.job_id = j.id AND a.attempt = j.attempts
+         WHERE ($1::text IS NULL
+                -- the IN lets an index on status narrow the rows; job_shown_status decides
+                OR (j.status IN ($1, 'PENDING') AND job_shown_status(j.status, j.not_before) = $1))
+           AND ($2::uuid[] IS NULL OR j.id = ANY($2::uuid[]))
+           AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4::uuid))
+           AND ($7::text IS NULL OR strpos(lower(j.command), lower($7)) > 0
+                OR strpos(lower(j.name), lower($7)) > 0)
+           AND ($8::text IS NULL OR j.schedule_id IN (SELECT id FROM schedules WHERE name = $8 OR id::text = $8))
+           AND ($9::timestamptz IS NULL OR j.created_at >= $9)
+           AND ($10::timestamptz IS NULL OR j.created_at < $10)
+         ORDER BY j.created_at DESC, j.id DESC
+         LIMIT $5
+      ) p
+) page
+ WHERE running_bytes - row_bytes < $11
+ ORDER BY created_at DESC, id DESC;
 
 -- name: status_counts
 -- Counts by status as shown, so each count matches what the status filter lists.

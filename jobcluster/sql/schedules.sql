@@ -2,10 +2,12 @@
 -- Loaded by jobcluster/store/schedules.py; each block is one statement.
 
 -- name: upsert_schedule
--- Create a schedule, or update the one with this name (and re-enable it).
+-- Create a schedule, or update the one with this name (and re-enable it). A new name is
+-- refused (no row) when $12 schedules exist already; two creates racing may both pass.
 INSERT INTO schedules (id, name, cron, timezone, command, description, max_retries, timeout_seconds,
                        catchup, overlap, enabled, next_run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11
+ WHERE (SELECT count(*) FROM schedules) < $12 OR EXISTS (SELECT 1 FROM schedules WHERE name = $2)
 ON CONFLICT (name) DO UPDATE
    SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, command = EXCLUDED.command,
        description = EXCLUDED.description, max_retries = EXCLUDED.max_retries,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -19,6 +20,14 @@ Q = load_queries("job_queries.sql")
 
 def _at(ms: int) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc) if ms else None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """Some jobs, and whether the byte budget left out some that matched."""
+
+    jobs: list[JobRow]
+    cut: bool
 
 
 class JobQueries:
@@ -47,21 +56,25 @@ class JobQueries:
         ids: list[str] | None,
         after: tuple[int, str] | None,
         limit: int,
+        max_bytes: int,
         include_output: bool,
         text: str | None = None,
         schedule: str | None = None,
         since_ms: int = 0,
         until_ms: int = 0,
-    ) -> list[JobRow]:
-        """Jobs newest first, after the keyset cursor ``(created_at_us, id)``, filtered."""
+    ) -> JobPage:
+        """Jobs newest first, after the keyset cursor ``(created_at_us, id)``, filtered: at most
+        ``limit`` of them, and only as many as fit in about ``max_bytes`` (always at least one)."""
         uuids = [uuid.UUID(i) for i in ids] if ids else None
         created = id_ = None
         if after is not None:
             created = EPOCH + dt.timedelta(microseconds=after[0])
             id_ = uuid.UUID(after[1])
         rows = await self.pool.fetch(Q["list_jobs"], status.value if status else None, uuids, created, id_, limit,
-                                     include_output, text or None, schedule or None, _at(since_ms), _at(until_ms))
-        return [JobRow.from_record(r) for r in rows]
+                                     include_output, text or None, schedule or None, _at(since_ms), _at(until_ms),
+                                     max_bytes)
+        cut = bool(rows) and rows[0]["fetched"] > len(rows)
+        return JobPage([JobRow.from_record(r) for r in rows], cut)
 
     async def status_counts(self) -> dict[Status, int]:
         """How many jobs have each status (as shown)."""

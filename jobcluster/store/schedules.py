@@ -28,12 +28,16 @@ class Schedules:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def upsert(self, spec: ScheduleSpec, next_run: dt.datetime) -> ScheduleRow:
-        """Create a schedule, or update (and re-enable) the one with this name."""
+    async def upsert(self, spec: ScheduleSpec, next_run: dt.datetime, max_schedules: int) -> ScheduleRow | None:
+        """Create a schedule, or update (and re-enable) the one with this name.
+
+        None when it would be a new one and ``max_schedules`` exist already.
+        """
         row = await self.pool.fetchrow(
             Q["upsert_schedule"], uuid.uuid4(), spec.name, spec.cron, spec.timezone, spec.command,
-            spec.description, spec.max_retries, spec.timeout_seconds, spec.catchup, spec.overlap, next_run)
-        return ScheduleRow.from_record(row)
+            spec.description, spec.max_retries, spec.timeout_seconds, spec.catchup, spec.overlap, next_run,
+            max_schedules)
+        return _row(row)
 
     async def all(self) -> list[ScheduleRow]:
         return [ScheduleRow.from_record(r) for r in await self.pool.fetch(Q["list_schedules"])]

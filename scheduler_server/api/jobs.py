@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jobcluster.errors import REDIS_ERRORS
-from jobcluster.model import TERMINAL, InvalidJob, Status
+from jobcluster.limits import MAX_REPLY_BYTES
+from jobcluster.model import MAX_NAME_CHARS, TERMINAL, InvalidJob, Status, check_time_ms
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import Submitted
 from scheduler_server import convert
@@ -21,6 +22,8 @@ log = logging.getLogger("server")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: Longest text filter of ListJobs (characters).
+MAX_FILTER_CHARS = 1000
 MAX_BATCH = 10_000
 WATCH_INTERVAL = 0.2
 
@@ -104,9 +107,9 @@ class JobRpcs(Servicer):
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         size, query = _list_query(request)
-        jobs = await self.store.job_queries.page(limit=size + 1, **query)
-        more = len(jobs) > size
-        jobs = jobs[:size]
+        page = await self.store.job_queries.page(limit=size + 1, max_bytes=MAX_REPLY_BYTES, **query)
+        more = page.cut or len(page.jobs) > size
+        jobs = page.jobs[:size]
         token = convert.encode_page_token(jobs[-1].created_at_us, jobs[-1].id) if more else ""
         resp = pb.ListJobsResponse(jobs=[convert.job_status(j) for j in jobs], next_page_token=token)
         if request.with_counts:
@@ -150,6 +153,13 @@ class JobRpcs(Servicer):
         log.info("job %s cancelled (was %s%s)", job_id, was, f" on {outcome.worker_id}" if outcome.worker_id else "")
         return convert.job_status(await self.job_row(job_id))
 
+def _check_filter(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidJob(f"{field} is {len(value)} characters, over the limit of {limit}")
+    if "\x00" in value:
+        raise InvalidJob(f"{field} contains a NUL byte")
+
+
 def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
     """Check a ListJobs request: (page size, the store's filter arguments)."""
     raw = request.status.strip().upper()
@@ -157,6 +167,10 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
         raise InvalidJob(f"unknown status {request.status!r}; one of {', '.join(Status.__members__)}")
     if request.page_size < 0:
         raise InvalidJob("page_size must not be negative")
+    if len(request.ids) > MAX_PAGE_SIZE:
+        raise InvalidJob(f"at most {MAX_PAGE_SIZE} ids at once, got {len(request.ids)}")
+    _check_filter("text", request.text, MAX_FILTER_CHARS)
+    _check_filter("schedule", request.schedule, MAX_NAME_CHARS)
     for job_id in request.ids:
         try:
             uuid.UUID(job_id)
@@ -166,8 +180,8 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
         after = convert.decode_page_token(request.page_token) if request.page_token else None
     except ValueError as exc:
         raise InvalidJob(str(exc)) from None
-    if request.created_after_ms < 0 or request.created_before_ms < 0:
-        raise InvalidJob("created_after_ms and created_before_ms must not be negative")
+    check_time_ms("created_after_ms", request.created_after_ms)
+    check_time_ms("created_before_ms", request.created_before_ms)
     size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     return size, {"status": Status(raw) if raw else None, "ids": list(request.ids) or None, "after": after,
                   "include_output": request.include_output, "text": request.text.strip() or None,

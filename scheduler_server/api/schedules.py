@@ -7,13 +7,13 @@ import uuid
 
 from jobcluster import cron, model
 from jobcluster.cron import InvalidSchedule
-from jobcluster.model import ScheduleSpec
+from jobcluster.model import MAX_NAME_CHARS, ScheduleSpec
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import ScheduleRow
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
 from scheduler_server.api.jobs import queueing
-from scheduler_server.errors import NotFound, rpc
+from scheduler_server.errors import Exhausted, NotFound, rpc
 
 log = logging.getLogger("server")
 
@@ -35,13 +35,16 @@ class ScheduleRpcs(Servicer):
         timezone = request.timezone.strip() or "UTC"
         catchup = request.catchup.strip().lower() or "skip"
         overlap = request.overlap.strip().lower() or "allow"
-        cron.validate(request.cron, timezone, catchup, overlap)
+        cron.validate(request.cron, timezone, catchup, overlap, min_interval=self.settings.cron_min_interval)
         job = self.job_spec(request)
         spec = ScheduleSpec(name=name, cron=request.cron.strip(), timezone=timezone, command=job.command,
                             description=job.description, max_retries=job.max_retries,
                             timeout_seconds=job.timeout_seconds, catchup=catchup, overlap=overlap)
         next_run = cron.next_tick(spec.cron, timezone, model.utcnow())
-        saved = await self.store.schedules.upsert(spec, next_run)
+        saved = await self.store.schedules.upsert(spec, next_run, self.settings.max_schedules)
+        if saved is None:
+            raise Exhausted(f"there are {self.settings.max_schedules} schedules already (MAX_SCHEDULES); "
+                            "delete one, or update an existing one by its name")
         log.info("schedule %s saved: %r (%s), next run %s", name, spec.cron, timezone, next_run.isoformat())
         return convert.schedule_msg(saved)
 
@@ -87,4 +90,6 @@ def _ref(ref: pb.ScheduleRef) -> str:
     key = (ref.name or ref.id).strip()
     if not key:
         raise InvalidSchedule("give the schedule's name (or id)")
+    if len(key) > MAX_NAME_CHARS or "\x00" in key:
+        raise InvalidSchedule(f"a schedule's name is at most {MAX_NAME_CHARS} characters, without NUL")
     return key

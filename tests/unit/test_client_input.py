@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from client.jobsfile import JobsFileError, parse_jobs, parse_run_at
+from client.jobsfile import JobEntry, JobsFileError, parse_jobs, parse_run_at
 from client.servers import resolve
 
 ORIGINAL = {"jobs": [{"name": "a", "command": "ls -la", "description": "list"},
@@ -84,3 +84,18 @@ def test_bad_cron_entries_are_named(entry, fragment):
     from client.jobsfile import JobsFileError, parse_jobs
     with pytest.raises(JobsFileError, match=re.escape(fragment)):
         parse_jobs(f"[{entry}]")
+
+
+def test_batches_are_bounded_by_count_and_bytes():
+    from client.__main__ import batches
+    from jobcluster.limits import MAX_BATCH_BYTES
+
+    entries = [JobEntry(command="true #" + "x" * 5000, name=f"j{n}") for n in range(1000)]
+    cut = list(batches(entries))
+    assert len(cut) > 1
+    assert all(b.ByteSize() <= MAX_BATCH_BYTES and len(b.jobs) == len(c) for c, b in cut)
+    assert [e for c, _ in cut for e in c] == entries  # all of them, in order
+    small = list(batches([JobEntry(command="true")] * 2500))
+    assert [len(c) for c, _ in small] == [1000, 1000, 500]
+    huge = JobEntry(command="x" * (MAX_BATCH_BYTES + 10))
+    assert [len(c) for c, _ in batches([huge, JobEntry(command="true")])] == [1, 1]  # never an empty batch
