@@ -122,6 +122,31 @@ async def test_random_ids(stub, job_id):
         await _answer(call(pb.JobId(id=job_id), timeout=10))
 
 
+@FUZZ
+@given(name=TEXT, ref_id=TEXT)
+async def test_random_schedule_refs(stub, name, ref_id):
+    ref = pb.ScheduleRef(name=name, id=ref_id)
+    for call in (stub.ResumeSchedule, stub.RunScheduleNow, stub.DeleteSchedule):
+        await _answer(call(ref, timeout=10))
+
+
+@FUZZ
+@given(ids=st.lists(TEXT | st.uuids().map(str), max_size=3), everything=st.booleans())
+async def test_random_dead_letter_requests(stub, ids, everything):
+    request = pb.DeadLettersRequest(ids=ids, all=everything)
+    for call in (stub.ListDeadLetters, stub.RetryDeadLetters, stub.PurgeDeadLetters):
+        await _answer(call(request, timeout=10))
+
+
+@FUZZ
+@given(job_id=TEXT)
+async def test_random_watches(stub, job_id):
+    async def first_event() -> None:
+        async for _ in stub.WatchJob(pb.JobId(id=job_id), timeout=10):
+            return
+    await _answer(first_event())
+
+
 async def test_the_server_is_still_serving_after_the_fuzz(server):
     async with grpc.aio.insecure_channel(server.address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
