@@ -222,3 +222,14 @@ def test_client_watch_cancel_and_dead_letters(cluster: Cluster, redis_sync):
     assert recent.returncode == 0 and slow in recent.stdout and long not in recent.stdout, recent.stdout
     bad_since = cluster.client("-list", "-since", "someday", "-servers", address)
     assert bad_since.returncode == 2 and "-since" in bad_since.stderr
+
+
+def test_client_follows_twenty_jobs_of_300_kb_output_to_the_end(cluster: Cluster):
+    """Once `python -m client -file` exited 3 (RESOURCE_EXHAUSTED) on these although every job succeeded."""
+    _, address = cluster.server()
+    cluster.worker("e2e-1", JOB_OUTPUT_LIMIT="256k")
+    path = cluster.jobs_file([{"name": f"big{n}", "command": f"head -c {300 * 1024} /dev/zero | tr '\\0' x"}
+                              for n in range(20)])
+    run = cluster.client("-file", str(path), "-servers", address)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert "20/20 succeeded" in run.stdout
