@@ -130,6 +130,7 @@ class Settings:
     tls_cert: str = setting("")
     tls_key: str = setting("")
     auth_token: str = setting("")
+    auth_tokens_file: str = setting("")
     worker_id: str = setting("")
     worker_concurrency: int = setting(4, "int", minimum=1)
     heartbeat_interval: float = setting(1.0, "duration")

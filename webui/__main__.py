@@ -10,10 +10,18 @@ import uvicorn
 
 from jobcluster.failover import configured_servers, split_list
 from jobcluster.logs import setup_logging
-from jobcluster.settings import load_or_exit
+from jobcluster.settings import ConfigError, load_or_exit
 from webui.app import create_app
+from webui.config import UIConfig, ui_config
 
 log = logging.getLogger("webui")
+
+
+def _login_note(config: UIConfig) -> str:
+    ways = [w for w, on in (("password", config.password is not None), ("server token", config.token_login)) if on]
+    if not config.login_required:
+        return "no login (loopback)" + (", API takes bearer tokens" if config.token_login else "")
+    return "login with " + " or ".join(ways)
 
 
 def run() -> None:
@@ -22,15 +30,17 @@ def run() -> None:
     parser.add_argument("--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
     args = parser.parse_args()
     settings = load_or_exit()
-    addr = args.addr or settings.webui_addr
-    host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"configuration error: WEBUI_ADDR must be host:port, got {addr!r}", file=sys.stderr)
+    try:
+        config = ui_config(settings, args.addr or settings.webui_addr)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     servers = configured_servers(split_list(args.servers), settings.servers)
     setup_logging("webui", settings.log_level, settings.log_format)
-    log.info("web UI on http://%s (servers: %s)", addr, ", ".join(servers))
-    uvicorn.run(create_app(servers), host=host, port=int(port), log_level="warning", access_log=False)
+    log.info("web UI on %s (servers: %s; %s; names: %s)", config.url(), ", ".join(servers), _login_note(config),
+             ", ".join(sorted(config.names)))
+    uvicorn.run(create_app(servers, config=config), host=config.host, port=config.port, log_level="warning",
+                access_log=False, ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ PAGE_ERRORS: tuple[type[Exception], ...] = (UserError, NotConfigured, ServerDown
 #: The JSON API also answers 400 to values it cannot convert (bad JSON, ``limit=abc``).
 API_ERRORS: tuple[type[Exception], ...] = (*PAGE_ERRORS, ValueError, TypeError)
 GRPC_TO_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
-                grpc.StatusCode.FAILED_PRECONDITION: 409}
+                grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.UNAUTHENTICATED: 401,
+                grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
 
 
 def describe(exc: Exception) -> tuple[str, int]:
@@ -40,6 +41,9 @@ def describe(exc: Exception) -> tuple[str, int]:
         code = exc.code()
         if code in FAILOVER_CODES:
             return f"The server is not answering ({exc.details()}). Try another server.", 503
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return (f"The servers refused the token ({exc.details() or code.name}): log in again with a token "
+                    "they accept, or set the web UI's AUTH_TOKEN to one.", 401)
         return exc.details() or code.name, GRPC_TO_HTTP.get(code, 503)
     return str(exc), 400
 

@@ -21,6 +21,8 @@ from starlette.templating import Jinja2Templates
 from jobcluster.failover import AioPool
 from jobcluster.model import TERMINAL, Status
 from jobcluster.pb import scheduler_pb2 as pb
+from webui.caller import CallerPool
+from webui.config import UIConfig
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "jobcluster_csrf"
@@ -58,10 +60,15 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals.update(when=when, duration=duration, statuses=STATUSES, terminal_statuses=TERMINAL_STATUSES)
 
 
-def pool_of(request: Request) -> AioPool:
-    """The app's pool of gRPC servers."""
+def pool_of(request: Request) -> CallerPool:
+    """The app's pool of gRPC servers, calling with this request's token (see :mod:`webui.caller`)."""
     pool: AioPool = request.app.state.pool
-    return pool
+    return CallerPool(pool, request.scope.get("state", {}).get("caller_token"))
+
+
+def config_of(request: Request) -> UIConfig:
+    config: UIConfig = request.app.state.config
+    return config
 
 
 def csrf_token(request: Request) -> str:
@@ -76,9 +83,13 @@ def csrf_token(request: Request) -> str:
 def render(request: Request, name: str, code: int = 200, **ctx: Any) -> Response:
     """Render template ``name``; every page gets the servers, the CSRF token, its name and ``error``."""
     ctx.setdefault("error", None)
+    session = request.scope.get("state", {}).get("session")
     return templates.TemplateResponse(request, name, {"servers": pool_of(request).addresses,
                                                       "csrf": csrf_token(request),
-                                                      "page": name.split(".")[0], **ctx},
+                                                      "page": name.split(".")[0],
+                                                      "session": session,
+                                                      "login_required": config_of(request).login_required,
+                                                      **ctx},
                                       status_code=code)
 
 
@@ -120,5 +131,6 @@ class SecurityHeaders(BaseHTTPMiddleware):
         response.headers["X-Frame-Options"] = "DENY"
         token = request.scope.get("state", {}).get("csrf_token")
         if token and request.cookies.get(CSRF_COOKIE) != token:
-            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
+                                secure=config_of(request).tls)
         return response

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from jobcluster.pb import scheduler_pb2 as pb
-from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, FakeConnector, csrf, post, rpc_error
+from tests.unit.fake_jobservice import NOT_ANSWERING, SERVERS, UI_URL, FakeConnector, csrf, post, rpc_error
 from webui.app import create_app
 
 A, B = SERVERS
@@ -153,6 +153,6 @@ def test_cluster_page_with_no_server_answering_gives_503(client: TestClient, fak
 
 
 def test_closing_the_app_closes_the_channels(fake: FakeConnector) -> None:
-    with TestClient(create_app(SERVERS, fake)):
+    with TestClient(create_app(SERVERS, fake), base_url=UI_URL):
         assert not fake.closed
     assert fake.closed
