@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,16 +25,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
+def start_ui(cluster: Cluster, servers: list[str], scheme: str = "http", **env: str) -> dict:
+    """``python -m webui`` on a free loopback port for ``servers``, listening; ``env`` adds settings."""
+    port = free_port()
+    proc = cluster._spawn("webui", ["-m", "webui", "--addr", f"127.0.0.1:{port}", "--servers", ",".join(servers)],
+                          **env)
+    wait_for_sync(lambda: port_open(port) or proc.popen.poll() is not None, timeout=30, what="web UI listening")
+    assert proc.popen.poll() is None, proc.log()
+    return {"url": f"{scheme}://127.0.0.1:{port}", "port": port, "servers": servers, "proc": proc}
+
+
 @pytest.fixture
 def ui(cluster: Cluster):
     _, a = cluster.server()
     _, b = cluster.server()
     cluster.worker("ui-worker")
-    port = free_port()
-    proc = cluster._spawn("webui", ["-m", "webui", "--addr", f"127.0.0.1:{port}", "--servers", f"{a},{b}"])
-    wait_for_sync(lambda: port_open(port) or proc.popen.poll() is not None, timeout=30, what="web UI listening")
-    assert proc.popen.poll() is None, proc.log()
-    yield {"url": f"http://127.0.0.1:{port}", "servers": [a, b], "proc": proc}
+    yield start_ui(cluster, [a, b])
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +208,90 @@ async def test_every_page_renders_and_the_json_api_answers(ui, page, tmp_path):
     assert any(j["id"] == created["id"] for j in listed["jobs"])
     leader = json.load(urllib.request.urlopen(ui["url"] + "/api/leader"))
     assert leader["leader"] in ui["servers"]
+
+
+# --- beyond loopback: names, origins, login, HTTPS ----------------------------------------------
+
+PASSWORD = "correct horse battery"
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl (as an operator would)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def ui_login(cluster: Cluster, tmp_path: Path):
+    """The web UI over HTTPS (TLS_CERT/TLS_KEY), asking for the password of WEBUI_PASSWORD_FILE."""
+    _, a = cluster.server()
+    cluster.worker("ui-login-worker")
+    password_file = tmp_path / "webui.pw"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    cert, key = _self_signed(tmp_path)
+    ui = start_ui(cluster, [a], scheme="https", WEBUI_PASSWORD_FILE=str(password_file), TLS_CERT=str(cert),
+                  TLS_KEY=str(key))
+    ui["tls"] = ssl.create_default_context(cafile=str(cert))
+    yield ui
+
+
+def _status(url: str, context: ssl.SSLContext | None = None, **request: object) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, **request), context=context) as r:  # type: ignore[arg-type]
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_log_in_submit_and_log_out_over_https(ui_login, browser):
+    context = await browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 860})
+    page = await context.new_page()
+    try:
+        await page.goto(ui_login["url"] + "/jobs")
+        await page.wait_for_url(re.compile(r"/login\?next=%2Fjobs$"))
+        await page.get_by_label("Password").fill("not the password")
+        await page.get_by_role("button", name="Log in").click()
+        assert await page.get_by_role("alert").inner_text() == "Wrong password."
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Log in").click()
+        await page.wait_for_url(re.compile(r"/jobs$"))
+        [session] = [c for c in await context.cookies() if c["name"] == "jobcluster_session"]
+        assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
+        await page.get_by_role("link", name="Submit").click()
+        await page.wait_for_url(re.compile(r"/$"))
+        await page.get_by_label("Command", exact=True).fill("echo behind a login")
+        await page.get_by_role("button", name="Submit").click()
+        await page.locator("#status").filter(has_text="SUCCEEDED").wait_for(timeout=20_000)
+        assert (await page.locator("#output").inner_text()).strip() == "behind a login"
+        await page.get_by_role("button", name="Log out").click()
+        await page.wait_for_url(re.compile(r"/login$"))
+        await page.goto(ui_login["url"] + "/jobs")
+        await page.wait_for_url(re.compile(r"/login\?next=%2Fjobs$"))
+    finally:
+        await context.close()
+
+
+async def test_the_real_ui_refuses_foreign_hosts_origins_and_anonymous_calls(ui_login):
+    url, tls, port = ui_login["url"], ui_login["tls"], ui_login["port"]
+    status, body = _status(url + "/api/health", tls, headers={"Host": f"evil.example:{port}"})
+    assert status == 400 and "WEBUI_HOSTS" in body
+    assert _status(url + "/api/health", tls)[0] == 200  # open, for load balancers
+    status, body = _status(url + "/api/jobs", tls, data=json.dumps({"command": "id"}).encode(), method="POST",
+                           headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
+    assert status == 403 and "Origin refused" in body
+    status, body = _status(url + "/api/jobs", tls)
+    assert status == 401 and "Log in first" in body
+
+
+def test_an_exposed_web_ui_without_a_login_refuses_to_start(tmp_path: Path):
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the check must come before any bind.
+    env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run([sys.executable, "-m", "webui", "--addr", f"192.0.2.1:{free_port()}", "--servers",
+                        "127.0.0.1:1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "WEBUI_ADDR=192.0.2.1" in r.stderr and "is not loopback" in r.stderr
+    assert "WEBUI_PASSWORD_FILE" in r.stderr and "AUTH_TOKEN" in r.stderr
