@@ -14,6 +14,7 @@ entered with any string.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import secrets
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from webui.guard import refused
 from webui.sessions import Clock, FailedLogins, Session, Sessions, TrustedTokens
 from webui.web import UserError
 
+log = logging.getLogger("webui")
 SESSION_COOKIE = "jobcluster_session"
 #: Open without a login: the login itself, the stylesheet and script, and the load balancers' health check.
 OPEN_PATHS = frozenset({"/login", "/logout", "/api/health"})
@@ -177,8 +179,9 @@ class RequireLogin:
         self.auth.rate_limit(address)
         try:
             await self.auth.check_token(self.pool, token)
-        except LoginRefused:
+        except LoginRefused as exc:
             self.auth.failures.failed(address)
+            log.warning("API token refused from %s: %s", address, exc)
             raise
 
 

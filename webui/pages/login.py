@@ -7,6 +7,7 @@ counted per client address; after too many the address waits (429).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,8 @@ from webui.auth import SESSION_COOKIE, LoginRefused, auth_of, client_address
 from webui.errors import on_error_render
 from webui.sessions import Session
 from webui.web import UserError, config_of, read_form, render
+
+log = logging.getLogger("webui")
 
 
 def safe_next(target: str | None) -> str:
@@ -64,9 +67,11 @@ async def login_submit(request: Request) -> Response:
     values = await read_form(request)
     try:
         session = await _start_session(request, values)
-    except LoginRefused:
+    except LoginRefused as exc:
         auth.failures.failed(address)
+        log.warning("login refused from %s: %s", address, exc)
         raise
+    log.info("login from %s with %s", address, "a token" if session.how == "token" else "the password")
     auth.sessions.end(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse(safe_next(values.get("next")), status_code=303)
     config = config_of(request)
