@@ -85,6 +85,8 @@ bench: deps
 screenshot: deps browser
 	$(PY) scripts/screenshot.py docs/screenshot.png
 
+# Also deletes PostgreSQL's data kept outside the checkout (/var/lib/jobcluster/<hash>) and .run/secrets.
 clean: stop
+	@if [ -x $(PY) ]; then $(PY) -m jobcluster.devtools.cluster clean; fi
 	rm -rf .run log .servers .venv .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

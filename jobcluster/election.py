@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import aetcd
 import aetcd.exceptions
 
+from jobcluster.credentials import EtcdAuth
+
 log = logging.getLogger("election")
 
 #: etcd client errors that mean "etcd not reachable right now" (retry), as opposed to bugs.
@@ -66,6 +68,12 @@ class LeaderInfo:
                    since_ms=int(d.get("since_ms", 0)), token=create_revision)
 
 
+def _client(host: str, port: int, timeout: int, auth: EtcdAuth | None) -> aetcd.Client:
+    if auth is None:
+        return aetcd.Client(host=host, port=port, timeout=timeout)
+    return aetcd.Client(host=host, port=port, timeout=timeout, username=auth.user, password=auth.password)
+
+
 def _split(endpoint: str) -> tuple[str, int]:
     ep = endpoint.split("://", 1)[-1].rstrip("/")
     host, _, port = ep.rpartition(":")
@@ -76,9 +84,10 @@ class Election:
     """Campaign for leadership until :meth:`close`; :meth:`leading` says whether to act now."""
 
     def __init__(self, endpoints: Sequence[str], namespace: str, key: str, ttl: float,
-                 identity: str, address: str = "") -> None:
+                 identity: str, address: str = "", auth: EtcdAuth | None = None) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
+        self.auth = auth
         self.endpoints = [_split(e) for e in endpoints]
         self.key = f"{namespace.rstrip('/')}/{key}".encode()
         self.ttl = max(2, math.ceil(ttl))            # etcd's smallest lease TTL is 2 s
@@ -151,7 +160,7 @@ class Election:
     async def _connect(self) -> aetcd.Client:
         if self._client is None:
             host, port = self.endpoints[self._endpoint % len(self.endpoints)]
-            client = aetcd.Client(host=host, port=port, timeout=max(1, self.ttl // 3))
+            client = _client(host, port, max(1, self.ttl // 3), self.auth)
             await client.connect()
             self._client = client
         return self._client
@@ -266,12 +275,13 @@ class Election:
 
 
 async def read_leader(endpoints: Sequence[str], namespace: str, key: str,
-                      timeout: float = 2.0) -> LeaderInfo | None:
-    """Who leads now, read from etcd (None: nobody). Raises ETCD_ERRORS when etcd does not answer."""
+                      timeout: float = 2.0, auth: EtcdAuth | None = None) -> LeaderInfo | None:
+    """Who leads now, read from etcd (None: nobody). Raises ETCD_ERRORS when etcd does not answer
+    (or refuses ``auth``)."""
     last: BaseException | None = None
     for endpoint in endpoints:
         host, port = _split(endpoint)
-        client = aetcd.Client(host=host, port=port, timeout=max(1, int(timeout)))
+        client = _client(host, port, max(1, int(timeout)), auth)
         try:
             async with asyncio.timeout(timeout):
                 await client.connect()

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -103,10 +104,16 @@ def setting(default: Any, kind: str = "text", **meta: Any) -> Any:
 class Settings:
     """Every knob of every program; see ``.env.example`` for the meaning of each."""
 
-    database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobcluster")
+    database_url: str = setting("postgresql://jobcluster@127.0.0.1:5432/jobcluster")
     redis_addr: str = setting("127.0.0.1:6379")
     # ETCD_ENDPOINTS set to an empty string means: no etcd, no leader.
     etcd_endpoints: tuple[str, ...] = setting(("127.0.0.1:2379",), "list", empty_means_none=True)
+    # The services' passwords are read from files (jobcluster/credentials.py), never from the environment.
+    database_password_file: str = setting("")
+    redis_user: str = setting("")
+    redis_password_file: str = setting("")
+    etcd_user: str = setting("")
+    etcd_password_file: str = setting("")
     election_namespace: str = setting("/scheduler/v1")
     election_key: str = setting("leader")
     lease_ttl: float = setting(10.0, "duration")
@@ -192,13 +199,30 @@ def _checked(s: Settings) -> Settings:
                           f"got {s.job_max_command_bytes}")
     if s.pg_min_conns > s.pg_max_conns:
         raise ConfigError(f"PG_MIN_CONNS ({s.pg_min_conns}) must not exceed PG_MAX_CONNS ({s.pg_max_conns})")
+    _check_credentials(s)
     return s
+
+
+def _check_credentials(s: Settings) -> None:
+    """A user without a password (or a password given twice) is a mistake; the files are read at connect."""
+    if bool(s.etcd_user) != bool(s.etcd_password_file):
+        raise ConfigError("ETCD_USER and ETCD_PASSWORD_FILE go together: set both or neither")
+    if s.redis_user and not (s.redis_password_file or urlsplit(s.redis_addr).password):
+        raise ConfigError("REDIS_USER needs a password: set REDIS_PASSWORD_FILE")
+    for url, name, file_setting in ((s.database_url, "DATABASE_URL", "DATABASE_PASSWORD_FILE"),
+                                    (s.redis_addr, "REDIS_ADDR", "REDIS_PASSWORD_FILE")):
+        if getattr(s, file_setting.lower()) and "://" in url and urlsplit(url).password:
+            raise ConfigError(f"{name} holds a password and {file_setting} is set: use one of them")
 
 
 def load_or_exit() -> Settings:
     """Settings for a program's ``main``: on a bad value, print it and exit with status 2."""
+    from jobcluster.credentials import check_password_files  # it imports this module
+
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        check_password_files(settings)  # a missing password file stops the program now, not at connect
+        return settings
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

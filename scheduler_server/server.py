@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
+from jobcluster.credentials import etcd_auth
 from jobcluster.election import Election
 from jobcluster.errors import POSTGRES_ERRORS, UNAVAILABLE
 from jobcluster.pb import scheduler_pb2 as pb
@@ -37,7 +38,7 @@ class SchedulerServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.address = f"{settings.server_host}:{settings.server_port}"
-        self.redis = queue_mod.connect(settings.redis_addr)
+        self.redis = queue_mod.connect_from(settings)
         self.service = JobService(settings, Queue(self.redis), self.address)
         self.health = HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
@@ -49,7 +50,8 @@ class SchedulerServer:
         self.leader: Leader | None = None
         if settings.etcd_endpoints:
             self.election = Election(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
-                                     settings.lease_ttl, identity=self.address, address=self.address)
+                                     settings.lease_ttl, identity=self.address, address=self.address,
+                                     auth=etcd_auth(settings))
         self.service.election = self.election
 
     async def start(self) -> None:

@@ -14,13 +14,15 @@ import signal
 import sys
 import time
 
+from jobcluster.credentials import etcd_auth
 from jobcluster.election import read_leader
 from jobcluster.settings import Settings
 
 
 async def main(how: str) -> int:
     s = Settings.from_env()
-    info = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key)
+    auth = etcd_auth(s)
+    info = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth)
     if info is None:
         print("no leader right now", file=sys.stderr)
         return 1
@@ -28,7 +30,7 @@ async def main(how: str) -> int:
     started = time.monotonic()
     while time.monotonic() - started < 60:
         try:
-            new = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key)
+            new = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth)
         except Exception:  # noqa: BLE001 - keep polling through hiccups
             new = None
         if new is not None and new.address != info.address:

@@ -100,7 +100,7 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 @pytest.fixture
 async def queue(settings: Settings) -> AsyncIterator[Queue]:
     """A queue on an empty Redis."""
-    r = queue_mod.connect(settings.redis_addr)
+    r = queue_mod.connect_from(settings)
     await r.flushdb()
     yield Queue(r)
     await r.aclose()

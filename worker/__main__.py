@@ -51,7 +51,7 @@ async def main(settings: Settings, burst: bool) -> int:
     store = await _connect_store(settings, stop)
     if store is None:
         return 0
-    redis = queue_mod.connect(settings.redis_addr)
+    redis = queue_mod.connect_from(settings)
     try:
         worker = Worker(settings, store, Queue(redis), burst=burst)
         if stop.is_set():

@@ -1,9 +1,9 @@
 """``make start / stop / status``: a whole cluster on this machine, tracked by pid files.
 
 Redis, PostgreSQL and etcd are used where ``.env`` points at ones that answer;
-otherwise this starts its own at those addresses (data in ``.run/``, logs in
-``log/``). Then it starts the servers and workers. ``stop`` ends exactly the
-processes whose pid files it wrote.
+otherwise this starts its own at those addresses, with passwords (data in
+``.run/``, logs in ``log/``; see :mod:`.backing`). Then it starts the servers
+and workers. ``stop`` ends exactly the processes whose pid files it wrote.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import cast
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jobcluster.credentials import etcd_auth
+from jobcluster.devtools import backing, lockdown
 from jobcluster.devtools import services as svc
+from jobcluster.devtools.backing import LOG, ROOT, RUN
 from jobcluster.settings import ConfigError, Settings
 
-ROOT = Path.cwd()
-RUN = ROOT / ".run"
-LOG = ROOT / "log"
 SERVERS_FILE = ROOT / ".servers"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 STOP_WAIT = 40.0  # a worker gives running jobs WORKER_SHUTDOWN_GRACE (30s) to finish
@@ -72,33 +72,41 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _ensure_service(name: str, host: str, port: int, start: Callable[[int], svc.Service]) -> str:
+def _ensure_service(name: str, host: str, port: int, start: Callable[[int], svc.Service],
+                    dev: backing.DevServices) -> str:
     proc = Proc(name, {"redis": "redis-server", "postgres": "postgres", "etcd": "etcd"}[name])
     if svc.port_open(port, host if host not in LOCAL_HOSTS else "127.0.0.1"):
-        owner = "ours" if proc.pid() else "already running, not ours"
+        pid = proc.pid()
+        if pid is not None:
+            dev.check_running(name, pid)  # one of ours without passwords: says how to upgrade
+        owner = "ours" if pid else "already running, not ours: make start leaves its passwords alone"
         return f"{host or '127.0.0.1'}:{port} ({owner})"
     if host not in LOCAL_HOSTS:
         raise SystemExit(f"{name} at {host}:{port} does not answer, and it is not on this machine to start")
     service = start(port)
     proc.record(service.pid)
-    return f"127.0.0.1:{port} (started, pid {service.pid}, data {service.data_dir.relative_to(ROOT)})"
+    return f"127.0.0.1:{port} (started, pid {service.pid}, data {dev.where(service)})"
 
 
 def start_backing_services(settings: Settings) -> dict[str, str]:
+    """Use or start Redis, PostgreSQL and etcd; then check the programs can log in to each."""
     RUN.mkdir(exist_ok=True)
     LOG.mkdir(exist_ok=True)
     os.chmod(RUN, 0o755)
+    dev = backing.DevServices(settings)
     where = {}
     r_host, r_port = _hostport(settings.redis_addr, 6379)
-    where["redis"] = _ensure_service("redis", r_host, r_port, lambda p: svc.start_redis(
-        RUN / "redis", p, LOG / "redis.log", persist=True, detach=True))
+    where["redis"] = _ensure_service("redis", r_host, r_port, dev.start_redis, dev)
     pg = urlsplit(settings.database_url)
-    where["postgres"] = _ensure_service("postgres", pg.hostname or "", pg.port or 5432, lambda p: svc.start_postgres(
-        RUN / "pg", p, LOG / "postgres.log", detach=True, database=pg.path.lstrip("/") or "jobcluster"))
+    where["postgres"] = _ensure_service("postgres", pg.hostname or "", pg.port or 5432, dev.start_postgres, dev)
     if settings.etcd_endpoints:
         e_host, e_port = _hostport(settings.etcd_endpoints[0], 2379)
-        where["etcd"] = _ensure_service("etcd", e_host, e_port, lambda p: svc.start_etcd(
-            RUN / "etcd", p, p + 1, LOG / "etcd.log", detach=True))
+        where["etcd"] = _ensure_service("etcd", e_host, e_port, dev.start_etcd, dev)
+    for line in dev.write_env():
+        _say(f"  .env     {line}   (added: the programs log in with it)")
+    problems = backing.login_problems(Settings.from_env())
+    if problems:
+        raise SystemExit("the programs could not log in:\n" + "\n".join(f"  {k}: {v}" for k, v in problems.items()))
     return where
 
 
@@ -269,12 +277,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             _say(f"  {addr:<14} {'NOT SERVING' if addr in down else 'serving'}")
     _say(f"  leader: {_leader_line(settings)}")
     try:
-        import redis
-
         from jobcluster import keys
 
-        host, port = _hostport(settings.redis_addr, 6379)
-        r = redis.Redis(host=host, port=port, socket_timeout=2, decode_responses=True)
+        r = backing.redis_client(settings)
         processing = sum(r.llen(k) for k in r.scan_iter(keys.PROCESSING_PREFIX + "*"))
         _say(f"  queues: {keys.PENDING}={r.llen(keys.PENDING)} processing={processing} "
              f"{keys.DELAYED}={r.zcard(keys.DELAYED)} {keys.DLQ}={r.llen(keys.DLQ)}")
@@ -295,13 +300,20 @@ def _leader_line(settings: Settings) -> str:
     key = f"{settings.election_namespace}/{settings.election_key}"
     try:
         info = asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace,
-                                       settings.election_key))
-    except ETCD_ERRORS as exc:
+                                       settings.election_key, auth=etcd_auth(settings)))
+    except ETCD_ERRORS + (ConfigError,) as exc:
         return f"unknown: etcd at {','.join(settings.etcd_endpoints)} not reachable ({exc or type(exc).__name__})"
     if info is None:
         return f"none right now (etcd key {key} is empty)"
     since = time.strftime("%H:%M:%S", time.localtime(info.since_ms / 1000))
     return f"{info.address} (pid {info.pid}) since {since}, term {info.token} (etcd key {key})"
+
+
+def cmd_clean(args: argparse.Namespace, settings: Settings) -> int:
+    removed = backing.remove_outside_data()
+    if removed:
+        _say(f"removed {removed} (PostgreSQL's data of this checkout)")
+    return 0
 
 
 def main() -> int:
@@ -315,6 +327,7 @@ def main() -> int:
     st = sub.add_parser("stop")
     st.add_argument("--programs-only", choices=("server-", "worker-"), help="stop only servers or workers")
     sub.add_parser("status")
+    sub.add_parser("clean", help="delete PostgreSQL's data kept outside the checkout (make clean)")
     args = p.parse_args()
     try:
         settings = Settings.from_env()
@@ -322,8 +335,9 @@ def main() -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}[args.cmd](args, settings)
-    except svc.ServiceError as exc:
+        return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+                "clean": cmd_clean}[args.cmd](args, settings)
+    except (svc.ServiceError, lockdown.LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,27 +1,45 @@
 """Private Redis, PostgreSQL and etcd processes on loopback, for tests and the dev cluster.
 
 PostgreSQL refuses to run as root, so as root it runs as the ``postgres``
-user, with a data directory that user owns.
+user, with a data directory that user owns. Given a :class:`Login`, a service
+starts with passwords on (see :mod:`.lockdown`); without one it is open to
+every local process, as the tests' services are by default.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import getpass
 import os
 import shutil
-from typing import Any
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from jobcluster.devtools import lockdown
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
 class ServiceError(RuntimeError):
     """A service did not come up; the message says which and where its log is."""
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who the programs log in as, and the file (mode 0600) that holds the password; made when missing."""
+
+    user: str
+    password_file: Path
+
+    @property
+    def password(self) -> str:
+        return lockdown.secret_file(self.password_file)
 
 
 @dataclass
@@ -35,6 +53,7 @@ class Service:
     log_path: Path
     url: str
     extra: dict[str, str] = field(default_factory=dict)
+    login: Login | None = None  # None: no password asked
 
     @property
     def pid(self) -> int:
@@ -118,15 +137,26 @@ def _need(program: str, package: str) -> str:
     return path
 
 
+REDIS_CONF = "redis.conf"
+
+
 def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = False,
-                detach: bool = False, timeout: float = 20.0) -> Service:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [_need("redis-server", "redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-           "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "yes"]
-    cmd += ["--appendonly", "yes", "--save", ""] if persist else ["--appendonly", "no", "--save", ""]
-    proc = _spawn(cmd, log_path, detach)
+                detach: bool = False, timeout: float = 20.0, login: Login | None = None) -> Service:
+    """Redis from ``data_dir/redis.conf`` (mode 0600, rewritten each start): with ``login``, its ACL user only."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    quoted = '"' + str(data_dir).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no", f"dir {quoted}",
+             'save ""', f"appendonly {'yes' if persist else 'no'}"]
+    if login is not None:
+        lines += lockdown.redis_acl(login.user, login.password)
+    conf = data_dir / REDIS_CONF
+    conf.unlink(missing_ok=True)
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+    proc = _spawn([_need("redis-server", "redis-server"), str(conf)], log_path, detach)
     _wait_port("redis", proc, port, log_path, timeout)
-    return Service("redis", proc, port, data_dir, log_path, f"127.0.0.1:{port}")
+    return Service("redis", proc, port, data_dir, log_path, f"127.0.0.1:{port}", login=login)
 
 
 def _postgres_user() -> dict[str, Any]:
@@ -136,24 +166,34 @@ def _postgres_user() -> dict[str, Any]:
     return {}
 
 
-def _give_to_postgres(path: Path) -> None:
+def _give_to_postgres(*paths: Path) -> None:
     if os.geteuid() == 0:
-        shutil.chown(path, "postgres", "postgres")
+        for path in paths:
+            shutil.chown(path, "postgres", "postgres")
 
 
 def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = False,
                    database: str = "jobcluster", timeout: float = 60.0,
-                   settings: dict[str, str] | None = None) -> Service:
-    """initdb (first time), then run postgres on 127.0.0.1:port with its socket in the data directory."""
+                   settings: dict[str, str] | None = None, login: Login | None = None) -> Service:
+    """initdb (first time), then run postgres on 127.0.0.1:port with its socket in the data directory.
+
+    With ``login``: scram passwords from 127.0.0.1 only (pg_hba rewritten each start, so an old
+    open data directory is closed too), and the role ``login.user`` owning ``database``.
+    Without: every local user may log in as anyone (``trust``), as the tests' PostgreSQL.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     _give_to_postgres(data_dir)
     if not (data_dir / "PG_VERSION").exists():
+        auth = ["-A", "trust"] if login is None else ["--auth-local=peer", "--auth-host=reject"]
         init = subprocess.run(
-            [_need("initdb", "postgresql"), "-D", str(data_dir), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--no-sync"],
+            [_need("initdb", "postgresql"), "-D", str(data_dir), "-U", lockdown.PG_SUPERUSER, *auth,
+             "-E", "UTF8", "--no-sync"],
             capture_output=True, text=True, **_postgres_user())
         if init.returncode != 0:
             raise ServiceError(f"initdb failed in {data_dir}:\n{init.stdout}\n{init.stderr}")
+    if login is not None:
+        lockdown.write_pg_auth(data_dir, admins=(lockdown.PG_SUPERUSER, getpass.getuser()))
+        _give_to_postgres(data_dir / "pg_hba.conf", data_dir / "pg_ident.conf")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     options = {"listen_addresses": "127.0.0.1", "max_connections": "200", "fsync": "on"}
     options.update(settings or {})
@@ -162,12 +202,40 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
         cmd += ["-c", f"{key}={value}"]
     proc = _spawn(cmd, log_path, detach, as_postgres=True)
     _wait_port("postgresql", proc, port, log_path, timeout)
-    url = f"postgresql://postgres@127.0.0.1:{port}/{database}"
-    return Service("postgresql", proc, port, data_dir, log_path, url)
+    if login is not None:
+        _wait_socket(data_dir, port, proc, log_path, timeout)
+        try:
+            asyncio.run(lockdown.ensure_pg_role(data_dir, port, login.user, login.password, database))
+        except BaseException:
+            proc.terminate()
+            proc.wait(timeout)
+            raise
+    user = login.user if login is not None else lockdown.PG_SUPERUSER
+    return Service("postgresql", proc, port, data_dir, log_path, f"postgresql://{user}@127.0.0.1:{port}/{database}",
+                   login=login)
+
+
+def _wait_socket(data_dir: Path, port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    """PostgreSQL opens its TCP port a moment before its socket; our superuser login needs the socket."""
+    deadline = time.monotonic() + timeout
+    while not (data_dir / f".s.PGSQL.{port}").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise ServiceError(f"postgresql made no socket in {data_dir}; see {log_path}:\n" + _tail(log_path))
+        time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class EtcdUsers:
+    """etcd with auth: ``root`` (needed to turn auth on) and the programs' user, limited to ``prefix``."""
+
+    root_password_file: Path
+    login: Login
+    prefix: str
 
 
 def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, detach: bool = False,
-               timeout: float = 30.0) -> Service:
+               timeout: float = 30.0, users: EtcdUsers | None = None) -> Service:
+    """etcd on 127.0.0.1:port; with ``users``, auth on (set up through its gRPC API, passwords in no argv)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     client = f"http://127.0.0.1:{port}"
     peer = f"http://127.0.0.1:{peer_port}"
@@ -177,21 +245,40 @@ def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, det
            "--initial-cluster", f"default={peer}"]
     proc = _spawn(cmd, log_path, detach)
     _wait_port("etcd", proc, port, log_path, timeout)
+    if users is not None:
+        try:
+            lockdown.lock_etcd(f"127.0.0.1:{port}", lockdown.secret_file(users.root_password_file),
+                               users.login.user, users.login.password, users.prefix)
+        except BaseException:
+            proc.terminate()
+            proc.wait(timeout)
+            raise
     return Service("etcd", proc, port, data_dir, log_path, f"127.0.0.1:{port}",
-                   extra={"peer_port": str(peer_port)})
+                   extra={"peer_port": str(peer_port)}, login=users.login if users else None)
 
 
 @contextlib.contextmanager
-def private_services(root: Path, pg_settings: dict[str, str] | None = None) -> Iterator[dict[str, Service]]:
+def private_services(root: Path, pg_settings: dict[str, str] | None = None, *, locked: bool = False,
+                     etcd_prefix: str = "/") -> Iterator[dict[str, Service]]:
     """Redis, PostgreSQL and etcd on free loopback ports with data under ``root``; stopped on exit.
 
     ``root`` must be enterable by the ``postgres`` user (not pytest's /tmp/pytest-of-root).
+    ``locked``: passwords on, as under ``make start``; each service's ``login`` says the user and
+    the password file (in ``root/secrets``); the etcd user may touch only keys under ``etcd_prefix``.
     """
+    secrets = root / "secrets"
+
+    def login(name: str, user: str = "jobcluster") -> Login | None:
+        return Login(user, secrets / f"{name}_password") if locked else None
+
+    etcd_login = login("etcd")
+    users = EtcdUsers(secrets / "etcd_root_password", etcd_login, etcd_prefix) if etcd_login else None
     started: dict[str, Service] = {}
     try:
-        started["redis"] = start_redis(root / "redis", free_port(), root / "redis.log")
-        started["postgres"] = start_postgres(root / "pg", free_port(), root / "pg.log", settings=pg_settings)
-        started["etcd"] = start_etcd(root / "etcd", free_port(), free_port(), root / "etcd.log")
+        started["redis"] = start_redis(root / "redis", free_port(), root / "redis.log", login=login("redis"))
+        started["postgres"] = start_postgres(root / "pg", free_port(), root / "pg.log", settings=pg_settings,
+                                             login=login("postgres"))
+        started["etcd"] = start_etcd(root / "etcd", free_port(), free_port(), root / "etcd.log", users=users)
         yield started
     finally:
         for service in reversed(list(started.values())):

@@ -24,14 +24,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from jobcluster.credentials import optional_secret
 from jobcluster.queue.base import OP_TIMEOUT
 from jobcluster.queue.dead_letters import DeadLetters
 from jobcluster.queue.jobs import Jobs
 from jobcluster.queue.live_output import LiveOutput
 from jobcluster.queue.liveness import Liveness
 from jobcluster.queue.reconcile import Reconcile
+from jobcluster.settings import Settings
 
-__all__ = ["OP_TIMEOUT", "Queue", "connect"]
+__all__ = ["OP_TIMEOUT", "Queue", "connect", "connect_from"]
 
 
 def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
@@ -43,6 +45,22 @@ def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
     options.update(kwargs)
     client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
     return client
+
+
+def connect_from(settings: Settings, **kwargs: Any) -> aioredis.Redis:
+    """A client for REDIS_ADDR that logs in as REDIS_USER with the password in REDIS_PASSWORD_FILE.
+
+    The file is read here, once. Without REDIS_USER the password is the default user's
+    (``requirepass``); a password in a ``redis://`` REDIS_ADDR works too. Redis refusing the
+    login raises redis-py's AuthenticationError, a ConnectionError, so it is retried and logged
+    like an outage.
+    """
+    password = optional_secret("REDIS_PASSWORD_FILE", settings.redis_password_file)
+    if password is not None:
+        kwargs.setdefault("password", password)
+    if settings.redis_user:
+        kwargs.setdefault("username", settings.redis_user)
+    return connect(settings.redis_addr, **kwargs)
 
 
 class Queue:

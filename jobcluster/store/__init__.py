@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from jobcluster.credentials import optional_secret
 from jobcluster.settings import Settings
 from jobcluster.store.dead_letters import DeadLetters
 from jobcluster.store.fencing import Fenced, Fencing
@@ -52,10 +53,16 @@ class Store:
 
     @classmethod
     async def connect(cls, settings: Settings, *, migrate: bool = True) -> Store:
-        """Open the pool (creating the database if it does not exist) and migrate the schema."""
-        await ensure_database(settings.database_url)
+        """Open the pool (creating the database if it does not exist) and migrate the schema.
+
+        The password comes from DATABASE_PASSWORD_FILE (read on each call, so a corrected file is
+        picked up by the next try) or from DATABASE_URL.
+        """
+        password = optional_secret("DATABASE_PASSWORD_FILE", settings.database_password_file)
+        await ensure_database(settings.database_url, password)
         pool = await asyncpg.create_pool(
             settings.database_url,
+            password=password,
             min_size=settings.pg_min_conns,
             max_size=settings.pg_max_conns,
             # asyncpg has no maximum connection age; the closest is closing idle ones.

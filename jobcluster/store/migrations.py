@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from jobcluster.credentials import LoginRefused
 from jobcluster.sqlfile import migrations
 
 log = logging.getLogger(__name__)
@@ -16,21 +17,36 @@ _MIGRATION_LOCK = zlib.crc32(b"jobcluster.migrate")
 CONNECT_TIMEOUT = 5.0
 
 
-async def ensure_database(dsn: str) -> None:
-    """Create the database DATABASE_URL names if it does not exist (connecting to ``postgres`` to do it)."""
+async def ensure_database(dsn: str, password: str | None = None) -> None:
+    """Create the database DATABASE_URL names if it does not exist (connecting to ``postgres`` to do it).
+
+    ``password`` (from DATABASE_PASSWORD_FILE) wins over one in ``dsn``. A refused login
+    raises :class:`LoginRefused`, which connecting retries like an outage.
+    """
     try:
-        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+        conn = await login(dsn, password)
     except asyncpg.InvalidCatalogNameError:
-        await _create_database(dsn)
+        await _create_database(dsn, password)
     else:
         await conn.close()
 
 
-async def _create_database(dsn: str) -> None:
+async def login(dsn: str, password: str | None) -> asyncpg.Connection:
+    """One connection; a refused user or password becomes :class:`LoginRefused` naming the settings."""
+    try:
+        return await asyncpg.connect(dsn, password=password, timeout=CONNECT_TIMEOUT)
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        parts = urlsplit(dsn)
+        raise LoginRefused(f"PostgreSQL at {parts.hostname}:{parts.port or 5432} refused user "
+                           f"{parts.username or '(none)'}: {exc}; check DATABASE_URL and "
+                           f"DATABASE_PASSWORD_FILE") from None
+
+
+async def _create_database(dsn: str, password: str | None) -> None:
     parts = urlsplit(dsn)
     name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
-    conn = await asyncpg.connect(admin, timeout=CONNECT_TIMEOUT)
+    conn = await login(admin, password)
     try:
         await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
         log.info("created database %s", name)

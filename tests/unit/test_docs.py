@@ -29,8 +29,8 @@ NOT_SETTINGS = {
     # gRPC status codes and health states
     "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
     "PERMISSION_DENIED", "NOT_SERVING",
-    # etcdctl's own variable; the client's usage line (argparse metavar)
-    "ETCDCTL_API", "JOBS_JSON",
+    # etcdctl's and redis-cli's own variables; the client's usage line (argparse metavar)
+    "ETCDCTL_API", "REDISCLI_AUTH", "JOBS_JSON",
 }
 
 
