@@ -144,26 +144,28 @@ def show_cluster(pool: Pool, out=sys.stdout) -> int:
 
 
 def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
-    """Print a job's output as it is produced, then its end; exit 0 only if it SUCCEEDED."""
+    """Print a job's output as it is produced, then its end; exit 0 only if it SUCCEEDED.
+
+    A stream that ends without a final event reached the server's WATCH_MAX_LIFE: watch again.
+    """
     printed = ""
     status = ""
     final = None
-    stream = pool.call(lambda stub: stub.WatchJob(pb.JobId(id=job_id)))[0]
-    for event in stream:
-        if event.job.status != status:
-            status = event.job.status
-            print(f"[{status}]", file=sys.stderr, flush=True)
-        text = event.job.output if event.final else event.live_output
-        if text.startswith(printed):
-            out.write(text[len(printed):])
-        else:  # the kept tail moved past what we printed
-            out.write(text)
-        out.flush()
-        printed = text
-        if event.final:
-            final = event.job
-    if final is None:
-        return 3
+    while final is None:
+        stream = pool.call(lambda stub: stub.WatchJob(pb.JobId(id=job_id)))[0]
+        for event in stream:
+            if event.job.status != status:
+                status = event.job.status
+                print(f"[{status}]", file=sys.stderr, flush=True)
+            text = event.job.output if event.final else event.live_output
+            if text.startswith(printed):
+                out.write(text[len(printed):])
+            else:  # the kept tail moved past what we printed
+                out.write(text)
+            out.flush()
+            printed = text
+            if event.final:
+                final = event.job
     ec = f", exit {final.exit_code}" if final.HasField("exit_code") else ""
     print(f"[{final.status} after {final.attempts} attempt(s){ec}]", file=sys.stderr)
     return 0 if final.status == Status.SUCCEEDED else 1

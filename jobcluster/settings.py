@@ -125,6 +125,8 @@ class Settings:
     pg_max_conns: int = setting(10, "int", minimum=1)
     pg_min_conns: int = setting(1, "int")
     pg_max_conn_lifetime: float = setting(1800.0, "duration")
+    watch_max_streams: int = setting(1000, "int", minimum=1)
+    watch_max_life: float = setting(1800.0, "duration")
     server_host: str = setting("127.0.0.1")
     server_port: int = setting(50051, "int")
     servers: tuple[str, ...] = setting((), "list")
@@ -197,6 +199,8 @@ def _checked(s: Settings) -> Settings:
     if s.job_max_command_bytes > MAX_COMMAND_LIMIT:
         raise ConfigError(f"JOB_MAX_COMMAND_BYTES must be at most {MAX_COMMAND_LIMIT // 2**20}m; "
                           f"got {s.job_max_command_bytes}")
+    if s.watch_max_life < 1:
+        raise ConfigError(f"WATCH_MAX_LIFE must be at least 1s, got {s.watch_max_life:g}s")
     if s.pg_min_conns > s.pg_max_conns:
         raise ConfigError(f"PG_MIN_CONNS ({s.pg_min_conns}) must not exceed PG_MAX_CONNS ({s.pg_max_conns})")
     _check_credentials(s)

@@ -30,7 +30,9 @@ def service_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def services(service_root: Path) -> Iterator[dict[str, svc.Service]]:
-    with svc.private_services(service_root, pg_settings={"fsync": "off", "synchronous_commit": "off"}) as started:
+    # pg_stat_statements: tests count the statements a feature sends (tests/integration/test_watch.py).
+    pg_settings = {"fsync": "off", "synchronous_commit": "off", "shared_preload_libraries": "pg_stat_statements"}
+    with svc.private_services(service_root, pg_settings=pg_settings) as started:
         yield started
 
 

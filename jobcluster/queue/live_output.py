@@ -31,3 +31,12 @@ class LiveOutput(Part):
         if not raw:
             return None
         return int(raw.get("total", 0)), raw.get("tail", "")
+
+    @bounded
+    async def read_many(self, job_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """:meth:`read` for several running jobs in one round trip; jobs with nothing published are left out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(keys.live_output(job_id))
+            raws = cast(list[dict[str, str]], await pipe.execute())
+        return {job_id: (int(raw.get("total", 0)), raw.get("tail", "")) for job_id, raw in zip(job_ids, raws) if raw}

@@ -51,3 +51,20 @@ SELECT * FROM (
 -- name: status_counts
 -- Counts by status as shown, so each count matches what the status filter lists.
 SELECT job_shown_status(status, not_before) AS status, count(*) AS n FROM jobs GROUP BY 1;
+
+-- name: watched_jobs_changed
+-- WatchJob's one poll of every job watched on a server. $1 the job ids, $2 / $3 the shown
+-- status and version (updated_at in microseconds) the watchers have seen, NULL when not yet
+-- seen. Returns, whole, only the jobs that are new to the watchers or have changed.
+SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status, a.output AS output,
+       (extract(epoch FROM j.updated_at) * 1000000)::bigint AS version
+  FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS k(id, status, version)
+  JOIN jobs j ON j.id = k.id
+  LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts
+ WHERE k.version IS NULL
+    OR k.status IS DISTINCT FROM job_shown_status(j.status, j.not_before)
+    OR k.version <> (extract(epoch FROM j.updated_at) * 1000000)::bigint;
+
+-- name: attempts_of_jobs
+SELECT job_id, attempt, worker_id, started_at, finished_at, exit_code, error, output_truncated
+  FROM job_attempts WHERE job_id = ANY($1::uuid[]) ORDER BY job_id, attempt;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -48,6 +49,23 @@ class JobQueries:
                 return None
             attempts = await conn.fetch(Q["get_attempts"], key)
         return JobRow.from_record(row, attempts)
+
+    async def changed(self, ids: list[str], seen: Mapping[str, tuple[Status, int]]) -> dict[str, tuple[JobRow, int]]:
+        """Of these jobs, the ones whose (shown status, version) differs from ``seen`` or that are not in it:
+        id -> (the job with its attempts, its version). A job not in ``seen`` and not returned does not exist.
+
+        One statement, and a second one for the attempts when any job changed (WatchJob's poll).
+        """
+        keys = [uuid.UUID(i) for i in ids]
+        known = [seen.get(i) for i in ids]
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q["watched_jobs_changed"], keys, [k[0].value if k else None for k in known],
+                                    [k[1] if k else None for k in known])
+            attempts = await conn.fetch(Q["attempts_of_jobs"], [r["id"] for r in rows]) if rows else []
+        by_job: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for a in attempts:
+            by_job.setdefault(a["job_id"], []).append(a)
+        return {str(r["id"]): (JobRow.from_record(r, by_job.get(r["id"], ())), r["version"]) for r in rows}
 
     async def page(
         self,

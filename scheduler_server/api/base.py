@@ -15,6 +15,7 @@ from jobcluster.rows import JobRow
 from jobcluster.settings import Settings
 from jobcluster.store import Store
 from scheduler_server.errors import NotFound, NotReady
+from scheduler_server.watch import WatchHub
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -28,6 +29,8 @@ class Servicer(pb_grpc.JobServiceServicer):
         self.address = address
         self._store: Store | None = None
         self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
+        self.watch_hub = WatchHub(lambda: self.store, queue.live_output, max_streams=settings.watch_max_streams,
+                                  max_life=settings.watch_max_life)
 
     def attach_store(self, store: Store) -> None:
         self._store = store

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -11,12 +10,13 @@ from typing import Any
 
 from jobcluster.errors import REDIS_ERRORS
 from jobcluster.limits import MAX_REPLY_BYTES
-from jobcluster.model import MAX_NAME_CHARS, TERMINAL, InvalidJob, Status, check_time_ms
+from jobcluster.model import MAX_NAME_CHARS, InvalidJob, Status, check_time_ms
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import Submitted
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
 from scheduler_server.errors import Conflict, NotFound, StoredNotQueued, rpc, rpc_stream
+from scheduler_server.watch import WATCH_END_TRAILER
 
 log = logging.getLogger("server")
 
@@ -25,7 +25,6 @@ MAX_PAGE_SIZE = 1000
 #: Longest text filter of ListJobs (characters).
 MAX_FILTER_CHARS = 1000
 MAX_BATCH = 10_000
-WATCH_INTERVAL = 0.2
 
 
 @contextlib.asynccontextmanager
@@ -118,25 +117,22 @@ class JobRpcs(Servicer):
 
     @rpc_stream
     async def WatchJob(self, request: pb.JobId, context: Context) -> AsyncIterator[pb.JobEvent]:
-        """Stream the job's changes until it ends."""
-        if not request.id:
-            raise InvalidJob("id is empty")
+        """Stream the job's changes until it ends (a final event), or until WATCH_MAX_LIFE: then the
+        stream ends OK without a final event and the client watches again (scheduler_server/watch.py)."""
+        job_id = _job_id(request.id)
         last_status: Status | None = None
         last_bytes = -1
-        while True:
-            job = await self.job_row(request.id)
-            final = job.status in TERMINAL
-            live = await self.queue.live_output.read(request.id) if job.status is Status.RUNNING else None
-            live_bytes = live[0] if live else 0
-            if job.status is not last_status or final or (live and live_bytes != last_bytes):
-                event = pb.JobEvent(job=convert.job_status(job), final=final)
-                if live:
-                    event.live_output, event.live_output_bytes = live[1], live_bytes
-                yield event
-                last_status, last_bytes = job.status, live_bytes
-            if final:
-                return
-            await asyncio.sleep(WATCH_INTERVAL)
+        async with self.watch_hub.watch(job_id) as watch:
+            while (snapshot := await watch.next()) is not None:
+                status = snapshot.job.status
+                if status is not last_status or snapshot.final or snapshot.live_bytes != last_bytes:
+                    yield snapshot.event
+                    last_status, last_bytes = status, snapshot.live_bytes
+                if snapshot.final:
+                    return
+        # Status OK without a final event; the trailer says why, for people reading the wire.
+        context.set_trailing_metadata(((WATCH_END_TRAILER, f"the stream reached WATCH_MAX_LIFE "
+                                        f"({self.watch_hub.max_life:g}s) before the job ended; watch it again"),))
 
     @rpc
     async def CancelJob(self, request: pb.JobId, context: Context) -> pb.JobStatus:

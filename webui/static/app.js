@@ -20,7 +20,7 @@ function watchJob() {
   const note = document.getElementById("live-note");
   // The statuses a job ends in, rendered by the server (jobcluster.model.TERMINAL).
   const terminal = (document.body.dataset.terminalStatuses || "").split(" ");
-  let reloaded = false;
+  let reloaded = false, finished = false, failed = false;
   const source = new EventSource(`/jobs/${encodeURIComponent(id)}/events?server=${encodeURIComponent(server)}`);
   source.addEventListener("job", (e) => {
     const data = JSON.parse(e.data);
@@ -40,13 +40,22 @@ function watchJob() {
     if (cancel) cancel.hidden = terminal.includes(job.status);
     note.textContent = data.final ? "" : "live";
     if (data.final) {
+      finished = true;
       source.close();
       // Refresh the attempts table (and the Retry button) once, without losing the live view.
       if (!reloaded) { reloaded = true; refreshAttempts(id, server); }
     }
   });
-  source.addEventListener("failure", (e) => { note.textContent = JSON.parse(e.data).error; source.close(); });
-  source.addEventListener("end", () => source.close());
+  source.addEventListener("failure", (e) => {
+    failed = true;
+    note.textContent = JSON.parse(e.data).error;
+    source.close();
+  });
+  // A stream that ends without a final event reached the server's WATCH_MAX_LIFE: watch again.
+  source.addEventListener("end", () => {
+    source.close();
+    if (!finished && !failed) setTimeout(watchJob, 1000);
+  });
 }
 
 async function refreshAttempts(id, server) {

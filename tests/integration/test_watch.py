@@ -1,0 +1,172 @@
+"""WatchJob through the per-server watch hub: many watchers cost one poll, caps, max life, correct events."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from client import display
+from jobcluster.devtools.services import free_port
+from jobcluster.failover import Pool
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from jobcluster.settings import Settings
+from jobcluster.store import Store
+from scheduler_server.server import SchedulerServer
+from tests.helpers import wait_for
+
+WATCHERS = 1000
+JOBS = 4
+CHANNELS = 10
+LIFECYCLE = ["QUEUED", "RUNNING", "SUCCEEDED"]
+
+Start = Callable[..., Awaitable[SchedulerServer]]
+
+
+@pytest.fixture
+async def start_server(settings: Settings, store: Store) -> AsyncIterator[Start]:
+    """``await start_server(**settings)``: an in-process server without etcd (so no leader queries PostgreSQL)."""
+    started: list[SchedulerServer] = []
+
+    async def start(**overrides: object) -> SchedulerServer:
+        srv = SchedulerServer(replace(settings, server_port=free_port(), etcd_endpoints=(), **overrides))
+        await srv.start()
+        started.append(srv)
+        await wait_for(lambda: srv.store is not None, what="server ready")
+        return srv
+
+    yield start
+    for srv in started:
+        await srv.stop()
+
+
+async def _statements(store: Store) -> int:
+    """Round trips PostgreSQL served in this database since the last reset (pg_stat_statements), ours left
+    out. asyncpg's pool reset is one round trip of four statements: it counts once."""
+    return int(await store.pool.fetchval(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database()) AND query NOT ILIKE '%pg_stat_statements%' "
+        "AND query NOT IN ('CLOSE ALL', 'UNLISTEN *', 'RESET ALL')"))
+
+
+async def test_a_thousand_watchers_cost_one_poll_and_see_every_change(start_server, store, make_worker):
+    server = await start_server(watch_max_streams=WATCHERS)
+    await store.pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    channels = [grpc.aio.insecure_channel(server.address) for _ in range(CHANNELS)]
+    stubs = [pb_grpc.JobServiceStub(c) for c in channels]
+    jobs = [(await stubs[0].SubmitJob(pb.Job(command="echo one; sleep 1; echo two"))).job_id for _ in range(JOBS)]
+    seen: list[list[pb.JobEvent]] = [[] for _ in range(WATCHERS)]
+
+    async def follow(n: int) -> None:
+        async for event in stubs[n % CHANNELS].WatchJob(pb.JobId(id=jobs[n % JOBS])):
+            seen[n].append(event)
+
+    followers = [asyncio.create_task(follow(n)) for n in range(WATCHERS)]
+    worker = make_worker("w-watch-1000", burst=False)
+    running: asyncio.Task[None] | None = None
+    try:
+        await wait_for(lambda: all(seen), timeout=30, what="every watcher's first event")
+        assert server.service.watch_hub.streams == WATCHERS
+
+        # One more stream than WATCH_MAX_STREAMS is refused, clearly.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stubs[0].WatchJob(pb.JobId(id=jobs[0])):
+                pass
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "WATCH_MAX_STREAMS=1000" in err.value.details()
+
+        # What 1,000 watchers cost PostgreSQL: about one poll per WATCH_INTERVAL (0.2 s), not one per watcher.
+        await store.pool.execute("SELECT pg_stat_statements_reset()")
+        window = time.monotonic()
+        await asyncio.sleep(2.0)  # a measuring window, not a wait for a condition
+        statements = await _statements(store)
+        polls = (time.monotonic() - window) / 0.2
+        # Each poll: one query, and asyncpg's pool reset when the connection goes back (one round trip).
+        assert statements <= 2 * (polls + 2), f"{statements} statements in {polls:.0f} polls' time"
+
+        # SubmitJob stays fast while they watch.
+        took = []
+        for _ in range(30):
+            t = time.perf_counter()
+            await stubs[1].SubmitJob(pb.Job(command="true", name="probe"))
+            took.append(time.perf_counter() - t)
+        assert statistics.median(took) < 0.05 and max(took) < 0.5, took
+
+        running = asyncio.create_task(worker.run())
+        await asyncio.wait_for(asyncio.gather(*followers), timeout=30)  # test code: not product code
+    finally:
+        worker.stop()
+        if running is not None:
+            await running
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        for c in channels:
+            await c.close()
+
+    for events in seen:
+        statuses = [e.job.status for e in events]
+        assert statuses[0] == "QUEUED" and statuses[-1] == "SUCCEEDED", statuses
+        assert statuses == sorted(statuses, key=LIFECYCLE.index), statuses
+        assert events[-1].final and events[-1].job.output == "one\ntwo\n"
+        assert not any(e.final for e in events[:-1])
+        assert any(e.job.status == "RUNNING" and e.live_output == "one\n" for e in events), statuses
+    # Nobody watches: the poller stops.
+    await wait_for(lambda: not server.service.watch_hub.polling, what="the poller to stop")
+    assert server.service.watch_hub.streams == 0
+
+
+async def test_a_stream_ends_cleanly_at_its_max_life_and_the_client_watches_again(start_server, make_worker):
+    server = await start_server(watch_max_life=1.0)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        queued = (await stub.SubmitJob(pb.Job(command="echo start; sleep 2.5; echo end"))).job_id
+        began = time.monotonic()
+        call = stub.WatchJob(pb.JobId(id=queued))
+        events = [e async for e in call]
+        assert 0.9 < time.monotonic() - began < 5
+        assert [e.job.status for e in events] == ["QUEUED"] and not events[0].final
+        assert await call.code() == grpc.StatusCode.OK
+        trailer = dict(await call.trailing_metadata())["jobcluster-watch-end"]
+        assert "WATCH_MAX_LIFE" in trailer and "watch it again" in trailer
+
+        # The command-line client watches again until the job ends (three or so streams here).
+        worker = make_worker("w-watch-life", burst=False)
+        running = asyncio.create_task(worker.run())
+        try:
+            pool = Pool([server.address])
+            shown: list[str] = []
+
+            class Out:
+                def write(self, text: str) -> None:
+                    shown.append(text)
+
+                def flush(self) -> None:
+                    pass
+
+            code = await asyncio.to_thread(display.watch, pool, queued, Out())
+            pool.close()
+        finally:
+            worker.stop()
+            await running
+    assert code == 0 and "".join(shown) == "start\nend\n"
+
+
+async def test_watch_errors(start_server):
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        for job_id, code in ((str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND), ("not-a-uuid", grpc.StatusCode.NOT_FOUND),
+                             ("", grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.WatchJob(pb.JobId(id=job_id)):
+                    pass
+            assert err.value.code() == code, job_id
+    await wait_for(lambda: not server.service.watch_hub.polling, what="the poller to stop")
