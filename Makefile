@@ -12,12 +12,14 @@ STAMP := .venv/.installed
 ifdef WEBUI_ADDR
 export WEBUI_ADDR
 endif
+# `make start TLS=1`: every program talks TLS, with a private CA and certificates in .run/tls.
+TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
 .PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
         run-client run-client-servers run-webui screenshot bench clean
 
 help:
-	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051]   start a cluster here"
+	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051 TLS=1]   start a cluster here"
 	@echo "make status | make logs | make stop                         see it, stop it"
 	@echo "make test                                                    run the tests"
 	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json | make run-webui"
@@ -36,7 +38,7 @@ build: deps
 
 start: deps
 	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers $(WORKER_COUNT) \
-		--base-port $(BASE_PORT)
+		--base-port $(BASE_PORT) $(TLS_FLAG)
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m jobcluster.devtools.cluster stop; else echo "nothing started"; fi
@@ -58,7 +60,7 @@ test: deps browser
 
 run-servers: deps
 	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers 0 --base-port $(BASE_PORT) \
-		--no-webui
+		--no-webui $(TLS_FLAG)
 
 stop-servers:
 	$(PY) -m jobcluster.devtools.cluster stop --programs-only server-

@@ -5,7 +5,8 @@
   python -m client -status ID [ID...]       show jobs (status, attempts, output)
   python -m client -list [STATUS]           the newest jobs
 
-Exit status: 0 all jobs succeeded, 1 a job did not, 2 bad input, 3 no server answered.
+Exit status: 0 all jobs succeeded, 1 a job did not, 2 bad input or a refused token, 3 no server answered.
+AUTH_TOKEN and TLS_CA (TLS_CLIENT_CERT, TLS_CLIENT_KEY) come from the environment or .env.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import grpc
 from client import display
 from client.follow import follow
 from client.jobsfile import JobEntry, JobsFileError, load_jobs, parse_run_at
-from client.servers import resolve
+from client.servers import AUTH_HINTS, channel_security, resolve
+from jobcluster.channels import ChannelSecurity, SecurityError
 from jobcluster.durations import parse_duration
-from jobcluster.failover import CALL_TIMEOUT, Pool, ServerDown
+from jobcluster.failover import CALL_TIMEOUT, Channels, Pool, ServerDown
 from jobcluster.limits import MAX_BATCH_BYTES
 from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
@@ -259,13 +261,14 @@ def _change(pool: Pool, args: argparse.Namespace, entries: list[JobEntry]) -> in
     return submit_batch(pool, jobs) if args.file and jobs else submit_all(pool, jobs)
 
 
-def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int) -> int:
-    submit_servers, status_servers = resolve(args.servers, args.submit_server, args.status_servers)
-    with contextlib.closing(Pool(status_servers)) as status_pool:
+def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int,
+         servers: tuple[list[str], list[str]], security: ChannelSecurity) -> int:
+    submit_servers, status_servers = servers
+    with contextlib.closing(Pool(status_servers, Channels(security))) as status_pool:
         shown = _show(status_pool, args, since_ms)
         if shown is not None:
             return shown
-        with contextlib.closing(Pool(submit_servers)) as submit_pool:
+        with contextlib.closing(Pool(submit_servers, Channels(security))) as submit_pool:
             outcome = _change(submit_pool, args, entries)
         if isinstance(outcome, int):
             return outcome
@@ -285,15 +288,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         print("nothing was submitted", file=sys.stderr)
         return EXIT_USAGE
+    servers = resolve(args.servers, args.submit_server, args.status_servers)
+    security = channel_security([*servers[0], *servers[1]])
     try:
-        return _run(args, entries, since)
-    except ServerDown as exc:
+        return _run(args, entries, since, servers, security)
+    except SecurityError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServerDown as exc:
+        print(f"error: {exc}\nhint: {security.hint()}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return EXIT_USAGE if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) \
-            else EXIT_UNREACHABLE
+        if exc.code() in AUTH_HINTS:
+            print(f"hint: {AUTH_HINTS[exc.code()]}", file=sys.stderr)
+        return EXIT_USAGE if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                            *AUTH_HINTS) else EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("\ninterrupted: jobs already submitted keep running", file=sys.stderr)
         return 130

@@ -8,7 +8,8 @@ lists what each one said. An address that comes from outside (a form field,
 a query string) must be a configured one, so the pool is never an open relay.
 
 Channels come from a connector: by default real channels, one per address,
-opened on first use; tests pass an in-process fake instead.
+opened on first use with the token and TLS of a :class:`ChannelSecurity`
+(:mod:`jobcluster.channels`); tests pass an in-process fake instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Protocol, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jobcluster.channels import ChannelSecurity, open_aio_channel, open_channel
+from jobcluster.channels import read_servers_file as read_servers_file  # re-exported: its old home
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -32,15 +35,6 @@ FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLIN
 def split_list(value: str | None) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
     return [p.strip() for p in (value or "").split(",") if p.strip()]
-
-
-def read_servers_file(path: str = ".servers") -> list[str]:
-    """``host:port`` a line, as ``make start`` writes it; [] when there is no such file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
-    except OSError:
-        return []
 
 
 def configured_servers(*choices: Sequence[str], servers_file: str = ".servers") -> list[str]:
@@ -111,14 +105,16 @@ class Connector(Protocol):
 
 
 class Channels:
-    """Real gRPC channels, one per address, opened on first use."""
+    """Real gRPC channels, one per address, opened on first use with ``security``."""
 
-    def __init__(self) -> None:
+    def __init__(self, security: ChannelSecurity = ChannelSecurity()) -> None:
+        security.credentials()  # a setting that cannot be used fails here, not at the first call
+        self.security = security
         self._open: dict[str, grpc.Channel] = {}
 
     def jobs(self, address: str) -> pb_grpc.JobServiceStub:
         if address not in self._open:
-            self._open[address] = grpc.insecure_channel(address)
+            self._open[address] = open_channel(address, self.security)
         return pb_grpc.JobServiceStub(self._open[address])
 
     def close(self) -> None:
@@ -168,21 +164,23 @@ class AioConnector(Protocol):
 
 
 class AioChannels:
-    """Real grpc.aio channels, one per address, opened on first use."""
+    """Real grpc.aio channels, one per address, opened on first use with ``security``."""
 
-    def __init__(self) -> None:
+    def __init__(self, security: ChannelSecurity = ChannelSecurity()) -> None:
+        security.credentials()  # a setting that cannot be used fails here, not at the first call
+        self.security = security
         self._open: dict[str, grpc.aio.Channel] = {}
 
     def jobs(self, address: str) -> pb_grpc.JobServiceStub:
         if address not in self._open:
-            self._open[address] = grpc.aio.insecure_channel(address)
+            self._open[address] = open_aio_channel(address, self.security)
         return pb_grpc.JobServiceStub(self._open[address])
 
     async def health(self, address: str) -> str:
         """The server's health status name (``SERVING``...), or ``UNREACHABLE (CODE)``."""
         # A channel of its own: a pooled one may still be backing off after the server came back.
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with open_aio_channel(address, self.security) as channel:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT)
             name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -95,9 +95,10 @@ def setting(default: Any, kind: str = "text", **meta: Any) -> Any:
     """A field read from the variable of its name: ``kind`` is text, int, duration, size, list or bool.
 
     ``meta``: ``minimum`` (int), ``choices`` (text, lower-cased), ``empty_means_none``
-    (list: set but empty gives ``()`` rather than the default).
+    (list: set but empty gives ``()`` rather than the default), ``secret`` (left out of the repr,
+    so printing the settings never shows it).
     """
-    return dataclasses.field(default=default, metadata={"kind": kind, **meta})
+    return dataclasses.field(default=default, repr=not meta.get("secret", False), metadata={"kind": kind, **meta})
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,15 @@ class Settings:
     watch_max_life: float = setting(1800.0, "duration")
     server_host: str = setting("127.0.0.1")
     server_port: int = setting(50051, "int")
+    # Who may call the servers, and TLS (scheduler_server/auth.py; clients: jobcluster/failover.py).
+    auth_token: str = setting("", secret=True)
+    auth_tokens_file: str = setting("")
+    tls_cert: str = setting("")
+    tls_key: str = setting("")
+    tls_client_ca: str = setting("")
+    tls_ca: str = setting("")
+    tls_client_cert: str = setting("")
+    tls_client_key: str = setting("")
     servers: tuple[str, ...] = setting((), "list")
     submit_server: str = setting("")
     status_servers: tuple[str, ...] = setting((), "list")
@@ -136,10 +146,6 @@ class Settings:
     webui_hosts: tuple[str, ...] = setting((), "list")
     webui_password_file: str = setting("")
     webui_session_ttl: float = setting(12 * 3600.0, "duration")
-    tls_cert: str = setting("")
-    tls_key: str = setting("")
-    auth_token: str = setting("")
-    auth_tokens_file: str = setting("")
     worker_id: str = setting("")
     worker_concurrency: int = setting(4, "int", minimum=1)
     heartbeat_interval: float = setting(1.0, "duration")
@@ -203,6 +209,11 @@ def _checked(s: Settings) -> Settings:
         raise ConfigError(f"WATCH_MAX_LIFE must be at least 1s, got {s.watch_max_life:g}s")
     if s.pg_min_conns > s.pg_max_conns:
         raise ConfigError(f"PG_MIN_CONNS ({s.pg_min_conns}) must not exceed PG_MAX_CONNS ({s.pg_max_conns})")
+    for one, other in (("tls_cert", "tls_key"), ("tls_client_cert", "tls_client_key")):
+        if bool(getattr(s, one)) != bool(getattr(s, other)):
+            raise ConfigError(f"{one.upper()} and {other.upper()} go together: set both or neither")
+    if s.tls_client_ca and not s.tls_cert:
+        raise ConfigError("TLS_CLIENT_CA (require client certificates) needs TLS_CERT and TLS_KEY")
     _check_credentials(s)
     return s
 

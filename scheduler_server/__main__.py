@@ -17,8 +17,8 @@ log = logging.getLogger("server")
 
 
 async def main(settings: Settings) -> int:
-    server = SchedulerServer(settings)
     try:
+        server = SchedulerServer(settings)
         await server.start()
     except (RuntimeError, OSError) as exc:
         log.error("cannot start: %s", exc)

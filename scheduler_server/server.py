@@ -1,4 +1,4 @@
-"""Build, run and stop one gRPC server: JobService + health + reflection."""
+"""Build, run and stop one gRPC server: JobService + health + reflection, behind tokens and TLS."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from jobcluster.aio import retrying
 from jobcluster.credentials import etcd_auth
 from jobcluster.election import Election
 from jobcluster.errors import POSTGRES_ERRORS, UNAVAILABLE
+from jobcluster.limits import GRPC_OPTIONS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
+from scheduler_server import auth
 from scheduler_server.leader import Leader
 from scheduler_server.service import JobService
 
@@ -36,13 +38,18 @@ class SchedulerServer:
     """One stateless server process. :meth:`start`, then :meth:`stop` on SIGTERM."""
 
     def __init__(self, settings: Settings) -> None:
+        """Raises :class:`auth.AuthConfigError` when the token or TLS settings cannot be used."""
         self.settings = settings
         self.address = f"{settings.server_host}:{settings.server_port}"
+        self.tokens = auth.load_tokens(settings)
+        self.credentials = auth.server_credentials(settings)
+        auth.check_exposure(settings.server_host, self.tokens, tls=self.credentials is not None)
         self.redis = queue_mod.connect_from(settings)
         self.service = JobService(settings, Queue(self.redis), self.address)
         self.health = HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
-        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.grpc = grpc.aio.server(interceptors=[auth.AuthInterceptor(auth.Tokens(self.tokens))],
+                                    options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
         self.store: Store | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -61,17 +68,31 @@ class SchedulerServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.grpc,
         )
-        port = self.grpc.add_insecure_port(self.address)
+        if self.credentials is None:
+            port = self.grpc.add_insecure_port(self.address)
+        else:
+            port = self.grpc.add_secure_port(self.address, self.credentials)
         if port == 0:
             raise OSError(f"cannot listen on {self.address}")
         await self._set_health(False)
         await self.grpc.start()
-        log.info("listening on %s", self.address)
+        log.info("listening on %s (%s, %s)", self.address, self._tls_label(), self._token_label())
         self._connect_task = asyncio.create_task(self._connect_store(), name="connect-postgres")
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="server-heartbeat"))
         if self.election is None:
             log.warning("ETCD_ENDPOINTS is empty: running without a leader. Cron schedules, cleanup after "
                         "dead workers and reconciliation are OFF on this server")
+
+    def _tls_label(self) -> str:
+        if self.credentials is None:
+            return "plaintext"
+        return "TLS, client certificates required" if self.settings.tls_client_ca else "TLS"
+
+    def _token_label(self) -> str:
+        if not self.tokens:
+            return "no token: every caller may do everything"
+        source = "AUTH_TOKENS_FILE" if self.settings.auth_tokens_file else "AUTH_TOKEN"
+        return f"{len(self.tokens)} token(s) from {source}"
 
     async def _set_health(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving

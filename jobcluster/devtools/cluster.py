@@ -21,9 +21,11 @@ from typing import cast
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jobcluster.channels import ChannelSecurity, open_channel
 from jobcluster.credentials import etcd_auth
 from jobcluster.devtools import backing, lockdown
 from jobcluster.devtools import services as svc
+from jobcluster.devtools.tls import DevTls, TlsError, cluster_tls
 from jobcluster.devtools.backing import LOG, ROOT, RUN
 from jobcluster.settings import ConfigError, Settings
 
@@ -119,7 +121,7 @@ def _spawn(proc: Proc, args: list[str], log_name: str, env: dict[str, str]) -> i
     return p.pid
 
 
-def start_servers(count: int, base_port: int) -> list[str]:
+def start_servers(count: int, base_port: int, extra_env: dict[str, str] | None = None) -> list[str]:
     addrs = []
     for port in range(base_port, base_port + count):
         proc = Proc(f"server-{port}", f"scheduler_server --port {port}")
@@ -130,7 +132,7 @@ def start_servers(count: int, base_port: int) -> list[str]:
         if svc.port_open(port):
             raise SystemExit(f"port {port} is taken by another program; choose BASE_PORT=...")
         pid = _spawn(proc, [sys.executable, "-m", "scheduler_server", "--port", str(port)],
-                     f"server-{port}.log", dict(os.environ))
+                     f"server-{port}.log", {**os.environ, **(extra_env or {})})
         _say(f"  server  127.0.0.1:{port} started (pid {pid}, log log/server-{port}.log)")
     SERVERS_FILE.write_text("".join(a + "\n" for a in addrs))
     return addrs
@@ -148,7 +150,7 @@ def start_workers(count: int) -> None:
         _say(f"  worker  {wid} started (pid {pid}, log log/worker-{i}.log)")
 
 
-def start_webui(settings: Settings, addrs: list[str]) -> str | None:
+def start_webui(settings: Settings, addrs: list[str], extra_env: dict[str, str] | None = None) -> str | None:
     """The web UI on WEBUI_ADDR, for the servers just started."""
     proc = Proc("webui", "webui --addr")
     addr = settings.webui_addr
@@ -160,12 +162,13 @@ def start_webui(settings: Settings, addrs: list[str]) -> str | None:
         _say(f"  webui   NOT started: {addr} is taken by another program; set WEBUI_ADDR=127.0.0.1:<port>")
         return None
     pid = _spawn(proc, [sys.executable, "-m", "webui", "--addr", addr, "--servers", ",".join(addrs)],
-                 "webui.log", dict(os.environ))
+                 "webui.log", {**os.environ, **(extra_env or {})})
     _say(f"  webui   http://{addr} started (pid {pid}, log log/webui.log)")
     return addr
 
 
-def wait_healthy(addrs: list[str], timeout: float = 90.0) -> list[str]:
+def wait_healthy(addrs: list[str], timeout: float = 90.0,
+                 security: ChannelSecurity = ChannelSecurity()) -> list[str]:
     """Addresses that did not report SERVING within ``timeout``."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -174,7 +177,7 @@ def wait_healthy(addrs: list[str], timeout: float = 90.0) -> list[str]:
     waiting = list(addrs)
     while waiting and time.monotonic() < deadline:
         for addr in list(waiting):
-            with grpc.insecure_channel(addr) as ch:
+            with open_channel(addr, security) as ch:
                 try:
                     resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                     if resp.status == health_pb2.HealthCheckResponse.SERVING:
@@ -193,21 +196,53 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         _say(f"  {name:<9}{where}")
     if not settings.etcd_endpoints:
         _say("  etcd     ETCD_ENDPOINTS is empty: no etcd")
+    tls = _tls(args.tls)
+    tls_env = {**tls.server_env(), **tls.client_env()} if tls else {}
     _say("programs:")
-    addrs = start_servers(args.servers, args.base_port) if args.servers else []
+    addrs = start_servers(args.servers, args.base_port, tls_env) if args.servers else []
     if args.workers:
         start_workers(args.workers)
-    ui = start_webui(settings, addrs) if addrs and not args.no_webui else None
-    late = wait_healthy(addrs)
+    ui = start_webui(settings, addrs, tls_env) if addrs and not args.no_webui else None
+    late = wait_healthy(addrs, security=_security(settings, addrs))
     if late:
         _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log")
         return 1
     _say(f"ready in {time.monotonic() - t0:.1f}s. Servers (also in .servers): {','.join(addrs) or '-'}")
     if ui:
-        _say(f"web UI: http://{ui}")
+        _say(f"web UI: {'https' if tls or settings.tls_cert else 'http'}://{ui}")
+    _say(_auth_line(settings))
+    if tls:
+        _say(f"TLS: the client uses {tls.ca.relative_to(ROOT)} by itself for the servers in .servers; elsewhere:\n"
+             f"      export TLS_CA={tls.ca}")
     _say("try:  python -m client -cmd 'echo hello'      (or: make run-client CMD='echo hello')")
     _say("      make status | make logs | make stop")
     return 0
+
+
+def _tls(wanted: bool) -> DevTls | None:
+    """``make start TLS=1``: the private CA and server certificate in .run/tls (made when missing)."""
+    running = any(p.pid() for p in all_procs() if p.name.startswith("server-"))
+    try:
+        tls = cluster_tls(RUN / "tls", wanted, running)
+    except TlsError as exc:
+        raise SystemExit(f"TLS: {exc}") from None
+    if tls:
+        _say(f"  tls      servers use {tls.cert.relative_to(ROOT)}, signed by the private CA "
+             f"{tls.ca.relative_to(ROOT)} (keys mode 600)")
+    return tls
+
+
+def _security(settings: Settings, addrs: list[str]) -> ChannelSecurity:
+    """How make start and make status reach the servers: TLS_CA/AUTH_TOKEN, or make start TLS=1's CA."""
+    return ChannelSecurity.from_settings(settings).for_servers(addrs, SERVERS_FILE, RUN / "tls" / "ca.pem")
+
+
+def _auth_line(settings: Settings) -> str:
+    if settings.auth_tokens_file:
+        return f"tokens: the servers take the tokens of AUTH_TOKENS_FILE ({settings.auth_tokens_file})"
+    if settings.auth_token:
+        return "tokens: the servers take AUTH_TOKEN; every program here sends it (from the environment or .env)"
+    return "tokens: none (AUTH_TOKEN unset): any local user may call the servers, on loopback only"
 
 
 def all_procs() -> list[Proc]:
@@ -272,7 +307,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         _say(f"  {proc.name:<14} {'running, pid ' + str(pid) if pid else 'NOT RUNNING (stale pid file)'}")
     addrs = SERVERS_FILE.read_text().split() if SERVERS_FILE.exists() else []
     if addrs:
-        down = wait_healthy(addrs, timeout=1.0)
+        down = wait_healthy(addrs, timeout=1.0, security=_security(settings, addrs))
         for addr in addrs:
             _say(f"  {addr:<14} {'NOT SERVING' if addr in down else 'serving'}")
     _say(f"  leader: {_leader_line(settings)}")
@@ -324,6 +359,7 @@ def main() -> int:
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--base-port", type=int, default=50051)
     s.add_argument("--no-webui", action="store_true", help="do not start the web UI")
+    s.add_argument("--tls", action="store_true", help="every program talks TLS (a private CA in .run/tls)")
     st = sub.add_parser("stop")
     st.add_argument("--programs-only", choices=("server-", "worker-"), help="stop only servers or workers")
     sub.add_parser("status")

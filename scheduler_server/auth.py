@@ -1,0 +1,303 @@
+"""Who may call what: bearer tokens with roles, checked by one server interceptor for every RPC.
+
+Tokens come from ``AUTH_TOKENS_FILE`` (``token role name`` a line) or, when no
+file is set, ``AUTH_TOKEN`` (one token, role admin). A client sends gRPC
+metadata ``authorization: Bearer <token>``. A missing or unknown token gets
+UNAUTHENTICATED, a role too weak PERMISSION_DENIED; health and reflection stay
+open. With no token configured every call is let through, as before tokens
+existed (the server then only listens on loopback: :func:`check_exposure`).
+
+Refused calls are logged once per peer per minute (:class:`RefusalLog`);
+every change is audited (:mod:`scheduler_server.audit`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.settings import Settings
+from scheduler_server import audit
+
+log = logging.getLogger("auth")
+
+JOB_SERVICE = "/" + pb.DESCRIPTOR.services_by_name["JobService"].full_name + "/"
+#: Anyone may call these: load balancers check health, tools discover the API.
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                 "/grpc.reflection.v1.ServerReflection/")
+ANONYMOUS = "anonymous"
+SHORT_TOKEN = 16
+
+
+class Role(enum.IntEnum):
+    """What a token may do; each role may do everything the ones below it may."""
+
+    READ = 1
+    SUBMIT = 2
+    ADMIN = 3
+
+
+#: The least role each RPC of scheduler.JobService needs (tests/unit/test_auth.py: every RPC is here).
+RPC_ROLES: dict[str, Role] = {
+    "GetJobStatus": Role.READ, "ListJobs": Role.READ, "WatchJob": Role.READ,
+    "ListDeadLetters": Role.READ, "ListSchedules": Role.READ, "GetClusterInfo": Role.READ,
+    "SubmitJob": Role.SUBMIT, "SubmitJobs": Role.SUBMIT, "CancelJob": Role.SUBMIT, "RunScheduleNow": Role.SUBMIT,
+    "CreateSchedule": Role.ADMIN, "DeleteSchedule": Role.ADMIN, "PauseSchedule": Role.ADMIN,
+    "ResumeSchedule": Role.ADMIN, "RetryDeadLetters": Role.ADMIN, "PurgeDeadLetters": Role.ADMIN,
+}
+
+
+class AuthConfigError(RuntimeError):
+    """The token or TLS settings cannot be used; the server refuses to start with this message."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """One accepted token; ``name`` is who it belongs to, as the logs say."""
+
+    secret: bytes
+    role: Role
+    name: str
+
+
+def _check_secret(secret: str, where: str) -> None:
+    if not secret.isascii() or not secret.isprintable() or " " in secret:
+        raise AuthConfigError(f"{where}: a token must be printable ASCII without spaces")
+
+
+def parse_tokens(text: str, source: str) -> list[Token]:
+    """The tokens of an AUTH_TOKENS_FILE: ``token role name`` lines, blank lines and ``#`` comments
+    (a whole line, or after the three fields)."""
+    tokens: list[Token] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = re.sub(r"(^|\s)#.*", "", line).split()
+        if not fields:
+            continue
+        where = f"{source} line {number}"
+        if len(fields) != 3:
+            raise AuthConfigError(f"{where}: expected `token role name`, got {len(fields)} field(s)")
+        secret, role, name = fields
+        _check_secret(secret, where)
+        if role.upper() not in Role.__members__:
+            raise AuthConfigError(f"{where}: unknown role {role!r}; roles are "
+                                  + ", ".join(r.name.lower() for r in Role))
+        if secret in seen:
+            raise AuthConfigError(f"{where}: the same token as line {seen[secret]}; each token must be unique")
+        seen[secret] = number
+        tokens.append(Token(secret.encode(), Role[role.upper()], name))
+    return tokens
+
+
+def load_tokens(settings: Settings) -> list[Token]:
+    """The tokens this server accepts, from AUTH_TOKENS_FILE or AUTH_TOKEN; [] when neither is set."""
+    if settings.auth_tokens_file:
+        path = settings.auth_tokens_file
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            mode = os.stat(path).st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuthConfigError(f"AUTH_TOKENS_FILE: cannot read {path}: {exc}") from None
+        tokens = parse_tokens(text, f"AUTH_TOKENS_FILE {path}")
+        if not tokens:
+            raise AuthConfigError(f"AUTH_TOKENS_FILE {path} holds no token: add `token role name` lines")
+        if mode & 0o077:
+            log.warning("AUTH_TOKENS_FILE %s can be read by other users (mode %o): chmod 600 it", path, mode & 0o777)
+    elif settings.auth_token:
+        _check_secret(settings.auth_token, "AUTH_TOKEN")
+        tokens = [Token(settings.auth_token.encode(), Role.ADMIN, "AUTH_TOKEN")]
+    else:
+        return []
+    for token in tokens:
+        if len(token.secret) < SHORT_TOKEN:
+            log.warning("the token of %s is short (%d characters): use at least 32 random ones, such as "
+                        "the output of `openssl rand -hex 32`", token.name, len(token.secret))
+    return tokens
+
+
+class Tokens:
+    """The accepted tokens, looked up in constant time."""
+
+    def __init__(self, tokens: Sequence[Token]) -> None:
+        self._tokens = list(tokens)
+
+    @property
+    def required(self) -> bool:
+        return bool(self._tokens)
+
+    def find(self, presented: str) -> Token | None:
+        """The token equal to ``presented``; every one is compared, so the time says nothing of which."""
+        given = presented.encode()
+        found = None
+        for token in self._tokens:
+            if hmac.compare_digest(token.secret, given):
+                found = token
+        return found
+
+
+def bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The token of an ``authorization: Bearer <token>`` metadata entry, if there is one."""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.1:5555`` -> ``ipv4:10.0.0.1``: each connection has a new port, the host stays."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
+class RefusalLog:
+    """Logs a refused call at most once per peer host per ``window`` seconds, with how many it held back."""
+
+    MAX_PEERS = 10_000
+
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._peers: dict[str, tuple[float, int]] = {}  # host -> (when last logged, refusals not logged since)
+
+    def refused(self, peer: str, rpc: str, code: grpc.StatusCode, reason: str) -> bool:
+        """Note one refused call; True when it was logged."""
+        host, now = peer_host(peer), self._clock()
+        logged_at, held = self._peers.get(host, (None, 0))
+        if logged_at is not None and now - logged_at < self.window:
+            self._peers[host] = (logged_at, held + 1)
+            return False
+        if len(self._peers) >= self.MAX_PEERS:
+            self._forget(now)
+        self._peers[host] = (now, 0)
+        more = f" (and {held} more refused call(s) from this peer since the last such line)" if held else ""
+        log.warning("refused %s from %s: %s %s%s", rpc, peer, code.name, reason, more,
+                    extra={"peer": peer, "rpc": rpc, "code": code.name})
+        return True
+
+    def _forget(self, now: float) -> None:
+        """Drop peers whose window is over; if that is not enough, all of them (a few lines repeat)."""
+        self._peers = {h: v for h, v in self._peers.items() if now - v[0] < self.window}
+        if len(self._peers) >= self.MAX_PEERS:
+            self._peers.clear()
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the token and role of every call, and audits the ones that change something."""
+
+    def __init__(self, tokens: Tokens, refusals: RefusalLog | None = None) -> None:
+        self.tokens = tokens
+        self.refusals = refusals or RefusalLog()
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        rpc = method.rsplit("/", 1)[-1]
+        who = ANONYMOUS
+        if self.tokens.required:
+            presented = bearer(details.invocation_metadata)
+            token = self.tokens.find(presented) if presented else None
+            if token is None:
+                reason = ("no token: send gRPC metadata `authorization: Bearer <token>` (clients: set AUTH_TOKEN)"
+                          if presented is None else "the token is not one this server accepts (AUTH_TOKEN)")
+                return self._refuse(handler, rpc, grpc.StatusCode.UNAUTHENTICATED, reason)
+            need = RPC_ROLES.get(rpc, Role.ADMIN) if method.startswith(JOB_SERVICE) else Role.ADMIN
+            if token.role < need:
+                reason = (f"the token of {token.name} has role {token.role.name.lower()}; "
+                          f"{rpc} needs role {need.name.lower()}")
+                return self._refuse(handler, rpc, grpc.StatusCode.PERMISSION_DENIED, reason)
+            who = token.name
+        if rpc in audit.ACTIONS and method.startswith(JOB_SERVICE):
+            return self._audited(handler, rpc, who)
+        return handler
+
+    def _refuse(self, handler: Any, rpc: str, code: grpc.StatusCode, reason: str) -> Any:
+        """A handler of the same shape that ends the call with ``code`` (and notes it for the log)."""
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            self.refusals.refused(context.peer(), rpc, code, reason)
+            await context.abort(code, reason)
+
+        if handler.request_streaming and handler.response_streaming:
+            return handler._replace(stream_stream=refuse)
+        if handler.request_streaming:
+            return handler._replace(stream_unary=refuse)
+        if handler.response_streaming:
+            return handler._replace(unary_stream=refuse)
+        return handler._replace(unary_unary=refuse)
+
+    @staticmethod
+    def _audited(handler: Any, rpc: str, who: str) -> Any:
+        """The same unary handler, followed by an audit line when it succeeds."""
+        behavior: Behavior = handler.unary_unary
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            reply = await behavior(request, context)
+            audit.record(rpc, who, context.peer(), request, reply)
+            return reply
+
+        return handler._replace(unary_unary=call)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; 0.0.0.0, any other name or address is not."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, tokens: Sequence[Token], tls: bool) -> None:
+    """Refuse to listen off loopback unless callers need a token and the wire is encrypted."""
+    if is_loopback(host):
+        return
+    missing = ([] if tokens else ["a token (AUTH_TOKEN or AUTH_TOKENS_FILE)"]) + \
+              ([] if tls else ["TLS (TLS_CERT and TLS_KEY)"])
+    if missing:
+        raise AuthConfigError(
+            f"refusing to listen on SERVER_HOST={host}: anyone who can reach this address could run commands. "
+            f"A server off loopback needs both a token (AUTH_TOKEN or AUTH_TOKENS_FILE) and TLS (TLS_CERT and "
+            f"TLS_KEY); missing: {' and '.join(missing)}. Or set SERVER_HOST=127.0.0.1")
+
+
+def _read_pem(path: str, name: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise AuthConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise AuthConfigError(f"{name}: {path} is not a PEM file")
+    return data
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the listening port from TLS_CERT/TLS_KEY (client certificates required with TLS_CLIENT_CA)."""
+    if not settings.tls_cert:
+        return None
+    cert = _read_pem(settings.tls_cert, "TLS_CERT")
+    key = _read_pem(settings.tls_key, "TLS_KEY")
+    client_ca = _read_pem(settings.tls_client_ca, "TLS_CLIENT_CA") if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
