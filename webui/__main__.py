@@ -8,7 +8,8 @@ import sys
 
 import uvicorn
 
-from jobcluster.failover import configured_servers, split_list
+from jobcluster.channels import ChannelSecurity, SecurityError
+from jobcluster.failover import AioChannels, configured_servers, split_list
 from jobcluster.logs import setup_logging
 from jobcluster.settings import ConfigError, load_or_exit
 from webui.app import create_app
@@ -36,10 +37,16 @@ def run() -> None:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     servers = configured_servers(split_list(args.servers), settings.servers)
+    try:
+        # The UI's own calls carry AUTH_TOKEN and use TLS_CA; a token login's calls carry that token instead.
+        connector = AioChannels(ChannelSecurity.from_settings(settings).for_servers(servers))
+    except SecurityError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     setup_logging("webui", settings.log_level, settings.log_format)
     log.info("web UI on %s (servers: %s; %s; names: %s)", config.url(), ", ".join(servers), _login_note(config),
              ", ".join(sorted(config.names)))
-    uvicorn.run(create_app(servers, config=config), host=config.host, port=config.port, log_level="warning",
+    uvicorn.run(create_app(servers, connector, config), host=config.host, port=config.port, log_level="warning",
                 access_log=False, ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None)
 
 

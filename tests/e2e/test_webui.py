@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -295,3 +297,79 @@ def test_an_exposed_web_ui_without_a_login_refuses_to_start(tmp_path: Path):
     assert r.returncode == 2, r.stderr
     assert "WEBUI_ADDR=192.0.2.1" in r.stderr and "is not loopback" in r.stderr
     assert "WEBUI_PASSWORD_FILE" in r.stderr and "AUTH_TOKEN" in r.stderr
+
+
+# --- with servers that check tokens: whose role applies ----------------------------------------
+
+ADMIN_TOKEN = "ui-admin-" + "a" * 32
+READ_TOKEN = "alice-read-" + "r" * 32
+
+
+@pytest.fixture
+def ui_tokens(cluster: Cluster, tmp_path: Path):
+    """A server that takes AUTH_TOKENS_FILE (an admin and a read token), and the web UI in front of it,
+    with the admin token as its own AUTH_TOKEN and a password."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ADMIN_TOKEN} admin webui\n{READ_TOKEN} read alice\n")
+    tokens.chmod(0o600)
+    _, a = cluster.server(AUTH_TOKENS_FILE=str(tokens))
+    cluster.worker("ui-token-worker")
+    password_file = tmp_path / "webui.pw"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    yield start_ui(cluster, [a], AUTH_TOKEN=ADMIN_TOKEN, WEBUI_PASSWORD_FILE=str(password_file))
+
+
+class Visitor:
+    """A browser without a screen: cookies kept, redirects followed, forms posted with their CSRF token."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str) -> tuple[int, str]:
+        return self._open(urllib.request.Request(self.url + path))
+
+    def post(self, path: str, form: dict[str, str], csrf_from: str = "/login") -> tuple[int, str]:
+        _, page = self.get(csrf_from)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf, page
+        data = urllib.parse.urlencode({"csrf": csrf.group(1), **form}).encode()
+        return self._open(urllib.request.Request(self.url + path, data=data, method="POST"))
+
+    def _open(self, request: urllib.request.Request) -> tuple[int, str]:
+        try:
+            with self.opener.open(request) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def test_a_token_login_acts_with_its_role_and_a_password_login_with_the_uis(ui_tokens):
+    url, [server] = ui_tokens["url"], ui_tokens["servers"]
+    by_password = Visitor(url)
+    assert by_password.post("/login", {"password": PASSWORD})[0] == 200
+    status, page = by_password.post("/submit", {"command": "echo by password", "submit_server": server,
+                                                "status_server": server}, csrf_from="/")
+    assert status == 200 and "echo by password" in page  # the job's page: the UI's own (admin) token
+
+    reader = Visitor(url)
+    status, page = reader.post("/login", {"token": "not-" + READ_TOKEN})
+    assert status == 401 and "The servers refused this token." in page
+    assert reader.post("/login", {"token": READ_TOKEN})[0] == 200
+    status, page = reader.get("/jobs")
+    assert status == 200 and "echo by password" in page  # reading is allowed
+    status, page = reader.post("/submit", {"command": "echo by reader", "submit_server": server,
+                                           "status_server": server}, csrf_from="/")
+    assert status == 403 and "the token of alice has role read; SubmitJob needs role submit" in page, page
+
+    def api(token: str, body: dict) -> int:
+        return _status(url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
+                       headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})[0]
+
+    assert api(ADMIN_TOKEN, {"command": "echo by api"}) == 201
+    assert api(READ_TOKEN, {"command": "echo by api reader"}) == 403
+    assert api("not-" + ADMIN_TOKEN, {"command": "echo guessed"}) == 401
+    listed = json.loads(_status(url + "/api/jobs", headers={"Authorization": f"Bearer {READ_TOKEN}"})[1])
+    commands = {j["command"] for j in listed["jobs"]}
+    assert commands == {"echo by password", "echo by api"}
