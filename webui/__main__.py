@@ -21,7 +21,7 @@ log = logging.getLogger("webui")
 def _login_note(config: UIConfig) -> str:
     ways = [w for w, on in (("password", config.password is not None), ("server token", config.token_login)) if on]
     if not config.login_required:
-        return "no login (loopback)" + (", API takes bearer tokens" if config.token_login else "")
+        return "no login (loopback, no password, no tokens)"
     return "login with " + " or ".join(ways)
 
 

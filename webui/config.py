@@ -76,8 +76,9 @@ class UIConfig:
 
     @property
     def login_required(self) -> bool:
-        """Beyond loopback always (``ui_config`` ensures a way exists); on loopback when a password is set."""
-        return not is_loopback(self.host) or self.password is not None
+        """Beyond loopback always (``ui_config`` ensures a way exists); on loopback when a password is set
+        or the cluster uses tokens: else every local user, and every job, would act with the UI's own token."""
+        return not is_loopback(self.host) or self.password is not None or self.token_login
 
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

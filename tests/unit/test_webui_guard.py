@@ -152,9 +152,11 @@ def test_a_bad_address_names_webui_addr(addr: str) -> None:
 
 
 def test_which_uis_need_a_login() -> None:
-    assert not ui_config(Settings(), "127.0.0.1:8080").login_required
-    assert not ui_config(Settings(auth_token="t"), "localhost:8080").login_required
+    assert not ui_config(Settings(), "127.0.0.1:8080").login_required  # as before tokens existed
     assert ui_config(Settings(), "127.0.0.1:8080", password="a password").login_required  # optional on loopback
+    # A cluster with tokens: an open loopback UI would lend its own token to every local user and job.
+    assert ui_config(Settings(auth_token="t"), "localhost:8080").login_required
+    assert ui_config(Settings(auth_tokens_file="tokens"), "127.0.0.1:8080").login_required
     assert ui_config(Settings(auth_tokens_file="tokens"), "192.0.2.10:8080").login_required
     assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("192.0.2.10")
 

@@ -98,6 +98,17 @@ def test_a_loopback_ui_without_a_password_needs_no_login(client: TestClient) -> 
     assert client.get("/login").headers["location"] == "/"
 
 
+def test_a_loopback_ui_of_a_cluster_with_tokens_asks_for_one(fake: FakeConnector) -> None:
+    fake.cluster.accepted_tokens = {ADMIN}
+    for ui in ui_client(fake, UIConfig(token_login=True)):
+        assert ui.get("/").headers["location"] == "/login"
+        assert ui.get("/api/jobs").status_code == 401
+        assert not any(s.calls for s in fake.servers.values())
+        assert '<label for="token">Server token</label>' in ui.get("/login").text
+        assert log_in(ui, token=ADMIN).status_code == 303
+        assert ui.get("/jobs").status_code == 200
+
+
 def test_a_loopback_ui_with_a_password_asks_for_it(fake: FakeConnector) -> None:
     config = UIConfig(password=password_digest(PASSWORD))
     for ui in ui_client(fake, config):
