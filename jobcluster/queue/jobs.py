@@ -125,11 +125,10 @@ class Jobs(Part):
 
     @bounded
     async def withdraw(self, job_id: str) -> None:
-        """A cancelled job's id leaves pending_jobs and delayed_jobs (a worker would drop it anyway)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(keys.PENDING, 0, job_id)
-            pipe.zrem(keys.DELAYED, job_id)
-            await pipe.execute()
+        """A cancelled job's id leaves ``delayed_jobs`` (O(log n)). In ``pending_jobs`` it stays: taking
+        it out would scan the whole list, and the worker that takes it finds the job CANCELLED in
+        PostgreSQL and drops it (worker/decide.py, ``refuse``)."""
+        await self.redis.zrem(keys.DELAYED, job_id)
 
     # --- worker -------------------------------------------------------------
 

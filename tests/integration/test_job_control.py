@@ -18,10 +18,20 @@ async def test_cancel_a_queued_job_it_never_runs(stub, make_worker, queue):
     resp = await stub.SubmitJob(pb.Job(command="echo should-not-run"))
     cancelled = await stub.CancelJob(pb.JobId(id=resp.job_id))
     assert cancelled.status == "CANCELLED"
-    assert await queue.redis.llen(keys.PENDING) == 0
+    # Cancel does not scan pending_jobs (O(n)): the id stays until a worker takes it and drops it.
+    assert await queue.redis.lrange(keys.PENDING, 0, -1) == [resp.job_id]
     await make_worker().run()
     job = await _status(stub, resp.job_id)
     assert job.status == "CANCELLED" and job.attempts == 0 and not job.attempt_history
+    assert await queue.redis.llen(keys.PENDING) == 0 and not await queue.redis.keys(keys.PROCESSING_PREFIX + "*")
+
+
+async def test_cancel_a_delayed_job_takes_it_out_of_delayed_jobs(stub, queue):
+    from jobcluster.model import now_ms
+    resp = await stub.SubmitJob(pb.Job(command="echo later", run_at_ms=now_ms() + 60_000))
+    assert await queue.redis.zscore(keys.DELAYED, resp.job_id) is not None
+    await stub.CancelJob(pb.JobId(id=resp.job_id))
+    assert await queue.redis.zscore(keys.DELAYED, resp.job_id) is None
 
 
 async def test_cancel_a_running_job_kills_its_process_group(stub, make_worker, tmp_path):

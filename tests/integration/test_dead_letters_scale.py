@@ -1,0 +1,84 @@
+"""Dead-letter retry and purge on a long dlq_tasks: linear, in bounded steps, in order.
+
+They once ran one LREM per id inside one Lua script: 63 s with 100,000 ids, during which Redis
+answered nobody. Here every Redis command must stay under 50 ms (Redis' own SLOWLOG says).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from jobcluster import keys
+from jobcluster.pb import scheduler_pb2 as pb
+
+N = 20_000
+#: Redis' SLOWLOG records every command at least this long (µs): the project's budget per script.
+SLOW_US = 50_000
+
+
+async def _dead_letters(store, queue, n: int, stale_every: int = 0) -> tuple[list[str], set[str]]:
+    """``n`` ids pushed to dlq_tasks oldest first; every ``stale_every``-th one's job is SUCCEEDED, not
+    FAILED (a stale entry). Returns (ids oldest first, the stale ones)."""
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    stale = set(ids[::stale_every]) if stale_every else set()
+    await store.pool.execute(
+        "INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, attempts) "
+        "SELECT u, 'true', CASE WHEN u = ANY($2::uuid[]) THEN 'SUCCEEDED' ELSE 'FAILED' END, 0, 10, 1 "
+        "FROM unnest($1::uuid[]) u", [uuid.UUID(i) for i in ids], [uuid.UUID(i) for i in stale])
+    for start in range(0, n, 5000):
+        await queue.redis.lpush(keys.DLQ, *ids[start:start + 5000])
+    return ids, stale
+
+
+@pytest.fixture
+async def slowlog(queue):
+    """Redis' SLOWLOG, emptied, recording commands of SLOW_US or more; yields a function listing them."""
+    before = (await queue.redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+    await queue.redis.config_set("slowlog-log-slower-than", SLOW_US)
+    await queue.redis.slowlog_reset()
+
+    async def slow() -> list[str]:
+        return [f"{e['duration'] / 1000:.1f} ms {str(e['command'])[:60]}" for e in await queue.redis.slowlog_get(100)]
+    yield slow
+    await queue.redis.config_set("slowlog-log-slower-than", before)
+
+
+async def test_retry_all_is_linear_and_keeps_the_order(stub, store, queue, slowlog):
+    ids, stale = await _dead_letters(store, queue, N, stale_every=500)
+    unknown = str(uuid.uuid4())  # an id with no job in PostgreSQL
+    await queue.redis.rpush(keys.DLQ, unknown)  # the oldest of all
+    await queue.redis.slowlog_reset()
+    resp = await stub.RetryDeadLetters(pb.DeadLettersRequest(all=True), timeout=60)
+    assert await slowlog() == []
+    failed = [i for i in ids if i not in stale]
+    assert resp.count == len(failed) and list(resp.ids) == failed
+    # The jobs wait in the order they died (workers take from the right); the stale ids stay, in order.
+    assert list(reversed(await queue.redis.lrange(keys.PENDING, 0, -1))) == failed
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == [i for i in reversed(ids) if i in stale] + [unknown]
+    assert await store.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'QUEUED'") == len(failed)
+
+
+async def test_retry_and_purge_of_chosen_ids_are_one_pass(stub, store, queue, slowlog):
+    ids, _ = await _dead_letters(store, queue, N)
+    to_retry, to_purge = ids[::4], ids[1::4]
+    await queue.redis.slowlog_reset()
+    retried = await stub.RetryDeadLetters(pb.DeadLettersRequest(ids=list(reversed(to_retry))), timeout=60)
+    purged = await stub.PurgeDeadLetters(pb.DeadLettersRequest(ids=to_purge), timeout=60)
+    assert await slowlog() == []
+    assert retried.count == len(to_retry) and purged.count == len(to_purge)
+    assert list(reversed(await queue.redis.lrange(keys.PENDING, 0, -1))) == to_retry  # oldest dead letter first
+    gone = set(to_retry) | set(to_purge)
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == [i for i in reversed(ids) if i not in gone]
+    listed = await stub.ListDeadLetters(pb.DeadLettersRequest(), timeout=60)
+    assert [d.id for d in listed.dead_letters] == [i for i in reversed(ids) if i not in gone]
+
+
+async def test_purge_all_frees_the_list_without_blocking(stub, store, queue, slowlog):
+    await _dead_letters(store, queue, N)
+    await queue.redis.slowlog_reset()
+    resp = await stub.PurgeDeadLetters(pb.DeadLettersRequest(all=True))
+    assert resp.count == N and await queue.redis.llen(keys.DLQ) == 0
+    assert await slowlog() == []
+    assert await store.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'FAILED'") == N
