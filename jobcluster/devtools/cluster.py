@@ -155,7 +155,7 @@ def start_webui(settings: Settings, addrs: list[str], extra_env: dict[str, str] 
     proc = Proc("webui", "webui --addr")
     addr = settings.webui_addr
     if (pid := proc.pid()) is not None:
-        _say(f"  webui   http://{addr} already running (pid {pid})")
+        _say(f"  webui   {addr} already running (pid {pid})")
         return addr
     host, port = _hostport(addr, 8080)
     if svc.port_open(port, host):
@@ -163,7 +163,7 @@ def start_webui(settings: Settings, addrs: list[str], extra_env: dict[str, str] 
         return None
     pid = _spawn(proc, [sys.executable, "-m", "webui", "--addr", addr, "--servers", ",".join(addrs)],
                  "webui.log", {**os.environ, **(extra_env or {})})
-    _say(f"  webui   http://{addr} started (pid {pid}, log log/webui.log)")
+    _say(f"  webui   {addr} started (pid {pid}, log log/webui.log)")
     return addr
 
 

@@ -244,7 +244,17 @@ async def test_the_failover_pools_send_the_token_over_tls(start_server: Callable
         finally:
             pool.close()
 
+    def watch_unknown_job(security: ChannelSecurity) -> grpc.StatusCode:
+        """A stream (the client's -watch) carries the token too: NOT_FOUND, not UNAUTHENTICATED."""
+        with open_channel(srv.address, security) as channel:
+            try:
+                list(pb_grpc.JobServiceStub(channel).WatchJob(HARMLESS["WatchJob"], timeout=5))
+            except grpc.RpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
     assert isinstance(await asyncio.to_thread(list_jobs, secure), pb.ListJobsResponse)
+    assert await asyncio.to_thread(watch_unknown_job, secure) == grpc.StatusCode.NOT_FOUND
     with pytest.raises(ServerDown, match="UNAVAILABLE"):
         await asyncio.to_thread(list_jobs, ChannelSecurity(ADMIN))
 
