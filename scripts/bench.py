@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import asyncpg
-import grpc
 
+from jobcluster.channels import open_aio_channel
 from jobcluster.devtools import services as svc
 from jobcluster.devtools.cluster import wait_healthy
 from jobcluster.pb import scheduler_pb2 as pb
@@ -79,7 +79,7 @@ async def submit_many(stub, n: int, inflight: int, command: str = "true") -> lis
 async def run(args: argparse.Namespace, server: str, dsn: str, redis_url: str,
               start_workers, stop_workers) -> None:
     n = args.jobs
-    async with grpc.aio.insecure_channel(server) as channel:
+    async with open_aio_channel(server) as channel:
         stub = pb_grpc.JobServiceStub(channel)
         await submit_many(stub, 50, 4)  # warm up
         await reset(dsn, redis_url)

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 
+from jobcluster.channels import open_channel
 from jobcluster.devtools import services as svc
 from jobcluster.devtools.cluster import wait_healthy
 from jobcluster.pb import scheduler_pb2 as pb
@@ -39,7 +39,7 @@ def main(out: Path) -> int:
                                                   stderr=subprocess.STDOUT))
             if wait_healthy([server], timeout=60):
                 raise SystemExit(f"server {server} did not become ready; see {root}/scheduler_server.log")
-            with grpc.insecure_channel(server) as channel:
+            with open_channel(server) as channel:
                 stub = pb_grpc.JobServiceStub(channel)
                 jobs = [("backup", "echo 'backing up /var/www'; sleep 0.3; echo 'done: 412 files'", 0),
                         ("report", "date -u +'report for %F'", 0),
