@@ -65,9 +65,10 @@ run-servers: deps
 stop-servers:
 	$(PY) -m jobcluster.devtools.cluster stop --programs-only server-
 
-# A worker in the foreground (Ctrl-C stops it gracefully).
+# A worker in the foreground (Ctrl-C stops it gracefully). As root, its jobs run as JOB_USER, by default
+# jobcluster-job (created when missing).
 run-worker: deps
-	$(PY) -m worker
+	JOB_USER="$$($(PY) -m jobcluster.devtools.cluster job-user)" $(PY) -m worker
 
 run-client: deps
 	$(PY) -m client -cmd "$(CMD)"

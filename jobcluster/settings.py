@@ -156,6 +156,10 @@ class Settings:
     job_output_limit: int = setting(256 * 1024, "size")
     job_max_command_bytes: int = setting(64 * 1024, "size")
     job_env_passthrough: tuple[str, ...] = setting((), "list")
+    # Who jobs run as and where (worker/sandbox.py): a root worker needs JOB_USER.
+    job_user: str = setting("")
+    job_workdir_root: str = setting("")
+    job_keep_workdir: bool = setting(False, "bool")
     retry_backoff_base: float = setting(1.0, "duration")
     retry_backoff_max: float = setting(300.0, "duration")
     log_format: str = setting("text", choices=("text", "json"))

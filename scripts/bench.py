@@ -30,6 +30,7 @@ import asyncpg
 from jobcluster.channels import open_aio_channel
 from jobcluster.devtools import services as svc
 from jobcluster.devtools.cluster import wait_healthy
+from jobcluster.devtools.job_user import job_user_env
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
@@ -149,7 +150,8 @@ def main() -> int:
         with svc.private_services(root) as started:
             redis, pg = started["redis"], started["postgres"]
             port = svc.free_port()
-            env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url,
+            env = {**os.environ, **job_user_env(os.environ.get("JOB_USER", "")),
+                   "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url,
                    "ETCD_ENDPOINTS": started["etcd"].url, "LOG_LEVEL": "WARNING",
                    "WORKER_CONCURRENCY": str(args.worker_concurrency), "PG_MAX_CONNS": "20"}
             server = f"127.0.0.1:{port}"

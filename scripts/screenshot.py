@@ -18,6 +18,7 @@ from pathlib import Path
 from jobcluster.channels import open_channel
 from jobcluster.devtools import services as svc
 from jobcluster.devtools.cluster import wait_healthy
+from jobcluster.devtools.job_user import job_user_env
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
@@ -29,7 +30,8 @@ def main(out: Path) -> int:
     try:
         with svc.private_services(root) as started:
             port, ui_port = svc.free_port(), svc.free_port()
-            env = {**os.environ, "DATABASE_URL": started["postgres"].url, "REDIS_ADDR": started["redis"].url,
+            env = {**os.environ, **job_user_env(os.environ.get("JOB_USER", "")),
+                   "DATABASE_URL": started["postgres"].url, "REDIS_ADDR": started["redis"].url,
                    "ETCD_ENDPOINTS": started["etcd"].url, "LEASE_TTL": "3s", "RETRY_BACKOFF_BASE": "0.1s"}
             server = f"127.0.0.1:{port}"
             for args in (["-m", "scheduler_server", "--port", str(port)], ["-m", "worker", "--id", "demo-worker-1"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import uuid
 import shutil
 import tempfile
@@ -10,13 +11,57 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+# Before anything imports grpc: its fork handlers crash about 1 in 70 children forked by a process
+# that also serves gRPC (as these tests do: a server and workers in one process), and a worker forks
+# (not vforks) each job it starts as JOB_USER.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 
 from jobcluster import queue as queue_mod
 from jobcluster.devtools import services as svc
+from jobcluster.devtools.job_user import JOB_USER, ensure_job_user
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Jobs run as JOB_USER, and many tests hand them a file in tmp_path; pytest's own base
+    # (/tmp/pytest-of-root, 0700, reset by every session) is closed to that user, so use one of ours.
+    if os.geteuid() == 0 and config.option.basetemp is None:
+        parent = Path(tempfile.mkdtemp(prefix="jobcluster-pytest-"))
+        os.chmod(parent, 0o711)
+        config.option.basetemp = str(parent / "tmp")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    base = session.config.option.basetemp
+    if exitstatus == 0 and base and Path(base).parent.name.startswith("jobcluster-pytest-"):
+        shutil.rmtree(Path(base).parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def job_user() -> str:
+    """JOB_USER for the tests' workers: as root, jobcluster-job (created when missing), as make start does."""
+    if os.geteuid() != 0:
+        return ""
+    ensure_job_user(JOB_USER)
+    return JOB_USER
+
+
+@pytest.fixture(autouse=True)
+def _jobs_may_write_in_tmp_path(request: pytest.FixtureRequest) -> None:
+    """A test with workers (``settings``) that hands its jobs a file in tmp_path: the job user may write there."""
+    if "settings" not in request.fixturenames or "tmp_path" not in request.fixturenames:
+        return
+    name = request.getfixturevalue("job_user")
+    if name:
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        os.chmod(tmp_path.parent, 0o711)
+        user = pwd.getpwnam(name)
+        os.chown(tmp_path, user.pw_uid, user.pw_gid)
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +82,12 @@ def services(service_root: Path) -> Iterator[dict[str, svc.Service]]:
 
 
 @pytest.fixture
-def settings(services: dict[str, svc.Service]) -> Settings:
+def settings(services: dict[str, svc.Service], job_user: str, service_root: Path) -> Settings:
     """Settings pointing at the test services, with short timings so tests run fast."""
     return replace(
         Settings(),
+        job_user=job_user,
+        job_workdir_root=str(service_root / "jobs"),
         database_url=services["postgres"].url,
         redis_addr=services["redis"].url,
         etcd_endpoints=(services["etcd"].url,),
@@ -82,6 +129,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "RETRY_BACKOFF_BASE": f"{settings.retry_backoff_base}s",
         "RETRY_BACKOFF_MAX": f"{settings.retry_backoff_max}s",
         "JOB_OUTPUT_LIMIT": str(settings.job_output_limit),
+        "JOB_USER": settings.job_user,
+        "JOB_WORKDIR_ROOT": settings.job_workdir_root,
         "CRON_MIN_INTERVAL": f"{settings.cron_min_interval}s",
         "PYTHONUNBUFFERED": "1",
     })

@@ -20,6 +20,16 @@ DRAIN_AFTER_EXIT = 2.0
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """The credentials a job starts with: this uid and gid, and only these supplementary groups."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ShellResult:
     """How one run ended."""
 
@@ -28,6 +38,11 @@ class ShellResult:
     truncated: bool         # earlier output was dropped to stay under the limit
     timed_out: bool
     error: str              # '' when the command simply exited
+
+
+def not_started(error: str) -> ShellResult:
+    """The result of a job that could not be started (exit code 127, as a shell reports it)."""
+    return ShellResult(exit_code=127, output=b"", truncated=False, timed_out=False, error=error)
 
 
 def use_pidfd_child_watcher() -> None:
@@ -110,6 +125,7 @@ async def run_shell(
     output_limit: int,
     env: Mapping[str, str],
     cwd: str | None = None,
+    run_as: RunAs | None = None,
     tail: OutputTail | None = None,
     stop: asyncio.Event | None = None,
 ) -> ShellResult:
@@ -121,14 +137,18 @@ async def run_shell(
     killed at once and the shell reaped before the cancellation goes on.
     ``tail``: collect the output here (to watch it while it runs). ``stop``:
     when set, the group is terminated as on a timeout (error ``cancelled``).
+    ``run_as``: start the shell with these credentials (the caller must be root);
+    None keeps the caller's.
     """
+    # Credentials make subprocess fork instead of vfork: about 2.5 ms of CPU per job instead of 0.8.
     try:
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=dict(env), cwd=cwd)
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=dict(env), cwd=cwd,
+            user=None if run_as is None else run_as.uid, group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else list(run_as.groups))
     except OSError as exc:
-        return ShellResult(exit_code=127, output=b"", truncated=False, timed_out=False,
-                           error=f"could not start /bin/sh: {exc}")
+        return not_started(f"could not start /bin/sh: {exc}")
     assert proc.stdout is not None
     tail = tail or OutputTail(output_limit)
     reader = asyncio.create_task(_drain(proc.stdout, tail), name=f"drain-{proc.pid}")

@@ -23,12 +23,13 @@ from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
 from jobcluster.rows import Claimed
-from jobcluster.settings import Settings
+from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Store
 from jobcluster.store.jobs import clean_text
 from worker import decide
 from worker.decide import Refusal
-from worker.shell import OutputTail, ShellResult, job_env, run_shell
+from worker.sandbox import Sandbox
+from worker.shell import OutputTail, ShellResult, job_env, not_started, run_shell
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
@@ -50,10 +51,12 @@ class WorkerIdInUse(RuntimeError):
 class Worker:
     """Runs jobs from ``pending_jobs`` until :meth:`stop` (or, in burst mode, until nothing is left)."""
 
-    def __init__(self, settings: Settings, store: Store, queue: Queue, *, burst: bool = False) -> None:
+    def __init__(self, settings: Settings, store: Store, queue: Queue, *, burst: bool = False,
+                 sandbox: Sandbox | None = None) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
+        self.sandbox = sandbox or Sandbox.from_settings(settings)  # ConfigError: JOB_USER, JOB_WORKDIR_ROOT
         self.worker_id = settings.effective_worker_id()
         self.burst = burst
         self._stopping = asyncio.Event()
@@ -69,6 +72,7 @@ class Worker:
     async def run(self) -> None:
         """Recover what this worker id left behind, then work until stopped."""
         await self._check_id_free()
+        self.sandbox.remove_leftovers()
         await self._recover_own("worker restarted")
         await self._heartbeat_once()
         side = [
@@ -78,7 +82,7 @@ class Worker:
         ]
         self._slots = [asyncio.create_task(self._slot(n), name=f"slot-{n}")
                        for n in range(self.settings.worker_concurrency)]
-        log.info("worker %s started with %d slots", self.worker_id, len(self._slots))
+        log.info("worker %s started with %d slots; %s", self.worker_id, len(self._slots), self.sandbox.describe())
         slots_ended = asyncio.create_task(asyncio.wait(self._slots), name="slots-wait")
         stop_wait = asyncio.create_task(self._stopping.wait(), name="stop-wait")
         side_failed = asyncio.create_task(_first_failure(side), name="side-watch")
@@ -161,15 +165,7 @@ class Worker:
         tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
         self._running[job_id] = (tail, stop)
         try:
-            result = await run_shell(
-                claimed.command,
-                timeout=claimed.timeout_seconds,
-                kill_grace=self.settings.job_kill_grace,
-                output_limit=self.settings.job_output_limit,
-                env=job_env(job_id, claimed.attempt, self.settings.job_env_passthrough),
-                tail=tail,
-                stop=stop,
-            )
+            result = await self._run(claimed, tail, stop)
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(claimed))
             raise
@@ -180,6 +176,22 @@ class Worker:
         else:
             await asyncio.shield(self._settle(claimed, result))
         self.jobs_done += 1
+
+    async def _run(self, claimed: Claimed, tail: OutputTail, stop: asyncio.Event) -> ShellResult:
+        """Run the attempt as the job user in a fresh directory, removed however the attempt ends."""
+        try:
+            scratch = self.sandbox.create(claimed.job_id, claimed.attempt)
+        except (OSError, ConfigError) as exc:
+            return not_started(f"could not create the job's directory (JOB_WORKDIR_ROOT): {exc}")
+        try:
+            return await run_shell(
+                claimed.command, timeout=claimed.timeout_seconds, kill_grace=self.settings.job_kill_grace,
+                output_limit=self.settings.job_output_limit, cwd=scratch.path, run_as=self.sandbox.run_as,
+                env=self.sandbox.env(job_env(claimed.job_id, claimed.attempt, self.settings.job_env_passthrough),
+                                     scratch),
+                tail=tail, stop=stop)
+        finally:
+            await self.sandbox.remove(scratch)
 
     async def _cancelled(self, claimed: Claimed, result: ShellResult) -> None:
         """CancelJob stopped this attempt: record how it ended; the job stays CANCELLED."""

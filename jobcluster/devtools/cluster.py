@@ -27,6 +27,7 @@ from jobcluster.devtools import backing, lockdown
 from jobcluster.devtools import services as svc
 from jobcluster.devtools.tls import DevTls, TlsError, cluster_tls
 from jobcluster.devtools.backing import LOG, ROOT, RUN
+from jobcluster.devtools.job_user import JobUserError, close_env_file, job_user_env
 from jobcluster.settings import ConfigError, Settings
 
 SERVERS_FILE = ROOT / ".servers"
@@ -138,7 +139,7 @@ def start_servers(count: int, base_port: int, extra_env: dict[str, str] | None =
     return addrs
 
 
-def start_workers(count: int) -> None:
+def start_workers(count: int, extra_env: dict[str, str] | None = None) -> None:
     host = socket.gethostname()
     for i in range(1, count + 1):
         wid = f"{host}-worker-{i}"
@@ -146,7 +147,8 @@ def start_workers(count: int) -> None:
         if (pid := proc.pid()) is not None:
             _say(f"  worker  {wid} already running (pid {pid})")
             continue
-        pid = _spawn(proc, [sys.executable, "-m", "worker", "--id", wid], f"worker-{i}.log", dict(os.environ))
+        pid = _spawn(proc, [sys.executable, "-m", "worker", "--id", wid], f"worker-{i}.log",
+                     {**os.environ, **(extra_env or {})})
         _say(f"  worker  {wid} started (pid {pid}, log log/worker-{i}.log)")
 
 
@@ -201,7 +203,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     _say("programs:")
     addrs = start_servers(args.servers, args.base_port, tls_env) if args.servers else []
     if args.workers:
-        start_workers(args.workers)
+        start_workers(args.workers, _job_user(settings))
     ui = start_webui(settings, addrs, tls_env) if addrs and not args.no_webui else None
     late = wait_healthy(addrs, security=_security(settings, addrs))
     if late:
@@ -243,6 +245,19 @@ def _auth_line(settings: Settings) -> str:
     if settings.auth_token:
         return "tokens: the servers take AUTH_TOKEN; every program here sends it (from the environment or .env)"
     return "tokens: none (AUTH_TOKEN unset): any local user may call the servers, on loopback only"
+
+
+def _job_user(settings: Settings) -> dict[str, str]:
+    """As root: workers run jobs as JOB_USER, else as jobcluster-job (created); .env closed to other users."""
+    try:
+        extra = job_user_env(settings.job_user)
+    except JobUserError as exc:
+        raise SystemExit(str(exc)) from None
+    user = extra.get("JOB_USER") or settings.job_user
+    if user and close_env_file(ROOT / ".env"):
+        _say("  .env     was readable by every user: now mode o-rwx, so jobs cannot read it")
+    _say(f"  jobs     run as {user or 'this user (not root)'}, each in a fresh directory (JOB_WORKDIR_ROOT)")
+    return extra
 
 
 def all_procs() -> list[Proc]:
@@ -351,6 +366,16 @@ def cmd_clean(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_job_user(args: argparse.Namespace, settings: Settings) -> int:
+    """``make run-worker``: print JOB_USER for a worker started here (empty when not root and unset)."""
+    try:
+        print(job_user_env(settings.job_user).get("JOB_USER", settings.job_user))
+    except JobUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m jobcluster.devtools.cluster", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -363,6 +388,7 @@ def main() -> int:
     st = sub.add_parser("stop")
     st.add_argument("--programs-only", choices=("server-", "worker-"), help="stop only servers or workers")
     sub.add_parser("status")
+    sub.add_parser("job-user", help="print the JOB_USER a worker started here needs (as root: created)")
     sub.add_parser("clean", help="delete PostgreSQL's data kept outside the checkout (make clean)")
     args = p.parse_args()
     try:
@@ -372,7 +398,7 @@ def main() -> int:
         return 2
     try:
         return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-                "clean": cmd_clean}[args.cmd](args, settings)
+                "clean": cmd_clean, "job-user": cmd_job_user}[args.cmd](args, settings)
     except (svc.ServiceError, lockdown.LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

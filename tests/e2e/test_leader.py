@@ -127,7 +127,8 @@ def test_a_job_that_kills_its_worker_ends_in_the_dlq(cluster: Cluster, redis_syn
     _, address = cluster.server()
     job_id = submit(address, command="kill -9 $PPID", max_retries=1)
     for n in (1, 2):
-        worker = cluster.worker(f"e2e-victim-{n}")
+        # As JOB_USER the job could not kill its root worker; a root job stands for one that crashes it.
+        worker = cluster.worker(f"e2e-victim-{n}", JOB_USER="root")
         worker.wait(30)
         wait_for_sync(lambda: job_status(address, job_id).attempts == n
                       and job_status(address, job_id).status in ("QUEUED", "FAILED"),

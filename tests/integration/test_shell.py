@@ -2,11 +2,13 @@
 
 import asyncio
 import os
+import pwd
 import time
 
 import pytest
 
 from tests.helpers import group_members, wait_for
+from worker.sandbox import resolve_job_user
 from worker.shell import job_env, run_shell
 
 
@@ -78,3 +80,68 @@ async def test_job_env_has_no_worker_secrets(monkeypatch):
     assert "DATABASE_URL" not in env and env["SHARED_TOKEN"] == "t"
     assert env["JOB_ID"] == "job-9" and env["JOB_ATTEMPT"] == "2"
     assert os.environ["DATABASE_URL"] == "postgresql://secret"
+
+
+# --- as another user (a root worker's JOB_USER) ------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@pytest.fixture
+def job_dir(tmp_path, job_user):
+    """A directory of the job user's own, reachable through tmp_path."""
+    for path in (tmp_path.parent, tmp_path):
+        os.chmod(path, 0o711)
+    user = pwd.getpwnam(job_user)
+    os.chown(tmp_path, user.pw_uid, user.pw_gid)
+    return tmp_path
+
+
+@needs_root
+async def test_run_as_keeps_only_the_users_uid_gid_and_groups(job_dir, job_user):
+    run_as = resolve_job_user(job_user)[1]
+    worker_groups = os.getgroups()
+    os.setgroups([0, 4])  # a worker in root's and adm's groups: neither may reach the job
+    try:
+        r = await _run("id -u; id -g; id -G; pwd; grep -E '^Cap(Prm|Eff)' /proc/self/status", run_as=run_as,
+                       cwd=str(job_dir))
+    finally:
+        os.setgroups(worker_groups)
+    user = pwd.getpwnam(job_user)
+    lines = r.output.decode().splitlines()
+    assert r.exit_code == 0 and lines[:4] == [str(user.pw_uid), str(user.pw_gid),
+                                              " ".join(map(str, os.getgrouplist(job_user, user.pw_gid))),
+                                              str(job_dir)]
+    assert [line.split()[1] for line in lines[4:]] == ["0000000000000000"] * 2  # no capability left
+
+
+@needs_root
+async def test_a_job_user_cannot_signal_or_read_its_root_parent(job_dir, job_user):
+    run_as = resolve_job_user(job_user)[1]
+    r = await _run("kill -0 $PPID && echo signalled; cat /proc/$PPID/environ && echo read; echo end",
+                   run_as=run_as, cwd=str(job_dir))
+    out = r.output.decode()
+    assert "signalled" not in out and "read\n" not in out and out.endswith("end\n")
+    assert "Operation not permitted" in out and "Permission denied" in out
+
+
+@needs_root
+async def test_timeout_kills_the_whole_group_of_a_job_user(job_dir, job_user):
+    run_as = resolve_job_user(job_user)[1]
+    pidfile = job_dir / "pgid"
+    cmd = f"echo $$ > {pidfile}; trap '' TERM; sleep 30 & sh -c 'sleep 30' & wait"
+    r = await _run(cmd, timeout=0.5, kill_grace=0.5, run_as=run_as, cwd=str(job_dir))
+    assert r.timed_out and r.exit_code == 128 + 9
+    await _group_gone(int(pidfile.read_text()))  # the worker (root) killed another user's processes
+
+
+@needs_root
+async def test_a_user_that_cannot_enter_the_cwd_fails_cleanly(tmp_path, job_user):
+    # chdir happens before the switch: a cwd the job user may not enter is still its working directory,
+    # which is why the worker makes each attempt's directory the job user's own.
+    run_as = resolve_job_user(job_user)[1]
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    r = await _run("pwd; touch f && echo wrote", run_as=run_as, cwd=str(private))
+    out = r.output.decode()
+    assert out.startswith(f"{private}\n") and "wrote" not in out and "Permission denied" in out
