@@ -144,6 +144,7 @@ class SchedulerServer:
                 await self.service.queue.liveness.remove_server(self.address)
         except UNAVAILABLE:  # TimeoutError is one of them
             pass
+        self.service.watch_hub.close()  # watchers go to another server now, not after STOP_GRACE
         await self.grpc.stop(STOP_GRACE)
         if self._connect_task is not None:
             self._connect_task.cancel()

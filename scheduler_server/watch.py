@@ -66,11 +66,13 @@ class Snapshot:
 class Watch:
     """One stream's mailbox: the latest snapshot of its job, or the error that ends it."""
 
-    def __init__(self, job_id: str, deadline: float) -> None:
+    def __init__(self, job_id: str, deadline: float, end_reason: str = "the stream's life is over") -> None:
         self.job_id = job_id
         self.deadline = deadline    # loop time at which the stream's life is over
+        self.end_reason = end_reason  # why it ended before its job did (the trailer's words)
         self._latest: Snapshot | None = None
         self._error: BaseException | None = None
+        self._ended = False
         self._ready = asyncio.Event()
 
     def offer(self, snapshot: Snapshot) -> None:
@@ -82,6 +84,12 @@ class Watch:
         self._error = exc
         self._ready.set()
 
+    def end(self, reason: str) -> None:
+        """End the stream now, as at the end of its life."""
+        self.end_reason = reason
+        self._ended = True
+        self._ready.set()
+
     async def next(self) -> Snapshot | None:
         """The newest snapshot not read yet (waiting for one); None when the stream's life is over."""
         if not await wait_within(self._ready.wait(), self.deadline - asyncio.get_running_loop().time()):
@@ -89,8 +97,7 @@ class Watch:
         self._ready.clear()
         if self._error is not None:
             raise self._error
-        assert self._latest is not None
-        return self._latest
+        return None if self._ended else self._latest
 
 
 class WatchHub:
@@ -127,7 +134,8 @@ class WatchHub:
                             f"(WATCH_MAX_STREAMS={self.max_streams}); watch from another server, try again "
                             "later, or raise WATCH_MAX_STREAMS")
         loop = asyncio.get_running_loop()
-        watch = Watch(job_id, loop.time() + self.max_life)
+        watch = Watch(job_id, loop.time() + self.max_life, f"the stream reached WATCH_MAX_LIFE ({self.max_life:g}s) "
+                      "before the job ended; watch it again")
         self._watches.setdefault(job_id, set()).add(watch)
         self._streams += 1
         seen = self._seen.get(job_id)
@@ -148,6 +156,13 @@ class WatchHub:
                 self._seen.pop(job_id, None)
             if not self._watches:
                 self._wake.set()  # the poller ends at once
+
+    def close(self) -> None:
+        """End every stream now (the server is stopping): each ends OK without a final event, so its
+        client watches again, on another server."""
+        for watches in self._watches.values():
+            for w in watches:
+                w.end("the server is stopping; watch again (another server will answer)")
 
     async def _run(self) -> None:
         """Poll while anyone watches; a job id not seen yet brings the next poll forward."""

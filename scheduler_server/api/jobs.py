@@ -130,9 +130,8 @@ class JobRpcs(Servicer):
                     last_status, last_bytes = status, snapshot.live_bytes
                 if snapshot.final:
                     return
-        # Status OK without a final event; the trailer says why, for people reading the wire.
-        context.set_trailing_metadata(((WATCH_END_TRAILER, f"the stream reached WATCH_MAX_LIFE "
-                                        f"({self.watch_hub.max_life:g}s) before the job ended; watch it again"),))
+            # Status OK without a final event; the trailer says why, for people reading the wire.
+            context.set_trailing_metadata(((WATCH_END_TRAILER, watch.end_reason),))
 
     @rpc
     async def CancelJob(self, request: pb.JobId, context: Context) -> pb.JobStatus:

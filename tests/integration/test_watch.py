@@ -44,7 +44,8 @@ async def start_server(settings: Settings, store: Store) -> AsyncIterator[Start]
 
     yield start
     for srv in started:
-        await srv.stop()
+        if srv.store is not None and not srv.store.pool.is_closing():
+            await srv.stop()
 
 
 async def _statements(store: Store) -> int:
@@ -170,3 +171,18 @@ async def test_watch_errors(start_server):
                     pass
             assert err.value.code() == code, job_id
     await wait_for(lambda: not server.service.watch_hub.polling, what="the poller to stop")
+
+
+async def test_a_stopping_server_ends_its_streams_at_once_and_clients_watch_elsewhere(start_server):
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        queued = (await stub.SubmitJob(pb.Job(command="true"))).job_id
+        call = stub.WatchJob(pb.JobId(id=queued))
+        first = await call.read()
+        assert first.job.status == "QUEUED"
+        began = time.monotonic()
+        await server.stop()
+        assert time.monotonic() - began < 2, "stop waited for the watch stream (STOP_GRACE)"
+        assert await call.read() == grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
+        assert "stopping" in dict(await call.trailing_metadata())["jobcluster-watch-end"]

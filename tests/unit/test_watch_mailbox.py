@@ -46,3 +46,10 @@ async def test_an_error_ends_the_stream():
     watch.fail(LookupError("gone"))
     with pytest.raises(LookupError):
         await watch.next()
+
+
+async def test_ending_a_stream_says_why():
+    watch = Watch("j", asyncio.get_running_loop().time() + 60)
+    watch.offer(_snapshot(Status.RUNNING))
+    watch.end("the server is stopping")
+    assert await watch.next() is None and watch.end_reason == "the server is stopping"
