@@ -64,7 +64,7 @@ def _sch(name: str) -> ScheduleSpec:
 # No server here: its real leader would fire the schedule itself.
 async def test_two_leaders_at_once_still_make_one_job_per_tick(store, queue, settings):
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    await store.schedules.upsert(_sch("every-minute"), tick)
+    await store.schedules.upsert(_sch("every-minute"), tick, max_schedules=10)
     a = Leader(settings, store, queue, _Forced(7, "a"), address="a")  # type: ignore[arg-type]
     b = Leader(settings, store, queue, _Forced(7, "b"), address="b")  # type: ignore[arg-type]
     assert await store.fencing.take(7, "a")
@@ -76,7 +76,7 @@ async def test_two_leaders_at_once_still_make_one_job_per_tick(store, queue, set
 
 async def test_a_deposed_leader_cannot_write(store, queue, settings):
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    await store.schedules.upsert(_sch("m"), tick)
+    await store.schedules.upsert(_sch("m"), tick, max_schedules=10)
     old = Leader(settings, store, queue, _Forced(10, "old"), address="old")  # type: ignore[arg-type]
     assert await store.fencing.take(10, "old")
     assert await store.fencing.take(11, "new")      # a newer term began
