@@ -171,13 +171,26 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
     return 0 if final.status == Status.SUCCEEDED else 1
 
 
+def dead_letters(pool: Pool) -> list[pb.DeadLetter]:
+    """Every dead letter, newest first, page by page (each reply is bounded)."""
+    found: list[pb.DeadLetter] = []
+    token = ""
+    while True:
+        req = pb.DeadLettersRequest(page_token=token)
+        resp, _ = pool.call(lambda stub: stub.ListDeadLetters(req, timeout=CALL_TIMEOUT))
+        found += resp.dead_letters
+        token = resp.next_page_token
+        if not token:
+            return found
+
+
 def list_dead_letters(pool: Pool, out=sys.stdout) -> int:
-    resp, _ = pool.call(lambda stub: stub.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT))
-    if not resp.dead_letters:
+    dead = dead_letters(pool)
+    if not dead:
         out.write("dlq_tasks is empty\n")
         return 0
     rows = [("ID", "NAME", "ATTEMPTS", "EXIT", "FINISHED", "REASON", "LAST ERROR")]
-    for d in resp.dead_letters:
+    for d in dead:
         rows.append((d.id, d.name or "-", str(d.attempts), str(d.exit_code) if d.HasField("exit_code") else "-",
                      when(d.finished_at_ms), d.reason, _first_line(d.last_error, 40)))
     table(rows, out)

@@ -75,19 +75,25 @@ def dead_letter_reason(r: DeadJobRow) -> str:
     return f"retries used up ({r.attempts} attempts, max_retries {r.max_retries})"
 
 
-def dead_letters(ids: list[str], rows: dict[str, DeadJobRow]) -> pb.DeadLetters:
-    """The DLQ listing: every id in ``dlq_tasks`` order, with its job when PostgreSQL has it."""
+def dead_letters(ids: list[str], rows: dict[str, DeadJobRow], max_bytes: int) -> pb.DeadLetters:
+    """The DLQ listing: these ids in ``dlq_tasks`` order, each with its job when PostgreSQL has it,
+    as many as fit in about ``max_bytes`` (always at least one)."""
     out = pb.DeadLetters()
+    size = 0
     for job_id in ids:
         r = rows.get(job_id)
         if r is None:
-            out.dead_letters.add(id=job_id, reason="no such job in PostgreSQL")
-            continue
-        dl = out.dead_letters.add(id=job_id, name=r.name, command=r.command, attempts=r.attempts,
-                                  max_retries=r.max_retries, reason=dead_letter_reason(r), last_error=r.last_error,
-                                  finished_at_ms=r.finished_at_ms, status=r.status.value)
-        if r.exit_code is not None:
-            dl.exit_code = r.exit_code
+            dl = pb.DeadLetter(id=job_id, reason="no such job in PostgreSQL")
+        else:
+            dl = pb.DeadLetter(id=job_id, name=r.name, command=r.command, attempts=r.attempts,
+                               max_retries=r.max_retries, reason=dead_letter_reason(r), last_error=r.last_error,
+                               finished_at_ms=r.finished_at_ms, status=r.status.value)
+            if r.exit_code is not None:
+                dl.exit_code = r.exit_code
+        size += dl.ByteSize() + 4  # the field's tag and length
+        if out.dead_letters and size > max_bytes:
+            break
+        out.dead_letters.append(dl)
     return out
 
 

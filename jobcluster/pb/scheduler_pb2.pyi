@@ -308,12 +308,16 @@ class JobEvent(_message.Message):
     def __init__(self, job: _Optional[_Union[JobStatus, _Mapping]] = ..., live_output: _Optional[str] = ..., live_output_bytes: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class DeadLettersRequest(_message.Message):
-    __slots__ = ("ids", "all")
+    __slots__ = ("ids", "all", "page_size", "page_token")
     IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     all: bool
-    def __init__(self, ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("id", "name", "command", "attempts", "max_retries", "exit_code", "reason", "last_error", "finished_at_ms", "status")
@@ -340,10 +344,14 @@ class DeadLetter(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., last_error: _Optional[str] = ..., finished_at_ms: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
 
 class DeadLetters(_message.Message):
-    __slots__ = ("dead_letters",)
+    __slots__ = ("dead_letters", "next_page_token", "total")
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
-    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total: int
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class DeadLettersResult(_message.Message):
     __slots__ = ("count", "ids")

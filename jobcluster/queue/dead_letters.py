@@ -15,7 +15,7 @@ among older ones).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -72,6 +72,20 @@ class DeadLetters(Part):
             pages.append(page)
             if len(page) < CHUNK:
                 return [job_id for p in reversed(pages) for job_id in p]
+
+    @bounded
+    async def newest(self, offset: int, n: int) -> list[str]:
+        """Up to ``n`` ids from position ``offset`` (0: the newest), newest first."""
+        return cast(list[str], await self.redis.lrange(keys.DLQ, offset, offset + n - 1))
+
+    @bounded
+    async def present(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of these ids that ``dlq_tasks`` holds, in the order given (one LPOS each)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.lpos(keys.DLQ, job_id)
+            found = await pipe.execute()
+        return [job_id for job_id, at in zip(job_ids, found) if at is not None]
 
     @bounded
     async def count(self) -> int:

@@ -24,10 +24,21 @@ class DeadLetters:
 
     async def jobs(self, job_ids: list[str]) -> dict[str, DeadJobRow]:
         """The jobs of these ids (any that exist), by id."""
-        rows = await self.pool.fetch(Q["dead_jobs"], [uuid.UUID(i) for i in job_ids])
+        rows = await self.pool.fetch(Q["dead_jobs"], _uuids(job_ids))
         return {str(r["id"]): DeadJobRow.from_record(r) for r in rows}
 
     async def retry(self, job_ids: list[str]) -> list[str]:
         """FAILED jobs among these go back to QUEUED with a fresh retry budget; returns their ids."""
-        rows = await self.pool.fetch(Q["retry_dead_jobs"], [uuid.UUID(i) for i in job_ids])
+        rows = await self.pool.fetch(Q["retry_dead_jobs"], _uuids(job_ids))
         return [str(r["id"]) for r in rows]
+
+
+def _uuids(job_ids: list[str]) -> list[uuid.UUID]:
+    """The ids as UUIDs; one that is not (put in dlq_tasks by hand) names no job and is left out."""
+    out = []
+    for job_id in job_ids:
+        try:
+            out.append(uuid.UUID(job_id))
+        except ValueError:
+            pass
+    return out

@@ -24,10 +24,28 @@ log = logging.getLogger("server")
 #: Ids per PostgreSQL statement of a retry: fewer, larger statements (a statement may scan every
 #: FAILED job, whatever the batch), while Redis still moves CHUNK ids per script.
 BATCH = 10 * CHUNK
+#: Most dead letters in one ListDeadLetters page.
+MAX_PAGE = 1000
 #: A reply lists at most this many ids (``count`` is always exact), to stay under MAX_REPLY_BYTES.
 MAX_IDS_IN_REPLY = MAX_REPLY_BYTES // 40
 
 Choose = Callable[[list[str]], Awaitable[Collection[str]]]
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidJob("page_size must not be negative")
+    return min(requested or MAX_PAGE, MAX_PAGE)
+
+
+def _page_offset(token: str) -> int:
+    """A page token of ListDeadLetters: the position of the page's first id. Positions shift as dead
+    letters come and go, so a page can repeat or miss an id next to the page before: fine for a view."""
+    if not token:
+        return 0
+    if not token.isdecimal() or len(token) > 9:
+        raise InvalidJob("page_token is not one this server issued")
+    return int(token)
 
 
 def _result(ids: list[str], count: int | None = None) -> pb.DeadLettersResult:
@@ -74,9 +92,23 @@ class DeadLetterRpcs(Servicer):
 
     @rpc
     async def ListDeadLetters(self, request: pb.DeadLettersRequest, context: Context) -> pb.DeadLetters:
-        ids = await self.queue.dead_letters.ids()
+        """A page of dead letters, newest first (``ids``: only those of them in ``dlq_tasks``)."""
+        size = _page_size(request.page_size)
+        offset = _page_offset(request.page_token)
+        total = await self.queue.dead_letters.count()
+        if request.ids:
+            if len(request.ids) > MAX_PAGE:
+                raise InvalidJob(f"at most {MAX_PAGE} ids at once, got {len(request.ids)}")
+            ids = (await self.queue.dead_letters.present(list(dict.fromkeys(request.ids))))[offset:offset + size]
+        else:
+            ids = await self.queue.dead_letters.newest(offset, size)
         rows = await self.store.dead_letters.jobs(ids) if ids else {}
-        return convert.dead_letters(ids, rows)
+        out = convert.dead_letters(ids, rows, MAX_REPLY_BYTES)
+        out.total = total
+        end = offset + len(out.dead_letters)
+        if len(out.dead_letters) < len(ids) or (not request.ids and end < total):
+            out.next_page_token = str(end)
+        return out
 
     @rpc
     async def RetryDeadLetters(self, request: pb.DeadLettersRequest, context: Context) -> pb.DeadLettersResult:

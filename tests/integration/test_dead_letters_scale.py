@@ -71,8 +71,14 @@ async def test_retry_and_purge_of_chosen_ids_are_one_pass(stub, store, queue, sl
     assert list(reversed(await queue.redis.lrange(keys.PENDING, 0, -1))) == to_retry  # oldest dead letter first
     gone = set(to_retry) | set(to_purge)
     assert await queue.redis.lrange(keys.DLQ, 0, -1) == [i for i in reversed(ids) if i not in gone]
-    listed = await stub.ListDeadLetters(pb.DeadLettersRequest(), timeout=60)
-    assert [d.id for d in listed.dead_letters] == [i for i in reversed(ids) if i not in gone]
+    listed, token = [], ""
+    while True:  # ListDeadLetters answers in pages of at most 1,000
+        page = await stub.ListDeadLetters(pb.DeadLettersRequest(page_token=token), timeout=60)
+        listed += [d.id for d in page.dead_letters]
+        token = page.next_page_token
+        if not token:
+            break
+    assert listed == [i for i in reversed(ids) if i not in gone]
 
 
 async def test_purge_all_frees_the_list_without_blocking(stub, store, queue, slowlog):

@@ -19,7 +19,7 @@ ACTIONS = {"retry": "RetryDeadLetters", "purge": "PurgeDeadLetters"}
 async def dlq_page(request: Request) -> Response:
     resp, server = await pool_of(request).call(
         lambda s: s.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT))
-    return render(request, "dlq.html", dead=resp.dead_letters, server=server)
+    return render(request, "dlq.html", dead=resp.dead_letters, total=resp.total, server=server)
 
 
 @on_error_render("dlq.html", context(dead=[], server=""))

@@ -61,7 +61,7 @@ async def job_page(request: Request) -> Response:
     job = await stub.GetJobStatus(pb.JobId(id=job_id), timeout=CALL_TIMEOUT)
     in_dlq = False
     if job.status == Status.FAILED:
-        dead = await stub.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT)
+        dead = await stub.ListDeadLetters(pb.DeadLettersRequest(ids=[job_id]), timeout=CALL_TIMEOUT)
         in_dlq = any(d.id == job_id for d in dead.dead_letters)
     return render(request, "job.html", job=job, server=server, in_dlq=in_dlq)
 
