@@ -9,8 +9,12 @@ SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status, a.output A
  WHERE j.id = $1;
 
 -- name: get_attempts
-SELECT attempt, worker_id, started_at, finished_at, exit_code, error, output_truncated
-  FROM job_attempts WHERE job_id = $1 ORDER BY attempt;
+-- The latest 1,000 attempts, oldest first: a job retried from the DLQ again and again keeps a
+-- bounded history in its status reply (every attempt stays in the table).
+SELECT * FROM (
+    SELECT attempt, worker_id, started_at, finished_at, exit_code, left(error, 2000) AS error, output_truncated
+      FROM job_attempts WHERE job_id = $1 ORDER BY attempt DESC LIMIT 1000
+) latest ORDER BY attempt;
 
 -- name: list_jobs
 -- Newest first. $1 status filter (as shown) or NULL, $2 ids or NULL, keyset cursor
