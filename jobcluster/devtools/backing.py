@@ -42,7 +42,7 @@ class DevServices:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.env: dict[str, str] = {}  # settings to write to .env where they are empty
-        self.pg_data, self.pg_why = pg_data_dir()
+        self.pg_why = ""  # why PostgreSQL's data is outside the checkout, once it is
 
     # --- logins: the setting's value when set, else ours (remembered in .env) ---------------
 
@@ -86,8 +86,11 @@ class DevServices:
 
     def start_postgres(self, port: int) -> svc.Service:
         database = urlsplit(self.settings.database_url).path.lstrip("/") or "jobcluster"
-        return svc.start_postgres(self.pg_data, port, LOG / "postgres.log", detach=True, database=database,
-                                  login=self.postgres_login())
+        login = self.postgres_login()
+        if login.user == lockdown.PG_SUPERUSER:  # before anything starts: ensure_pg_role says the same
+            raise lockdown.LockError(lockdown.superuser_refused(port, database))
+        data, self.pg_why = pg_data_dir()
+        return svc.start_postgres(data, port, LOG / "postgres.log", detach=True, database=database, login=login)
 
     def start_etcd(self, port: int) -> svc.Service:
         service = svc.start_etcd(RUN / "etcd", port, port + 1, LOG / "etcd.log", detach=True,
@@ -105,7 +108,7 @@ class DevServices:
     def check_running(self, name: str, pid: int) -> None:
         """A service of ours already running: fine when it has passwords; else say how to upgrade it."""
         locked = {"redis": lambda: (RUN / "redis" / svc.REDIS_CONF).exists(),
-                  "postgres": lambda: lockdown.PG_AUTH_MARK in _read(self.pg_data / "pg_hba.conf"),
+                  "postgres": lambda: lockdown.PG_AUTH_MARK in _read(_pg_data_dir_now() / "pg_hba.conf"),
                   "etcd": ETCD_AUTH_MARK.exists}[name]
         if not locked():
             raise SystemExit(
@@ -152,6 +155,12 @@ def pg_data_dir() -> tuple[Path, str]:
     home.mkdir(mode=0o755, parents=True, exist_ok=True)
     (home / "checkout").write_text(f"{ROOT}\n")
     return home / "pg", why
+
+
+def _pg_data_dir_now() -> Path:
+    """Where the data of a running PostgreSQL of ours is (nothing is created)."""
+    outside = outside_dir() / "pg"
+    return outside if (outside / "PG_VERSION").exists() and not (RUN / "pg" / "PG_VERSION").exists() else RUN / "pg"
 
 
 def _unreachable(data_dir: Path) -> str:

@@ -85,6 +85,12 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def superuser_refused(port: int, database: str) -> str:
+    return (f"DATABASE_URL logs in as {PG_SUPERUSER}, the superuser of the PostgreSQL make start runs, which "
+            f"takes no password over TCP. Use the default role: "
+            f"DATABASE_URL=postgresql://jobcluster@127.0.0.1:{port}/{database}")
+
+
 async def ensure_pg_role(socket_dir: Path, port: int, user: str, password: str, database: str) -> None:
     """The role ``user`` (login, no superuser) with ``password``, owning ``database`` and what is in it.
 
@@ -92,9 +98,7 @@ async def ensure_pg_role(socket_dir: Path, port: int, user: str, password: str, 
     ``make start`` (everything owned by postgres) it hands the objects to ``user``.
     """
     if user == PG_SUPERUSER:
-        raise LockError(f"DATABASE_URL logs in as {PG_SUPERUSER}, the superuser of the PostgreSQL make start "
-                        f"runs, which takes no password over TCP. Use the default role: "
-                        f"DATABASE_URL=postgresql://jobcluster@127.0.0.1:{port}/{database}")
+        raise LockError(superuser_refused(port, database))
     conn = await asyncpg.connect(host=str(socket_dir), port=port, user=PG_SUPERUSER, database="postgres")
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)

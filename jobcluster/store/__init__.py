@@ -29,7 +29,7 @@ from jobcluster.store.fencing import Fenced, Fencing
 from jobcluster.store.job_queries import JobQueries
 from jobcluster.store.jobs import Jobs
 from jobcluster.store.liveness import Liveness
-from jobcluster.store.migrations import CONNECT_TIMEOUT, ensure_database, migrate
+from jobcluster.store.migrations import CONNECT_TIMEOUT, ensure_database, migrate, refused
 from jobcluster.store.reconcile import Reconcile
 from jobcluster.store.schedules import Schedules
 
@@ -60,16 +60,19 @@ class Store:
         """
         password = optional_secret("DATABASE_PASSWORD_FILE", settings.database_password_file)
         await ensure_database(settings.database_url, password)
-        pool = await asyncpg.create_pool(
-            settings.database_url,
-            password=password,
-            min_size=settings.pg_min_conns,
-            max_size=settings.pg_max_conns,
-            # asyncpg has no maximum connection age; the closest is closing idle ones.
-            max_inactive_connection_lifetime=settings.pg_max_conn_lifetime,
-            timeout=CONNECT_TIMEOUT,
-            command_timeout=COMMAND_TIMEOUT,
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                settings.database_url,
+                password=password,
+                min_size=settings.pg_min_conns,
+                max_size=settings.pg_max_conns,
+                # asyncpg has no maximum connection age; the closest is closing idle ones.
+                max_inactive_connection_lifetime=settings.pg_max_conn_lifetime,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        except asyncpg.InvalidAuthorizationSpecificationError as exc:  # the password changed since
+            raise refused(settings.database_url, exc) from None
         store = cls(pool)
         if migrate:
             await store.migrate()

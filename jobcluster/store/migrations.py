@@ -36,10 +36,14 @@ async def login(dsn: str, password: str | None) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn, password=password, timeout=CONNECT_TIMEOUT)
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
-        parts = urlsplit(dsn)
-        raise LoginRefused(f"PostgreSQL at {parts.hostname}:{parts.port or 5432} refused user "
-                           f"{parts.username or '(none)'}: {exc}; check DATABASE_URL and "
-                           f"DATABASE_PASSWORD_FILE") from None
+        raise refused(dsn, exc) from None
+
+
+def refused(dsn: str, exc: Exception) -> LoginRefused:
+    """The error for a login PostgreSQL refused, naming the settings to check."""
+    parts = urlsplit(dsn)
+    return LoginRefused(f"PostgreSQL at {parts.hostname}:{parts.port or 5432} refused user "
+                        f"{parts.username or '(none)'}: {exc}; check DATABASE_URL and DATABASE_PASSWORD_FILE")
 
 
 async def _create_database(dsn: str, password: str | None) -> None:

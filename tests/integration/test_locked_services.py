@@ -1,0 +1,253 @@
+"""Redis, PostgreSQL and etcd started locked, as ``make start`` runs them: passwords from files, the
+etcd user limited to its prefix, the PostgreSQL role no superuser, and a job run end to end by a
+server and a worker that log in with the ``*_FILE`` settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import aetcd
+import aetcd.exceptions
+import asyncpg
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from jobcluster import queue as queue_mod
+from jobcluster.aio import retrying
+from jobcluster.credentials import LoginRefused, etcd_auth
+from jobcluster.devtools import services as svc
+from jobcluster.election import Election, read_leader
+from jobcluster.errors import POSTGRES_ERRORS
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.queue import Queue
+from jobcluster.settings import Settings
+from jobcluster.store import Store
+from scheduler_server.server import SchedulerServer
+from tests.helpers import wait_for
+from worker.worker import Worker
+
+PREFIX = "/locked/"
+
+
+@pytest.fixture(scope="module")
+def locked() -> Iterator[dict[str, svc.Service]]:
+    """Private services with passwords on; the etcd user may touch only keys under PREFIX."""
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-locked-"))
+    os.chmod(root, 0o755)  # the postgres user must reach its data directory
+    try:
+        with svc.private_services(root, pg_settings={"fsync": "off"}, locked=True, etcd_prefix=PREFIX) as started:
+            yield started
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _login(service: svc.Service) -> svc.Login:
+    assert service.login is not None
+    return service.login
+
+
+@pytest.fixture
+def locked_settings(settings: Settings, locked: dict[str, svc.Service]) -> Settings:
+    """The test settings, pointed at the locked services with their ``*_FILE`` logins."""
+    return replace(
+        settings,
+        database_url=locked["postgres"].url, database_password_file=str(_login(locked["postgres"]).password_file),
+        redis_addr=locked["redis"].url, redis_user=_login(locked["redis"]).user,
+        redis_password_file=str(_login(locked["redis"]).password_file),
+        etcd_endpoints=(locked["etcd"].url,), etcd_user=_login(locked["etcd"]).user,
+        etcd_password_file=str(_login(locked["etcd"]).password_file),
+        election_namespace=f"{PREFIX}{uuid.uuid4().hex[:12]}",
+    )
+
+
+def _etcd(service: svc.Service, user: str | None = None, password: str | None = None) -> aetcd.Client:
+    host, port = service.url.split(":")
+    return aetcd.Client(host=host, port=int(port), username=user, password=password, timeout=3)
+
+
+# --- each service refuses a wrong or missing password ------------------------------------------
+
+async def test_postgresql_refuses_no_or_a_wrong_password_and_the_role_is_no_superuser(locked) -> None:
+    pg = locked["postgres"]
+    for password in (None, "wrong"):
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(pg.url, password=password, timeout=5)
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):  # the superuser has no TCP login
+        await asyncpg.connect(pg.url.replace("jobcluster@", "postgres@"), password="", timeout=5)
+    conn = await asyncpg.connect(pg.url, password=_login(pg).password, timeout=5)
+    try:
+        assert await conn.fetchval("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
+                                   "WHERE rolname = current_user") is False
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
+    finally:
+        await conn.close()
+
+
+def test_redis_refuses_no_or_a_wrong_password_and_dangerous_commands(locked) -> None:
+    port = locked["redis"].port
+    for user, password in ((None, None), ("jobcluster", "wrong"), ("default", _login(locked["redis"]).password)):
+        with pytest.raises(redis.AuthenticationError):  # (no retries: redis-py retries a refusal for ~3 s)
+            redis.Redis(port=port, username=user, password=password, retry=Retry(NoBackoff(), 0)).ping()
+    r = redis.Redis(port=port, username="jobcluster", password=_login(locked["redis"]).password)
+    assert r.ping()
+    for command in (("CONFIG", "SET", "dir", "/tmp"), ("FLUSHALL",), ("MODULE", "LIST"), ("ACL", "LIST")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            r.execute_command(*command)
+
+
+async def test_etcd_refuses_a_wrong_password_and_a_client_without_a_user(locked) -> None:
+    etcd = locked["etcd"]
+    with pytest.raises(aetcd.exceptions.ClientError, match="authentication failed"):
+        async with _etcd(etcd, "jobcluster", "wrong") as client:
+            await client.get(f"{PREFIX}x".encode())
+    async with _etcd(etcd) as anonymous:
+        with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+            await anonymous.put(f"{PREFIX}leader".encode(), b"me")
+        with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+            await anonymous.get(f"{PREFIX}leader".encode())
+
+
+async def test_the_etcd_user_writes_only_under_its_prefix(locked) -> None:
+    async with _etcd(locked["etcd"], "jobcluster", _login(locked["etcd"]).password) as client:
+        await client.put(f"{PREFIX}ok".encode(), b"1")
+        for key in ("/outside", PREFIX.rstrip("/"), PREFIX.rstrip("/") + "x/leader", "/scheduler/v1/leader"):
+            with pytest.raises(aetcd.exceptions.ClientError, match="permission denied"):
+                await client.put(key.encode(), b"me")
+
+
+# --- the programs' connect code with the *_FILE settings -------------------------------------
+
+async def test_a_real_election_with_the_limited_etcd_user(locked_settings: Settings) -> None:
+    s = locked_settings
+    auth = etcd_auth(s)
+    assert auth is not None and auth.user == "jobcluster" and "password" not in repr(auth)
+    election = Election(s.etcd_endpoints, s.election_namespace, s.election_key, s.lease_ttl,
+                        identity="locked-1", address="locked-1", auth=auth)
+    election.start()
+    try:
+        await wait_for(election.leading, timeout=10, what="elected with the limited user")
+        leader = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth)
+        assert leader is not None and leader.identity == "locked-1" and leader.token == election.token
+        with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+            await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key)
+    finally:
+        await election.resign()
+    assert await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth) is None
+
+
+async def test_election_outside_the_users_prefix_is_refused_and_never_leads(locked_settings: Settings,
+                                                                            caplog) -> None:
+    s = replace(locked_settings, election_namespace="/elsewhere")
+    election = Election(s.etcd_endpoints, s.election_namespace, s.election_key, s.lease_ttl,
+                        identity="x", auth=etcd_auth(s))
+    election.start()
+    try:
+        await wait_for(lambda: "etcd unavailable (etcdserver: permission denied)" in caplog.text,
+                       what="the campaign refused")
+        assert not election.leading()
+    finally:
+        await election.resign()
+
+
+@pytest.fixture
+async def locked_server(locked_settings: Settings) -> AsyncIterator[SchedulerServer]:
+    from jobcluster.devtools.services import free_port
+
+    server = SchedulerServer(replace(locked_settings, server_port=free_port()))
+    await server.start()
+    await wait_for(lambda: server.store is not None, timeout=15, what="server connected to PostgreSQL")
+    yield server
+    await server.stop()
+
+
+async def test_server_and_worker_run_a_job_with_the_file_logins(locked_settings, locked_server) -> None:
+    import grpc
+
+    from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(locked_server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        job = await stub.SubmitJob(pb.Job(command="echo locked"))
+        store = await Store.connect(locked_settings)
+        redis_client = queue_mod.connect_from(locked_settings)
+        try:
+            await Worker(replace(locked_settings, worker_id="locked-w"), store, Queue(redis_client),
+                         burst=True).run()
+        finally:
+            await redis_client.aclose()
+            await store.close()
+        done = await stub.GetJobStatus(pb.JobId(id=job.job_id))
+        assert (done.status, done.output) == ("SUCCEEDED", "locked\n")
+        assert locked_server.election is not None
+        await wait_for(locked_server.election.leading, timeout=10, what="the server leads with the etcd user")
+        info = await stub.GetClusterInfo(pb.ClusterInfoRequest())
+        assert (info.election, info.leader) == ("etcd", locked_server.address)
+
+
+async def test_a_password_inside_the_urls_works_too(locked, locked_settings: Settings) -> None:
+    pg_password, redis_password = _login(locked["postgres"]).password, _login(locked["redis"]).password
+    s = replace(locked_settings, database_password_file="", redis_password_file="", redis_user="",
+                database_url=locked["postgres"].url.replace("jobcluster@", f"jobcluster:{pg_password}@"),
+                redis_addr=f"redis://jobcluster:{redis_password}@{locked['redis'].url}")
+    store = await Store.connect(s)
+    client = queue_mod.connect_from(s)
+    try:
+        assert await store.pool.fetchval("SELECT current_user") == "jobcluster"
+        assert await client.ping()
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_wrong_password_file_is_retried_until_it_is_corrected(locked, locked_settings, tmp_path,
+                                                                   caplog) -> None:
+    """A refused login is LoginRefused (an outage to the retry loop), and each try re-reads the file."""
+    password_file = tmp_path / "pg_password"
+    password_file.write_text("wrong\n")
+    password_file.chmod(0o600)
+    s = replace(locked_settings, database_password_file=str(password_file))
+    with pytest.raises(LoginRefused, match="refused user jobcluster.*DATABASE_PASSWORD_FILE"):
+        await Store.connect(s)
+    connecting = asyncio.create_task(retrying(lambda: Store.connect(s), what="connect", errors=POSTGRES_ERRORS,
+                                              first_delay=0.05, max_delay=0.2, log=logging.getLogger("t")))
+    await wait_for(lambda: "PostgreSQL unavailable (PostgreSQL at" in caplog.text, what="the refusal logged")
+    assert not connecting.done()
+    password_file.write_text(_login(locked["postgres"]).password + "\n")
+    async with asyncio.timeout(10):
+        store = await connecting
+    await store.close()
+
+
+def test_a_program_stops_at_start_when_a_password_file_is_missing(tmp_path) -> None:
+    env = {"PATH": os.environ["PATH"], "DATABASE_PASSWORD_FILE": str(tmp_path / "missing")}
+    done = subprocess.run([sys.executable, "-m", "worker", "--burst"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert f"configuration error: DATABASE_PASSWORD_FILE={tmp_path / 'missing'}: cannot read" in done.stderr
+
+
+async def test_a_password_file_others_can_read_is_used_with_a_warning(locked, locked_settings, tmp_path,
+                                                                     caplog) -> None:
+    shared = tmp_path / "redis_password"
+    shared.write_text(_login(locked["redis"]).password + "\n")
+    shared.chmod(0o644)
+    client: aioredis.Redis = queue_mod.connect_from(replace(locked_settings, redis_password_file=str(shared)))
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
+    assert f"REDIS_PASSWORD_FILE={shared} can be read by group or others (mode 644): chmod 600" in caplog.text
