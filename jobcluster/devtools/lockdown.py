@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+async def _as_superuser(socket_dir: Path, port: int, database: str, timeout: float = 60.0) -> asyncpg.Connection:
+    """The superuser's connection over the socket, waiting while PostgreSQL is still starting up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await asyncpg.connect(host=str(socket_dir), port=port, user=PG_SUPERUSER, database=database,
+                                         timeout=5)
+        except (asyncpg.CannotConnectNowError, OSError):  # "starting up", or no socket yet
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 def superuser_refused(port: int, database: str) -> str:
     return (f"DATABASE_URL logs in as {PG_SUPERUSER}, the superuser of the PostgreSQL make start runs, which "
             f"takes no password over TCP. Use the default role: "
@@ -99,7 +113,7 @@ async def ensure_pg_role(socket_dir: Path, port: int, user: str, password: str, 
     """
     if user == PG_SUPERUSER:
         raise LockError(superuser_refused(port, database))
-    conn = await asyncpg.connect(host=str(socket_dir), port=port, user=PG_SUPERUSER, database="postgres")
+    conn = await _as_superuser(socket_dir, port, "postgres")
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
         verb = "ALTER" if exists else "CREATE"
@@ -147,7 +161,7 @@ END $$;
 
 
 async def _hand_over_objects(socket_dir: Path, port: int, user: str, database: str) -> None:
-    conn = await asyncpg.connect(host=str(socket_dir), port=port, user=PG_SUPERUSER, database=database)
+    conn = await _as_superuser(socket_dir, port, database)
     try:
         # DO takes no parameters: the role name goes in as a quoted literal.
         literal = "'" + user.replace("'", "''") + "'"

@@ -203,7 +203,6 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
     proc = _spawn(cmd, log_path, detach, as_postgres=True)
     _wait_port("postgresql", proc, port, log_path, timeout)
     if login is not None:
-        _wait_socket(data_dir, port, proc, log_path, timeout)
         try:
             asyncio.run(lockdown.ensure_pg_role(data_dir, port, login.user, login.password, database))
         except BaseException:
@@ -213,15 +212,6 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
     user = login.user if login is not None else lockdown.PG_SUPERUSER
     return Service("postgresql", proc, port, data_dir, log_path, f"postgresql://{user}@127.0.0.1:{port}/{database}",
                    login=login)
-
-
-def _wait_socket(data_dir: Path, port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    """PostgreSQL opens its TCP port a moment before its socket; our superuser login needs the socket."""
-    deadline = time.monotonic() + timeout
-    while not (data_dir / f".s.PGSQL.{port}").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise ServiceError(f"postgresql made no socket in {data_dir}; see {log_path}:\n" + _tail(log_path))
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,13 @@ def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(che
     assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout + job.stderr
     assert "hello from a private checkout" in job.stdout
 
+    # make status logs in to Redis and etcd as the programs do.
+    def status_with_leader() -> str | None:
+        out = _make(checkout, "-s", "-o", ".venv/.installed", "status").stdout
+        return out if f"leader: 127.0.0.1:{base_port}" in out else None
+    status = wait_for_sync(status_with_leader, timeout=20, what="make status naming the leader")
+    assert "queues: pending_jobs=0" in status, status
+
     # The copy's code ran: the server and the worker compiled its modules there.
     assert list((checkout / "scheduler_server" / "__pycache__").glob("server.*.pyc"))
     assert list((checkout / "worker" / "__pycache__").glob("worker.*.pyc"))

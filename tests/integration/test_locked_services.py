@@ -251,3 +251,67 @@ async def test_a_password_file_others_can_read_is_used_with_a_warning(locked, lo
     finally:
         await client.aclose()
     assert f"REDIS_PASSWORD_FILE={shared} can be read by group or others (mode 644): chmod 600" in caplog.text
+
+
+# --- a .run from an older make start (no passwords) is locked in place -------------------------
+
+@pytest.fixture
+def old_run() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-oldrun-"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_an_open_postgresql_from_an_older_version_is_locked_and_keeps_its_data(old_run: Path) -> None:
+    # The starters are blocking (and run their own event loop): off this test's loop.
+    pg = await asyncio.to_thread(svc.start_postgres, old_run / "pg", svc.free_port(), old_run / "pg.log")  # trust
+    try:
+        old = await Store.connect(replace(Settings(), database_url=pg.url))  # as postgres: it owns everything
+        await old.pool.execute("UPDATE leader_fence SET holder = 'from the old version'")
+        await old.close()
+    finally:
+        pg.stop()
+    login = svc.Login("jobcluster", old_run / "secrets" / "postgres_password")
+    pg = await asyncio.to_thread(svc.start_postgres, old_run / "pg", svc.free_port(), old_run / "pg.log",
+                                 login=login)
+    try:
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):  # trust is gone
+            await asyncpg.connect(pg.url.replace("jobcluster@", "postgres@"), timeout=5)
+        store = await Store.connect(replace(Settings(), database_url=pg.url,
+                                            database_password_file=str(login.password_file)))
+        try:
+            assert await store.pool.fetchval("SELECT holder FROM leader_fence") == "from the old version"
+            owners = await store.pool.fetch(
+                "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class "
+                "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S', 'v') UNION "
+                "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'public'::regnamespace")
+            assert [r["owner"] for r in owners] == ["jobcluster"]
+            await store.pool.execute("CREATE TABLE a_later_migration (id int)")  # the role owns the schema's use
+        finally:
+            await store.close()
+    finally:
+        pg.stop()
+
+
+async def test_an_open_etcd_from_an_older_version_gets_auth_and_a_second_start_keeps_it(old_run: Path) -> None:
+    port, peer = svc.free_port(), svc.free_port()
+    etcd = await asyncio.to_thread(svc.start_etcd, old_run / "etcd", port, peer, old_run / "etcd.log")
+    try:
+        async with _etcd(etcd) as client:
+            await client.put(b"/scheduler/v1/old", b"kept")
+    finally:
+        etcd.stop()
+    users = svc.EtcdUsers(old_run / "secrets" / "etcd_root_password",
+                          svc.Login("jobcluster", old_run / "secrets" / "etcd_password"), "/scheduler/v1/")
+    for _ in range(2):  # the second start finds auth on and logs in as root
+        etcd = await asyncio.to_thread(svc.start_etcd, old_run / "etcd", port, peer, old_run / "etcd.log",
+                                       users=users)
+        try:
+            async with _etcd(etcd, "jobcluster", users.login.password) as client:
+                assert (await client.get(b"/scheduler/v1/old")).value == b"kept"
+            async with _etcd(etcd) as anonymous:
+                with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+                    await anonymous.get(b"/scheduler/v1/old")
+        finally:
+            etcd.stop()
