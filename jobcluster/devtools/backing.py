@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from dotenv import set_key
 
 from jobcluster.credentials import etcd_auth, optional_secret
@@ -93,8 +95,13 @@ class DevServices:
         return svc.start_postgres(data, port, LOG / "postgres.log", detach=True, database=database, login=login)
 
     def start_etcd(self, port: int) -> svc.Service:
-        service = svc.start_etcd(RUN / "etcd", port, port + 1, LOG / "etcd.log", detach=True,
-                                 users=self.etcd_users())
+        users = self.etcd_users()
+        try:
+            service = svc.start_etcd(RUN / "etcd", port, port + 1, LOG / "etcd.log", detach=True, users=users)
+        except lockdown.LockError as exc:
+            raise lockdown.LockError(
+                f"{exc}. Its root password should be in {users.root_password_file}; if that file is lost, "
+                f"move .run/etcd away (etcd holds only the leader key) and run make start again") from None
         ETCD_AUTH_MARK.touch()
         return service
 
@@ -188,9 +195,10 @@ def remove_outside_data() -> str | None:
 def redis_client(settings: Settings) -> redis.Redis:
     """A blocking client for make status and the login check, logged in as the programs are."""
     url = settings.redis_addr if "://" in settings.redis_addr else f"redis://{settings.redis_addr}"
+    # No retries: redis-py would retry a refused login for about 3 s before saying so.
     return redis.Redis.from_url(url, username=settings.redis_user or None, socket_timeout=2,
                                 password=optional_secret("REDIS_PASSWORD_FILE", settings.redis_password_file),
-                                decode_responses=True)
+                                decode_responses=True, retry=Retry(NoBackoff(), 0))
 
 
 def login_problems(settings: Settings) -> dict[str, str]:
@@ -201,8 +209,10 @@ def login_problems(settings: Settings) -> dict[str, str]:
     problems: dict[str, str] = {}
     try:
         redis_client(settings).ping()
+    except redis.AuthenticationError as exc:
+        problems["redis"] = f"refused the login ({exc}); check REDIS_USER and REDIS_PASSWORD_FILE"
     except (redis.RedisError, ConfigError) as exc:
-        problems["redis"] = f"{exc} (REDIS_ADDR, REDIS_USER, REDIS_PASSWORD_FILE)"
+        problems["redis"] = f"{exc}; check REDIS_ADDR"
 
     async def pg() -> None:
         password = optional_secret("DATABASE_PASSWORD_FILE", settings.database_password_file)
@@ -212,11 +222,12 @@ def login_problems(settings: Settings) -> dict[str, str]:
         asyncio.run(pg())
     except Exception as exc:  # noqa: BLE001 - any failure is worth saying before the programs start
         if type(exc).__name__ != "InvalidCatalogNameError":  # the programs create the database
-            problems["postgres"] = f"{exc or type(exc).__name__} (DATABASE_URL, DATABASE_PASSWORD_FILE)"
+            text = str(exc) or type(exc).__name__
+            problems["postgres"] = text if "DATABASE_" in text else f"{text}; check DATABASE_URL"
     if settings.etcd_endpoints:
         try:
             asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
                                     auth=etcd_auth(settings)))
         except ETCD_ERRORS + (ConfigError,) as exc:
-            problems["etcd"] = f"{exc or type(exc).__name__} (ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD_FILE)"
+            problems["etcd"] = f"{exc or type(exc).__name__}; check ETCD_ENDPOINTS, ETCD_USER and ETCD_PASSWORD_FILE"
     return problems

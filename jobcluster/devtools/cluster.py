@@ -109,7 +109,8 @@ def start_backing_services(settings: Settings) -> dict[str, str]:
         _say(f"  .env     {line}   (added: the programs log in with it)")
     problems = backing.login_problems(Settings.from_env())
     if problems:
-        raise SystemExit("the programs could not log in:\n" + "\n".join(f"  {k}: {v}" for k, v in problems.items()))
+        raise SystemExit("".join(f"  {k:<9}{v}\n" for k, v in where.items()) + "the programs could not log in:\n"
+                         + "\n".join(f"  {k}: {v}" for k, v in problems.items()))
     return where
 
 
