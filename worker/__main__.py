@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 
-# Before anything can import grpc: jobs started as JOB_USER are forked (not vforked), and grpc's
-# fork handlers crash about 1 in 70 such children. The worker does not use grpc today.
+# Before anything can import grpc: without setpriv, jobs started as JOB_USER are forked (not
+# vforked), and grpc's fork handlers crash about 1 in 70 such children. The worker does not use grpc.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from jobcluster import queue as queue_mod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,10 @@ from jobcluster.aio import wait_within
 SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 READ_CHUNK = 64 * 1024
+#: util-linux's setpriv, which changes the credentials and execs the shell. Without it the credentials
+#: are set by subprocess itself, which then forks instead of vforking the worker: measured 2-4 ms more
+#: CPU per job than the extra exec of setpriv (about 1 ms). Tests set it to None to try that path.
+SETPRIV: str | None = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 DRAIN_AFTER_EXIT = 2.0
 
 
@@ -140,13 +145,13 @@ async def run_shell(
     ``run_as``: start the shell with these credentials (the caller must be root);
     None keeps the caller's.
     """
-    # Credentials make subprocess fork instead of vfork: about 2.5 ms of CPU per job instead of 0.8.
+    prefix, creds = _switch(run_as)
     try:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            *prefix, "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=dict(env), cwd=cwd,
-            user=None if run_as is None else run_as.uid, group=None if run_as is None else run_as.gid,
-            extra_groups=None if run_as is None else list(run_as.groups))
+            user=None if creds is None else creds.uid, group=None if creds is None else creds.gid,
+            extra_groups=None if creds is None else list(creds.groups))
     except OSError as exc:
         return not_started(f"could not start /bin/sh: {exc}")
     assert proc.stdout is not None
@@ -172,6 +177,15 @@ async def run_shell(
     code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)
     return ShellResult(exit_code=code, output=bytes(tail.buf), truncated=tail.truncated,
                        timed_out=timed_out, error=error)
+
+
+def _switch(run_as: RunAs | None) -> tuple[list[str], RunAs | None]:
+    """How to become ``run_as``: ``setpriv ...`` before the shell (all ids, exactly its groups), or
+    (without setpriv) the credentials for subprocess to set itself."""
+    if run_as is None or SETPRIV is None:
+        return [], run_as
+    return [SETPRIV, f"--reuid={run_as.uid}", f"--regid={run_as.gid}",
+            "--groups=" + ",".join(map(str, run_as.groups)), "--"], None
 
 
 def _outcome(returncode: int | None, *, timed_out: bool, stopped: bool, timeout: float) -> tuple[int, str]:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import group_members, wait_for
 from worker.sandbox import resolve_job_user
+from worker import shell
 from worker.shell import job_env, run_shell
 
 
@@ -98,13 +99,18 @@ def job_dir(tmp_path, job_user):
 
 
 @needs_root
-async def test_run_as_keeps_only_the_users_uid_gid_and_groups(job_dir, job_user):
+@pytest.mark.parametrize("way", ["setpriv", "subprocess"])
+async def test_run_as_keeps_only_the_users_uid_gid_and_groups(job_dir, job_user, way, monkeypatch):
+    if way == "subprocess":  # no setpriv on this machine: subprocess sets the ids itself (fork, not vfork)
+        monkeypatch.setattr(shell, "SETPRIV", None)
+    elif shell.SETPRIV is None:
+        pytest.skip("no setpriv (util-linux) here")
     run_as = resolve_job_user(job_user)[1]
     worker_groups = os.getgroups()
     os.setgroups([0, 4])  # a worker in root's and adm's groups: neither may reach the job
     try:
-        r = await _run("id -u; id -g; id -G; pwd; grep -E '^Cap(Prm|Eff)' /proc/self/status", run_as=run_as,
-                       cwd=str(job_dir))
+        r = await _run("id -u; id -g; id -G; pwd; grep -E '^(Uid|Gid|CapPrm|CapEff)' /proc/self/status",
+                       run_as=run_as, cwd=str(job_dir))
     finally:
         os.setgroups(worker_groups)
     user = pwd.getpwnam(job_user)
@@ -112,7 +118,10 @@ async def test_run_as_keeps_only_the_users_uid_gid_and_groups(job_dir, job_user)
     assert r.exit_code == 0 and lines[:4] == [str(user.pw_uid), str(user.pw_gid),
                                               " ".join(map(str, os.getgrouplist(job_user, user.pw_gid))),
                                               str(job_dir)]
-    assert [line.split()[1] for line in lines[4:]] == ["0000000000000000"] * 2  # no capability left
+    # Real, effective, saved and filesystem ids all the user's; no capability left.
+    assert lines[4:] == [f"Uid:\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}",
+                         f"Gid:\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}",
+                         "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000"]
 
 
 @needs_root
