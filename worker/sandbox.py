@@ -119,10 +119,13 @@ class Sandbox:
         if self.keep:
             return 0
         removed = 0
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if entry.name.startswith(PREFIX) and entry.is_dir(follow_symlinks=False):
-                    removed += self._remove_unheld(entry.path)
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if entry.name.startswith(PREFIX) and entry.is_dir(follow_symlinks=False):
+                        removed += self._remove_unheld(entry.path)
+        except OSError as exc:  # a temp cleaner removed the root: nothing left to remove
+            log.warning("could not look for leftover job directories in %s: %s", self.root, exc)
         if removed:
             log.warning("removed %d job director%s left by a worker that died, in %s",
                         removed, "y" if removed == 1 else "ies", self.root)
@@ -130,6 +133,8 @@ class Sandbox:
 
     def _remove_unheld(self, path: str) -> bool:
         try:
+            if os.geteuid() != 0:  # a job of the worker's own user may have made its directory 000
+                os.chmod(path, 0o700)
             fd = os.open(path, _DIR_FLAGS)
         except OSError:
             return False
