@@ -222,20 +222,24 @@ async def _users(stub: Any, md: tuple[tuple[str, str], ...], root_password: str,
     """Create (or correct) root, ``user`` and its role; each step tolerates "already exists"."""
     from aetcd import rpc
 
-    async def call(method: str, request: object) -> None:
+    async def call(method: str, request: object) -> bool:
+        """False when it was there already."""
         try:
             await getattr(stub, method)(request, metadata=md or None, timeout=5)
         except rpc.AioRpcError as exc:
             if "already" not in (exc.details() or ""):
                 raise
+            return False
+        return True
 
+    # Each step is a raft write (and each password a bcrypt hash): skip what is already right.
     perm = rpc.Permission(permType=rpc.Permission.READWRITE, key=prefix, range_end=prefix_end(prefix))
     if not md:  # auth is off: root may be left from an attempt that stopped before `auth enable`
-        await call("UserAdd", rpc.AuthUserAddRequest(name="root", password=root_password))
-        await call("UserChangePassword", rpc.AuthUserChangePasswordRequest(name="root", password=root_password))
+        if not await call("UserAdd", rpc.AuthUserAddRequest(name="root", password=root_password)):
+            await call("UserChangePassword", rpc.AuthUserChangePasswordRequest(name="root", password=root_password))
         await call("UserGrantRole", rpc.AuthUserGrantRoleRequest(user="root", role="root"))
     await call("RoleAdd", rpc.AuthRoleAddRequest(name=user))
     await call("RoleGrantPermission", rpc.AuthRoleGrantPermissionRequest(name=user, perm=perm))
-    await call("UserAdd", rpc.AuthUserAddRequest(name=user, password=password))
-    await call("UserChangePassword", rpc.AuthUserChangePasswordRequest(name=user, password=password))
+    if not await call("UserAdd", rpc.AuthUserAddRequest(name=user, password=password)):
+        await call("UserChangePassword", rpc.AuthUserChangePasswordRequest(name=user, password=password))
     await call("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=user, role=user))
