@@ -198,7 +198,9 @@ class Worker:
         await self._retrying("record cancel", lambda: self.store.jobs.close_cancelled_attempt(
             claimed, result.exit_code, result.error, clean_text(result.output), result.truncated))
         await self._ack(claimed.job_id)
-        log.warning("job %s attempt %d cancelled: process group killed", claimed.job_id, claimed.attempt)
+        how = "process group killed" if result.error.startswith("cancelled") else \
+            f"the command had already ended ({result.error or 'exit 0'})"
+        log.warning("job %s attempt %d cancelled: %s", claimed.job_id, claimed.attempt, how)
 
     async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
         """Record the attempt, then ack, back off or dead-letter the id."""
@@ -209,9 +211,7 @@ class Worker:
             claimed, s.status, exit_code=result.exit_code, error=s.error, output=clean_text(result.output),
             output_truncated=result.truncated, retry_at_ms=s.due_ms))
         if not recorded:
-            log.warning("job %s attempt %d: result discarded, a newer attempt owns the job",
-                        job_id, claimed.attempt)
-            await self._ack(job_id)
+            await self._fenced_off(claimed, result, s.error)
         elif s.status is Status.SUCCEEDED:
             await self._ack(job_id)
             log.info("job %s attempt %d succeeded", job_id, claimed.attempt)
@@ -224,6 +224,24 @@ class Worker:
             log.info("job %s attempt %d failed (%s): retry in %.1fs",
                      job_id, claimed.attempt, s.error, (s.due_ms - model.now_ms()) / 1000)
 
+    async def _fenced_off(self, claimed: Claimed, result: ShellResult, error: str) -> None:
+        """finish_attempt matched nothing: the job was cancelled after the command ended, or it is
+        no longer this attempt's. A cancelled job keeps the result on its attempt, which is closed."""
+        job_id = claimed.job_id
+        ended = error or f"exit {result.exit_code}"
+        note = f"cancelled after the command ended ({ended}), before its result was recorded"
+        closed = await self._retrying("record cancel", lambda: self.store.jobs.close_cancelled_attempt(
+            claimed, result.exit_code, note, clean_text(result.output), result.truncated))
+        if closed:
+            log.warning("job %s attempt %d: cancelled after its command ended (%s); output and exit code "
+                        "recorded on the attempt, the job stays CANCELLED", job_id, claimed.attempt, ended)
+        else:
+            state = await self._retrying("check job", lambda: self.store.jobs.state(job_id))
+            log.warning("job %s attempt %d: result discarded (%s): the job is %s, no longer held by this attempt "
+                        "(its worker was declared lost, or a newer attempt owns it)", job_id, claimed.attempt,
+                        ended, state.status.value if state else "deleted")
+        await self._ack(job_id)
+
     async def _ack(self, job_id: str) -> None:
         await self._retrying("ack", lambda: self.queue.jobs.ack(self.worker_id, job_id))
 
@@ -235,7 +253,12 @@ class Worker:
                 output="", output_truncated=False, interrupted=True)
             if recorded:
                 await self.queue.jobs.requeue_front(self.worker_id, claimed.job_id)
-            log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
+                log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
+            elif await self.store.jobs.close_cancelled_attempt(claimed, None, "cancelled; interrupted: worker "
+                                                               "shut down", "", False):
+                await self.queue.jobs.ack(self.worker_id, claimed.job_id)
+                log.warning("job %s attempt %d interrupted by shutdown; the job was cancelled meanwhile",
+                            claimed.job_id, claimed.attempt)
         except UNAVAILABLE as exc:
             log.error("job %s: could not requeue on shutdown (%s); recovery will", claimed.job_id, exc)
 

@@ -94,10 +94,13 @@ SELECT status FROM jobs WHERE id = $1;
 SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND status = 'CANCELLED';
 
 -- name: close_cancelled_attempt
--- The worker killed a cancelled job: record how its last attempt ended.
+-- Close attempt $2 of a CANCELLED job $1 with how it ended: the worker killed it, or its
+-- command ended before the cancel reached the worker (finish_attempt then matched nothing,
+-- as the job is no longer RUNNING). Fenced by the attempt number; once (the attempt is open).
 WITH job AS (
     UPDATE jobs SET exit_code = $3, output_truncated = $6, updated_at = now()
      WHERE id = $1 AND attempts = $2 AND status = 'CANCELLED'
+       AND EXISTS (SELECT 1 FROM job_attempts WHERE job_id = $1 AND attempt = $2 AND finished_at IS NULL)
  RETURNING id
 )
 UPDATE job_attempts

@@ -127,7 +127,7 @@ class Jobs:
         rows = await self.pool.fetch(Q["cancelled_among"], [uuid.UUID(i) for i in job_ids])
         return {str(r["id"]) for r in rows}
 
-    async def close_cancelled_attempt(self, claimed: Claimed, exit_code: int, error: str, output: str,
+    async def close_cancelled_attempt(self, claimed: Claimed, exit_code: int | None, error: str, output: str,
                                       output_truncated: bool) -> bool:
         """Record how the attempt of a cancelled job ended; False when it is not that job's attempt."""
         row = await self.pool.fetchrow(Q["close_cancelled_attempt"], uuid.UUID(claimed.job_id), claimed.attempt,
