@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import AsyncContextManager
+
 import asyncpg
 
 from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.store import Store
 
+#: Opens the transaction the PostgreSQL step runs in (a leader's fenced one) and commits it on exit.
+Transaction = Callable[[], AsyncContextManager[asyncpg.Connection]]
+
 
 async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str,
-                         conn: asyncpg.Connection | None = None) -> tuple[int, int]:
-    """PostgreSQL first, then Redis: the worker's RUNNING jobs lose their attempt (counted) and go
-    back to the queue, or to ``dlq_tasks`` when that was their last retry; anything else left in its
-    processing list goes back to the front of ``pending_jobs``. Returns (ids moved back, ids dead).
+                         transaction: Transaction | None = None) -> tuple[int, int]:
+    """PostgreSQL first, committed, then Redis: the worker's RUNNING jobs lose their attempt (counted)
+    and go back to the queue, or to ``dlq_tasks`` when that was their last retry; anything else left in
+    its processing list goes back to the front of ``pending_jobs``. Returns (ids moved back, ids dead).
 
-    ``conn``: run the PostgreSQL step on this connection (a leader's fenced transaction). The Redis
-    step then runs before that transaction commits; it only moves ids, and a worker that takes one
-    before the commit finds the job not yet claimable and re-delays it.
+    ``transaction``: run the PostgreSQL step inside it (a leader's fenced transaction). The Redis
+    step runs only after it has committed: an id moved earlier can be taken by a worker at once,
+    whose claim then still sees the job RUNNING and drops the id (it would wait for reconciliation).
+    If this process dies between the two steps, the processing list is still there, and the next
+    recovery of the same worker moves it (the PostgreSQL step then finds nothing left to do).
     """
-    moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
+    begin = transaction or _autocommit(store)
+    async with begin() as conn:
+        moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
     dead = [job_id for job_id, status in moved if status is Status.FAILED]
     back = await queue.liveness.recover_processing(worker_id, dead)
     return back, len(dead)
+
+
+def _autocommit(store: Store) -> Transaction:
+    @contextlib.asynccontextmanager
+    async def one_statement() -> AsyncIterator[asyncpg.Connection]:
+        async with store.pool.acquire() as conn:
+            yield conn
+    return one_statement

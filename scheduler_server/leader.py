@@ -168,9 +168,8 @@ class Leader:
         for worker_id, why in dead.items():
             if not self.election.leading():
                 return
-            async with self.store.fencing.fenced(token) as conn:
-                back, dlq = await recover_worker(self.store, self.queue, worker_id,
-                                                 f"worker lost: {why}", conn=conn)
+            back, dlq = await recover_worker(self.store, self.queue, worker_id, f"worker lost: {why}",
+                                             transaction=lambda: self.store.fencing.fenced(token))
             await self.queue.liveness.forget_worker(
                 worker_id, older_than_ms=now - int(self.settings.worker_dead_after * 1000))
             self._missing_since.pop(worker_id, None)

@@ -1,0 +1,74 @@
+"""Taking back a gone worker's jobs, against real Redis and PostgreSQL: PostgreSQL commits before
+Redis moves an id, and a recovery cut between the two is finished by the next one."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobcluster.model import JobSpec, Status
+from jobcluster.queue import Queue
+from jobcluster.recovery import recover_worker
+from jobcluster.rows import Claimed
+from jobcluster.store import Store
+
+TERM = 7
+
+
+async def _running_on(store: Store, queue: Queue, worker_id: str) -> str:
+    """A job RUNNING on ``worker_id`` with its id in that worker's processing list."""
+    sub = await store.jobs.insert(JobSpec("sleep 20", "", "", 3, 60.0, 0, ""), "test")
+    await queue.jobs.enqueue(sub.job_id)
+    assert await queue.jobs.dequeue(worker_id, timeout=0.1) == sub.job_id
+    assert await store.jobs.claim(sub.job_id, worker_id) is not None
+    await store.pool.execute("UPDATE leader_fence SET token = $1", TERM)
+    return sub.job_id
+
+
+async def test_a_worker_taking_the_id_at_once_can_claim_the_job(store: Store, queue: Queue,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving that lost ids: a live worker BLMOVEs the id the moment Redis has it back.
+    Before the fix the leader's transaction had not committed yet, the claim saw the job RUNNING,
+    and the worker dropped the id (QUEUED, in no Redis list, until reconciliation)."""
+    job_id = await _running_on(store, queue, "dead")
+    claims: list[Claimed | None] = []
+    move = queue.liveness.recover_processing
+
+    async def move_then_a_worker_takes_it(worker_id: str, dead_ids: list[str]) -> int:
+        moved = await move(worker_id, dead_ids)
+        taken = await queue.jobs.dequeue("alive", timeout=0.1)
+        assert taken == job_id
+        claims.append(await store.jobs.claim(taken, "alive"))
+        return moved
+
+    monkeypatch.setattr(queue.liveness, "recover_processing", move_then_a_worker_takes_it)
+    back, dead = await recover_worker(store, queue, "dead", "worker lost: test",
+                                      transaction=lambda: store.fencing.fenced(TERM))
+    assert (back, dead) == (1, 0)
+    assert claims and claims[0] is not None and claims[0].attempt == 2
+    state = await store.jobs.state(job_id)
+    assert state is not None and state.status is Status.RUNNING
+
+
+async def test_a_recovery_cut_between_the_stores_is_finished_by_the_next(store: Store, queue: Queue,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader dies after PostgreSQL committed and before Redis moved: the processing list stays,
+    and the next cleanup of the same worker moves the id back, so it is claimable from the queue."""
+    job_id = await _running_on(store, queue, "dead")
+    move = queue.liveness.recover_processing
+
+    async def leader_dies(worker_id: str, dead_ids: list[str]) -> int:
+        raise ConnectionError("leader died here")
+
+    monkeypatch.setattr(queue.liveness, "recover_processing", leader_dies)
+    with pytest.raises(ConnectionError):
+        await recover_worker(store, queue, "dead", "worker lost: test",
+                             transaction=lambda: store.fencing.fenced(TERM))
+    state = await store.jobs.state(job_id)
+    assert state is not None and state.status is Status.QUEUED
+    assert await queue.liveness.processing_ids("dead") == [job_id]
+
+    monkeypatch.setattr(queue.liveness, "recover_processing", move)
+    assert await recover_worker(store, queue, "dead", "worker lost: test",
+                                transaction=lambda: store.fencing.fenced(TERM)) == (1, 0)
+    assert await queue.jobs.dequeue("alive", timeout=0.1) == job_id
+    assert await store.jobs.claim(job_id, "alive") is not None
