@@ -21,6 +21,7 @@ from jobcluster.logs import setup_logging
 from jobcluster.queue import Queue
 from jobcluster.settings import ConfigError, Settings, load_or_exit
 from jobcluster.store import Store
+from worker.reaper import Reaper
 from worker.sandbox import Sandbox
 from worker.shell import use_pidfd_child_watcher
 from worker.worker import Worker, WorkerIdInUse
@@ -59,8 +60,10 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
     if store is None:
         return 0
     redis = queue_mod.connect_from(settings)
+    # Kills the jobs' process groups when this process dies, even by SIGKILL.
+    reaper = Reaper.start()
     try:
-        worker = Worker(settings, store, Queue(redis), burst=burst, sandbox=sandbox)
+        worker = Worker(settings, store, Queue(redis), burst=burst, sandbox=sandbox, reaper=reaper)
         if stop.is_set():
             return 0
         await worker.run()
@@ -68,6 +71,7 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
         log.error("%s", exc)
         return 2
     finally:
+        reaper.close()
         await redis.aclose()
         await store.close()
     return 0

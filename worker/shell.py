@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from jobcluster.aio import wait_within
 
@@ -32,6 +33,15 @@ class RunAs:
     uid: int
     gid: int
     groups: tuple[int, ...]
+
+
+class GroupRegistry(Protocol):
+    """Told each job's process group (also its session id) when it starts and once it is killed:
+    the worker's reaper (worker/reaper.py), which kills the registered groups if the worker dies."""
+
+    def add(self, pgid: int) -> None: ...
+
+    def remove(self, pgid: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ async def run_shell(
     run_as: RunAs | None = None,
     tail: OutputTail | None = None,
     stop: asyncio.Event | None = None,
+    groups: GroupRegistry | None = None,
 ) -> ShellResult:
     """Run ``sh -c command`` in a new process group with stdin closed.
 
@@ -143,7 +154,7 @@ async def run_shell(
     ``tail``: collect the output here (to watch it while it runs). ``stop``:
     when set, the group is terminated as on a timeout (error ``cancelled``).
     ``run_as``: start the shell with these credentials (the caller must be root);
-    None keeps the caller's.
+    None keeps the caller's. ``groups``: registered with the group while it runs.
     """
     prefix, creds = _switch(run_as)
     try:
@@ -154,6 +165,8 @@ async def run_shell(
             extra_groups=None if creds is None else list(creds.groups))
     except OSError as exc:
         return not_started(f"could not start /bin/sh: {exc}")
+    if groups is not None:
+        groups.add(proc.pid)
     assert proc.stdout is not None
     tail = tail or OutputTail(output_limit)
     reader = asyncio.create_task(_drain(proc.stdout, tail), name=f"drain-{proc.pid}")
@@ -172,6 +185,8 @@ async def run_shell(
     finally:
         # Reap leftovers (`sleep 100 &`) so nothing outlives the job or holds the pipe.
         _killpg(proc.pid, signal.SIGKILL)
+        if groups is not None:
+            groups.remove(proc.pid)
     # False: a grandchild escaped the group holding the pipe; keep what we have.
     await wait_within(reader, DRAIN_AFTER_EXIT)
     code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)

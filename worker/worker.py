@@ -29,7 +29,7 @@ from jobcluster.store.jobs import clean_text
 from worker import decide
 from worker.decide import Refusal
 from worker.sandbox import Sandbox
-from worker.shell import OutputTail, ShellResult, job_env, not_started, run_shell
+from worker.shell import GroupRegistry, OutputTail, ShellResult, job_env, not_started, run_shell
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
@@ -52,8 +52,9 @@ class Worker:
     """Runs jobs from ``pending_jobs`` until :meth:`stop` (or, in burst mode, until nothing is left)."""
 
     def __init__(self, settings: Settings, store: Store, queue: Queue, *, burst: bool = False,
-                 sandbox: Sandbox | None = None) -> None:
+                 sandbox: Sandbox | None = None, reaper: GroupRegistry | None = None) -> None:
         self.settings = settings
+        self.reaper = reaper  # kills the jobs' groups if this process dies (worker/reaper.py)
         self.store = store
         self.queue = queue
         self.sandbox = sandbox or Sandbox.from_settings(settings)  # ConfigError: JOB_USER, JOB_WORKDIR_ROOT
@@ -189,7 +190,7 @@ class Worker:
                 output_limit=self.settings.job_output_limit, cwd=scratch.path, run_as=self.sandbox.run_as,
                 env=self.sandbox.env(job_env(claimed.job_id, claimed.attempt, self.settings.job_env_passthrough),
                                      scratch),
-                tail=tail, stop=stop)
+                tail=tail, stop=stop, groups=self.reaper)
         finally:
             await self.sandbox.remove(scratch)
 

@@ -3,6 +3,9 @@
 import asyncio
 import os
 import pwd
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from tests.helpers import group_members, wait_for
 from worker.sandbox import resolve_job_user
 from worker import shell
+from worker.reaper import Reaper
 from worker.shell import job_env, run_shell
 
 
@@ -154,3 +158,135 @@ async def test_a_user_that_cannot_enter_the_cwd_fails_cleanly(tmp_path, job_user
     r = await _run("pwd; touch f && echo wrote", run_as=run_as, cwd=str(private))
     out = r.output.decode()
     assert out.startswith(f"{private}\n") and "wrote" not in out and "Permission denied" in out
+
+
+# --- the reaper: a killed worker's jobs die with it (worker/reaper.py) -----------------------------
+
+#: A worker in miniature: starts a reaper, runs one job through run_shell registered with it, and waits.
+PARENT = """
+import asyncio, sys
+from worker.reaper import Reaper
+from worker.sandbox import resolve_job_user
+from worker.shell import job_env, run_shell
+
+async def main():
+    reaper = Reaper.start()
+    run_as = resolve_job_user(sys.argv[2])[1] if len(sys.argv) > 2 else None
+    await run_shell(sys.argv[1], timeout=0, kill_grace=1, output_limit=1000, env=job_env("j", 1),
+                    cwd="/", run_as=run_as, groups=reaper)
+    reaper.close()
+
+asyncio.run(main())
+"""
+#: A job with a child in its group, one in a group of its own inside its session (as `set -m` makes), and
+#: its shell waiting on a third.
+FAMILY = ("sleep {0}1 & python3 -c 'import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"{0}2\"])' & "
+          "sleep {0}3")
+
+
+def procs_running(*argv: str) -> list[tuple[int, int]]:
+    """(pid, uid) of live (not zombie) processes whose command line is exactly ``argv``."""
+    want = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read() != want:
+                    continue
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if not status["State"].strip().startswith("Z"):
+            found.append((int(entry), int(status["Uid"].split()[0])))
+    return found
+
+
+def family_left(tag: str) -> list[tuple[int, int]]:
+    return [p for n in (1, 2, 3) for p in procs_running("sleep", f"{tag}{n}")]
+
+
+def reapers_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, NotADirectoryError):
+            continue
+        if any(a.endswith(b"worker/reaper.py") for a in argv) and argv[-2:] == [str(parent).encode(), b""]:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def parent(tmp_path):
+    """Start PARENT with a job command (and optionally a job user); kill whatever is left at the end."""
+    started: list[subprocess.Popen] = []
+
+    tags: list[str] = []
+
+    def start(tag: str, *user: str) -> subprocess.Popen:
+        log = open(tmp_path / f"parent-{tag}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-c", PARENT, FAMILY.format(tag), *user], stdout=log,
+                                stderr=subprocess.STDOUT)
+        log.close()
+        started.append(proc)
+        tags.append(tag)
+        return proc
+
+    yield start
+    for proc in started:
+        for pid in reapers_of(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+    for pid, _ in [p for tag in tags for p in family_left(tag)]:  # left by a failed test: none of ours may stay
+        os.kill(pid, signal.SIGKILL)
+
+
+async def _killed_and_gone(proc: subprocess.Popen, tag: str) -> float:
+    """SIGKILL ``proc``; the job's processes must be gone within the promised 2 s."""
+    proc.kill()
+    killed = time.monotonic()
+    await wait_for(lambda: family_left(tag) == [], timeout=2.0, interval=0.01,
+                   what=f"the killed parent's job processes (sleep {tag}N) to be gone")
+    return time.monotonic() - killed
+
+
+async def test_a_killed_parent_takes_its_jobs_groups_and_session_with_it(parent):
+    proc = parent("4451")
+    await wait_for(lambda: len(family_left("4451")) == 3, timeout=10, what="the job's three sleeps")
+    took = await _killed_and_gone(proc, "4451")
+    print(f"job processes gone {took:.3f}s after the SIGKILL")
+
+
+@needs_root
+async def test_a_root_parent_takes_the_job_users_processes_with_it(parent, job_user):
+    proc = parent("4452", job_user)
+    left = await wait_for(lambda: (lambda p: p if len(p) == 3 else None)(family_left("4452")),
+                          timeout=10, what="the job's three sleeps")
+    assert {uid for _, uid in left} == {pwd.getpwnam(job_user).pw_uid}
+    await _killed_and_gone(proc, "4452")
+
+
+async def test_a_killed_reaper_is_replaced_and_the_jobs_live_on(parent):
+    proc = parent("4453")
+    await wait_for(lambda: len(family_left("4453")) == 3, timeout=10, what="the job's three sleeps")
+    [first] = await wait_for(lambda: reapers_of(proc.pid), timeout=5, what="the reaper")
+    os.kill(first, signal.SIGKILL)
+    await wait_for(lambda: [p for p in reapers_of(proc.pid) if p != first], timeout=5, what="a new reaper")
+    # The dead reaper killed nothing: the worker lives, and so do its jobs.
+    assert len(family_left("4453")) == 3 and proc.poll() is None
+    await _killed_and_gone(proc, "4453")  # the new reaper was told about the running job
+
+
+async def test_a_clean_close_ends_the_reaper_and_a_finished_job_is_forgotten():
+    reaper = Reaper.start()
+    r = await _run("echo $$", groups=reaper)
+    pgid = int(r.output)
+    reaper.close()
+    assert reaper.returncode == 0 and reaper.pid not in reapers_of(os.getpid())
+    assert group_members(pgid) == []

@@ -1,0 +1,242 @@
+"""Kill a worker's jobs when the worker dies, however it dies (SIGKILL included).
+
+A worker starts one reaper: this file run as a script by a fresh interpreter
+(``python -I -S reaper.py WORKER_PID``: standard library only, an empty
+environment, its own session so a terminal's Ctrl-C does not reach it). The
+reaper's stdin is the read end of a pipe whose only writer is the worker:
+
+- ``+PGID`` a line when a job's shell starts (it leads its own session and
+  process group, so PGID is also its session id), ``-PGID`` when it has ended
+  and its group was killed. One ``write()`` of a few bytes per change.
+- End of file: the worker has exited, by a clean stop or by SIGKILL alike (the
+  kernel closes its end either way). The reaper SIGKILLs every registered
+  group and every process still in one of their sessions (a job's ``set -m``
+  makes new groups inside its session), keeps at it until /proc shows none
+  left, then exits. After a clean stop nothing is registered, so it just exits.
+
+What it cannot catch: a process that left its job's session (``setsid``,
+daemons) and one started in the instant between a shell's start and its ``+``
+line. A reaper that dies does not kill anything; the worker notices at once
+(a pidfd) and starts another, which it tells about every job still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1
+#: After the worker is gone, keep killing (processes forked meanwhile) for at most this long.
+KILL_FOR = 5.0
+SCAN_INTERVAL = 0.01
+CLOSE_WAIT = 5.0
+
+log = logging.getLogger("worker.reaper")
+
+
+# --- the reaper process ---------------------------------------------------------------------------
+
+def job_processes(sessions: set[int]) -> list[int]:
+    """Live processes (not zombies) whose process group or session is one of ``sessions``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        # fields: state ppid pgrp session ...
+        if fields[0] != b"Z" and (int(fields[2]) in sessions or int(fields[3]) in sessions):
+            found.append(int(name))
+    return found
+
+
+def kill_all(sessions: set[int], kill_for: float = KILL_FOR) -> int:
+    """SIGKILL the groups ``sessions`` and every process in those sessions until none is left.
+
+    Returns how many processes there were at first.
+    """
+    found = job_processes(sessions)
+    for pgid in sessions:
+        _kill(os.killpg, pgid)
+    left = found
+    deadline = time.monotonic() + kill_for
+    while left and time.monotonic() < deadline:
+        for pid in left:
+            _kill(os.kill, pid)
+        time.sleep(SCAN_INTERVAL)
+        left = job_processes(sessions)
+    return len(found)
+
+
+def _kill(how: Callable[[int, int], None], target: int) -> None:
+    try:
+        how(target, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def read_registrations(fd: int, sessions: set[int]) -> None:
+    """Apply ``+PGID`` / ``-PGID`` lines from ``fd`` to ``sessions`` until end of file."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:  # made non-blocking when the worker died: all that was written is read
+            return
+        if not chunk:
+            return
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            if line[:1] in (b"+", b"-") and line[1:].isdigit():
+                (sessions.add if line[:1] == b"+" else sessions.discard)(int(line[1:]))
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def reaper_main(worker_pid: int) -> int:
+    """Watch stdin until the worker is gone, then kill its jobs (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def parent_gone(signum: int = 0, frame: object = None) -> None:
+        # The belt to the pipe's end of file (should the write end have leaked to another process):
+        # SIGTERM is the parent-death signal. Reading goes on without blocking, so what the worker
+        # wrote is still read, then the killing starts. From anyone else, while the worker lives,
+        # SIGTERM is ignored: the worker's jobs must not die because its reaper was told to stop.
+        if os.getppid() != worker_pid:
+            os.set_blocking(0, False)
+
+    signal.signal(signal.SIGTERM, parent_gone)
+    _set_parent_death_signal(signal.SIGTERM)
+    parent_gone()  # it may have died before the prctl
+    sessions: set[int] = set()
+    read_registrations(0, sessions)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sessions:
+        started = time.monotonic()
+        killed = kill_all(sessions)
+        print(f"reaper: worker {worker_pid} is gone: SIGKILL to {len(sessions)} job group(s), "
+              f"{killed} process(es) in them, all gone in {time.monotonic() - started:.3f}s", file=sys.stderr, flush=True)
+    return 0
+
+
+# --- the worker's side --------------------------------------------------------------------------
+
+class Reaper:
+    """The worker's handle on its reaper: register job groups, and restart the reaper if it dies."""
+
+    def __init__(self) -> None:
+        self._groups: set[int] = set()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._pidfd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @classmethod
+    def start(cls) -> Reaper:
+        """Start a reaper for this process (call from the main thread: the parent-death signal
+        fires when the thread that started the reaper ends)."""
+        reaper = cls()
+        reaper._spawn()
+        return reaper
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The reaper's exit status once it has ended (after :meth:`close`), else None."""
+        assert self._proc is not None
+        return self._proc.returncode
+
+    def add(self, pgid: int) -> None:
+        """A job's group (and session) started: kill it if this process dies."""
+        self._groups.add(pgid)
+        self._send(b"+%d\n" % pgid)
+
+    def remove(self, pgid: int) -> None:
+        """The job's group was killed after its shell ended: forget it."""
+        self._groups.discard(pgid)
+        self._send(b"-%d\n" % pgid)
+
+    def _send(self, line: bytes) -> None:
+        try:
+            os.write(self._fd, line)  # under PIPE_BUF: atomic; the reaper reads all the time
+        except (BrokenPipeError, OSError) as exc:
+            # It died and the pidfd callback has not run yet: it will restart it with every group.
+            log.debug("reaper not reachable (%s); it is restarted", exc)
+
+    def _spawn(self) -> None:
+        read_end, write_end = os.pipe()  # both close-on-exec: no job inherits the write end
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid())],
+                stdin=read_end, env={}, start_new_session=True, cwd="/")
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._fd = write_end
+        if self._groups:
+            os.write(self._fd, b"".join(b"+%d\n" % g for g in self._groups))
+        self._watch()
+
+    def _watch(self) -> None:
+        """Call :meth:`_respawn` when the reaper exits (needs a running event loop; else not watched)."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._pidfd = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._respawn)
+
+    def _unwatch(self) -> None:
+        if self._pidfd >= 0 and self._loop is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def _respawn(self) -> None:
+        assert self._proc is not None
+        self._unwatch()
+        code = self._proc.wait()
+        os.close(self._fd)
+        log.warning("the job reaper (pid %d) exited with %s; starting another, %d running job group(s) handed to it",
+                    self._proc.pid, code, len(self._groups))
+        self._spawn()
+
+    def close(self) -> None:
+        """Stop the reaper: it kills the groups still registered (none after a clean stop) and exits."""
+        if self._closed or self._proc is None:
+            return
+        self._closed = True
+        self._unwatch()
+        os.close(self._fd)
+        try:
+            self._proc.wait(CLOSE_WAIT)
+        except subprocess.TimeoutExpired:
+            log.error("the job reaper (pid %d) did not exit; killing it", self._proc.pid)
+            self._proc.kill()
+            self._proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(reaper_main(int(sys.argv[1])))
