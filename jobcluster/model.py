@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import time
 from dataclasses import dataclass
 from enum import StrEnum
+
+from jobcluster import clock
 
 
 class Status(StrEnum):
@@ -145,8 +146,8 @@ def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None
 
 
 def now_ms() -> int:
-    """Wall-clock unix milliseconds."""
-    return int(time.time() * 1000)
+    """This host's wall-clock unix milliseconds (jobcluster.clock: decides nothing between processes)."""
+    return clock.wall_ms()
 
 
 def retries_exhausted(attempts: int, interruptions: int, max_retries: int) -> bool:
@@ -155,5 +156,5 @@ def retries_exhausted(attempts: int, interruptions: int, max_retries: int) -> bo
 
 
 def utcnow() -> "dt.datetime":
-    """Now, as an aware UTC datetime."""
-    return dt.datetime.now(dt.timezone.utc)
+    """This host's now, as an aware UTC datetime (jobcluster.clock)."""
+    return clock.wall_now()

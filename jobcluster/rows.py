@@ -127,6 +127,7 @@ class JobState:
     status: Status          # as stored (not as shown)
     due: bool               # its not_before has passed
     due_ms: int
+    wait_ms: int = 0        # how long until it is due, by PostgreSQL's clock
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,8 @@ class Settings:
     worker_id: str = setting("")
     worker_concurrency: int = setting(4, "int", minimum=1)
     heartbeat_interval: float = setting(1.0, "duration")
+    # Tests only: run this program as if its host's clock were this far off (jobcluster/clock.py).
+    test_clock_skew_ms: int = setting(0, "int", minimum=-86_400_000)
     worker_shutdown_grace: float = setting(30.0, "duration")
     job_default_timeout: float = setting(3600.0, "duration")
     job_default_max_retries: int = setting(3, "int")

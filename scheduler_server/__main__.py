@@ -9,6 +9,7 @@ import signal
 import sys
 from dataclasses import replace
 
+from jobcluster import clock
 from jobcluster.logs import setup_logging
 from jobcluster.settings import Settings, load_or_exit
 from scheduler_server.server import SchedulerServer
@@ -47,6 +48,7 @@ def run() -> None:
     if args.host:
         settings = replace(settings, server_host=args.host)
     setup_logging(f"server:{settings.server_port}", settings.log_level, settings.log_format)
+    clock.set_skew_ms(settings.test_clock_skew_ms)
     sys.exit(asyncio.run(main(settings)))
 
 

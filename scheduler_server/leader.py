@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Mapping, Set
 
-from jobcluster import cron, model
+from jobcluster import cron
 from jobcluster.election import Election
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
@@ -34,16 +35,21 @@ RECONCILE_BATCH = 5000
 
 
 def choose_dead_workers(*, now_ms: int, beats: Mapping[str, int], holders: Set[str], dead_after: float,
-                        mono: float, missing_since: Mapping[str, float]) -> tuple[dict[str, str], dict[str, float]]:
+                        mono: float, missing_since: Mapping[str, float],
+                        healthy_for: float = math.inf) -> tuple[dict[str, str], dict[str, float]]:
     """Which workers are gone, and why: the leader's cleanup decision, without I/O.
 
-    ``beats``: worker id -> last heartbeat (unix ms); ``holders``: workers that
-    hold jobs (a processing list in Redis, or RUNNING jobs in PostgreSQL);
-    ``missing_since``: holder -> monotonic time it was first seen without any
-    heartbeat entry. A worker is gone when its heartbeat is older than
-    ``dead_after`` seconds, or when it holds jobs and has had no heartbeat entry
-    at all (Redis restarted, or it crashed while leaving) for ``dead_after``
-    since first seen so. Returns (gone worker -> reason, the new ``missing_since``).
+    ``now_ms`` and ``beats`` (worker id -> last heartbeat, unix ms) are both Redis'
+    clock, read in one transaction; ``holders``: workers that hold jobs (a
+    processing list in Redis, or RUNNING jobs in PostgreSQL); ``missing_since``:
+    holder -> monotonic time it was first seen without any heartbeat entry;
+    ``healthy_for``: how long this leader has seen Redis answer without a stall.
+    A worker is gone when its heartbeat is older than ``dead_after`` seconds, or
+    when it holds jobs and has had no heartbeat entry at all (Redis restarted, or
+    it crashed while leaving) for ``dead_after`` since first seen so; but nobody is
+    gone before Redis was seen healthy for ``dead_after``: after a stall every
+    worker gets that long to beat again. Returns (gone worker -> reason, the new
+    ``missing_since``).
     """
     dead: dict[str, str] = {}
     for worker_id, last in beats.items():
@@ -53,7 +59,24 @@ def choose_dead_workers(*, now_ms: int, beats: Mapping[str, int], holders: Set[s
     for worker_id, first in missing.items():
         if mono - first > dead_after:
             dead[worker_id] = "no heartbeat"
+    if healthy_for < dead_after:
+        return {}, missing
     return dead, missing
+
+
+def healthy_since(since: float | None, last_read: float, started: float, answered: float, gap: float) -> float:
+    """When this leader's unbroken view of Redis began (monotonic): ``since`` unless the read just made
+    (``started`` -> ``answered``) was slow or came more than ``gap`` after the previous one (``last_read``),
+    for then Redis may have stalled unseen and heartbeats could not be written; ``None``: not yet seen."""
+    if since is None or answered - started > gap or answered - last_read > gap:
+        return answered
+    return since
+
+
+def stall_gap(dead_after: float, heartbeat_interval: float) -> float:
+    """The longest pause between two reads of Redis that still counts as seeing it healthy: short enough
+    that a worker whose beats were held up that long is still within WORKER_DEAD_AFTER."""
+    return max(2 * TICK, dead_after - heartbeat_interval - TICK)
 
 
 class Leader:
@@ -67,6 +90,8 @@ class Leader:
         self.election = election
         self.address = address
         self._missing_since: dict[str, float] = {}
+        self._healthy_since: float | None = None   # see healthy_since()
+        self._last_read = 0.0
         self._next_reconcile = 0.0
         self._outage_logged = False
         self.terms = 0
@@ -87,6 +112,7 @@ class Leader:
                 continue
             self.terms += 1
             self._missing_since.clear()
+            self._healthy_since = None
             self._next_reconcile = 0.0
             log.info("leader term %d: running cron, cleanup, reconciliation", token)
             await self._term(token)
@@ -123,8 +149,9 @@ class Leader:
         await self.queue.jobs.promote_due()
 
     async def cron(self, token: int) -> None:
-        """Fire due schedules: one job per (schedule, tick), unique in PostgreSQL."""
-        now = model.utcnow()
+        """Fire due schedules: one job per (schedule, tick), unique in PostgreSQL, judged by PostgreSQL's
+        clock (the one the ticks are stored in), so a step of this host's clock neither stalls nor skips."""
+        now = await self.store.liveness.now()
         for sch in await self.store.schedules.due(now):
             if not (self.election.leading() and self.election.token == token):
                 return
@@ -157,14 +184,27 @@ class Leader:
         return created
 
     async def cleanup(self, token: int) -> None:
-        """Jobs of workers whose heartbeat stopped go back to the queue (the attempt counts)."""
-        now = model.now_ms()
-        beats = await self.queue.liveness.workers()
+        """Jobs of workers whose heartbeat stopped go back to the queue (the attempt counts).
+
+        Heartbeats are judged by Redis' clock (they are stamped by it), and only once this leader has
+        seen Redis answer without a stall for WORKER_DEAD_AFTER: a Redis outage or stall, a leader's own
+        pause, or a new term gives every worker that long to beat again."""
+        started = time.monotonic()
+        try:
+            now, beats = await self.queue.liveness.workers_now()
+        except UNAVAILABLE:
+            self._healthy_since = None
+            raise
+        answered = time.monotonic()
+        s = self.settings
+        self._healthy_since = healthy_since(self._healthy_since, self._last_read, started, answered,
+                                            stall_gap(s.worker_dead_after, s.heartbeat_interval))
+        self._last_read = answered
         holders = set(await self.queue.liveness.processing_owners()) | set(
             await self.store.liveness.running_workers())
         dead, self._missing_since = choose_dead_workers(
-            now_ms=now, beats=beats, holders=holders, dead_after=self.settings.worker_dead_after,
-            mono=time.monotonic(), missing_since=self._missing_since)
+            now_ms=now, beats=beats, holders=holders, dead_after=s.worker_dead_after,
+            mono=time.monotonic(), missing_since=self._missing_since, healthy_for=answered - self._healthy_since)
         for worker_id, why in dead.items():
             if not self.election.leading():
                 return

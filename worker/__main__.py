@@ -13,6 +13,7 @@ import sys
 # vforked), and grpc's fork handlers crash about 1 in 70 such children. The worker does not use grpc.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from jobcluster import clock
 from jobcluster import queue as queue_mod
 from jobcluster.aio import Stopped, retrying
 from jobcluster.errors import POSTGRES_ERRORS
@@ -93,6 +94,7 @@ def run() -> None:
         from dataclasses import replace
         settings = replace(settings, **overrides)
     setup_logging("worker", settings.log_level, settings.log_format)
+    clock.set_skew_ms(settings.test_clock_skew_ms)
     # Jobs are this process's children: none may read its environment or memory through /proc.
     make_non_dumpable()
     try:

@@ -17,12 +17,12 @@ from worker.shell import ShellResult
 class Settlement:
     """How an attempt that ran to its end is recorded."""
 
-    status: Status          # SUCCEEDED; PENDING (retry at due_ms); FAILED (dead-lettered)
+    status: Status          # SUCCEEDED; PENDING (retry after delay_ms); FAILED (dead-lettered)
     error: str              # '' on success
-    due_ms: int             # PENDING: when the retry may start (unix ms); else 0
+    delay_ms: int           # PENDING: how long the retry waits (from now, by the stores' clocks); else 0
 
 
-def settle(result: ShellResult, claimed: Claimed, *, now_ms: int, backoff_base: float, backoff_max: float,
+def settle(result: ShellResult, claimed: Claimed, *, backoff_base: float, backoff_max: float,
            rng: random.Random | None = None) -> Settlement:
     """Success when the command exited 0 in time; otherwise a retry after a backoff, or FAILED
     when this was the last attempt its retries allow (interrupted attempts do not count)."""
@@ -33,7 +33,7 @@ def settle(result: ShellResult, claimed: Claimed, *, now_ms: int, backoff_base: 
     if model.retries_exhausted(claimed.attempt, claimed.interruptions, claimed.max_retries):
         return Settlement(Status.FAILED, error, 0)
     delay = model.retry_delay(claimed.attempt - claimed.interruptions, backoff_base, backoff_max, rng)
-    return Settlement(Status.PENDING, error, now_ms + int(delay * 1000))
+    return Settlement(Status.PENDING, error, int(delay * 1000))
 
 
 class Refusal(enum.Enum):
@@ -42,6 +42,19 @@ class Refusal(enum.Enum):
     DELAY = "delay"                 # waiting for its time: back to delayed_jobs until due
     DEAD_LETTER = "dead-letter"     # FAILED: make sure the id is in dlq_tasks
     DROP = "drop"                   # unknown, running elsewhere, ended or cancelled: ack it away
+
+
+def fenced(attempt: int, state: tuple[str, int, str] | None, worker_id: str) -> bool:
+    """Whether a running attempt lost the job: PostgreSQL's ``(status, attempts, worker_id)`` for it
+    (None: the job is gone) no longer says RUNNING, this attempt, this worker. A leader that declared
+    this worker dead moved the job on; the attempt must stop and record nothing. CANCELLED is not
+    fencing: a cancelled attempt is stopped and recorded by the cancel path."""
+    if state is None:
+        return True
+    status, attempts, owner = state
+    if status == Status.CANCELLED.value:
+        return False
+    return not (status == Status.RUNNING.value and attempts == attempt and owner == worker_id)
 
 
 def refuse(state: JobState | None) -> Refusal:

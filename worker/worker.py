@@ -42,6 +42,9 @@ LIVE_REFRESH = 20.0
 #: Most output published per running job (the tail).
 LIVE_TAIL_BYTES = 64 * 1024
 MAX_OUTAGE_BACKOFF = 5.0
+#: How often running attempts are checked against PostgreSQL: one whose job moved on (this worker was
+#: declared dead meanwhile) is killed and records nothing.
+FENCE_INTERVAL = 0.5
 
 
 class WorkerIdInUse(RuntimeError):
@@ -67,6 +70,8 @@ class Worker:
         self.jobs_done = 0
         # job id -> (output so far, set to stop it): the jobs running now.
         self._running: dict[str, tuple[OutputTail, asyncio.Event]] = {}
+        self._attempt_of: dict[str, int] = {}        # job id -> attempt, for the jobs running now
+        self._fenced: set[tuple[str, int]] = set()   # (job id, attempt) killed because the job moved on
 
     # --- outer loop -------------------------------------------------------------
 
@@ -80,6 +85,7 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._promote_loop(), name="promote-delayed"),
             asyncio.create_task(self._live_loop(), name="live-output"),
+            asyncio.create_task(self._fence_loop(), name="fence-check"),
         ]
         self._slots = [asyncio.create_task(self._slot(n), name=f"slot-{n}")
                        for n in range(self.settings.worker_concurrency)]
@@ -165,6 +171,7 @@ class Worker:
         log.info("job %s attempt %d started", job_id, claimed.attempt)
         tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
         self._running[job_id] = (tail, stop)
+        self._attempt_of[job_id] = claimed.attempt
         try:
             result = await self._run(claimed, tail, stop)
         except asyncio.CancelledError:
@@ -172,6 +179,12 @@ class Worker:
             raise
         finally:
             self._running.pop(job_id, None)
+            self._attempt_of.pop(job_id, None)
+        if (job_id, claimed.attempt) in self._fenced:
+            self._fenced.discard((job_id, claimed.attempt))
+            log.warning("job %s attempt %d was killed: this worker had been declared dead and the job moved "
+                        "on; nothing recorded for it", job_id, claimed.attempt)
+            return
         if stop.is_set():
             await asyncio.shield(self._cancelled(claimed, result))
         else:
@@ -206,11 +219,11 @@ class Worker:
     async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
         """Record the attempt, then ack, back off or dead-letter the id."""
         job_id = claimed.job_id
-        s = decide.settle(result, claimed, now_ms=model.now_ms(), backoff_base=self.settings.retry_backoff_base,
+        s = decide.settle(result, claimed, backoff_base=self.settings.retry_backoff_base,
                           backoff_max=self.settings.retry_backoff_max)
         recorded = await self._retrying("record result", lambda: self.store.jobs.finish_attempt(
             claimed, s.status, exit_code=result.exit_code, error=s.error, output=clean_text(result.output),
-            output_truncated=result.truncated, retry_at_ms=s.due_ms))
+            output_truncated=result.truncated, retry_delay_ms=s.delay_ms))
         if not recorded:
             await self._fenced_off(claimed, result, s.error)
         elif s.status is Status.SUCCEEDED:
@@ -221,9 +234,9 @@ class Worker:
             log.warning("job %s attempt %d failed (%s): retries used up, dead-lettered",
                         job_id, claimed.attempt, s.error)
         else:
-            await self._retrying("retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.due_ms))
+            await self._retrying("retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.delay_ms))
             log.info("job %s attempt %d failed (%s): retry in %.1fs",
-                     job_id, claimed.attempt, s.error, (s.due_ms - model.now_ms()) / 1000)
+                     job_id, claimed.attempt, s.error, s.delay_ms / 1000)
 
     async def _fenced_off(self, claimed: Claimed, result: ShellResult, error: str) -> None:
         """finish_attempt matched nothing: the job was cancelled after the command ended, or it is
@@ -270,8 +283,8 @@ class Worker:
         if state is None:
             log.warning("job %s: unknown id in the queue, dropped", job_id)
         if action is Refusal.DELAY and state is not None:
-            due_ms = state.due_ms
-            await self._retrying("delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, due_ms))
+            wait_ms = state.wait_ms  # PostgreSQL's clock: Redis counts it down on its own (no clocks compared)
+            await self._retrying("delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms))
         elif action is Refusal.DEAD_LETTER:
             await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
         else:
@@ -282,11 +295,11 @@ class Worker:
     # --- background -----------------------------------------------------------------
 
     async def _check_id_free(self) -> None:
-        beats = await self._retrying("read heartbeats", self.queue.liveness.workers)
+        now, beats = await self._retrying("read heartbeats", self.queue.liveness.workers_now)
         last = beats.get(self.worker_id)
-        if last is not None and model.now_ms() - last < 3000 * self.settings.heartbeat_interval:
+        if last is not None and now - last < 3000 * self.settings.heartbeat_interval:
             raise WorkerIdInUse(f"worker id {self.worker_id!r} is in use by a live worker "
-                                f"(heartbeat {model.now_ms() - last} ms ago); set another WORKER_ID")
+                                f"(heartbeat {now - last} ms ago); set another WORKER_ID")
 
     async def _recover_own(self, reason: str, retry: bool = True) -> None:
         """Jobs this worker id holds go back to the queue (PostgreSQL first, then Redis)."""
@@ -298,16 +311,62 @@ class Worker:
             log.warning("worker %s: %d job(s) it held went back to the queue, %d to the DLQ (%s)",
                         self.worker_id, back, dead, reason)
 
-    async def _heartbeat_once(self) -> None:
+    async def _heartbeat_once(self, within: float | None = None) -> None:
         info: dict[str, str | int | float] = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
                 "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done}
         await self.queue.liveness.heartbeat(self.worker_id, info,
-                                            ttl=max(10.0, 10 * self.settings.heartbeat_interval))
+                                            ttl=max(10.0, 10 * self.settings.heartbeat_interval), within=within)
 
     async def _heartbeat_loop(self) -> None:
+        """Beat every HEARTBEAT_INTERVAL, each beat bounded by that interval: a beat that fails is not
+        retried with the outage backoff (the next one is due soon anyway), so beats resume within one
+        interval of Redis answering again, and nothing else a worker does can hold them up."""
+        interval = self.settings.heartbeat_interval
+        failing = False
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            await self._retrying("heartbeat", self._heartbeat_once)
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat_once(within=interval)
+            except UNAVAILABLE as exc:  # TimeoutError is one of them
+                if not failing:
+                    log.error("heartbeat failed, retrying every %gs: %s", interval, exc or type(exc).__name__)
+                failing = True
+                continue
+            if failing:
+                log.info("heartbeats are getting through again")
+                failing = False
+
+    async def _fence_loop(self) -> None:
+        """Kill running attempts whose job moved on: the leader declared this worker dead (a stall, a
+        partition) and requeued them. They must not run beside the reruns, nor record anything."""
+        while True:
+            await asyncio.sleep(FENCE_INTERVAL)
+            running = dict(self._attempt_of)
+            if not running:
+                continue
+            try:
+                owners = await self.store.liveness.job_owners(list(running))
+            except UNAVAILABLE as exc:
+                log.debug("fence check skipped: %s", exc)
+                continue
+            for job_id, attempt in running.items():
+                entry = self._running.get(job_id)
+                if (entry is None or self._attempt_of.get(job_id) != attempt or (job_id, attempt) in self._fenced
+                        or not decide.fenced(attempt, owners.get(job_id), self.worker_id)):
+                    continue
+                log.warning("job %s attempt %d: the job moved on (this worker was declared dead): killing it",
+                            job_id, attempt)
+                self._fenced.add((job_id, attempt))
+                entry[1].set()
+                await self._take_back(job_id)
+
+    async def _take_back(self, job_id: str) -> None:
+        """A fenced attempt's id still in our processing list (its recovery stopped between PostgreSQL
+        and Redis) goes back to the queue, or nothing would ever move it while this worker lives."""
+        try:
+            await self.queue.liveness.take_back(self.worker_id, job_id)
+        except UNAVAILABLE as exc:
+            log.warning("job %s: could not give its id back (%s); reconciliation will", job_id, exc)
 
     async def _live_loop(self) -> None:
         """Publish running jobs' output (WatchJob reads it) and stop jobs cancelled meanwhile."""

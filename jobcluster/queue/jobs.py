@@ -26,10 +26,14 @@ import redis.asyncio as aioredis
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
 
-# KEYS[1] processing list, KEYS[2] delayed set; ARGV[1] id, ARGV[2] due ms
+# KEYS[1] processing list, KEYS[2] delayed set; ARGV[1] id, ARGV[2] wait ms.
+# The score is Redis' clock plus the wait that PostgreSQL's clock gave: promote_due reads the same
+# Redis clock, so the id comes out when the job is due, whatever the two hosts' clocks say.
 _RETRY_LATER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('LREM', KEYS[1], -1, ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 """
 
@@ -146,9 +150,9 @@ class Jobs(Part):
         await self.redis.lrem(keys.processing(worker_id), -1, job_id)
 
     @bounded
-    async def retry_later(self, worker_id: str, job_id: str, due_ms: int) -> None:
-        """Back off: the id waits in ``delayed_jobs`` until ``due_ms``."""
-        await self._retry_later(keys=[keys.processing(worker_id), keys.DELAYED], args=[job_id, due_ms])
+    async def retry_later(self, worker_id: str, job_id: str, wait_ms: int) -> None:
+        """Back off: the id waits in ``delayed_jobs`` for ``wait_ms`` (counted on Redis' clock)."""
+        await self._retry_later(keys=[keys.processing(worker_id), keys.DELAYED], args=[job_id, max(0, wait_ms)])
 
     @bounded
     async def delay(self, job_id: str, due_ms: int) -> None:

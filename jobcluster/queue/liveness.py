@@ -1,13 +1,16 @@
 """Who is alive, in Redis: heartbeats of workers and servers, and taking back a gone worker's ids.
 
 A heartbeat is a member's time in a zset (``workers`` or ``servers``) plus an
-info hash that expires when the beats stop. PostgreSQL's side of a gone
+info hash that expires when the beats stop. The time is Redis' own (``TIME``,
+read inside the script that writes the beat), and whoever judges a beat reads
+Redis' ``TIME`` in the same transaction (:meth:`Liveness.workers_now`): no host's
+wall clock is ever compared with another's. PostgreSQL's side of a gone
 worker is :mod:`jobcluster.store.liveness`; :mod:`jobcluster.recovery` runs both.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
@@ -26,6 +29,28 @@ if beat and tonumber(beat) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 return 1
+"""
+
+# KEYS[1] heartbeat zset, KEYS[2] info hash; ARGV[1] member, ARGV[2] ttl ms, ARGV[3..] info field, value...
+# Stamps the beat with Redis' clock; returns that time (unix ms).
+_BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if #ARGV > 2 then redis.call('HSET', KEYS[2], unpack(ARGV, 3)) end
+redis.call('HSET', KEYS[2], 'heartbeat_ms', now)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return now
+"""
+
+# KEYS[1] processing list, KEYS[2] pending list; ARGV[1] id.
+# A worker gives back an id of an attempt it found fenced, if the id is still in its list.
+_TAKE_BACK = """
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
 """
 
 # KEYS[1] processing list, KEYS[2] pending list, KEYS[3] dlq; ARGV ids to dead-letter.
@@ -55,13 +80,17 @@ class Liveness(Part):
         super().__init__(redis, op_timeout)
         self._forget = self.redis.register_script(_FORGET_WORKER)
         self._recover = self.redis.register_script(_RECOVER_PROCESSING)
+        self._beat_script = self.redis.register_script(_BEAT)
+        self._take_back = self.redis.register_script(_TAKE_BACK)
 
     # --- workers --------------------------------------------------------------
 
-    @bounded
-    async def heartbeat(self, worker_id: str, info: Info, ttl: float) -> None:
-        """Record that a worker is alive now; its info hash expires after ``ttl`` without one."""
-        await self._beat(keys.WORKERS, keys.worker_info(worker_id), worker_id, info, ttl)
+    async def heartbeat(self, worker_id: str, info: Info, ttl: float, within: float | None = None) -> int:
+        """Record that a worker is alive now (by Redis' clock, returned as unix ms); its info hash
+        expires after ``ttl`` without one. ``within``: give up after this many seconds instead of the
+        usual operation bound (a heartbeat that is late is worth nothing: the next one is due soon)."""
+        async with asyncio.timeout(self.op_timeout if within is None else within):
+            return await self._beat(keys.WORKERS, keys.worker_info(worker_id), worker_id, info, ttl)
 
     @bounded
     async def remove_worker(self, worker_id: str) -> None:
@@ -76,8 +105,23 @@ class Liveness(Part):
 
     @bounded
     async def workers(self) -> dict[str, int]:
-        """Worker id -> last heartbeat (unix ms)."""
+        """Worker id -> last heartbeat (unix ms, Redis' clock)."""
         return {w: int(s) for w, s in await self._scored(keys.WORKERS)}
+
+    @bounded
+    async def workers_now(self) -> tuple[int, dict[str, int]]:
+        """Redis' clock now (unix ms) and worker id -> last heartbeat, read in one transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.time()
+            pipe.zrange(keys.WORKERS, 0, -1, withscores=True)
+            (secs, micros), beats = await pipe.execute()
+        return int(secs) * 1000 + int(micros) // 1000, {w: int(s) for w, s in beats}
+
+    @bounded
+    async def take_back(self, worker_id: str, job_id: str) -> bool:
+        """Move ``job_id`` from this worker's processing list to the front of the queue, if it is still
+        there (an attempt found fenced whose recovery moved PostgreSQL but not yet Redis)."""
+        return bool(await self._take_back(keys=[keys.processing(worker_id), keys.PENDING], args=[job_id]))
 
     @bounded
     async def worker_infos(self) -> dict[str, dict[str, str]]:
@@ -104,7 +148,7 @@ class Liveness(Part):
 
     @bounded
     async def server_heartbeat(self, address: str, info: Info, ttl: float) -> None:
-        """Record that a server is alive now."""
+        """Record that a server is alive now (by Redis' clock)."""
         await self._beat(keys.SERVERS, keys.server_info(address), address, info, ttl)
 
     @bounded
@@ -119,13 +163,9 @@ class Liveness(Part):
 
     # --- one mechanism for both -------------------------------------------------
 
-    async def _beat(self, zset: str, info_key: str, member: str, info: Info, ttl: float) -> None:
-        now = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(zset, {member: now})
-            pipe.hset(info_key, mapping={**info, "heartbeat_ms": now})  # type: ignore[dict-item]
-            pipe.pexpire(info_key, int(ttl * 1000))
-            await pipe.execute()
+    async def _beat(self, zset: str, info_key: str, member: str, info: Info, ttl: float) -> int:
+        fields = [str(x) for pair in info.items() for x in pair]
+        return int(await self._beat_script(keys=[zset, info_key], args=[member, int(ttl * 1000), *fields]))
 
     async def _members(self, zset: str, info_key: Callable[[str], str]) -> dict[str, tuple[int, dict[str, str]]]:
         """Member -> (last heartbeat unix ms, info hash) for every member of a heartbeat zset."""

@@ -50,17 +50,21 @@ WITH claimed AS (
 SELECT * FROM claimed;
 
 -- name: claim_refusal
--- Why claim_job returned nothing: the job's state as it is now.
-SELECT status, not_before, not_before <= now() AS due FROM jobs WHERE id = $1;
+-- Why claim_job returned nothing: the job's state as it is now, and how long (ms, by
+-- PostgreSQL's clock) until it is due.
+SELECT status, not_before, not_before <= now() AS due,
+       GREATEST(0, ceil(extract(epoch FROM not_before - now()) * 1000))::bigint AS wait_ms
+  FROM jobs WHERE id = $1;
 
 -- name: finish_attempt
 -- Close attempt $2 of job $1, fenced by the attempt number: a late write from an
 -- older attempt matches no row. $3 is the job's next status: SUCCEEDED, FAILED,
--- PENDING (retry at $8, unix ms) or QUEUED (interrupted, $9 = 1).
+-- PENDING (retry $8 ms from now, by PostgreSQL's clock, which claim_job judges by too)
+-- or QUEUED (interrupted, $9 = 1).
 WITH job AS (
     UPDATE jobs
        SET status = $3, exit_code = $4, last_error = $5, output_truncated = $7,
-           not_before = CASE WHEN $3 = 'PENDING' THEN to_timestamp($8::double precision / 1000)
+           not_before = CASE WHEN $3 = 'PENDING' THEN now() + $8::bigint * interval '1 millisecond'
                              ELSE not_before END,
            interruptions = interruptions + $9,
            worker_id = CASE WHEN $3 IN ('PENDING', 'QUEUED') THEN NULL ELSE worker_id END,

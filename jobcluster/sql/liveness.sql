@@ -31,3 +31,11 @@ WITH lost AS (
      WHERE a.job_id = moved.id AND a.attempt = moved.attempts AND a.finished_at IS NULL
 )
 SELECT id, status FROM moved;
+
+-- name: job_owners
+-- Who holds each of these jobs now: a worker checks that its running attempts are still its own.
+SELECT id, status, attempts, worker_id FROM jobs WHERE id = ANY($1::uuid[]);
+
+-- name: store_now
+-- PostgreSQL's clock: the one due times, claims and cron ticks are judged by.
+SELECT now() AS now;

@@ -92,7 +92,7 @@ class Jobs:
         row = await self.pool.fetchrow(Q["claim_refusal"], uuid.UUID(job_id))
         if row is None:
             return None
-        return JobState(Status(row["status"]), bool(row["due"]), ms(row["not_before"]))
+        return JobState(Status(row["status"]), bool(row["due"]), ms(row["not_before"]), int(row["wait_ms"]))
 
     async def finish_attempt(
         self,
@@ -103,13 +103,15 @@ class Jobs:
         error: str,
         output: str,
         output_truncated: bool,
-        retry_at_ms: int = 0,
+        retry_delay_ms: int = 0,
         interrupted: bool = False,
     ) -> bool:
-        """Record an attempt's end and the job's next status; False when fenced off (stale attempt)."""
+        """Record an attempt's end and the job's next status; False when fenced off (stale attempt).
+
+        PENDING: the retry is due ``retry_delay_ms`` from now by PostgreSQL's clock (the one claims use)."""
         row = await self.pool.fetchrow(
             Q["finish_attempt"], uuid.UUID(claimed.job_id), claimed.attempt, next_status.value,
-            exit_code, error, output, output_truncated, retry_at_ms, 1 if interrupted else 0,
+            exit_code, error, output, output_truncated, retry_delay_ms, 1 if interrupted else 0,
         )
         return row is not None
 

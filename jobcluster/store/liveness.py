@@ -6,6 +6,9 @@ SQL in ``sql/liveness.sql``. Heartbeats themselves live in Redis
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 import asyncpg
 
 from jobcluster.model import Status
@@ -30,3 +33,13 @@ class Liveness:
         """Jobs RUNNING on these workers go back (QUEUED) or, retries used up, to FAILED: (id, new status)."""
         rows = await (conn or self.pool).fetch(Q["recover_worker_jobs"], worker_ids, reason)
         return [(str(r["id"]), Status(r["status"])) for r in rows]
+
+    async def job_owners(self, job_ids: list[str]) -> dict[str, tuple[str, int, str]]:
+        """Job id -> (status, attempts, worker id or '') for those of ``job_ids`` that exist."""
+        rows = await self.pool.fetch(Q["job_owners"], [uuid.UUID(i) for i in job_ids])
+        return {str(r["id"]): (r["status"], r["attempts"], r["worker_id"] or "") for r in rows}
+
+    async def now(self) -> dt.datetime:
+        """PostgreSQL's clock now: the one due times, claims and cron ticks are judged by."""
+        value: dt.datetime = await self.pool.fetchval(Q["store_now"])
+        return value

@@ -6,7 +6,7 @@ import pytest
 
 from jobcluster.model import Status
 from jobcluster.rows import Claimed, JobState
-from worker.decide import Refusal, Settlement, refuse, settle
+from worker.decide import Refusal, Settlement, fenced, refuse, settle
 from worker.shell import ShellResult
 
 NOW = 1_700_000_000_000
@@ -22,7 +22,7 @@ def _result(exit_code: int = 0, timed_out: bool = False, error: str = "") -> She
 
 
 def _settle(result: ShellResult, claimed: Claimed, seed: int = 1) -> Settlement:
-    return settle(result, claimed, now_ms=NOW, backoff_base=1.0, backoff_max=300.0, rng=random.Random(seed))
+    return settle(result, claimed, backoff_base=1.0, backoff_max=300.0, rng=random.Random(seed))
 
 
 def test_exit_zero_in_time_succeeds():
@@ -33,7 +33,7 @@ def test_a_failure_with_retries_left_backs_off_within_the_jittered_window():
     s = _settle(_result(3), _claimed(attempt=2))
     assert s.status is Status.PENDING and s.error == "exit code 3"
     # attempt 2: nominal 2 s, jittered over [1 s, 2 s]
-    assert NOW + 1000 <= s.due_ms <= NOW + 2000
+    assert 1000 <= s.delay_ms <= 2000
 
 
 def test_the_last_allowed_attempt_fails_for_good():
@@ -49,7 +49,7 @@ def test_interrupted_attempts_do_not_use_up_retries():
     s = _settle(_result(1), _claimed(attempt=4, max_retries=2, interruptions=2))
     assert s.status is Status.PENDING
     # and the backoff counts only the attempts that failed: the 2nd failure waits 1-2 s, not 4-8 s.
-    assert NOW + 1000 <= s.due_ms <= NOW + 2000
+    assert 1000 <= s.delay_ms <= 2000
 
 
 def test_a_timeout_is_a_failure_even_with_exit_code_zero_and_keeps_its_error():
@@ -63,9 +63,9 @@ def test_the_runner_error_wins_over_the_exit_code():
 
 
 def test_backoff_is_capped():
-    s = settle(_result(1), _claimed(attempt=30, max_retries=100), now_ms=NOW, backoff_base=1.0, backoff_max=60.0,
+    s = settle(_result(1), _claimed(attempt=30, max_retries=100), backoff_base=1.0, backoff_max=60.0,
                rng=random.Random(5))
-    assert NOW + 30_000 <= s.due_ms <= NOW + 60_000
+    assert 30_000 <= s.delay_ms <= 60_000
 
 
 @pytest.mark.parametrize(("state", "expected"), [
@@ -81,3 +81,19 @@ def test_backoff_is_capped():
 ])
 def test_refuse(state, expected):
     assert refuse(state) is expected
+
+
+# --- fenced: a running attempt whose job moved on (its worker was declared dead) ---------------
+
+@pytest.mark.parametrize(("state", "is_fenced"), [
+    (("RUNNING", 3, "w1"), False),        # still ours
+    (("RUNNING", 4, "w2"), True),         # the leader requeued it and another worker reran it
+    (("RUNNING", 4, "w1"), True),         # rerun by this same worker, in another slot
+    (("QUEUED", 3, None), True),          # requeued, not yet taken
+    (("FAILED", 3, None), True),          # requeued as its last retry: dead-lettered
+    (("SUCCEEDED", 4, "w2"), True),       # the rerun already finished
+    (("CANCELLED", 3, "w1"), False),      # cancelled: the cancel path stops and records it
+    (None, True),                         # the job is gone
+])
+def test_an_attempt_is_fenced_when_the_job_is_no_longer_its_own(state, is_fenced):
+    assert fenced(3, state, "w1") is is_fenced
