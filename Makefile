@@ -16,7 +16,7 @@ endif
 TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
 .PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
-        run-client run-client-servers run-webui screenshot bench clean
+        run-client run-client-servers run-webui screenshot bench chaos soak clean
 
 help:
 	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051 TLS=1]   start a cluster here"
@@ -83,6 +83,17 @@ run-webui: deps
 # Speed on this machine, printed as figures (private services; about a minute).
 bench: deps
 	$(PY) scripts/bench.py
+
+# Thousands of jobs through a cluster being killed, then the checks (private services; minutes; exit 1 on a
+# violation). make test runs a 1,000-job version (tests/e2e/test_chaos.py).
+JOBS ?= 10000
+chaos: deps
+	$(PY) scripts/chaos.py --jobs $(JOBS)
+
+# Constant load and one kill a minute; RSS and open fds of every program every 10 s, fails on steady growth.
+MINUTES ?= 30
+soak: deps
+	$(PY) scripts/soak.py --minutes $(MINUTES)
 
 # docs/screenshot.png for the README: a private cluster, a few jobs, the UI in Chromium.
 screenshot: deps browser

@@ -26,15 +26,12 @@ import time
 from pathlib import Path
 
 import asyncpg
-import grpc
 import redis.asyncio as aioredis
 
-from jobcluster.channels import open_aio_channel
 from jobcluster.devtools import services as svc
-from jobcluster.devtools.chaos import CHAOS_SETTINGS, Cluster, FaultPlan, inject_faults
+from jobcluster.devtools.chaos import CHAOS_SETTINGS, Cluster, FaultPlan, call, inject_faults
 from jobcluster.devtools.chaos_checks import AttemptFact, Facts, JobFact, run_checks, table
 from jobcluster.pb import scheduler_pb2 as pb
-from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
 MIX = {"instant": 40, "sleep": 25, "flaky": 15, "fail": 10, "timeout": 10}
 CRON = "* * * * * */2"
@@ -54,20 +51,6 @@ def make_job(kind: str, i: int, log: Path, rng: random.Random) -> pb.Job:
     }[kind]
     return pb.Job(command=body[0], max_retries=body[1], timeout_seconds=body[2], name=f"chaos-{kind}",
                   idempotency_key=f"chaos-{kind}-{i}")
-
-
-async def call(cluster: Cluster, what: str, rpc, deadline: float = 120.0):  # type: ignore[no-untyped-def]
-    """``rpc(stub)`` on the servers in turn until one answers (servers die here on purpose)."""
-    end = time.monotonic() + deadline
-    while True:
-        for address in random.sample(cluster.addresses, len(cluster.addresses)):
-            try:
-                async with open_aio_channel(address) as channel:
-                    return await rpc(pb_grpc.JobServiceStub(channel))
-            except grpc.RpcError as e:
-                if time.monotonic() > end:
-                    raise RuntimeError(f"{what}: no server answered for {deadline:.0f}s ({e.code()})") from None
-            await asyncio.sleep(0.2)
 
 
 async def submit_load(cluster: Cluster, jobs: list[pb.Job], seconds: float) -> None:
@@ -120,16 +103,16 @@ def orphans(job_ids: set[str]) -> list[str]:
                 continue
             ids = [e[7:].decode() for e in env if e.startswith(b"JOB_ID=")]
             if ids and ids[0] in job_ids:
-                found.append(f"job {ids[0]} pid {entry.name}")
+                found.append(ids[0])
                 try:  # ours (our workers started it): end it so the machine stays clean
                     os.kill(int(entry.name), signal.SIGKILL)
                 except OSError:
                     pass
-    return found
+    return sorted(set(found))
 
 
-async def gather_facts(cluster: Cluster, log: Path, submitted: int,
-                       window: tuple[dt.datetime, dt.datetime]) -> Facts:
+async def gather_facts(cluster: Cluster, log: Path, submitted: int, cron_start: dt.datetime,
+                       cron_end: dt.datetime | None) -> Facts:
     conn = await asyncpg.connect(cluster.services["postgres"].url)
     try:
         rows = await conn.fetch("SELECT id::text, idempotency_key, schedule_id, status, max_retries, scheduled_for, "
@@ -142,6 +125,8 @@ async def gather_facts(cluster: Cluster, log: Path, submitted: int,
     await r.aclose()
     jobs = [JobFact(x["id"], "cron" if x["schedule_id"] else (x["idempotency_key"] or "?-?").split("-")[1],
                     x["status"], x["max_retries"], x["scheduled_for"], x["created_at"]) for x in rows]
+    ticks = [j.scheduled_for for j in jobs if j.scheduled_for is not None]
+    window = (cron_start, cron_end or max(ticks, default=cron_start))
     return Facts(jobs=jobs, attempts=[AttemptFact(a["job_id"], a["attempt"], a["error"]) for a in attempts],
                  log_lines=log.read_text().splitlines(), dlq=dlq, submitted=submitted, cron_window=window,
                  cron_grace=float(CHAOS_SETTINGS["CRON_MISFIRE_GRACE"].rstrip("s")),
@@ -172,21 +157,26 @@ async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: Fault
     print(f"load submitted in {load_seconds:.0f}s; faults stopped at {time.monotonic() - t0:.0f}s", flush=True)
     await settle(cluster)
     await wait_terminal(dsn, "jobs", busy + " AND schedule_id IS NULL", args.timeout)
-    await asyncio.sleep(3 * float(CHAOS_SETTINGS["HEARTBEAT_INTERVAL"].rstrip("s")))  # a settled cluster fires on
+    # The cron is checked up to its last tick fired, which must come after the faults ended.
+    fresh = f"SELECT count(*) FROM jobs WHERE scheduled_for > '{dt.datetime.now(dt.UTC).isoformat()}'"
+    deadline = time.monotonic() + 30
+    while await pg_value(dsn, fresh) < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+    cron_end = None if await pg_value(dsn, fresh) >= 1 else dt.datetime.now(dt.UTC)  # None: its last tick
     await call(cluster, "PauseSchedule", lambda stub: stub.PauseSchedule(pb.ScheduleRef(name="chaos-cron"), timeout=10))
-    cron_end = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2.5)
     await wait_terminal(dsn, "cron jobs", busy, 30)
     took = time.monotonic() - t0
     stop_supervisor.set()
     await supervisor
-    facts = await gather_facts(cluster, log, len(jobs), (cron_start, cron_end))
+    facts = await gather_facts(cluster, log, len(jobs), cron_start, cron_end)
     return report(cluster, facts, injected, took)
 
 
 def report(cluster: Cluster, facts: Facts, injected: dict[str, int], took: float) -> int:
     """Print the faults, restarts, statuses and checks; 0 when no check found a violation."""
     print("\nfaults: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(injected.items())))
-    print("restarts by the supervisor: " + ", ".join(f"{p.name} {p.starts - 1}" for p in cluster.programs.values()))
+    print("restarts by the supervisor (killed / exited on their own): " + ", ".join(
+        f"{p.name} {p.starts - 1} ({p.kills}/{p.starts - 1 - p.kills})" for p in cluster.programs.values()))
     counts: dict[str, dict[str, int]] = {}
     for job in facts.jobs:
         row = counts.setdefault(job.kind, {})

@@ -14,9 +14,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
@@ -45,12 +46,15 @@ class Program:
     address: str = ""  # servers: host:port
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    kills: int = 0
+    started_at: float = 0.0
 
     def spawn(self, env: dict[str, str], cwd: Path) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, *self.argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
+        self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -65,6 +69,7 @@ class Program:
             return False
         self.proc.send_signal(sig)
         if sig == signal.SIGKILL:
+            self.kills += 1
             self.proc.wait()
         return True
 
@@ -124,7 +129,9 @@ class Cluster:
         env = self.env()
         while not stop.is_set():
             for program in self.programs.values():
-                if not program.alive():
+                # not in a tight loop: a worker restarted under its old id refuses to start until
+                # its old heartbeat is WORKER_DEAD_AFTER old, and exits
+                if not program.alive() and time.monotonic() - program.started_at > 0.5:
                     program.spawn(env, self.root)
             try:
                 async with asyncio.timeout(every):
@@ -176,6 +183,23 @@ def proc_usage(pid: int) -> tuple[int, int] | None:
         return None
     rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
     return rss, fds
+
+
+T = TypeVar("T")
+
+
+async def call(cluster: Cluster, what: str, rpc: Callable[[Any], Awaitable[T]], deadline: float = 120.0) -> T:
+    """``rpc(stub)`` on the servers in turn until one answers (servers die here on purpose)."""
+    end = time.monotonic() + deadline
+    while True:
+        for address in random.sample(cluster.addresses, len(cluster.addresses)):
+            try:
+                async with open_aio_channel(address) as channel:
+                    return await rpc(pb_grpc.JobServiceStub(channel))
+            except grpc.RpcError as e:
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{what}: no server answered for {deadline:.0f}s ({e.code()})") from None
+            await asyncio.sleep(0.2)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class Facts:
     cron_window: tuple[dt.datetime, dt.datetime] | None = None  # ticks expected in (start, end]
     cron_period: float = 2.0
     cron_grace: float = 30.0
-    orphans: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # jobs with a process still running after the run
 
 
 @dataclass
@@ -172,7 +172,8 @@ def check_cron(f: Facts) -> Check:
 
 def run_checks(f: Facts) -> list[Check]:
     checks = [*check_statuses(f), *check_executions(f), check_dlq(f), check_cron(f)]
-    checks.append(Check("no job process left running", len(f.orphans), _some(f.orphans)))
+    checks.append(Check("no job process left running", len(f.orphans),
+                        f"{len(f.orphans)} jobs: {_some(f.orphans, 2)}" if f.orphans else ""))
     return checks
 
 
