@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,37 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
+
+
+def procs_running(*argv: str) -> list[tuple[int, int]]:
+    """(pid, uid) of live (not zombie) processes whose command line is exactly ``argv``."""
+    want = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read() != want:
+                    continue
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if not status["State"].strip().startswith("Z"):
+            found.append((int(entry), int(status["Uid"].split()[0])))
+    return found
+
+
+def reapers_of(parent: int) -> list[int]:
+    """Pids of the job reapers (worker/reaper.py) started by process ``parent``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, NotADirectoryError):
+            continue
+        if any(a.endswith(b"worker/reaper.py") for a in argv) and argv[-2:] == [str(parent).encode(), b""]:
+            found.append(int(entry))
+    return found

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import group_members, wait_for
+from tests.helpers import group_members, procs_running, reapers_of, wait_for
 from worker.sandbox import resolve_job_user
 from worker import shell
 from worker.reaper import Reaper
@@ -184,41 +184,8 @@ FAMILY = ("sleep {0}1 & python3 -c 'import os; os.setpgid(0, 0); os.execvp(\"sle
           "sleep {0}3")
 
 
-def procs_running(*argv: str) -> list[tuple[int, int]]:
-    """(pid, uid) of live (not zombie) processes whose command line is exactly ``argv``."""
-    want = "\0".join(argv).encode() + b"\0"
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read() != want:
-                    continue
-            with open(f"/proc/{entry}/status") as f:
-                status = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if not status["State"].strip().startswith("Z"):
-            found.append((int(entry), int(status["Uid"].split()[0])))
-    return found
-
-
 def family_left(tag: str) -> list[tuple[int, int]]:
     return [p for n in (1, 2, 3) for p in procs_running("sleep", f"{tag}{n}")]
-
-
-def reapers_of(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, NotADirectoryError):
-            continue
-        if any(a.endswith(b"worker/reaper.py") for a in argv) and argv[-2:] == [str(parent).encode(), b""]:
-            found.append(int(entry))
-    return found
 
 
 @pytest.fixture
