@@ -48,7 +48,8 @@ def test_kill_9_of_the_leader_hands_over_within_the_lease(cluster: Cluster):
     took = time.monotonic() - killed
     print(f"kill -9 failover: {took:.2f}s (LEASE_TTL=2s)")
     assert new in procs and new != old
-    assert took < cluster.settings.lease_ttl + 1.0
+    # etcd ends the lease within its TTL of the last renewal; twice that leaves room for a loaded machine.
+    assert took < 2 * cluster.settings.lease_ttl
 
 
 def test_sigterm_of_the_leader_hands_over_without_waiting_for_its_lease(cluster: Cluster):

@@ -67,10 +67,8 @@ async def test_output_over_the_cap_keeps_the_tail():
 async def test_cancel_kills_the_job_at_once(tmp_path):
     pidfile = tmp_path / "pgid"
     task = asyncio.create_task(_run(f"echo $$ > {pidfile}; sleep 30; echo never"))
-    for _ in range(100):
-        if pidfile.exists() and pidfile.read_text().strip():
-            break
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10, interval=0.02,
+                   what="job started")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

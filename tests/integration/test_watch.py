@@ -19,7 +19,7 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.server import SchedulerServer
+from scheduler_server.server import STOP_GRACE, SchedulerServer
 from tests.helpers import wait_for
 
 WATCHERS = 1000
@@ -98,7 +98,10 @@ async def test_a_thousand_watchers_cost_one_poll_and_see_every_change(start_serv
             t = time.perf_counter()
             await stubs[1].SubmitJob(pb.Job(command="true", name="probe"))
             took.append(time.perf_counter() - t)
-        assert statistics.median(took) < 0.05 and max(took) < 0.5, took
+        # Bounds for a loaded 2-core machine (median measured 1.6 ms, max 6.5 ms); a SubmitJob stuck behind
+        # the watchers (pool exhausted, polls queued) waits a poll interval or more.
+        print(f"SubmitJob with 1,000 watchers: median {statistics.median(took) * 1000:.1f} ms, max {max(took) * 1000:.1f} ms")
+        assert statistics.median(took) < 0.2 and max(took) < 2.0, took
 
         running = asyncio.create_task(worker.run())
         await asyncio.wait_for(asyncio.gather(*followers), timeout=30)  # test code: not product code
@@ -183,6 +186,6 @@ async def test_a_stopping_server_ends_its_streams_at_once_and_clients_watch_else
         assert first.job.status == "QUEUED"
         began = time.monotonic()
         await server.stop()
-        assert time.monotonic() - began < 2, "stop waited for the watch stream (STOP_GRACE)"
+        assert time.monotonic() - began < STOP_GRACE * 0.8, "stop waited for the watch stream (STOP_GRACE)"
         assert await call.read() == grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
         assert "stopping" in dict(await call.trailing_metadata())["jobcluster-watch-end"]
