@@ -70,7 +70,9 @@ class Worker:
         self.jobs_done = 0
         # job id -> (output so far, set to stop it): the jobs running now.
         self._running: dict[str, tuple[OutputTail, asyncio.Event]] = {}
-        self._attempt_of: dict[str, int] = {}        # job id -> attempt, for the jobs running now
+        # (job id, attempt) -> set to stop it: the attempts running now (a rerun of a job may start in
+        # another slot before the old attempt has ended, so this is keyed by attempt too).
+        self._attempts: dict[tuple[str, int], asyncio.Event] = {}
         self._fenced: set[tuple[str, int]] = set()   # (job id, attempt) killed because the job moved on
 
     # --- outer loop -------------------------------------------------------------
@@ -171,15 +173,16 @@ class Worker:
         log.info("job %s attempt %d started", job_id, claimed.attempt)
         tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
         self._running[job_id] = (tail, stop)
-        self._attempt_of[job_id] = claimed.attempt
+        self._attempts[(job_id, claimed.attempt)] = stop
         try:
             result = await self._run(claimed, tail, stop)
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(claimed))
             raise
         finally:
-            self._running.pop(job_id, None)
-            self._attempt_of.pop(job_id, None)
+            self._attempts.pop((job_id, claimed.attempt), None)
+            if job_id in self._running and self._running[job_id][1] is stop:  # not a rerun in another slot
+                del self._running[job_id]
         if (job_id, claimed.attempt) in self._fenced:
             self._fenced.discard((job_id, claimed.attempt))
             log.warning("job %s attempt %d was killed: this worker had been declared dead and the job moved "
@@ -341,24 +344,25 @@ class Worker:
         partition) and requeued them. They must not run beside the reruns, nor record anything."""
         while True:
             await asyncio.sleep(FENCE_INTERVAL)
-            running = dict(self._attempt_of)
+            running = dict(self._attempts)
             if not running:
                 continue
             try:
-                owners = await self.store.liveness.job_owners(list(running))
+                owners = await self.store.liveness.job_owners(list({job_id for job_id, _ in running}))
             except UNAVAILABLE as exc:
                 log.debug("fence check skipped: %s", exc)
                 continue
-            for job_id, attempt in running.items():
-                entry = self._running.get(job_id)
-                if (entry is None or self._attempt_of.get(job_id) != attempt or (job_id, attempt) in self._fenced
-                        or not decide.fenced(attempt, owners.get(job_id), self.worker_id)):
+            for (job_id, attempt), stop in running.items():
+                owner = owners.get(job_id)
+                if ((job_id, attempt) not in self._attempts or (job_id, attempt) in self._fenced
+                        or not decide.fenced(attempt, owner, self.worker_id)):
                     continue
                 log.warning("job %s attempt %d: the job moved on (this worker was declared dead): killing it",
                             job_id, attempt)
                 self._fenced.add((job_id, attempt))
-                entry[1].set()
-                await self._take_back(job_id)
+                stop.set()
+                if owner is not None and owner[0] != Status.RUNNING.value:
+                    await self._take_back(job_id)  # nobody took it from the queue: maybe Redis never got it
 
     async def _take_back(self, job_id: str) -> None:
         """A fenced attempt's id still in our processing list (its recovery stopped between PostgreSQL

@@ -3,6 +3,10 @@ Redis moves an id, and a recovery cut between the two is finished by the next on
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from pathlib import Path
+
 import pytest
 
 from jobcluster.model import JobSpec, Status
@@ -10,6 +14,7 @@ from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
 from jobcluster.rows import Claimed
 from jobcluster.store import Store
+from tests.helpers import group_members, wait_for
 
 TERM = 7
 
@@ -72,3 +77,35 @@ async def test_a_recovery_cut_between_the_stores_is_finished_by_the_next(store: 
                                 transaction=lambda: store.fencing.fenced(TERM)) == (1, 0)
     assert await queue.jobs.dequeue("alive", timeout=0.1) == job_id
     assert await store.jobs.claim(job_id, "alive") is not None
+
+
+async def test_a_worker_declared_dead_kills_its_attempt_and_records_nothing(
+        store: Store, queue: Queue, make_worker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The leader declared a live worker dead (a stall) and requeued its job: the worker kills the old
+    attempt at once rather than let it run beside the rerun, and writes nothing for it."""
+    marks, pgid = tmp_path / "marks", tmp_path / "pgid"
+    sub = await store.jobs.insert(JobSpec(
+        f'echo $JOB_ATTEMPT >> {marks}; [ "$JOB_ATTEMPT" = 1 ] && {{ echo $$ > {pgid}; exec sleep 60; }}; true',
+        "", "", 3, 120.0, 0, ""), "test")
+    await queue.jobs.enqueue(sub.job_id)
+    worker = make_worker("w-stalled", burst=False, worker_concurrency=2, job_kill_grace=0.5)
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_for(lambda: pgid.exists() and pgid.read_text().strip(), what="attempt 1 started")
+        group = int(pgid.read_text())
+        # What the leader's cleanup does to a worker it believes dead.
+        assert await recover_worker(store, queue, "w-stalled", "worker lost: test") == (1, 0)
+        await wait_for(lambda: not group_members(group), timeout=10, what="attempt 1 killed")
+
+        async def succeeded() -> bool:
+            state = await store.jobs.state(sub.job_id)
+            return state is not None and state.status is Status.SUCCEEDED
+        await wait_for(succeeded, timeout=15, what="the rerun succeeded")
+    finally:
+        worker.stop()
+        await running
+    rows = await store.pool.fetch("SELECT attempt, error, output FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+                                  uuid.UUID(sub.job_id))
+    assert [(r["attempt"], r["error"]) for r in rows] == [(1, "worker lost: test"), (2, "")]
+    assert marks.read_text().split() == ["1", "2"]
+    assert "nothing recorded" in caplog.text
