@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from jobcluster import keys
 from jobcluster.model import JobSpec, Status
 from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
@@ -109,3 +110,40 @@ async def test_a_worker_declared_dead_kills_its_attempt_and_records_nothing(
     assert [(r["attempt"], r["error"]) for r in rows] == [(1, "worker lost: test"), (2, "")]
     assert marks.read_text().split() == ["1", "2"]
     assert "nothing recorded" in caplog.text
+
+
+@pytest.mark.parametrize("skew_ms", [30_000, -30_000])
+async def test_a_workers_host_clock_decides_no_retry_time(store: Store, queue: Queue, make_worker, skew_ms: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker whose host clock is 30 s off retries a failed job after its backoff, not 30 s late (or in
+    a claim/refuse loop): the retry is due by PostgreSQL's clock and waits in delayed_jobs by Redis'."""
+    from jobcluster import clock
+    monkeypatch.setattr(clock, "_skew_ms", skew_ms)
+    sub = await store.jobs.insert(JobSpec('[ "$JOB_ATTEMPT" = 1 ] && exit 1; true', "", "", 3, 30.0, 0, ""), "test")
+    await queue.jobs.enqueue(sub.job_id)
+    worker = make_worker("w-skewed", retry_backoff_base=0.3, retry_backoff_max=0.3)
+    async with asyncio.timeout(10):
+        await worker.run()  # burst: returns once nothing is left
+    state = await store.jobs.state(sub.job_id)
+    assert state is not None and state.status is Status.SUCCEEDED
+    claims = await store.pool.fetchval("SELECT count(*) FROM job_attempts WHERE job_id = $1", uuid.UUID(sub.job_id))
+    assert claims == 2
+
+
+async def test_a_retry_is_due_by_postgresql_and_waits_in_redis_by_redis(store: Store, queue: Queue) -> None:
+    sub = await store.jobs.insert(JobSpec("false", "", "", 3, 30.0, 0, ""), "test")
+    await queue.jobs.enqueue(sub.job_id)
+    assert await queue.jobs.dequeue("w", timeout=0.1) == sub.job_id
+    claimed = await store.jobs.claim(sub.job_id, "w")
+    assert claimed is not None
+    assert await store.jobs.finish_attempt(claimed, Status.PENDING, exit_code=1, error="exit code 1", output="",
+                                           output_truncated=False, retry_delay_ms=60_000)
+    ahead = await store.pool.fetchval("SELECT extract(epoch FROM not_before - now()) FROM jobs WHERE id = $1",
+                                      uuid.UUID(sub.job_id))
+    assert 59 < ahead <= 60
+    state = await store.jobs.state(sub.job_id)
+    assert state is not None and not state.due and 59_000 < state.wait_ms <= 60_000
+    await queue.jobs.retry_later("w", sub.job_id, state.wait_ms)
+    secs, micros = await queue.redis.time()
+    score = await queue.redis.zscore(keys.DELAYED, sub.job_id)
+    assert 58_000 < score - (secs * 1000 + micros // 1000) <= 60_000
