@@ -21,6 +21,9 @@ key                             type   what it holds
 ``servers``                     zset   server address -> last heartbeat (unix ms).
 ``server:<host:port>``          hash   that server's pid, host, start time; expires
                                        when its heartbeats stop.
+``reconciled``                  string set by the leader's reconciliation (unix ms); when
+                                       it is gone, Redis lost its data and ``dlq_tasks`` is
+                                       rebuilt from every dead letter in PostgreSQL.
 ==============================  =====  ==================================================
 """
 
@@ -35,6 +38,7 @@ WORKER_INFO_PREFIX = "worker:"
 SERVERS = "servers"
 LIVE_OUTPUT_PREFIX = "live_output:"
 SERVER_INFO_PREFIX = "server:"
+RECONCILED = "reconciled"
 
 
 def processing(worker_id: str) -> str:

@@ -25,6 +25,7 @@ from jobcluster.recovery import recover_worker
 from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
+from scheduler_server.healer import reconcile_dead_letters
 
 log = logging.getLogger("leader")
 
@@ -220,16 +221,27 @@ class Leader:
                 log.info("worker %s is gone (%s); it held no jobs", worker_id, why)
 
     async def reconcile(self, token: int) -> None:
-        """Jobs PostgreSQL says are waiting but Redis holds nowhere are pushed again.
+        """Rebuild what Redis lost from PostgreSQL: waiting jobs Redis holds nowhere are pushed again,
+        dead letters ``dlq_tasks`` lacks go back into it. Every RECONCILE_AFTER / 2.
 
-        Looks at jobs unchanged for RECONCILE_AFTER (so a submit between its INSERT
-        and its push is never touched), every RECONCILE_AFTER / 2.
+        Looks at jobs unchanged for RECONCILE_AFTER (so a submit between its INSERT and its push is
+        never touched); once Redis lost its data (the ``reconciled`` mark is gone), at every job, so
+        that all is back within RECONCILE_AFTER / 2 of the loss: an id pushed twice (a submit in
+        flight) is harmless, since a claim is judged by PostgreSQL. Running jobs' processing-list
+        entries are not rebuilt: their workers settle by PostgreSQL first, and a gone worker's RUNNING
+        jobs are found in PostgreSQL (``cleanup``).
         """
         mono = time.monotonic()
         if mono < self._next_reconcile:
             return
         self._next_reconcile = mono + max(TICK, self.settings.reconcile_after / 2)
-        waiting = await self.store.reconcile.waiting(self.settings.reconcile_after, RECONCILE_BATCH)
+        kept = await self.queue.reconcile.kept_data()
+        unchanged_for = self.settings.reconcile_after if kept else 0.0
+        await self._reconcile_waiting(unchanged_for)
+        await reconcile_dead_letters(self.store, self.queue, unchanged_for, kept=kept)
+
+    async def _reconcile_waiting(self, unchanged_for: float) -> None:
+        waiting = await self.store.reconcile.waiting(unchanged_for, RECONCILE_BATCH)
         if not waiting:
             return
         held = await self.queue.reconcile.held_ids()

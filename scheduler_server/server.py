@@ -81,7 +81,8 @@ class SchedulerServer:
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="server-heartbeat"))
         if self.election is None:
             log.warning("ETCD_ENDPOINTS is empty: running without a leader. Cron schedules, cleanup after "
-                        "dead workers and reconciliation are OFF on this server")
+                        "dead workers and reconciliation are OFF on this server (it still queues its own "
+                        "submissions that Redis missed)")
 
     def _tls_label(self) -> str:
         if self.credentials is None:
@@ -105,6 +106,9 @@ class SchedulerServer:
         self.store = await retrying(lambda: Store.connect(self.settings), what="connect to DATABASE_URL",
                                     errors=POSTGRES_ERRORS, first_delay=0.5, log=log)
         self.service.attach_store(self.store)
+        # Its own submissions stored but not pushed (Redis down, or its last run died) heal without a leader.
+        self._tasks.append(asyncio.create_task(self.service.unpushed.run(self.store, self.service.queue,
+                                                                         self.address), name="heal-unpushed"))
         await self._set_health(True)
         log.info("ready: PostgreSQL connected, schema current")
         if self.election is not None:

@@ -6,13 +6,16 @@ PostgreSQL's side (jobs that should be waiting) is :mod:`jobcluster.store.reconc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
+
+#: Ids per dead-letter restore script (each LPOS scans dlq_tasks, kept short after a data loss).
+DEAD_CHUNK = 500
 
 # KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV pairs (id, due ms; 0 = now).
 # Puts back each id that Redis holds nowhere (reconciliation). Returns how many.
@@ -35,12 +38,54 @@ return pushed
 """
 
 
+# KEYS[1] dlq_tasks; ARGV ids, oldest dead letter first. LPUSHes each id dlq_tasks lacks. Returns how many.
+_RESTORE_DEAD = """
+local pushed = 0
+for i = 1, #ARGV do
+  if not redis.call('LPOS', KEYS[1], ARGV[i]) then
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    pushed = pushed + 1
+  end
+end
+return pushed
+"""
+
+
 class Reconcile(Part):
-    """Every id Redis holds, and restoring missing ones."""
+    """Every id Redis holds, restoring missing ones, and the mark that says Redis kept its data."""
 
     def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
         super().__init__(redis, op_timeout)
         self._restore = self.redis.register_script(_RESTORE)
+        self._restore_dead = self.redis.register_script(_RESTORE_DEAD)
+
+    @bounded
+    async def kept_data(self) -> bool:
+        """Whether Redis still holds the mark :meth:`mark_kept` set (gone: Redis lost its data)."""
+        return bool(await self.redis.exists(keys.RECONCILED))
+
+    @bounded
+    async def mark_kept(self) -> None:
+        """Set the mark whose loss tells reconciliation that Redis lost its data."""
+        await self.redis.set(keys.RECONCILED, str(int(time.time() * 1000)))
+
+    @bounded
+    async def missing_dead(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of these ids that ``dlq_tasks`` lacks (one LPOS each, pipelined; recent dead letters are
+        near the head, so each is cheap; a missing one scans the list)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.lpos(keys.DLQ, job_id)
+            found = await pipe.execute()
+        return [job_id for job_id, at in zip(job_ids, found) if at is None]
+
+    @bounded
+    async def restore_dead(self, job_ids: Sequence[str]) -> int:
+        """LPUSH to ``dlq_tasks`` the ids it lacks (checked atomically), oldest dead letter first."""
+        pushed = 0
+        for start in range(0, len(job_ids), DEAD_CHUNK):
+            pushed += int(await self._restore_dead(keys=[keys.DLQ], args=list(job_ids[start:start + DEAD_CHUNK])))
+        return pushed
 
     @bounded
     async def held_ids(self) -> set[str]:

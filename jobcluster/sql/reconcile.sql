@@ -11,3 +11,38 @@ SELECT id, status, not_before FROM jobs
 -- name: still_waiting
 SELECT id, status, not_before FROM jobs
  WHERE id = ANY($1::uuid[]) AND status IN ('QUEUED', 'PENDING');
+
+-- name: dead_letter_window
+-- How far dead letters were checked against dlq_tasks (NULL: never), and the end of this
+-- pass's window: dead letters unchanged for $1 seconds (so a worker between its FAILED
+-- and its push to dlq_tasks is never touched). One clock: PostgreSQL's.
+SELECT (SELECT checked_to FROM dead_letter_checks) AS checked_to,
+       now() - make_interval(secs => $1) AS upto;
+
+-- name: set_dead_letter_checked_to
+INSERT INTO dead_letter_checks (checked_to) VALUES ($1)
+    ON CONFLICT (singleton) DO UPDATE
+   SET checked_to = GREATEST(dead_letter_checks.checked_to, EXCLUDED.checked_to);
+
+-- name: dead_letters_between
+-- Dead letters (FAILED, not purged) last changed in [$1, $2), after ($3, $4) in
+-- (updated_at, id) order; at most $5. Reads the partial index jobs_dead_letters_idx.
+SELECT id, updated_at FROM jobs
+ WHERE status = 'FAILED' AND dead_letter_purged_at IS NULL
+   AND updated_at >= $1 AND updated_at < $2 AND (updated_at, id) > ($3, $4)
+ ORDER BY updated_at, id
+ LIMIT $5;
+
+-- name: still_dead
+SELECT id FROM jobs
+ WHERE id = ANY($1::uuid[]) AND status = 'FAILED' AND dead_letter_purged_at IS NULL;
+
+-- name: waiting_submitted_via
+-- A server's own waiting jobs last changed before it started ($2 seconds ago): at its start,
+-- those Redis may lack (its last run died between INSERT and push). Newest first, at most $3.
+-- Read once per start; it scans the waiting jobs (jobs_waiting_idx), not every job.
+SELECT id, status, not_before FROM jobs
+ WHERE status IN ('QUEUED', 'PENDING') AND submitted_via = $1
+   AND updated_at < now() - make_interval(secs => $2)
+ ORDER BY updated_at DESC
+ LIMIT $3;

@@ -1,4 +1,4 @@
-"""Dead-lettered (FAILED) jobs in PostgreSQL: what the DLQ listing shows, and retrying them.
+"""Dead-lettered (FAILED) jobs in PostgreSQL: what the DLQ listing shows, retrying them, recording purges.
 
 SQL in ``sql/dead_letters.sql``. The list of ids itself is Redis' ``dlq_tasks``
 (:mod:`jobcluster.queue.dead_letters`).
@@ -31,6 +31,20 @@ class DeadLetters:
         """FAILED jobs among these go back to QUEUED with a fresh retry budget; returns their ids."""
         rows = await self.pool.fetch(Q["retry_dead_jobs"], _uuids(job_ids))
         return [str(r["id"]) for r in rows]
+
+    async def purged(self, job_ids: list[str]) -> None:
+        """Record that these dead letters were purged: a rebuild of dlq_tasks leaves them out."""
+        await self.pool.execute(Q["purge_dead_jobs"], _uuids(job_ids))
+
+    async def purged_all(self, batch: int = 10_000) -> int:
+        """Record that every dead letter was purged, ``batch`` rows per statement; returns how many."""
+        total = 0
+        while True:
+            status = await self.pool.execute(Q["purge_all_dead_jobs"], batch)
+            done = int(status.split()[-1])  # "UPDATE n"
+            total += done
+            if done < batch:
+                return total
 
 
 def _uuids(job_ids: list[str]) -> list[uuid.UUID]:

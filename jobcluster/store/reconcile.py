@@ -1,11 +1,15 @@
-"""Reconciliation's view of PostgreSQL: jobs that should be waiting in Redis.
+"""Reconciliation's view of PostgreSQL: jobs that should be waiting in Redis, and dead letters that
+should be in ``dlq_tasks``.
 
 SQL in ``sql/reconcile.sql``. The Redis side is :mod:`jobcluster.queue.reconcile`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -14,9 +18,21 @@ from jobcluster.sqlfile import load_queries
 
 Q = load_queries("reconcile.sql")
 
+#: Before every dead letter, in (updated_at, id) order.
+_START = (dt.datetime.min.replace(tzinfo=dt.timezone.utc), uuid.UUID(int=0))
+
+
+@dataclass(frozen=True)
+class DeadLetterWindow:
+    """Which dead letters a pass checks: last changed in [``since``, ``upto``); ``since`` None = never
+    checked before (a new or upgraded database)."""
+
+    since: dt.datetime | None
+    upto: dt.datetime
+
 
 class Reconcile:
-    """Waiting (QUEUED/PENDING) jobs."""
+    """Waiting (QUEUED/PENDING) jobs and dead letters (FAILED, not purged)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -29,3 +45,37 @@ class Reconcile:
         """Those of these jobs that are still QUEUED/PENDING."""
         rows = await self.pool.fetch(Q["still_waiting"], [uuid.UUID(i) for i in ids])
         return [WaitingJob.from_record(r) for r in rows]
+
+    async def waiting_submitted_via(self, address: str, before_secs: float, limit: int) -> list[WaitingJob]:
+        """QUEUED/PENDING jobs submitted through ``address``, unchanged for ``before_secs``; newest first."""
+        rows = await self.pool.fetch(Q["waiting_submitted_via"], address, before_secs, limit)
+        return [WaitingJob.from_record(r) for r in rows]
+
+    async def dead_letter_window(self, unchanged_for: float) -> DeadLetterWindow:
+        """Where the last pass stopped, and dead letters unchanged for ``unchanged_for`` seconds end."""
+        row = await self.pool.fetchrow(Q["dead_letter_window"], unchanged_for)
+        assert row is not None
+        return DeadLetterWindow(row["checked_to"], row["upto"])
+
+    async def dead_letters_checked(self, upto: dt.datetime) -> None:
+        """Record that dead letters changed before ``upto`` are in dlq_tasks (never moves back)."""
+        await self.pool.execute(Q["set_dead_letter_checked_to"], upto)
+
+    async def dead_letters(self, since: dt.datetime | None, upto: dt.datetime,
+                           page: int) -> AsyncIterator[list[str]]:
+        """Ids of dead letters (FAILED, not purged) last changed in [since, upto), oldest change first,
+        in pages of ``page`` (one keyset query each; ``since`` None: from the first)."""
+        start = since or _START[0]
+        after = _START
+        while True:
+            rows = await self.pool.fetch(Q["dead_letters_between"], start, upto, after[0], after[1], page)
+            if rows:
+                yield [str(r["id"]) for r in rows]
+                after = (rows[-1]["updated_at"], rows[-1]["id"])
+            if len(rows) < page:
+                return
+
+    async def still_dead(self, ids: list[str]) -> list[str]:
+        """Those of these jobs that are still dead letters (FAILED, not purged)."""
+        rows = await self.pool.fetch(Q["still_dead"], [uuid.UUID(i) for i in ids])
+        return [str(r["id"]) for r in rows]

@@ -15,6 +15,7 @@ from jobcluster.rows import JobRow
 from jobcluster.settings import Settings
 from jobcluster.store import Store
 from scheduler_server.errors import NotFound, NotReady
+from scheduler_server.healer import Unpushed
 from scheduler_server.watch import WatchHub
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -29,6 +30,7 @@ class Servicer(pb_grpc.JobServiceServicer):
         self.address = address
         self._store: Store | None = None
         self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
+        self.unpushed = Unpushed()  # submissions stored but not pushed (Redis down); the server heals them
         self.watch_hub = WatchHub(lambda: self.store, queue.live_output, max_streams=settings.watch_max_streams,
                                   max_life=settings.watch_max_life)
 

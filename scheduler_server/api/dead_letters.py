@@ -136,11 +136,16 @@ class DeadLetterRpcs(Servicer):
 
     @rpc
     async def PurgeDeadLetters(self, request: pb.DeadLettersRequest, context: Context) -> pb.DeadLettersResult:
+        # PostgreSQL first: a purge it does not know of would be undone by reconciliation (rebuilding dlq_tasks).
         if request.all:
+            await self.store.dead_letters.purged_all()
             n = await self.queue.dead_letters.purge_all()
             log.info("dlq_tasks purged: %d id(s)", n)
             return pb.DeadLettersResult(count=n)
-        wanted = set(await self._named_ids(request))
+        named = await self._named_ids(request)
+        for start in range(0, len(named), BATCH):
+            await self.store.dead_letters.purged(named[start:start + BATCH])
+        wanted = set(named)
 
         async def picked(chunk: list[str]) -> list[str]:
             return [i for i in chunk if i in wanted]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from jobcluster.errors import REDIS_ERRORS
@@ -16,6 +16,7 @@ from jobcluster.rows import Submitted
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
 from scheduler_server.errors import Conflict, NotFound, StoredNotQueued, rpc, rpc_stream
+from scheduler_server.healer import Unpushed
 from scheduler_server.watch import WATCH_END_TRAILER
 
 log = logging.getLogger("server")
@@ -28,12 +29,16 @@ MAX_BATCH = 10_000
 
 
 @contextlib.asynccontextmanager
-async def queueing(stored: str, remedy: str) -> AsyncIterator[None]:
-    """Tell Redis about jobs PostgreSQL already holds; if Redis is down, say they are stored and how they heal."""
+async def queueing(stored: str, remedy: str, unpushed: Unpushed, ids: Iterable[str]) -> AsyncIterator[None]:
+    """Tell Redis about jobs PostgreSQL already holds; if Redis is down, say they are stored and how they
+    heal: this server pushes ``ids`` once Redis is back (:mod:`scheduler_server.healer`)."""
     try:
         yield
     except REDIS_ERRORS as exc:
-        raise StoredNotQueued(f"{stored} stored but Redis is unavailable ({exc}); {remedy}") from exc
+        unpushed.remember(ids)
+        raise StoredNotQueued(f"{stored} stored but Redis is unavailable ({exc}); this server queues "
+                              f"{'it' if stored.startswith('job ') else 'them'} when Redis is back, "
+                              f"or {remedy}") from exc
 
 
 def _accepted(s: Submitted) -> pb.JobResponse:
@@ -61,7 +66,8 @@ class JobRpcs(Servicer):
     async def SubmitJob(self, request: pb.Job, context: Context) -> pb.JobResponse:
         spec = self.job_spec(request, run_at_ms=request.run_at_ms, idempotency_key=request.idempotency_key)
         s = await self.store.jobs.insert(spec, self.address)
-        async with queueing(f"job {s.job_id} is", "submit again with the same idempotency key to queue it"):
+        async with queueing(f"job {s.job_id} is", "submit again with the same idempotency key to queue it",
+                            self.unpushed, [s.job_id]):
             if s.inserted:
                 await self.queue.jobs.enqueue(s.job_id, s.due_ms if s.status is Status.PENDING else 0)
             elif s.status is Status.QUEUED:
@@ -85,8 +91,8 @@ class JobRpcs(Servicer):
                 label = f" ({job.name!r})" if job.name else ""
                 raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
         results = await self.store.jobs.insert_many(specs, self.address)
-        async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency "
-                                                        "keys, or the leader will queue them"):
+        async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency keys",
+                            self.unpushed, [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)]):
             fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0) for s in results if s.inserted]
             if fresh:
                 await self.queue.jobs.enqueue_many(fresh)

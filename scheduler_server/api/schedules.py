@@ -81,7 +81,7 @@ class ScheduleRpcs(Servicer):
         sch = await self._schedule(request)
         job_id = await self.store.schedules.insert_job(None, sch, None, self.address, f"manual:{uuid.uuid4()}")
         assert job_id is not None  # a fresh key always inserts
-        async with queueing(f"job {job_id} is", "the leader's reconciliation will queue it"):
+        async with queueing(f"job {job_id} is", "the leader's reconciliation will", self.unpushed, [job_id]):
             await self.queue.jobs.enqueue(job_id)
         log.info("schedule %s run now: job %s", sch.name, job_id)
         return pb.JobResponse(job_id=job_id, success=True, message=f"job of schedule {sch.name} queued")

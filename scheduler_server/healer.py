@@ -1,0 +1,139 @@
+"""Healing Redis from PostgreSQL: a server re-pushes its own stored-but-unpushed submissions, and the
+leader's reconciliation rebuilds ``dlq_tasks``.
+
+A submit writes PostgreSQL first and Redis second. When the push fails (Redis down) or the server
+dies between the two, PostgreSQL holds a waiting job Redis does not. The server heals its own such
+jobs, with or without a leader (ETCD_ENDPOINTS empty): :class:`Unpushed` remembers the ids whose
+push failed and :meth:`Unpushed.run` pushes them once Redis answers; at start it looks for waiting
+jobs it submitted (``jobs.submitted_via`` = its address) before it started that Redis lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable
+
+from jobcluster.errors import UNAVAILABLE, which
+from jobcluster.model import Status
+from jobcluster.queue import Queue
+from jobcluster.rows import WaitingJob
+from jobcluster.store import Store
+
+log = logging.getLogger("server")
+
+#: How often a server retries its unpushed submissions (seconds).
+HEAL_EVERY = 1.0
+#: Most ids a server remembers; past that it forgets new ones and scans PostgreSQL once Redis is back.
+MAX_REMEMBERED = 100_000
+#: Most of its own waiting jobs a server looks at in one scan (newest first).
+SCAN_LIMIT = 10_000
+#: Above this many ids, read every id Redis holds once instead of one LPOS per id.
+_LPOS_AT_MOST = 20
+#: Dead letters per PostgreSQL page when rebuilding ``dlq_tasks``.
+DEAD_PAGE = 5000
+
+
+class Unpushed:
+    """Ids this server stored in PostgreSQL but could not push to Redis, pushed again in the background."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._scan = True  # at start: jobs this address stored before, that Redis may lack
+        self._started = time.monotonic()
+        self._failing = False
+
+    def remember(self, job_ids: Iterable[str]) -> None:
+        """Push these later (their push failed); too many, and a scan of PostgreSQL finds them instead."""
+        for job_id in job_ids:
+            if len(self._ids) >= MAX_REMEMBERED:
+                self._scan = True
+                return
+            self._ids.add(job_id)
+
+    @property
+    def waiting(self) -> int:
+        """How many ids are remembered."""
+        return len(self._ids)
+
+    async def run(self, store: Store, queue: Queue, address: str) -> None:
+        """Forever: every HEAL_EVERY, push what is remembered (and scan when due) until it succeeds."""
+        while True:
+            try:
+                await self.heal(store, queue, address)
+                if self._failing:
+                    log.info("unpushed submissions: Redis and PostgreSQL reachable again")
+                self._failing = False
+            except UNAVAILABLE as exc:
+                if not self._failing:
+                    log.error("unpushed submissions: %s unavailable (%s); %d job(s) wait to be queued",
+                              which(exc), exc, len(self._ids))
+                self._failing = True
+            await asyncio.sleep(HEAL_EVERY)
+
+    async def heal(self, store: Store, queue: Queue, address: str) -> int:
+        """One round: the scan when due, then the remembered ids. Returns how many were pushed."""
+        pushed = 0
+        if self._scan:
+            since_start = time.monotonic() - self._started
+            own = await store.reconcile.waiting_submitted_via(address, since_start, SCAN_LIMIT)
+            pushed += await _restore(queue, own)
+            self._scan = False
+            if pushed:
+                log.warning("%d waiting job(s) submitted here before this start were missing from Redis "
+                            "and were pushed", pushed)
+        if self._ids:
+            ids = list(self._ids)
+            waiting = await store.reconcile.still_waiting(ids)
+            done = await _restore(queue, waiting)
+            self._ids.difference_update(ids)
+            pushed += done
+            if done:
+                log.info("%d stored job(s) whose push had failed are queued now", done)
+        return pushed
+
+
+async def _restore(queue: Queue, jobs: list[WaitingJob]) -> int:
+    """Push those of these waiting jobs that Redis holds nowhere (checked atomically per id)."""
+    if len(jobs) > _LPOS_AT_MOST:
+        held = await queue.reconcile.held_ids()
+        jobs = [w for w in jobs if w.job_id not in held]
+    return await queue.reconcile.restore(
+        (w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in jobs)
+
+
+async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: float, *, kept: bool) -> int:
+    """Dead letters (FAILED jobs not purged) that ``dlq_tasks`` lacks go back into it; returns how many.
+
+    Each pass checks the dead letters that changed since the last one (PostgreSQL remembers how far it
+    got), so its cost follows the rate of failures, not the length of the DLQ. When Redis lost its data
+    (``kept`` False: the mark is gone) it checks every dead letter once, against one read of the whole
+    list. A database that was never checked (new, or just migrated) only starts counting: dead letters
+    purged before the purge was recorded must not come back.
+    """
+    window = await store.reconcile.dead_letter_window(unchanged_for)
+    if window.since is None:
+        await store.reconcile.dead_letters_checked(window.upto)
+        await queue.reconcile.mark_kept()
+        return 0
+    held: set[str] | None = None if kept else set(await queue.dead_letters.ids())
+    # Kept: look again a little before where the last pass stopped (a slow commit's older updated_at).
+    since = window.since - dt.timedelta(seconds=max(unchanged_for, 1.0)) if kept else None
+    pushed = 0
+    async for page in store.reconcile.dead_letters(since, window.upto, DEAD_PAGE):
+        if held is not None:
+            missing = [i for i in page if i not in held]
+        else:
+            missing = await queue.reconcile.missing_dead(page)
+        if missing:
+            # Read again after looking at Redis: a job retried or purged meanwhile stays out.
+            pushed += await queue.reconcile.restore_dead(await store.reconcile.still_dead(missing))
+    if not kept:
+        await queue.reconcile.mark_kept()
+    await store.reconcile.dead_letters_checked(window.upto)
+    if pushed:
+        log.warning("reconciliation: %d dead letter(s) were missing from dlq_tasks and were pushed again",
+                    pushed)
+    return pushed

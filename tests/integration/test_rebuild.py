@@ -1,0 +1,153 @@
+"""Everything Redis holds is rebuilt from PostgreSQL: pending, delayed and dlq_tasks after FLUSHALL
+(a purge stays a purge), and a server's own stored-but-unpushed submissions without a leader."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from jobcluster import keys
+from jobcluster.devtools.services import free_port
+from jobcluster.model import now_ms, validate_job
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from jobcluster.queue import Queue
+from jobcluster.store import Store
+from scheduler_server.healer import Unpushed, reconcile_dead_letters
+from scheduler_server.server import SchedulerServer
+from tests.helpers import wait_for
+
+
+async def _dead(stub, make_worker, command: str) -> str:
+    job_id = (await stub.SubmitJob(pb.Job(command=command, max_retries=0))).job_id
+    await make_worker(f"w-dead-{job_id[:8]}").run()
+    assert (await stub.GetJobStatus(pb.JobId(id=job_id))).status == "FAILED"
+    return job_id
+
+
+async def _lists(queue: Queue) -> tuple[list[str], list[str], list[str]]:
+    r = queue.redis
+    return (await r.lrange(keys.PENDING, 0, -1), await r.zrange(keys.DELAYED, 0, -1),
+            await r.lrange(keys.DLQ, 0, -1))
+
+
+async def test_after_flushall_pending_delayed_and_dlq_are_whole_within_reconcile_after(
+        server, stub, store: Store, queue: Queue, make_worker, settings, tmp_path):
+    await store.pool.execute("DELETE FROM dead_letter_checks")
+    dead = [await _dead(stub, make_worker, f"exit {n}") for n in (3, 4)]
+    purged = await _dead(stub, make_worker, "exit 5")
+    await stub.PurgeDeadLetters(pb.DeadLettersRequest(ids=[purged]))
+    # A running job: its worker settles by PostgreSQL first, so its processing list need not come back.
+    go = tmp_path / "go"
+    running = (await stub.SubmitJob(pb.Job(command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo ran",
+                                           max_retries=0))).job_id
+    worker = make_worker("w-busy", burst=False, worker_concurrency=1)
+    working = asyncio.create_task(worker.run())
+    try:
+        await wait_for(lambda: _status(stub, running, "RUNNING"), what="RUNNING")
+        waiting = (await stub.SubmitJob(pb.Job(command="echo waited"))).job_id  # the one slot is busy
+        delayed = (await stub.SubmitJob(pb.Job(command="true", run_at_ms=now_ms() + 3_600_000))).job_id
+        await wait_for(lambda: queue.reconcile.kept_data(), what="the leader's first reconciliation")
+        before = await _lists(queue)
+        assert before == ([waiting], [delayed], dead[::-1])
+
+        await queue.redis.flushall()
+        flushed = time.monotonic()
+        await wait_for(lambda: _whole(queue, before), timeout=10, interval=0.02, what="lists rebuilt")
+        # The pass after the loss is due within RECONCILE_AFTER / 2 and looks at every job; generous on
+        # a loaded machine, yet it fails when the loss is not noticed (the waiting job's age would count).
+        assert time.monotonic() - flushed < settings.reconcile_after * 3
+        assert purged not in await queue.redis.lrange(keys.DLQ, 0, -1)
+        go.touch()
+        await wait_for(lambda: _status(stub, waiting, "SUCCEEDED"), timeout=20, what="waiting job ran")
+        job = await stub.GetJobStatus(pb.JobId(id=running))
+        assert (job.status, job.output, job.attempts) == ("SUCCEEDED", "ran\n", 1)
+    finally:
+        worker.stop()
+        await working
+
+
+def _spec(**fields):
+    return validate_job(default_max_retries=0, default_timeout=60.0, max_command_bytes=1000, **fields)
+
+
+async def _status(stub, job_id: str, status: str) -> bool:
+    return (await stub.GetJobStatus(pb.JobId(id=job_id))).status == status
+
+
+async def _whole(queue: Queue, before: tuple[list[str], list[str], list[str]]) -> bool:
+    pending, delayed, dlq = await _lists(queue)
+    return (sorted(pending), sorted(delayed), dlq) == (sorted(before[0]), sorted(before[1]), before[2])
+
+
+@pytest.fixture
+async def leaderless_stub(settings, store: Store, queue: Queue) -> AsyncIterator[pb_grpc.JobServiceStub]:
+    """A server without etcd: no leader reconciles behind the test's back."""
+    srv = SchedulerServer(replace(settings, server_port=free_port(), etcd_endpoints=()))
+    await srv.start()
+    try:
+        await wait_for(lambda: srv.store is not None, what="server ready")
+        async with grpc.aio.insecure_channel(srv.address) as channel:
+            yield pb_grpc.JobServiceStub(channel)
+    finally:
+        await srv.stop()
+
+
+async def test_a_purge_is_not_undone(leaderless_stub, store: Store, queue: Queue, make_worker):
+    """Reconciliation directly: dlq_tasks lost, then rebuilt without the purged id; a later dead letter
+    missing from dlq_tasks (a worker died before its push) comes back on an ordinary pass."""
+    stub = leaderless_stub
+    await store.pool.execute("DELETE FROM dead_letter_checks")
+    kept, purged = [await _dead(stub, make_worker, "exit 7") for _ in range(2)]
+    await stub.PurgeDeadLetters(pb.DeadLettersRequest(ids=[purged]))
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=False) == 0  # first pass: starts counting
+    await queue.redis.delete(keys.DLQ, keys.RECONCILED)
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=await queue.reconcile.kept_data()) == 1
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == [kept]
+    late = await _dead(stub, make_worker, "exit 8")
+    await queue.redis.lrem(keys.DLQ, 0, late)  # as if its worker died between FAILED and the push
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=True) == 1
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == [late, kept]
+    await stub.PurgeDeadLetters(pb.DeadLettersRequest(all=True))
+    await queue.redis.delete(keys.RECONCILED)
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=False) == 0
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == []
+
+
+async def test_a_server_without_a_leader_pushes_its_own_jobs_that_redis_lacks(settings, store: Store,
+                                                                             queue: Queue):
+    """Its last run died between INSERT and push: at start, with ETCD_ENDPOINTS empty, it pushes them."""
+    port = free_port()
+    address = f"{settings.server_host}:{port}"
+    mine = await store.jobs.insert(_spec(command="true"), address)
+    later = await store.jobs.insert(_spec(command="true", run_at_ms=now_ms() + 3_600_000), address)
+    other = await store.jobs.insert(_spec(command="true"), "127.0.0.1:1")
+    srv = SchedulerServer(replace(settings, server_port=port, etcd_endpoints=()))
+    await srv.start()
+    try:
+        await wait_for(lambda: _lists_are(queue, [mine.job_id], [later.job_id]), what="own jobs pushed")
+        assert other.job_id not in await queue.redis.lrange(keys.PENDING, 0, -1)  # a leader's job
+    finally:
+        await srv.stop()
+
+
+async def _lists_are(queue: Queue, pending: list[str], delayed: list[str]) -> bool:
+    got = await _lists(queue)
+    return (got[0], got[1]) == (pending, delayed)
+
+
+async def test_unpushed_ids_are_pushed_once_redis_answers(store: Store, queue: Queue, settings):
+    """The server remembers ids whose push failed; a round pushes those still waiting, once each."""
+    a = await store.jobs.insert(_spec(command="true"), "x")
+    b = await store.jobs.insert(_spec(command="true"), "x")
+    await queue.jobs.enqueue(b.job_id)  # a retried submit on another server queued it meanwhile
+    unpushed = Unpushed()
+    unpushed.remember([a.job_id, b.job_id])
+    assert await unpushed.heal(store, queue, "nobody:0") == 1
+    assert unpushed.waiting == 0
+    assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted([a.job_id, b.job_id])
