@@ -321,7 +321,7 @@ class Worker:
                                             ttl=max(10.0, 10 * self.settings.heartbeat_interval), within=within)
 
     async def _heartbeat_loop(self) -> None:
-        """Beat every HEARTBEAT_INTERVAL, each beat bounded by that interval: a beat that fails is not
+        """Beat every HEARTBEAT_INTERVAL, each beat bounded by about that long: a beat that fails is not
         retried with the outage backoff (the next one is due soon anyway), so beats resume within one
         interval of Redis answering again, and nothing else a worker does can hold them up."""
         interval = self.settings.heartbeat_interval
@@ -329,7 +329,9 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._heartbeat_once(within=interval)
+                # Bounded, so a stalled Redis cannot hold the next beat back for long; not below 0.5 s,
+                # so a loaded machine does not drop beats that were merely slow.
+                await self._heartbeat_once(within=max(interval, 0.5))
             except UNAVAILABLE as exc:  # TimeoutError is one of them
                 if not failing:
                     log.error("heartbeat failed, retrying every %gs: %s", interval, exc or type(exc).__name__)
