@@ -142,11 +142,16 @@ REDIS_CONF = "redis.conf"
 
 def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = False,
                 detach: bool = False, timeout: float = 20.0, login: Login | None = None) -> Service:
-    """Redis from ``data_dir/redis.conf`` (mode 0600, rewritten each start): with ``login``, its ACL user only."""
+    """Redis from ``data_dir/redis.conf`` (mode 0600, rewritten each start, so an older ``.run`` gets the
+    current settings): with ``persist``, an append-only file in ``data_dir``; with ``login``, its ACL user only."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     quoted = '"' + str(data_dir).replace("\\", "\\\\").replace('"', '\\"') + '"'
     lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no", f"dir {quoted}",
              'save ""', f"appendonly {'yes' if persist else 'no'}"]
+    if persist:
+        # AOF, fsync'd once a second: a crash of Redis or the machine loses at most the last second of
+        # writes, and reconciliation puts those ids back from PostgreSQL. "always" would fsync per write.
+        lines.append("appendfsync everysec")
     if login is not None:
         lines += lockdown.redis_acl(login.user, login.password)
     conf = data_dir / REDIS_CONF

@@ -10,8 +10,10 @@ from dataclasses import replace
 
 import grpc
 import pytest
+import redis
 
 from jobcluster import keys
+from jobcluster.devtools import services as svc
 from jobcluster.devtools.services import free_port
 from jobcluster.model import now_ms, validate_job
 from jobcluster.pb import scheduler_pb2 as pb
@@ -151,3 +153,28 @@ async def test_unpushed_ids_are_pushed_once_redis_answers(store: Store, queue: Q
     assert await unpushed.heal(store, queue, "nobody:0") == 1
     assert unpushed.waiting == 0
     assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted([a.job_id, b.job_id])
+
+
+def test_make_starts_redis_keeps_its_data_through_kill_9(tmp_path):
+    """persist=True (make start): AOF with appendfsync everysec, data in its directory, even a config
+    left by an older start is rewritten; kill -9 and a restart lose nothing written a moment before."""
+    data = tmp_path / "redis"
+    data.mkdir()
+    (data / svc.REDIS_CONF).write_text("appendonly no\n")  # an older .run
+    port = free_port()
+    first = svc.start_redis(data, port, tmp_path / "redis.log", persist=True)
+    try:
+        r = redis.Redis(port=port, decode_responses=True)
+        assert r.config_get("appendonly") == {"appendonly": "yes"}
+        assert r.config_get("appendfsync") == {"appendfsync": "everysec"}
+        r.lpush(keys.DLQ, "kept")
+        r.close()
+    finally:
+        first.kill()
+    again = svc.start_redis(data, port, tmp_path / "redis.log", persist=True)
+    try:
+        r = redis.Redis(port=port, decode_responses=True)
+        assert r.lrange(keys.DLQ, 0, -1) == ["kept"]
+        r.close()
+    finally:
+        again.stop()
