@@ -82,14 +82,15 @@ async def wait_terminal(dsn: str, what: str, query: str, timeout: float) -> None
         await asyncio.sleep(0.5)
 
 
-async def settle(cluster: Cluster, timeout: float = 60.0) -> None:
-    """Wait until every program runs again and a leader leads."""
+async def settle(cluster: Cluster, timeout: float = 60.0) -> bool:
+    """Wait until every program runs again and a leader leads; False if that did not happen in time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(p.alive() for p in cluster.programs.values()) and await cluster.leader() is not None:
-            return
+            return True
         await asyncio.sleep(0.3)
-    print("  !! the cluster did not settle (a program down or no leader)", flush=True)
+    print(f"  !! the cluster did not settle in {timeout:.0f}s (a program down or no leader)", flush=True)
+    return False
 
 
 def orphans(job_ids: set[str]) -> list[str]:
@@ -155,7 +156,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: Fault
     stop_faults.set()
     injected = await faults
     print(f"load submitted in {load_seconds:.0f}s; faults stopped at {time.monotonic() - t0:.0f}s", flush=True)
-    await settle(cluster)
+    settled = await settle(cluster)
     await wait_terminal(dsn, "jobs", busy + " AND schedule_id IS NULL", args.timeout)
     # The cron is checked up to its last tick fired, which must come after the faults ended.
     fresh = f"SELECT count(*) FROM jobs WHERE scheduled_for > '{dt.datetime.now(dt.UTC).isoformat()}'"
@@ -169,6 +170,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: Fault
     stop_supervisor.set()
     await supervisor
     facts = await gather_facts(cluster, log, len(jobs), cron_start, cron_end)
+    facts.settled = settled
     return report(cluster, facts, injected, took)
 
 
@@ -204,6 +206,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the logs and data directory")
     args = p.parse_args()
+    # SIGTERM (a timeout, Ctrl-C's cousin) ends the run through the finally blocks: every process we started stops
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = FaultPlan(worker_every=4, server_every=8, leader_every=12, redis_stop_at=3, postgres_restart_at=13,
                      etcd_restart_at=17) if args.quick else FaultPlan()
     root = Path(tempfile.mkdtemp(prefix="jobcluster-chaos-"))
