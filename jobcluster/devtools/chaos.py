@@ -259,11 +259,14 @@ async def inject_faults(cluster: Cluster, plan: FaultPlan, stop: asyncio.Event) 
             for kind, at in list(due.items()):
                 if at and now >= at:
                     victim = (await cluster.leader()) if kind == "leader" else cluster.pick(kind)
+                    period = {"worker": plan.worker_every, "server": plan.server_every,
+                              "leader": plan.leader_every}[kind]
                     if victim is not None and victim.kill():
                         done[f"kill -9 {kind}"] += 1
                         cluster.note(f"kill -9 {victim.name} ({kind})")
-                    due[kind] = at + {"worker": plan.worker_every, "server": plan.server_every,
-                                      "leader": plan.leader_every}[kind]
+                        due[kind] = at + period
+                    else:  # none to kill now (no leader yet, all down): try again in a second
+                        due[kind] = now + 1.0
             for what, when in list(once.items()):
                 if when is not None and now >= when:
                     once[what] = None
