@@ -110,7 +110,7 @@ async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: floa
     Each pass checks the dead letters that changed since the last one (PostgreSQL remembers how far it
     got), so its cost follows the rate of failures, not the length of the DLQ. When Redis lost its data
     (``kept`` False: the mark is gone) it checks every dead letter once, against one read of the whole
-    list. A database that was never checked (new, or just migrated) only starts counting: dead letters
+    list (as it does when a pass has more than DEAD_PAGE to check). A database that was never checked (new, or just migrated) only starts counting: dead letters
     purged before the purge was recorded must not come back.
     """
     window = await store.reconcile.dead_letter_window(unchanged_for)
@@ -118,18 +118,24 @@ async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: floa
         await store.reconcile.dead_letters_checked(window.upto)
         await queue.reconcile.mark_kept()
         return 0
-    held: set[str] | None = None if kept else set(await queue.dead_letters.ids())
+    held, known = (None, 0) if kept else await queue.reconcile.dead_letters_read()
     # Kept: look again a little before where the last pass stopped (a slow commit's older updated_at).
     since = window.since - dt.timedelta(seconds=max(unchanged_for, 1.0)) if kept else None
     pushed = 0
     async for page in store.reconcile.dead_letters(since, window.upto, DEAD_PAGE):
-        if held is not None:
-            missing = [i for i in page if i not in held]
-        else:
+        if held is None and len(page) == DEAD_PAGE:  # many to check (no leader for a while): read it once
+            held, known = await queue.reconcile.dead_letters_read()
+        if held is None:  # a few recent dead letters, near the head: one LPOS each, then an atomic push
             missing = await queue.reconcile.missing_dead(page)
-        if missing:
-            # Read again after looking at Redis: a job retried or purged meanwhile stays out.
-            pushed += await queue.reconcile.restore_dead(await store.reconcile.still_dead(missing))
+            if missing:
+                # Read again after looking at Redis: a job retried or purged meanwhile stays out.
+                pushed += await queue.reconcile.restore_dead(await store.reconcile.still_dead(missing))
+        else:  # against one read of the list: linear in its length
+            missing = [i for i in page if i not in held]
+            if missing:
+                done = await queue.reconcile.restore_dead_since(await store.reconcile.still_dead(missing), known)
+                known += done
+                pushed += done
     if not kept:
         await queue.reconcile.mark_kept()
     await store.reconcile.dead_letters_checked(window.upto)

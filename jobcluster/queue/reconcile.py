@@ -16,6 +16,8 @@ from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
 
 #: Ids per dead-letter restore script (each LPOS scans dlq_tasks, kept short after a data loss).
 DEAD_CHUNK = 500
+#: Ids per LRANGE when reading ``dlq_tasks`` whole.
+DEAD_READ = 1000
 
 # KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV pairs (id, due ms; 0 = now).
 # Puts back each id that Redis holds nowhere (reconciliation). Returns how many.
@@ -51,6 +53,23 @@ return pushed
 """
 
 
+# KEYS[1] dlq_tasks; ARGV[1] how long the caller knows the list to be (its length when the caller read it
+# whole, plus what the caller pushed since), ARGV[2..] ids it found missing then, oldest first. Only the
+# entries pushed to the head since (by workers) are searched, so a rebuild after a loss stays linear.
+# Returns how many were pushed.
+_RESTORE_DEAD_SINCE = """
+local fresh = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
+local pushed = 0
+for i = 2, #ARGV do
+  if fresh <= 0 or not redis.call('LPOS', KEYS[1], ARGV[i], 'MAXLEN', fresh) then
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    pushed = pushed + 1
+  end
+end
+return pushed
+"""
+
+
 class Reconcile(Part):
     """Every id Redis holds, restoring missing ones, and the mark that says Redis kept its data."""
 
@@ -58,6 +77,7 @@ class Reconcile(Part):
         super().__init__(redis, op_timeout)
         self._restore = self.redis.register_script(_RESTORE)
         self._restore_dead = self.redis.register_script(_RESTORE_DEAD)
+        self._restore_dead_since = self.redis.register_script(_RESTORE_DEAD_SINCE)
 
     @bounded
     async def kept_data(self) -> bool:
@@ -78,6 +98,28 @@ class Reconcile(Part):
                 pipe.lpos(keys.DLQ, job_id)
             found = await pipe.execute()
         return [job_id for job_id, at in zip(job_ids, found) if at is None]
+
+    @bounded
+    async def dead_letters_read(self) -> tuple[set[str], int]:
+        """Every id in ``dlq_tasks`` and the list's length then, for :meth:`restore_dead_since`."""
+        held: set[str] = set()
+        length = 0
+        while True:
+            page = cast(list[str], await self.redis.lrange(keys.DLQ, -length - DEAD_READ, -length - 1))
+            held.update(page)
+            length += len(page)
+            if len(page) < DEAD_READ:
+                return held, length
+
+    @bounded
+    async def restore_dead_since(self, job_ids: Sequence[str], known: int) -> int:
+        """LPUSH to ``dlq_tasks`` these ids, which it lacked when it was ``known`` long, unless one was
+        pushed since (checked atomically among the newest entries only). Returns how many were pushed."""
+        pushed = 0
+        for start in range(0, len(job_ids), DEAD_CHUNK):
+            pushed += int(await self._restore_dead_since(
+                keys=[keys.DLQ], args=[known + pushed, *job_ids[start:start + DEAD_CHUNK]]))
+        return pushed
 
     @bounded
     async def restore_dead(self, job_ids: Sequence[str]) -> int:

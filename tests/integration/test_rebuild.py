@@ -178,3 +178,12 @@ def test_make_starts_redis_keeps_its_data_through_kill_9(tmp_path):
         r.close()
     finally:
         again.stop()
+
+
+async def test_a_rebuild_does_not_repeat_a_dead_letter_a_worker_pushed_meanwhile(queue: Queue):
+    await queue.redis.lpush(keys.DLQ, "a")
+    held, known = await queue.reconcile.dead_letters_read()
+    assert (held, known) == ({"a"}, 1)
+    await queue.redis.lpush(keys.DLQ, "b")  # a worker dead-letters b after the rebuild read the list
+    assert await queue.reconcile.restore_dead_since(["b", "c"], known) == 1
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == ["c", "b", "a"]
