@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 #: After the worker is gone, keep killing (processes forked meanwhile) for at most this long.
 KILL_FOR = 5.0
 SCAN_INTERVAL = 0.01
@@ -98,14 +99,15 @@ def read_registrations(fd: int, sessions: set[int]) -> None:
             return
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
-            if line[:1] in (b"+", b"-") and line[1:].isdigit():
+            # Only group ids > 1: killpg(0) would be the reaper's own group, 1 is init's.
+            if line[:1] in (b"+", b"-") and line[1:].isdigit() and int(line[1:]) > 1:
                 (sessions.add if line[:1] == b"+" else sessions.discard)(int(line[1:]))
 
 
-def _set_parent_death_signal(sig: int) -> None:
+def _prctl(option: int, arg: int) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}, {arg}) failed")
 
 
 def reaper_main(worker_pid: int) -> int:
@@ -121,7 +123,11 @@ def reaper_main(worker_pid: int) -> int:
             os.set_blocking(0, False)
 
     signal.signal(signal.SIGTERM, parent_gone)
-    _set_parent_death_signal(signal.SIGTERM)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # Not dumpable: no process of the same user (a job, when jobs run as the worker's own user) may open
+    # /proc/<reaper>/fd/0, which would give it a write end of the pipe: lines of its own, and no end of
+    # file when the worker dies (the parent-death signal above covers that too).
+    _prctl(PR_SET_DUMPABLE, 0)
     parent_gone()  # it may have died before the prctl
     sessions: set[int] = set()
     read_registrations(0, sessions)
@@ -176,12 +182,18 @@ class Reaper:
         self._groups.discard(pgid)
         self._send(b"-%d\n" % pgid)
 
-    def _send(self, line: bytes) -> None:
+    def _send(self, data: bytes) -> None:
         try:
-            os.write(self._fd, line)  # under PIPE_BUF: atomic; the reaper reads all the time
-        except (BrokenPipeError, OSError) as exc:
-            # It died and the pidfd callback has not run yet: it will restart it with every group.
-            log.debug("reaper not reachable (%s); it is restarted", exc)
+            os.write(self._fd, data)  # a line is under PIPE_BUF: written whole or not at all
+        except BlockingIOError:
+            # The pipe is full: the reaper stopped reading (SIGSTOPped?). Never block the worker on it:
+            # replace it; the new one is handed every group, this change included.
+            assert self._proc is not None
+            log.warning("the job reaper (pid %d) is not reading; replacing it", self._proc.pid)
+            self._proc.kill()
+        except OSError as exc:
+            # It died and the pidfd callback has not run yet: that restarts it, with every group.
+            log.debug("job reaper not reachable (%s); it is being restarted", exc)
 
     def _spawn(self) -> None:
         read_end, write_end = os.pipe()  # both close-on-exec: no job inherits the write end
@@ -195,8 +207,9 @@ class Reaper:
         finally:
             os.close(read_end)
         self._fd = write_end
+        os.set_blocking(self._fd, False)
         if self._groups:
-            os.write(self._fd, b"".join(b"+%d\n" % g for g in self._groups))
+            self._send(b"".join(b"+%d\n" % g for g in self._groups))
         self._watch()
 
     def _watch(self) -> None:

@@ -162,14 +162,16 @@ async def test_a_user_that_cannot_enter_the_cwd_fails_cleanly(tmp_path, job_user
 
 #: A worker in miniature: starts a reaper, runs one job through run_shell registered with it, and waits.
 PARENT = """
-import asyncio, sys
+import asyncio, subprocess, sys
 from worker.reaper import Reaper
 from worker.sandbox import resolve_job_user
 from worker.shell import job_env, run_shell
 
 async def main():
     reaper = Reaper.start()
-    run_as = resolve_job_user(sys.argv[2])[1] if len(sys.argv) > 2 else None
+    if sys.argv[3:] == ["leak"]:  # another process holds the pipe's write end: no end of file for the reaper
+        holder = subprocess.Popen(["sleep", "4459"], pass_fds=(reaper._fd,), start_new_session=True)
+    run_as = resolve_job_user(sys.argv[2])[1] if sys.argv[2:3] not in ([], [""]) else None
     await run_shell(sys.argv[1], timeout=0, kill_grace=1, output_limit=1000, env=job_env("j", 1),
                     cwd="/", run_as=run_as, groups=reaper)
     reaper.close()
@@ -180,6 +182,10 @@ asyncio.run(main())
 #: its shell waiting on a third.
 FAMILY = ("sleep {0}1 & python3 -c 'import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"{0}2\"])' & "
           "sleep {0}3")
+
+
+#: Larger than the largest pid_max (2**22): no process group has this id.
+NO_SUCH_GROUP = 5_000_000
 
 
 def family_left(tag: str) -> list[tuple[int, int]]:
@@ -193,9 +199,9 @@ def parent(tmp_path):
 
     tags: list[str] = []
 
-    def start(tag: str, *user: str) -> subprocess.Popen:
+    def start(tag: str, *args: str) -> subprocess.Popen:
         log = open(tmp_path / f"parent-{tag}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-c", PARENT, FAMILY.format(tag), *user], stdout=log,
+        proc = subprocess.Popen([sys.executable, "-c", PARENT, FAMILY.format(tag), *args], stdout=log,
                                 stderr=subprocess.STDOUT)
         log.close()
         started.append(proc)
@@ -208,7 +214,7 @@ def parent(tmp_path):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
-    for pid, _ in [p for tag in tags for p in family_left(tag)]:  # left by a failed test: none of ours may stay
+    for pid, _ in [p for tag in tags for p in family_left(tag)] + procs_running("sleep", "4459"):  # left by a failed test: none of ours may stay
         os.kill(pid, signal.SIGKILL)
 
 
@@ -255,3 +261,27 @@ async def test_a_clean_close_ends_the_reaper_and_a_finished_job_is_forgotten():
     reaper.close()
     assert reaper.returncode == 0 and reaper.pid not in reapers_of(os.getpid())
     assert group_members(pgid) == []
+
+
+async def test_without_end_of_file_the_parent_death_signal_still_kills_the_jobs(parent):
+    proc = parent("4454", "", "leak")
+    await wait_for(lambda: len(family_left("4454")) == 3 and procs_running("sleep", "4459"), timeout=10,
+                   what="the job's three sleeps and the process holding the pipe")
+    await _killed_and_gone(proc, "4454")
+
+
+async def test_a_reaper_that_stops_reading_is_replaced_without_blocking_the_worker():
+    reaper = Reaper.start()
+    first = reaper.pid
+    os.kill(first, signal.SIGSTOP)
+    try:
+        for n in range(20_000):  # ~300 kB of lines: a blocking pipe would have hung here
+            reaper.add(NO_SUCH_GROUP + n)  # above any pid_max: should a reaper act on it, it kills nothing
+            reaper.remove(NO_SUCH_GROUP + n)
+        await wait_for(lambda: reaper.pid != first and not os.path.exists(f"/proc/{first}"), timeout=10,
+                       what="the stopped reaper replaced")
+    finally:
+        if reaper.pid == first:  # not replaced (a failure): still our unreaped child, so the pid is its
+            os.kill(first, signal.SIGKILL)  # leave no stopped reaper behind
+        reaper.close()
+    assert reaper.returncode == 0
