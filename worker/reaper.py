@@ -152,6 +152,7 @@ class Reaper:
         self._pidfd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._replacing = False  # the reaper was killed for not reading; the pidfd callback replaces it
 
     @classmethod
     def start(cls) -> Reaper:
@@ -188,9 +189,10 @@ class Reaper:
         except BlockingIOError:
             # The pipe is full: the reaper stopped reading (SIGSTOPped?). Never block the worker on it:
             # replace it; the new one is handed every group, this change included.
-            assert self._proc is not None
-            log.warning("the job reaper (pid %d) is not reading; replacing it", self._proc.pid)
-            self._proc.kill()
+            if self._proc is not None and not self._replacing:
+                log.warning("the job reaper (pid %d) is not reading; replacing it", self._proc.pid)
+                self._proc.kill()
+                self._replacing = True
         except OSError as exc:
             # It died and the pidfd callback has not run yet: that restarts it, with every group.
             log.debug("job reaper not reachable (%s); it is being restarted", exc)
@@ -207,6 +209,7 @@ class Reaper:
         finally:
             os.close(read_end)
         self._fd = write_end
+        self._replacing = False
         os.set_blocking(self._fd, False)
         if self._groups:
             self._send(b"".join(b"+%d\n" % g for g in self._groups))
@@ -232,9 +235,14 @@ class Reaper:
         self._unwatch()
         code = self._proc.wait()
         os.close(self._fd)
+        self._fd = -1  # writes fail (and are ignored) until a new reaper is there
         log.warning("the job reaper (pid %d) exited with %s; starting another, %d running job group(s) handed to it",
                     self._proc.pid, code, len(self._groups))
-        self._spawn()
+        try:
+            self._spawn()
+        except OSError as exc:
+            log.error("could not start a new job reaper (%s): the jobs of this worker now outlive it if it is "
+                      "killed with SIGKILL; restart the worker", exc)
 
     def close(self) -> None:
         """Stop the reaper: it kills the groups still registered (none after a clean stop) and exits."""
@@ -242,7 +250,8 @@ class Reaper:
             return
         self._closed = True
         self._unwatch()
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
         try:
             self._proc.wait(CLOSE_WAIT)
         except subprocess.TimeoutExpired:
