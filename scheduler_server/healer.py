@@ -104,6 +104,25 @@ async def _restore(queue: Queue, jobs: list[WaitingJob]) -> int:
         (w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in jobs)
 
 
+async def rebuild_waiting(store: Store, queue: Queue) -> int:
+    """After Redis lost its data: every waiting job Redis holds nowhere is pushed again, oldest change
+    first, against one read of what Redis holds (linear, however long the queue). Returns how many."""
+    held, known = await queue.reconcile.held_and_pending_length()
+    pushed = 0
+    async for page in store.reconcile.all_waiting(0.0, DEAD_PAGE):
+        missing = [w.job_id for w in page if w.job_id not in held]
+        if missing:
+            # Read again after looking at Redis: a job taken or finished meanwhile is no longer waiting.
+            order = {job_id: n for n, job_id in enumerate(missing)}
+            again = sorted(await store.reconcile.still_waiting(missing), key=lambda w: order[w.job_id])
+            done, known = await queue.reconcile.restore_since(
+                [(w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in again], known)
+            pushed += done
+    if pushed:
+        log.warning("reconciliation: Redis lost its data; %d waiting job(s) were pushed again", pushed)
+    return pushed
+
+
 async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: float, *, kept: bool) -> int:
     """Dead letters (FAILED jobs not purged) that ``dlq_tasks`` lacks go back into it; returns how many.
 

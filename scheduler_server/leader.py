@@ -25,7 +25,7 @@ from jobcluster.recovery import recover_worker
 from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
-from scheduler_server.healer import reconcile_dead_letters
+from scheduler_server.healer import rebuild_waiting, reconcile_dead_letters
 
 log = logging.getLogger("leader")
 
@@ -237,7 +237,10 @@ class Leader:
         self._next_reconcile = mono + max(TICK, self.settings.reconcile_after / 2)
         kept = await self.queue.reconcile.kept_data()
         unchanged_for = self.settings.reconcile_after if kept else 0.0
-        await self._reconcile_waiting(unchanged_for)
+        if kept:
+            await self._reconcile_waiting(unchanged_for)
+        else:
+            await rebuild_waiting(self.store, self.queue)
         await reconcile_dead_letters(self.store, self.queue, unchanged_for, kept=kept)
 
     async def _reconcile_waiting(self, unchanged_for: float) -> None:

@@ -4,7 +4,8 @@
 
 Private Redis and PostgreSQL in a temporary directory (removed afterwards). Prints the time of an
 ordinary pass (nothing new), of a pass after 100 new dead letters (one missing from ``dlq_tasks``),
-of the full rebuild after FLUSHALL, and Redis' slowest commands.
+of the full rebuilds of ``pending_jobs`` (100,000 QUEUED jobs) and ``dlq_tasks`` after FLUSHALL, and
+Redis' slowest commands.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ from jobcluster.devtools import services as svc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.healer import reconcile_dead_letters
+from scheduler_server.healer import rebuild_waiting, reconcile_dead_letters
 
 INSERT = """INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, updated_at)
     SELECT gen_random_uuid(), 'true', CASE WHEN g <= $1::int THEN 'FAILED' ELSE 'SUCCEEDED' END, 0, 1,
            now() - make_interval(secs => $4) FROM generate_series($2::int, $3::int) g RETURNING id, status"""
+
+WAITING = """INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, updated_at)
+    SELECT gen_random_uuid(), 'true', 'QUEUED', 0, 1, now() - interval '1 minute'
+      FROM generate_series(1, $1::int) RETURNING id"""
+QUEUED = 100_000
 
 
 async def _timed(what: str, pass_: Awaitable[int]) -> None:
@@ -59,9 +65,19 @@ async def measure(services: dict[str, svc.Service], dead: int, finished: int) ->
     await queue.redis.lpush(keys.DLQ, *[str(r["id"]) for r in new][:-1])
     await _timed("ordinary pass, 100 new dead letters, 1 missing",
                  reconcile_dead_letters(store, queue, 1.0, kept=True))
+    queued = await store.pool.fetch(WAITING, QUEUED)
+    for at in range(0, len(queued), 1000):
+        await queue.redis.lpush(keys.PENDING, *[str(r["id"]) for r in queued[at:at + 1000]])
+    print(f"{QUEUED} QUEUED jobs in pending_jobs")
     await queue.redis.flushall()
-    await _timed("full rebuild after FLUSHALL", reconcile_dead_letters(store, queue, 0.0, kept=False))
-    print(f"dlq_tasks now holds {await queue.redis.llen(keys.DLQ)} ids")
+    started, n = time.perf_counter(), 0
+    async for page in store.reconcile.all_waiting(0.0, 5000):
+        n += len(page)
+    print(f"reading {n} waiting jobs: {1000 * (time.perf_counter() - started):.1f} ms")
+    await _timed("full rebuild of pending_jobs after FLUSHALL", rebuild_waiting(store, queue))
+    await _timed("full rebuild of dlq_tasks after FLUSHALL", reconcile_dead_letters(store, queue, 0.0, kept=False))
+    print(f"pending_jobs now holds {await queue.redis.llen(keys.PENDING)} ids, "
+          f"dlq_tasks {await queue.redis.llen(keys.DLQ)}")
     await store.close()
     await queue.redis.aclose()
 

@@ -70,6 +70,32 @@ return pushed
 """
 
 
+# KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV[1] how long the caller knows
+# pending_jobs to be (read whole, plus its own pushes), then pairs (id, due ms; 0 = now) of ids Redis held
+# nowhere then. Searches only pending_jobs' entries pushed since (so a rebuild stays linear), delayed_jobs
+# and the processing lists; then pushes the rest. Returns {pushed to pending, to delayed}.
+_RESTORE_SINCE = """
+local fresh = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
+local ready, later = {}, {}
+for i = 2, #ARGV, 2 do
+  local id, due = ARGV[i], tonumber(ARGV[i + 1])
+  local held = redis.call('ZSCORE', KEYS[2], id)
+  if not held and fresh > 0 then held = redis.call('LPOS', KEYS[1], id, 'MAXLEN', fresh) end
+  local k = 3
+  while not held and k <= #KEYS do
+    held = redis.call('LPOS', KEYS[k], id)
+    k = k + 1
+  end
+  if not held then
+    if due > 0 then later[#later + 1] = due; later[#later + 1] = id else ready[#ready + 1] = id end
+  end
+end
+if #ready > 0 then redis.call('LPUSH', KEYS[1], unpack(ready)) end
+if #later > 0 then redis.call('ZADD', KEYS[2], unpack(later)) end
+return {#ready, #later / 2}
+"""
+
+
 class Reconcile(Part):
     """Every id Redis holds, restoring missing ones, and the mark that says Redis kept its data."""
 
@@ -77,6 +103,7 @@ class Reconcile(Part):
         super().__init__(redis, op_timeout)
         self._restore = self.redis.register_script(_RESTORE)
         self._restore_dead = self.redis.register_script(_RESTORE_DEAD)
+        self._restore_since = self.redis.register_script(_RESTORE_SINCE)
         self._restore_dead_since = self.redis.register_script(_RESTORE_DEAD_SINCE)
 
     @bounded
@@ -138,6 +165,33 @@ class Reconcile(Part):
         for key in await processing_lists(self.redis):
             held.update(cast(list[str], await self.redis.lrange(key, 0, -1)))
         return held
+
+    @bounded
+    async def held_and_pending_length(self) -> tuple[set[str], int]:
+        """Like :meth:`held_ids`, with the length ``pending_jobs`` had when read (for :meth:`restore_since`)."""
+        pending = cast(list[str], await self.redis.lrange(keys.PENDING, 0, -1))
+        held = set(pending)
+        held.update(cast(list[str], await self.redis.zrange(keys.DELAYED, 0, -1)))
+        for key in await processing_lists(self.redis):
+            held.update(cast(list[str], await self.redis.lrange(key, 0, -1)))
+        return held, len(pending)
+
+    @bounded
+    async def restore_since(self, jobs: Sequence[tuple[str, int]], known: int) -> tuple[int, int]:
+        """Put back ids Redis held nowhere when ``pending_jobs`` was ``known`` long, unless one came back
+        since (checked atomically, among pending_jobs' newest entries only); ``(id, due ms or 0)``, in
+        chunks. Returns (pushed in all, the pending length the caller knows now)."""
+        pushed = 0
+        now = time.time() * 1000
+        processing = await processing_lists(self.redis)
+        for start in range(0, len(jobs), DEAD_CHUNK):
+            args: list[str | int] = [known]
+            for job_id, due_ms in jobs[start:start + DEAD_CHUNK]:
+                args += [job_id, due_ms if due_ms > now else 0]
+            ready, later = await self._restore_since(keys=[keys.PENDING, keys.DELAYED, *processing], args=args)
+            known += int(ready)
+            pushed += int(ready) + int(later)
+        return pushed, known
 
     @bounded
     async def restore(self, jobs: Iterable[tuple[str, int]]) -> int:

@@ -9,8 +9,9 @@ SELECT id, status, not_before FROM jobs
  LIMIT $2;
 
 -- name: still_waiting
-SELECT id, status, not_before FROM jobs
- WHERE id = ANY($1::uuid[]) AND status IN ('QUEUED', 'PENDING');
+-- The caller keeps the QUEUED/PENDING ones. No status here: with statistics from before a burst the
+-- planner would take the partial index jobs_waiting_idx and read every waiting job, per call.
+SELECT id, status, not_before FROM jobs WHERE id = ANY($1::uuid[]);
 
 -- name: dead_letter_window
 -- How far dead letters were checked against dlq_tasks (NULL: never), and the end of this
@@ -34,8 +35,8 @@ SELECT id, updated_at FROM jobs
  LIMIT $5;
 
 -- name: still_dead
-SELECT id FROM jobs
- WHERE id = ANY($1::uuid[]) AND status = 'FAILED' AND dead_letter_purged_at IS NULL;
+-- The caller keeps the dead letters; no status here, for the reason given at still_waiting.
+SELECT id, status, dead_letter_purged_at IS NOT NULL AS purged FROM jobs WHERE id = ANY($1::uuid[]);
 
 -- name: waiting_submitted_via
 -- A server's own waiting jobs last changed before it started ($2 seconds ago): at its start,
@@ -46,3 +47,12 @@ SELECT id, status, not_before FROM jobs
    AND updated_at < now() - make_interval(secs => $2)
  ORDER BY updated_at DESC
  LIMIT $3;
+
+-- name: waiting_jobs_after
+-- Every waiting job unchanged for $1 seconds, after ($2, $3) in (updated_at, id) order; at most $4.
+-- After Redis lost its data the leader pages through them all (jobs_waiting_idx).
+SELECT id, status, not_before, updated_at FROM jobs
+ WHERE status IN ('QUEUED', 'PENDING') AND updated_at < now() - make_interval(secs => $1)
+   AND updated_at >= $2 AND (updated_at, id) > ($2, $3)
+ ORDER BY updated_at, id
+ LIMIT $4;

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from jobcluster.model import Status
 from jobcluster.rows import WaitingJob
 from jobcluster.sqlfile import load_queries
 
 Q = load_queries("reconcile.sql")
 
+_WAITING = (Status.QUEUED.value, Status.PENDING.value)
 #: Before every dead letter, in (updated_at, id) order.
 _START = (dt.datetime.min.replace(tzinfo=dt.timezone.utc), uuid.UUID(int=0))
 
@@ -41,10 +43,22 @@ class Reconcile:
         """QUEUED/PENDING jobs unchanged for ``unchanged_for`` seconds, oldest change first."""
         return [WaitingJob.from_record(r) for r in await self.pool.fetch(Q["waiting_jobs"], unchanged_for, limit)]
 
+    async def all_waiting(self, unchanged_for: float, page: int) -> AsyncIterator[list[WaitingJob]]:
+        """Every QUEUED/PENDING job unchanged for ``unchanged_for`` seconds, oldest change first, in pages
+        of ``page`` (one keyset query each)."""
+        after = _START
+        while True:
+            rows = await self.pool.fetch(Q["waiting_jobs_after"], unchanged_for, after[0], after[1], page)
+            if rows:
+                yield [WaitingJob.from_record(r) for r in rows]
+                after = (rows[-1]["updated_at"], rows[-1]["id"])
+            if len(rows) < page:
+                return
+
     async def still_waiting(self, ids: list[str]) -> list[WaitingJob]:
         """Those of these jobs that are still QUEUED/PENDING."""
         rows = await self.pool.fetch(Q["still_waiting"], [uuid.UUID(i) for i in ids])
-        return [WaitingJob.from_record(r) for r in rows]
+        return [WaitingJob.from_record(r) for r in rows if r["status"] in _WAITING]
 
     async def waiting_submitted_via(self, address: str, before_secs: float, limit: int) -> list[WaitingJob]:
         """QUEUED/PENDING jobs submitted through ``address``, unchanged for ``before_secs``; newest first."""
@@ -78,4 +92,4 @@ class Reconcile:
     async def still_dead(self, ids: list[str]) -> list[str]:
         """Those of these jobs that are still dead letters (FAILED, not purged)."""
         rows = await self.pool.fetch(Q["still_dead"], [uuid.UUID(i) for i in ids])
-        return [str(r["id"]) for r in rows]
+        return [str(r["id"]) for r in rows if r["status"] == Status.FAILED.value and not r["purged"]]

@@ -39,7 +39,7 @@ async def _lists(queue: Queue) -> tuple[list[str], list[str], list[str]]:
 
 
 async def test_after_flushall_pending_delayed_and_dlq_are_whole_within_reconcile_after(
-        server, stub, store: Store, queue: Queue, make_worker, settings, tmp_path):
+        server, stub, store: Store, queue: Queue, make_worker, settings, tmp_path, caplog):
     await store.pool.execute("DELETE FROM dead_letter_checks")
     dead = [await _dead(stub, make_worker, f"exit {n}") for n in (3, 4)]
     purged = await _dead(stub, make_worker, "exit 5")
@@ -64,6 +64,7 @@ async def test_after_flushall_pending_delayed_and_dlq_are_whole_within_reconcile
         # The pass after the loss is due within RECONCILE_AFTER / 2 and looks at every job; generous on
         # a loaded machine, yet it fails when the loss is not noticed (the waiting job's age would count).
         assert time.monotonic() - flushed < settings.reconcile_after * 3
+        assert "Redis lost its data; 2 waiting job(s) were pushed again" in caplog.text  # the loss was seen
         assert purged not in await queue.redis.lrange(keys.DLQ, 0, -1)
         go.touch()
         await wait_for(lambda: _status(stub, waiting, "SUCCEEDED"), timeout=20, what="waiting job ran")
@@ -187,3 +188,15 @@ async def test_a_rebuild_does_not_repeat_a_dead_letter_a_worker_pushed_meanwhile
     await queue.redis.lpush(keys.DLQ, "b")  # a worker dead-letters b after the rebuild read the list
     assert await queue.reconcile.restore_dead_since(["b", "c"], known) == 1
     assert await queue.redis.lrange(keys.DLQ, 0, -1) == ["c", "b", "a"]
+
+
+async def test_a_rebuild_does_not_repeat_a_waiting_id_pushed_meanwhile(queue: Queue):
+    await queue.redis.lpush(keys.PENDING, "x")
+    await queue.redis.zadd(keys.DELAYED, {"d": 1})
+    held, known = await queue.reconcile.held_and_pending_length()
+    assert (held, known) == ({"x", "d"}, 1)
+    await queue.redis.lpush(keys.PENDING, "y")  # a submit pushed y after the rebuild read Redis
+    later = now_ms() + 3_600_000
+    assert await queue.reconcile.restore_since([("y", 0), ("d", 0), ("z", 0), ("w", later)], known) == (2, 2)
+    assert await queue.redis.lrange(keys.PENDING, 0, -1) == ["z", "y", "x"]
+    assert await queue.redis.zrange(keys.DELAYED, 0, -1) == ["d", "w"]

@@ -13,3 +13,8 @@ CREATE TABLE dead_letter_checks (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     checked_to timestamptz NOT NULL
 );
+
+-- After Redis lost its data the leader pages through every waiting job in (updated_at, id) order:
+-- a batch submit gives thousands of jobs one updated_at, so the index carries the id too.
+DROP INDEX jobs_waiting_idx;
+CREATE INDEX jobs_waiting_idx ON jobs (updated_at, id) WHERE status IN ('QUEUED', 'PENDING');
