@@ -96,12 +96,14 @@ class Unpushed:
 
 
 async def _restore(queue: Queue, jobs: list[WaitingJob]) -> int:
-    """Push those of these waiting jobs that Redis holds nowhere (checked atomically per id)."""
-    if len(jobs) > _LPOS_AT_MOST:
-        held = await queue.reconcile.held_ids()
-        jobs = [w for w in jobs if w.job_id not in held]
-    return await queue.reconcile.restore(
-        (w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in jobs)
+    """Push those of these waiting jobs that Redis holds nowhere (checked atomically per id; many: against
+    one read of what Redis holds, so the pushes stay linear in the queue's length)."""
+    pairs = [(w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in jobs]
+    if len(pairs) <= _LPOS_AT_MOST:
+        return await queue.reconcile.restore(pairs)
+    held, known = await queue.reconcile.held_and_pending_length()
+    pushed, _ = await queue.reconcile.restore_since([p for p in pairs if p[0] not in held], known)
+    return pushed
 
 
 async def rebuild_waiting(store: Store, queue: Queue) -> int:

@@ -200,3 +200,13 @@ async def test_a_rebuild_does_not_repeat_a_waiting_id_pushed_meanwhile(queue: Qu
     assert await queue.reconcile.restore_since([("y", 0), ("d", 0), ("z", 0), ("w", later)], known) == (2, 2)
     assert await queue.redis.lrange(keys.PENDING, 0, -1) == ["z", "y", "x"]
     assert await queue.redis.zrange(keys.DELAYED, 0, -1) == ["d", "w"]
+
+
+async def test_many_unpushed_ids_are_pushed_once_each(store: Store, queue: Queue):
+    """Past 20 ids the server reads what Redis holds once instead of one LPOS per id."""
+    ids = [(await store.jobs.insert(_spec(command="true"), "x")).job_id for _ in range(30)]
+    await queue.redis.lpush(keys.PENDING, *ids[:5])
+    unpushed = Unpushed()
+    unpushed.remember(ids)
+    assert await unpushed.heal(store, queue, "nobody:0") == 25
+    assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted(ids)
