@@ -22,8 +22,8 @@ key                             type   what it holds
 ``server:<host:port>``          hash   that server's pid, host, start time; expires
                                        when its heartbeats stop.
 ``reconciled``                  string set by the leader's reconciliation (unix ms); when
-                                       it is gone, Redis lost its data and ``dlq_tasks`` is
-                                       rebuilt from every dead letter in PostgreSQL.
+                                       it is gone, Redis lost its data: every waiting job and
+                                       dead letter in PostgreSQL is checked at once.
 ==============================  =====  ==================================================
 """
 

@@ -1,5 +1,5 @@
 """Healing Redis from PostgreSQL: a server re-pushes its own stored-but-unpushed submissions, and the
-leader's reconciliation rebuilds ``dlq_tasks``.
+leader's reconciliation rebuilds ``dlq_tasks`` and, after Redis lost its data, every waiting job.
 
 A submit writes PostgreSQL first and Redis second. When the push fails (Redis down) or the server
 dies between the two, PostgreSQL holds a waiting job Redis does not. The server heals its own such
