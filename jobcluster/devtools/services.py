@@ -145,6 +145,7 @@ def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = Fa
     """Redis from ``data_dir/redis.conf`` (mode 0600, rewritten each start, so an older ``.run`` gets the
     current settings): with ``persist``, an append-only file in ``data_dir``; with ``login``, its ACL user only."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # an older .run made it 0755, and the append-only files in it are 0644
     quoted = '"' + str(data_dir).replace("\\", "\\\\").replace('"', '\\"') + '"'
     lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no", f"dir {quoted}",
              'save ""', f"appendonly {'yes' if persist else 'no'}"]

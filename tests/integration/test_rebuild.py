@@ -160,7 +160,7 @@ def test_make_starts_redis_keeps_its_data_through_kill_9(tmp_path):
     """persist=True (make start): AOF with appendfsync everysec, data in its directory, even a config
     left by an older start is rewritten; kill -9 and a restart lose nothing written a moment before."""
     data = tmp_path / "redis"
-    data.mkdir()
+    data.mkdir(mode=0o755)
     (data / svc.REDIS_CONF).write_text("appendonly no\n")  # an older .run
     port = free_port()
     first = svc.start_redis(data, port, tmp_path / "redis.log", persist=True)
@@ -168,6 +168,7 @@ def test_make_starts_redis_keeps_its_data_through_kill_9(tmp_path):
         r = redis.Redis(port=port, decode_responses=True)
         assert r.config_get("appendonly") == {"appendonly": "yes"}
         assert r.config_get("appendfsync") == {"appendfsync": "everysec"}
+        assert data.stat().st_mode & 0o777 == 0o700  # its files hold job ids
         r.lpush(keys.DLQ, "kept")
         r.close()
     finally:
