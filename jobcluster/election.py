@@ -231,6 +231,9 @@ class Election:
             await self._grant(client)
             return
         self._lease_valid_until = sent + reply.TTL
+        # A renewal answered after the local deadline (etcd restarting) makes leading() true again
+        # without an election: wake wait_leading(), or the leader loop never starts a term again.
+        self._changed.set()
 
     async def _try_acquire(self, client: aetcd.Client) -> Any:
         """Create the key if absent. Returns None when we lead, else the current holder's kv."""

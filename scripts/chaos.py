@@ -163,14 +163,15 @@ async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: Fault
     deadline = time.monotonic() + 30
     while await pg_value(dsn, fresh) < 1 and time.monotonic() < deadline:
         await asyncio.sleep(0.3)
-    cron_end = None if await pg_value(dsn, fresh) >= 1 else dt.datetime.now(dt.UTC)  # None: its last tick
+    acting = await pg_value(dsn, fresh) >= 1  # a leader that holds the key but never acts fires no tick
+    cron_end = None if acting else dt.datetime.now(dt.UTC)  # None: its last tick
     await call(cluster, "PauseSchedule", lambda stub: stub.PauseSchedule(pb.ScheduleRef(name="chaos-cron"), timeout=10))
     await wait_terminal(dsn, "cron jobs", busy, 30)
     took = time.monotonic() - t0
     stop_supervisor.set()
     await supervisor
     facts = await gather_facts(cluster, log, len(jobs), cron_start, cron_end)
-    facts.settled = settled
+    facts.settled = settled and acting
     return report(cluster, facts, injected, took)
 
 

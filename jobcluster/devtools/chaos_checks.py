@@ -46,7 +46,7 @@ class Facts:
     cron_period: float = 2.0
     cron_grace: float = 30.0
     orphans: list[str] = field(default_factory=list)  # jobs with a process still running after the run
-    settled: bool = True  # after the faults, every program ran again and a leader led within a minute
+    settled: bool = True  # after the faults every program ran again, and a leader acted (fired a cron tick)
 
 
 @dataclass
@@ -172,7 +172,7 @@ def check_cron(f: Facts) -> Check:
 
 
 def run_checks(f: Facts) -> list[Check]:
-    checks = [Check("a leader leads again after the faults", 0 if f.settled else 1),
+    checks = [Check("a leader acts again after the faults", 0 if f.settled else 1),
               *check_statuses(f), *check_executions(f), check_dlq(f), check_cron(f)]
     checks.append(Check("no job process left running", len(f.orphans),
                         f"{len(f.orphans)} jobs: {_some(f.orphans, 2)}" if f.orphans else ""))
