@@ -25,6 +25,9 @@ POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # a pooled connection left mid-operation by a restart ("cannot switch to state 12; another operation
+    # is in progress"; seen by make chaos): not retried, it left a job RUNNING on a live worker for good
+    asyncpg.InternalClientError,
 )
 
 #: Either backend is unavailable.
