@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.chaos
 @pytest.mark.timeout(150)
 def test_a_thousand_jobs_under_faults_break_no_promise() -> None:
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "1000", "--quick",
