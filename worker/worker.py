@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -166,7 +167,8 @@ class Worker:
         return depths["pending"] == 0 and depths["delayed"] == 0 and depths["processing"] == 0
 
     async def _process(self, job_id: str) -> None:
-        claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id))
+        token = uuid.uuid4()  # the same for every retry: a lost reply is not a lost claim
+        claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token))
         if claimed is None:
             await self._refuse(job_id)
             return

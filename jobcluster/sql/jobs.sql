@@ -34,10 +34,12 @@ SELECT id, job_shown_status(status, not_before) AS shown_status, not_before, ide
 
 -- name: claim_job
 -- Take a job for one attempt: QUEUED (or PENDING and due) -> RUNNING, attempts + 1,
--- and open the attempt's row. Returns nothing when the job is not claimable.
+-- and open the attempt's row. $3 is the claim's token: the same claim asked again
+-- (its first reply was lost after the commit) gets the attempt it opened. Returns
+-- nothing when the job is not claimable.
 WITH claimed AS (
     UPDATE jobs
-       SET status = 'RUNNING', attempts = attempts + 1, worker_id = $2,
+       SET status = 'RUNNING', attempts = attempts + 1, worker_id = $2, claim_token = $3,
            started_at = now(), updated_at = now(), finished_at = NULL,
            exit_code = NULL, last_error = ''
      WHERE id = $1 AND status IN ('QUEUED', 'PENDING') AND not_before <= now()
@@ -46,8 +48,15 @@ WITH claimed AS (
 ), opened AS (
     INSERT INTO job_attempts (job_id, attempt, worker_id)
     SELECT id, attempts, $2 FROM claimed
+), again AS (
+    -- reads the row as it was before this statement: only an earlier claim with $3 matches
+    SELECT id, command, timeout_seconds, max_retries, attempts,
+           interruptions + attempts_base AS interruptions
+      FROM jobs WHERE id = $1 AND status = 'RUNNING' AND worker_id = $2 AND claim_token = $3
 )
-SELECT * FROM claimed;
+SELECT * FROM claimed
+UNION ALL
+SELECT * FROM again;
 
 -- name: claim_refusal
 -- Why claim_job returned nothing: the job's state as it is now, and how long (ms, by

@@ -82,9 +82,13 @@ class Jobs:
                 out.append(await self.insert(spec, submitted_via))
         return out
 
-    async def claim(self, job_id: str, worker_id: str) -> Claimed | None:
-        """Start the next attempt of a job, or None when it is not claimable now."""
-        row = await self.pool.fetchrow(Q["claim_job"], uuid.UUID(job_id), worker_id)
+    async def claim(self, job_id: str, worker_id: str, token: uuid.UUID | None = None) -> Claimed | None:
+        """Start the next attempt of a job, or None when it is not claimable now.
+
+        Asking again with the same ``token`` (after an outage hid the answer) returns the
+        attempt that claim opened, if it is still running.
+        """
+        row = await self.pool.fetchrow(Q["claim_job"], uuid.UUID(job_id), worker_id, token or uuid.uuid4())
         return Claimed.from_record(job_id, row) if row is not None else None
 
     async def state(self, job_id: str) -> JobState | None:

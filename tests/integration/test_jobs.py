@@ -187,3 +187,31 @@ async def test_a_due_pending_job_shows_as_queued_in_status_filter_and_counts(stu
 
 async def _shown(stub, job_id: str, status: str) -> bool:
     return (await stub.GetJobStatus(pb.JobId(id=job_id))).status == status
+
+
+async def test_a_claim_whose_reply_was_lost_runs_once(stub, store, make_worker):
+    """Chaos found it: PostgreSQL committed a claim, the connection dropped before the reply, and
+    the worker's retried claim found the job RUNNING and dropped the id: RUNNING forever."""
+    resp = await stub.SubmitJob(pb.Job(command="echo once"))
+    worker = make_worker("w-lost-reply")
+    real_claim = store.jobs.claim
+    lost = []
+
+    async def claim_then_lose_the_reply(job_id, worker_id, token=None):
+        claimed = await real_claim(job_id, worker_id, token)
+        if not lost:  # an injected fault: the commit happened, the answer never arrives
+            lost.append(claimed)
+            raise OSError("connection was closed in the middle of operation")
+        return claimed
+
+    store.jobs.claim = claim_then_lose_the_reply
+    try:
+        await worker.run()
+    finally:
+        store.jobs.claim = real_claim
+    assert lost and lost[0] is not None
+    job = await stub.GetJobStatus(pb.JobId(id=resp.job_id))
+    assert (job.status, job.attempts, job.output) == ("SUCCEEDED", 1, "once\n")
+    assert await store.pool.fetchval("SELECT count(*) FROM job_attempts") == 1
+    other = await real_claim(resp.job_id, "w-lost-reply")  # another claim (no token) gets nothing
+    assert other is None
