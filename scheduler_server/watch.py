@@ -115,6 +115,8 @@ class WatchHub:
         self._streams = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Polls made since start (each one query for every watched job).
+        self.polls = 0
 
     @property
     def streams(self) -> int:
@@ -178,6 +180,7 @@ class WatchHub:
     async def _poll(self) -> None:
         """One look at every watched job; each stream whose job changed gets the new snapshot."""
         ids = list(self._watches)
+        self.polls += 1
         seen = {job_id: self._seen[job_id] for job_id in ids if job_id in self._seen}
         try:
             changed = await self._store().job_queries.changed(
