@@ -11,6 +11,7 @@ in upper case, its kind says how the value is read (see :func:`setting`), and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import sys
@@ -186,6 +187,18 @@ class Settings:
     def effective_worker_id(self) -> str:
         """WORKER_ID, or ``<hostname>-<pid>`` when it is not set."""
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost`` (brackets allowed); 0.0.0.0, any other name or
+    address is not."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_env(dotenv_path: str | None = ".env") -> dict[str, str]:

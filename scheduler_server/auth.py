@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from typing import Any
 import grpc
 
 from jobcluster.pb import scheduler_pb2 as pb
-from jobcluster.settings import Settings
+from jobcluster.settings import Settings, is_loopback
 from scheduler_server import audit
 
 log = logging.getLogger("auth")
@@ -255,17 +254,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return reply
 
         return handler._replace(unary_unary=call)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; 0.0.0.0, any other name or address is not."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(host: str, tokens: Sequence[Token], tls: bool) -> None:

@@ -8,12 +8,11 @@ no way to log in, or on every address with no name to be reached by.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import stat
 from dataclasses import dataclass, field
 
-from jobcluster.settings import ConfigError, Settings
+from jobcluster.settings import ConfigError, Settings, is_loopback
 
 #: Names a browser on this machine uses for loopback.
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -28,16 +27,6 @@ def split_addr(addr: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"WEBUI_ADDR must be host:port, got {addr!r}")
     return host.strip("[]").lower(), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bare_host(name: str) -> str:

@@ -40,19 +40,6 @@ return pushed
 """
 
 
-# KEYS[1] dlq_tasks; ARGV ids, oldest dead letter first. LPUSHes each id dlq_tasks lacks. Returns how many.
-_RESTORE_DEAD = """
-local pushed = 0
-for i = 1, #ARGV do
-  if not redis.call('LPOS', KEYS[1], ARGV[i]) then
-    redis.call('LPUSH', KEYS[1], ARGV[i])
-    pushed = pushed + 1
-  end
-end
-return pushed
-"""
-
-
 # KEYS[1] dlq_tasks; ARGV[1] how long the caller knows the list to be (its length when the caller read it
 # whole, plus what the caller pushed since), ARGV[2..] ids it found missing then, oldest first. Only the
 # entries pushed to the head since (by workers) are searched, so a rebuild after a loss stays linear.
@@ -102,7 +89,6 @@ class Reconcile(Part):
     def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
         super().__init__(redis, op_timeout)
         self._restore = self.redis.register_script(_RESTORE)
-        self._restore_dead = self.redis.register_script(_RESTORE_DEAD)
         self._restore_since = self.redis.register_script(_RESTORE_SINCE)
         self._restore_dead_since = self.redis.register_script(_RESTORE_DEAD_SINCE)
 
@@ -153,7 +139,8 @@ class Reconcile(Part):
         """LPUSH to ``dlq_tasks`` the ids it lacks (checked atomically), oldest dead letter first."""
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
-            pushed += int(await self._restore_dead(keys=[keys.DLQ], args=list(job_ids[start:start + DEAD_CHUNK])))
+            # known length 0: every entry counts as new, so the whole list is searched
+            pushed += int(await self._restore_dead_since(keys=[keys.DLQ], args=[0, *job_ids[start:start + DEAD_CHUNK]]))
         return pushed
 
     @bounded
