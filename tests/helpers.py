@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worker import reaper
+
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05,
                    what: str = "condition") -> Any:
@@ -75,13 +77,4 @@ def procs_running(*argv: str) -> list[tuple[int, int]]:
 
 def reapers_of(parent: int) -> list[int]:
     """Pids of the job reapers (worker/reaper.py) started by process ``parent``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, NotADirectoryError):
-            continue
-        if any(a.endswith(b"worker/reaper.py") for a in argv) and argv[-2:] == [str(parent).encode(), b""]:
-            found.append(int(entry))
-    return found
+    return [pid for pid, worker_pid, _ in reaper.reapers() if worker_pid == parent]

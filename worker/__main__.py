@@ -62,7 +62,7 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
         return 0
     redis = queue_mod.connect_from(settings)
     # Kills the jobs' process groups when this process dies, even by SIGKILL.
-    reaper = Reaper.start()
+    reaper = Reaper.start(settings.effective_worker_id())
     try:
         worker = Worker(settings, store, Queue(redis), burst=burst, sandbox=sandbox, reaper=reaper)
         if stop.is_set():

@@ -1,7 +1,7 @@
 """Kill a worker's jobs when the worker dies, however it dies (SIGKILL included).
 
 A worker starts one reaper: this file run as a script by a fresh interpreter
-(``python -I -S reaper.py WORKER_PID``: standard library only, an empty
+(``python -I -S reaper.py WORKER_PID WORKER_ID``: standard library only, an empty
 environment, its own session so a terminal's Ctrl-C does not reach it). The
 reaper's stdin is the read end of a pipe whose only writer is the worker:
 
@@ -18,6 +18,11 @@ What it cannot catch: a process that left its job's session (``setsid``,
 daemons) and one started in the instant between a shell's start and its ``+``
 line. A reaper that dies does not kill anything; the worker notices at once
 (a pidfd) and starts another, which it tells about every job still running.
+
+A worker restarted at once under the same id must not put its old jobs back in
+the queue while their processes may still be running: it first waits for the
+reapers of earlier processes with its id (:func:`wait_for_earlier`), which exit
+only once their kills are done.
 """
 
 from __future__ import annotations
@@ -78,6 +83,52 @@ def kill_all(sessions: set[int], kill_for: float = KILL_FOR) -> int:
         time.sleep(SCAN_INTERVAL)
         left = job_processes(sessions)
     return len(found)
+
+
+def reapers() -> list[tuple[int, int, str]]:
+    """Every live job reaper on this host: (reaper pid, worker pid, worker id)."""
+    found = []
+    me = os.path.abspath(__file__).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        # [python, -I, -S, reaper.py, WORKER_PID, WORKER_ID, ""]
+        if len(argv) == 7 and argv[3] == me and argv[4].isdigit() and not zombie:
+            found.append((int(name), int(argv[4]), argv[5].decode(errors="replace")))
+    return found
+
+
+def wait_for_earlier(worker_id: str, timeout: float = KILL_FOR + 2.0) -> list[int]:
+    """Wait until no reaper of a *dead* worker with id ``worker_id`` is left on this host: each is
+    still killing that worker's jobs (it exits once they are gone). A reaper whose worker lives is
+    not waited for (that worker is running; the id check refuses a second one).
+
+    Returns the reapers still there at ``timeout`` (stuck, or SIGSTOPped): the caller says so.
+    """
+    def earlier() -> list[int]:
+        return [pid for pid, worker_pid, wid in reapers()
+                if wid == worker_id and worker_pid != os.getpid() and not _alive(worker_pid)]
+    deadline = time.monotonic() + timeout
+    left = earlier()
+    while left and time.monotonic() < deadline:
+        time.sleep(SCAN_INTERVAL)
+        left = earlier()
+    return left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def _kill(how: Callable[[int, int], None], target: int) -> None:
@@ -145,7 +196,8 @@ def reaper_main(worker_pid: int) -> int:
 class Reaper:
     """The worker's handle on its reaper: register job groups, and restart the reaper if it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
         self._groups: set[int] = set()
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -155,10 +207,10 @@ class Reaper:
         self._replacing = False  # the reaper was killed for not reading; the pidfd callback replaces it
 
     @classmethod
-    def start(cls) -> Reaper:
-        """Start a reaper for this process (call from the main thread: the parent-death signal
-        fires when the thread that started the reaper ends)."""
-        reaper = cls()
+    def start(cls, worker_id: str) -> Reaper:
+        """Start a reaper for this process, the worker ``worker_id`` (call from the main thread: the
+        parent-death signal fires when the thread that started the reaper ends)."""
+        reaper = cls(worker_id)
         reaper._spawn()
         return reaper
 
@@ -201,7 +253,7 @@ class Reaper:
         read_end, write_end = os.pipe()  # both close-on-exec: no job inherits the write end
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid())],
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), self.worker_id],
                 stdin=read_end, env={}, start_new_session=True, cwd="/")
         except BaseException:
             os.close(write_end)

@@ -29,6 +29,7 @@ from jobcluster.store import Store
 from jobcluster.store.jobs import clean_text
 from worker import decide
 from worker.decide import Refusal
+from worker.reaper import wait_for_earlier
 from worker.sandbox import Sandbox
 from worker.shell import GroupRegistry, OutputTail, ShellResult, job_env, not_started, run_shell
 
@@ -81,6 +82,7 @@ class Worker:
     async def run(self) -> None:
         """Recover what this worker id left behind, then work until stopped."""
         await self._check_id_free()
+        await self._earlier_jobs_gone()
         self.sandbox.remove_leftovers()
         await self._recover_own("worker restarted")
         await self._heartbeat_once()
@@ -305,6 +307,20 @@ class Worker:
         if last is not None and now - last < 3000 * self.settings.heartbeat_interval:
             raise WorkerIdInUse(f"worker id {self.worker_id!r} is in use by a live worker "
                                 f"(heartbeat {now - last} ms ago); set another WORKER_ID")
+
+    async def _earlier_jobs_gone(self) -> None:
+        """A worker restarted at once under this id (a supervisor after a SIGKILL): the jobs of the
+        process before may still be dying. Their attempts go back to the queue only once the earlier
+        reaper has killed them, or a new attempt would run beside the old one."""
+        started = time.monotonic()
+        left = await asyncio.to_thread(wait_for_earlier, self.worker_id)
+        if left:
+            log.error("the job reaper(s) %s of an earlier worker %s are still there after %.1fs (stopped?); "
+                      "its jobs go back to the queue now and may still be running", left, self.worker_id,
+                      time.monotonic() - started)
+        elif time.monotonic() - started > 0.05:
+            log.info("waited %.2fs for the jobs of an earlier worker %s to be killed",
+                     time.monotonic() - started, self.worker_id)
 
     async def _recover_own(self, reason: str, retry: bool = True) -> None:
         """Jobs this worker id holds go back to the queue (PostgreSQL first, then Redis)."""

@@ -50,3 +50,45 @@ def test_a_clean_stop_leaves_no_reaper(cluster: Cluster):
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert not os.path.exists(f"/proc/{reaper}")  # ended and reaped by the worker
+
+
+def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_they_are_dead(
+        cluster: Cluster, redis_sync):
+    """A supervisor restarts a SIGKILLed worker under the same id at once. The new process puts the
+    old attempt back in the queue only after the old reaper has killed it: never two at once."""
+    # A leader that would wait 60 s before calling the dead worker dead: only the restart recovers.
+    _, address = cluster.server(WORKER_DEAD_AFTER="60s")
+    first = cluster.worker("e2e-restart")
+    job = submit(address, command="sleep 4447", max_retries=2)
+    [(old_sleep, _)] = wait_for_sync(lambda: procs_running("sleep", "4447"), timeout=30, what="attempt 1 running")
+    [old_reaper] = wait_for_sync(lambda: reapers_of(first.popen.pid), timeout=10, what="the worker's reaper")
+    os.kill(old_reaper, signal.SIGSTOP)  # the reaper is slow to do its killing (a loaded host)
+    try:
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+
+        def id_free() -> bool:  # the id check refuses a heartbeat newer than 3 intervals
+            now_s, now_us = redis_sync.time()
+            beat = redis_sync.zscore(keys.WORKERS, "e2e-restart")
+            return beat is None or now_s * 1000 + now_us // 1000 - beat > 3000 * cluster.settings.heartbeat_interval
+        wait_for_sync(id_free, timeout=10, what="the old heartbeat to age past the id check")
+        second = cluster.worker("e2e-restart")
+        held = time.monotonic()
+        seen_at_once = 0
+        # The old reaper is held for 3 s: all that time the old attempt lives and no new one may start.
+        while time.monotonic() - held < 3.0:
+            seen_at_once = max(seen_at_once, len(procs_running("sleep", "4447")))
+            assert second.popen.poll() is None, second.log()
+            time.sleep(0.01)
+        assert seen_at_once == 1, "attempt 2 started while attempt 1 was still running"
+        assert job_status(address, job).status == "RUNNING"
+    finally:
+        os.kill(old_reaper, signal.SIGCONT)
+    # Released: the old reaper kills attempt 1 and exits; then the new worker requeues and runs attempt 2.
+    def attempt_2() -> bool:
+        running = procs_running("sleep", "4447")
+        assert len(running) <= 1, "two attempts running at once"
+        return bool(running) and running[0][0] != old_sleep
+    wait_for_sync(attempt_2, timeout=30, interval=0.01, what="attempt 2 running, after attempt 1 was killed")
+    assert len(job_status(address, job).attempt_history) == 2
+    assert "waited" in second.log() and "for the jobs of an earlier worker e2e-restart" in second.log()

@@ -168,7 +168,7 @@ from worker.sandbox import resolve_job_user
 from worker.shell import job_env, run_shell
 
 async def main():
-    reaper = Reaper.start()
+    reaper = Reaper.start("test-shell")
     if sys.argv[3:] == ["leak"]:  # another process holds the pipe's write end: no end of file for the reaper
         holder = subprocess.Popen(["sleep", "4459"], pass_fds=(reaper._fd,), start_new_session=True)
     run_as = resolve_job_user(sys.argv[2])[1] if sys.argv[2:3] not in ([], [""]) else None
@@ -255,7 +255,7 @@ async def test_a_killed_reaper_is_replaced_and_the_jobs_live_on(parent):
 
 
 async def test_a_clean_close_ends_the_reaper_and_a_finished_job_is_forgotten():
-    reaper = Reaper.start()
+    reaper = Reaper.start("test-shell")
     r = await _run("echo $$", groups=reaper)
     pgid = int(r.output)
     reaper.close()
@@ -271,7 +271,7 @@ async def test_without_end_of_file_the_parent_death_signal_still_kills_the_jobs(
 
 
 async def test_a_reaper_that_stops_reading_is_replaced_without_blocking_the_worker():
-    reaper = Reaper.start()
+    reaper = Reaper.start("test-shell")
     first = reaper.pid
     os.kill(first, signal.SIGSTOP)
     try:
