@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
+from typing import Any
 
 from jobcluster import clock
 
@@ -51,8 +54,84 @@ class InvalidJob(ValueError):
     """A submission that cannot be accepted; the message says what to change."""
 
 
+#: The queue of a job that names none; its Redis list is ``pending_jobs`` (jobcluster.keys.lane).
+DEFAULT_QUEUE = "default"
+MAX_PRIORITY = 9
+MAX_CONSTRAINTS = 16
+MAX_CONCURRENCY_KEY_CHARS = 128
+MAX_CONCURRENCY_LIMIT = 10_000
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: A worker tag (WORKER_TAGS) and a job's constraint: no comma (the list separator) and no colon
+#: (the lane's separator in Redis key names).
+TAG = re.compile(r"[A-Za-z0-9_.=/-]{1,64}")
+ROUTING_FIELDS = ("queue", "priority", "constraints", "concurrency_key", "max_concurrency")
+
+
 @dataclass(frozen=True)
-class JobSpec:
+class Routing:
+    """Where a job waits and what may run it: the part of a job (or a schedule's jobs) that routes it.
+
+    Keyword-only, so every job-like row and spec carries the same fields under the same names."""
+
+    _: KW_ONLY
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0                       # 0-9, higher first
+    constraints: tuple[str, ...] = ()       # tags a worker must have, sorted, without repeats
+    concurrency_key: str = ""               # '' : no limit
+    max_concurrency: int = 0                # 0: the per-key setting or its default
+
+    def routing(self) -> dict[str, Any]:
+        """The routing fields by name (to build another job-like object with the same routing)."""
+        return {f: getattr(self, f) for f in ROUTING_FIELDS}
+
+
+def check_queue(queue: str, field: str = "queue") -> str:
+    """A queue name (surrounding blanks dropped; empty is the default queue), else :class:`InvalidJob`."""
+    queue = queue.strip()
+    if not queue:
+        return DEFAULT_QUEUE
+    if not QUEUE_NAME.fullmatch(queue):
+        raise InvalidJob(f"{field} {queue[:80]!r} is not a queue name: 1 to 64 characters of "
+                         "letters, digits, '_', '.', '-'")
+    return queue
+
+
+def check_tags(tags: Iterable[str], field: str = "constraints") -> tuple[str, ...]:
+    """Tags (a job's constraints, a worker's WORKER_TAGS): checked, sorted, without repeats."""
+    out: set[str] = set()
+    for n, raw in enumerate(tags, start=1):
+        tag = raw.strip()
+        if not TAG.fullmatch(tag):
+            what = "is empty" if not tag else f"{tag[:80]!r} is not a tag"
+            raise InvalidJob(f"{field} item {n} {what}: 1 to 64 characters of letters, digits, "
+                             "'_', '.', '=', '/', '-' (no comma or colon), such as gpu or region=eu")
+        out.add(tag)
+        if len(out) > MAX_CONSTRAINTS:
+            raise InvalidJob(f"{field} has more than {MAX_CONSTRAINTS} tags; at most {MAX_CONSTRAINTS}")
+    return tuple(sorted(out))
+
+
+def validate_routing(*, queue: str = "", priority: int = 0, constraints: Iterable[str] = (),
+                     concurrency_key: str = "", max_concurrency: int = 0) -> Routing:
+    """Check a job's routing fields; raise :class:`InvalidJob` naming the problem."""
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidJob(f"priority must be 0 to {MAX_PRIORITY} (higher runs first), got {priority}")
+    if len(concurrency_key) > MAX_CONCURRENCY_KEY_CHARS:
+        raise InvalidJob(f"concurrency_key is {len(concurrency_key)} characters, "
+                         f"over the limit of {MAX_CONCURRENCY_KEY_CHARS}")
+    if not concurrency_key.isprintable():
+        raise InvalidJob("concurrency_key contains a control character")
+    if not 0 <= max_concurrency <= MAX_CONCURRENCY_LIMIT:
+        raise InvalidJob(f"max_concurrency must be 0 to {MAX_CONCURRENCY_LIMIT}, got {max_concurrency}")
+    if max_concurrency and not concurrency_key:
+        raise InvalidJob("max_concurrency needs a concurrency_key: it limits how many jobs sharing that key "
+                         "run at once")
+    return Routing(queue=check_queue(queue), priority=priority, constraints=check_tags(constraints),
+                   concurrency_key=concurrency_key, max_concurrency=max_concurrency)
+
+
+@dataclass(frozen=True)
+class JobSpec(Routing):
     """A validated submission, with the server's defaults filled in."""
 
     command: str
@@ -73,6 +152,11 @@ def validate_job(
     timeout_seconds: float | None = None,
     run_at_ms: int = 0,
     idempotency_key: str = "",
+    queue: str = "",
+    priority: int = 0,
+    constraints: Iterable[str] = (),
+    concurrency_key: str = "",
+    max_concurrency: int = 0,
     default_max_retries: int,
     default_timeout: float,
     max_command_bytes: int,
@@ -107,6 +191,8 @@ def validate_job(
         raise InvalidJob(f"run_at_ms must not be negative, got {run_at_ms}")
     if run_at_ms > now_ms() + MAX_RUN_AT_AHEAD_MS:
         raise InvalidJob(f"run_at_ms {run_at_ms} is more than {MAX_RUN_AT_AHEAD_MS // 86_400_000} days ahead")
+    routing = validate_routing(queue=queue, priority=priority, constraints=constraints,
+                               concurrency_key=concurrency_key, max_concurrency=max_concurrency)
     return JobSpec(
         command=command,
         name=name,
@@ -115,12 +201,13 @@ def validate_job(
         timeout_seconds=float(timeout),
         run_at_ms=run_at_ms,
         idempotency_key=idempotency_key,
+        **routing.routing(),
     )
 
 
 @dataclass(frozen=True)
-class ScheduleSpec:
-    """A validated cron schedule, as it is stored."""
+class ScheduleSpec(Routing):
+    """A validated cron schedule, as it is stored; its routing is that of the jobs it fires."""
 
     name: str
     cron: str

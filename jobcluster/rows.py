@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
-from jobcluster.model import ScheduleSpec, Status
+from jobcluster.model import Routing, ScheduleSpec, Status
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -26,6 +27,12 @@ def ms(value: dt.datetime | None) -> int:
 
 def _str_or_empty(value: object) -> str:
     return str(value) if value else ""
+
+
+def routing_of(r: asyncpg.Record) -> dict[str, Any]:
+    """The routing fields (jobcluster.model.Routing) of a ``jobs`` or ``schedules`` row."""
+    return {"queue": r["queue"], "priority": r["priority"], "constraints": tuple(r["constraints"]),
+            "concurrency_key": r["concurrency_key"], "max_concurrency": r["max_concurrency"]}
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,8 @@ class AttemptRow:
 
 
 @dataclass(frozen=True)
-class JobRow:
-    """A job as users see it, with the output of its latest attempt (when asked for)."""
+class JobRow(Routing):
+    """A job as users see it, with the output of its latest attempt (when asked for), and its routing."""
 
     id: str
     status: Status
@@ -89,13 +96,13 @@ class JobRow:
             finished_at_ms=ms(r["finished_at"]), worker_id=r["worker_id"] or "", last_error=r["last_error"],
             output_truncated=r["output_truncated"], submitted_via=r["submitted_via"],
             schedule_id=_str_or_empty(r["schedule_id"]), scheduled_for_ms=ms(r["scheduled_for"]),
-            attempt_history=tuple(AttemptRow.from_record(a) for a in attempts),
+            attempt_history=tuple(AttemptRow.from_record(a) for a in attempts), **routing_of(r),
         )
 
 
 @dataclass(frozen=True)
-class Submitted:
-    """The outcome of storing one submission."""
+class Submitted(Routing):
+    """The outcome of storing one submission, with the stored job's routing (its lane in Redis)."""
 
     job_id: str
     inserted: bool          # False: the idempotency key named an existing job, returned instead
@@ -201,5 +208,5 @@ class ScheduleRow(ScheduleSpec):
             last_job_status=Status(last_status) if last_status else None,
             last_skip_reason=r["last_skip_reason"], next_run_ms=ms(r["next_run_at"]),
             last_run_ms=ms(r["last_run_at"]), last_skip_at_ms=ms(r["last_skip_at"]),
-            created_at_ms=ms(r["created_at"]), updated_at_ms=ms(r["updated_at"]),
+            created_at_ms=ms(r["created_at"]), updated_at_ms=ms(r["updated_at"]), **routing_of(r),
         )

@@ -12,7 +12,7 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import DeadJobRow, JobRow, ScheduleRow
 
 
-def job_status(job: JobRow) -> pb.JobStatus:
+def job_status(job: JobRow, waiting_reason: str = "") -> pb.JobStatus:
     """A JobStatus message (original fields in seconds, added ones in ms)."""
     msg = pb.JobStatus(
         id=job.id, status=job.status.value, output=job.output,
@@ -22,7 +22,8 @@ def job_status(job: JobRow) -> pb.JobStatus:
         idempotency_key=job.idempotency_key, created_at_ms=job.created_at_ms, updated_at_ms=job.updated_at_ms,
         started_at_ms=job.started_at_ms, finished_at_ms=job.finished_at_ms, worker_id=job.worker_id,
         last_error=job.last_error, output_truncated=job.output_truncated, submitted_via=job.submitted_via,
-        schedule_id=job.schedule_id, scheduled_for_ms=job.scheduled_for_ms,
+        schedule_id=job.schedule_id, scheduled_for_ms=job.scheduled_for_ms, waiting_reason=waiting_reason,
+        **job.routing(),
     )
     if job.exit_code is not None:
         msg.exit_code = job.exit_code
@@ -62,7 +63,7 @@ def schedule_msg(s: ScheduleRow) -> pb.Schedule:
         last_run_ms=s.last_run_ms, last_job_id=s.last_job_id,
         last_job_status=s.last_job_status.value if s.last_job_status else "",
         last_skip_ms=s.last_skip_at_ms, last_skip_reason=s.last_skip_reason,
-        created_at_ms=s.created_at_ms, updated_at_ms=s.updated_at_ms,
+        created_at_ms=s.created_at_ms, updated_at_ms=s.updated_at_ms, **s.routing(),
     )
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Job(_message.Message):
-    __slots__ = ("id", "command", "created_at", "name", "description", "max_retries", "timeout_seconds", "run_at_ms", "idempotency_key")
+    __slots__ = ("id", "command", "created_at", "name", "description", "max_retries", "timeout_seconds", "run_at_ms", "idempotency_key", "queue", "priority", "constraints", "concurrency_key", "max_concurrency")
     ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,11 @@ class Job(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUN_AT_MS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     id: str
     command: str
     created_at: int
@@ -26,7 +31,12 @@ class Job(_message.Message):
     timeout_seconds: float
     run_at_ms: int
     idempotency_key: str
-    def __init__(self, id: _Optional[str] = ..., command: _Optional[str] = ..., created_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    queue: str
+    priority: int
+    constraints: _containers.RepeatedScalarFieldContainer[str]
+    concurrency_key: str
+    max_concurrency: int
+    def __init__(self, id: _Optional[str] = ..., command: _Optional[str] = ..., created_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., constraints: _Optional[_Iterable[str]] = ..., concurrency_key: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class JobResponse(_message.Message):
     __slots__ = ("job_id", "success", "message", "duplicate")
@@ -65,7 +75,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("id", "status", "output", "created_at", "updated_at", "name", "description", "command", "exit_code", "attempts", "max_retries", "timeout_seconds", "run_at_ms", "idempotency_key", "created_at_ms", "updated_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "last_error", "output_truncated", "attempt_history", "submitted_via", "schedule_id", "scheduled_for_ms")
+    __slots__ = ("id", "status", "output", "created_at", "updated_at", "name", "description", "command", "exit_code", "attempts", "max_retries", "timeout_seconds", "run_at_ms", "idempotency_key", "created_at_ms", "updated_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "last_error", "output_truncated", "attempt_history", "submitted_via", "schedule_id", "scheduled_for_ms", "queue", "priority", "constraints", "concurrency_key", "max_concurrency", "waiting_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +101,12 @@ class JobStatus(_message.Message):
     SUBMITTED_VIA_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_FOR_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: str
     output: str
@@ -116,10 +132,16 @@ class JobStatus(_message.Message):
     submitted_via: str
     schedule_id: str
     scheduled_for_ms: int
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., output: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., command: _Optional[str] = ..., exit_code: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., worker_id: _Optional[str] = ..., last_error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., submitted_via: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_for_ms: _Optional[int] = ...) -> None: ...
+    queue: str
+    priority: int
+    constraints: _containers.RepeatedScalarFieldContainer[str]
+    concurrency_key: str
+    max_concurrency: int
+    waiting_reason: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., output: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., command: _Optional[str] = ..., exit_code: _Optional[int] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., worker_id: _Optional[str] = ..., last_error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., submitted_via: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_for_ms: _Optional[int] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., constraints: _Optional[_Iterable[str]] = ..., concurrency_key: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("status", "ids", "page_size", "page_token", "include_output", "text", "schedule", "created_after_ms", "created_before_ms", "with_counts")
+    __slots__ = ("status", "ids", "page_size", "page_token", "include_output", "text", "schedule", "created_after_ms", "created_before_ms", "with_counts", "queue")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +152,7 @@ class ListJobsRequest(_message.Message):
     CREATED_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
     WITH_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
     status: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     page_size: int
@@ -140,7 +163,8 @@ class ListJobsRequest(_message.Message):
     created_after_ms: int
     created_before_ms: int
     with_counts: bool
-    def __init__(self, status: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_output: _Optional[bool] = ..., text: _Optional[str] = ..., schedule: _Optional[str] = ..., created_after_ms: _Optional[int] = ..., created_before_ms: _Optional[int] = ..., with_counts: _Optional[bool] = ...) -> None: ...
+    queue: str
+    def __init__(self, status: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_output: _Optional[bool] = ..., text: _Optional[str] = ..., schedule: _Optional[str] = ..., created_after_ms: _Optional[int] = ..., created_before_ms: _Optional[int] = ..., with_counts: _Optional[bool] = ..., queue: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "status_counts")
@@ -160,7 +184,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., status_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("id", "name", "cron", "timezone", "command", "description", "max_retries", "timeout_seconds", "catchup", "overlap", "enabled", "next_run_ms", "last_run_ms", "last_job_id", "last_job_status", "last_skip_ms", "last_skip_reason", "created_at_ms", "updated_at_ms")
+    __slots__ = ("id", "name", "cron", "timezone", "command", "description", "max_retries", "timeout_seconds", "catchup", "overlap", "enabled", "next_run_ms", "last_run_ms", "last_job_id", "last_job_status", "last_skip_ms", "last_skip_reason", "created_at_ms", "updated_at_ms", "queue", "priority", "constraints", "concurrency_key", "max_concurrency")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CRON_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +204,11 @@ class Schedule(_message.Message):
     LAST_SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     cron: str
@@ -199,7 +228,12 @@ class Schedule(_message.Message):
     last_skip_reason: str
     created_at_ms: int
     updated_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., catchup: _Optional[str] = ..., overlap: _Optional[str] = ..., enabled: _Optional[bool] = ..., next_run_ms: _Optional[int] = ..., last_run_ms: _Optional[int] = ..., last_job_id: _Optional[str] = ..., last_job_status: _Optional[str] = ..., last_skip_ms: _Optional[int] = ..., last_skip_reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    queue: str
+    priority: int
+    constraints: _containers.RepeatedScalarFieldContainer[str]
+    concurrency_key: str
+    max_concurrency: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., catchup: _Optional[str] = ..., overlap: _Optional[str] = ..., enabled: _Optional[bool] = ..., next_run_ms: _Optional[int] = ..., last_run_ms: _Optional[int] = ..., last_job_id: _Optional[str] = ..., last_job_status: _Optional[str] = ..., last_skip_ms: _Optional[int] = ..., last_skip_reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., constraints: _Optional[_Iterable[str]] = ..., concurrency_key: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class ScheduleRef(_message.Message):
     __slots__ = ("name", "id")
@@ -238,7 +272,7 @@ class ServerInfo(_message.Message):
     def __init__(self, address: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("id", "last_heartbeat_ms", "pid", "host", "slots", "running", "jobs_done", "alive")
+    __slots__ = ("id", "last_heartbeat_ms", "pid", "host", "slots", "running", "jobs_done", "alive", "queues", "tags")
     ID_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +281,8 @@ class WorkerInfo(_message.Message):
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     id: str
     last_heartbeat_ms: int
     pid: int
@@ -255,7 +291,9 @@ class WorkerInfo(_message.Message):
     running: int
     jobs_done: int
     alive: bool
-    def __init__(self, id: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., alive: _Optional[bool] = ...) -> None: ...
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., alive: _Optional[bool] = ..., queues: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClusterInfo(_message.Message):
     __slots__ = ("leader", "leader_since_ms", "leader_term", "election", "servers", "workers", "pending", "processing", "delayed", "dlq", "answered_by")

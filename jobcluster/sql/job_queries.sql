@@ -20,7 +20,8 @@ SELECT * FROM (
 -- Newest first. $1 status filter (as shown) or NULL, $2 ids or NULL, keyset cursor
 -- ($3 created_at, $4 id) or NULLs, $5 page size, $6 include output,
 -- $7 text in the command or name (NULL: any), $8 schedule id or name (NULL: any),
--- $9 / $10 created at or after / before (NULL: open), $11 byte budget of the page.
+-- $9 / $10 created at or after / before (NULL: open), $11 byte budget of the page,
+-- $12 queue (NULL: any).
 -- The page stops at the first row that starts past the budget (row_bytes estimates the
 -- row's size in a reply); `fetched` says how many rows matched before that cut, which are
 -- never sent.
@@ -45,6 +46,7 @@ SELECT * FROM (
            AND ($8::text IS NULL OR j.schedule_id IN (SELECT id FROM schedules WHERE name = $8 OR id::text = $8))
            AND ($9::timestamptz IS NULL OR j.created_at >= $9)
            AND ($10::timestamptz IS NULL OR j.created_at < $10)
+           AND ($12::text IS NULL OR j.queue = $12)
          ORDER BY j.created_at DESC, j.id DESC
          LIMIT $5
       ) p

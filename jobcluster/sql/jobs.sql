@@ -3,33 +3,42 @@
 -- Loaded by jobcluster/store/jobs.py; each block is one statement.
 
 -- name: insert_job
--- One new job; an idempotency key already taken inserts nothing.
+-- One new job; an idempotency key already taken inserts nothing. $11-$15: its routing.
 INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
-                  run_at, not_before, idempotency_key, submitted_via)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()), $9, $10)
+                  run_at, not_before, idempotency_key, submitted_via,
+                  queue, priority, constraints, concurrency_key, max_concurrency)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()), $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id, status, not_before;
+RETURNING id, status, not_before, queue, priority, constraints, concurrency_key, max_concurrency;
 
 -- name: job_by_idempotency_key
-SELECT id, job_shown_status(status, not_before) AS shown_status, not_before FROM jobs
+SELECT id, job_shown_status(status, not_before) AS shown_status, not_before,
+       queue, priority, constraints, concurrency_key, max_concurrency FROM jobs
  WHERE idempotency_key = $1;
 
 -- name: insert_jobs
 -- Many new jobs in one statement (SubmitJobs); idempotency keys already taken, or
--- repeated within the batch, insert nothing for that row.
+-- repeated within the batch, insert nothing for that row. Constraints ($14) come as one
+-- string per job, the job's tags joined by ',' (tags hold no comma): unnest cannot take an
+-- array of arrays of different lengths.
 INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
-                  run_at, not_before, idempotency_key, submitted_via)
+                  run_at, not_before, idempotency_key, submitted_via,
+                  queue, priority, constraints, concurrency_key, max_concurrency)
 SELECT id, name, description, command, status, max_retries, timeout_seconds,
-       run_at, COALESCE(run_at, now()), idempotency_key, $11
+       run_at, COALESCE(run_at, now()), idempotency_key, $11,
+       queue, priority, COALESCE(string_to_array(NULLIF(constraints, ''), ','), '{}'), concurrency_key, max_concurrency
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
-              $7::float8[], $8::timestamptz[], $9::text[], $10::int[])
-       AS b(id, name, description, command, status, max_retries, timeout_seconds, run_at, idempotency_key, ord)
+              $7::float8[], $8::timestamptz[], $9::text[], $10::int[],
+              $12::text[], $13::smallint[], $14::text[], $15::text[], $16::int[])
+       AS b(id, name, description, command, status, max_retries, timeout_seconds, run_at, idempotency_key, ord,
+            queue, priority, constraints, concurrency_key, max_concurrency)
  ORDER BY ord
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id, status, not_before;
+RETURNING id, status, not_before, queue, priority, constraints, concurrency_key, max_concurrency;
 
 -- name: jobs_by_idempotency_keys
-SELECT id, job_shown_status(status, not_before) AS shown_status, not_before, idempotency_key FROM jobs
+SELECT id, job_shown_status(status, not_before) AS shown_status, not_before, idempotency_key,
+       queue, priority, constraints, concurrency_key, max_concurrency FROM jobs
  WHERE idempotency_key = ANY($1::text[]);
 
 -- name: claim_job

@@ -4,15 +4,19 @@
 -- name: upsert_schedule
 -- Create a schedule, or update the one with this name (and re-enable it). A new name is
 -- refused (no row) when $12 schedules exist already; two creates racing may both pass.
+-- $13-$17: the routing of the jobs it fires.
 INSERT INTO schedules (id, name, cron, timezone, command, description, max_retries, timeout_seconds,
-                       catchup, overlap, enabled, next_run_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11
+                       catchup, overlap, enabled, next_run_at,
+                       queue, priority, constraints, concurrency_key, max_concurrency)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11, $13, $14, $15, $16, $17
  WHERE (SELECT count(*) FROM schedules) < $12 OR EXISTS (SELECT 1 FROM schedules WHERE name = $2)
 ON CONFLICT (name) DO UPDATE
    SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, command = EXCLUDED.command,
        description = EXCLUDED.description, max_retries = EXCLUDED.max_retries,
        timeout_seconds = EXCLUDED.timeout_seconds, catchup = EXCLUDED.catchup, overlap = EXCLUDED.overlap,
-       enabled = true, next_run_at = EXCLUDED.next_run_at, updated_at = now()
+       enabled = true, next_run_at = EXCLUDED.next_run_at, updated_at = now(),
+       queue = EXCLUDED.queue, priority = EXCLUDED.priority, constraints = EXCLUDED.constraints,
+       concurrency_key = EXCLUDED.concurrency_key, max_concurrency = EXCLUDED.max_concurrency
 RETURNING *;
 
 -- name: list_schedules
@@ -45,9 +49,11 @@ SELECT EXISTS (SELECT 1 FROM jobs WHERE schedule_id = $1
 
 -- name: insert_cron_job
 -- One job for one (schedule, tick); the unique index makes a second try insert nothing.
+-- $11-$15: the schedule's routing, which its jobs inherit.
 INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
-                  idempotency_key, submitted_via, schedule_id, scheduled_for)
-VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $9, $10)
+                  idempotency_key, submitted_via, schedule_id, scheduled_for,
+                  queue, priority, constraints, concurrency_key, max_concurrency)
+VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT DO NOTHING
 RETURNING id;
 

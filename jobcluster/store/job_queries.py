@@ -80,6 +80,7 @@ class JobQueries:
         schedule: str | None = None,
         since_ms: int = 0,
         until_ms: int = 0,
+        queue: str | None = None,
     ) -> JobPage:
         """Jobs newest first, after the keyset cursor ``(created_at_us, id)``, filtered: at most
         ``limit`` of them, and only as many as fit in about ``max_bytes`` (always at least one)."""
@@ -90,7 +91,7 @@ class JobQueries:
             id_ = uuid.UUID(after[1])
         rows = await self.pool.fetch(Q["list_jobs"], status.value if status else None, uuids, created, id_, limit,
                                      include_output, text or None, schedule or None, _at(since_ms), _at(until_ms),
-                                     max_bytes)
+                                     max_bytes, queue or None)
         cut = bool(rows) and rows[0]["fetched"] > len(rows)
         return JobPage([JobRow.from_record(r) for r in rows], cut)
 

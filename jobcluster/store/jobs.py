@@ -13,7 +13,7 @@ import uuid
 import asyncpg
 
 from jobcluster.model import JobSpec, Status, now_ms
-from jobcluster.rows import CancelResult, Claimed, JobState, Submitted, ms
+from jobcluster.rows import CancelResult, Claimed, JobState, Submitted, ms, routing_of
 from jobcluster.sqlfile import load_queries
 
 Q = load_queries("jobs.sql")
@@ -33,7 +33,7 @@ def initial_state(spec: JobSpec, now: int) -> tuple[Status, dt.datetime | None]:
 
 
 def _existing(r: asyncpg.Record) -> Submitted:
-    return Submitted(str(r["id"]), False, Status(r["shown_status"]), ms(r["not_before"]))
+    return Submitted(str(r["id"]), False, Status(r["shown_status"]), ms(r["not_before"]), **routing_of(r))
 
 
 class Jobs:
@@ -48,9 +48,10 @@ class Jobs:
         row = await self.pool.fetchrow(
             Q["insert_job"], uuid.uuid4(), spec.name, spec.description, spec.command, status.value,
             spec.max_retries, spec.timeout_seconds, run_at, spec.idempotency_key or None, submitted_via,
+            spec.queue, spec.priority, list(spec.constraints), spec.concurrency_key, spec.max_concurrency,
         )
         if row is not None:
-            return Submitted(str(row["id"]), True, Status(row["status"]), ms(row["not_before"]))
+            return Submitted(str(row["id"]), True, Status(row["status"]), ms(row["not_before"]), **routing_of(row))
         existing = await self.pool.fetchrow(Q["job_by_idempotency_key"], spec.idempotency_key)
         if existing is None:  # the job holding the key was deleted in between: try once more
             return await self.insert(spec, submitted_via)
@@ -66,7 +67,9 @@ class Jobs:
                 Q["insert_jobs"], ids, [s.name for s in specs], [s.description for s in specs],
                 [s.command for s in specs], [status.value for status, _ in starts], [s.max_retries for s in specs],
                 [s.timeout_seconds for s in specs], [run_at for _, run_at in starts],
-                [s.idempotency_key or None for s in specs], list(range(len(specs))), submitted_via)
+                [s.idempotency_key or None for s in specs], list(range(len(specs))), submitted_via,
+                [s.queue for s in specs], [s.priority for s in specs], [",".join(s.constraints) for s in specs],
+                [s.concurrency_key for s in specs], [s.max_concurrency for s in specs])
             inserted = {r["id"]: r for r in rows}
             taken = [s.idempotency_key for i, s in zip(ids, specs) if i not in inserted]
             existing = {r["idempotency_key"]: r for r in
@@ -75,7 +78,8 @@ class Jobs:
         for job_id, spec in zip(ids, specs):
             row = inserted.get(job_id)
             if row is not None:
-                out.append(Submitted(str(job_id), True, Status(row["status"]), ms(row["not_before"])))
+                out.append(Submitted(str(job_id), True, Status(row["status"]), ms(row["not_before"]),
+                                     **routing_of(row)))
             elif spec.idempotency_key in existing:
                 out.append(_existing(existing[spec.idempotency_key]))
             else:  # the job holding the key was deleted meanwhile

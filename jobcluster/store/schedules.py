@@ -36,7 +36,8 @@ class Schedules:
         row = await self.pool.fetchrow(
             Q["upsert_schedule"], uuid.uuid4(), spec.name, spec.cron, spec.timezone, spec.command,
             spec.description, spec.max_retries, spec.timeout_seconds, spec.catchup, spec.overlap, next_run,
-            max_schedules)
+            max_schedules, spec.queue, spec.priority, list(spec.constraints), spec.concurrency_key,
+            spec.max_concurrency)
         return _row(row)
 
     async def all(self) -> list[ScheduleRow]:
@@ -64,7 +65,8 @@ class Schedules:
         """The job of one tick (``tick`` None: a manual run). None when that tick already has its job."""
         row = await (conn or self.pool).fetchrow(
             Q["insert_cron_job"], uuid.uuid4(), sch.name, sch.description, sch.command,
-            sch.max_retries, sch.timeout_seconds, key, submitted_via, uuid.UUID(sch.id), tick)
+            sch.max_retries, sch.timeout_seconds, key, submitted_via, uuid.UUID(sch.id), tick,
+            sch.queue, sch.priority, list(sch.constraints), sch.concurrency_key, sch.max_concurrency)
         return str(row["id"]) if row else None
 
     async def advance(self, conn: asyncpg.Connection, schedule_id: str, seen_next: dt.datetime,

@@ -50,6 +50,8 @@ class Servicer(pb_grpc.JobServiceServicer):
             command=request.command, name=request.name, description=request.description,
             max_retries=request.max_retries if request.HasField("max_retries") else None,
             timeout_seconds=request.timeout_seconds if request.HasField("timeout_seconds") else None,
+            queue=request.queue, priority=request.priority, constraints=request.constraints,
+            concurrency_key=request.concurrency_key, max_concurrency=request.max_concurrency,
             default_max_retries=self.settings.job_default_max_retries,
             default_timeout=self.settings.job_default_timeout,
             max_command_bytes=self.settings.job_max_command_bytes, **extra,

@@ -10,7 +10,7 @@ from typing import Any
 
 from jobcluster.errors import REDIS_ERRORS
 from jobcluster.limits import MAX_REPLY_BYTES
-from jobcluster.model import MAX_NAME_CHARS, InvalidJob, Status, check_time_ms
+from jobcluster.model import MAX_NAME_CHARS, InvalidJob, Status, check_queue, check_time_ms
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import Submitted
 from scheduler_server import convert
@@ -187,4 +187,5 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
     return size, {"status": Status(raw) if raw else None, "ids": list(request.ids) or None, "after": after,
                   "include_output": request.include_output, "text": request.text.strip() or None,
                   "schedule": request.schedule.strip() or None, "since_ms": request.created_after_ms,
-                  "until_ms": request.created_before_ms}
+                  "until_ms": request.created_before_ms,
+                  "queue": check_queue(request.queue) if request.queue.strip() else None}

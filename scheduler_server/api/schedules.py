@@ -39,7 +39,8 @@ class ScheduleRpcs(Servicer):
         job = self.job_spec(request)
         spec = ScheduleSpec(name=name, cron=request.cron.strip(), timezone=timezone, command=job.command,
                             description=job.description, max_retries=job.max_retries,
-                            timeout_seconds=job.timeout_seconds, catchup=catchup, overlap=overlap)
+                            timeout_seconds=job.timeout_seconds, catchup=catchup, overlap=overlap,
+                            **job.routing())
         next_run = cron.next_tick(spec.cron, timezone, model.utcnow())
         saved = await self.store.schedules.upsert(spec, next_run, self.settings.max_schedules)
         if saved is None:

@@ -1,0 +1,93 @@
+"""Routing fields (queue, priority, constraints, concurrency key) end to end through a real server:
+validation, round trip through SubmitJob / SubmitJobs / GetJobStatus / ListJobs, schedules."""
+
+import grpc
+import pytest
+
+from jobcluster import keys
+from jobcluster.pb import scheduler_pb2 as pb
+
+ROUTED = dict(queue="gpu", priority=7, constraints=["region=eu", "gpu", "gpu"], concurrency_key="db-eu",
+              max_concurrency=2)
+
+
+def _routing(msg) -> tuple:
+    return msg.queue, msg.priority, list(msg.constraints), msg.concurrency_key, msg.max_concurrency
+
+
+EXPECTED = ("gpu", 7, ["gpu", "region=eu"], "db-eu", 2)
+
+
+@pytest.mark.parametrize("fields,fragment", [
+    (dict(queue="gpu queue"), "queue 'gpu queue' is not a queue name"),
+    (dict(queue="q" * 65), "is not a queue name"),
+    (dict(queue="a:b"), "is not a queue name"),
+    (dict(priority=10), "priority must be 0 to 9 (higher runs first), got 10"),
+    (dict(priority=-1), "priority must be 0 to 9"),
+    (dict(constraints=[f"t{i}" for i in range(17)]), "constraints has more than 16 tags"),
+    (dict(constraints=["gpu,ssd"]), "constraints item 1 'gpu,ssd' is not a tag"),
+    (dict(constraints=["gpu", ""]), "constraints item 2 is empty"),
+    (dict(constraints=["zone:a"]), "is not a tag"),
+    (dict(max_concurrency=2), "max_concurrency needs a concurrency_key"),
+    (dict(concurrency_key="k", max_concurrency=10_001), "max_concurrency must be 0 to 10000"),
+    (dict(concurrency_key="k" * 129), "concurrency_key is 129 characters, over the limit of 128"),
+    (dict(concurrency_key="a\nb"), "concurrency_key contains a control character"),
+])
+async def test_bad_routing_is_invalid_argument(stub, store, fields, fragment):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SubmitJob(pb.Job(command="true", **fields))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(command="true"), pb.Job(command="true", name="b", **fields)]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"job 2 ('b'): {fragment}" in err.value.details() or fragment in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateSchedule(pb.Schedule(name="s", cron="* * * * *", command="true", **fields))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in err.value.details()
+    assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 0
+    assert await store.pool.fetchval("SELECT count(*) FROM schedules") == 0
+
+
+async def test_fields_round_trip_and_list_filter(stub):
+    one = await stub.SubmitJob(pb.Job(command="true", **ROUTED))
+    batch = await stub.SubmitJobs(pb.JobBatch(jobs=[
+        pb.Job(command="true", **ROUTED), pb.Job(command="true"),
+        pb.Job(command="true", queue="slow", constraints=["ssd"])]))
+    plain = await stub.SubmitJob(pb.Job(command="true"))
+    ids = [one.job_id] + [r.job_id for r in batch.jobs] + [plain.job_id]
+    got = [await stub.GetJobStatus(pb.JobId(id=i)) for i in ids]
+    assert _routing(got[0]) == EXPECTED and _routing(got[1]) == EXPECTED
+    assert _routing(got[2]) == _routing(got[4]) == ("default", 0, [], "", 0)
+    assert _routing(got[3]) == ("slow", 0, ["ssd"], "", 0)
+
+    listed = await stub.ListJobs(pb.ListJobsRequest(queue="gpu"))
+    assert {j.id for j in listed.jobs} == {one.job_id, batch.jobs[0].job_id}
+    assert all(_routing(j) == EXPECTED for j in listed.jobs)
+    default = await stub.ListJobs(pb.ListJobsRequest(queue="default"))
+    assert {j.id for j in default.jobs} == {batch.jobs[1].job_id, plain.job_id}
+    assert len((await stub.ListJobs(pb.ListJobsRequest())).jobs) == 5
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListJobs(pb.ListJobsRequest(queue="no such"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a queue name" in err.value.details()
+
+
+async def test_seed_client_job_lands_in_pending_jobs(stub, queue):
+    """The original Go client sends id, command and created_at only: the default queue, list pending_jobs."""
+    resp = await stub.SubmitJob(pb.Job(id="ignored", command="true", created_at=1))
+    assert await queue.redis.lrange(keys.PENDING, 0, -1) == [resp.job_id]
+    status = await stub.GetJobStatus(pb.JobId(id=resp.job_id))
+    assert (status.status, status.queue, status.priority) == ("QUEUED", "default", 0)
+
+
+async def test_schedule_jobs_inherit_its_routing(stub):
+    sch = await stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="true", **ROUTED))
+    assert _routing(sch) == EXPECTED
+    listed = (await stub.ListSchedules(pb.ListSchedulesRequest())).schedules
+    assert [_routing(s) for s in listed] == [EXPECTED]
+    run = await stub.RunScheduleNow(pb.ScheduleRef(name="nightly"))
+    job = await stub.GetJobStatus(pb.JobId(id=run.job_id))
+    assert _routing(job) == EXPECTED and job.schedule_id == sch.id
+    # an update by name replaces the routing too
+    sch = await stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="true"))
+    assert _routing(sch) == ("default", 0, [], "", 0)
