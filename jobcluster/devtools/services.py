@@ -91,13 +91,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _wait_port(name: str, proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
+def _wait_port(name: str, proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float,
+               host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(f"{name} exited with {proc.returncode} at start; see {log_path}:\n"
                                + _tail(log_path))
-        if port_open(port):
+        if port_open(port, host):
             return
         time.sleep(0.05)
     proc.kill()

@@ -1,0 +1,208 @@
+"""The scenarios of ``make multihost``: partition, heal, quorum loss, a host killed; each measures its figure.
+
+Each scenario returns a :class:`Outcome`: its figure (seconds to a new leader, to rejoin, ...) and the
+promises it checked on the way (each a :class:`Check` with its violations). Jobs lost and jobs run twice
+are counted at the end for the jobs submitted while each scenario ran (:func:`.multihost_load.lost_and_twice`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobcluster.devtools.chaos_checks import Check
+from jobcluster.devtools.multihost import ETCD_PORT, MultiHost
+from jobcluster.devtools.multihost_load import Load, Store
+from jobcluster.devtools.netns import Network
+
+
+@dataclass
+class Outcome:
+    name: str
+    leader_seconds: float | None = None  # seconds to a new leader (None: not this scenario's question)
+    figure: str = ""
+    checks: list[Check] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, 0 if ok else 1, detail))
+        return ok
+
+
+def log_events(path: Path, since: float, *starts: str) -> list[tuple[float, str]]:
+    """(unix time, message) of the JSON log lines in ``path`` after ``since`` whose message starts so."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            ts = dt.datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if ts >= since and str(entry.get("msg", "")).startswith(starts):
+            found.append((ts, str(entry["msg"])))
+    return found
+
+
+async def until(ok: Callable[[], Awaitable[object]], timeout: float, every: float = 0.1) -> float | None:
+    """Seconds until ``ok()`` is true; None when it was not within ``timeout``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if await ok():
+            return time.monotonic() - t0
+        await asyncio.sleep(every)
+    return None
+
+
+def etcd_healthy(host: int) -> bool:
+    """The member on ``host`` answers /health with a leader in sight."""
+    try:
+        with urllib.request.urlopen(f"http://{Network.address(host)}:{ETCD_PORT}/health", timeout=1) as reply:
+            return bool(json.loads(reply.read()).get("health") == "true")
+    except (OSError, ValueError):
+        return False
+
+
+def ttl(mh: MultiHost) -> float:
+    return float(mh.settings["LEASE_TTL"].rstrip("s"))
+
+
+async def cron_jobs_since(store: Store, since: float) -> list[tuple[float, str]]:
+    """(created, submitted_via) of cron jobs created after ``since`` (unix time), oldest first."""
+    rows = await store.fetch("SELECT extract(epoch FROM created_at)::float8 AS t, submitted_via FROM jobs "
+                             "WHERE schedule_id IS NOT NULL AND created_at > to_timestamp($1) ORDER BY created_at",
+                             since)
+    return [(r["t"], r["submitted_via"]) for r in rows]
+
+
+async def partition(mh: MultiHost, store: Store, host: int = 2) -> Outcome:
+    """Cut ``host`` off while its server leads: a leader elsewhere within LEASE_TTL + 1 s, fenced, no claims."""
+    out = Outcome(f"partition host {host}")
+    leader, term = await mh.leader()
+    out.check(f"host {host} leads before the cut", leader == host, f"leader: host {leader}, term {term}")
+    await until(lambda: store.value("SELECT count(*) FROM jobs WHERE status = 'RUNNING' AND worker_id = $1",
+                                    f"h{host}-worker"), 5.0)
+    running = await store.fetch("SELECT id::text FROM jobs WHERE status = 'RUNNING' AND worker_id = $1",
+                                f"h{host}-worker")
+    others = [h for h in mh.hosts if h != host]
+    t_cut = time.time()
+    mh.net.cut(host)
+
+    async def moved() -> bool:
+        now, new_term = await mh.leader(others)
+        return now is not None and now != host and new_term > term
+    out.leader_seconds = await until(moved, 3 * ttl(mh) + 10)
+    out.check("a leader elsewhere within LEASE_TTL + 1 s", out.leader_seconds is not None
+              and out.leader_seconds <= ttl(mh) + 1, f"{out.leader_seconds}s (LEASE_TTL {ttl(mh):g}s)")
+    new_leader, new_term = await mh.leader(others)
+    # the new term must act (fire cron ticks) before the scenario ends; then look at who acted when
+    await until(lambda: cron_jobs_since(store, time.time() - 0.5), 2 * ttl(mh) + 5, every=0.3)
+    await asyncio.sleep(float(mh.settings["WORKER_DEAD_AFTER"].rstrip("s")) + 1)
+    old_over = log_events(mh.root / f"server-{host}.log", t_cut, "leader term", "no longer leader")
+    old_over = [(t, m) for t, m in old_over if m.endswith("over") or m.startswith("no longer")]
+    new_began = log_events(mh.root / f"server-{new_leader}.log", t_cut, f"leader term {new_term}: running")
+    if old_over and new_began:
+        gap = new_began[0][0] - old_over[0][0]
+        out.check(f"host {host} stopped leading before host {new_leader} began (logs)", gap > 0,
+                  f"{gap:.2f}s between '{old_over[0][1]}' and '{new_began[0][1]}'")
+    else:
+        out.check("both ends of the handover are in the logs", False, f"old: {old_over[:1]}, new: {new_began[:1]}")
+    address = mh.server_address(host)
+    acted = [t for t, via in await cron_jobs_since(store, t_cut) if via == address]
+    out.check(f"host {host} fired no cron tick after the cut", not acted, f"{len(acted)} ticks")
+    fence = await store.fetch("SELECT token, holder FROM leader_fence WHERE id = 1")
+    out.check("PostgreSQL's fence holds the new term", bool(fence) and fence[0]["token"] == new_term
+              and fence[0]["holder"] == mh.server_address(new_leader or 0), f"{dict(fence[0]) if fence else None}")
+    claims = await store.value("SELECT count(*) FROM job_attempts WHERE worker_id = $1 "
+                               "AND started_at > to_timestamp($2)", f"h{host}-worker", t_cut + 0.5)
+    out.check(f"host {host}'s worker claimed nothing while cut off", claims == 0,
+              f"{claims} attempts; {len(running)} jobs were running there at the cut")
+    gap_text = f", fenced {new_began[0][0] - old_over[0][0]:.2f}s apart" if old_over and new_began else ""
+    out.figure = f"leader host {host} -> host {new_leader}{gap_text}; {len(running)} jobs were on host {host}"
+    return out
+
+
+async def heal(mh: MultiHost, store: Store, host: int = 2) -> Outcome:
+    """Join ``host`` again: its etcd member, server and worker serve again."""
+    out = Outcome(f"heal host {host}")
+    t_heal = time.time()
+    mh.net.heal(host)
+
+    async def serving() -> bool:
+        return await mh.cluster_info(host) is not None
+    server = await until(serving, 30)
+    member = await until(lambda: asyncio.to_thread(etcd_healthy, host), 30)
+    worker = await store.wait("SELECT count(*) FROM job_attempts WHERE worker_id = $1 AND started_at > "
+                              "to_timestamp($2)", 30, f"h{host}-worker", t_heal)
+    out.check(f"host {host}'s server answers", server is not None, f"{server}")
+    out.check(f"host {host}'s etcd member healthy", member is not None, f"{member}")
+    out.check(f"host {host}'s worker runs jobs again", worker is not None, f"{worker}")
+    leader, _ = await mh.leader()
+    out.check("one leader", leader is not None, f"host {leader}")
+    out.figure = (f"server {server or 0:.1f}s, etcd member {member or 0:.1f}s, worker {worker or 0:.1f}s after "
+                  f"the link came back")
+    return out
+
+
+async def quorum_loss(mh: MultiHost, store: Store, load: Load, outage: float = 10.0) -> Outcome:
+    """Two etcd members down for ``outage`` s: no leader, cron waits, jobs still run; then cron resumes."""
+    out = Outcome("quorum loss (2 of 3 etcd)")
+    down = [h for h in mh.hosts if h != 1][:2]
+    t_loss = time.time()
+    for host in down:
+        mh.procs[f"etcd-{host}"].kill()
+    # each leader action checks the local deadline (last renewal + TTL - margin): none after t_loss + TTL
+    await asyncio.sleep(ttl(mh) + 0.5)
+    silent_from = time.time()
+    t_submit = time.time()
+    await asyncio.sleep(max(0.0, outage - ttl(mh) - 0.5))
+    cron_during = await cron_jobs_since(store, silent_from)
+    out.check("no cron tick fired without quorum", not cron_during, f"{len(cron_during)} ticks")
+    during = [k for k in load.submitted.get(load.phase, [])]
+    done = await store.value(f"SELECT count(*) FROM jobs WHERE idempotency_key = ANY($1::text[]) "
+                             f"AND status = 'SUCCEEDED' AND finished_at > to_timestamp($2)", during, t_submit)
+    out.check("submitted jobs still ran without quorum", done > 0, f"{done} of {len(during)} finished meanwhile")
+    t_back = time.time()
+    for host in down:
+        mh.start_etcd(host)
+    resumed = await until(lambda: cron_jobs_since(store, t_back), 10 * ttl(mh) + 20, every=0.2)
+    out.leader_seconds = resumed
+    out.check("cron resumes once quorum is back", resumed is not None, f"{resumed}s")
+    out.figure = (f"etcd down {t_back - t_loss:.1f}s; {done} jobs finished meanwhile; first tick "
+                  f"{resumed or 0:.1f}s after quorum came back")
+    return out
+
+
+async def kill_host(mh: MultiHost, store: Store, load: Load, host: int = 3, jobs: int = 6) -> Outcome:
+    """kill -9 everything on ``host`` while its worker runs jobs: they finish elsewhere."""
+    out = Outcome(f"kill host {host}")
+    for n in range(jobs):
+        await load.submit(load.job(f"mh-sleep-{load.phase}-long{n}", 3.0), load.phase)
+    busy = await until(lambda: store.value("SELECT count(*) FROM jobs WHERE status = 'RUNNING' AND worker_id = $1",
+                                           f"h{host}-worker"), 15)
+    ids = [r["id"] for r in await store.fetch("SELECT id::text FROM jobs WHERE status = 'RUNNING' AND worker_id = $1",
+                                              f"h{host}-worker")]
+    out.check(f"host {host}'s worker was running jobs", busy is not None and bool(ids), f"{len(ids)} jobs")
+    leader, term = await mh.leader()
+    t_kill = time.time()
+    killed = mh.kill_host(host)
+    others = [h for h in mh.hosts if h != host]
+    if leader == host:
+        async def moved() -> bool:
+            now, new_term = await mh.leader(others)
+            return now is not None and new_term > term
+        out.leader_seconds = await until(moved, 3 * ttl(mh) + 10)
+    finished = await store.wait("SELECT count(*) = cardinality($1::text[]) FROM jobs WHERE id::text = ANY($1) "
+                                "AND status = 'SUCCEEDED' AND worker_id <> $2", 60, ids, f"h{host}-worker")
+    out.check(f"host {host}'s jobs finished elsewhere", finished is not None,
+              f"{len(ids)} jobs in {time.time() - t_kill:.1f}s")
+    mh.restart_host(host)
+    back = await until(lambda: mh.cluster_info(host), 60)
+    out.check(f"host {host} serves again after its restart", back is not None, f"{back}s")
+    out.figure = (f"{killed} processes killed; its {len(ids)} running jobs done elsewhere "
+                  f"{finished or 0:.1f}s later" + (" (it led)" if leader == host else ""))
+    return out
