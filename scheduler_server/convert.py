@@ -10,6 +10,7 @@ from jobcluster.election import LeaderInfo
 from jobcluster.model import MAX_TIME_MS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import DeadJobRow, JobRow, ScheduleRow
+from scheduler_server.waiting import is_alive, worker_queues, worker_tags
 
 
 def job_status(job: JobRow, waiting_reason: str = "") -> pb.JobStatus:
@@ -120,5 +121,5 @@ def cluster_info(*, leader: LeaderInfo | None, election: str, servers: dict[str,
         beat = _int(info, "heartbeat_ms")
         msg.workers.add(id=worker_id, last_heartbeat_ms=beat, pid=_int(info, "pid"), host=info.get("host", ""),
                         slots=_int(info, "slots"), running=_int(info, "running"), jobs_done=_int(info, "jobs_done"),
-                        alive=bool(beat) and now - beat <= dead_after_ms)
+                        alive=is_alive(beat, now, dead_after_ms), queues=worker_queues(info), tags=worker_tags(info))
     return msg

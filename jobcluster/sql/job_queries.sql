@@ -74,3 +74,9 @@ SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status, a.output A
 -- name: attempts_of_jobs
 SELECT job_id, attempt, worker_id, started_at, finished_at, exit_code, error, output_truncated
   FROM job_attempts WHERE job_id = ANY($1::uuid[]) ORDER BY job_id, attempt;
+
+-- name: running_by_key
+-- How many jobs of each of these concurrency keys run now (jobs_running_key_idx).
+SELECT concurrency_key, count(*) AS n FROM jobs
+ WHERE status = 'RUNNING' AND concurrency_key <> '' AND concurrency_key = ANY($1::text[])
+ GROUP BY concurrency_key;

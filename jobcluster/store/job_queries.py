@@ -95,6 +95,10 @@ class JobQueries:
         cut = bool(rows) and rows[0]["fetched"] > len(rows)
         return JobPage([JobRow.from_record(r) for r in rows], cut)
 
+    async def running_by_key(self, keys: list[str]) -> dict[str, int]:
+        """Concurrency key -> jobs of it RUNNING now (keys with none are left out)."""
+        return {r["concurrency_key"]: r["n"] for r in await self.pool.fetch(Q["running_by_key"], keys)}
+
     async def status_counts(self) -> dict[Status, int]:
         """How many jobs have each status (as shown)."""
         return {Status(r["status"]): r["n"] for r in await self.pool.fetch(Q["status_counts"])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -16,6 +17,7 @@ from jobcluster.settings import Settings
 from jobcluster.store import Store
 from scheduler_server.errors import NotFound, NotReady
 from scheduler_server.healer import Unpushed
+from scheduler_server.waiting import waiting_reasons
 from scheduler_server.watch import WatchHub
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -56,6 +58,15 @@ class Servicer(pb_grpc.JobServiceServicer):
             default_timeout=self.settings.job_default_timeout,
             max_command_bytes=self.settings.job_max_command_bytes, **extra,
         )
+
+    async def waiting_reasons(self, jobs: Sequence[JobRow]) -> dict[str, str]:
+        """Job id -> why it waits, for the QUEUED ones that cannot start (scheduler_server/waiting.py)."""
+        return await waiting_reasons(jobs, self.queue, self.store, limit_of=self.concurrency_limit,
+                                     dead_after_ms=int(self.settings.worker_dead_after * 1000))
+
+    def concurrency_limit(self, job: JobRow) -> int:
+        """How many jobs of this job's concurrency key may run at once (0: no limit)."""
+        return job.max_concurrency
 
     async def job_row(self, job_id: str) -> JobRow:
         """The job, or NotFound."""

@@ -107,7 +107,9 @@ class JobRpcs(Servicer):
     async def GetJobStatus(self, request: pb.JobId, context: Context) -> pb.JobStatus:
         if not request.id:
             raise InvalidJob("id is empty")
-        return convert.job_status(await self.job_row(request.id))
+        job = await self.job_row(request.id)
+        reasons = await self.waiting_reasons([job])
+        return convert.job_status(job, reasons.get(job.id, ""))
 
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -116,7 +118,9 @@ class JobRpcs(Servicer):
         more = page.cut or len(page.jobs) > size
         jobs = page.jobs[:size]
         token = convert.encode_page_token(jobs[-1].created_at_us, jobs[-1].id) if more else ""
-        resp = pb.ListJobsResponse(jobs=[convert.job_status(j) for j in jobs], next_page_token=token)
+        reasons = await self.waiting_reasons(jobs)
+        resp = pb.ListJobsResponse(jobs=[convert.job_status(j, reasons.get(j.id, "")) for j in jobs],
+                                   next_page_token=token)
         if request.with_counts:
             resp.status_counts.update({s.value: n for s, n in (await self.store.job_queries.status_counts()).items()})
         return resp

@@ -91,3 +91,48 @@ async def test_schedule_jobs_inherit_its_routing(stub):
     # an update by name replaces the routing too
     sch = await stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="true"))
     assert _routing(sch) == ("default", 0, [], "", 0)
+
+
+async def _beat(queue, worker_id: str, queues: str, tags: str = "") -> None:
+    await queue.liveness.heartbeat(worker_id, {"host": "h", "pid": 1, "slots": 1, "queues": queues, "tags": tags}, 30)
+
+
+async def _reason(stub, job_id: str) -> str:
+    return (await stub.GetJobStatus(pb.JobId(id=job_id))).waiting_reason
+
+
+async def test_waiting_reason_names_what_no_live_worker_offers(stub, queue):
+    gpu = (await stub.SubmitJob(pb.Job(command="true", queue="gpu", constraints=["region=eu", "gpu"]))).job_id
+    plain = (await stub.SubmitJob(pb.Job(command="true"))).job_id
+    assert await _reason(stub, gpu) == await _reason(stub, plain) == "no live worker"
+    # a worker whose heartbeat is older than WORKER_DEAD_AFTER does not count
+    await queue.redis.hset(keys.worker_info("gone"), mapping={"heartbeat_ms": 1, "queues": "gpu", "tags": "gpu,region=eu"})
+    await queue.redis.zadd(keys.WORKERS, {"gone": 1})
+    await _beat(queue, "w1", "default")
+    assert await _reason(stub, gpu) == "no live worker serves queue gpu"
+    assert await _reason(stub, plain) == ""
+    await _beat(queue, "w2", "default,gpu", "gpu")
+    assert await _reason(stub, gpu) == "no live worker has tags gpu, region=eu"
+    await _beat(queue, "w3", "default", "gpu,region=eu")
+    assert await _reason(stub, gpu) == "no live worker serving queue gpu has tags gpu, region=eu"
+    listed = await stub.ListJobs(pb.ListJobsRequest())
+    assert {j.id: j.waiting_reason for j in listed.jobs} == {
+        gpu: "no live worker serving queue gpu has tags gpu, region=eu", plain: ""}
+    await _beat(queue, "w4", "gpu", "gpu,region=eu,ssd")
+    assert await _reason(stub, gpu) == ""
+    info = await stub.GetClusterInfo(pb.ClusterInfoRequest())
+    by_id = {w.id: w for w in info.workers}
+    assert (list(by_id["w2"].queues), list(by_id["w2"].tags)) == (["default", "gpu"], ["gpu"])
+    assert (list(by_id["gone"].queues), by_id["gone"].alive) == (["gpu"], False)
+
+
+async def test_waiting_reason_for_a_full_concurrency_key(stub, store, queue):
+    await _beat(queue, "w1", "default")
+    running = [(await stub.SubmitJob(pb.Job(command="sleep 9", concurrency_key="db", max_concurrency=2))).job_id
+               for _ in range(2)]
+    waiting = (await stub.SubmitJob(pb.Job(command="true", concurrency_key="db", max_concurrency=2))).job_id
+    assert await _reason(stub, waiting) == ""
+    await store.pool.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w1' WHERE id = ANY($1::uuid[])",
+                             running)
+    assert await _reason(stub, waiting) == "waiting for concurrency key db (2 of 2 running)"
+    assert await _reason(stub, running[0]) == ""  # RUNNING: nothing to explain
