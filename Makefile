@@ -16,7 +16,7 @@ endif
 TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
 .PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
-        run-client run-client-servers run-webui screenshot bench chaos chaos-test soak clean
+        run-client run-client-servers run-webui screenshot bench systemd chaos chaos-test soak clean
 
 help:
 	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051 TLS=1]   start a cluster here"
@@ -80,9 +80,17 @@ run-client-servers: deps
 run-webui: deps
 	$(PY) -m webui $(if $(WEBUI_ADDR),--addr $(WEBUI_ADDR))
 
-# Speed on this machine, printed as figures (private services; about a minute).
+# Celery side by side with jobcluster (make start's defaults) on private services, ROUNDS interleaved rounds,
+# each goal of issue 11 beside its figure. Installs celery into .venv when missing (bench only).
+ROUNDS ?= 3
 bench: deps
-	$(PY) scripts/bench.py
+	@$(PY) -c "import celery, packaging" 2>/dev/null || $(PY) -m pip install -q celery packaging
+	$(PY) scripts/bench.py --rounds $(ROUNDS)
+
+# systemd units for real hosts (docs/deploy.md), for this checkout's .venv, written to OUT.
+OUT ?= .run/systemd
+systemd: deps
+	$(PY) -m jobcluster.devtools.systemd --out $(OUT)
 
 # Thousands of jobs through a cluster being killed, then the checks (private services; minutes; exit 1 on a
 # violation). `make chaos-test` runs the 1,000-job version alone (tests/e2e/test_chaos.py, about 30 s; it is

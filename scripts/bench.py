@@ -1,15 +1,22 @@
-"""`make bench`: jobcluster's speed on this machine, printed as figures (no pass/fail).
+"""`make bench`: jobcluster beside Celery on this machine, in interleaved rounds, with issue 11's goals.
 
-Starts private Redis, PostgreSQL and etcd, one server and WORKERS workers, then:
+Private Redis, PostgreSQL (fsync on) and etcd for jobcluster; a private Redis for Celery. Each round
+runs, one after the other (never at once):
 
-1. submissions: N single SubmitJob calls, 16 in flight (rate, p50/p99 latency);
-2. end to end, single submits: N `true` jobs submitted one call each, until all SUCCEEDED;
-3. end to end, batched: N `true` jobs in SubmitJobs calls of 1,000;
-4. submit-to-start latency at a steady, moderate rate (started_at - created_at).
+- Celery 5 (prefork, concurrency 2, Redis broker and result backend; the task runs
+  ``subprocess.run("true", shell=True)``): JOBS tasks sent one by one from one client, until every
+  result is stored; then the start latency at 100 tasks/s (sent -> task started);
+- jobcluster, one server and two workers as ``make start SERVER_COUNT=1 WORKER_COUNT=2`` runs them,
+  with the default settings: SubmitJob alone (16 in flight, no workers running); SubmitJobs alone
+  (batches of 1,000: jobs stored per second); then with the workers, end to end for JOBS `true` jobs
+  by single calls (16 in flight) and by batches of 1,000, and the start latency at 100 jobs/s
+  (created_at -> started_at, both PostgreSQL's clock).
 
-    .venv/bin/python scripts/bench.py [--jobs 2000] [--workers 2] [--concurrency 16]
+It prints each round, then the table: a range over the rounds per figure, the ratio to Celery of the
+same round, each goal and in how many rounds it was met. Figures swing on a shared machine: compare
+only within one run.
 
-Celery is not measured side by side yet (see the README).
+    .venv/bin/python scripts/bench.py [--rounds 3] [--jobs 2000]     (make bench ROUNDS=3)
 """
 
 from __future__ import annotations
@@ -17,173 +24,87 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
-
-from jobcluster.channels import open_aio_channel
+from bench_stats import Round, round_line, table
 from jobcluster.devtools import services as svc
-from jobcluster.devtools.cluster import wait_healthy
-from jobcluster.devtools.job_user import job_user_env
-from jobcluster.pb import scheduler_pb2 as pb
-from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+
+try:
+    import celery
+    from bench_celery import CeleryBench
+except ImportError as exc:  # bench-only: make bench installs it
+    raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or "
+                     f"`{sys.executable} -m pip install celery packaging`") from None
+
+from bench_jobcluster import JobclusterBench, measure_round
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(len(s) * p))]
-
-
-async def wait_done(dsn: str, total: int, timeout: float = 300) -> float:
-    conn = await asyncpg.connect(dsn)
+def _cpu() -> str:
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            n = await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED'")
-            if n >= total:
-                return time.monotonic()
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"only {n} of {total} jobs done")
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def one_round(i: int, args: argparse.Namespace, cel: CeleryBench, jc: JobclusterBench) -> Round:
+    cel.start()
+    try:
+        celery_e2e = cel.end_to_end(args.jobs)
+        celery_start = cel.start_latency(args.rate, args.rate_jobs)
     finally:
-        await conn.close()
-
-
-async def reset(dsn: str, redis_url: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    await conn.execute("TRUNCATE jobs CASCADE")
-    await conn.close()
-    import redis.asyncio as aioredis
-    r = aioredis.Redis.from_url(f"redis://{redis_url}")
-    await r.delete("pending_jobs", "delayed_jobs", "dlq_tasks")
-    await r.aclose()
-
-
-async def submit_many(stub, n: int, inflight: int, command: str = "true") -> list[float]:
-    latencies: list[float] = []
-    queue = iter(range(n))
-
-    async def one_lane() -> None:
-        for _ in queue:
-            t = time.perf_counter()
-            await stub.SubmitJob(pb.Job(command=command, max_retries=0), timeout=30)
-            latencies.append(time.perf_counter() - t)
-    await asyncio.gather(*(one_lane() for _ in range(inflight)))
-    return latencies
-
-
-async def run(args: argparse.Namespace, server: str, dsn: str, redis_url: str,
-              start_workers, stop_workers) -> None:
-    n = args.jobs
-    async with open_aio_channel(server) as channel:
-        stub = pb_grpc.JobServiceStub(channel)
-        await submit_many(stub, 50, 4)  # warm up
-        await reset(dsn, redis_url)
-
-        # 1. submissions alone (no workers competing for the CPU)
-        t = time.perf_counter()
-        lat = await submit_many(stub, n, args.concurrency)
-        took = time.perf_counter() - t
-        print(f"submit, single calls, {args.concurrency} in flight: {n / took:,.0f} jobs/s; "
-              f"p50 {pct(lat, .5) * 1000:.1f} ms, p99 {pct(lat, .99) * 1000:.1f} ms")
-        await reset(dsn, redis_url)
-
-        # 2. end to end, single submits
-        start_workers()
-        await asyncio.sleep(1.0)
-        t = time.monotonic()
-        await submit_many(stub, n, args.concurrency)
-        done = await wait_done(dsn, n)
-        print(f"end to end, {n} `true` jobs, single submits: {n / (done - t):,.0f} jobs/s "
-              f"({done - t:.2f} s, {args.workers} workers x {args.worker_concurrency} slots)")
-        await reset(dsn, redis_url)
-
-        # 3. end to end, batches of 1000
-        t = time.monotonic()
-        for start in range(0, n, 1000):
-            batch = pb.JobBatch(jobs=[pb.Job(command="true", max_retries=0) for _ in range(min(1000, n - start))])
-            await stub.SubmitJobs(batch, timeout=60)
-        submitted = time.monotonic()
-        done = await wait_done(dsn, n)
-        print(f"end to end, {n} `true` jobs, SubmitJobs batches of 1000: {n / (done - t):,.0f} jobs/s "
-              f"(submitting took {submitted - t:.2f} s: {n / (submitted - t):,.0f} jobs/s)")
-        await reset(dsn, redis_url)
-
-        # 4. submit-to-start latency at a steady rate
-        rate, count = args.latency_rate, args.latency_jobs
-        t0 = time.perf_counter()
-        for i in range(count):
-            await stub.SubmitJob(pb.Job(command="true", max_retries=0), timeout=30)
-            delay = t0 + (i + 1) / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await wait_done(dsn, count)
-        conn = await asyncpg.connect(dsn)
-        rows = await conn.fetch("SELECT extract(epoch FROM started_at - created_at) AS d FROM jobs")
-        await conn.close()
-        waits = [float(r["d"]) * 1000 for r in rows]
-        print(f"submit-to-start at {rate}/s ({count} jobs): p50 {pct(waits, .5):.1f} ms, "
-              f"p99 {pct(waits, .99):.1f} ms, mean {statistics.mean(waits):.1f} ms")
-        stop_workers()
+        cel.stop()
+    figures = asyncio.run(measure_round(jc, f"r{i}", args.jobs, args.stored_jobs, args.inflight,
+                                        args.rate, args.rate_jobs))
+    return Round(celery_e2e=celery_e2e, celery_start=celery_start, **figures)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobs", type=int, default=2000)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--worker-concurrency", type=int, default=8)
-    p.add_argument("--concurrency", type=int, default=16, help="submits in flight")
-    p.add_argument("--latency-rate", type=int, default=100, help="jobs/s for the latency run")
-    p.add_argument("--latency-jobs", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2000, help="`true` jobs end to end, and SubmitJob calls")
+    p.add_argument("--stored-jobs", type=int, default=20_000, help="jobs sent in batches of 1,000 alone")
+    p.add_argument("--inflight", type=int, default=16, help="SubmitJob calls in flight")
+    p.add_argument("--rate", type=int, default=100, help="jobs/s for the start latency")
+    p.add_argument("--rate-jobs", type=int, default=500, help="jobs for the start latency")
     args = p.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
-    os.chmod(root, 0o755)
-    procs: list[subprocess.Popen] = []
-    workers: list[subprocess.Popen] = []
+    os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it
+    jc: JobclusterBench | None = None
+    broker: svc.Service | None = None
     try:
         with svc.private_services(root) as started:
-            redis, pg = started["redis"], started["postgres"]
-            port = svc.free_port()
-            env = {**os.environ, **job_user_env(os.environ.get("JOB_USER", "")),
-                   "DATABASE_URL": pg.url, "REDIS_ADDR": redis.url,
-                   "ETCD_ENDPOINTS": started["etcd"].url, "LOG_LEVEL": "WARNING",
-                   "WORKER_CONCURRENCY": str(args.worker_concurrency), "PG_MAX_CONNS": "20"}
-            server = f"127.0.0.1:{port}"
-
-            def spawn(name: str, *argv: str) -> subprocess.Popen:
-                with open(root / f"{name}.log", "w") as log:
-                    return subprocess.Popen([sys.executable, *argv], cwd=root, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT)
-
-            procs.append(spawn("server", "-m", "scheduler_server", "--port", str(port)))
-            if wait_healthy([server], timeout=60):
-                raise SystemExit(f"server {server} did not become ready; see {root}/server.log")
-
-            def start_workers() -> None:
-                workers.extend(spawn(f"worker-{i}", "-m", "worker", "--id", f"bench-{i}")
-                               for i in range(args.workers))
-
-            def stop_workers() -> None:
-                for w in workers:
-                    w.terminate()
-                for w in workers:
-                    w.wait()
-
-            print(f"jobcluster bench on {os.cpu_count()} cores; PostgreSQL {pg.url.rsplit('@', 1)[-1]}, "
-                  f"Redis {redis.url}")
-            asyncio.run(run(args, server, pg.url, redis.url, start_workers, stop_workers))
+            broker = svc.start_redis(root / "celery-redis", svc.free_port(), root / "celery-redis.log")
+            jc = JobclusterBench(root, started)
+            jc.start_server()
+            cel = CeleryBench(broker.url, root)
+            when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+            print(f"make bench on {os.cpu_count()} cores ({_cpu()}), {when}; "
+                  f"Celery {celery.__version__}; {args.rounds} rounds of {args.jobs:,} `true` jobs; logs in {root}",
+                  flush=True)
+            rounds = []
+            for i in range(1, args.rounds + 1):
+                rounds.append(one_round(i, args, cel, jc))
+                print(round_line(i, rounds[-1]), flush=True)
+            jc.stop()
+            print()
+            print(table(rounds))
+            print("\nRatios are jobcluster / Celery within the same round. The machine may be shared: "
+                  "figures swing from run to run.")
             return 0
     finally:
-        for proc in workers + procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        if jc is not None:
+            jc.kill_all()
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
