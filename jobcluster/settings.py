@@ -114,6 +114,10 @@ class Settings:
     database_password_file: str = setting("")
     redis_user: str = setting("")
     redis_password_file: str = setting("")
+    # Follow the Redis primary through Sentinel (jobcluster/queue/sentinel.py); REDIS_ADDR is then unused.
+    redis_sentinels: tuple[str, ...] = setting((), "list")
+    redis_sentinel_master: str = setting("jobcluster")
+    redis_sentinel_password_file: str = setting("")
     etcd_user: str = setting("")
     etcd_password_file: str = setting("")
     election_namespace: str = setting("/scheduler/v1")
@@ -201,6 +205,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_port(addr: str) -> tuple[str, int]:
+    """``host:port`` (an IPv6 host in brackets) as (host, port); ValueError when it is not one."""
+    host, sep, port = addr.strip().rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{addr!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
 def read_env(dotenv_path: str | None = ".env") -> dict[str, str]:
     """``.env`` (when there is one) overlaid by the real environment."""
     merged: dict[str, str] = {}
@@ -243,6 +255,11 @@ def _check_credentials(s: Settings) -> None:
         raise ConfigError("ETCD_USER and ETCD_PASSWORD_FILE go together: set both or neither")
     if s.redis_user and not (s.redis_password_file or urlsplit(s.redis_addr).password):
         raise ConfigError("REDIS_USER needs a password: set REDIS_PASSWORD_FILE")
+    for addr in s.redis_sentinels:
+        try:
+            host_port(addr)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_SENTINELS must be host:port,host:port,...; {exc}") from None
     for url, name, file_setting in ((s.database_url, "DATABASE_URL", "DATABASE_PASSWORD_FILE"),
                                     (s.redis_addr, "REDIS_ADDR", "REDIS_PASSWORD_FILE")):
         if getattr(s, file_setting.lower()) and "://" in url and urlsplit(url).password:

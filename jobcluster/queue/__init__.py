@@ -31,35 +31,44 @@ from jobcluster.queue.jobs import Jobs
 from jobcluster.queue.live_output import LiveOutput
 from jobcluster.queue.liveness import Liveness
 from jobcluster.queue.reconcile import Reconcile
+from jobcluster.queue.sentinel import connect_primary
 from jobcluster.settings import Settings
 
 __all__ = ["OP_TIMEOUT", "Queue", "connect", "connect_from"]
 
 
+#: Options of every Redis client. No socket_timeout: see OP_TIMEOUT; every operation is bounded by Queue.
+_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": None, "socket_keepalive": True,
+                            "decode_responses": True}
+
+
 def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
     """A client for REDIS_ADDR (``host:port`` or a ``redis://`` URL), with bounded timeouts."""
     url = addr if "://" in addr else f"redis://{addr}"
-    # No socket_timeout: see OP_TIMEOUT. Every operation is bounded by Queue itself.
-    options: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": None, "socket_keepalive": True,
-                               "decode_responses": True}
-    options.update(kwargs)
-    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
+    client: aioredis.Redis = aioredis.Redis.from_url(url, **{**_OPTIONS, **kwargs})
     return client
 
 
 def connect_from(settings: Settings, **kwargs: Any) -> aioredis.Redis:
-    """A client for REDIS_ADDR that logs in as REDIS_USER with the password in REDIS_PASSWORD_FILE.
+    """A client for REDIS_ADDR, or for the primary the sentinels in REDIS_SENTINELS name, logged in as
+    REDIS_USER with the password in REDIS_PASSWORD_FILE.
 
-    The file is read here, once. Without REDIS_USER the password is the default user's
+    The files are read here, once. Without REDIS_USER the password is the default user's
     (``requirepass``); a password in a ``redis://`` REDIS_ADDR works too. Redis refusing the
     login raises redis-py's AuthenticationError, a ConnectionError, so it is retried and logged
-    like an outage.
+    like an outage. With REDIS_SENTINELS, REDIS_ADDR is not used: each new connection goes to the
+    primary of REDIS_SENTINEL_MASTER, and a failover is an outage of a few seconds (:mod:`.sentinel`).
     """
     password = optional_secret("REDIS_PASSWORD_FILE", settings.redis_password_file)
     if password is not None:
         kwargs.setdefault("password", password)
     if settings.redis_user:
         kwargs.setdefault("username", settings.redis_user)
+    if settings.redis_sentinels:
+        return connect_primary(
+            settings.redis_sentinels, settings.redis_sentinel_master,
+            sentinel_password=optional_secret("REDIS_SENTINEL_PASSWORD_FILE", settings.redis_sentinel_password_file),
+            **{**_OPTIONS, **kwargs})
     return connect(settings.redis_addr, **kwargs)
 
 

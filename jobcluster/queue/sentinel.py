@@ -1,0 +1,162 @@
+"""A client that follows the Redis primary through Sentinel (``REDIS_SENTINELS``).
+
+redis-py's :class:`~redis.asyncio.sentinel.SentinelConnectionPool` asks the
+sentinels for the primary's address each time it opens a connection, and turns
+a ``READONLY`` reply (the server we talk to was demoted) into a
+ConnectionError. What we add:
+
+- replies that also mean "this server is no longer the primary" end the
+  connection and raise a ConnectionError as well, so the next try asks the
+  sentinels again: ``UNBLOCKED`` (Redis ends a blocked BLMOVE when its server
+  turns into a replica), ``MASTERDOWN`` and ``NOREPLICAS``;
+- each sentinel is asked within :data:`SENTINEL_TIMEOUT`: our connections have
+  no socket timeout (see :mod:`.base`), and one sentinel cut off by a partition
+  must not hold up the question to the next one;
+- the pool asks the sentinels again every second while it is used: a primary
+  demoted alive (a manual failover, a healed partition) keeps taking writes
+  for up to ~10 s, until the sentinels turn it into a replica, and redis-py
+  only asks when it opens a connection;
+- closing the client closes the sentinel connections too.
+
+Every error here is a redis ConnectionError (MasterNotFoundError is one), so
+the programs count a failover as a Redis outage (:mod:`jobcluster.errors`) and
+retry through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobcluster.settings import host_port
+
+log = logging.getLogger("queue.sentinel")
+
+#: Bound on one question to one sentinel (seconds).
+SENTINEL_TIMEOUT = 1.0
+#: How often a pool in use asks the sentinels whether the primary moved (seconds).
+RECHECK_INTERVAL = 1.0
+#: Error codes that mean the server we are connected to is not (or no longer) a usable primary.
+NOT_PRIMARY = frozenset({"READONLY", "UNBLOCKED", "MASTERDOWN", "NOREPLICAS"})
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the server the sentinels name as primary; a reply saying it is not one ends it."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+            if code not in NOT_PRIMARY:
+                raise
+            # Disconnect: the next use of this connection asks the sentinels for the primary again.
+            await self.disconnect()
+            raise RedisConnectionError(f"Redis {self.host}:{self.port} is not the primary any more: {exc}") from exc
+
+
+# redis-py's sentinel module has no annotations: hence the type: ignore[no-untyped-call] below.
+class PrimaryPool(SentinelConnectionPool):
+    """redis-py's sentinel pool, plus: the sentinels are asked again every :data:`RECHECK_INTERVAL` while
+    the pool is used (in a task of its own, so an unreachable sentinel delays no operation), and when the
+    primary moved, connections in use are closed when released, not only idle ones. Closing the pool
+    closes the sentinel clients too."""
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._next_check = 0.0
+        self._check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_master and self.master_address is not None:
+            self._check_soon()
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def get_master_address(self) -> tuple[str, int]:
+        before = self.master_address
+        # redis-py closes the idle connections when the address changed
+        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
+        if before is not None and address != before:
+            log.warning("Redis primary %r is now %s:%s (was %s:%s), as the sentinels say; reconnecting",
+                        self.service_name, *address, *before)
+            # A demoted primary may still take writes until the sentinels reconfigure it, and a
+            # connection in use would go on writing there: close each one when it is released.
+            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+        return address
+
+    def _check_soon(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or (self._check is not None and not self._check.done()):
+            return
+        self._next_check = now + RECHECK_INTERVAL
+        self._check = asyncio.get_running_loop().create_task(self._recheck(), name="redis-primary-check")
+
+    async def _recheck(self) -> None:
+        try:
+            await self.get_master_address()
+        except RedisError as exc:
+            # No sentinel answers: keep to the primary we know (it may well be fine); connecting asks again.
+            log.debug("could not ask the sentinels for the primary: %s", exc)
+
+    async def aclose(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+class Sentinels(Sentinel):
+    """The sentinels, each asked within :data:`SENTINEL_TIMEOUT`."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The primary's (host, port) by the first sentinel that sees a healthy one; MasterNotFoundError if none."""
+        failures = []
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                async with asyncio.timeout(SENTINEL_TIMEOUT):
+                    masters = await sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+                failures.append(f"{_where(sentinel)}: {exc or type(exc).__name__}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                # Ask this one first next time (as redis-py does).
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return str(state["ip"]), int(state["port"])
+            failures.append(f"{_where(sentinel)}: " + (f"primary {state['ip']}:{state['port']} is down" if state
+                                                        else f"no primary named {service_name!r}"))
+        raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r} ({'; '.join(failures)})")
+
+
+def _where(client: aioredis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"{kw.get('host')}:{kw.get('port')}"
+
+
+def connect_primary(sentinels: tuple[str, ...] | list[str], master: str, *, sentinel_password: str | None = None,
+                    **options: Any) -> aioredis.Redis:
+    """A client for the primary of ``master`` as the ``sentinels`` (``host:port`` each) name it.
+
+    ``options`` are the Redis connection's (password, username, timeouts, decoding). The sentinels get
+    the same connect timeout and keepalive, no socket timeout, and ``sentinel_password`` if given.
+    """
+    sentinel_options: dict[str, Any] = {k: v for k, v in options.items() if k.startswith("socket_")}
+    sentinel_options["socket_timeout"] = None  # bounded per question by SENTINEL_TIMEOUT instead
+    if sentinel_password is not None:
+        sentinel_options["password"] = sentinel_password
+    # redis-py's Sentinel.__init__ has no annotations
+    manager = Sentinels([host_port(addr) for addr in sentinels],  # type: ignore[no-untyped-call]
+                        sentinel_kwargs=sentinel_options)
+    client: aioredis.Redis = manager.master_for(master, connection_pool_class=PrimaryPool,
+                                                connection_class=PrimaryConnection, **options)
+    return client

@@ -1,0 +1,161 @@
+"""Redis failover with Sentinel, against the real programs (jobcluster/queue/sentinel.py).
+
+A primary, a replica and three sentinels on loopback (jobcluster/devtools/sentinel.py); a server
+(and leader) and a worker started with REDIS_SENTINELS; jobs flowing while the primary is killed
+with SIGKILL. The programs must follow the new primary, every accepted job must end SUCCEEDED
+(ids the old primary lost come back by reconciliation from PostgreSQL) and none may run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from jobcluster.devtools.sentinel import Member, SentinelGroup, start_group
+from jobcluster.devtools.services import free_port
+from jobcluster.errors import REDIS_ERRORS
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from jobcluster.queue import connect_from
+from jobcluster.settings import Settings
+from jobcluster.store import Store
+from tests.e2e.conftest import Cluster
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    g = start_group(tmp_path / "redis-ha", [Member("127.0.0.1", free_port()) for _ in range(2)],
+                    [Member("127.0.0.1", free_port()) for _ in range(3)])
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+class Submitter(threading.Thread):
+    """Submits a job every ``every`` seconds until stopped; remembers when each accepted id was sent."""
+
+    def __init__(self, address: str, command: str, every: float = 0.02) -> None:
+        super().__init__(name="submitter", daemon=True)
+        self.address, self.command, self.every = address, command, every
+        self.sent: dict[str, float] = {}
+        self.refused = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            stub = pb_grpc.JobServiceStub(channel)
+            while not self.stop.wait(self.every):
+                at = time.monotonic()
+                try:
+                    self.sent[stub.SubmitJob(pb.Job(command=self.command), timeout=5).job_id] = at
+                except grpc.RpcError:
+                    self.refused += 1  # UNAVAILABLE during the failover (stored or not: PostgreSQL says)
+
+
+def _runs(path: Path) -> Counter[str]:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+def test_sentinel_errors_count_as_redis_outages() -> None:
+    from redis.asyncio.sentinel import MasterNotFoundError, SlaveNotFoundError
+    assert issubclass(MasterNotFoundError, REDIS_ERRORS) and issubclass(SlaveNotFoundError, REDIS_ERRORS)
+
+
+async def test_programs_follow_the_new_primary_and_lose_no_job(
+        settings: Settings, store: Store, group: SentinelGroup, tmp_path: Path) -> None:
+    old = group.primary_addr()
+    assert old is not None
+    sentinel_env = {"REDIS_SENTINELS": ",".join(group.sentinel_addrs), "REDIS_SENTINEL_MASTER": group.master,
+                    # what a program without Sentinel support would keep using
+                    "REDIS_ADDR": old}
+    cluster = Cluster(replace(settings, redis_addr=old), tmp_path)
+    runs = tmp_path / "runs"
+    submitter: Submitter | None = None
+    try:
+        server, address = cluster.server(**sentinel_env)
+        worker = cluster.worker("w1", **sentinel_env)
+        submitter = Submitter(address, f'echo "$JOB_ID" >> {runs}')
+        submitter.start()
+        await wait_for(lambda: len(_runs(runs)) >= 20, timeout=30, what="20 jobs run before the kill")
+
+        killed_at = time.monotonic()
+        group.kill(group.primary_name())
+        new = group.wait_failover(old)
+
+        def ran_since_kill() -> float | None:
+            ran = _runs(runs)
+            after = [at for job_id, at in list(submitter.sent.items()) if at > killed_at and job_id in ran]
+            return min(after) if after else None
+        await wait_for(ran_since_kill, timeout=30, interval=0.02, what="a job submitted after the kill to run")
+        recovered = time.monotonic() - killed_at
+        print(f"\nRedis failover {old} -> {new}: jobs run again {recovered:.1f}s after SIGKILL of the primary "
+              f"({submitter.refused} submits refused meanwhile)")
+        # keep submitting to the new primary for a while, then let everything settle
+        await wait_for(lambda: time.monotonic() - killed_at > recovered + 2, timeout=10, what="more submits")
+        submitter.stop.set()
+        submitter.join(10)
+
+        async def all_succeeded() -> bool:
+            return not await store.pool.fetchval("SELECT count(*) FROM jobs WHERE status <> 'SUCCEEDED'")
+        await wait_for(all_succeeded, timeout=30, what="every job SUCCEEDED")
+
+        stored = {r["id"] for r in await store.pool.fetch("SELECT id::text FROM jobs")}
+        ran = _runs(runs)
+        assert set(submitter.sent) <= stored, "an accepted job is not in PostgreSQL"
+        assert set(ran) == stored, f"jobs that never ran: {sorted(stored - set(ran))[:5]}"
+        twice = {job_id: n for job_id, n in ran.items() if n > 1}
+        assert not twice, f"jobs run more than once: {twice}"
+        assert server.popen.poll() is None and worker.popen.poll() is None, "a program exited"
+        assert "is now" in worker.log() and "Redis unavailable" in worker.log()
+        print(f"{len(stored)} jobs, each run once; {len(submitter.sent)} accepted, {submitter.refused} refused")
+    finally:
+        if submitter is not None:
+            submitter.stop.set()
+        cluster.stop_all()
+
+
+async def test_a_primary_demoted_alive_loses_our_connections(settings: Settings, group: SentinelGroup) -> None:
+    """A manual failover leaves the old primary running (taking writes until the sentinels reconfigure
+    it): a client blocked in BLMOVE there, and the pool, move to the new primary within seconds."""
+    client: aioredis.Redis = connect_from(replace(settings, redis_sentinels=group.sentinel_addrs,
+                                                  redis_sentinel_master=group.master))
+    try:
+        await client.set("mark", "before")
+        old = group.primary_addr()
+        assert old is not None
+        async def block() -> object:
+            return await client.blmove("nothing", "nowhere", 10)
+        blocked = asyncio.create_task(block(), name="blocked-blmove")
+        primary = group.node(group.primary_name())
+        await wait_for(lambda: "cmd=blmove" in group.cli(primary, "CLIENT", "LIST"), what="BLMOVE blocked")
+        group.cli(group.sentinels[0], "SENTINEL", "FAILOVER", group.master)
+        new = group.wait_failover(old)
+
+        async def written_on_new() -> bool:
+            try:
+                await client.incr("writes")
+            except REDIS_ERRORS:
+                return False
+            host, port = new.rsplit(":", 1)
+            return getattr(client.connection_pool, "master_address", None) == (host, int(port))
+        await wait_for(written_on_new, timeout=10, what="writes to go to the new primary")
+        try:
+            await blocked
+        except REDIS_ERRORS:
+            pass  # UNBLOCKED by the demotion, as a ConnectionError
+        assert await client.get("mark") == "before"
+    finally:
+        await client.aclose()
