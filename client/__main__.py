@@ -15,14 +15,13 @@ import argparse
 import contextlib
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 
 import grpc
 
 from client import display
 from client.follow import follow
-from client.jobsfile import JobEntry, JobsFileError, load_jobs, parse_run_at
+from client.jobsfile import JobEntry, JobsFileError, entry_from_flags, load_jobs, parse_run_at, to_message
 from client.servers import AUTH_HINTS, channel_security, resolve
 from jobcluster.channels import ChannelSecurity, SecurityError
 from jobcluster.durations import parse_duration
@@ -67,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-timeout", "--timeout", help="with -cmd: e.g. 30s, 5m; 0 for none")
     p.add_argument("-run-at", "--run-at", help="with -cmd: ISO 8601 time or unix seconds")
     p.add_argument("-idempotency-key", "--idempotency-key", default="", help="with -cmd: same key, same job")
+    p.add_argument("-queue", "--queue", default="", help="with -cmd: the job's queue (default: default); "
+                   "with -list: only jobs of this queue")
+    p.add_argument("-priority", "--priority", type=int, help="with -cmd: 0-9, higher runs first")
+    p.add_argument("-constraint", "--constraint", action="append", default=[], metavar="TAG",
+                   help="with -cmd: a tag the worker must have (gpu, region=eu); repeat, or a comma list")
+    p.add_argument("-concurrency-key", "--concurrency-key", default="",
+                   help="with -cmd: jobs sharing this key run at most -max-concurrency at once")
+    p.add_argument("-max-concurrency", "--max-concurrency", type=int, help="with -cmd: the key's limit")
     p.add_argument("-no-wait", "--no-wait", action="store_true", help="print the ids and exit, do not follow")
     p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
     p.add_argument("-text", "--text", default="", help="with -list: only jobs whose command or name contains this")
@@ -74,18 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-since", "--since", default="",
                    help="with -list: only jobs created since this long ago (1h, 30m) or this time (ISO 8601)")
     return p
-
-
-def _entry_from_flags(args: argparse.Namespace) -> JobEntry:
-    try:
-        timeout = parse_duration(args.timeout) if args.timeout is not None else None
-        run_at = parse_run_at(_number_or_text(args.run_at)) if args.run_at else 0
-    except ValueError as exc:
-        raise JobsFileError(str(exc)) from None
-    if args.max_retries is not None and args.max_retries < 0:
-        raise JobsFileError("--max-retries must not be negative")
-    return JobEntry(command=args.cmd, name=args.name, max_retries=args.max_retries, timeout_seconds=timeout,
-                    run_at_ms=run_at, idempotency_key=args.idempotency_key)
 
 
 def _since_ms(value: str) -> int:
@@ -102,24 +97,6 @@ def _since_ms(value: str) -> int:
         raise JobsFileError(f"-since {value!r}: give a duration (1h, 30m) or an ISO 8601 time") from None
 
 
-def _number_or_text(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def to_message(entry: JobEntry) -> pb.Job:
-    # Every submit carries an idempotency key, so trying the next server never makes a second job.
-    job = pb.Job(command=entry.command, name=entry.name, description=entry.description,
-                 run_at_ms=entry.run_at_ms, idempotency_key=entry.idempotency_key or str(uuid.uuid4()))
-    if entry.max_retries is not None:
-        job.max_retries = entry.max_retries
-    if entry.timeout_seconds is not None:
-        job.timeout_seconds = entry.timeout_seconds
-    return job
-
-
 def submit_all(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]]:
     submitted = []
     for entry in entries:
@@ -134,7 +111,8 @@ def submit_all(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]
 def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
     for entry in entries:
         msg = pb.Schedule(name=entry.name, cron=entry.cron, timezone=entry.timezone, command=entry.command,
-                          description=entry.description, catchup=entry.catchup, overlap=entry.overlap)
+                          description=entry.description, catchup=entry.catchup, overlap=entry.overlap,
+                          **entry.routing())
         if entry.max_retries is not None:
             msg.max_retries = entry.max_retries
         if entry.timeout_seconds is not None:
@@ -221,7 +199,7 @@ def _read_entries(args: argparse.Namespace) -> list[JobEntry]:
     if args.file:
         return load_jobs(args.file)
     if args.cmd is not None:
-        return [_entry_from_flags(args)]
+        return [entry_from_flags(args)]
     return []
 
 
@@ -231,7 +209,7 @@ def _show(pool: Pool, args: argparse.Namespace, since_ms: int) -> int | None:
         return display.show_jobs(pool, args.status)
     if args.list is not None:
         return display.list_jobs(pool, args.list, args.limit, text=args.text, schedule=args.schedule,
-                                 since_ms=since_ms)
+                                 since_ms=since_ms, queue=args.queue)
     if args.watch:
         return display.watch(pool, args.watch)
     if args.dlq:

@@ -30,6 +30,17 @@ def _exit(job: pb.JobStatus) -> str:
     return str(job.exit_code) if job.HasField("exit_code") else "-"
 
 
+def routing(job: pb.JobStatus | pb.Schedule) -> str:
+    """Queue, priority, constraints and concurrency key in one short phrase."""
+    text = f"{job.queue or 'default'}, priority {job.priority}"
+    if job.constraints:
+        text += f", needs {', '.join(job.constraints)}"
+    if job.concurrency_key:
+        limit = f" (at most {job.max_concurrency})" if job.max_concurrency else ""
+        text += f", concurrency key {job.concurrency_key}{limit}"
+    return text
+
+
 def table(rows: Sequence[Sequence[str]], out=sys.stdout) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -66,7 +77,9 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
             code = 2
             continue
         out.write(f"job {job.id}  {job.status}\n")
-        for label, value in (("name", job.name), ("command", job.command), ("attempts",
+        if job.waiting_reason:
+            out.write(f"  {'waiting':<14}{job.waiting_reason}\n")
+        for label, value in (("name", job.name), ("command", job.command), ("queue", routing(job)), ("attempts",
                              f"{job.attempts} (max retries {job.max_retries})"), ("exit code", _exit(job)),
                              ("created", when(job.created_at_ms)), ("started", when(job.started_at_ms)),
                              ("finished", when(job.finished_at_ms)), ("worker", job.worker_id or "-"),
@@ -84,15 +97,18 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
 
 
 def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout, text: str = "", schedule: str = "",
-              since_ms: int = 0) -> int:
+              since_ms: int = 0, queue: str = "") -> int:
     req = pb.ListJobsRequest(status=status, page_size=limit, text=text, schedule=schedule,
-                             created_after_ms=since_ms)
+                             created_after_ms=since_ms, queue=queue)
     resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
-    rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
+    rows = [("ID", "NAME", "STATUS", "QUEUE", "PRIO", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
     for j in resp.jobs:
-        rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), when(j.created_at_ms),
-                     _first_line(j.command, 40)))
+        rows.append((j.id, j.name or "-", j.status, j.queue or "default", str(j.priority), str(j.attempts), _exit(j),
+                     when(j.created_at_ms), _first_line(j.command, 40)))
     table(rows, out)
+    for j in resp.jobs:
+        if j.waiting_reason:
+            out.write(f"{j.id} waits: {j.waiting_reason}\n")
     return 0
 
 
@@ -134,9 +150,10 @@ def show_cluster(pool: Pool, out=sys.stdout) -> int:
     for s in info.servers:
         rows.append((s.address, str(s.pid), _ago(s.last_heartbeat_ms), "leader" if s.leader else "follower"))
     table(rows, out)
-    rows = [("WORKER", "PID", "HEARTBEAT", "SLOTS", "RUNNING", "DONE", "STATE")]
+    rows = [("WORKER", "PID", "HEARTBEAT", "SLOTS", "RUNNING", "DONE", "QUEUES", "TAGS", "STATE")]
     for w in info.workers:
         rows.append((w.id, str(w.pid), _ago(w.last_heartbeat_ms), str(w.slots), str(w.running), str(w.jobs_done),
+                     ",".join(w.queues) or "default", ",".join(w.tags) or "-",
                      "alive" if w.alive else "DEAD (no heartbeat)"))
     table(rows, out)
     out.write(f"(answered by {server})\n")
@@ -156,7 +173,8 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
         for event in stream:
             if event.job.status != status:
                 status = event.job.status
-                print(f"[{status}]", file=sys.stderr, flush=True)
+                print(f"[{status}{_waiting(pool, job_id) if status == Status.QUEUED else ''}]", file=sys.stderr,
+                      flush=True)
             text = event.job.output if event.final else event.live_output
             if text.startswith(printed):
                 out.write(text[len(printed):])
@@ -169,6 +187,12 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
     ec = f", exit {final.exit_code}" if final.HasField("exit_code") else ""
     print(f"[{final.status} after {final.attempts} attempt(s){ec}]", file=sys.stderr)
     return 0 if final.status == Status.SUCCEEDED else 1
+
+
+def _waiting(pool: Pool, job_id: str) -> str:
+    """': <why>' for a QUEUED job that cannot start now (its waiting_reason), else ''."""
+    job, _ = pool.call(lambda stub: stub.GetJobStatus(pb.JobId(id=job_id), timeout=CALL_TIMEOUT))
+    return f": {job.waiting_reason}" if job.waiting_reason else ""
 
 
 def dead_letters(pool: Pool) -> list[pb.DeadLetter]:

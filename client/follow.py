@@ -36,6 +36,7 @@ def follow(pool: Pool, ids: list[str], out=sys.stdout) -> list[pb.JobStatus]:
     """Poll until every job is terminal; a live line on a terminal, a line per change otherwise."""
     tty = out.isatty()
     last: dict[str, str] = {}
+    waits: dict[str, str] = {}  # a QUEUED job's waiting_reason, as last printed
     open_ids = list(ids)
     delay = MIN_POLL
     while open_ids:
@@ -44,17 +45,19 @@ def follow(pool: Pool, ids: list[str], out=sys.stdout) -> list[pb.JobStatus]:
         for job_id in open_ids:
             job = current.get(job_id)
             status = job.status if job else "UNKNOWN"
-            if last.get(job_id) != status:
+            reason = job.waiting_reason if job else ""
+            if last.get(job_id) != status or waits.get(job_id, "") != reason:
                 changed = True
-                last[job_id] = status
+                last[job_id], waits[job_id] = status, reason
                 if not tty:
                     label = f" ({job.name})" if job and job.name else ""
-                    print(f"job {job_id}{label} {status}", file=out, flush=True)
+                    print(f"job {job_id}{label} {status}{': ' + reason if reason else ''}", file=out, flush=True)
         if tty:
             counts = Counter(last.values())
             done = sum(counts[s] for s in TERMINAL)
             parts = ", ".join(f"{counts[s]} {s.lower()}" for s in sorted(counts))
-            out.write(f"\r\x1b[K{done}/{len(ids)} done: {parts}")
+            reason = next((waits[j] for j in open_ids if waits.get(j)), "")
+            out.write(f"\r\x1b[K{done}/{len(ids)} done: {parts}{'; waiting: ' + reason if reason else ''}")
             out.flush()
         open_ids = [j for j in open_ids if last.get(j) not in TERMINAL]
         if open_ids:

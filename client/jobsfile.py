@@ -1,17 +1,24 @@
-"""Read a jobs file: ``{"jobs": [...]}`` (the original format) or a bare list of job objects."""
+"""Jobs to submit: read a jobs file (``{"jobs": [...]}``, the original format, or a bare list of job
+objects) or the ``-cmd`` flags, and turn each entry into its message."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import math
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from jobcluster.durations import parse_duration
+from jobcluster.model import InvalidJob, Routing, validate_routing
+from jobcluster.pb import scheduler_pb2 as pb
 
+#: Where a job runs: its queue, priority (0-9), constraints (tags a worker must have) and concurrency key.
+ROUTING_FIELDS = ("queue", "priority", "constraints", "concurrency_key", "max_concurrency")
 FIELDS = ("name", "command", "description", "max_retries", "timeout", "run_at", "idempotency_key",
-          "cron", "timezone", "catchup", "overlap")
+          "cron", "timezone", "catchup", "overlap", *ROUTING_FIELDS)
 #: Fields that make an entry a cron schedule (created or updated by name) instead of a job.
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "overlap")
 
@@ -21,8 +28,8 @@ class JobsFileError(ValueError):
 
 
 @dataclass(frozen=True)
-class JobEntry:
-    """One job as the file describes it."""
+class JobEntry(Routing):
+    """One job as the file (or the -cmd flags) describes it; its routing checked (jobcluster.model)."""
 
     command: str
     name: str = ""
@@ -35,6 +42,29 @@ class JobEntry:
     timezone: str = ""
     catchup: str = ""
     overlap: str = ""
+
+
+def routing(raw: dict[str, Any]) -> dict[str, Any]:
+    """The routing fields of an entry (or of the -cmd flags), checked as the server checks them;
+    ValueError saying what is wrong."""
+    for key in ("queue", "concurrency_key"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ValueError(f"\"{key}\" must be a string, got {type(raw[key]).__name__}")
+    for key in ("priority", "max_concurrency"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"\"{key}\" must be a whole number, got {value!r}")
+    constraints = raw.get("constraints") or []
+    if not isinstance(constraints, list) or not all(isinstance(c, str) for c in constraints):
+        raise ValueError(f"\"constraints\" must be a list of tags such as [\"gpu\", \"region=eu\"], "
+                         f"got {constraints!r}")
+    try:
+        checked = validate_routing(queue=raw.get("queue") or "", priority=raw.get("priority") or 0,
+                                   constraints=constraints, concurrency_key=raw.get("concurrency_key") or "",
+                                   max_concurrency=raw.get("max_concurrency") or 0)
+    except InvalidJob as exc:
+        raise ValueError(str(exc)) from None
+    return checked.routing()
 
 
 def parse_run_at(value: Any) -> int:
@@ -88,6 +118,10 @@ def _entry(raw: Any, where: str) -> JobEntry:
             run_at = parse_run_at(raw["run_at"])
         except ValueError as exc:
             raise JobsFileError(f"{where}: {exc}") from None
+    try:
+        routed = routing(raw)
+    except ValueError as exc:
+        raise JobsFileError(f"{where}: {exc}") from None
     if any(k in raw for k in SCHEDULE_FIELDS):
         if not raw.get("cron", "").strip():
             raise JobsFileError(f"{where}: \"cron\" is needed with {', '.join(k for k in SCHEDULE_FIELDS if k in raw)}")
@@ -99,7 +133,8 @@ def _entry(raw: Any, where: str) -> JobEntry:
     return JobEntry(command=command, name=raw.get("name", ""), description=raw.get("description", ""),
                     max_retries=retries, timeout_seconds=timeout, run_at_ms=run_at,
                     idempotency_key=raw.get("idempotency_key", ""), cron=raw.get("cron", "").strip(),
-                    timezone=raw.get("timezone", ""), catchup=raw.get("catchup", ""), overlap=raw.get("overlap", ""))
+                    timezone=raw.get("timezone", ""), catchup=raw.get("catchup", ""), overlap=raw.get("overlap", ""),
+                    **routed)
 
 
 def parse_jobs(text: str, source: str = "jobs file") -> list[JobEntry]:
@@ -134,3 +169,39 @@ def load_jobs(path: str) -> list[JobEntry]:
     except UnicodeDecodeError:
         raise JobsFileError(f"{path}: not UTF-8 text") from None
     return parse_jobs(text, path)
+
+
+def entry_from_flags(args: argparse.Namespace) -> JobEntry:
+    """The one job of ``-cmd`` and its flags; :class:`JobsFileError` naming a bad flag."""
+    try:
+        timeout = parse_duration(args.timeout) if args.timeout is not None else None
+        run_at = parse_run_at(_number_or_text(args.run_at)) if args.run_at else 0
+        routed = routing({"queue": args.queue, "priority": args.priority, "concurrency_key": args.concurrency_key,
+                          "max_concurrency": args.max_concurrency,
+                          "constraints": [t for arg in args.constraint for t in arg.split(",") if t.strip()]})
+    except ValueError as exc:
+        raise JobsFileError(str(exc).replace('"', "")) from None
+    if args.max_retries is not None and args.max_retries < 0:
+        raise JobsFileError("--max-retries must not be negative")
+    return JobEntry(command=args.cmd, name=args.name, max_retries=args.max_retries, timeout_seconds=timeout,
+                    run_at_ms=run_at, idempotency_key=args.idempotency_key, **routed)
+
+
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def to_message(entry: JobEntry) -> pb.Job:
+    """The Job message of an entry. Every submit carries an idempotency key, so trying the next server
+    never makes a second job."""
+    job = pb.Job(command=entry.command, name=entry.name, description=entry.description,
+                 run_at_ms=entry.run_at_ms, idempotency_key=entry.idempotency_key or str(uuid.uuid4()),
+                 **entry.routing())
+    if entry.max_retries is not None:
+        job.max_retries = entry.max_retries
+    if entry.timeout_seconds is not None:
+        job.timeout_seconds = entry.timeout_seconds
+    return job

@@ -19,7 +19,7 @@ from jobcluster.durations import parse_duration
 from jobcluster.failover import CALL_TIMEOUT
 from jobcluster.pb import scheduler_pb2 as pb
 from webui.errors import on_error_json
-from webui.web import UserError, job_json, pool_of
+from webui.web import UserError, job_json, pool_of, routing_fields
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -38,7 +38,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 def job_from_json(body: dict[str, Any]) -> pb.Job:
     """The job a POST /api/jobs body describes (ValueError/TypeError for fields that do not convert)."""
     job = pb.Job(command=str(body.get("command", "")), name=str(body.get("name", "")),
-                 idempotency_key=str(body.get("idempotency_key") or secrets.token_hex(16)))
+                 idempotency_key=str(body.get("idempotency_key") or secrets.token_hex(16)), **routing_fields(body))
     if body.get("max_retries") is not None:
         job.max_retries = int(body["max_retries"])
     if body.get("timeout") is not None:
@@ -66,7 +66,7 @@ async def api_job(request: Request) -> Response:
 @on_error_json
 async def api_jobs(request: Request) -> Response:
     q = request.query_params
-    req = pb.ListJobsRequest(status=q.get("status", ""), text=q.get("text", ""),
+    req = pb.ListJobsRequest(status=q.get("status", ""), text=q.get("text", ""), queue=q.get("queue", ""),
                              page_size=int(q.get("limit", "50")), page_token=q.get("page", ""))
     resp, _ = await pool_of(request).call(lambda s: s.ListJobs(req, timeout=CALL_TIMEOUT))
     return JSONResponse({"jobs": [job_json(j) for j in resp.jobs], "next_page": resp.next_page_token})

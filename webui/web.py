@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from jobcluster.failover import AioPool
-from jobcluster.model import TERMINAL, Status
+from jobcluster.model import TERMINAL, InvalidJob, Status, validate_routing
 from jobcluster.pb import scheduler_pb2 as pb
 from webui.caller import CallerPool
 from webui.config import UIConfig
@@ -110,6 +111,38 @@ def form_values(request: Request) -> dict[str, str]:
     """What :func:`read_form` accepted for this request, so a failed form shows the typed values again."""
     values: dict[str, str] = getattr(request.state, "form", {})
     return values
+
+
+def _whole(field: str, value: Any) -> int:
+    """A whole number from a form (text) or JSON (a number); blank is 0."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise UserError(f"{field} must be a whole number, got {str(value)[:40]!r}")
+
+
+def routing_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The routing of a job from the submit form or a JSON body (queue, priority, constraints as a list
+    or a comma-separated text, concurrency_key, max_concurrency), checked as the servers check them;
+    :class:`UserError` naming what is wrong."""
+    tags = values.get("constraints") or []
+    if isinstance(tags, str):
+        tags = [t for t in tags.split(",") if t.strip()]
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise UserError("constraints must be a list of tags (or one text, comma-separated), such as gpu, region=eu")
+    for field in ("queue", "concurrency_key"):
+        if not isinstance(values.get(field) or "", str):
+            raise UserError(f"{field} must be text")
+    try:
+        routing = validate_routing(queue=values.get("queue") or "", priority=_whole("priority", values.get("priority")),
+                                   constraints=tags, concurrency_key=(values.get("concurrency_key") or "").strip(),
+                                   max_concurrency=_whole("max_concurrency", values.get("max_concurrency")))
+    except InvalidJob as exc:
+        raise UserError(str(exc)) from None
+    return routing.routing()
 
 
 def job_json(job: pb.JobStatus) -> dict[str, Any]:

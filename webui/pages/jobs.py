@@ -26,7 +26,7 @@ SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 
 def _filters(request: Request) -> dict[str, str]:
     q = request.query_params
-    return {name: q.get(name, "") for name in ("status", "text", "schedule", "since")}
+    return {name: q.get(name, "") for name in ("status", "text", "schedule", "since", "queue")}
 
 
 async def _empty_list(request: Request) -> dict[str, Any]:
@@ -42,7 +42,8 @@ async def jobs_page(request: Request) -> Response:
     after = int((time.time() - SINCE[since]) * 1000) if since else 0
     req = pb.ListJobsRequest(status=filters["status"], text=filters["text"], page_size=PAGE_SIZE,
                              page_token=request.query_params.get("page", ""), include_output=False,
-                             with_counts=True, schedule=filters["schedule"], created_after_ms=after)
+                             with_counts=True, schedule=filters["schedule"], created_after_ms=after,
+                             queue=filters["queue"])
     resp, server = await pool_of(request).call(lambda s: s.ListJobs(req, timeout=CALL_TIMEOUT))
     return render(request, "jobs.html", 200, jobs=resp.jobs, counts=dict(resp.status_counts),
                   next_page=resp.next_page_token, server=server, **filters)

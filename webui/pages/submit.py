@@ -13,7 +13,7 @@ from jobcluster.durations import parse_duration
 from jobcluster.failover import CALL_TIMEOUT
 from jobcluster.pb import scheduler_pb2 as pb
 from webui.errors import on_error_render
-from webui.web import UserError, form_values, pool_of, read_form, render
+from webui.web import UserError, form_values, pool_of, read_form, render, routing_fields
 
 
 async def home(request: Request) -> Response:
@@ -23,7 +23,7 @@ async def home(request: Request) -> Response:
 def job_from_form(values: dict[str, str]) -> pb.Job:
     """The job the form describes; :class:`UserError` naming a field that does not parse."""
     job = pb.Job(command=values.get("command", ""), name=values.get("name", "").strip(),
-                 idempotency_key=secrets.token_hex(16))
+                 idempotency_key=secrets.token_hex(16), **routing_fields(values))
     if values.get("max_retries", "").strip():
         try:
             job.max_retries = int(values["max_retries"])

@@ -34,6 +34,9 @@ function watchJob() {
     setText("finished", when(job.finished_at_ms));
     setText("worker", job.worker_id || "-");
     setText("last-error", job.last_error || "-");
+    // The watch stream does not compute why a job waits: keep the page's reason while it is QUEUED.
+    const waiting = document.getElementById("waiting-reason");
+    if (waiting && job.status !== "QUEUED") waiting.hidden = true;
     output.textContent = data.final ? job.output : (data.live_output || output.textContent);
     output.scrollTop = output.scrollHeight;
     const cancel = document.getElementById("cancel-form");
