@@ -12,6 +12,9 @@ runs, one after the other (never at once):
   by single calls (16 in flight) and by batches of 1,000, and the start latency at 100 jobs/s
   (created_at -> started_at, both PostgreSQL's clock).
 
+Then, once, each engine alone (scripts/bench_engines.py): pgbench running a job's three PostgreSQL
+commits, and redis-benchmark: the jobs/s one PostgreSQL and one Redis could carry here.
+
 It prints each round, then the table: a range over the rounds per figure, the ratio to Celery of the
 same round, each goal and in how many rounds it was met. Figures swing on a shared machine: compare
 only within one run.
@@ -41,6 +44,7 @@ except ImportError as exc:  # bench-only: make bench installs it
     raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or "
                      f"`{sys.executable} -m pip install celery packaging`") from None
 
+from bench_engines import ceilings, lines
 from bench_jobcluster import JobclusterBench, measure_round
 
 
@@ -74,6 +78,7 @@ def main() -> int:
     p.add_argument("--inflight", type=int, default=16, help="SubmitJob calls in flight")
     p.add_argument("--rate", type=int, default=100, help="jobs/s for the start latency")
     p.add_argument("--rate-jobs", type=int, default=500, help="jobs for the start latency")
+    p.add_argument("--no-engines", action="store_true", help="skip pgbench and redis-benchmark at the end")
     args = p.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
@@ -99,6 +104,9 @@ def main() -> int:
             print(table(rounds))
             print("\nRatios are jobcluster / Celery within the same round. The machine may be shared: "
                   "figures swing from run to run.")
+            if not args.no_engines:
+                print("\nEach engine alone, on the same private services (scripts/bench_engines.py):")
+                print("\n".join(lines(ceilings(started))))
             return 0
     finally:
         if jc is not None:
