@@ -65,8 +65,9 @@ class Servicer(pb_grpc.JobServiceServicer):
                                      dead_after_ms=int(self.settings.worker_dead_after * 1000))
 
     def concurrency_limit(self, job: JobRow) -> int:
-        """How many jobs of this job's concurrency key may run at once (0: no limit)."""
-        return job.max_concurrency
+        """How many jobs of this job's concurrency key may run at once: its max_concurrency, else the key's
+        CONCURRENCY_LIMITS entry, else 1 (as claim_job in sql/jobs.sql decides, with the workers' settings)."""
+        return job.max_concurrency or dict(self.settings.concurrency_limits).get(job.concurrency_key, 1)
 
     async def job_row(self, job_id: str) -> JobRow:
         """The job, or NotFound."""

@@ -136,3 +136,6 @@ async def test_waiting_reason_for_a_full_concurrency_key(stub, store, queue):
                              running)
     assert await _reason(stub, waiting) == "waiting for concurrency key db (2 of 2 running)"
     assert await _reason(stub, running[0]) == ""  # RUNNING: nothing to explain
+    # without max_concurrency: the key's CONCURRENCY_LIMITS entry, else 1
+    other = (await stub.SubmitJob(pb.Job(command="true", concurrency_key="db"))).job_id
+    assert await _reason(stub, other) == "waiting for concurrency key db (2 of 1 running)"
