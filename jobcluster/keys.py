@@ -8,9 +8,21 @@ key                             type   what it holds
 ==============================  =====  ==================================================
 ``pending_jobs``                list   ids ready to run. LPUSH in, workers take from the
                                        right (FIFO) with BLMOVE.
+``pending_jobs:<queue>:<prio>``  list   a lane: ids ready to run of one queue, priority
+``pending_jobs:<q>:<p>:<c,c>``         (0-9) and constraint set (sorted tags), as
+                                       :func:`lane` names it; the default queue at priority
+                                       0 without constraints is ``pending_jobs`` itself.
+``lanes``                       set    every lane other than ``pending_jobs`` ever pushed
+                                       to; workers read it to find the lanes they serve.
+``lane_bell:<queue>``           list   wake-up tokens: each push to a lane of the queue
+                                       adds one (at most 64 kept); idle workers that serve
+                                       several lanes BLPOP it. Tokens carry no id.
 ``processing_jobs:<worker-id>`` list   ids a worker has taken and not yet acked.
 ``delayed_jobs``                zset   ids waiting for a time (``run_at`` in the future,
-                                       or a retry backing off); score = due unix ms.
+                                       a retry backing off, a full concurrency key);
+                                       score = due unix ms.
+``delayed_lanes``               hash   id -> lane, for delayed ids bound for a lane other
+                                       than ``pending_jobs`` (absent: ``pending_jobs``).
 ``dlq_tasks``                   list   ids of dead-lettered (FAILED) jobs, newest first.
 ``workers``                     zset   worker id -> last heartbeat (unix ms).
 ``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
@@ -29,6 +41,9 @@ key                             type   what it holds
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 PENDING = "pending_jobs"
 PROCESSING_PREFIX = "processing_jobs:"
 DELAYED = "delayed_jobs"
@@ -39,6 +54,68 @@ SERVERS = "servers"
 LIVE_OUTPUT_PREFIX = "live_output:"
 SERVER_INFO_PREFIX = "server:"
 RECONCILED = "reconciled"
+LANE_PREFIX = PENDING + ":"
+LANES = "lanes"
+BELL_PREFIX = "lane_bell:"
+DELAYED_LANES = "delayed_lanes"
+#: The queue of a job that names none (its lane at priority 0 without constraints is ``pending_jobs``).
+DEFAULT_QUEUE = "default"
+
+
+def lane(queue: str, priority: int, constraints: Iterable[str] = ()) -> str:
+    """The Redis list a ready job waits in: one per (queue, priority, constraint set).
+
+    ``pending_jobs`` for the default queue at priority 0 without constraints (the seed's list, which
+    seed clients and ``redis-cli LRANGE pending_jobs 0 -1`` keep using); otherwise
+    ``pending_jobs:<queue>:<priority>``, plus ``:<tag,tag>`` (sorted) when there are constraints.
+    Queue names hold no ``:`` and tags no ``:`` or ``,`` (jobcluster.model), so :func:`parse_lane` can
+    read a lane's parts back from its name.
+    """
+    tags = sorted(set(constraints))
+    queue = queue or DEFAULT_QUEUE
+    if queue == DEFAULT_QUEUE and priority == 0 and not tags:
+        return PENDING
+    name = f"{LANE_PREFIX}{queue}:{priority}"
+    return f"{name}:{','.join(tags)}" if tags else name
+
+
+class Routed(Protocol):
+    """Anything with a job's routing (jobcluster.model.Routing and the rows built on it)."""
+
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def constraints(self) -> tuple[str, ...]: ...
+
+
+def lane_of(job: Routed) -> str:
+    """The lane of a job, a schedule's jobs, or a spec (:func:`lane` of its routing)."""
+    return lane(job.queue, job.priority, job.constraints)
+
+
+def parse_lane(key: str) -> tuple[str, int, tuple[str, ...]]:
+    """(queue, priority, constraints) of a lane named by :func:`lane`; ValueError for another key."""
+    if key == PENDING:
+        return DEFAULT_QUEUE, 0, ()
+    if not key.startswith(LANE_PREFIX):
+        raise ValueError(f"not a lane: {key!r}")
+    parts = key[len(LANE_PREFIX):].split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
+        raise ValueError(f"not a lane: {key!r}")
+    tags = tuple(parts[2].split(",")) if len(parts) == 3 and parts[2] else ()
+    return parts[0], int(parts[1]), tags
+
+
+def bell(queue: str) -> str:
+    """The wake-up list of one queue (pushes to any of its lanes ring it)."""
+    return BELL_PREFIX + (queue or DEFAULT_QUEUE)
+
+
+def lane_bell(lane_key: str) -> str:
+    """The wake-up list that pushes to this lane ring."""
+    return bell(parse_lane(lane_key)[0])
 
 
 def processing(worker_id: str) -> str:

@@ -20,7 +20,9 @@ async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str
                          transaction: Transaction | None = None) -> tuple[int, int]:
     """PostgreSQL first, committed, then Redis: the worker's RUNNING jobs lose their attempt (counted)
     and go back to the queue, or to ``dlq_tasks`` when that was their last retry; anything else left in
-    its processing list goes back to the front of ``pending_jobs``. Returns (ids moved back, ids dead).
+    its processing list goes back to the front of its job's lane (read from PostgreSQL; an id taken
+    after that read goes to ``pending_jobs``, and the worker that takes it sends it on to its lane).
+    Returns (ids moved back, ids dead).
 
     ``transaction``: run the PostgreSQL step inside it (a leader's fenced transaction). The Redis
     step runs only after it has committed: an id moved earlier can be taken by a worker at once,
@@ -32,7 +34,9 @@ async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str
     async with begin() as conn:
         moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
     dead = [job_id for job_id, status in moved if status is Status.FAILED]
-    back = await queue.liveness.recover_processing(worker_id, dead)
+    held = await queue.liveness.processing_ids(worker_id)
+    lanes = await store.jobs.routes(held) if held else {}
+    back = await queue.liveness.recover_processing(worker_id, dead, lanes)
     return back, len(dead)
 
 

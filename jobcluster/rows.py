@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from jobcluster import keys
 from jobcluster.model import Routing, ScheduleSpec, Status
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -120,11 +121,14 @@ class Claimed:
     max_retries: int
     attempt: int
     interruptions: int      # attempts that do not count against max_retries
+    lane: str = keys.PENDING    # the job's Redis list (jobcluster.keys.lane of its routing)
+    concurrency_key: str = ""
 
     @classmethod
     def from_record(cls, job_id: str, r: asyncpg.Record) -> Claimed:
         return cls(job_id=job_id, command=r["command"], timeout_seconds=r["timeout_seconds"],
-                   max_retries=r["max_retries"], attempt=r["attempts"], interruptions=r["interruptions"])
+                   max_retries=r["max_retries"], attempt=r["attempts"], interruptions=r["interruptions"],
+                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]), concurrency_key=r["concurrency_key"])
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,10 @@ class JobState:
     due: bool               # its not_before has passed
     due_ms: int
     wait_ms: int = 0        # how long until it is due, by PostgreSQL's clock
+    queue: str = keys.DEFAULT_QUEUE
+    constraints: tuple[str, ...] = ()
+    lane: str = keys.PENDING    # its Redis list
+    concurrency_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,10 +162,12 @@ class WaitingJob:
     job_id: str
     status: Status          # as stored
     due_ms: int
+    lane: str = keys.PENDING  # its Redis list (jobcluster.keys.lane of its routing)
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> WaitingJob:
-        return cls(job_id=str(r["id"]), status=Status(r["status"]), due_ms=ms(r["not_before"]))
+        return cls(job_id=str(r["id"]), status=Status(r["status"]), due_ms=ms(r["not_before"]),
+                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]))
 
 
 @dataclass(frozen=True)

@@ -87,13 +87,25 @@ def _flag(name: str, raw: str, meta: Mapping[str, Any]) -> bool:
     raise ConfigError(f"{name} must be true or false (1/0, yes/no), got {raw!r}")
 
 
+def _limits(name: str, raw: str, meta: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """``key=N,key=N``: a number per key (a key may hold ``=``, not ``,``)."""
+    found: dict[str, int] = {}
+    for part in _items(name, raw, meta):
+        key, sep, number = part.rpartition("=")
+        if not sep or not key.strip() or not number.strip().isdigit() or int(number) < 1:
+            raise ConfigError(f"{name} must be key=N,key=N with each N at least 1, got {part!r}")
+        found[key.strip()] = int(number)
+    return tuple(found.items())
+
+
 Reader = Callable[[str, str, Mapping[str, Any]], Any]
 KINDS: dict[str, Reader] = {"text": _text, "int": _integer, "duration": _seconds, "size": _size,
-                            "list": _items, "bool": _flag}
+                            "list": _items, "bool": _flag, "limits": _limits}
 
 
 def setting(default: Any, kind: str = "text", **meta: Any) -> Any:
-    """A field read from the variable of its name: ``kind`` is text, int, duration, size, list or bool.
+    """A field read from the variable of its name: ``kind`` is text, int, duration, size, list, bool or
+    limits (``key=N,...``).
 
     ``meta``: ``minimum`` (int), ``choices`` (text, lower-cased), ``empty_means_none``
     (list: set but empty gives ``()`` rather than the default), ``secret`` (left out of the repr,
@@ -153,6 +165,11 @@ class Settings:
     webui_session_ttl: float = setting(12 * 3600.0, "duration")
     worker_id: str = setting("")
     worker_concurrency: int = setting(4, "int", minimum=1)
+    # Routing (jobcluster/queue/lanes.py): the queues a worker takes from, in order, and its tags.
+    worker_queues: tuple[str, ...] = setting(("default",), "list")
+    worker_tags: tuple[str, ...] = setting((), "list")
+    # Jobs sharing a concurrency_key run at most this many at once (a job's max_concurrency wins; else 1).
+    concurrency_limits: tuple[tuple[str, int], ...] = setting((), "limits")
     heartbeat_interval: float = setting(1.0, "duration")
     # Tests only: run this program as if its host's clock were this far off (jobcluster/clock.py).
     test_clock_skew_ms: int = setting(0, "int", minimum=-86_400_000)

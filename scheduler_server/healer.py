@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from jobcluster.errors import UNAVAILABLE, which
 from jobcluster.model import Status
 from jobcluster.queue import Queue
+from jobcluster.queue.reconcile import Waiting
 from jobcluster.rows import WaitingJob
 from jobcluster.store import Store
 
@@ -98,18 +99,23 @@ class Unpushed:
 async def _restore(queue: Queue, jobs: list[WaitingJob]) -> int:
     """Push those of these waiting jobs that Redis holds nowhere (checked atomically per id; many: against
     one read of what Redis holds, so the pushes stay linear in the queue's length)."""
-    pairs = [(w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in jobs]
-    if len(pairs) <= _LPOS_AT_MOST:
-        return await queue.reconcile.restore(pairs)
-    held, known = await queue.reconcile.held_and_pending_length()
-    pushed, _ = await queue.reconcile.restore_since([p for p in pairs if p[0] not in held], known)
+    waiting = [_waiting(w) for w in jobs]
+    if len(waiting) <= _LPOS_AT_MOST:
+        return await queue.reconcile.restore(waiting)
+    held, known = await queue.reconcile.held_and_lengths()
+    pushed, _ = await queue.reconcile.restore_since([w for w in waiting if w[0] not in held], known)
     return pushed
+
+
+def _waiting(w: WaitingJob) -> Waiting:
+    """How reconciliation puts a waiting job back: its id, when it is due (0: now), its lane."""
+    return w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane
 
 
 async def rebuild_waiting(store: Store, queue: Queue) -> int:
     """After Redis lost its data: every waiting job Redis holds nowhere is pushed again, oldest change
     first, against one read of what Redis holds (linear, however long the queue). Returns how many."""
-    held, known = await queue.reconcile.held_and_pending_length()
+    held, known = await queue.reconcile.held_and_lengths()
     pushed = 0
     async for page in store.reconcile.all_waiting(0.0, DEAD_PAGE):
         missing = [w.job_id for w in page if w.job_id not in held]
@@ -117,8 +123,7 @@ async def rebuild_waiting(store: Store, queue: Queue) -> int:
             # Read again after looking at Redis: a job taken or finished meanwhile is no longer waiting.
             order = {job_id: n for n, job_id in enumerate(missing)}
             again = sorted(await store.reconcile.still_waiting(missing), key=lambda w: order[w.job_id])
-            done, known = await queue.reconcile.restore_since(
-                [(w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in again], known)
+            done, known = await queue.reconcile.restore_since([_waiting(w) for w in again], known)
             pushed += done
     if pushed:
         log.warning("reconciliation: Redis lost its data; %d waiting job(s) were pushed again", pushed)

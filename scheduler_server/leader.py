@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Mapping, Set
 
-from jobcluster import cron
+from jobcluster import cron, keys
 from jobcluster.election import Election
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
@@ -146,7 +146,7 @@ class Leader:
     # --- the duties ---------------------------------------------------------------
 
     async def promote(self, token: int) -> None:
-        """Delayed ids whose time has come go to pending_jobs (workers do this too; it is atomic)."""
+        """Delayed ids whose time has come go to their lanes (workers do this too; it is atomic)."""
         await self.queue.jobs.promote_due()
 
     async def cron(self, token: int) -> None:
@@ -180,7 +180,7 @@ class Leader:
         if not advanced:
             log.info("schedule %s was changed meanwhile; its ticks are handled next round", sch.name)
         for job_id in created:
-            await self.queue.jobs.enqueue(job_id)
+            await self.queue.jobs.enqueue(job_id, lane=keys.lane_of(sch))
             log.info("schedule %s fired: job %s", sch.name, job_id)
         return created
 
@@ -254,7 +254,7 @@ class Leader:
         # Read again after looking at Redis: a job finished meanwhile is no longer waiting.
         again = await self.store.reconcile.still_waiting(missing)
         pushed = await self.queue.reconcile.restore(
-            (w.job_id, w.due_ms if w.status is Status.PENDING else 0) for w in again)
+            (w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane) for w in again)
         if pushed:
             log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
                         pushed)

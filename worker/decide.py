@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from jobcluster import model
@@ -40,8 +41,24 @@ class Refusal(enum.Enum):
     """What to do with an id whose job could not be claimed."""
 
     DELAY = "delay"                 # waiting for its time: back to delayed_jobs until due
+    REROUTE = "reroute"             # not for this worker (queue, tags): to the front of its job's lane
+    KEY_FULL = "key-full"           # its concurrency key is at its limit: back off, then try again
     DEAD_LETTER = "dead-letter"     # FAILED: make sure the id is in dlq_tasks
     DROP = "drop"                   # unknown, running elsewhere, ended or cancelled: ack it away
+
+
+#: Backing off a job whose concurrency key is full: the first wait, doubled per refusal in a row of
+#: that key on this worker, up to the last (seconds); each jittered by ±25 %.
+KEY_FULL_WAIT = (0.25, 4.0)
+
+
+def key_full_wait_ms(refusals: int, rng: random.Random | None = None) -> int:
+    """How long a job whose concurrency key is full waits before it is tried again, after ``refusals``
+    refusals in a row of its key on this worker (1 for the first): short at first, so a freed slot is
+    taken soon; longer while the key stays full, so waiting jobs do not keep PostgreSQL busy."""
+    first, most = KEY_FULL_WAIT
+    wait = min(most, first * 2 ** max(0, refusals - 1))
+    return int(wait * (rng or random).uniform(0.75, 1.25) * 1000)
 
 
 def fenced(attempt: int, state: tuple[str, int, str] | None, worker_id: str) -> bool:
@@ -57,12 +74,18 @@ def fenced(attempt: int, state: tuple[str, int, str] | None, worker_id: str) -> 
     return not (status == Status.RUNNING.value and attempts == attempt and owner == worker_id)
 
 
-def refuse(state: JobState | None) -> Refusal:
-    """The id's fate, from the job's state as PostgreSQL has it now (None: no such job)."""
+def refuse(state: JobState | None, queues: Collection[str] | None = None, tags: Collection[str] | None = None) -> Refusal:
+    """The id's fate, from the job's state as PostgreSQL has it now (None: no such job), for a worker
+    serving ``queues`` with ``tags`` (None: any)."""
     if state is None:
         return Refusal.DROP
     if state.status in (Status.PENDING, Status.QUEUED) and not state.due:
         return Refusal.DELAY
+    if state.status in (Status.PENDING, Status.QUEUED):
+        if (queues is not None and state.queue not in queues) or (tags is not None and not set(state.constraints) <= set(tags)):
+            return Refusal.REROUTE
+        if state.concurrency_key:
+            return Refusal.KEY_FULL
     if state.status is Status.FAILED:
         return Refusal.DEAD_LETTER
     return Refusal.DROP

@@ -17,16 +17,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from jobcluster import model
+from jobcluster import keys, model
 from jobcluster.aio import retrying
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
 from jobcluster.queue import Queue
+from jobcluster.queue.lanes import Serving
 from jobcluster.recovery import recover_worker
 from jobcluster.rows import Claimed
 from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Store
-from jobcluster.store.jobs import clean_text
+from jobcluster.store.jobs import Serves, clean_text
 from worker import decide
 from worker.decide import Refusal
 from worker.reaper import wait_for_earlier
@@ -76,6 +77,10 @@ class Worker:
         # another slot before the old attempt has ended, so this is keyed by attempt too).
         self._attempts: dict[tuple[str, int], asyncio.Event] = {}
         self._fenced: set[tuple[str, int]] = set()   # (job id, attempt) killed because the job moved on
+        queues, tags = serving_of(settings)
+        self.serving = Serving(queues=queues, tags=frozenset(tags))     # the lanes it takes from
+        self.serves = Serves(queues, tags, dict(settings.concurrency_limits))  # what its claims accept
+        self._key_refusals: dict[str, int] = {}  # concurrency key -> its refusals in a row here
 
     # --- outer loop -------------------------------------------------------------
 
@@ -147,7 +152,7 @@ class Worker:
 
     async def _slot(self, n: int) -> None:
         while not self._stopping.is_set():
-            job_id = await self._retrying("dequeue", lambda: self.queue.jobs.dequeue(self.worker_id))
+            job_id = await self._retrying("dequeue", lambda: self.queue.jobs.dequeue(self.worker_id, self.serving))
             if job_id is None:
                 if self.burst and await self._nothing_left():
                     self.stop()
@@ -166,14 +171,19 @@ class Worker:
         if self._busy:
             return False
         depths = await self.queue.jobs.depths()
-        return depths["pending"] == 0 and depths["delayed"] == 0 and depths["processing"] == 0
+        served = await self.queue.jobs.lanes.depths()
+        return (sum(served.get(lane, 0) for lane in self.serving.lanes) == 0 and depths["delayed"] == 0
+                and depths["processing"] == 0)
 
     async def _process(self, job_id: str) -> None:
         token = uuid.uuid4()  # the same for every retry: a lost reply is not a lost claim
-        claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token))
+        claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token,
+                                                                              serves=self.serves))
         if claimed is None:
             await self._refuse(job_id)
             return
+        if claimed.concurrency_key:
+            self._key_refusals.pop(claimed.concurrency_key, None)
         log.info("job %s attempt %d started", job_id, claimed.attempt)
         tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
         self._running[job_id] = (tail, stop)
@@ -241,7 +251,8 @@ class Worker:
             log.warning("job %s attempt %d failed (%s): retries used up, dead-lettered",
                         job_id, claimed.attempt, s.error)
         else:
-            await self._retrying("retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.delay_ms))
+            await self._retrying("retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.delay_ms,
+                                                                              claimed.lane))
             log.info("job %s attempt %d failed (%s): retry in %.1fs",
                      job_id, claimed.attempt, s.error, s.delay_ms / 1000)
 
@@ -273,7 +284,7 @@ class Worker:
                 claimed, Status.QUEUED, exit_code=None, error="interrupted: worker shut down",
                 output="", output_truncated=False, interrupted=True)
             if recorded:
-                await self.queue.jobs.requeue_front(self.worker_id, claimed.job_id)
+                await self.queue.jobs.requeue_front(self.worker_id, claimed.job_id, claimed.lane)
                 log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
             elif await self.store.jobs.close_cancelled_attempt(claimed, None, "cancelled; interrupted: worker "
                                                                "shut down", "", False):
@@ -286,12 +297,24 @@ class Worker:
     async def _refuse(self, job_id: str) -> None:
         """Deal with an id whose job cannot be claimed now."""
         state = await self._retrying("check job", lambda: self.store.jobs.state(job_id))
-        action = decide.refuse(state)
+        action = decide.refuse(state, self.serves.queues, self.serves.tags)
         if state is None:
             log.warning("job %s: unknown id in the queue, dropped", job_id)
         if action is Refusal.DELAY and state is not None:
             wait_ms = state.wait_ms  # PostgreSQL's clock: Redis counts it down on its own (no clocks compared)
-            await self._retrying("delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms))
+            await self._retrying("delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms,
+                                                                              state.lane))
+        elif action is Refusal.REROUTE and state is not None:
+            log.info("job %s is not for this worker (queue %s, constraints %s): sent to %s", job_id, state.queue,
+                     ",".join(state.constraints) or "none", state.lane)
+            await self._retrying("reroute", lambda: self.queue.jobs.requeue_front(self.worker_id, job_id, state.lane))
+        elif action is Refusal.KEY_FULL and state is not None:
+            key = state.concurrency_key
+            self._key_refusals[key] = self._key_refusals.get(key, 0) + 1
+            wait_ms = decide.key_full_wait_ms(self._key_refusals[key])
+            log.debug("job %s waits %d ms: concurrency key %r is full", job_id, wait_ms, key)
+            await self._retrying("wait for key", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms,
+                                                                                     state.lane))
         elif action is Refusal.DEAD_LETTER:
             await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
         else:
@@ -334,7 +357,8 @@ class Worker:
 
     async def _heartbeat_once(self, within: float | None = None) -> None:
         info: dict[str, str | int | float] = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
-                "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done}
+                "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done,
+                "queues": ",".join(self.serving.queues), "tags": ",".join(sorted(self.serving.tags))}
         await self.queue.liveness.heartbeat(self.worker_id, info,
                                             ttl=max(10.0, 10 * self.settings.heartbeat_interval), within=within)
 
@@ -388,7 +412,8 @@ class Worker:
         """A fenced attempt's id still in our processing list (its recovery stopped between PostgreSQL
         and Redis) goes back to the queue, or nothing would ever move it while this worker lives."""
         try:
-            await self.queue.liveness.take_back(self.worker_id, job_id)
+            lane = (await self.store.jobs.routes([job_id])).get(job_id, keys.PENDING)
+            await self.queue.jobs.take_back(self.worker_id, job_id, lane)
         except UNAVAILABLE as exc:
             log.warning("job %s: could not give its id back (%s); reconciliation will", job_id, exc)
 
@@ -430,6 +455,18 @@ class Worker:
     async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run ``op``, waiting out Redis/PostgreSQL outages with capped exponential backoff."""
         return await retrying(op, what=what, log=log, max_delay=MAX_OUTAGE_BACKOFF)
+
+
+def serving_of(settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """WORKER_QUEUES and WORKER_TAGS, checked like a job's queue and constraints (ConfigError if not)."""
+    try:
+        queues = tuple(dict.fromkeys(model.check_queue(q, "WORKER_QUEUES") for q in settings.worker_queues))
+        tags = model.check_tags(settings.worker_tags, "WORKER_TAGS")
+    except model.InvalidJob as exc:
+        raise ConfigError(str(exc)) from None
+    if not queues:
+        raise ConfigError("WORKER_QUEUES names no queue")
+    return queues, tags
 
 
 async def _first_failure(tasks: list[asyncio.Task[None]]) -> None:

@@ -15,43 +15,67 @@ among older ones).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded
+from jobcluster.queue.lanes import BELL_CAP
 
 #: Ids per Redis command or script: a script over this many ids runs in about a millisecond.
 CHUNK = 1000
 
-# KEYS[1] dlq, KEYS[2] pending; ARGV[1] n, ARGV[2..] fates: '+id' (leaves for the queue) or '-id' (leaves).
-# Pops the n oldest ids. Those with a fate leave (a '+' id is pushed to the queue once); the others go
+# KEYS[1] dlq, KEYS[2] lanes registry, KEYS[3..2+m] lanes (KEYS[3] pending_jobs), KEYS[3+m..2+2m] their
+# bells; ARGV[1] n, ARGV[2] m, ARGV[3..] fates: '+<k>:id' (leaves for lane k) or '-id' (leaves).
+# Pops the n oldest ids. Those with a fate leave (a '+' id is pushed to its lane once); the others go
 # back at the new end in their order. A '+' id not among them is pushed anyway: PostgreSQL has
 # already queued its job. Returns how many ids left the list.
 _TAKE_OLDEST = """
-local fate = {}
-for i = 2, #ARGV do fate[string.sub(ARGV[i], 2)] = string.sub(ARGV[i], 1, 1) end
+local m = tonumber(ARGV[2])
+local fate, lane = {}, {}
+for i = 3, #ARGV do
+  local f = ARGV[i]
+  if string.sub(f, 1, 1) == '+' then
+    local k, id = string.match(f, '^%%+(%%d+):(.*)$')
+    fate[id] = '+'
+    lane[id] = tonumber(k)
+  else
+    fate[string.sub(f, 2)] = '-'
+  end
+end
 local taken = redis.call('RPOP', KEYS[1], tonumber(ARGV[1])) or {}
 local keep, push, left = {}, {}, 0
+local function queue(id)
+  local k = lane[id]
+  push[k] = push[k] or {}
+  table.insert(push[k], id)
+  fate[id] = '-'
+end
 for _, id in ipairs(taken) do
   local f = fate[id]
   if f == nil then
     keep[#keep + 1] = id
   else
     left = left + 1
-    if f == '+' then push[#push + 1] = id; fate[id] = '-' end
+    if f == '+' then queue(id) end
   end
 end
-for i = 2, #ARGV do
-  local id = string.sub(ARGV[i], 2)
-  if fate[id] == '+' then push[#push + 1] = id; fate[id] = '-' end
+for id, f in pairs(fate) do
+  if f == '+' then queue(id) end
 end
 if #keep > 0 then redis.call('LPUSH', KEYS[1], unpack(keep)) end
-if #push > 0 then redis.call('LPUSH', KEYS[2], unpack(push)) end
+for k, ids in pairs(push) do
+  redis.call('LPUSH', KEYS[2 + k], unpack(ids))
+  if k > 1 then redis.call('SADD', KEYS[2], KEYS[2 + k]) end
+  local tokens = {}
+  for i = 1, math.min(#ids, %(cap)d) do tokens[i] = '1' end
+  redis.call('LPUSH', KEYS[2 + m + k], unpack(tokens))
+  redis.call('LTRIM', KEYS[2 + m + k], 0, %(cap)d - 1)
+end
 return left
-"""
+""" % {"cap": BELL_CAP}
 
 
 class DeadLetters(Part):
@@ -105,12 +129,19 @@ class DeadLetters(Part):
         return found
 
     @bounded
-    async def take_oldest(self, n: int, to_queue: Collection[str] = (), away: Collection[str] = ()) -> int:
+    async def take_oldest(self, n: int, to_queue: Mapping[str, str] | Collection[str] = (),
+                          away: Collection[str] = ()) -> int:
         """One step of a pass: of the ``n`` oldest ids (at most :data:`CHUNK`), those in ``to_queue`` move
-        to ``pending_jobs`` (after PostgreSQL made their jobs QUEUED), those in ``away`` leave; the rest
-        go back at the new end. Returns how many ids left the list."""
-        fates = [f"+{i}" for i in to_queue] + [f"-{i}" for i in away]
-        return int(await self._take_oldest(keys=[keys.DLQ, keys.PENDING], args=[min(n, CHUNK), *fates]))
+        to their lanes (``to_queue``: id -> lane; a plain collection: ``pending_jobs``), after PostgreSQL
+        made their jobs QUEUED; those in ``away`` leave; the rest go back at the new end. Returns how many
+        ids left the list."""
+        lanes = to_queue if isinstance(to_queue, Mapping) else dict.fromkeys(to_queue, keys.PENDING)
+        table = [keys.PENDING, *sorted(set(lanes.values()) - {keys.PENDING})]
+        index = {lane: k for k, lane in enumerate(table, start=1)}
+        fates = [f"+{index[lane]}:{i}" for i, lane in lanes.items()] + [f"-{i}" for i in away]
+        return int(await self._take_oldest(
+            keys=[keys.DLQ, keys.LANES, *table, *(keys.lane_bell(lane) for lane in table)],
+            args=[min(n, CHUNK), len(table), *fates]))
 
     @bounded
     async def purge_all(self) -> int:

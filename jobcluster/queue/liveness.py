@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
+from jobcluster.queue.lanes import BELL_CAP
 
 Info = Mapping[str, str | int | float]
 
@@ -43,34 +44,38 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return now
 """
 
-# KEYS[1] processing list, KEYS[2] pending list; ARGV[1] id.
-# A worker gives back an id of an attempt it found fenced, if the id is still in its list.
-_TAKE_BACK = """
-if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# KEYS[1] processing list, KEYS[2] pending list, KEYS[3] dlq; ARGV ids to dead-letter.
-# Everything else in the processing list goes back to the front of the queue, in order.
+# KEYS[1] processing list, KEYS[2] dlq, KEYS[3] lanes registry, KEYS[4..3+n] lanes (KEYS[4] pending_jobs),
+# KEYS[4+n..3+2n] their bells; ARGV[1] n, ARGV[2] how many dead ids follow, then those ids, then pairs
+# (id, index of its lane among the n). Dead ids go to the DLQ; everything else in the processing list goes
+# back to the front of its job's lane (pending_jobs when its lane is not known: the worker that takes it
+# sends it on to its lane), in order.
 _RECOVER_PROCESSING = """
-local dead = {}
-for i = 1, #ARGV do dead[ARGV[i]] = true end
-local moved = 0
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local dead, lane = {}, {}
+for i = 3, 2 + m do dead[ARGV[i]] = true end
+for i = 3 + m, #ARGV, 2 do lane[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local moved, rung = 0, {}
 while true do
   local id = redis.call('RPOP', KEYS[1])
   if not id then break end
   if dead[id] then
-    if not redis.call('LPOS', KEYS[3], id) then redis.call('LPUSH', KEYS[3], id) end
+    if not redis.call('LPOS', KEYS[2], id) then redis.call('LPUSH', KEYS[2], id) end
   else
-    redis.call('RPUSH', KEYS[2], id)
+    local k = lane[id] or 1
+    redis.call('RPUSH', KEYS[3 + k], id)
+    if k > 1 then redis.call('SADD', KEYS[3], KEYS[3 + k]) end
+    rung[k] = (rung[k] or 0) + 1
     moved = moved + 1
   end
 end
+for k, count in pairs(rung) do
+  local tokens = {}
+  for i = 1, math.min(count, %(cap)d) do tokens[i] = '1' end
+  redis.call('LPUSH', KEYS[3 + n + k], unpack(tokens))
+  redis.call('LTRIM', KEYS[3 + n + k], 0, %(cap)d - 1)
+end
 return moved
-"""
+""" % {"cap": BELL_CAP}
 
 
 class Liveness(Part):
@@ -81,7 +86,6 @@ class Liveness(Part):
         self._forget = self.redis.register_script(_FORGET_WORKER)
         self._recover = self.redis.register_script(_RECOVER_PROCESSING)
         self._beat_script = self.redis.register_script(_BEAT)
-        self._take_back = self.redis.register_script(_TAKE_BACK)
 
     # --- workers --------------------------------------------------------------
 
@@ -118,12 +122,6 @@ class Liveness(Part):
         return int(secs) * 1000 + int(micros) // 1000, {w: int(s) for w, s in beats}
 
     @bounded
-    async def take_back(self, worker_id: str, job_id: str) -> bool:
-        """Move ``job_id`` from this worker's processing list to the front of the queue, if it is still
-        there (an attempt found fenced whose recovery moved PostgreSQL but not yet Redis)."""
-        return bool(await self._take_back(keys=[keys.processing(worker_id), keys.PENDING], args=[job_id]))
-
-    @bounded
     async def worker_infos(self) -> dict[str, dict[str, str]]:
         """Worker id -> its info hash (empty when expired)."""
         return {w: info for w, (_, info) in (await self._members(keys.WORKERS, keys.worker_info)).items()}
@@ -139,10 +137,17 @@ class Liveness(Part):
         return cast(list[str], await self.redis.lrange(keys.processing(worker_id), 0, -1))
 
     @bounded
-    async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = ()) -> int:
-        """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the queue's front."""
-        return int(await self._recover(keys=[keys.processing(worker_id), keys.PENDING, keys.DLQ],
-                                       args=list(dead_ids)))
+    async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = (),
+                                 lanes: Mapping[str, str] | None = None) -> int:
+        """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the front of their lanes
+        (``lanes``: id -> lane; ``pending_jobs`` for an id not in it). Returns how many went back."""
+        dead = list(dead_ids)
+        table = [keys.PENDING, *sorted(set((lanes or {}).values()) - {keys.PENDING})]
+        index = {lane: n for n, lane in enumerate(table, start=1)}
+        pairs = [x for job_id, lane in (lanes or {}).items() for x in (job_id, index[lane])]
+        return int(await self._recover(
+            keys=[keys.processing(worker_id), keys.DLQ, keys.LANES, *table, *(keys.lane_bell(k) for k in table)],
+            args=[len(table), len(dead), *dead, *pairs]))
 
     # --- servers --------------------------------------------------------------
 

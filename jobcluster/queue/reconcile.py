@@ -6,39 +6,19 @@ PostgreSQL's side (jobs that should be waiting) is :mod:`jobcluster.store.reconc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
+from jobcluster.queue.lanes import BELL_CAP
 
 #: Ids per dead-letter restore script (each LPOS scans dlq_tasks, kept short after a data loss).
 DEAD_CHUNK = 500
 #: Ids per LRANGE when reading ``dlq_tasks`` whole.
 DEAD_READ = 1000
-
-# KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV pairs (id, due ms; 0 = now).
-# Puts back each id that Redis holds nowhere (reconciliation). Returns how many.
-_RESTORE = """
-local pushed = 0
-for i = 1, #ARGV, 2 do
-  local id, due = ARGV[i], tonumber(ARGV[i + 1])
-  local held = redis.call('LPOS', KEYS[1], id) or redis.call('ZSCORE', KEYS[2], id)
-  local k = 3
-  while not held and k <= #KEYS do
-    held = redis.call('LPOS', KEYS[k], id)
-    k = k + 1
-  end
-  if not held then
-    if due > 0 then redis.call('ZADD', KEYS[2], due, id) else redis.call('LPUSH', KEYS[1], id) end
-    pushed = pushed + 1
-  end
-end
-return pushed
-"""
-
 
 # KEYS[1] dlq_tasks; ARGV[1] how long the caller knows the list to be (its length when the caller read it
 # whole, plus what the caller pushed since), ARGV[2..] ids it found missing then, oldest first. Only the
@@ -57,30 +37,61 @@ return pushed
 """
 
 
-# KEYS[1] pending, KEYS[2] delayed, KEYS[3..] every processing list; ARGV[1] how long the caller knows
-# pending_jobs to be (read whole, plus its own pushes), then pairs (id, due ms; 0 = now) of ids Redis held
-# nowhere then. Searches only pending_jobs' entries pushed since (so a rebuild stays linear), delayed_jobs
-# and the processing lists; then pushes the rest. Returns {pushed to pending, to delayed}.
+# KEYS[1] delayed, KEYS[2] delayed_lanes, KEYS[3] lanes registry, KEYS[4..3+n] every lane (KEYS[4]
+# pending_jobs), KEYS[4+n..3+2n] their bells, KEYS[4+2n..] every processing list; ARGV[1] n, ARGV[2..1+n]
+# how long the caller knows each lane to be (read whole, plus its own pushes; 0: search it all), then
+# triples (id, due ms or 0, index of its lane) of ids Redis held nowhere then. Searches only each lane's
+# entries pushed since (so a rebuild stays linear), delayed_jobs and the processing lists; then pushes
+# the rest, each to its lane (or delayed_jobs, remembering its lane). Returns {to delayed, pushed to
+# lane 1, ..., lane n}.
 _RESTORE_SINCE = """
-local fresh = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
-local ready, later = {}, {}
-for i = 2, #ARGV, 2 do
-  local id, due = ARGV[i], tonumber(ARGV[i + 1])
-  local held = redis.call('ZSCORE', KEYS[2], id)
-  if not held and fresh > 0 then held = redis.call('LPOS', KEYS[1], id, 'MAXLEN', fresh) end
-  local k = 3
-  while not held and k <= #KEYS do
-    held = redis.call('LPOS', KEYS[k], id)
-    k = k + 1
+local n = tonumber(ARGV[1])
+local fresh = {}
+for k = 1, n do fresh[k] = redis.call('LLEN', KEYS[3 + k]) - tonumber(ARGV[1 + k]) end
+local ready, later = {}, 0
+for i = 2 + n, #ARGV, 3 do
+  local id, due, k = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local held = redis.call('ZSCORE', KEYS[1], id)
+  local j = 1
+  while not held and j <= n do
+    if fresh[j] > 0 then held = redis.call('LPOS', KEYS[3 + j], id, 'MAXLEN', fresh[j]) end
+    j = j + 1
+  end
+  j = 4 + 2 * n
+  while not held and j <= #KEYS do
+    held = redis.call('LPOS', KEYS[j], id)
+    j = j + 1
   end
   if not held then
-    if due > 0 then later[#later + 1] = due; later[#later + 1] = id else ready[#ready + 1] = id end
+    if k > 1 then redis.call('SADD', KEYS[3], KEYS[3 + k]) end
+    if due > 0 then
+      redis.call('ZADD', KEYS[1], due, id)
+      if k > 1 then redis.call('HSET', KEYS[2], id, KEYS[3 + k]) end
+      later = later + 1
+    else
+      ready[k] = ready[k] or {}
+      table.insert(ready[k], id)
+    end
   end
 end
-if #ready > 0 then redis.call('LPUSH', KEYS[1], unpack(ready)) end
-if #later > 0 then redis.call('ZADD', KEYS[2], unpack(later)) end
-return {#ready, #later / 2}
-"""
+local out = {later}
+for k = 1, n do
+  local ids = ready[k]
+  out[k + 1] = 0
+  if ids then
+    redis.call('LPUSH', KEYS[3 + k], unpack(ids))
+    local tokens = {}
+    for i = 1, math.min(#ids, %(cap)d) do tokens[i] = '1' end
+    redis.call('LPUSH', KEYS[3 + n + k], unpack(tokens))
+    redis.call('LTRIM', KEYS[3 + n + k], 0, %(cap)d - 1)
+    out[k + 1] = #ids
+  end
+end
+return out
+""" % {"cap": BELL_CAP}
+
+#: A waiting job as reconciliation restores it: (id, due unix ms or 0 for now, its lane).
+Waiting = tuple[str, int, str]
 
 
 class Reconcile(Part):
@@ -88,7 +99,6 @@ class Reconcile(Part):
 
     def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
         super().__init__(redis, op_timeout)
-        self._restore = self.redis.register_script(_RESTORE)
         self._restore_since = self.redis.register_script(_RESTORE_SINCE)
         self._restore_dead_since = self.redis.register_script(_RESTORE_DEAD_SINCE)
 
@@ -145,48 +155,55 @@ class Reconcile(Part):
 
     @bounded
     async def held_ids(self) -> set[str]:
-        """Every id Redis holds anywhere: pending, delayed, processing lists."""
-        # decode_responses=True: every member comes back as str
-        held = set(cast(list[str], await self.redis.lrange(keys.PENDING, 0, -1)))
+        """Every id Redis holds anywhere: every lane, delayed, processing lists."""
+        return (await self.held_and_lengths())[0]
+
+    @bounded
+    async def held_and_lengths(self) -> tuple[set[str], dict[str, int]]:
+        """Like :meth:`held_ids`, with the length each lane had when read (for :meth:`restore_since`)."""
+        held: set[str] = set()
+        lengths: dict[str, int] = {}
+        registry = cast(set[str], await self.redis.smembers(keys.LANES))
+        for lane in [keys.PENDING, *sorted(registry)]:
+            ids = cast(list[str], await self.redis.lrange(lane, 0, -1))  # decode_responses=True: str
+            held.update(ids)
+            lengths[lane] = len(ids)
         held.update(cast(list[str], await self.redis.zrange(keys.DELAYED, 0, -1)))
         for key in await processing_lists(self.redis):
             held.update(cast(list[str], await self.redis.lrange(key, 0, -1)))
-        return held
+        return held, lengths
 
     @bounded
-    async def held_and_pending_length(self) -> tuple[set[str], int]:
-        """Like :meth:`held_ids`, with the length ``pending_jobs`` had when read (for :meth:`restore_since`)."""
-        pending = cast(list[str], await self.redis.lrange(keys.PENDING, 0, -1))
-        held = set(pending)
-        held.update(cast(list[str], await self.redis.zrange(keys.DELAYED, 0, -1)))
-        for key in await processing_lists(self.redis):
-            held.update(cast(list[str], await self.redis.lrange(key, 0, -1)))
-        return held, len(pending)
-
-    @bounded
-    async def restore_since(self, jobs: Sequence[tuple[str, int]], known: int) -> tuple[int, int]:
-        """Put back ids Redis held nowhere when ``pending_jobs`` was ``known`` long, unless one came back
-        since (checked atomically, among pending_jobs' newest entries only); ``(id, due ms or 0)``, in
-        chunks. Returns (pushed in all, the pending length the caller knows now)."""
+    async def restore_since(self, jobs: Sequence[Waiting], known: Mapping[str, int]) -> tuple[int, dict[str, int]]:
+        """Put back ids Redis held nowhere when each lane was as long as ``known`` says, unless one came back
+        since (checked atomically, among each lane's newest entries only; a lane not in ``known`` is
+        searched whole); ``(id, due ms or 0, lane)``, in chunks. Returns (pushed in all, the lane lengths
+        the caller knows now)."""
+        lengths = dict(known)
         pushed = 0
         now = time.time() * 1000
         processing = await processing_lists(self.redis)
         for start in range(0, len(jobs), DEAD_CHUNK):
-            args: list[str | int] = [known]
-            for job_id, due_ms in jobs[start:start + DEAD_CHUNK]:
-                args += [job_id, due_ms if due_ms > now else 0]
-            ready, later = await self._restore_since(keys=[keys.PENDING, keys.DELAYED, *processing], args=args)
-            known += int(ready)
-            pushed += int(ready) + int(later)
-        return pushed, known
+            chunk = jobs[start:start + DEAD_CHUNK]
+            table = [keys.PENDING, *sorted((set(lengths) | {lane for _, _, lane in chunk}) - {keys.PENDING})]
+            index = {lane: n for n, lane in enumerate(table, start=1)}
+            args: list[str | int] = [len(table), *(lengths.get(lane, 0) for lane in table)]
+            for job_id, due_ms, lane in chunk:
+                args += [job_id, due_ms if due_ms > now else 0, index[lane]]
+            later, *ready = await self._restore_since(
+                keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, *table, *(keys.lane_bell(k) for k in table),
+                      *processing], args=args)
+            for lane, n in zip(table, ready):
+                lengths[lane] = lengths.get(lane, 0) + int(n)
+            pushed += int(later) + sum(int(n) for n in ready)
+        return pushed, lengths
 
     @bounded
-    async def restore(self, jobs: Iterable[tuple[str, int]]) -> int:
-        """Put back ids Redis holds nowhere (checked atomically per id); ``(id, due ms or 0)``."""
-        args: list[str | int] = []
-        for job_id, due_ms in jobs:
-            args += [job_id, due_ms if due_ms > time.time() * 1000 else 0]
-        if not args:
+    async def restore(self, jobs: Iterable[Waiting]) -> int:
+        """Put back ids Redis holds nowhere (checked atomically per id, against every lane whole);
+        ``(id, due ms or 0, lane)``."""
+        batch = list(jobs)
+        if not batch:
             return 0
-        processing = await processing_lists(self.redis)
-        return int(await self._restore(keys=[keys.PENDING, keys.DELAYED, *processing], args=args))
+        registry = cast(set[str], await self.redis.smembers(keys.LANES))
+        return (await self.restore_since(batch, {lane: 0 for lane in [keys.PENDING, *registry]}))[0]

@@ -45,22 +45,33 @@ SELECT id, job_shown_status(status, not_before) AS shown_status, not_before, ide
 -- Take a job for one attempt: QUEUED (or PENDING and due) -> RUNNING, attempts + 1,
 -- and open the attempt's row. $3 is the claim's token: the same claim asked again
 -- (its first reply was lost after the commit) gets the attempt it opened. Returns
--- nothing when the job is not claimable.
+-- nothing when the job is not claimable: not waiting, not due, not for this worker
+-- (its queue is not among $4, WORKER_QUEUES, or it has a constraint not among $5,
+-- WORKER_TAGS; NULL: any), or its concurrency key is full. The key's limit: the job's
+-- max_concurrency, else the key's entry in $6/$7 (CONCURRENCY_LIMITS), else 1.
 WITH claimed AS (
     UPDATE jobs
        SET status = 'RUNNING', attempts = attempts + 1, worker_id = $2, claim_token = $3,
            started_at = now(), updated_at = now(), finished_at = NULL,
            exit_code = NULL, last_error = ''
      WHERE id = $1 AND status IN ('QUEUED', 'PENDING') AND not_before <= now()
+       AND ($4::text[] IS NULL OR queue = ANY($4::text[])) AND ($5::text[] IS NULL OR constraints <@ $5::text[])
+       -- CASE: the function (a lock and a count) runs only for a job with a key
+       AND CASE WHEN concurrency_key = '' THEN true
+                ELSE concurrency_slot_free(concurrency_key, COALESCE(
+                         NULLIF(max_concurrency, 0),
+                         (SELECT l.n FROM unnest($6::text[], $7::int[]) AS l(k, n) WHERE l.k = concurrency_key LIMIT 1),
+                         1))
+           END
  RETURNING id, command, timeout_seconds, max_retries, attempts,
-           interruptions + attempts_base AS interruptions
+           interruptions + attempts_base AS interruptions, queue, priority, constraints, concurrency_key
 ), opened AS (
     INSERT INTO job_attempts (job_id, attempt, worker_id)
     SELECT id, attempts, $2 FROM claimed
 ), again AS (
     -- reads the row as it was before this statement: only an earlier claim with $3 matches
     SELECT id, command, timeout_seconds, max_retries, attempts,
-           interruptions + attempts_base AS interruptions
+           interruptions + attempts_base AS interruptions, queue, priority, constraints, concurrency_key
       FROM jobs WHERE id = $1 AND status = 'RUNNING' AND worker_id = $2 AND claim_token = $3
 )
 SELECT * FROM claimed
@@ -68,11 +79,17 @@ UNION ALL
 SELECT * FROM again;
 
 -- name: claim_refusal
--- Why claim_job returned nothing: the job's state as it is now, and how long (ms, by
--- PostgreSQL's clock) until it is due.
+-- Why claim_job returned nothing: the job's state as it is now, how long (ms, by
+-- PostgreSQL's clock) until it is due, and its routing (a worker sends an id it may not
+-- run to the job's own lane, and backs off a job whose concurrency key is full).
 SELECT status, not_before, not_before <= now() AS due,
-       GREATEST(0, ceil(extract(epoch FROM not_before - now()) * 1000))::bigint AS wait_ms
+       GREATEST(0, ceil(extract(epoch FROM not_before - now()) * 1000))::bigint AS wait_ms,
+       queue, priority, constraints, concurrency_key
   FROM jobs WHERE id = $1;
+
+-- name: job_routes
+-- The routing of these jobs (a gone worker's processing list goes back to its jobs' lanes).
+SELECT id, queue, priority, constraints FROM jobs WHERE id = ANY($1::uuid[]);
 
 -- name: finish_attempt
 -- Close attempt $2 of job $1, fenced by the attempt number: a late write from an

@@ -3,7 +3,7 @@
 
 -- name: waiting_jobs
 -- Jobs that should be in Redis (QUEUED or PENDING) and have not changed for a while.
-SELECT id, status, not_before FROM jobs
+SELECT id, status, not_before, queue, priority, constraints FROM jobs
  WHERE status IN ('QUEUED', 'PENDING') AND updated_at < now() - make_interval(secs => $1)
  ORDER BY updated_at
  LIMIT $2;
@@ -11,7 +11,7 @@ SELECT id, status, not_before FROM jobs
 -- name: still_waiting
 -- The caller keeps the QUEUED/PENDING ones. No status here: with statistics from before a burst the
 -- planner would take the partial index jobs_waiting_idx and read every waiting job, per call.
-SELECT id, status, not_before FROM jobs WHERE id = ANY($1::uuid[]);
+SELECT id, status, not_before, queue, priority, constraints FROM jobs WHERE id = ANY($1::uuid[]);
 
 -- name: dead_letter_window
 -- How far dead letters were checked against dlq_tasks (NULL: never), and the end of this
@@ -42,7 +42,7 @@ SELECT id, status, dead_letter_purged_at IS NOT NULL AS purged FROM jobs WHERE i
 -- A server's own waiting jobs last changed before it started ($2 seconds ago): at its start,
 -- those Redis may lack (its last run died between INSERT and push). Newest first, at most $3.
 -- Read once per start; it scans the waiting jobs (jobs_waiting_idx), not every job.
-SELECT id, status, not_before FROM jobs
+SELECT id, status, not_before, queue, priority, constraints FROM jobs
  WHERE status IN ('QUEUED', 'PENDING') AND submitted_via = $1
    AND updated_at < now() - make_interval(secs => $2)
  ORDER BY updated_at DESC
@@ -51,7 +51,7 @@ SELECT id, status, not_before FROM jobs
 -- name: waiting_jobs_after
 -- Every waiting job unchanged for $1 seconds, after ($2, $3) in (updated_at, id) order; at most $4.
 -- After Redis lost its data the leader pages through them all (jobs_waiting_idx).
-SELECT id, status, not_before, updated_at FROM jobs
+SELECT id, status, not_before, queue, priority, constraints, updated_at FROM jobs
  WHERE status IN ('QUEUED', 'PENDING') AND updated_at < now() - make_interval(secs => $1)
    AND updated_at >= $2 AND (updated_at, id) > ($2, $3)
  ORDER BY updated_at, id

@@ -9,14 +9,36 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection, Mapping
+from typing import NamedTuple
 
 import asyncpg
 
+from jobcluster import keys
 from jobcluster.model import JobSpec, Status, now_ms
 from jobcluster.rows import CancelResult, Claimed, JobState, Submitted, ms, routing_of
 from jobcluster.sqlfile import load_queries
 
 Q = load_queries("jobs.sql")
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:  # not a job id (a hand-pushed entry): no lane to find
+        return None
+
+
+class Serves(NamedTuple):
+    """What a claiming worker runs: its queues (WORKER_QUEUES) and tags (WORKER_TAGS), None meaning any
+    (tools and tests), and the per-key limits it applies (CONCURRENCY_LIMITS, key -> N)."""
+
+    queues: Collection[str] | None = None
+    tags: Collection[str] | None = None
+    limits: Mapping[str, int] = {}
+
+
+ALL = Serves()
 
 
 def clean_text(data: bytes) -> str:
@@ -86,21 +108,35 @@ class Jobs:
                 out.append(await self.insert(spec, submitted_via))
         return out
 
-    async def claim(self, job_id: str, worker_id: str, token: uuid.UUID | None = None) -> Claimed | None:
-        """Start the next attempt of a job, or None when it is not claimable now.
+    async def claim(self, job_id: str, worker_id: str, token: uuid.UUID | None = None, *,
+                    serves: Serves = ALL) -> Claimed | None:
+        """Start the next attempt of a job, or None when it is not claimable now: not waiting or not
+        due, not for this worker (``serves``: its WORKER_QUEUES and WORKER_TAGS), or its concurrency
+        key full (limits per key from ``serves``: CONCURRENCY_LIMITS).
 
         Asking again with the same ``token`` (after an outage hid the answer) returns the
         attempt that claim opened, if it is still running.
         """
-        row = await self.pool.fetchrow(Q["claim_job"], uuid.UUID(job_id), worker_id, token or uuid.uuid4())
+        queues, tags, limits = serves
+        row = await self.pool.fetchrow(Q["claim_job"], uuid.UUID(job_id), worker_id, token or uuid.uuid4(),
+                                       None if queues is None else list(queues), None if tags is None else list(tags),
+                                       list(limits), list(limits.values()))
         return Claimed.from_record(job_id, row) if row is not None else None
 
     async def state(self, job_id: str) -> JobState | None:
-        """Why a claim failed: the job's stored status and due time; None when it does not exist."""
+        """Why a claim failed: the job's stored status, due time and routing; None when it does not exist."""
         row = await self.pool.fetchrow(Q["claim_refusal"], uuid.UUID(job_id))
         if row is None:
             return None
-        return JobState(Status(row["status"]), bool(row["due"]), ms(row["not_before"]), int(row["wait_ms"]))
+        return JobState(Status(row["status"]), bool(row["due"]), ms(row["not_before"]), int(row["wait_ms"]),
+                        queue=row["queue"], constraints=tuple(row["constraints"]),
+                        lane=keys.lane(row["queue"], row["priority"], row["constraints"]),
+                        concurrency_key=row["concurrency_key"])
+
+    async def routes(self, job_ids: list[str]) -> dict[str, str]:
+        """Job id -> its lane (jobcluster.keys.lane), for those of these jobs that exist."""
+        rows = await self.pool.fetch(Q["job_routes"], [u for u in map(_uuid_or_none, job_ids) if u is not None])
+        return {str(r["id"]): keys.lane(r["queue"], r["priority"], r["constraints"]) for r in rows}
 
     async def finish_attempt(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection
 
+from jobcluster import keys
 from jobcluster.limits import MAX_REPLY_BYTES
 from jobcluster.model import InvalidJob
 from jobcluster.pb import scheduler_pb2 as pb
@@ -83,7 +84,8 @@ class DeadLetterRpcs(Servicer):
                 fresh = [i for i in chosen if i not in gone]
                 again = [i for i in chosen if i in gone]  # a repeated id leaves, and is queued once
                 if to_queue:
-                    await self.queue.dead_letters.take_oldest(len(chunk), to_queue=fresh, away=again)
+                    lanes = await self.store.jobs.routes(fresh) if fresh else {}
+                    await self.queue.dead_letters.take_oldest(len(chunk), to_queue=lanes, away=again)
                 else:
                     await self.queue.dead_letters.take_oldest(len(chunk), away=chosen)
                 gone.update(dict.fromkeys(fresh))
@@ -129,7 +131,8 @@ class DeadLetterRpcs(Servicer):
             moved = set(retried)
             lost = [i for i in ids if i in queued and i not in moved]
             if lost:  # left dlq_tasks while we worked: PostgreSQL has queued them, so Redis must too
-                await self.queue.jobs.enqueue_many([(i, 0) for i in lost])
+                lanes = await self.store.jobs.routes(lost)
+                await self.queue.jobs.enqueue_many([(i, 0, lanes.get(i, keys.PENDING)) for i in lost])
                 retried += lost
         log.info("%d dead-lettered job(s) retried", len(retried))
         return _result(retried)

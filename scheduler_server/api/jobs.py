@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from jobcluster import keys
 from jobcluster.errors import REDIS_ERRORS
 from jobcluster.limits import MAX_REPLY_BYTES
 from jobcluster.model import MAX_NAME_CHARS, InvalidJob, Status, check_queue, check_time_ms
@@ -69,10 +70,10 @@ class JobRpcs(Servicer):
         async with queueing(f"job {s.job_id} is", "submit again with the same idempotency key to queue it",
                             self.unpushed, [s.job_id]):
             if s.inserted:
-                await self.queue.jobs.enqueue(s.job_id, s.due_ms if s.status is Status.PENDING else 0)
+                await self.queue.jobs.enqueue(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
             elif s.status is Status.QUEUED:
                 # A retried submit: the first try may have died between INSERT and push.
-                await self.queue.jobs.ensure_queued(s.job_id)
+                await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
         if s.inserted:
             log.info("job %s accepted (%s)", s.job_id, s.status.value)
         return _accepted(s)
@@ -93,13 +94,14 @@ class JobRpcs(Servicer):
         results = await self.store.jobs.insert_many(specs, self.address)
         async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency keys",
                             self.unpushed, [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)]):
-            fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0) for s in results if s.inserted]
+            fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
+                     for s in results if s.inserted]
             if fresh:
                 await self.queue.jobs.enqueue_many(fresh)
             for s in results:
                 if not s.inserted and s.status is Status.QUEUED:
                     # A retried batch: the first try may have died between INSERT and push.
-                    await self.queue.jobs.ensure_queued(s.job_id)
+                    await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
         log.info("batch of %d job(s) accepted", len(results))
         return pb.JobBatchResponse(jobs=[_accepted(s) for s in results])
 

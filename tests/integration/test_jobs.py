@@ -197,8 +197,8 @@ async def test_a_claim_whose_reply_was_lost_runs_once(stub, store, make_worker):
     real_claim = store.jobs.claim
     lost = []
 
-    async def claim_then_lose_the_reply(job_id, worker_id, token=None):
-        claimed = await real_claim(job_id, worker_id, token)
+    async def claim_then_lose_the_reply(job_id, worker_id, token=None, **options):
+        claimed = await real_claim(job_id, worker_id, token, **options)
         if not lost:  # an injected fault: the commit happened, the answer never arrives
             lost.append(claimed)
             raise OSError("connection was closed in the middle of operation")

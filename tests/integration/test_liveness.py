@@ -39,8 +39,8 @@ async def test_a_worker_taking_the_id_at_once_can_claim_the_job(store: Store, qu
     claims: list[Claimed | None] = []
     move = queue.liveness.recover_processing
 
-    async def move_then_a_worker_takes_it(worker_id: str, dead_ids: list[str]) -> int:
-        moved = await move(worker_id, dead_ids)
+    async def move_then_a_worker_takes_it(worker_id: str, dead_ids: list[str], *lanes: dict[str, str]) -> int:
+        moved = await move(worker_id, dead_ids, *lanes)
         taken = await queue.jobs.dequeue("alive", timeout=0.1)
         assert taken == job_id
         claims.append(await store.jobs.claim(taken, "alive"))
@@ -62,7 +62,7 @@ async def test_a_recovery_cut_between_the_stores_is_finished_by_the_next(store: 
     job_id = await _running_on(store, queue, "dead")
     move = queue.liveness.recover_processing
 
-    async def leader_dies(worker_id: str, dead_ids: list[str]) -> int:
+    async def leader_dies(worker_id: str, dead_ids: list[str], *lanes: dict[str, str]) -> int:
         raise ConnectionError("leader died here")
 
     monkeypatch.setattr(queue.liveness, "recover_processing", leader_dies)

@@ -192,15 +192,23 @@ async def test_a_rebuild_does_not_repeat_a_dead_letter_a_worker_pushed_meanwhile
 
 
 async def test_a_rebuild_does_not_repeat_a_waiting_id_pushed_meanwhile(queue: Queue):
-    await queue.redis.lpush(keys.PENDING, "x")
+    gpu = keys.lane("default", 0, ("gpu",))
+    await queue.jobs.enqueue("x")
+    await queue.jobs.enqueue("g", lane=gpu)
     await queue.redis.zadd(keys.DELAYED, {"d": 1})
-    held, known = await queue.reconcile.held_and_pending_length()
-    assert (held, known) == ({"x", "d"}, 1)
-    await queue.redis.lpush(keys.PENDING, "y")  # a submit pushed y after the rebuild read Redis
+    held, known = await queue.reconcile.held_and_lengths()
+    assert (held, known) == ({"x", "g", "d"}, {keys.PENDING: 1, gpu: 1})
+    await queue.jobs.enqueue("y")  # a submit pushed y after the rebuild read Redis
+    await queue.jobs.enqueue("h", lane=gpu)
     later = now_ms() + 3_600_000
-    assert await queue.reconcile.restore_since([("y", 0), ("d", 0), ("z", 0), ("w", later)], known) == (2, 2)
+    pushed, known = await queue.reconcile.restore_since(
+        [("y", 0, keys.PENDING), ("d", 0, keys.PENDING), ("z", 0, keys.PENDING), ("w", later, gpu),
+         ("h", 0, gpu), ("i", 0, gpu)], known)
+    assert (pushed, known) == (3, {keys.PENDING: 2, gpu: 2})
     assert await queue.redis.lrange(keys.PENDING, 0, -1) == ["z", "y", "x"]
+    assert await queue.redis.lrange(gpu, 0, -1) == ["i", "h", "g"]
     assert await queue.redis.zrange(keys.DELAYED, 0, -1) == ["d", "w"]
+    assert await queue.redis.hget(keys.DELAYED_LANES, "w") == gpu  # promoted into its own lane
 
 
 async def test_many_unpushed_ids_are_pushed_once_each(store: Store, queue: Queue):
