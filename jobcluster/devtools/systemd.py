@@ -29,7 +29,7 @@ ETC = Path("/etc/jobcluster")
 #: for a job's process group under another uid (timeouts, cancels, the reaper), chown for the scratch
 #: directory's owner, fowner and dac_override to chmod and remove what a job left in it.
 WORKER_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE")
-#: After the worker's own grace and its jobs' kill grace: requeueing, closing pools, the reaper's exit.
+#: After the worker's grace (then it SIGKILLs the late jobs' groups at once): requeueing, closing pools, the reaper.
 STOP_MARGIN = 15.0
 #: A server's stop: NOT_SERVING, resign, in-flight calls (scheduler_server.server.STOP_GRACE, 5 s), pools.
 SERVER_STOP_TIMEOUT = 20.0
@@ -87,7 +87,6 @@ def _common(opts: UnitOptions, program: str, description: str) -> list[str]:
         "RestrictSUIDSGID=yes",
         "RestrictRealtime=yes",
         "LockPersonality=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     ]
 
 
@@ -102,11 +101,11 @@ def _unprivileged(opts: UnitOptions) -> list[str]:
         f"ProtectHome={'read-only' if opts.in_home else 'yes'}",
         "PrivateDevices=yes",
         "ProtectProc=invisible",
-        "ProcSubset=pid",
         "RestrictNamespaces=yes",
+        # AF_NETLINK: glibc's getaddrinfo asks the kernel for the host's addresses through it.
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         "SystemCallArchitectures=native",
         "SystemCallFilter=@system-service",
-        "SystemCallFilter=~@privileged @resources",
         "UMask=0077",
     ]
 
@@ -141,10 +140,10 @@ def webui_unit(opts: UnitOptions) -> str:
 
 
 def worker_stop_timeout(opts: UnitOptions, settings: Settings) -> float:
-    """TimeoutStopSec of the worker: running jobs' grace, then their kill grace, then a margin."""
+    """TimeoutStopSec of the worker: running jobs' grace, then a margin to requeue the late ones and close."""
     if opts.worker_stop_timeout > 0:
         return opts.worker_stop_timeout
-    return settings.worker_shutdown_grace + settings.job_kill_grace + STOP_MARGIN
+    return settings.worker_shutdown_grace + STOP_MARGIN
 
 
 def worker_unit(opts: UnitOptions, settings: Settings) -> str:
@@ -152,7 +151,7 @@ def worker_unit(opts: UnitOptions, settings: Settings) -> str:
     lines += [
         f"ExecStart={opts.venv}/bin/jobcluster-worker --id %H-worker-%i",
         # SIGTERM to the worker alone: it stops taking jobs, gives running ones WORKER_SHUTDOWN_GRACE,
-        # requeues the rest and kills their groups itself. control-group would SIGTERM every job at once;
+        # then kills the late ones' groups and requeues them itself. control-group would SIGTERM every job at once;
         # process would leave jobs running after a timeout. mixed SIGKILLs whatever is left at the end.
         "KillMode=mixed",
         f"TimeoutStopSec={_seconds(worker_stop_timeout(opts, settings))}",
@@ -161,7 +160,7 @@ def worker_unit(opts: UnitOptions, settings: Settings) -> str:
         f"CapabilityBoundingSet={' '.join(WORKER_CAPABILITIES)}",
         # Jobs inherit this sandbox: /usr, /boot and /etc read-only, their own /tmp (JOB_WORKDIR_ROOT's
         # default lives there). No PrivateDevices (a gpu worker's jobs need /dev), no ProtectProc (the
-        # reaper finds a job's processes of another uid in /proc), no system call filter (jobs run anything).
+        # reaper finds a job's processes of another uid in /proc), no system call or address family filter.
         "ProtectSystem=full",
         "",
         "[Install]",
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", default="jobcluster", help="user of the servers and web UI (default %(default)s)")
     p.add_argument("--etc", type=Path, default=ETC, help="directory of the environment files (default %(default)s)")
     p.add_argument("--settings", default=".env", metavar="ENV_FILE",
-                   help="read WORKER_SHUTDOWN_GRACE and JOB_KILL_GRACE from this file and the environment "
+                   help="read WORKER_SHUTDOWN_GRACE from this file and the environment "
                         "(default %(default)s; use the hosts' jobcluster.env)")
     args = p.parse_args(argv)
     settings = Settings.from_env(dotenv_path=args.settings)
