@@ -6,8 +6,16 @@ where ``exec_prefix`` (``("ip", "netns", "exec", "h1")``) runs the member and
 every check on it inside its host. Checks go through ``redis-cli`` with that
 prefix, so they work where the calling process cannot reach the address.
 Timings are short (a primary is down after ``down_after_ms``), so a failover
-takes a few seconds. A password, when given, reaches no command line: it is
-in the 0600 config files and in ``REDISCLI_AUTH`` for the checks.
+takes a few seconds.
+
+Logins (all optional): ``admin_password`` is the group's own ACL user
+(:data:`ADMIN_USER`, every command), with which replicas replicate, sentinels
+watch and reconfigure the data nodes, and the checks run; ``acl`` are more
+config lines for the data nodes, such as the programs' user from
+:func:`jobcluster.devtools.lockdown.redis_acl` (which also turns the default
+user off); ``sentinel_password`` is the sentinels' own ``requirepass``
+(REDIS_SENTINEL_PASSWORD_FILE). Passwords reach no command line: they are in
+the 0600 config files, and in the environment of the ``redis-cli`` checks.
 
 Use::
 
@@ -21,17 +29,20 @@ Use::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobcluster.devtools.services import ServiceError, _need, _tail
 
 #: The master name the sentinels watch, and REDIS_SENTINEL_MASTER's default.
 MASTER = "jobcluster"
+#: The ACL user of replication, the sentinels and the checks, when the group has an admin password.
+ADMIN_USER = "ha-admin"
 
 
 @dataclass(frozen=True)
@@ -68,8 +79,8 @@ class SentinelGroup:
     nodes: list[Node]
     sentinels: list[Node]
     master: str = MASTER
-    password: str | None = None
-    _env: dict[str, str] = field(default_factory=dict)
+    admin_password: str | None = None
+    sentinel_password: str | None = None
 
     @property
     def sentinel_addrs(self) -> tuple[str, ...]:
@@ -81,9 +92,15 @@ class SentinelGroup:
 
     def cli(self, node: Node, *args: str, timeout: float = 3.0) -> str:
         """``redis-cli`` against ``node`` on its host; its output, or "" when it could not ask."""
-        cmd = [*node.member.exec_prefix, "redis-cli", "-h", node.member.host, "-p", str(node.member.port), *args]
+        cmd = [*node.member.exec_prefix, "redis-cli", "-h", node.member.host, "-p", str(node.member.port)]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        password = self.sentinel_password if node in self.sentinels else self.admin_password
+        if password:
+            env["REDISCLI_AUTH"] = password  # not -a: a command line is readable by every local user
+            cmd += [] if node in self.sentinels else ["--user", ADMIN_USER]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self._env, check=False)
+            done = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env,
+                                  check=False)
         except subprocess.TimeoutExpired:
             return ""
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -194,17 +211,21 @@ def _quoted(value: str | Path) -> str:
 
 def start_group(root: Path, data: Sequence[Member], sentinels: Sequence[Member], *, master: str = MASTER,
                 quorum: int | None = None, down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
-                password: str | None = None, timeout: float = 30.0) -> SentinelGroup:
+                admin_password: str | None = None, acl: Sequence[str] = (), sentinel_password: str | None = None,
+                timeout: float = 30.0) -> SentinelGroup:
     """Start ``data[0]`` as primary, ``data[1:]`` as its replicas and a sentinel on each of ``sentinels``
     (quorum: a majority of them); return once every sentinel sees every replica and the other sentinels.
 
-    Files (configs, logs) go in ``root``. ``password``: the data nodes' and the sentinels' (default user).
+    Files (configs, logs) go in ``root``; the logins are in the module's docstring.
     """
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    group = SentinelGroup([], [], master, password)
-    group._env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **({"REDISCLI_AUTH": password} if password else {})}
+    group = SentinelGroup([], [], master, admin_password, sentinel_password)
     quorum = quorum or len(sentinels) // 2 + 1
-    auth = [f"requirepass {_quoted(password)}", f"masterauth {_quoted(password)}"] if password else []
+    auth = list(acl)
+    if admin_password:
+        digest = hashlib.sha256(admin_password.encode()).hexdigest()
+        auth += [f"user {ADMIN_USER} on #{digest} ~* &* +@all", f"masteruser {ADMIN_USER}",
+                 f"masterauth {_quoted(admin_password)}"]
     primary = data[0]
     for number, member in enumerate(data):
         name = f"redis{number + 1}"
@@ -228,9 +249,12 @@ def start_group(root: Path, data: Sequence[Member], sentinels: Sequence[Member],
                  f"sentinel down-after-milliseconds {master} {down_after_ms}",
                  f"sentinel failover-timeout {master} {failover_timeout_ms}",
                  f"sentinel parallel-syncs {master} 1"]
-        if password:
-            lines += [f"requirepass {_quoted(password)}", f"sentinel auth-pass {master} {_quoted(password)}",
-                      f"sentinel sentinel-pass {_quoted(password)}"]
+        if admin_password:
+            lines += [f"sentinel auth-user {master} {ADMIN_USER}",
+                      f"sentinel auth-pass {master} {_quoted(admin_password)}"]
+        if sentinel_password:
+            lines += [f"requirepass {_quoted(sentinel_password)}",
+                      f"sentinel sentinel-pass {_quoted(sentinel_password)}"]
         # The sentinel rewrites its own config (what it learns, the new primary): it must be writable.
         group.sentinels.append(Node(name, member, workdir / "sentinel.conf", root / f"{name}.log"))
         _write_conf(group.sentinels[-1].conf, lines)
