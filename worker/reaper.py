@@ -5,9 +5,17 @@ A worker starts one reaper: this file run as a script by a fresh interpreter
 environment, its own session so a terminal's Ctrl-C does not reach it). The
 reaper's stdin is the read end of a pipe whose only writer is the worker:
 
+- ``=MARK`` first: a random token the worker also puts in every job's
+  environment (``JOBCLUSTER_JOB_MARK``). A worker killed between starting a
+  job's shell and writing its ``+`` line (an asyncio spawn has awaits in
+  between: milliseconds on a loaded host, so a kill a minute finds it now and
+  then) leaves a job the reaper was never told of; so on end of file it also
+  kills, for a moment after, every process whose environment carries the mark,
+  with its session.
 - ``+PGID`` a line when a job's shell starts (it leads its own session and
   process group, so PGID is also its session id), ``-PGID`` when it has ended
   and its group was killed. One ``write()`` of a few bytes per change.
+- ``.`` the worker stops cleanly (no job is starting: no mark to look for).
 - End of file: the worker has exited, by a clean stop or by SIGKILL alike (the
   kernel closes its end either way). The reaper SIGKILLs every registered
   group and every process still in one of their sessions (a job's ``set -m``
@@ -15,9 +23,9 @@ reaper's stdin is the read end of a pipe whose only writer is the worker:
   left, then exits. After a clean stop nothing is registered, so it just exits.
 
 What it cannot catch: a process that left its job's session (``setsid``,
-daemons) and one started in the instant between a shell's start and its ``+``
-line. A reaper that dies does not kill anything; the worker notices at once
-(a pidfd) and starts another, which it tells about every job still running.
+daemons) and cleared the mark from its environment. A reaper that dies does
+not kill anything; the worker notices at once (a pidfd) and starts another,
+which it tells about every job still running.
 
 A worker restarted at once under the same id must not put its old jobs back in
 the queue while their processes may still be running: it first waits for the
@@ -32,6 +40,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,6 +51,10 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 #: After the worker is gone, keep killing (processes forked meanwhile) for at most this long.
 KILL_FOR = 5.0
+#: ...and keep looking for marked processes at least this long (a shell forked just before the worker
+#: died execs with the mark a moment later).
+MARK_WATCH = 0.25
+MARK_ENV = "JOBCLUSTER_JOB_MARK"
 SCAN_INTERVAL = 0.01
 CLOSE_WAIT = 5.0
 
@@ -67,20 +80,46 @@ def job_processes(sessions: set[int]) -> list[int]:
     return found
 
 
-def kill_all(sessions: set[int], kill_for: float = KILL_FOR) -> int:
-    """SIGKILL the groups ``sessions`` and every process in those sessions until none is left.
+def marked_sessions(mark: bytes) -> set[int]:
+    """Sessions of the live processes whose environment holds ``JOBCLUSTER_JOB_MARK=mark``."""
+    want = b"\0" + MARK_ENV.encode() + b"=" + mark + b"\0"
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if want not in b"\0" + f.read():
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" and int(fields[3]) > 1:
+            found.add(int(fields[3]))
+    return found
+
+
+def kill_all(sessions: set[int], kill_for: float = KILL_FOR, mark: bytes = b"") -> int:
+    """SIGKILL the groups ``sessions`` and every process in those sessions until none is left; with a
+    ``mark``, also the sessions of processes carrying it, looked for at least :data:`MARK_WATCH`.
 
     Returns how many processes there were at first.
     """
+    started = time.monotonic()
+    if mark:
+        sessions |= marked_sessions(mark)
     found = job_processes(sessions)
     for pgid in sessions:
         _kill(os.killpg, pgid)
     left = found
-    deadline = time.monotonic() + kill_for
-    while left and time.monotonic() < deadline:
+    deadline = started + kill_for
+    while (left or (mark and time.monotonic() < started + MARK_WATCH)) and time.monotonic() < deadline:
         for pid in left:
             _kill(os.kill, pid)
         time.sleep(SCAN_INTERVAL)
+        if mark:
+            sessions |= marked_sessions(mark)
         left = job_processes(sessions)
     return len(found)
 
@@ -138,20 +177,26 @@ def _kill(how: Callable[[int, int], None], target: int) -> None:
         pass
 
 
-def read_registrations(fd: int, sessions: set[int]) -> None:
-    """Apply ``+PGID`` / ``-PGID`` lines from ``fd`` to ``sessions`` until end of file."""
+def read_registrations(fd: int, sessions: set[int]) -> bytes:
+    """Apply ``+PGID`` / ``-PGID`` lines from ``fd`` to ``sessions`` until end of file; returns the
+    ``=MARK`` (empty when none came)."""
+    mark = b""
     pending = b""
     while True:
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:  # made non-blocking when the worker died: all that was written is read
-            return
+            return mark
         if not chunk:
-            return
+            return mark
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             # Only group ids > 1: killpg(0) would be the reaper's own group, 1 is init's.
-            if line[:1] in (b"+", b"-") and line[1:].isdigit() and int(line[1:]) > 1:
+            if line[:1] == b"=" and line[1:].isalnum():
+                mark = line[1:]
+            elif line == b".":  # a clean stop: no job is starting, so no marked process to look for
+                mark = b""
+            elif line[:1] in (b"+", b"-") and line[1:].isdigit() and int(line[1:]) > 1:
                 (sessions.add if line[:1] == b"+" else sessions.discard)(int(line[1:]))
 
 
@@ -181,12 +226,15 @@ def reaper_main(worker_pid: int) -> int:
     _prctl(PR_SET_DUMPABLE, 0)
     parent_gone()  # it may have died before the prctl
     sessions: set[int] = set()
-    read_registrations(0, sessions)
+    mark = read_registrations(0, sessions)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if sessions:
-        started = time.monotonic()
-        killed = kill_all(sessions)
-        print(f"reaper: worker {worker_pid} is gone: SIGKILL to {len(sessions)} job group(s), "
+    told = len(sessions)
+    started = time.monotonic()
+    # A mark but no group registered: a clean stop, or a kill in the instant a job was starting.
+    killed = kill_all(sessions, mark=mark)
+    if killed:
+        print(f"reaper: worker {worker_pid} is gone: SIGKILL to {told} job group(s) it was told of, "
+              f"{len(sessions) - told} more found by the mark, "
               f"{killed} process(es) in them, all gone in {time.monotonic() - started:.3f}s", file=sys.stderr, flush=True)
     return 0
 
@@ -198,6 +246,8 @@ class Reaper:
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
+        #: In every job's environment (MARK_ENV): the reaper also kills what carries it.
+        self.mark = secrets.token_hex(12)
         self._groups: set[int] = set()
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -263,8 +313,7 @@ class Reaper:
         self._fd = write_end
         self._replacing = False
         os.set_blocking(self._fd, False)
-        if self._groups:
-            self._send(b"".join(b"+%d\n" % g for g in self._groups))
+        self._send(b"=%s\n" % self.mark.encode() + b"".join(b"+%d\n" % g for g in self._groups))
         self._watch()
 
     def _watch(self) -> None:
@@ -303,6 +352,7 @@ class Reaper:
         self._closed = True
         self._unwatch()
         if self._fd >= 0:
+            self._send(b".\n")
             os.close(self._fd)
         try:
             self._proc.wait(CLOSE_WAIT)

@@ -39,6 +39,9 @@ class GroupRegistry(Protocol):
     """Told each job's process group (also its session id) when it starts and once it is killed:
     the worker's reaper (worker/reaper.py), which kills the registered groups if the worker dies."""
 
+    #: Put in each job's environment as JOBCLUSTER_JOB_MARK: a job killed before ``add`` is found by it.
+    mark: str
+
     def add(self, pgid: int) -> None: ...
 
     def remove(self, pgid: int) -> None: ...
@@ -157,6 +160,8 @@ async def run_shell(
     None keeps the caller's. ``groups``: registered with the group while it runs.
     """
     prefix, creds = _switch(run_as)
+    if groups is not None:
+        env = {**env, "JOBCLUSTER_JOB_MARK": groups.mark}
     try:
         proc = await asyncio.create_subprocess_exec(
             *prefix, "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -171,9 +171,16 @@ async def main():
     reaper = Reaper.start("test-shell")
     if sys.argv[3:] == ["leak"]:  # another process holds the pipe's write end: no end of file for the reaper
         holder = subprocess.Popen(["sleep", "4459"], pass_fds=(reaper._fd,), start_new_session=True)
+    groups = reaper
+    if sys.argv[3:] == ["unregistered"]:  # as if killed between the shell's start and its +PGID line
+        class Late:
+            mark = reaper.mark
+            def add(self, pgid): pass
+            def remove(self, pgid): pass
+        groups = Late()
     run_as = resolve_job_user(sys.argv[2])[1] if sys.argv[2:3] not in ([], [""]) else None
     await run_shell(sys.argv[1], timeout=0, kill_grace=1, output_limit=1000, env=job_env("j", 1),
-                    cwd="/", run_as=run_as, groups=reaper)
+                    cwd="/", run_as=run_as, groups=groups)
     reaper.close()
 
 asyncio.run(main())
@@ -268,6 +275,14 @@ async def test_without_end_of_file_the_parent_death_signal_still_kills_the_jobs(
     await wait_for(lambda: len(family_left("4454")) == 3 and procs_running("sleep", "4459"), timeout=10,
                    what="the job's three sleeps and the process holding the pipe")
     await _killed_and_gone(proc, "4454")
+
+
+async def test_a_job_started_but_not_yet_registered_is_found_by_its_mark(parent, job_user):
+    """The worker dies after starting a job's shell and before telling the reaper (+PGID): the mark in
+    the job's environment is how the reaper finds it, its group and its session."""
+    proc = parent("4455", job_user if os.geteuid() == 0 else "", "unregistered")
+    await wait_for(lambda: len(family_left("4455")) == 3, timeout=10, what="the job's three sleeps")
+    await _killed_and_gone(proc, "4455")
 
 
 async def test_a_reaper_that_stops_reading_is_replaced_without_blocking_the_worker():
