@@ -123,12 +123,12 @@ def list_schedules(pool: Pool, out=sys.stdout) -> int:
     if not resp.schedules:
         out.write("no schedules (add a jobs.json entry with \"cron\", see the README)\n")
         return 0
-    rows = [("NAME", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST RUN", "LAST JOB", "POLICIES", "COMMAND")]
+    rows = [("NAME", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST RUN", "LAST JOB", "POLICIES", "QUEUE", "COMMAND")]
     for s in resp.schedules:
         last = f"{s.last_job_id[:8]} {s.last_job_status}" if s.last_job_id else "-"
         rows.append((s.name, s.cron, s.timezone, "enabled" if s.enabled else "paused",
                      when(s.next_run_ms) if s.enabled else "-", when(s.last_run_ms), last,
-                     f"catchup={s.catchup} overlap={s.overlap}", _first_line(s.command, 40)))
+                     f"catchup={s.catchup} overlap={s.overlap}", routing(s), _first_line(s.command, 40)))
     table(rows, out)
     for s in resp.schedules:
         if s.last_skip_reason:

@@ -35,6 +35,8 @@ async def test_jobs_file_and_flags_carry_the_routing(server, stub, tmp_path):
     assert (plain.queue, plain.priority, list(plain.constraints)) == ("default", 0, [])
     (sch,) = (await stub.ListSchedules(pb.ListSchedulesRequest())).schedules
     assert (sch.queue, sch.priority) == ("batch", 2)
+    listed_schedules = await _client(server.address, tmp_path, "-schedules")
+    assert "batch, priority 2" in listed_schedules.stdout, listed_schedules.stdout
 
     ran = await _client(server.address, tmp_path, "-cmd", "true", "-name", "flagged", "-queue", "slow", "-priority", "3",
                   "-constraint", "ssd", "-constraint", "zone=b,arm", "-concurrency-key", "k", "-max-concurrency",

@@ -116,3 +116,16 @@ def test_the_job_page_shows_the_routing_and_why_it_waits(client: TestClient, fak
     assert "db-eu (at most 2 at once)" in r.text
     fake.cluster.jobs["j-1"].waiting_reason = ""
     assert 'id="waiting-reason" class="waiting" hidden' in client.get("/jobs/j-1").text
+
+
+def test_a_schedule_from_the_form_carries_the_routing(client: TestClient, fake: FakeConnector) -> None:
+    r = post(client, "/schedules", name="nightly", cron="0 3 * * *", command="train", queue="gpu", priority="7",
+             constraints="gpu,region=eu")
+    assert r.status_code == 303
+    [sch] = [q for s in SERVERS for q in fake.servers[s].asked("CreateSchedule")]
+    assert (sch.queue, sch.priority, list(sch.constraints)) == ("gpu", 7, ["gpu", "region=eu"])
+    fake.cluster.schedules["nightly"] = sch  # the fake keeps only name, cron and command
+    page = client.get("/schedules")
+    assert '<td class="queue">gpu <span class="muted">p7</span> <span class="muted">needs gpu, region=eu</span>' in page.text
+    r = post(client, "/schedules", name="bad", cron="0 3 * * *", command="train", priority="12")
+    assert r.status_code == 400 and "priority must be 0 to 9" in r.text and 'value="12"' in r.text

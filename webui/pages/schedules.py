@@ -12,7 +12,7 @@ from starlette.routing import Route
 from jobcluster.failover import CALL_TIMEOUT, ServerDown
 from jobcluster.pb import scheduler_pb2 as pb
 from webui.errors import context, on_error_render
-from webui.web import UserError, form_values, pool_of, read_form, render
+from webui.web import UserError, form_values, pool_of, read_form, render, routing_fields
 
 #: The buttons: action in the URL -> JobService call.
 ACTIONS = {"pause": "PauseSchedule", "resume": "ResumeSchedule", "delete": "DeleteSchedule",
@@ -43,7 +43,7 @@ async def schedules_create(request: Request) -> Response:
     values = await read_form(request)
     sch = pb.Schedule(name=values.get("name", ""), cron=values.get("cron", ""),
                       timezone=values.get("timezone", ""), command=values.get("command", ""),
-                      catchup=values.get("catchup", ""), overlap=values.get("overlap", ""))
+                      catchup=values.get("catchup", ""), overlap=values.get("overlap", ""), **routing_fields(values))
     await pool_of(request).call(lambda s: s.CreateSchedule(sch, timeout=CALL_TIMEOUT))
     return RedirectResponse("/schedules", status_code=303)
 
