@@ -93,12 +93,12 @@ def main() -> int:
             cel = CeleryBench(broker.url, root)
             when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
             print(f"make bench on {os.cpu_count()} cores ({_cpu()}), {when}; "
-                  f"Celery {celery.__version__}; {args.rounds} rounds of {args.jobs:,} `true` jobs; logs in {root}",
+                  f"load average {os.getloadavg()[0]:.1f}; Celery {celery.__version__}; {args.rounds} rounds of {args.jobs:,} `true` jobs; logs in {root}",
                   flush=True)
             rounds = []
             for i in range(1, args.rounds + 1):
                 rounds.append(one_round(i, args, cel, jc))
-                print(round_line(i, rounds[-1]), flush=True)
+                print(f"{round_line(i, rounds[-1])} (load average {os.getloadavg()[0]:.1f})", flush=True)
             jc.stop()
             print()
             print(table(rounds))
