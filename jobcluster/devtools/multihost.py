@@ -9,11 +9,8 @@ reaches every host at its own address, as a client on another machine would. Eve
 from __future__ import annotations
 
 import asyncio
-import getpass
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,45 +24,18 @@ from jobcluster.devtools import lockdown
 from jobcluster.devtools import services as svc
 from jobcluster.devtools.chaos import CHAOS_SETTINGS
 from jobcluster.devtools.job_user import job_user_env
+from jobcluster.devtools.multihost_services import (APP_USER, DATABASE, ETCD_PORT, PG_PORT, REDIS_PORT, SENTINEL_PORT,
+                                                    SERVER_PORT, Proc, _addr, etcd_argv, etcd_leader, move_etcd_leader,
+                                                    postgres_argv, redis_argv, start_sentinels)
 from jobcluster.devtools.netns import Network
+from jobcluster.devtools.sentinel import MASTER, SentinelGroup
 from jobcluster.devtools.tls import DevTls, ensure_server_tls
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
-PG_PORT, REDIS_PORT, ETCD_PORT, ETCD_PEER_PORT, SERVER_PORT = 5432, 6379, 2379, 2380, 50051
-APP_USER, DATABASE = "jobcluster", "jobcluster"
 #: The timings of make chaos (LEASE_TTL 3s, WORKER_DEAD_AFTER 3s, ...), with JSON logs to read times from.
 MULTIHOST_SETTINGS = {**CHAOS_SETTINGS, "WORKER_CONCURRENCY": "4", "LOG_FORMAT": "json",
                       "ELECTION_NAMESPACE": "/multihost", "PYTHONUNBUFFERED": "1"}
-
-
-@dataclass
-class Proc:
-    """One process on one host, started with ``ip netns exec`` (so its pid is the program's own)."""
-
-    name: str
-    host: int
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def spawn(self, net: Network, env: dict[str, str], cwd: Path) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(net.run_in(self.host, self.argv), cwd=cwd, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.alive() and self.proc is not None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-
-
-def _addr(host: int, port: int) -> str:
-    return f"{Network.address(host)}:{port}"
 
 
 @dataclass
@@ -78,6 +48,8 @@ class MultiHost:
     procs: dict[str, Proc] = field(default_factory=dict)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     tls: DevTls | None = None
+    sentinel: bool = False  # Redis as a primary, a replica and three sentinels (REDIS_SENTINELS)
+    redis_group: SentinelGroup | None = None
     down: set[int] = field(default_factory=set)  # hosts killed on purpose: not restarted by supervise()
     restarts: int = 0
 
@@ -97,9 +69,13 @@ class MultiHost:
         return next((h for h in self.hosts if self.server_address(h) == address), None)
 
     def secret(self, name: str) -> Path:
+        """The file (0600) holding service ``name``'s password, made on first use."""
         path = self.root / "secrets" / f"{name}_password"
         lockdown.secret_file(path)
         return path
+
+    def password(self, name: str) -> str:
+        return lockdown.secret_file(self.secret(name))
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -113,8 +89,7 @@ class MultiHost:
         for host in self.hosts:
             svc._wait_port(f"etcd on host {host}", self.procs[f"etcd-{host}"].proc,  # type: ignore[arg-type]
                            ETCD_PORT, self.procs[f"etcd-{host}"].log, timeout, host=Network.address(host))
-        lockdown.lock_etcd(_addr(1, ETCD_PORT), lockdown.secret_file(self.root / "secrets" / "etcd_root"),
-                           APP_USER, lockdown.secret_file(self.secret("etcd")),
+        lockdown.lock_etcd(_addr(1, ETCD_PORT), self.password("etcd_root"), APP_USER, self.password("etcd"),
                            self.settings["ELECTION_NAMESPACE"].rstrip("/") + "/")
         self.start_program("server", leader_first)
         wait_until(lambda: self.leader_sync() == leader_first, timeout,
@@ -140,47 +115,28 @@ class MultiHost:
         return proc
 
     def start_postgres(self) -> None:
-        data = self.root / "pg"
-        if not (data / "PG_VERSION").exists():
-            data.mkdir(parents=True, exist_ok=True)
-            svc._give_to_postgres(data)
-            subprocess.run([svc._need("initdb", "postgresql"), "-D", str(data), "-U", lockdown.PG_SUPERUSER,
-                            "--auth-local=peer", "--auth-host=reject", "-E", "UTF8", "--no-sync"],
-                           check=True, capture_output=True, **svc._postgres_user())
-        lockdown.write_pg_auth(data, admins=(lockdown.PG_SUPERUSER, getpass.getuser()))
-        with open(data / "pg_hba.conf", "a") as hba:  # the other hosts: passwords over the bridge only
-            hba.write(f"host   all  all  {Network.address(0)}/24  scram-sha-256\n")
-        argv = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups",
-                svc._need("postgres", "postgresql"), "-D", str(data), "-p", str(PG_PORT), "-k", str(data),
-                "-c", f"listen_addresses={Network.address(1)}", "-c", "max_connections=200",
-                "-c", "fsync=off", "-c", "synchronous_commit=off"]
-        self._start("postgres", 1, argv, PG_PORT)
-        asyncio.run(lockdown.ensure_pg_role(data, PG_PORT, APP_USER, lockdown.secret_file(self.secret("postgres")),
+        self._start("postgres", 1, postgres_argv(self.root / "pg"), PG_PORT)
+        asyncio.run(lockdown.ensure_pg_role(self.root / "pg", PG_PORT, APP_USER, self.password("postgres"),
                                             DATABASE))
 
     def start_redis(self) -> None:
-        data = self.root / "redis"
-        data.mkdir(mode=0o700, exist_ok=True)
-        conf = data / svc.REDIS_CONF
-        lines = [f"port {REDIS_PORT}", f"bind {Network.address(1)}", "protected-mode yes", "daemonize no",
-                 f'dir "{data}"', 'save ""', "appendonly no",
-                 *lockdown.redis_acl(APP_USER, lockdown.secret_file(self.secret("redis")))]
-        conf.write_text("".join(line + "\n" for line in lines))
-        conf.chmod(0o600)
-        self._start("redis", 1, [svc._need("redis-server", "redis-server"), str(conf)], REDIS_PORT)
+        """One Redis on host 1, or (``sentinel``) a primary there, a replica on host 2, a sentinel per host."""
+        if self.sentinel:
+            self.redis_group = start_sentinels(self.net, self.root, self.hosts,
+                                               {n: self.password(n) for n in ("admin", "redis", "sentinel")})
+        else:
+            self._start("redis", 1, redis_argv(self.root / "redis", self.password("redis")), REDIS_PORT)
 
     def start_etcd(self, host: int) -> None:
-        """Member ``h<host>``; on a restart its data directory makes the cluster flags moot."""
-        peers = ",".join(f"h{h}=http://{_addr(h, ETCD_PEER_PORT)}" for h in self.hosts)
-        client, peer = f"http://{_addr(host, ETCD_PORT)}", f"http://{_addr(host, ETCD_PEER_PORT)}"
-        argv = [svc._need("etcd", "etcd-server"), "--name", f"h{host}", "--data-dir", str(self.root / f"etcd-{host}"),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", peers, "--initial-cluster-state", "new",
-                "--initial-cluster-token", self.net.tag,
-                # a member back from a partition would otherwise bump the term and depose a healthy leader
-                "--pre-vote"]
+        argv = etcd_argv(self.root / f"etcd-{host}", host, self.hosts, self.net.tag)
         self._start(f"etcd-{host}", host, argv, ETCD_PORT, wait=False)
+
+    def redis_primary(self) -> tuple[str, int]:
+        """Where Redis' primary is now."""
+        if self.redis_group is None:
+            return Network.address(1), REDIS_PORT
+        host, port = (self.redis_group.primary_addr() or f"{Network.address(1)}:{REDIS_PORT}").split(":")
+        return host, int(port)
 
     def program_env(self, host: int) -> dict[str, str]:
         assert self.tls is not None
@@ -192,14 +148,20 @@ class MultiHost:
         env.update({
             "DATABASE_URL": f"postgresql://{APP_USER}@{_addr(1, PG_PORT)}/{DATABASE}",
             "DATABASE_PASSWORD_FILE": str(self.secret("postgres")),
-            "REDIS_ADDR": _addr(1, REDIS_PORT), "REDIS_USER": APP_USER,
-            "REDIS_PASSWORD_FILE": str(self.secret("redis")),
+            **self.redis_env(),
             "ETCD_ENDPOINTS": ",".join(etcd), "ETCD_USER": APP_USER, "ETCD_PASSWORD_FILE": str(self.secret("etcd")),
             "SERVER_HOST": Network.address(host), "SERVER_PORT": str(SERVER_PORT),
             "AUTH_TOKEN": self.token, **self.tls.server_env(),
             "WORKER_ID": f"h{host}-worker", "JOB_WORKDIR_ROOT": str(self.root / f"jobs-h{host}"),
         })
         return env
+
+    def redis_env(self) -> dict[str, str]:
+        login = {"REDIS_USER": APP_USER, "REDIS_PASSWORD_FILE": str(self.secret("redis"))}
+        if self.sentinel:
+            return {**login, "REDIS_SENTINELS": ",".join(_addr(h, SENTINEL_PORT) for h in self.hosts),
+                    "REDIS_SENTINEL_MASTER": MASTER, "REDIS_SENTINEL_PASSWORD_FILE": str(self.secret("sentinel"))}
+        return {**login, "REDIS_ADDR": _addr(1, REDIS_PORT)}
 
     def start_program(self, kind: str, host: int) -> Proc:
         """``server`` or ``worker`` on ``host`` (again, after a kill: same name, same log)."""
@@ -211,8 +173,18 @@ class MultiHost:
         """What a rebooted host runs again: its etcd member, server and worker (not PostgreSQL/Redis)."""
         self.down.discard(host)
         self.start_etcd(host)
+        if self.redis_group is not None:  # its sentinel, and its Redis (back as a replica) if it had one
+            for node in self.redis_group.nodes + self.redis_group.sentinels:
+                if node.member.host == Network.address(host):
+                    self.redis_group.restart(node.name)
         self.start_program("server", host)
         self.start_program("worker", host)
+
+    def etcd_leader(self) -> int | None:
+        return etcd_leader(self.hosts)
+
+    def move_etcd_leader(self, to: int) -> None:
+        move_etcd_leader(self.hosts, to, self.password("etcd_root"))
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -241,6 +213,8 @@ class MultiHost:
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.kill()
+        if self.redis_group is not None:
+            self.redis_group.stop()
 
     # --- looking ------------------------------------------------------------------------------
 

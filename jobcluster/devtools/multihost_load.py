@@ -22,7 +22,8 @@ import redis.asyncio as aioredis
 from jobcluster import keys
 from jobcluster.channels import open_aio_channel
 from jobcluster.devtools.chaos_checks import AttemptFact, Check, Facts, JobFact, check_executions, check_statuses
-from jobcluster.devtools.multihost import APP_USER, DATABASE, PG_PORT, REDIS_PORT, MultiHost
+from jobcluster.devtools.multihost import MultiHost
+from jobcluster.devtools.multihost_services import APP_USER, DATABASE, PG_PORT
 from jobcluster.devtools.netns import Network
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -120,7 +121,8 @@ class Store:
         return int(await self.value(f"SELECT count(*) FROM jobs WHERE status NOT IN {TERMINAL}"))
 
     async def dlq(self) -> list[str]:
-        r = aioredis.Redis(host=Network.address(1), port=REDIS_PORT, username=APP_USER,
+        host, port = await asyncio.to_thread(self.mh.redis_primary)
+        r = aioredis.Redis(host=host, port=port, username=APP_USER,
                            password=self.mh.secret("redis").read_text().strip(), decode_responses=True)
         try:
             return [str(x) for x in await r.lrange(keys.DLQ, 0, -1)]
