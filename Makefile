@@ -16,7 +16,7 @@ endif
 TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
 .PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
-        run-client run-client-servers run-webui screenshot bench systemd chaos chaos-test soak clean
+        run-client run-client-servers run-webui screenshot bench systemd chaos chaos-test soak multihost clean
 
 help:
 	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051 TLS=1]   start a cluster here"
@@ -106,6 +106,12 @@ chaos-test: deps
 MINUTES ?= 30
 soak: deps
 	$(PY) scripts/soak.py --minutes $(MINUTES)
+
+# Three hosts as network namespaces (root): partition, heal, etcd quorum loss, Redis failover, a host killed; one
+# table (about 2 minutes; exit 1 on a violation). The short version is tests/e2e/test_multihost.py, in make test.
+# `make multihost ARGS=--cleanup` removes what a crashed run left.
+multihost: deps
+	$(PY) scripts/multihost.py $(ARGS)
 
 # docs/screenshot.png for the README: a private cluster, a few jobs, the UI in Chromium.
 screenshot: deps browser
