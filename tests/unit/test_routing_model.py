@@ -85,3 +85,26 @@ def test_bad_jobs_file_routing_names_file_and_entry(entry, fragment):
     with pytest.raises(JobsFileError) as err:
         parse_jobs(f'[{{"command": "ok"}}, {entry}]', "jobs.json")
     assert str(err.value).startswith("jobs.json: job 2: ") and fragment in str(err.value)
+
+
+async def test_no_reason_when_redis_does_not_answer():
+    """GetJobStatus still answers, without a reason, when Redis is down or slow."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from scheduler_server import waiting
+
+    async def down() -> None:
+        raise RedisConnectionError("down")
+
+    async def slow() -> None:
+        await asyncio.sleep(60)
+
+    for failing in (down, slow):
+        queue = SimpleNamespace(liveness=SimpleNamespace(workers_now=failing, worker_infos=failing))
+        started = asyncio.get_running_loop().time()
+        got = await waiting.waiting_reasons([_job(queue="gpu")], queue, None, dead_after_ms=1000,  # type: ignore[arg-type]
+                                            limit_of=lambda j: 1)
+        assert got == {} and asyncio.get_running_loop().time() - started < waiting.REDIS_WAIT + 0.5
