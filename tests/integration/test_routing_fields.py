@@ -1,11 +1,15 @@
 """Routing fields (queue, priority, constraints, concurrency key) end to end through a real server:
 validation, round trip through SubmitJob / SubmitJobs / GetJobStatus / ListJobs, schedules."""
 
+import datetime as dt
+
 import grpc
 import pytest
 
 from jobcluster import keys
+from jobcluster.model import ScheduleSpec, validate_routing
 from jobcluster.pb import scheduler_pb2 as pb
+from scheduler_server.leader import Leader
 
 ROUTED = dict(queue="gpu", priority=7, constraints=["region=eu", "gpu", "gpu"], concurrency_key="db-eu",
               max_concurrency=2)
@@ -139,3 +143,29 @@ async def test_waiting_reason_for_a_full_concurrency_key(stub, store, queue):
     # without max_concurrency: the key's CONCURRENCY_LIMITS entry, else 1
     other = (await stub.SubmitJob(pb.Job(command="true", concurrency_key="db"))).job_id
     assert await _reason(stub, other) == "waiting for concurrency key db (2 of 1 running)"
+
+
+class _Forced:
+    """An election that says 'leading' (no server here: the leader is driven by hand)."""
+
+    def __init__(self, token: int, identity: str) -> None:
+        self.token, self.identity = token, identity
+
+    def leading(self) -> bool:
+        return True
+
+
+async def test_a_cron_tick_fires_a_job_with_the_schedules_routing(store, queue, settings):
+    tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    spec = ScheduleSpec(name="gpu-nightly", cron="* * * * *", timezone="UTC", command="true", description="",
+                        max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="allow",
+                        **validate_routing(**ROUTED).routing())
+    await store.schedules.upsert(spec, tick, max_schedules=10)
+    leader = Leader(settings, store, queue, _Forced(7, "a"), address="a")  # type: ignore[arg-type]
+    assert await store.fencing.take(7, "a")
+    (sch,) = await store.schedules.due(dt.datetime.now(dt.timezone.utc))
+    assert len(await leader.fire(7, sch, tick + dt.timedelta(seconds=1))) == 1
+    row = await store.pool.fetchrow("SELECT queue, priority, constraints, concurrency_key, max_concurrency "
+                                    "FROM jobs WHERE scheduled_for = $1", tick)
+    assert (row["queue"], row["priority"], row["constraints"], row["concurrency_key"], row["max_concurrency"]) == (
+        "gpu", 7, ["gpu", "region=eu"], "db-eu", 2)
