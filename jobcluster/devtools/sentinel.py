@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Sequence
@@ -90,8 +91,9 @@ class SentinelGroup:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes + self.sentinels if n.name == name)
 
-    def cli(self, node: Node, *args: str, timeout: float = 3.0) -> str:
-        """``redis-cli`` against ``node`` on its host; its output, or "" when it could not ask."""
+    def cli(self, node: Node, *args: str, timeout: float = 3.0, script: str | None = None) -> str:
+        """``redis-cli`` against ``node`` on its host (``script``: commands a line, on its stdin, in one
+        session); its output, or "" when it could not ask."""
         cmd = [*node.member.exec_prefix, "redis-cli", "-h", node.member.host, "-p", str(node.member.port)]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         password = self.sentinel_password if node in self.sentinels else self.admin_password
@@ -100,7 +102,7 @@ class SentinelGroup:
             cmd += [] if node in self.sentinels else ["--user", ADMIN_USER]
         try:
             done = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env,
-                                  check=False)
+                                  input=script, check=False)
         except subprocess.TimeoutExpired:
             return ""
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -125,6 +127,19 @@ class SentinelGroup:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.kill()
             node.proc.wait()
+
+    def starve_replicas(self) -> None:
+        """Let the replicas receive none of the primary's writes from now on, so that the next failover
+        loses them all (what asynchronous replication loses, made certain): the primary's admin password
+        is changed and its replica links are closed, so they cannot log in again. Needs ``admin_password``."""
+        if not self.admin_password:
+            raise ValueError("starve_replicas needs a group started with admin_password")
+        primary = self.node(self.primary_name())
+        # One session: after the first command our own password is gone too. On stdin: no command line.
+        reply = self.cli(primary, script=f"ACL SETUSER {ADMIN_USER} resetpass >{secrets.token_urlsafe(16)}\n"
+                                         "CLIENT KILL TYPE replica\n").split()
+        if len(reply) != 2 or reply[0] != "OK" or not reply[1].isdigit():
+            raise ServiceError(f"could not cut {primary.name} off from its replicas: {reply}")
 
     def restart(self, name: str, timeout: float = 20.0) -> None:
         """Start a stopped member again from its config (a former primary comes back as a replica:
