@@ -36,14 +36,16 @@ ROOTS = Path(tempfile.gettempdir())
 
 
 def cleanup_leftovers() -> int:
-    """Namespaces (and their processes) and data directories of runs whose process is gone."""
+    """Namespaces (and their processes) and data directories of runs that died without cleaning up (kill -9).
+
+    The logs a failed run kept on purpose (its namespaces are gone) stay: delete them by hand."""
     names = netns.leftovers()
     for name in names:
         netns.remove(name)
         print(f"removed namespace {name}")
+    crashed = {name.rsplit("-", 1)[0] for name in names}
     for root in ROOTS.glob(f"jobcluster-multihost-{netns.PREFIX}-*"):
-        tag = "-".join(root.name.split("-")[2:5])
-        if not netns.owner_alive(tag):
+        if "-".join(root.name.split("-")[2:5]) in crashed:
             shutil.rmtree(root, ignore_errors=True)
             print(f"removed {root}")
     if not names:

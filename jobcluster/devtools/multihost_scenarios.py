@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,17 @@ def log_events(path: Path, since: float, *starts: str) -> list[tuple[float, str]
         if ts >= since and str(entry.get("msg", "")).startswith(starts):
             found.append((ts, str(entry["msg"])))
     return found
+
+
+def stopped_leading(log: Path, since: float) -> tuple[float, str] | None:
+    """When a leader's own log says it stopped acting after ``since``: the local deadline it states while
+    etcd fails ("still leading for 0.4s": it acts until then, and every leader action checks it), else its
+    first "no longer leader" or "leader term N over" line (those are written later than the stop itself)."""
+    events = log_events(log, since, "etcd unavailable", "no longer leader", "leader term")
+    for ts, msg in events:
+        if found := re.search(r"still leading for ([0-9.]+)s", msg):
+            return ts + float(found.group(1)), f"still leading for {found.group(1)}s"
+    return next(((ts, msg) for ts, msg in events if msg.startswith("no longer") or msg.endswith(" over")), None)
 
 
 async def until(ok: Callable[[], Awaitable[object]], timeout: float, every: float = 0.1) -> float | None:
@@ -126,15 +138,12 @@ async def partition(mh: MultiHost, store: Store, host: int = 2) -> Outcome:
     # the new term must act (fire cron ticks) before the scenario ends; then look at who acted when
     await until(lambda: cron_jobs_since(store, time.time() - 0.5), 2 * ttl(mh) + 5, every=0.3)
     await asyncio.sleep(float(mh.settings["WORKER_DEAD_AFTER"].rstrip("s")) + 1)
-    old_over = log_events(mh.root / f"server-{host}.log", t_cut, "leader term", "no longer leader")
-    old_over = [(t, m) for t, m in old_over if m.endswith("over") or m.startswith("no longer")]
-    new_began = log_events(mh.root / f"server-{new_leader}.log", t_cut, f"leader term {new_term}: running")
-    if old_over and new_began:
-        gap = new_began[0][0] - old_over[0][0]
-        out.check(f"host {host} stopped leading before host {new_leader} began (logs)", gap > 0,
-                  f"{gap:.2f}s between '{old_over[0][1]}' and '{new_began[0][1]}'")
-    else:
-        out.check("both ends of the handover are in the logs", False, f"old: {old_over[:1]}, new: {new_began[:1]}")
+    stopped = stopped_leading(mh.root / f"server-{host}.log", t_cut)
+    began = log_events(mh.root / f"server-{new_leader}.log", t_cut, f"leader term {new_term}: running")
+    gap = began[0][0] - stopped[0] if stopped and began else None
+    out.check(f"host {host} stopped leading before host {new_leader} began", gap is not None and gap > 0,
+              f"{gap:.2f}s between '{stopped[1]}' and '{began[0][1]}'" if gap is not None and stopped and began
+              else f"in the logs: stopped {stopped}, began {began[:1]}")
     address = mh.server_address(host)
     acted = [t for t, via in await cron_jobs_since(store, t_cut) if via == address]
     out.check(f"host {host} fired no cron tick after the cut", not acted, f"{len(acted)} ticks")
@@ -145,7 +154,7 @@ async def partition(mh: MultiHost, store: Store, host: int = 2) -> Outcome:
                                "AND started_at > to_timestamp($2)", f"h{host}-worker", t_cut + 0.5)
     out.check(f"host {host}'s worker claimed nothing while cut off", claims == 0,
               f"{claims} attempts; {len(running)} jobs were running there at the cut")
-    gap_text = f", fenced {new_began[0][0] - old_over[0][0]:.2f}s apart" if old_over and new_began else ""
+    gap_text = f", fenced {gap:.2f}s apart" if gap is not None else ""
     moved_raft = f"; etcd's raft leader moved off host {host} first" if raft == host else ""
     out.figure = (f"leader host {host} -> host {new_leader}{gap_text}; {len(running)} jobs were on host {host}"
                   f"{moved_raft}")
