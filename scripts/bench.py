@@ -29,6 +29,7 @@ import asyncio
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -58,6 +59,10 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def one_round(i: int, args: argparse.Namespace, cel: CeleryBench, jc: JobclusterBench) -> Round:
     cel.start()
     try:
@@ -80,6 +85,7 @@ def main() -> int:
     p.add_argument("--rate-jobs", type=int, default=500, help="jobs for the start latency")
     p.add_argument("--no-engines", action="store_true", help="skip pgbench and redis-benchmark at the end")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed bench still stops what it started
 
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it
