@@ -128,6 +128,8 @@ async def partition(mh: MultiHost, store: Store, host: int = 2) -> Outcome:
     raft = await asyncio.to_thread(mh.etcd_leader)
     if raft == host:
         await asyncio.to_thread(mh.move_etcd_leader, others[0])
+        # a new raft leader extends every lease once; the holder's next renewal (each TTL/3) undoes that
+        await asyncio.sleep(ttl(mh))
     t_cut = time.time()
     mh.net.cut(host)
 
