@@ -68,7 +68,7 @@ async def run(mh: MultiHost, short: bool) -> int:
         scenarios.append(("quorum", lambda: quorum_loss(mh, store, load)))
     if mh.redis_group is not None:
         scenarios.append(("redis", lambda: redis_failover(mh, store)))
-    scenarios.append(("hostkill", lambda: kill_host(mh, store, load)))
+    scenarios.append(("hostkill", lambda: kill_host(mh, store, load, restart=not short)))
     outcomes: dict[str, Outcome] = {}
     t0 = time.monotonic()
     for phase, scenario in scenarios:

@@ -218,8 +218,10 @@ async def quorum_loss(mh: MultiHost, store: Store, load: Load, outage: float = 1
     return out
 
 
-async def kill_host(mh: MultiHost, store: Store, load: Load, host: int = 3, jobs: int = 6) -> Outcome:
-    """kill -9 everything on ``host`` while its worker runs jobs: they finish elsewhere."""
+async def kill_host(mh: MultiHost, store: Store, load: Load, host: int = 3, jobs: int = 6,
+                    restart: bool = True) -> Outcome:
+    """kill -9 everything on ``host`` while its worker runs jobs: they finish elsewhere; then (``restart``)
+    the host boots again."""
     out = Outcome(f"kill host {host}")
     for n in range(jobs):
         await load.submit(load.job(f"mh-sleep-{load.phase}-long{n}", 3.0), load.phase)
@@ -243,9 +245,10 @@ async def kill_host(mh: MultiHost, store: Store, load: Load, host: int = 3, jobs
     finished = None if finished is None else time.time() - t_kill
     out.check(f"host {host}'s jobs finished elsewhere", finished is not None,
               f"{len(ids)} jobs in {time.time() - t_kill:.1f}s")
-    mh.restart_host(host)
-    back = await until(lambda: mh.cluster_info(host), 60)
-    out.check(f"host {host} serves again after its restart", back is not None, secs(back))
+    if restart:
+        mh.restart_host(host)
+        back = await until(lambda: mh.cluster_info(host), 60)
+        out.check(f"host {host} serves again after its restart", back is not None, secs(back))
     out.figure = (f"{killed} processes killed; its {len(ids)} running jobs done elsewhere "
                   f"{secs(finished)} later" + (" (it led" + (", etcd's raft leader too)" if raft == host else ")")
                                                 if leader == host else ""))
