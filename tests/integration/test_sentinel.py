@@ -27,7 +27,7 @@ from jobcluster.errors import REDIS_ERRORS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import connect_from
-from jobcluster.settings import Settings
+from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Store
 from tests.e2e.conftest import Cluster
 from tests.helpers import wait_for
@@ -91,6 +91,14 @@ class Submitter(threading.Thread):
 
 def _runs(path: Path) -> Counter[str]:
     return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+def test_redis_sentinels_setting() -> None:
+    s = Settings.from_env({"REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "jc"})
+    assert s.redis_sentinels == ("10.0.0.1:26379", "[::1]:26380") and s.redis_sentinel_master == "jc"
+    assert Settings.from_env({}).redis_sentinel_master == "jobcluster"
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS must be host:port"):
+        Settings.from_env({"REDIS_SENTINELS": "10.0.0.1"})
 
 
 def test_sentinel_errors_count_as_redis_outages() -> None:
