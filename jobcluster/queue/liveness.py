@@ -56,7 +56,7 @@ for i = 3, 2 + m do dead[ARGV[i]] = true end
 for i = 3 + m, #ARGV, 2 do lane[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local moved, rung = 0, {}
 while true do
-  local id = redis.call('RPOP', KEYS[1])
+  local id = redis.call('LPOP', KEYS[1])  -- newest taken first: the oldest ends up taken next again
   if not id then break end
   if dead[id] then
     if not redis.call('LPOS', KEYS[2], id) then redis.call('LPUSH', KEYS[2], id) end
