@@ -59,11 +59,13 @@ SELECT * FROM (
 SELECT job_shown_status(status, not_before) AS status, count(*) AS n FROM jobs GROUP BY 1;
 
 -- name: watched_jobs_changed
--- WatchJob's one poll of every job watched on a server. $1 the job ids, $2 / $3 the shown
+-- WatchJob's look at the jobs watched on a server that changed (or may have). $1 the job ids, $2 / $3 the shown
 -- status and version (updated_at in microseconds) the watchers have seen, NULL when not yet
 -- seen. Returns, whole, only the jobs that are new to the watchers or have changed.
 SELECT j.*, job_shown_status(j.status, j.not_before) AS shown_status, a.output AS output,
-       (extract(epoch FROM j.updated_at) * 1000000)::bigint AS version
+       (extract(epoch FROM j.updated_at) * 1000000)::bigint AS version,
+       -- a PENDING job shows as QUEUED from then on, without any write: the hub looks again then
+       GREATEST(0, ceil(extract(epoch FROM j.not_before - now()) * 1000))::bigint AS due_in_ms
   FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS k(id, status, version)
   JOIN jobs j ON j.id = k.id
   LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts

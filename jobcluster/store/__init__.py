@@ -12,6 +12,7 @@ attribute          module                      concern
 ``liveness``       :mod:`.liveness`            running workers; taking back a gone one's jobs
 ``dead_letters``   :mod:`.dead_letters`        FAILED jobs: DLQ listing and retry
 ``reconcile``      :mod:`.reconcile`           jobs that should be waiting in Redis
+``watchers``       :mod:`.watchers`            watched jobs notify (WatchJob by push)
 (schema)           :mod:`.migrations`          CREATE DATABASE and migrations
 =================  ==========================  ===============================================
 
@@ -32,6 +33,7 @@ from jobcluster.store.liveness import Liveness
 from jobcluster.store.migrations import CONNECT_TIMEOUT, ensure_database, migrate, refused
 from jobcluster.store.reconcile import Reconcile
 from jobcluster.store.schedules import Schedules
+from jobcluster.store.watchers import Watchers
 
 __all__ = ["Fenced", "Store"]
 
@@ -50,6 +52,7 @@ class Store:
         self.liveness = Liveness(pool)
         self.dead_letters = DeadLetters(pool)
         self.reconcile = Reconcile(pool)
+        self.watchers = Watchers(pool)
 
     @classmethod
     async def connect(cls, settings: Settings, *, migrate: bool = True) -> Store:

@@ -9,6 +9,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
@@ -31,6 +32,15 @@ class JobPage:
     cut: bool
 
 
+class Changed(NamedTuple):
+    """A watched job as it is now: the job with its attempts, its version (updated_at, µs), and how soon
+    (ms) a PENDING job's shown status turns QUEUED by itself (0: due, or not PENDING)."""
+
+    job: JobRow
+    version: int
+    due_in_ms: int
+
+
 class JobQueries:
     """Read-only views of jobs."""
 
@@ -50,11 +60,11 @@ class JobQueries:
             attempts = await conn.fetch(Q["get_attempts"], key)
         return JobRow.from_record(row, attempts)
 
-    async def changed(self, ids: list[str], seen: Mapping[str, tuple[Status, int]]) -> dict[str, tuple[JobRow, int]]:
-        """Of these jobs, the ones whose (shown status, version) differs from ``seen`` or that are not in it:
-        id -> (the job with its attempts, its version). A job not in ``seen`` and not returned does not exist.
+    async def changed(self, ids: list[str], seen: Mapping[str, tuple[Status, int]]) -> dict[str, Changed]:
+        """Of these jobs, the ones whose (shown status, version) differs from ``seen`` or that are not in it.
+        A job not in ``seen`` and not returned does not exist.
 
-        One statement, and a second one for the attempts when any job changed (WatchJob's poll).
+        One statement, and a second one for the attempts when any job changed (WatchJob's look).
         """
         keys = [uuid.UUID(i) for i in ids]
         known = [seen.get(i) for i in ids]
@@ -65,7 +75,8 @@ class JobQueries:
         by_job: dict[uuid.UUID, list[asyncpg.Record]] = {}
         for a in attempts:
             by_job.setdefault(a["job_id"], []).append(a)
-        return {str(r["id"]): (JobRow.from_record(r, by_job.get(r["id"], ())), r["version"]) for r in rows}
+        return {str(r["id"]): Changed(JobRow.from_record(r, by_job.get(r["id"], ())), r["version"], r["due_in_ms"])
+                for r in rows}
 
     async def page(
         self,

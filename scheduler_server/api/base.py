@@ -34,7 +34,7 @@ class Servicer(pb_grpc.JobServiceServicer):
         self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
         self.unpushed = Unpushed()  # submissions stored but not pushed (Redis down); the server heals them
         self.watch_hub = WatchHub(lambda: self.store, queue.live_output, max_streams=settings.watch_max_streams,
-                                  max_life=settings.watch_max_life)
+                                  max_life=settings.watch_max_life, server=address)
 
     def attach_store(self, store: Store) -> None:
         self._store = store

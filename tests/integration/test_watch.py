@@ -1,4 +1,4 @@
-"""WatchJob through the per-server watch hub: many watchers cost one poll, caps, max life, correct events."""
+"""WatchJob through the per-server watch hub: pushed changes, idle watchers cost nothing, caps, max life, events."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ async def _statements(store: Store) -> int:
         "AND query NOT IN ('CLOSE ALL', 'UNLISTEN *', 'RESET ALL')"))
 
 
-async def test_a_thousand_watchers_cost_one_poll_and_see_every_change(start_server, store, make_worker):
+async def test_a_thousand_watchers_cost_nothing_idle_and_see_every_change(start_server, store, make_worker):
     server = await start_server(watch_max_streams=WATCHERS)
     await store.pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     channels = [grpc.aio.insecure_channel(server.address) for _ in range(CHANNELS)]
@@ -83,15 +83,8 @@ async def test_a_thousand_watchers_cost_one_poll_and_see_every_change(start_serv
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "WATCH_MAX_STREAMS=1000" in err.value.details()
 
-        # What 1,000 watchers cost PostgreSQL: one query per poll of the hub, not one per watcher.
-        hub = server.service.watch_hub
-        await store.pool.execute("SELECT pg_stat_statements_reset()")
-        first = hub.polls
-        await wait_for(lambda: hub.polls >= first + 10, timeout=30, what="ten polls of the watch hub")
-        statements = await _statements(store)
-        polls = hub.polls - first
-        # Each poll: one query, and asyncpg's pool reset when the connection goes back (one round trip).
-        assert statements <= 2 * (polls + 2), f"{statements} statements in {polls} polls"
+        # What 1,000 idle watchers cost PostgreSQL: nothing but the safety net (push, not a poll).
+        await _assert_idle_costs_nothing(server, store)
 
         # SubmitJob stays fast while they watch.
         took = []
@@ -126,6 +119,45 @@ async def test_a_thousand_watchers_cost_one_poll_and_see_every_change(start_serv
     # Nobody watches: the poller stops.
     await wait_for(lambda: not server.service.watch_hub.polling, what="the poller to stop")
     assert server.service.watch_hub.streams == 0
+
+
+IDLE_WINDOW = 2.0
+WATCHED_IDLE = 200
+
+
+async def _assert_idle_costs_nothing(server: SchedulerServer, store: Store) -> None:
+    """Over IDLE_WINDOW with the watched jobs unchanged, the hub sends PostgreSQL (almost) nothing: a hub
+    that polled every 0.2 s would send 10 reads or more (20 round trips with the pool's reset)."""
+    hub = server.service.watch_hub
+    await wait_for(lambda: not hub._due, what="the hub's second looks at new jobs")  # noqa: SLF001
+    await store.pool.execute("SELECT pg_stat_statements_reset()")
+    polls = hub.polls
+    await asyncio.sleep(IDLE_WINDOW)  # the promise is about a stretch of time with nothing happening
+    statements = await _statements(store)
+    assert hub.polls - polls <= 1 and statements <= 3, f"{statements} statements, {hub.polls - polls} reads"
+
+
+async def test_idle_watchers_send_postgresql_nothing_and_hear_a_change_at_once(start_server, store):
+    server = await start_server(watch_max_streams=WATCHED_IDLE)
+    await store.pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        jobs = [(await stub.SubmitJob(pb.Job(command="true"))).job_id for _ in range(WATCHED_IDLE)]
+        calls = [stub.WatchJob(pb.JobId(id=j)) for j in jobs]
+        firsts = await asyncio.gather(*(c.read() for c in calls))
+        assert {e.job.status for e in firsts} == {"QUEUED"}
+        assert server.service.watch_hub.streams == WATCHED_IDLE
+        await _assert_idle_costs_nothing(server, store)
+        # A change is pushed: the stream hears a cancel well before the safety net's re-read.
+        began = time.monotonic()
+        await stub.CancelJob(pb.JobId(id=jobs[7]))
+        event = await calls[7].read()
+        assert event.job.status == "CANCELLED" and event.final
+        assert time.monotonic() - began < 1.0, "the change came by the safety net, not by a notification"
+        for c in calls:
+            c.cancel()
+    await wait_for(lambda: not server.service.watch_hub.polling, what="the hub to stop")
+    assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs") == 0
 
 
 async def test_a_stream_ends_cleanly_at_its_max_life_and_the_client_watches_again(start_server, make_worker):
