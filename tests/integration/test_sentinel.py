@@ -210,3 +210,23 @@ async def test_a_primary_demoted_alive_loses_our_connections(settings: Settings,
         assert "role:slave" in group.cli(primary, "INFO", "replication")
     finally:
         await client.aclose()
+
+
+async def test_a_blocked_blmove_unblocked_by_a_demotion_is_an_outage(settings: Settings, group: SentinelGroup,
+                                                                     secrets: dict[str, Path]) -> None:
+    """Redis answers UNBLOCKED to a BLMOVE whose server turns into a replica (here by a bare REPLICAOF,
+    which closes no connection): that must read as a Redis outage, and the connection must be dropped."""
+    client: aioredis.Redis = connect_from(_with_sentinels(settings, group, secrets))
+    try:
+        primary, replica = group.node(group.primary_name()), group.nodes[1]
+
+        async def block() -> object:
+            return await client.blmove("nothing", "nowhere", 30)
+        blocked = asyncio.create_task(block(), name="blocked-blmove")
+        await wait_for(lambda: "cmd=blmove" in group.cli(primary, "CLIENT", "LIST"), what="BLMOVE blocked")
+        assert group.cli(primary, "REPLICAOF", replica.member.host, str(replica.member.port)) == "OK"
+        with pytest.raises(REDIS_ERRORS, match="not the primary any more.*UNBLOCKED|UNBLOCKED"):
+            async with asyncio.timeout(10):
+                await blocked
+    finally:
+        await client.aclose()
