@@ -22,8 +22,9 @@ Use::
     group = start_group(root, [Member("127.0.0.1", p1), Member("127.0.0.1", p2)],
                         [Member("127.0.0.1", s) for s in (s1, s2, s3)])
     settings = replace(settings, redis_sentinels=group.sentinel_addrs, redis_sentinel_master=group.master)
+    old = group.primary_addr()              # host:port, as the sentinels say
     group.kill(group.primary_name())        # SIGKILL the primary
-    group.wait_failover(old)                # the sentinels name another one
+    new = group.wait_failover(old)          # once every live sentinel names another one
     group.stop()
 """
 
@@ -119,7 +120,10 @@ class SentinelGroup:
     def primary_name(self) -> str:
         """The name of the data node the sentinels name as primary."""
         addr = self.primary_addr()
-        return next(n.name for n in self.nodes if n.member.addr == addr)
+        for n in self.nodes:
+            if n.member.addr == addr:
+                return n.name
+        raise ServiceError(f"no sentinel names one of {[n.member.addr for n in self.nodes]} as primary ({addr})")
 
     def kill(self, name: str) -> None:
         """SIGKILL one member (as a crash would) and reap it."""
