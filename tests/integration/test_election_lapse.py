@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aetcd
+
 from jobcluster.election import Election
 from jobcluster.settings import Settings
 from tests.helpers import wait_for
@@ -30,3 +32,35 @@ async def test_wait_leading_wakes_when_a_renewal_restores_a_lapsed_deadline(sett
         assert election.leading()
     finally:
         await election.resign()
+
+
+async def test_idle_elections_add_nothing_to_etcds_raft_log(settings: Settings) -> None:
+    """Three servers, one leading, for several keepalive ticks each: the followers' safety-net check is a
+    read, so etcd's raft log stays put (a transaction with a put, even one whose compare fails, is a
+    raft entry etcd keeps in memory until its next snapshot: make soak saw its memory grow)."""
+    s = settings
+    elections = [Election(s.etcd_endpoints, s.election_namespace + "/raft-idle", s.election_key, 1.0,
+                          identity=f"idle-{n}") for n in range(3)]
+    host, port = s.etcd_endpoints[0].rsplit("//", 1)[-1].rsplit(":", 1)
+    client = aetcd.Client(host=host, port=int(port))
+    for election in elections:
+        election.start()
+    try:
+        await wait_for(lambda: sum(e.leading() for e in elections) == 1, timeout=10, what="one leader")
+        before = (await client.status()).raft_index
+        renewals = [0] * 3
+        seen = [e._lease_valid_until for e in elections]
+
+        def ticked() -> bool:
+            for n, e in enumerate(elections):
+                if e._lease_valid_until != seen[n]:
+                    seen[n] = e._lease_valid_until
+                    renewals[n] += 1
+            return min(renewals) >= 5
+        await wait_for(ticked, timeout=20, interval=0.02, what="five keepalive ticks of each election")
+        grown = (await client.status()).raft_index - before
+        assert grown <= 2, f"raft log grew by {grown} entries over {sum(renewals)} idle keepalive ticks"
+    finally:
+        for election in elections:
+            await election.resign()
+        await client.close()
