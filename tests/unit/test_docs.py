@@ -25,7 +25,7 @@ NOT_SETTINGS = {
     # make variables (Makefile), not read by the programs
     "SERVER_COUNT", "WORKER_COUNT", "BASE_PORT", "CMD", "FILE",
     # what a job sees in its environment (worker/shell.py)
-    "JOB_ID", "JOB_ATTEMPT", "SAFE_ENV", "LC_ALL", "LC_CTYPE",
+    "JOB_ID", "JOB_ATTEMPT", "JOBCLUSTER_JOB_MARK", "SAFE_ENV", "LC_ALL", "LC_CTYPE",
     # gRPC status codes and health states
     "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
     "PERMISSION_DENIED", "NOT_SERVING",
