@@ -35,9 +35,13 @@ from jobcluster.store.reconcile import Reconcile
 from jobcluster.store.schedules import Schedules
 from jobcluster.store.watchers import Watchers
 
-__all__ = ["Fenced", "Store"]
+__all__ = ["IDLE_IN_TRANSACTION_TIMEOUT", "Fenced", "Store"]
 
 COMMAND_TIMEOUT = 15.0
+#: PostgreSQL ends a session of ours that sits this long (seconds) inside a transaction without a word: a
+#: process cut off by a partition mid-transaction would otherwise hold its locks until TCP keepalive notices
+#: (hours) - a deposed leader's share lock on the fence row blocked the next leader (found by make multihost).
+IDLE_IN_TRANSACTION_TIMEOUT = 5.0
 
 
 class Store:
@@ -73,6 +77,7 @@ class Store:
                 max_inactive_connection_lifetime=settings.pg_max_conn_lifetime,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
+                server_settings={"idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_TIMEOUT * 1000))},
             )
         except asyncpg.InvalidAuthorizationSpecificationError as exc:  # the password changed since
             raise refused(settings.database_url, exc) from None
