@@ -156,7 +156,8 @@ async def partition(mh: MultiHost, store: Store, host: int = 2) -> Outcome:
                                "AND started_at > to_timestamp($2)", f"h{host}-worker", t_cut + 0.5)
     out.check(f"host {host}'s worker claimed nothing while cut off", claims == 0,
               f"{claims} attempts; {len(running)} jobs were running there at the cut")
-    gap_text = f", fenced {gap:.2f}s apart" if gap is not None else ""
+    gap_text = (f", acting {began[0][0] - t_cut:.1f}s after the cut, {gap:.2f}s after host {host} stopped"
+                if gap is not None else "")
     moved_raft = f"; etcd's raft leader moved off host {host} first" if raft == host else ""
     out.figure = (f"leader host {host} -> host {new_leader}{gap_text}; {len(running)} jobs were on host {host}"
                   f"{moved_raft}")
