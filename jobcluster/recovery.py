@@ -20,8 +20,8 @@ async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str
                          transaction: Transaction | None = None) -> tuple[int, int]:
     """PostgreSQL first, committed, then Redis: the worker's RUNNING jobs lose their attempt (counted)
     and go back to the queue, or to ``dlq_tasks`` when that was their last retry; anything else left in
-    its processing list goes back to the front of its job's lane (read from PostgreSQL; an id taken
-    after that read goes to ``pending_jobs``, and the worker that takes it sends it on to its lane).
+    its processing list goes back to the front of its job's lane (read from PostgreSQL before the rest; an
+    id taken after that read goes to ``pending_jobs``, and the worker that takes it sends it on to its lane).
     Returns (ids moved back, ids dead).
 
     ``transaction``: run the PostgreSQL step inside it (a leader's fenced transaction). The Redis
@@ -30,12 +30,13 @@ async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str
     If this process dies between the two steps, the processing list is still there, and the next
     recovery of the same worker moves it (the PostgreSQL step then finds nothing left to do).
     """
+    # The lanes first (a job's routing never changes): nothing between PostgreSQL's commit and Redis' move.
+    held = await queue.liveness.processing_ids(worker_id)
+    lanes = await store.jobs.routes(held) if held else {}
     begin = transaction or _autocommit(store)
     async with begin() as conn:
         moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
     dead = [job_id for job_id, status in moved if status is Status.FAILED]
-    held = await queue.liveness.processing_ids(worker_id)
-    lanes = await store.jobs.routes(held) if held else {}
     back = await queue.liveness.recover_processing(worker_id, dead, lanes)
     return back, len(dead)
 
