@@ -54,6 +54,8 @@ def _integer(name: str, raw: str, meta: Mapping[str, Any]) -> int:
 
 
 def _seconds(name: str, raw: str, meta: Mapping[str, Any]) -> float:
+    if meta.get("off") and raw.strip().lower() == "off":  # a duration that may be turned off: 0
+        return 0.0
     try:
         return parse_duration(raw)
     except ValueError as exc:
@@ -107,7 +109,7 @@ def setting(default: Any, kind: str = "text", **meta: Any) -> Any:
     """A field read from the variable of its name: ``kind`` is text, int, duration, size, list, bool or
     limits (``key=N,...``).
 
-    ``meta``: ``minimum`` (int), ``choices`` (text, lower-cased), ``empty_means_none``
+    ``meta``: ``minimum`` (int), ``choices`` (text, lower-cased), ``off`` (duration: ``off`` reads as 0), ``empty_means_none``
     (list: set but empty gives ``()`` rather than the default), ``secret`` (left out of the repr,
     so printing the settings never shows it).
     """
@@ -145,6 +147,8 @@ class Settings:
     pg_max_conn_lifetime: float = setting(1800.0, "duration")
     watch_max_streams: int = setting(1000, "int", minimum=1)
     watch_max_life: float = setting(1800.0, "duration")
+    # Finished jobs are deleted this long after they ended (scheduler_server/retention.py); 0 or off: kept.
+    job_retention: float = setting(7 * 86400.0, "duration", off=True)
     server_host: str = setting("127.0.0.1")
     server_port: int = setting(50051, "int")
     # Who may call the servers, and TLS (scheduler_server/auth.py; clients: jobcluster/failover.py).

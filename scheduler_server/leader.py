@@ -1,4 +1,4 @@
-"""What the elected server does: cron, cleanup after dead workers, reconciliation, promotion.
+"""What the elected server does: cron, cleanup after dead workers, reconciliation, promotion, retention.
 
 Every step is safe to run twice, by two servers that both (briefly) believe
 they lead: PostgreSQL writes run in a transaction fenced by the term's token
@@ -26,6 +26,7 @@ from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
 from scheduler_server.healer import rebuild_waiting, reconcile_dead_letters
+from scheduler_server.retention import Expiry
 
 log = logging.getLogger("leader")
 
@@ -96,6 +97,7 @@ class Leader:
         self._next_reconcile = 0.0
         self._outage_logged = False
         self.terms = 0
+        self.expiry = Expiry(settings.job_retention, store)
 
     async def run(self) -> None:
         while True:
@@ -138,7 +140,7 @@ class Leader:
 
     async def step(self, token: int) -> None:
         """One round of every leader duty (each checks it still leads first)."""
-        for duty in (self.promote, self.cleanup, self.reconcile, self.cron):
+        for duty in (self.promote, self.cleanup, self.reconcile, self.cron, self.expire):
             if not (self.election.leading() and self.election.token == token):
                 return
             await duty(token)
@@ -183,6 +185,10 @@ class Leader:
             await self.queue.jobs.enqueue(job_id, lane=keys.lane_of(sch))
             log.info("schedule %s fired: job %s", sch.name, job_id)
         return created
+
+    async def expire(self, token: int) -> None:
+        """Finished jobs older than JOB_RETENTION go, a few small batches a round (scheduler_server/retention.py)."""
+        await self.expiry.step(token, lambda: self.election.leading() and self.election.token == token)
 
     async def cleanup(self, token: int) -> None:
         """Jobs of workers whose heartbeat stopped go back to the queue (the attempt counts).

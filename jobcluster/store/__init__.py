@@ -13,6 +13,7 @@ attribute          module                      concern
 ``dead_letters``   :mod:`.dead_letters`        FAILED jobs: DLQ listing and retry
 ``reconcile``      :mod:`.reconcile`           jobs that should be waiting in Redis
 ``watchers``       :mod:`.watchers`            watched jobs notify (WatchJob by push)
+``retention``      :mod:`.retention`           deleting finished jobs past JOB_RETENTION
 (schema)           :mod:`.migrations`          CREATE DATABASE and migrations
 =================  ==========================  ===============================================
 
@@ -32,6 +33,7 @@ from jobcluster.store.jobs import Jobs
 from jobcluster.store.liveness import Liveness
 from jobcluster.store.migrations import CONNECT_TIMEOUT, ensure_database, migrate, refused
 from jobcluster.store.reconcile import Reconcile
+from jobcluster.store.retention import Retention
 from jobcluster.store.schedules import Schedules
 from jobcluster.store.watchers import Watchers
 
@@ -57,6 +59,7 @@ class Store:
         self.dead_letters = DeadLetters(pool)
         self.reconcile = Reconcile(pool)
         self.watchers = Watchers(pool)
+        self.retention = Retention(pool)
 
     @classmethod
     async def connect(cls, settings: Settings, *, migrate: bool = True) -> Store:
