@@ -197,7 +197,7 @@ async def quorum_loss(mh: MultiHost, store: Store, load: Load, outage: float = 1
     await asyncio.sleep(ttl(mh) + 0.5)
     silent_from = time.time()
     t_submit = time.time()
-    infos = [await mh.cluster_info(h, timeout=8) for h in mh.hosts]
+    infos = await asyncio.gather(*(mh.cluster_info(h, timeout=8) for h in mh.hosts))
     named = [f"host {h}: {i.leader}" for h, i in zip(mh.hosts, infos) if i is not None and i.leader]
     out.check("no server names a leader", not named and any(infos), "; ".join(named) or
               f"{sum(1 for i in infos if i is not None)} servers answered: {infos[0].election[:40] if infos[0] else ''}")

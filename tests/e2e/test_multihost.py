@@ -1,5 +1,5 @@
-"""The short `make multihost`: three hosts as network namespaces, host 2 partitioned while it leads, healed, then
-a whole host killed; and that a run never leaves namespaces or processes behind.
+"""The short `make multihost`: three hosts as network namespaces, host 2 partitioned while it leads, healed, etcd
+quorum lost for 7 s, then a whole host killed; and that a run never leaves namespaces or processes behind.
 
 scripts/multihost.py starts its own etcd members, PostgreSQL and Redis inside the namespaces (it partitions
 and kills them), so not the session's. Needs root and ``ip netns`` (CI runs as root).
@@ -38,13 +38,13 @@ def rows(out: str) -> dict[str, list[str]]:
     table = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.split("|")]
-        if len(cells) == 7 and re.match(r"(partition|heal|kill) host", cells[0]):
+        if len(cells) == 7 and re.match(r"(partition host|heal host|kill host|quorum loss)", cells[0]):
             table[cells[0]] = cells
     return table
 
 
 @pytest.mark.timeout(150)
-def test_partition_heal_and_host_kill_lose_no_job_and_run_none_twice() -> None:
+def test_partition_heal_quorum_loss_and_host_kill_lose_no_job_and_run_none_twice() -> None:
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, SCRIPT, "--short"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -56,7 +56,7 @@ def test_partition_heal_and_host_kill_lose_no_job_and_run_none_twice() -> None:
     took = time.monotonic() - t0
     print(out[-4000:], f"\ntook {took:.0f}s")
     table = rows(out)
-    assert set(table) == {"partition host 2", "heal host 2", "kill host 3"}, out[-6000:]
+    assert set(table) == {"partition host 2", "heal host 2", "quorum loss (2 of 3 etcd)", "kill host 3"}, out[-6000:]
     partition = table["partition host 2"]
     assert float(partition[1]) <= 3 + 1, partition  # LEASE_TTL 3s + 1 s
     for name, cells in table.items():
