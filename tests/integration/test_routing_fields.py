@@ -1,6 +1,7 @@
 """Routing fields (queue, priority, constraints, concurrency key) end to end through a real server:
 validation, round trip through SubmitJob / SubmitJobs / GetJobStatus / ListJobs, schedules."""
 
+import asyncio
 import datetime as dt
 
 import grpc
@@ -10,6 +11,7 @@ from jobcluster import keys
 from jobcluster.model import ScheduleSpec, validate_routing
 from jobcluster.pb import scheduler_pb2 as pb
 from scheduler_server.leader import Leader
+from tests.helpers import wait_for
 
 ROUTED = dict(queue="gpu", priority=7, constraints=["region=eu", "gpu", "gpu"], concurrency_key="db-eu",
               max_concurrency=2)
@@ -169,3 +171,23 @@ async def test_a_cron_tick_fires_a_job_with_the_schedules_routing(store, queue, 
                                     "FROM jobs WHERE scheduled_for = $1", tick)
     assert (row["queue"], row["priority"], row["constraints"], row["concurrency_key"], row["max_concurrency"]) == (
         "gpu", 7, ["gpu", "region=eu"], "db-eu", 2)
+
+
+async def test_waiting_reason_from_a_real_workers_heartbeat(stub, make_worker):
+    """The worker's own info hash (WORKER_QUEUES, WORKER_TAGS) is what the reason is read from."""
+    gpu = (await stub.SubmitJob(pb.Job(command="true", queue="gpu"))).job_id
+    ssd = (await stub.SubmitJob(pb.Job(command="true", constraints=["ssd"]))).job_id
+    worker = make_worker("w-real", burst=False, worker_queues=("default",), worker_tags=("region=eu",))
+    running = asyncio.create_task(worker.run())
+    try:
+        async def serves_default() -> bool:
+            return await _reason(stub, gpu) == "no live worker serves queue gpu"
+        await wait_for(serves_default, timeout=10, what="the worker's heartbeat")
+        assert await _reason(stub, ssd) == "no live worker has tags ssd"
+        info = await stub.GetClusterInfo(pb.ClusterInfoRequest())
+        (w,) = [w for w in info.workers if w.id == "w-real"]
+        assert (list(w.queues), list(w.tags), w.alive) == (["default"], ["region=eu"], True)
+    finally:
+        worker.stop()
+        await running
+
