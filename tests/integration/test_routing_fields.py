@@ -163,7 +163,7 @@ async def test_a_cron_tick_fires_a_job_with_the_schedules_routing(store, queue, 
                         max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="allow",
                         **validate_routing(**ROUTED).routing())
     await store.schedules.upsert(spec, tick, max_schedules=10)
-    leader = Leader(settings, store, queue, _Forced(7, "a"), address="a")  # type: ignore[arg-type]
+    leader = Leader(settings, store, queue, _Forced(7, "a"), address="a")
     assert await store.fencing.take(7, "a")
     (sch,) = await store.schedules.due(dt.datetime.now(dt.timezone.utc))
     assert len(await leader.fire(7, sch, tick + dt.timedelta(seconds=1))) == 1
