@@ -129,3 +129,11 @@ def test_a_schedule_from_the_form_carries_the_routing(client: TestClient, fake: 
     assert '<td class="queue">gpu <span class="muted">p7</span> <span class="muted">needs gpu, region=eu</span>' in page.text
     r = post(client, "/schedules", name="bad", cron="0 3 * * *", command="train", priority="12")
     assert r.status_code == 400 and "priority must be 0 to 9" in r.text and 'value="12"' in r.text
+
+
+def test_the_cluster_page_shows_each_workers_queues_and_tags(client: TestClient, fake: FakeConnector) -> None:
+    fake.cluster.info.workers.add(id="w-gpu", alive=True, queues=["gpu", "default"], tags=["gpu", "region=eu"])
+    fake.cluster.info.workers.add(id="w-old", alive=True)
+    r = client.get("/cluster")
+    assert '<td class="queues">gpu, default</td><td class="tags">gpu, region=eu</td>' in r.text
+    assert '<td class="queues">default</td><td class="tags">-</td>' in r.text
