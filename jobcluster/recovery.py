@@ -31,8 +31,8 @@ async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str
     recovery of the same worker moves it (the PostgreSQL step then finds nothing left to do).
     """
     # The lanes first (a job's routing never changes): nothing between PostgreSQL's commit and Redis' move.
-    held = await queue.liveness.processing_ids(worker_id)
-    lanes = await store.jobs.routes(held) if held else {}
+    held, other_lanes = await queue.liveness.processing_and_lanes(worker_id)
+    lanes = await store.jobs.routes(held) if held and other_lanes else {}
     begin = transaction or _autocommit(store)
     async with begin() as conn:
         moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)

@@ -137,6 +137,16 @@ class Liveness(Part):
         return cast(list[str], await self.redis.lrange(keys.processing(worker_id), 0, -1))
 
     @bounded
+    async def processing_and_lanes(self, worker_id: str) -> tuple[list[str], bool]:
+        """The ids in one worker's processing list, and whether any lane other than ``pending_jobs``
+        exists (if not, every id goes back there: no need to ask PostgreSQL for lanes). One round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(keys.processing(worker_id), 0, -1)
+            pipe.exists(keys.LANES)
+            ids, lanes = await pipe.execute()
+        return cast(list[str], ids), bool(lanes)
+
+    @bounded
     async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = (),
                                  lanes: Mapping[str, str] | None = None) -> int:
         """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the front of their lanes
