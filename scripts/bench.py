@@ -20,6 +20,7 @@ same round, each goal and in how many rounds it was met. Figures swing on a shar
 only within one run.
 
     .venv/bin/python scripts/bench.py [--rounds 3] [--jobs 2000]     (make bench ROUNDS=3)
+    .venv/bin/python scripts/bench.py --submit-only                  (SubmitJob alone, SubmitJobs stored)
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ from jobcluster.devtools import services as svc
 try:
     import celery
     from bench_celery import CeleryBench
-except ImportError as exc:  # bench-only: make bench installs it
-    raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or "
-                     f"`{sys.executable} -m pip install celery packaging`") from None
+except ImportError as exc:  # bench-only: make bench installs it; --submit-only runs without
+    if "--submit-only" not in sys.argv:
+        raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or "
+                         f"`{sys.executable} -m pip install celery packaging`") from None
 
 from bench_engines import ceilings, lines
-from bench_jobcluster import JobclusterBench, measure_round
+from bench_jobcluster import JobclusterBench, measure_round, measure_submit
 
 
 def _cpu() -> str:
@@ -75,6 +77,29 @@ def one_round(i: int, args: argparse.Namespace, cel: CeleryBench, jc: Jobcluster
     return Round(celery_e2e=celery_e2e, celery_start=celery_start, **figures)
 
 
+def submit_only(args: argparse.Namespace) -> int:
+    """`--submit-only`: the two submission figures of one server, each round on its own line."""
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
+    os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it
+    jc: JobclusterBench | None = None
+    try:
+        with svc.private_services(root) as started:
+            jc = JobclusterBench(root, started)
+            jc.start_server()
+            print(f"submit only on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+            for i in range(1, args.rounds + 1):
+                submit, lat, stored = asyncio.run(measure_submit(jc, args.jobs, args.stored_jobs, args.inflight))
+                print(f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
+                      f"p99 {lat.p99:.1f} ms; SubmitJobs stored {stored.per_s:,.0f} jobs/s "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            jc.stop()
+            return 0
+    finally:
+        if jc is not None:
+            jc.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -84,8 +109,12 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=100, help="jobs/s for the start latency")
     p.add_argument("--rate-jobs", type=int, default=500, help="jobs for the start latency")
     p.add_argument("--no-engines", action="store_true", help="skip pgbench and redis-benchmark at the end")
+    p.add_argument("--submit-only", action="store_true",
+                   help="only SubmitJob alone and SubmitJobs stored, each round (no Celery, no workers)")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # a killed bench still stops what it started
+    if args.submit_only:
+        return submit_only(args)
 
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it

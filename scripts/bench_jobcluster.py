@@ -183,3 +183,24 @@ async def measure_round(bench: JobclusterBench, tag: str, jobs: int, stored_jobs
     return {"jc_single": single, "jc_batched": batched, "jc_submit": submit,
             "jc_submit_lat": Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), "jc_stored": stored,
             "jc_start": start}
+
+
+async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int) -> tuple[Rate, Latency, Rate]:
+    """Submissions alone, no workers (`bench.py --submit-only`): SubmitJob ``inflight`` at a time (rate,
+    latency in ms) and SubmitJobs of 1,000 (jobs stored per second)."""
+    pg = await asyncpg.connect(bench.dsn)
+    r = aioredis.Redis.from_url(bench.redis_url)
+    try:
+        async with open_aio_channel(bench.address) as channel:
+            m = Measure(bench, pb_grpc.JobServiceStub(channel), pg, r)
+            await m.reset()
+            await m.submit_singles(100, inflight)  # warm the server's pools and the channel
+            await m.reset()
+            submit, lat = await m.submit_singles(jobs, inflight)
+            await m.reset()
+            stored = await m.submit_batches(stored_jobs)
+            await m.reset()
+    finally:
+        await pg.close()
+        await r.aclose()
+    return submit, Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), stored
