@@ -22,10 +22,12 @@ CHANNEL = "job_events"
 class Listener:
     """One pooled connection that LISTENs on :data:`CHANNEL` until :meth:`close`, or until it breaks."""
 
-    def __init__(self, pool: asyncpg.Pool, conn: asyncpg.Connection, on_change: Callable[[str], None]) -> None:
+    def __init__(self, pool: asyncpg.Pool, conn: asyncpg.Connection, on_change: Callable[[str], None],
+                 on_lost: Callable[[], None]) -> None:
         self._pool = pool
         self._conn = conn
         self._on_change = on_change
+        self._on_lost = on_lost
         self._lost = False
         conn.add_termination_listener(self._terminated)
 
@@ -34,6 +36,7 @@ class Listener:
 
     def _terminated(self, _conn: object) -> None:
         self._lost = True
+        self._on_lost()
 
     @property
     def alive(self) -> bool:
@@ -55,11 +58,12 @@ class Watchers:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def listen(self, on_change: Callable[[str], None]) -> Listener:
-        """Hold a connection that calls ``on_change(job_id)`` for each change of a watched job."""
+    async def listen(self, on_change: Callable[[str], None], on_lost: Callable[[], None]) -> Listener:
+        """Hold a connection that calls ``on_change(job_id)`` for each change of a watched job, and
+        ``on_lost()`` if it breaks (changes may have been missed since)."""
         conn = await self.pool.acquire()
         try:
-            listener = Listener(self.pool, conn, on_change)
+            listener = Listener(self.pool, conn, on_change, on_lost)
             await conn.add_listener(CHANNEL, listener._heard)
         except BaseException:
             await self.pool.release(conn)

@@ -59,10 +59,12 @@ async def _statements(store: Store) -> int:
 
 async def test_a_thousand_watchers_cost_nothing_idle_and_see_every_change(start_server, store, make_worker):
     server = await start_server(watch_max_streams=WATCHERS)
+    server.service.watch_hub.hot_for = QUIET_AFTER
     await store.pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     channels = [grpc.aio.insecure_channel(server.address) for _ in range(CHANNELS)]
     stubs = [pb_grpc.JobServiceStub(c) for c in channels]
-    jobs = [(await stubs[0].SubmitJob(pb.Job(command="echo one; sleep 1; echo two"))).job_id for _ in range(JOBS)]
+    # 2 s: on a loaded machine a stream read late skips a state; the running one with output must stay long enough
+    jobs = [(await stubs[0].SubmitJob(pb.Job(command="echo one; sleep 2; echo two"))).job_id for _ in range(JOBS)]
     seen: list[list[pb.JobEvent]] = [[] for _ in range(WATCHERS)]
 
     async def follow(n: int) -> None:
@@ -125,11 +127,16 @@ IDLE_WINDOW = 2.0
 WATCHED_IDLE = 200
 
 
+QUIET_AFTER = 0.3  # the hub's HOT_FOR in these tests (5 s by default)
+
+
 async def _assert_idle_costs_nothing(server: SchedulerServer, store: Store) -> None:
     """Over IDLE_WINDOW with the watched jobs unchanged, the hub sends PostgreSQL (almost) nothing: a hub
     that polled every 0.2 s would send 10 reads or more (20 round trips with the pool's reset)."""
     hub = server.service.watch_hub
-    await wait_for(lambda: not hub._due, what="the hub's second looks at new jobs")  # noqa: SLF001
+    await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="every watched job quiet")  # noqa: SLF001
+    assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs WHERE server = $1", server.address) \
+        == len(hub._watches)  # noqa: SLF001 -- each quiet job is registered, so it notifies
     await store.pool.execute("SELECT pg_stat_statements_reset()")
     polls = hub.polls
     await asyncio.sleep(IDLE_WINDOW)  # the promise is about a stretch of time with nothing happening
@@ -139,6 +146,7 @@ async def _assert_idle_costs_nothing(server: SchedulerServer, store: Store) -> N
 
 async def test_idle_watchers_send_postgresql_nothing_and_hear_a_change_at_once(start_server, store):
     server = await start_server(watch_max_streams=WATCHED_IDLE)
+    server.service.watch_hub.hot_for = QUIET_AFTER
     await store.pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.JobServiceStub(channel)
@@ -222,3 +230,27 @@ async def test_a_stopping_server_ends_its_streams_at_once_and_clients_watch_else
         assert time.monotonic() - began < STOP_GRACE * 0.8, "stop waited for the watch stream (STOP_GRACE)"
         assert await call.read() == grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
         assert "stopping" in dict(await call.trailing_metadata())["jobcluster-watch-end"]
+
+
+async def test_the_hub_listens_again_when_its_connection_breaks(start_server, store):
+    server = await start_server()
+    hub = server.service.watch_hub
+    hub.hot_for = QUIET_AFTER
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        jobs = [(await stub.SubmitJob(pb.Job(command="true"))).job_id for _ in range(2)]
+        calls = [stub.WatchJob(pb.JobId(id=j)) for j in jobs]
+        assert [(await c.read()).job.status for c in calls] == ["QUEUED", "QUEUED"]
+        await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="both jobs quiet")  # noqa: SLF001
+        # As when PostgreSQL restarts: the LISTEN connection dies (and a change made meanwhile is not heard).
+        killed = await store.pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+        assert killed == 1
+        await store.pool.execute("UPDATE jobs SET status = 'CANCELLED', finished_at = now(), updated_at = now() "
+                                 "WHERE id = $1", uuid.UUID(jobs[0]))
+        began = time.monotonic()
+        assert (await calls[0].read()).job.status == "CANCELLED"  # read again at once, not at the safety net
+        await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="the other job quiet again")  # noqa: SLF001
+        await stub.CancelJob(pb.JobId(id=jobs[1]))  # heard on the new connection
+        assert (await calls[1].read()).job.status == "CANCELLED"
+        assert time.monotonic() - began < hub.safety_interval, "the changes came by the safety net"
