@@ -46,6 +46,19 @@ COMMAND_TIMEOUT = 15.0
 IDLE_IN_TRANSACTION_TIMEOUT = 5.0
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing sent to PostgreSQL.
+
+    asyncpg's default reset (also what ``reset=None`` means) sends ``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL;`` on every release: a second round trip for each pooled statement.
+    We keep no session state to undo: advisory locks are transaction-scoped (``pg_advisory_xact_lock``),
+    no cursor outlives its transaction, nothing runs SET, prepared statements are asyncpg's own cache,
+    and the watch hub UNLISTENs before it gives its connection back (store/watchers.py). An open
+    transaction is still rolled back by the pool before this runs.
+    """
+
+
+
 class Store:
     """An asyncpg pool and the concerns that use it."""
 
@@ -81,6 +94,7 @@ class Store:
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings={"idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_TIMEOUT * 1000))},
+                reset=keep_session,
             )
         except asyncpg.InvalidAuthorizationSpecificationError as exc:  # the password changed since
             raise refused(settings.database_url, exc) from None
