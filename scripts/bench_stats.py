@@ -84,7 +84,7 @@ def table(rounds: Sequence[Round]) -> str:
          f"p50 {col(lambda r: r.jc_start.p50, ms)} ms, p99 {col(lambda r: r.jc_start.p99, ms)} ms", "",
          "p50 ≤ 1 ms, p99 ≤ 3 ms", _met(rounds, lambda r: r.jc_start.p50 <= 1 and r.jc_start.p99 <= 3)),
     ]
-    head = ("figure", "Celery", "jobcluster", "ratio", "goal", "")
+    head = ("figure", "Celery", "jobcluster", "ratio", "goal", "met")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
