@@ -253,14 +253,15 @@ class Leader:
         waiting = await self.store.reconcile.waiting(unchanged_for, RECONCILE_BATCH)
         if not waiting:
             return
-        held = await self.queue.reconcile.held_ids()
+        held, known = await self.queue.reconcile.held_and_lengths()
         missing = [w.job_id for w in waiting if w.job_id not in held]
         if not missing:
             return
-        # Read again after looking at Redis: a job finished meanwhile is no longer waiting.
+        # Read again after looking at Redis: a job finished meanwhile is no longer waiting. Restored against
+        # that read: each id is searched only among what each lane got since (linear, however long).
         again = await self.store.reconcile.still_waiting(missing)
-        pushed = await self.queue.reconcile.restore(
-            (w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane) for w in again)
+        pushed, _ = await self.queue.reconcile.restore_since(
+            [(w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane) for w in again], known)
         if pushed:
             log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
                         pushed)

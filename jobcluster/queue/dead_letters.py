@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded
-from jobcluster.queue.lanes import BELL_CAP
+from jobcluster.queue.lanes import RING
 
 #: Ids per Redis command or script: a script over this many ids runs in about a millisecond.
 CHUNK = 1000
@@ -32,13 +32,13 @@ CHUNK = 1000
 # Pops the n oldest ids. Those with a fate leave (a '+' id is pushed to its lane once); the others go
 # back at the new end in their order. A '+' id not among them is pushed anyway: PostgreSQL has
 # already queued its job. Returns how many ids left the list.
-_TAKE_OLDEST = """
+_TAKE_OLDEST = RING + """
 local m = tonumber(ARGV[2])
 local fate, lane = {}, {}
 for i = 3, #ARGV do
   local f = ARGV[i]
   if string.sub(f, 1, 1) == '+' then
-    local k, id = string.match(f, '^%%+(%%d+):(.*)$')
+    local k, id = string.match(f, '^%+(%d+):(.*)$')
     fate[id] = '+'
     lane[id] = tonumber(k)
   else
@@ -69,13 +69,10 @@ if #keep > 0 then redis.call('LPUSH', KEYS[1], unpack(keep)) end
 for k, ids in pairs(push) do
   redis.call('LPUSH', KEYS[2 + k], unpack(ids))
   if k > 1 then redis.call('SADD', KEYS[2], KEYS[2 + k]) end
-  local tokens = {}
-  for i = 1, math.min(#ids, %(cap)d) do tokens[i] = '1' end
-  redis.call('LPUSH', KEYS[2 + m + k], unpack(tokens))
-  redis.call('LTRIM', KEYS[2 + m + k], 0, %(cap)d - 1)
+  ring(KEYS[2 + m + k], #ids)
 end
 return left
-""" % {"cap": BELL_CAP}
+"""
 
 
 class DeadLetters(Part):

@@ -25,20 +25,17 @@ from redis.commands.core import AsyncScript
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
-from jobcluster.queue.lanes import BELL_CAP, Lanes, Serving
+from jobcluster.queue.lanes import RING, Lanes, Serving
 
 # KEYS[1] lane, KEYS[2] lanes registry, KEYS[3] the lane's bell; ARGV[1] 'back' (LPUSH: taken last) or
 # 'front' (RPUSH: taken next), ARGV[2..] ids. Registers the lane (not pending_jobs) and rings its bell
 # once per id (at most BELL_CAP tokens kept).
-_PUSH = """
+_PUSH = RING + """
 if ARGV[1] == 'front' then redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) else redis.call('LPUSH', KEYS[1], unpack(ARGV, 2)) end
 if KEYS[1] ~= '%(pending)s' then redis.call('SADD', KEYS[2], KEYS[1]) end
-local tokens = {}
-for i = 1, math.min(#ARGV - 1, tonumber(%(cap)d)) do tokens[i] = '1' end
-redis.call('LPUSH', KEYS[3], unpack(tokens))
-redis.call('LTRIM', KEYS[3], 0, %(cap)d - 1)
+ring(KEYS[3], #ARGV - 1)
 return #ARGV - 1
-""" % {"cap": BELL_CAP, "pending": keys.PENDING}
+""" % {"pending": keys.PENDING}
 
 # KEYS[1] delayed set, KEYS[2] delayed_lanes, KEYS[3] lanes registry, KEYS[4] (optional) a processing list
 # the ids leave; ARGV[1] 'wait' (ms from now by Redis' clock) or 'at' (unix ms), then triples (id, ms,
@@ -63,15 +60,14 @@ return 1
 
 # KEYS[1] processing list, KEYS[2] lane, KEYS[3] lanes registry, KEYS[4] the lane's bell; ARGV[1] id,
 # ARGV[2] '1': only if the id is still in the processing list. The id goes to the lane's front (taken next).
-_MOVE_FRONT = """
+_MOVE_FRONT = RING + """
 local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
 if ARGV[2] == '1' and removed == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if KEYS[2] ~= '%(pending)s' then redis.call('SADD', KEYS[3], KEYS[2]) end
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, %(cap)d - 1)
+ring(KEYS[4], 1)
 return 1
-""" % {"cap": BELL_CAP, "pending": keys.PENDING}
+""" % {"pending": keys.PENDING}
 
 # KEYS[1] processing list, KEYS[2] dlq; ARGV[1] id
 _DEAD_LETTER = """
@@ -87,7 +83,7 @@ return 1
 # to pending_jobs (a worker that takes it sends it on to its lane), else it stays. Moves ids due by
 # Redis' own clock to their lanes; atomic, so any number of processes may run it at once without moving
 # an id twice. Returns {moved, left for want of their lane}.
-_PROMOTE_DUE = """
+_PROMOTE_DUE = RING + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -113,26 +109,22 @@ redis.call('ZREM', KEYS[1], unpack(gone))
 redis.call('HDEL', KEYS[2], unpack(gone))
 for k, g in pairs(groups) do
   redis.call('LPUSH', KEYS[2 + k], unpack(g))
-  local tokens = {}
-  for i = 1, math.min(#g, %(cap)d) do tokens[i] = '1' end
-  redis.call('LPUSH', KEYS[2 + n + k], unpack(tokens))
-  redis.call('LTRIM', KEYS[2 + n + k], 0, %(cap)d - 1)
+  ring(KEYS[2 + n + k], #g)
 end
 return {#gone, unknown}
-""" % {"cap": BELL_CAP, "pending": keys.PENDING}
+""" % {"pending": keys.PENDING}
 
 # KEYS[1] lane, KEYS[2] delayed set, KEYS[3] lanes registry, KEYS[4] the lane's bell; ARGV[1] id.
 # Push an id that Redis holds in neither place (a healed submit).
-_ENSURE_QUEUED = """
+_ENSURE_QUEUED = RING + """
 if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 if KEYS[1] ~= '%(pending)s' then redis.call('SADD', KEYS[3], KEYS[1]) end
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, %(cap)d - 1)
+ring(KEYS[4], 1)
 return 1
-""" % {"cap": BELL_CAP, "pending": keys.PENDING}
+""" % {"pending": keys.PENDING}
 
 #: Ids per push script (Lua's unpack takes a few thousand at most).
 PUSH_CHUNK = 1000

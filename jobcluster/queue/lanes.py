@@ -33,6 +33,17 @@ from jobcluster.queue.base import OP_TIMEOUT, Part, bounded
 #: Most wake-up tokens a bell keeps: enough to wake every idle slot of a few workers at once.
 BELL_CAP = 64
 
+#: Lua put before every script that pushes ids to a lane: ``ring(bell, n)`` adds a wake-up token per
+#: id pushed (at most BELL_CAP kept) to the lane's bell, which the script names in KEYS[].
+RING = """
+local function ring(bell, count)
+  local tokens = {}
+  for i = 1, math.min(count, %d) do tokens[i] = '1' end
+  redis.call('LPUSH', bell, unpack(tokens))
+  redis.call('LTRIM', bell, 0, %d)
+end
+""" % (BELL_CAP, BELL_CAP - 1)
+
 # KEYS[1] processing list, KEYS[2] lanes registry, KEYS[3..] the lanes, in order; ARGV[1] the size of the
 # registry when the caller read it. Returns {id, lane}, {} when every lane is empty, or {false, 'stale'}
 # when lanes were added since (the caller reads them and takes again).

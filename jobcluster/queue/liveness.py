@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
-from jobcluster.queue.lanes import BELL_CAP
+from jobcluster.queue.lanes import RING
 
 Info = Mapping[str, str | int | float]
 
@@ -49,7 +49,7 @@ return now
 # (id, index of its lane among the n). Dead ids go to the DLQ; everything else in the processing list goes
 # back to the front of its job's lane (pending_jobs when its lane is not known: the worker that takes it
 # sends it on to its lane), in order.
-_RECOVER_PROCESSING = """
+_RECOVER_PROCESSING = RING + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local dead, lane = {}, {}
 for i = 3, 2 + m do dead[ARGV[i]] = true end
@@ -69,13 +69,10 @@ while true do
   end
 end
 for k, count in pairs(rung) do
-  local tokens = {}
-  for i = 1, math.min(count, %(cap)d) do tokens[i] = '1' end
-  redis.call('LPUSH', KEYS[3 + n + k], unpack(tokens))
-  redis.call('LTRIM', KEYS[3 + n + k], 0, %(cap)d - 1)
+  ring(KEYS[3 + n + k], count)
 end
 return moved
-""" % {"cap": BELL_CAP}
+"""
 
 
 class Liveness(Part):

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from jobcluster import keys
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
-from jobcluster.queue.lanes import BELL_CAP
+from jobcluster.queue.lanes import RING
 
 #: Ids per dead-letter restore script (each LPOS scans dlq_tasks, kept short after a data loss).
 DEAD_CHUNK = 500
@@ -44,7 +44,7 @@ return pushed
 # entries pushed since (so a rebuild stays linear), delayed_jobs and the processing lists; then pushes
 # the rest, each to its lane (or delayed_jobs, remembering its lane). Returns {to delayed, pushed to
 # lane 1, ..., lane n}.
-_RESTORE_SINCE = """
+_RESTORE_SINCE = RING + """
 local n = tonumber(ARGV[1])
 local fresh = {}
 for k = 1, n do fresh[k] = redis.call('LLEN', KEYS[3 + k]) - tonumber(ARGV[1 + k]) end
@@ -80,15 +80,12 @@ for k = 1, n do
   out[k + 1] = 0
   if ids then
     redis.call('LPUSH', KEYS[3 + k], unpack(ids))
-    local tokens = {}
-    for i = 1, math.min(#ids, %(cap)d) do tokens[i] = '1' end
-    redis.call('LPUSH', KEYS[3 + n + k], unpack(tokens))
-    redis.call('LTRIM', KEYS[3 + n + k], 0, %(cap)d - 1)
+    ring(KEYS[3 + n + k], #ids)
     out[k + 1] = #ids
   end
 end
 return out
-""" % {"cap": BELL_CAP}
+"""
 
 #: A waiting job as reconciliation restores it: (id, due unix ms or 0 for now, its lane).
 Waiting = tuple[str, int, str]
