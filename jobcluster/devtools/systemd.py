@@ -27,7 +27,8 @@ DEFAULT_OUT = Path(".run/systemd")
 ETC = Path("/etc/jobcluster")
 #: What a worker needs as root: setuid/setgid for setpriv (switching to JOB_USER and its groups), kill
 #: for a job's process group under another uid (timeouts, cancels, the reaper), chown for the scratch
-#: directory's owner, fowner and dac_override to chmod and remove what a job left in it.
+#: directory's owner, dac_override to enter it and remove what a job left in it, fowner for what a job
+#: left in a sticky directory of its own. tests/e2e/test_systemd_worker.py shows each one is needed.
 WORKER_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE")
 #: After the worker's grace (then it SIGKILLs the late jobs' groups at once): requeueing, closing pools, the reaper.
 STOP_MARGIN = 15.0
