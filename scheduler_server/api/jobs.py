@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from jobcluster import keys
-from jobcluster.errors import REDIS_ERRORS
+from jobcluster.errors import POSTGRES_ERRORS, REDIS_ERRORS
 from jobcluster.limits import MAX_REPLY_BYTES
-from jobcluster.model import MAX_NAME_CHARS, InvalidJob, Status, check_queue, check_time_ms
+from jobcluster.model import MAX_NAME_CHARS, InvalidJob, JobSpec, Status, check_queue, check_time_ms
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import Submitted
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
+from scheduler_server.batcher import Batcher
 from scheduler_server.errors import Conflict, NotFound, StoredNotQueued, rpc, rpc_stream
 from scheduler_server.healer import Unpushed
 from scheduler_server.watch import WATCH_END_TRAILER
@@ -27,6 +30,15 @@ MAX_PAGE_SIZE = 1000
 #: Longest text filter of ListJobs (characters).
 MAX_FILTER_CHARS = 1000
 MAX_BATCH = 10_000
+#: What a SubmitJob caller does when its job is stored but Redis could not be told.
+RESUBMIT = "submit again with the same idempotency key to queue it"
+
+
+def stored_not_queued(stored: str, remedy: str, exc: BaseException) -> StoredNotQueued:
+    """PostgreSQL holds ``stored`` ("job <id> is", "N jobs are") but Redis failed with ``exc``."""
+    return StoredNotQueued(f"{stored} stored but Redis is unavailable ({exc}); this server queues "
+                           f"{'it' if stored.startswith('job ') else 'them'} when Redis is back, "
+                           f"or {remedy}")
 
 
 @contextlib.asynccontextmanager
@@ -37,9 +49,7 @@ async def queueing(stored: str, remedy: str, unpushed: Unpushed, ids: Iterable[s
         yield
     except REDIS_ERRORS as exc:
         unpushed.remember(ids)
-        raise StoredNotQueued(f"{stored} stored but Redis is unavailable ({exc}); this server queues "
-                              f"{'it' if stored.startswith('job ') else 'them'} when Redis is back, "
-                              f"or {remedy}") from exc
+        raise stored_not_queued(stored, remedy, exc) from exc
 
 
 def _accepted(s: Submitted) -> pb.JobResponse:
@@ -63,20 +73,48 @@ def _job_id(raw: str) -> str:
 class JobRpcs(Servicer):
     """SubmitJob, SubmitJobs, GetJobStatus, ListJobs, WatchJob, CancelJob."""
 
+    @functools.cached_property
+    def submits(self) -> Batcher[JobSpec, Submitted]:
+        """SubmitJob calls in flight together, stored and pushed as one group (:mod:`scheduler_server.batcher`)."""
+        return Batcher(self._submit_group, name="submit")
+
     @rpc
     async def SubmitJob(self, request: pb.Job, context: Context) -> pb.JobResponse:
         spec = self.job_spec(request, run_at_ms=request.run_at_ms, idempotency_key=request.idempotency_key)
-        s = await self.store.jobs.insert(spec, self.address)
-        async with queueing(f"job {s.job_id} is", "submit again with the same idempotency key to queue it",
-                            self.unpushed, [s.job_id]):
-            if s.inserted:
-                await self.queue.jobs.enqueue(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
-            elif s.status is Status.QUEUED:
-                # A retried submit: the first try may have died between INSERT and push.
-                await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
+        s = await self.submits.submit(spec)
         if s.inserted:
             log.info("job %s accepted (%s)", s.job_id, s.status.value)
         return _accepted(s)
+
+    async def _submit_group(self, specs: list[JobSpec]) -> list[Submitted | BaseException]:
+        """Store SubmitJob calls' jobs in one statement, then push the new ones to Redis in one round trip;
+        each call's outcome, in order. An outage fails the whole group (nothing stored: one statement);
+        any other refusal of the statement is retried job by job, so a bad job fails alone."""
+        outcomes: list[Submitted | BaseException]
+        try:
+            outcomes = list(await self.store.jobs.insert_many(specs, self.address))
+        except POSTGRES_ERRORS:
+            raise
+        except Exception:
+            if len(specs) == 1:
+                raise
+            outcomes = await asyncio.gather(*(self.store.jobs.insert(spec, self.address) for spec in specs),
+                                            return_exceptions=True)
+        stored = [s for s in outcomes if isinstance(s, Submitted)]
+        try:
+            fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
+                     for s in stored if s.inserted]
+            if fresh:
+                await self.queue.jobs.enqueue_many(fresh)
+            for s in stored:
+                if not s.inserted and s.status is Status.QUEUED:
+                    # A retried submit: the first try may have died between INSERT and push.
+                    await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
+        except REDIS_ERRORS as exc:
+            self.unpushed.remember(s.job_id for s in stored)
+            return [stored_not_queued(f"job {s.job_id} is", RESUBMIT, exc) if isinstance(s, Submitted) else s
+                    for s in outcomes]
+        return outcomes
 
     @rpc
     async def SubmitJobs(self, request: pb.JobBatch, context: Context) -> pb.JobBatchResponse:
