@@ -21,9 +21,9 @@ log = logging.getLogger("leader")
 #: Rows a statement deletes at most (its locks and its WAL stay small).
 BATCH = 1000
 #: Pause between two batches (seconds): submits and claims get the disk in between.
-PAUSE = 0.02
+PAUSE = 0.05
 #: Most seconds of deleting per leader round.
-ROUND_BUDGET = 0.25
+ROUND_BUDGET = 0.1
 #: How long after finding nothing (more) to delete it looks again (seconds).
 IDLE_EVERY = 60.0
 

@@ -22,6 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
+
 from jobcluster.devtools import services as svc
 from jobcluster.model import validate_job
 from jobcluster.settings import Settings
@@ -64,11 +66,21 @@ async def submits(store: Store, seconds: float, stop: asyncio.Event | None = Non
 
 
 async def measure(url: str, old: int, seconds: float) -> None:
-    store = await Store.connect(replace(Settings(), database_url=url, pg_max_conns=INFLIGHT + 2))
+    settings = replace(Settings(), database_url=url, pg_max_conns=INFLIGHT + 2)
+    for _ in range(60):  # the port answers before the database accepts logins
+        try:
+            store = await Store.connect(settings)
+            break
+        except asyncpg.CannotConnectNowError:
+            await asyncio.sleep(0.5)
+    else:
+        raise SystemExit(f"PostgreSQL at {url} did not accept logins")
     try:
         t = time.monotonic()
-        await store.pool.execute(BACKLOG, old)
-        await store.pool.execute("VACUUM ANALYZE jobs")
+        async with store.pool.acquire() as conn:
+            for start in range(0, old, 20_000):  # in parts: the pool's statement timeout is 15 s
+                await conn.execute(BACKLOG, min(20_000, old - start), timeout=600)
+            await conn.execute("VACUUM ANALYZE jobs", timeout=600)
         print(f"{old:,} old jobs with their attempts stored in {time.monotonic() - t:.1f}s", flush=True)
         assert await store.fencing.take(1, "measure")
 
