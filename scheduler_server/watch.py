@@ -88,6 +88,7 @@ class WatchHub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
+        self._renew_at = 0.0  # loop time to extend this server's rows (they lapse at max_life + safety_interval)
         #: Reads of PostgreSQL since start (each one query for every job that needed a look).
         self.polls = 0
         #: Notifications heard since start.
@@ -216,8 +217,14 @@ class WatchHub:
             await store.watchers.unregister(gone, self.server)
             self._registered -= gone
         new = quiet - self._registered
+        if self._registered and now >= self._renew_at:  # streams come and go on a job for longer than one life
+            new |= self._registered
         if new:
             await store.watchers.register(new, self.server, self.max_life + self.safety_interval)
+            if not self._registered:
+                self._renew_at = now + self.max_life / 2
+            elif now >= self._renew_at:
+                self._renew_at = now + self.max_life / 2
             self._registered |= new
             for job_id in new:
                 self._look_at[job_id] = now + SECOND_LOOK_DELAY
