@@ -45,6 +45,8 @@ LIVE_REFRESH = 20.0
 #: Most output published per running job (the tail).
 LIVE_TAIL_BYTES = 64 * 1024
 MAX_OUTAGE_BACKOFF = 5.0
+#: Most concurrency keys whose refusals in a row a worker counts (for the backoff of a full key).
+MAX_KEYS_REMEMBERED = 10_000
 #: How often running attempts are checked against PostgreSQL: one whose job moved on (this worker was
 #: declared dead meanwhile) is killed and records nothing.
 FENCE_INTERVAL = 0.5
@@ -310,6 +312,8 @@ class Worker:
             await self._retrying("reroute", lambda: self.queue.jobs.requeue_front(self.worker_id, job_id, state.lane))
         elif action is Refusal.KEY_FULL and state is not None:
             key = state.concurrency_key
+            if len(self._key_refusals) >= MAX_KEYS_REMEMBERED and key not in self._key_refusals:
+                self._key_refusals.clear()  # keys whose jobs all ran elsewhere: start counting again
             self._key_refusals[key] = self._key_refusals.get(key, 0) + 1
             wait_ms = decide.key_full_wait_ms(self._key_refusals[key])
             log.debug("job %s waits %d ms: concurrency key %r is full", job_id, wait_ms, key)

@@ -11,7 +11,9 @@ from jobcluster.queue.lanes import eligible
 from jobcluster.rows import JobState
 from jobcluster.model import Status
 from worker import decide
+from jobcluster.settings import ConfigError, Settings
 from worker.decide import Refusal
+from worker.worker import serving_of
 
 
 def test_the_default_lane_is_pending_jobs_and_others_read_back():
@@ -48,3 +50,15 @@ def test_an_id_a_worker_may_not_run_goes_to_its_lane_and_a_full_key_backs_off():
     assert decide.refuse(_waiting(concurrency_key="db"), ("default",), ()) is Refusal.KEY_FULL
     waits = [decide.key_full_wait_ms(n, random.Random(1)) for n in range(1, 10)]
     assert 187 <= waits[0] <= 313 and all(w <= 5000 for w in waits) and waits[-1] >= 3000
+
+
+def test_concurrency_limits_and_worker_routing_settings_are_read_and_checked():
+    s = Settings.from_env({"CONCURRENCY_LIMITS": "db=2, api=key=5", "WORKER_QUEUES": "gpu, default",
+                           "WORKER_TAGS": "region=eu,gpu"}, None)
+    assert s.concurrency_limits == (("db", 2), ("api=key", 5))
+    assert serving_of(s) == (("gpu", "default"), ("gpu", "region=eu"))
+    for bad in ("db", "db=0", "=3", "db=x"):
+        with pytest.raises(ConfigError, match="CONCURRENCY_LIMITS"):
+            Settings.from_env({"CONCURRENCY_LIMITS": bad}, None)
+    with pytest.raises(ConfigError, match="WORKER_TAGS"):
+        serving_of(Settings.from_env({"WORKER_TAGS": "gpu:1"}, None))
