@@ -254,3 +254,21 @@ async def test_the_hub_listens_again_when_its_connection_breaks(start_server, st
         await stub.CancelJob(pb.JobId(id=jobs[1]))  # heard on the new connection
         assert (await calls[1].read()).job.status == "CANCELLED"
         assert time.monotonic() - began < hub.safety_interval, "the changes came by the safety net"
+
+
+async def test_a_quiet_delayed_job_shows_queued_when_it_comes_due(start_server):
+    # PENDING -> QUEUED as shown is PostgreSQL's clock passing run_at: no write, so no notification.
+    server = await start_server()
+    hub = server.service.watch_hub
+    hub.hot_for = QUIET_AFTER
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        due_ms = int(time.time() * 1000) + 2500
+        job_id = (await stub.SubmitJob(pb.Job(command="true", run_at_ms=due_ms))).job_id
+        call = stub.WatchJob(pb.JobId(id=job_id))
+        assert (await call.read()).job.status == "PENDING"
+        await wait_for(lambda: hub.busy == 0, what="the delayed job quiet")
+        event = await call.read()
+        late = time.time() - due_ms / 1000
+        assert event.job.status == "QUEUED" and -0.1 < late < 1.0, (event.job.status, late)
+        call.cancel()
