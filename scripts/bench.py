@@ -48,7 +48,7 @@ except ImportError as exc:  # bench-only: make bench installs it; --submit-only 
                          f"`{sys.executable} -m pip install celery packaging`") from None
 
 from bench_engines import ceilings, lines
-from bench_jobcluster import JobclusterBench, measure_round, measure_submit
+from bench_jobcluster import Cpu, JobclusterBench, measure_round, measure_submit
 
 
 def _cpu() -> str:
@@ -87,11 +87,14 @@ def submit_only(args: argparse.Namespace) -> int:
             jc = JobclusterBench(root, started)
             jc.start_server()
             print(f"submit only on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+            assert jc.server is not None
+            cpu = Cpu(jc.server.pid, started["postgres"].proc.pid)
             for i in range(1, args.rounds + 1):
-                submit, lat, stored = asyncio.run(measure_submit(jc, args.jobs, args.stored_jobs, args.inflight))
+                submit, lat, stored, per_call, per_job = asyncio.run(
+                    measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu))
                 print(f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
-                      f"p99 {lat.p99:.1f} ms; SubmitJobs stored {stored.per_s:,.0f} jobs/s "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                      f"p99 {lat.p99:.1f} ms ({per_call} a call); SubmitJobs stored {stored.per_s:,.0f} jobs/s "
+                      f"({per_job} a job) (load average {os.getloadavg()[0]:.1f})", flush=True)
             jc.stop()
             return 0
     finally:

@@ -185,9 +185,48 @@ async def measure_round(bench: JobclusterBench, tag: str, jobs: int, stored_jobs
             "jc_start": start}
 
 
-async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int) -> tuple[Rate, Latency, Rate]:
+def cpu_seconds(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``root_pid`` and its live descendants (PostgreSQL's
+    backends are children of its postmaster): a cost per call that a loaded machine disturbs far less
+    than a rate."""
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [child for child, p in parent.items() if p == pid and child not in tree]
+    return sum(used.get(pid, 0.0) for pid in tree)
+
+
+class Cpu:
+    """CPU milliseconds the server and PostgreSQL spent between :meth:`mark` and :meth:`per`."""
+
+    def __init__(self, server_pid: int, postgres_pid: int) -> None:
+        self.pids = (server_pid, postgres_pid)
+        self.marked = (0.0, 0.0)
+
+    def mark(self) -> None:
+        self.marked = (cpu_seconds(self.pids[0]), cpu_seconds(self.pids[1]))
+
+    def per(self, n: int) -> str:
+        server, postgres = (cpu_seconds(p) - m for p, m in zip(self.pids, self.marked))
+        return f"server {server * 1e6 / n:,.0f} µs, PostgreSQL {postgres * 1e6 / n:,.0f} µs CPU"
+
+
+async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int,
+                         cpu: Cpu | None = None) -> tuple[Rate, Latency, Rate, str, str]:
     """Submissions alone, no workers (`bench.py --submit-only`): SubmitJob ``inflight`` at a time (rate,
-    latency in ms) and SubmitJobs of 1,000 (jobs stored per second)."""
+    latency in ms) and SubmitJobs of 1,000 (jobs stored per second), and with ``cpu`` the CPU per call
+    and per stored job."""
     pg = await asyncpg.connect(bench.dsn)
     r = aioredis.Redis.from_url(bench.redis_url)
     try:
@@ -196,11 +235,17 @@ async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, in
             await m.reset()
             await m.submit_singles(100, inflight)  # warm the server's pools and the channel
             await m.reset()
+            if cpu:
+                cpu.mark()
             submit, lat = await m.submit_singles(jobs, inflight)
+            per_call = cpu.per(jobs) if cpu else ""
             await m.reset()
+            if cpu:
+                cpu.mark()
             stored = await m.submit_batches(stored_jobs)
+            per_job = cpu.per(stored_jobs) if cpu else ""
             await m.reset()
     finally:
         await pg.close()
         await r.aclose()
-    return submit, Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), stored
+    return submit, Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), stored, per_call, per_job
