@@ -14,8 +14,12 @@ services, while nothing else of the bench runs:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
+import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +27,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from jobcluster.devtools import services as svc
+from jobcluster.settings import Settings
+from jobcluster.store import Store
 
 #: One job's PostgreSQL writes (jobcluster/sql/jobs.sql insert_job, claim_job, finish_attempt, trimmed to
 #: the columns they set), in pgbench's syntax: three statements, three commits.
@@ -104,20 +110,18 @@ def lines(c: Ceilings) -> list[str]:
     ]
 
 
-if __name__ == "__main__":  # the ceilings alone: .venv/bin/python scripts/bench_engines.py
-    import os
+async def _schema(database_url: str) -> None:
+    store = await Store.connect(Settings.from_env({"DATABASE_URL": database_url}))
+    await store.close()
 
+
+if __name__ == "__main__":  # the ceilings alone: .venv/bin/python scripts/bench_engines.py
     root = Path(tempfile.mkdtemp(prefix="jobcluster-engines-"))
     os.chmod(root, 0o755)
-    with svc.private_services(root) as started:
-        from jobcluster.store import Store
-        from jobcluster.settings import Settings
-        import asyncio
-
-        async def schema() -> None:
-            store = await Store.connect(Settings.from_env({"DATABASE_URL": started["postgres"].url}))
-            await store.close()
-        asyncio.run(schema())
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        started = cleanup.enter_context(svc.private_services(root))
+        asyncio.run(_schema(started["postgres"].url))
         print("\n".join(lines(ceilings(started))))
         check = subprocess.run([svc.which("psql") or "psql", started["postgres"].url, "-Atc",
                                 "SELECT status, count(*) FROM jobs GROUP BY status"], capture_output=True, text=True)
