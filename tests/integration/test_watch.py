@@ -165,7 +165,7 @@ async def test_idle_watchers_send_postgresql_nothing_and_hear_a_change_at_once(s
         for c in calls:
             c.cancel()
     await wait_for(lambda: not server.service.watch_hub.polling, what="the hub to stop")
-    assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs") == 0
+    assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs WHERE server = $1", server.address) == 0
 
 
 async def test_a_stream_ends_cleanly_at_its_max_life_and_the_client_watches_again(start_server, make_worker):
