@@ -36,6 +36,10 @@ key                             type   what it holds
 ``reconciled``                  string set by the leader's reconciliation (unix ms); when
                                        it is gone, Redis lost its data: every waiting job and
                                        dead letter in PostgreSQL is checked at once.
+``key_waiting:<key>``           list   a hint: ids of jobs refused because their concurrency
+                                       key was full (they wait in ``delayed_jobs``); a job of
+                                       the key that ends makes the oldest still delayed one
+                                       due at once. At most 10,000; gone 10 min after the last.
 ==============================  =====  ==================================================
 """
 
@@ -58,6 +62,7 @@ LANE_PREFIX = PENDING + ":"
 LANES = "lanes"
 BELL_PREFIX = "lane_bell:"
 DELAYED_LANES = "delayed_lanes"
+KEY_WAITING_PREFIX = "key_waiting:"
 #: The queue of a job that names none (its lane at priority 0 without constraints is ``pending_jobs``).
 DEFAULT_QUEUE = "default"
 
@@ -106,6 +111,11 @@ def parse_lane(key: str) -> tuple[str, int, tuple[str, ...]]:
         raise ValueError(f"not a lane: {key!r}")
     tags = tuple(parts[2].split(",")) if len(parts) == 3 and parts[2] else ()
     return parts[0], int(parts[1]), tags
+
+
+def key_waiting(concurrency_key: str) -> str:
+    """The list of jobs waiting for a slot of one concurrency key."""
+    return KEY_WAITING_PREFIX + concurrency_key
 
 
 def bell(queue: str) -> str:

@@ -209,6 +209,16 @@ class Worker:
         else:
             await asyncio.shield(self._settle(claimed, result))
         self.jobs_done += 1
+        if claimed.concurrency_key:
+            await self._release_key(claimed.concurrency_key)
+
+    async def _release_key(self, key: str) -> None:
+        """A job of this concurrency key ended: the oldest job waiting for the key may start now. A hint
+        only: if it fails, the waiting job comes out of delayed_jobs by its backoff."""
+        try:
+            await self.queue.jobs.release_key(key)
+        except UNAVAILABLE as exc:
+            log.debug("concurrency key %r: release skipped (%s)", key, exc)
 
     async def _run(self, claimed: Claimed, tail: OutputTail, stop: asyncio.Event) -> ShellResult:
         """Run the attempt as the job user in a fresh directory, removed however the attempt ends."""
@@ -317,8 +327,8 @@ class Worker:
             self._key_refusals[key] = self._key_refusals.get(key, 0) + 1
             wait_ms = decide.key_full_wait_ms(self._key_refusals[key])
             log.debug("job %s waits %d ms: concurrency key %r is full", job_id, wait_ms, key)
-            await self._retrying("wait for key", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms,
-                                                                                     state.lane))
+            await self._retrying("wait for key", lambda: self.queue.jobs.wait_for_key(self.worker_id, job_id, wait_ms,
+                                                                                      state.lane, key))
         elif action is Refusal.DEAD_LETTER:
             await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
         else:

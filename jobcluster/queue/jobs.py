@@ -38,8 +38,8 @@ return #ARGV - 1
 """ % {"pending": keys.PENDING}
 
 # KEYS[1] delayed set, KEYS[2] delayed_lanes, KEYS[3] lanes registry, KEYS[4] (optional) a processing list
-# the ids leave; ARGV[1] 'wait' (ms from now by Redis' clock) or 'at' (unix ms), then triples (id, ms,
-# lane). The score is Redis' clock plus the wait that PostgreSQL's clock gave: promote_due reads the same
+# the ids leave, KEYS[5] (optional) a concurrency key's waiting list they join; ARGV[1] 'wait' (ms from now
+# by Redis' clock) or 'at' (unix ms), then triples (id, ms, lane). The score is Redis' clock plus the wait that PostgreSQL's clock gave: promote_due reads the same
 # Redis clock, so the id comes out when the job is due, whatever the two hosts' clocks say.
 _DELAY = """
 local t = redis.call('TIME')
@@ -47,6 +47,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 2, #ARGV, 3 do
   local id, ms, lane = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   if KEYS[4] then redis.call('LREM', KEYS[4], -1, id) end
+  if KEYS[5] then
+    redis.call('LPUSH', KEYS[5], id)
+    redis.call('LTRIM', KEYS[5], 0, 9999)
+    redis.call('PEXPIRE', KEYS[5], 600000)
+  end
   redis.call('ZADD', KEYS[1], ARGV[1] == 'wait' and now + ms or ms, id)
   if lane == '%(pending)s' then
     redis.call('HDEL', KEYS[2], id)
@@ -76,6 +81,23 @@ if not redis.call('LPOS', KEYS[2], ARGV[1]) then
   redis.call('LPUSH', KEYS[2], ARGV[1])
 end
 return 1
+"""
+
+# KEYS[1] a concurrency key's waiting list, KEYS[2] delayed set. A job of the key ended: the oldest id of
+# the list still delayed becomes due now (by Redis' clock); entries no longer delayed are dropped on the
+# way (at most 100 looked at). Returns the id, or false.
+_RELEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _ = 1, 100 do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then return false end
+  if redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('ZADD', KEYS[2], now, id)
+    return id
+  end
+end
+return false
 """
 
 # KEYS[1] delayed set, KEYS[2] delayed_lanes, KEYS[3..2+n] lanes (KEYS[3] pending_jobs), KEYS[3+n..2+2n]
@@ -145,6 +167,7 @@ class Jobs(Part):
         self._dead_letter = self.redis.register_script(_DEAD_LETTER)
         self._promote_due = self.redis.register_script(_PROMOTE_DUE)
         self._ensure_queued = self.redis.register_script(_ENSURE_QUEUED)
+        self._release = self.redis.register_script(_RELEASE)
         self._known_lanes: list[str] = [keys.PENDING]  # for promote_due; read again when it meets a new one
 
     # --- producers ----------------------------------------------------------
@@ -231,6 +254,22 @@ class Jobs(Part):
         goes to ``lane``."""
         await self._delay(keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, keys.processing(worker_id)],
                           args=["wait", job_id, max(0, wait_ms), lane])
+
+    @bounded
+    async def wait_for_key(self, worker_id: str, job_id: str, wait_ms: int, lane: str, concurrency_key: str) -> None:
+        """Its concurrency key is full: the id waits in ``delayed_jobs`` for ``wait_ms`` at most, and in
+        the key's waiting list, so that a job of the key that ends lets it go at once (:meth:`release_key`)."""
+        await self._delay(keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, keys.processing(worker_id),
+                                keys.key_waiting(concurrency_key)], args=["wait", job_id, max(0, wait_ms), lane])
+
+    @bounded
+    async def release_key(self, concurrency_key: str) -> bool:
+        """A job of this key ended: the oldest job waiting for it becomes due now and is promoted.
+        False when none waits."""
+        if not await self._release(keys=[keys.key_waiting(concurrency_key), keys.DELAYED]):
+            return False
+        await self.promote_due()
+        return True
 
     @bounded
     async def delay(self, job_id: str, due_ms: int, lane: str = keys.PENDING) -> None:

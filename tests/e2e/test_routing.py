@@ -128,3 +128,25 @@ def test_a_flood_on_a_slow_queue_does_not_delay_a_default_job(cluster: Cluster):
           f"({waited:.2f}s to SUCCEEDED), behind {len(started_meanwhile)} slow job(s)")
     assert len(started_meanwhile) <= 2, "slow jobs were taken before the default job"
     assert done.started_at_ms - done.created_at_ms < 2000
+
+
+def test_a_job_waiting_for_its_key_starts_as_soon_as_the_running_one_ends(cluster: Cluster, redis_sync):
+    """Refused jobs back off (up to 4 s), but a job of the key that ends lets the oldest one go at once."""
+    gate = f"/tmp/jobcluster-gate-{uuid.uuid4().hex}"
+    _, address = cluster.server()
+    cluster.worker("e2e-release", "--concurrency", "2")
+    first = submit(address, command=f"while [ ! -e {gate} ]; do sleep 0.02; done", concurrency_key="one")
+    try:
+        wait_for_sync(lambda: job_status(address, first).status == "RUNNING", timeout=30, what="first running")
+        second = submit(address, command="true", concurrency_key="one")
+        # five refusals in a row: its next try is 3-5 s away
+        wait_for_sync(lambda: redis_sync.llen(keys.key_waiting("one")) >= 5, timeout=30, what="five refusals")
+    finally:
+        open(gate, "w").close()
+    try:
+        wait_for_sync(lambda: job_status(address, second).status == "SUCCEEDED", timeout=30, what="second ran")
+    finally:
+        os.unlink(gate)
+    ended, started = job_status(address, first).finished_at_ms, job_status(address, second).started_at_ms
+    print(f"second job of the key started {started - ended} ms after the first ended")
+    assert 0 <= started - ended < 1000
