@@ -208,18 +208,22 @@ def cpu_seconds(root_pid: int) -> float:
 
 
 class Cpu:
-    """CPU milliseconds the server and PostgreSQL spent between :meth:`mark` and :meth:`per`."""
+    """CPU the server, PostgreSQL and this client spent between :meth:`mark` and :meth:`per`."""
 
     def __init__(self, server_pid: int, postgres_pid: int) -> None:
         self.pids = (server_pid, postgres_pid)
         self.marked = (0.0, 0.0)
+        self.client = 0.0
 
     def mark(self) -> None:
         self.marked = (cpu_seconds(self.pids[0]), cpu_seconds(self.pids[1]))
+        self.client = time.process_time()  # this process: the measuring gRPC client
 
     def per(self, n: int) -> str:
         server, postgres = (cpu_seconds(p) - m for p, m in zip(self.pids, self.marked))
-        return f"server {server * 1e6 / n:,.0f} µs, PostgreSQL {postgres * 1e6 / n:,.0f} µs CPU"
+        client = time.process_time() - self.client
+        return (f"server {server * 1e6 / n:,.0f} µs, PostgreSQL {postgres * 1e6 / n:,.0f} µs, "
+                f"client {client * 1e6 / n:,.0f} µs CPU")
 
 
 async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int,
