@@ -90,11 +90,12 @@ def submit_only(args: argparse.Namespace) -> int:
             assert jc.server is not None
             cpu = Cpu(jc.server.pid, started["postgres"].proc.pid)
             for i in range(1, args.rounds + 1):
-                submit, lat, stored, per_call, per_job = asyncio.run(
+                submit, lat, stored, per_call, per_job, floor = asyncio.run(
                     measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu))
                 print(f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
-                      f"p99 {lat.p99:.1f} ms ({per_call} a call); SubmitJobs stored {stored.per_s:,.0f} jobs/s "
-                      f"({per_job} a job) (load average {os.getloadavg()[0]:.1f})", flush=True)
+                      f"p99 {lat.p99:.1f} ms ({per_call} a call; Health.Check: {floor}); SubmitJobs stored "
+                      f"{stored.per_s:,.0f} jobs/s ({per_job} a job) (load average {os.getloadavg()[0]:.1f})",
+                      flush=True)
             jc.stop()
             return 0
     finally:

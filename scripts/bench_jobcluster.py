@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench_stats import Latency, Rate, pct
 from jobcluster import keys
@@ -227,10 +228,10 @@ class Cpu:
 
 
 async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int,
-                         cpu: Cpu | None = None) -> tuple[Rate, Latency, Rate, str, str]:
+                         cpu: Cpu | None = None) -> tuple[Rate, Latency, Rate, str, str, str]:
     """Submissions alone, no workers (`bench.py --submit-only`): SubmitJob ``inflight`` at a time (rate,
     latency in ms) and SubmitJobs of 1,000 (jobs stored per second), and with ``cpu`` the CPU per call
-    and per stored job."""
+    and per stored job, and per Health.Check call at the same concurrency (the floor of a call)."""
     pg = await asyncpg.connect(bench.dsn)
     r = aioredis.Redis.from_url(bench.redis_url)
     try:
@@ -239,7 +240,17 @@ async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, in
             await m.reset()
             await m.submit_singles(100, inflight)  # warm the server's pools and the channel
             await m.reset()
-            if cpu:
+            floor = ""
+            if cpu:  # the cost of any unary call on this server: Health.Check, no store behind it
+                health = health_pb2_grpc.HealthStub(channel)
+                cpu.mark()
+                todo = iter(range(jobs))
+
+                async def check() -> None:
+                    for _ in todo:
+                        await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+                await asyncio.gather(*(check() for _ in range(inflight)))
+                floor = cpu.per(jobs)
                 cpu.mark()
             submit, lat = await m.submit_singles(jobs, inflight)
             per_call = cpu.per(jobs) if cpu else ""
@@ -252,4 +263,4 @@ async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, in
     finally:
         await pg.close()
         await r.aclose()
-    return submit, Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), stored, per_call, per_job
+    return submit, Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), stored, per_call, per_job, floor
