@@ -24,6 +24,9 @@ key                             type   what it holds
 ``delayed_lanes``               hash   id -> lane, for delayed ids bound for a lane other
                                        than ``pending_jobs`` (absent: ``pending_jobs``).
 ``dlq_tasks``                   list   ids of dead-lettered (FAILED) jobs, newest first.
+``dlq_moves``                   string counts the scripts that took ids out of ``dlq_tasks`` or
+                                       moved them within it (retry, purge): reconciliation's
+                                       read of the whole list is good only while it stands still.
 ``workers``                     zset   worker id -> last heartbeat (unix ms).
 ``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
                                        started; expires when heartbeats stop.
@@ -52,6 +55,7 @@ PENDING = "pending_jobs"
 PROCESSING_PREFIX = "processing_jobs:"
 DELAYED = "delayed_jobs"
 DLQ = "dlq_tasks"
+DLQ_MOVES = "dlq_moves"
 WORKERS = "workers"
 WORKER_INFO_PREFIX = "worker:"
 SERVERS = "servers"

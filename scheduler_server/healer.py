@@ -130,6 +130,13 @@ async def rebuild_waiting(store: Store, queue: Queue) -> int:
     return pushed
 
 
+def _dlq_moving() -> int:
+    """A retry or purge is moving ``dlq_tasks``: this pass ends without recording how far it got, so the
+    next one checks the same dead letters again."""
+    log.info("reconciliation: dlq_tasks is being retried or purged; its dead letters are checked next pass")
+    return 0
+
+
 async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: float, *, kept: bool) -> int:
     """Dead letters (FAILED jobs not purged) that ``dlq_tasks`` lacks go back into it; returns how many.
 
@@ -144,23 +151,28 @@ async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: floa
         await store.reconcile.dead_letters_checked(window.upto)
         await queue.reconcile.mark_kept()
         return 0
-    held, known = (None, 0) if kept else await queue.reconcile.dead_letters_read()
+    seen = None if kept else await queue.reconcile.dead_letters_read()
+    if not kept and seen is None:
+        return _dlq_moving()
     # Kept: look again a little before where the last pass stopped (a slow commit's older updated_at).
     since = window.since - dt.timedelta(seconds=max(unchanged_for, 1.0)) if kept else None
     pushed = 0
     async for page in store.reconcile.dead_letters(since, window.upto, DEAD_PAGE):
-        if held is None and len(page) == DEAD_PAGE:  # many to check (no leader for a while): read it once
-            held, known = await queue.reconcile.dead_letters_read()
-        if held is None:  # a few recent dead letters, near the head: one LPOS each, then an atomic push
+        if seen is None and len(page) == DEAD_PAGE:  # many to check (no leader for a while): read it once
+            seen = await queue.reconcile.dead_letters_read()
+            if seen is None:
+                return _dlq_moving()
+        if seen is None:  # a few recent dead letters, near the head: one LPOS each, then an atomic push
             missing = await queue.reconcile.missing_dead(page)
             if missing:
                 # Read again after looking at Redis: a job retried or purged meanwhile stays out.
                 pushed += await queue.reconcile.restore_dead(await store.reconcile.still_dead(missing))
         else:  # against one read of the list: linear in its length
-            missing = [i for i in page if i not in held]
+            missing = [i for i in page if i not in seen.held]
             if missing:
-                done = await queue.reconcile.restore_dead_since(await store.reconcile.still_dead(missing), known)
-                known += done
+                done = await queue.reconcile.restore_dead_since(await store.reconcile.still_dead(missing), seen)
+                if done is None:
+                    return _dlq_moving()
                 pushed += done
     if not kept:
         await queue.reconcile.mark_kept()

@@ -28,7 +28,7 @@ from jobcluster.queue.lanes import RING
 CHUNK = 1000
 
 # KEYS[1] dlq, KEYS[2] lanes registry, KEYS[3..2+m] lanes (KEYS[3] pending_jobs), KEYS[3+m..2+2m] their
-# bells; ARGV[1] n, ARGV[2] m, ARGV[3..] fates: '+<k>:id' (leaves for lane k) or '-id' (leaves).
+# bells, KEYS[3+2m] dlq_moves; ARGV[1] n, ARGV[2] m, ARGV[3..] fates: '+<k>:id' (leaves for lane k) or '-id' (leaves).
 # Pops the n oldest ids. Those with a fate leave (a '+' id is pushed to its lane once); the others go
 # back at the new end in their order. A '+' id not among them is pushed anyway: PostgreSQL has
 # already queued its job. Returns how many ids left the list.
@@ -46,6 +46,7 @@ for i = 3, #ARGV do
   end
 end
 local taken = redis.call('RPOP', KEYS[1], tonumber(ARGV[1])) or {}
+redis.call('INCR', KEYS[3 + 2 * m])
 local keep, push, left = {}, {}, 0
 local function queue(id)
   local k = lane[id]
@@ -137,7 +138,7 @@ class DeadLetters(Part):
         index = {lane: k for k, lane in enumerate(table, start=1)}
         fates = [f"+{index[lane]}:{i}" for i, lane in lanes.items()] + [f"-{i}" for i in away]
         return int(await self._take_oldest(
-            keys=[keys.DLQ, keys.LANES, *table, *(keys.lane_bell(lane) for lane in table)],
+            keys=[keys.DLQ, keys.LANES, *table, *(keys.lane_bell(lane) for lane in table), keys.DLQ_MOVES],
             args=[min(n, CHUNK), len(table), *fates]))
 
     @bounded
@@ -147,5 +148,6 @@ class DeadLetters(Part):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.llen(keys.DLQ)
             pipe.unlink(keys.DLQ)
-            n, _ = await pipe.execute()
+            pipe.incr(keys.DLQ_MOVES)
+            n, _, _ = await pipe.execute()
         return int(n)

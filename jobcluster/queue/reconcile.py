@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -20,14 +21,17 @@ DEAD_CHUNK = 500
 #: Ids per LRANGE when reading ``dlq_tasks`` whole.
 DEAD_READ = 1000
 
-# KEYS[1] dlq_tasks; ARGV[1] how long the caller knows the list to be (its length when the caller read it
-# whole, plus what the caller pushed since), ARGV[2..] ids it found missing then, oldest first. Only the
-# entries pushed to the head since (by workers) are searched, so a rebuild after a loss stays linear.
+# KEYS[1] dlq_tasks, KEYS[2] dlq_moves; ARGV[1] how long the caller knows the list to be (its length when
+# the caller read it whole, plus what the caller pushed since; 0: search it all), ARGV[2] dlq_moves then
+# ('' : do not check), ARGV[3..] ids it found missing then, oldest first. Only the entries pushed to the
+# head since (by workers) are searched, so a rebuild after a loss stays linear; that holds only while no
+# retry or purge took ids out or rotated the list, so a changed dlq_moves pushes nothing and returns -1.
 # Returns how many were pushed.
 _RESTORE_DEAD_SINCE = """
+if ARGV[2] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return -1 end
 local fresh = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
 local pushed = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if fresh <= 0 or not redis.call('LPOS', KEYS[1], ARGV[i], 'MAXLEN', fresh) then
     redis.call('LPUSH', KEYS[1], ARGV[i])
     pushed = pushed + 1
@@ -91,6 +95,15 @@ return out
 Waiting = tuple[str, int, str]
 
 
+@dataclass
+class DeadLettersSeen:
+    """``dlq_tasks`` as one read saw it: its ids, its length (plus what was pushed since) and ``dlq_moves``."""
+
+    held: set[str]
+    length: int
+    moves: str
+
+
 class Reconcile(Part):
     """Every id Redis holds, restoring missing ones, and the mark that says Redis kept its data."""
 
@@ -120,25 +133,38 @@ class Reconcile(Part):
         return [job_id for job_id, at in zip(job_ids, found) if at is None]
 
     @bounded
-    async def dead_letters_read(self) -> tuple[set[str], int]:
-        """Every id in ``dlq_tasks`` and the list's length then, for :meth:`restore_dead_since`."""
-        held: set[str] = set()
-        length = 0
-        while True:
-            page = cast(list[str], await self.redis.lrange(keys.DLQ, -length - DEAD_READ, -length - 1))
-            held.update(page)
-            length += len(page)
-            if len(page) < DEAD_READ:
-                return held, length
+    async def dead_letters_read(self, tries: int = 3) -> DeadLettersSeen | None:
+        """Every id in ``dlq_tasks``, read in pages from its oldest end, for :meth:`restore_dead_since`;
+        None when a retry or purge kept moving the list (``dlq_moves`` changed) during ``tries`` reads:
+        pages of a list being rotated skip ids, which would then look missing."""
+        for _ in range(tries):
+            moves = cast(str | None, await self.redis.get(keys.DLQ_MOVES)) or "0"
+            held: set[str] = set()
+            length = 0
+            while True:
+                page = cast(list[str], await self.redis.lrange(keys.DLQ, -length - DEAD_READ, -length - 1))
+                held.update(page)
+                length += len(page)
+                if len(page) < DEAD_READ:
+                    break
+            if (cast(str | None, await self.redis.get(keys.DLQ_MOVES)) or "0") == moves:
+                return DeadLettersSeen(held, length, moves)
+        return None
 
     @bounded
-    async def restore_dead_since(self, job_ids: Sequence[str], known: int) -> int:
-        """LPUSH to ``dlq_tasks`` these ids, which it lacked when it was ``known`` long, unless one was
-        pushed since (checked atomically among the newest entries only). Returns how many were pushed."""
+    async def restore_dead_since(self, job_ids: Sequence[str], seen: DeadLettersSeen) -> int | None:
+        """LPUSH to ``dlq_tasks`` these ids, which it lacked when ``seen`` was read, unless one was pushed
+        since (checked atomically among the newest entries only). Returns how many were pushed, or None
+        (pushing no more) once a retry or purge has moved the list since ``seen``: what it lacked then
+        proves nothing now. ``seen.length`` counts the ids pushed here."""
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
-            pushed += int(await self._restore_dead_since(
-                keys=[keys.DLQ], args=[known + pushed, *job_ids[start:start + DEAD_CHUNK]]))
+            done = int(await self._restore_dead_since(
+                keys=[keys.DLQ, keys.DLQ_MOVES], args=[seen.length, seen.moves, *job_ids[start:start + DEAD_CHUNK]]))
+            if done < 0:
+                return None
+            seen.length += done
+            pushed += done
         return pushed
 
     @bounded
@@ -147,7 +173,8 @@ class Reconcile(Part):
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
             # known length 0: every entry counts as new, so the whole list is searched
-            pushed += int(await self._restore_dead_since(keys=[keys.DLQ], args=[0, *job_ids[start:start + DEAD_CHUNK]]))
+            pushed += int(await self._restore_dead_since(keys=[keys.DLQ, keys.DLQ_MOVES],
+                                                         args=[0, "", *job_ids[start:start + DEAD_CHUNK]]))
         return pushed
 
     @bounded

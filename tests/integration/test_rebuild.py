@@ -184,11 +184,22 @@ def test_make_starts_redis_keeps_its_data_through_kill_9(tmp_path):
 
 async def test_a_rebuild_does_not_repeat_a_dead_letter_a_worker_pushed_meanwhile(queue: Queue):
     await queue.redis.lpush(keys.DLQ, "a")
-    held, known = await queue.reconcile.dead_letters_read()
-    assert (held, known) == ({"a"}, 1)
+    seen = await queue.reconcile.dead_letters_read()
+    assert seen is not None and (seen.held, seen.length) == ({"a"}, 1)
     await queue.redis.lpush(keys.DLQ, "b")  # a worker dead-letters b after the rebuild read the list
-    assert await queue.reconcile.restore_dead_since(["b", "c"], known) == 1
+    assert await queue.reconcile.restore_dead_since(["b", "c"], seen) == 1
     assert await queue.redis.lrange(keys.DLQ, 0, -1) == ["c", "b", "a"]
+
+
+async def test_a_rebuild_pushes_nothing_once_a_retry_has_moved_the_list(queue: Queue):
+    """A retry pass rotates dlq_tasks (oldest out at the tail, kept ones back at the head): a read taken
+    before cannot say what is missing. Before dlq_moves, the rebuild pushed ids still in the list."""
+    await queue.redis.lpush(keys.DLQ, "a", "b", "c")
+    seen = await queue.reconcile.dead_letters_read()
+    assert seen is not None and seen.held == {"a", "b", "c"}
+    assert await queue.dead_letters.take_oldest(2, away=["a"]) == 1  # a leaves, b goes back at the head
+    assert await queue.reconcile.restore_dead_since(["b", "x"], seen) is None
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == ["b", "c"]
 
 
 async def test_a_rebuild_does_not_repeat_a_waiting_id_pushed_meanwhile(queue: Queue):
