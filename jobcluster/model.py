@@ -10,7 +10,7 @@ from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
 from typing import Any
 
-from jobcluster import clock
+from jobcluster import clock, keys
 
 
 class Status(StrEnum):
@@ -54,8 +54,8 @@ class InvalidJob(ValueError):
     """A submission that cannot be accepted; the message says what to change."""
 
 
-#: The queue of a job that names none; its Redis list is ``pending_jobs`` (jobcluster.keys.lane).
-DEFAULT_QUEUE = "default"
+#: The queue of a job that names none (its Redis list is ``pending_jobs``): defined with the lanes.
+DEFAULT_QUEUE = keys.DEFAULT_QUEUE
 MAX_PRIORITY = 9
 MAX_CONSTRAINTS = 16
 MAX_CONCURRENCY_KEY_CHARS = 128
