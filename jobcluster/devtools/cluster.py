@@ -334,6 +334,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         processing = sum(r.llen(k) for k in r.scan_iter(keys.PROCESSING_PREFIX + "*"))
         _say(f"  queues: {keys.PENDING}={r.llen(keys.PENDING)} processing={processing} "
              f"{keys.DELAYED}={r.zcard(keys.DELAYED)} {keys.DLQ}={r.llen(keys.DLQ)}")
+        others = {lane: r.llen(lane) for lane in sorted(cast(set[str], r.smembers(keys.LANES))) if lane != keys.PENDING}
+        if any(others.values()):  # queues, priorities, constraints: only the lanes holding ids
+            _say("  lanes: " + " ".join(f"{lane}={n}" for lane, n in others.items() if n))
         now = time.time() * 1000
         for wid, beat in cast(list[tuple[str, float]], r.zrange(keys.WORKERS, 0, -1, withscores=True)):
             _say(f"  worker {wid}: last heartbeat {(now - beat) / 1000:.1f}s ago")
