@@ -45,7 +45,7 @@ log = logging.getLogger("server")
 #: How often busy jobs are read from PostgreSQL, and running jobs' live output from Redis (seconds).
 POLL_INTERVAL = 0.2
 #: A job is busy (read every POLL_INTERVAL, not notified) this long after it changed (seconds).
-HOT_FOR = 5.0
+HOT_FOR = 30.0
 #: A PENDING job is busy from this long before it comes due (seconds).
 HOT_LEAD = 1.0
 #: How often every watched job is read again even without a notification (seconds).

@@ -8,7 +8,8 @@ Private Redis, PostgreSQL (fsync on) and etcd in a temporary directory, one serv
 
 - ``none``: no stream open;
 - ``idle``: ``--streams`` streams open on as many other jobs that do not change (delayed an hour),
-  through the whole run: what watchers cost everyone else;
+  opened HOT_FOR + 2 s before the run (so the hub has found them quiet) and open through it:
+  what idle watchers cost everyone else;
 - ``run``: ``--streams`` streams on ``--streams`` of the run's own jobs, each open from before the run
   until its job ends (the jobs are submitted delayed, the streams opened, then the clock starts at
   their due time; ``none`` and ``idle`` are timed the same way).
@@ -37,6 +38,7 @@ from bench_jobcluster import BATCH, JobclusterBench, Measure
 from jobcluster.devtools import services as svc
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from scheduler_server.watch import HOT_FOR
 
 #: Jobs are due this long after the submit started, so the streams are open before any runs.
 LEAD = 12.0
@@ -59,21 +61,30 @@ async def _watch(stub: pb_grpc.JobServiceStub, job_id: str, first: asyncio.Event
             counter[0] += 1
 
 
+def _open(stubs: list[pb_grpc.JobServiceStub], job_ids: list[str], firsts: list[asyncio.Event]) -> list[asyncio.Task[None]]:
+    """A stream on each job (``firsts`` gets an event for each, set by its first message)."""
+    counter = [0]
+    firsts += [asyncio.Event() for _ in job_ids]
+    return [asyncio.create_task(_watch(stubs[i % len(stubs)], j, firsts[i], counter)) for i, j in enumerate(job_ids)]
+
+
 async def timed_run(m: Measure, stubs: list[pb_grpc.JobServiceStub], jobs: int, streams: int, mode: str) -> float:
     """Seconds from the jobs' due time to the last one done, with ``streams`` open as ``mode`` says."""
     await m.reset()
     stub = stubs[0]
     due_ms = int((time.time() + LEAD) * 1000)
     watched: list[str] = []
-    if mode == "idle":
+    idle: list[asyncio.Task[None]] = []
+    if mode == "idle":  # open first, and let the hub find them quiet (HOT_FOR) before the run is submitted
         watched = await _submit(stub, streams, int((time.time() + 3600) * 1000))
+        idle = _open(stubs, watched, [])
+        await asyncio.sleep(HOT_FOR + 2)
+        due_ms = int((time.time() + LEAD) * 1000)
     ids = await _submit(stub, jobs, due_ms)
     if mode == "run":
         watched = ids[:streams]
-    counter = [0]
-    firsts = [asyncio.Event() for _ in watched]
-    tasks = [asyncio.create_task(_watch(stubs[i % len(stubs)], j, firsts[i], counter))
-             for i, j in enumerate(watched)]
+    firsts: list[asyncio.Event] = []
+    tasks = idle or _open(stubs, watched, firsts)
     try:
         await asyncio.gather(*(e.wait() for e in firsts))
         left = due_ms / 1000 - time.time()
