@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from jobcluster import keys
@@ -102,19 +102,24 @@ class JobRpcs(Servicer):
                                             return_exceptions=True)
         stored = [s for s in outcomes if isinstance(s, Submitted)]
         try:
-            fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
-                     for s in stored if s.inserted]
-            if fresh:
-                await self.queue.jobs.enqueue_many(fresh)
-            for s in stored:
-                if not s.inserted and s.status is Status.QUEUED:
-                    # A retried submit: the first try may have died between INSERT and push.
-                    await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
+            await self._push(stored)
         except REDIS_ERRORS as exc:
             self.unpushed.remember(s.job_id for s in stored)
             return [stored_not_queued(f"job {s.job_id} is", RESUBMIT, exc) if isinstance(s, Submitted) else s
                     for s in outcomes]
         return outcomes
+
+    async def _push(self, stored: Sequence[Submitted]) -> None:
+        """Stored jobs into Redis, each in its lane: the new ones in one round trip (delayed ones to
+        ``delayed_jobs``); a QUEUED one that was already there (a retried submit, found by its idempotency
+        key) is pushed unless Redis holds it, since the first try may have died between INSERT and push."""
+        fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
+                 for s in stored if s.inserted]
+        if fresh:
+            await self.queue.jobs.enqueue_many(fresh)
+        for s in stored:
+            if not s.inserted and s.status is Status.QUEUED:
+                await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
 
     @rpc
     async def SubmitJobs(self, request: pb.JobBatch, context: Context) -> pb.JobBatchResponse:
@@ -132,14 +137,7 @@ class JobRpcs(Servicer):
         results = await self.store.jobs.insert_many(specs, self.address)
         async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency keys",
                             self.unpushed, [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)]):
-            fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
-                     for s in results if s.inserted]
-            if fresh:
-                await self.queue.jobs.enqueue_many(fresh)
-            for s in results:
-                if not s.inserted and s.status is Status.QUEUED:
-                    # A retried batch: the first try may have died between INSERT and push.
-                    await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
+            await self._push(results)
         log.info("batch of %d job(s) accepted", len(results))
         return pb.JobBatchResponse(jobs=[_accepted(s) for s in results])
 
