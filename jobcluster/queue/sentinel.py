@@ -9,9 +9,11 @@ ConnectionError. What we add:
   connection and raise a ConnectionError as well, so the next try asks the
   sentinels again: ``UNBLOCKED`` (Redis ends a blocked BLMOVE when its server
   turns into a replica), ``MASTERDOWN`` and ``NOREPLICAS``;
-- each sentinel is asked within :data:`SENTINEL_TIMEOUT`: our connections have
-  no socket timeout (see :mod:`.base`), and one sentinel cut off by a partition
-  must not hold up the question to the next one;
+- every sentinel is asked at once, each within :data:`SENTINEL_TIMEOUT` (our
+  connections have no socket timeout, see :mod:`.base`, and one sentinel cut off
+  by a partition must not hold up the answer), and the healthy answer with the
+  highest ``config-epoch`` wins: a sentinel that has not yet heard of a failover
+  names the demoted primary for seconds;
 - the pool asks the sentinels again every second while it is used: a primary
   demoted alive (a manual failover, a healed partition) keeps taking writes
   for up to ~10 s, until the sentinels turn it into a replica, and redis-py
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -119,23 +121,35 @@ class Sentinels(Sentinel):
     """The sentinels, each asked within :data:`SENTINEL_TIMEOUT`."""
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
-        """The primary's (host, port) by the first sentinel that sees a healthy one; MasterNotFoundError if none."""
+        """The primary's (host, port): every sentinel is asked at once, and of those that see a healthy
+        primary, the one with the newest configuration (highest ``config-epoch``) is believed.
+        MasterNotFoundError if none. Believing the first answer would follow a sentinel that has not yet
+        heard of a failover the others made, and keep writing to the demoted primary for seconds."""
+        answers = await asyncio.gather(*(self._ask(sentinel) for sentinel in self.sentinels))
+        best: dict[str, Any] | None = None
         failures = []
-        for number, sentinel in enumerate(self.sentinels):
-            try:
-                async with asyncio.timeout(SENTINEL_TIMEOUT):
-                    masters = await sentinel.sentinel_masters()
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-                failures.append(f"{_where(sentinel)}: {exc or type(exc).__name__}")
+        for sentinel, masters in zip(self.sentinels, answers):
+            if isinstance(masters, BaseException):
+                failures.append(f"{_where(sentinel)}: {masters or type(masters).__name__}")
                 continue
             state = masters.get(service_name)
             if state and self.check_master_state(state, service_name):
-                # Ask this one first next time (as redis-py does).
-                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
-                return str(state["ip"]), int(state["port"])
+                if best is None or int(state.get("config-epoch", 0)) > int(best.get("config-epoch", 0)):
+                    best = state
+                continue
             failures.append(f"{_where(sentinel)}: " + (f"primary {state['ip']}:{state['port']} is down" if state
                                                         else f"no primary named {service_name!r}"))
-        raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r} ({'; '.join(failures)})")
+        if best is None:
+            raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r} ({'; '.join(failures)})")
+        return str(best["ip"]), int(best["port"])
+
+    @staticmethod
+    async def _ask(sentinel: aioredis.Redis) -> dict[str, Any] | BaseException:
+        try:
+            async with asyncio.timeout(SENTINEL_TIMEOUT):
+                return cast(dict[str, Any], await sentinel.sentinel_masters())
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+            return exc
 
 
 def _where(client: aioredis.Redis) -> str:
