@@ -90,6 +90,8 @@ class Reconcile:
                 return
 
     async def still_dead(self, ids: list[str]) -> list[str]:
-        """Those of these jobs that are still dead letters (FAILED, not purged)."""
+        """Those of these jobs that are still dead letters (FAILED, not purged), in the order given (the
+        order they died in: the rows come back in any order, and dlq_tasks keeps the order of deaths)."""
         rows = await self.pool.fetch(Q["still_dead"], [uuid.UUID(i) for i in ids])
-        return [str(r["id"]) for r in rows if r["status"] == Status.FAILED.value and not r["purged"]]
+        dead = {str(r["id"]) for r in rows if r["status"] == Status.FAILED.value and not r["purged"]}
+        return [i for i in ids if i in dead]

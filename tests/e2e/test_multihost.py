@@ -66,6 +66,15 @@ def test_partition_heal_quorum_loss_and_host_kill_lose_no_job_and_run_none_twice
     assert not ours(proc.pid), "namespaces left behind"
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie: a killed child the script did not wait for stays a zombie here (this
+    sandbox's pid 1 reaps no orphans), holding nothing but its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.timeout(90)
 def test_sigterm_mid_start_leaves_no_namespace_or_process() -> None:
     proc = subprocess.Popen([sys.executable, SCRIPT, "--short"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -85,7 +94,7 @@ def test_sigterm_mid_start_leaves_no_namespace_or_process() -> None:
         shutil.rmtree(kept.group(1), ignore_errors=True)
     assert proc.returncode != 0
     assert not ours(proc.pid), out
-    alive = [pid for pid in inside if Path(f"/proc/{pid}").exists()]
+    alive = [pid for pid in inside if _running(pid)]
     assert not alive, f"processes left running: {alive}\n{out}"
 
 
