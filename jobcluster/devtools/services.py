@@ -179,6 +179,21 @@ def _give_to_postgres(*paths: Path) -> None:
             shutil.chown(path, "postgres", "postgres")
 
 
+def _wait_accepting(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
+    """Until PostgreSQL accepts connections: its port opens before it has finished starting up (crash
+    recovery of an old data directory), when a connection gets "the database system is starting up"."""
+    ready = _need("pg_isready", "postgresql")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"postgresql exited with {proc.returncode} at start; see {log_path}:\n"
+                               + _tail(log_path))
+        if subprocess.run([ready, "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0:
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"postgresql on port {port} did not accept connections within {timeout:g}s; see {log_path}")
+
+
 def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = False,
                    database: str = "jobcluster", timeout: float = 60.0,
                    settings: dict[str, str] | None = None, login: Login | None = None) -> Service:
@@ -209,6 +224,7 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
         cmd += ["-c", f"{key}={value}"]
     proc = _spawn(cmd, log_path, detach, as_postgres=True)
     _wait_port("postgresql", proc, port, log_path, timeout)
+    _wait_accepting(proc, port, log_path, timeout)
     if login is not None:
         try:
             asyncio.run(lockdown.ensure_pg_role(data_dir, port, login.user, login.password, database))
