@@ -5,14 +5,17 @@ root, jobs run as JOB_USER), measured through the public gRPC API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -155,32 +158,40 @@ class Measure:
         return Latency(pct(waits, 0.5), pct(waits, 0.99))
 
 
-async def measure_round(bench: JobclusterBench, tag: str, jobs: int, stored_jobs: int, inflight: int,
-                        rate: int, rate_jobs: int) -> dict[str, Any]:
-    """One round: submissions alone (no workers), then with two workers end to end and the start latency."""
+@contextlib.asynccontextmanager
+async def warmed(bench: JobclusterBench, inflight: int) -> AsyncIterator[tuple[Measure, grpc.aio.Channel]]:
+    """A Measure on fresh connections to the bench's server, PostgreSQL and Redis, with the server's
+    pools and the channel warmed by 100 submissions and the jobs table emptied again."""
     pg = await asyncpg.connect(bench.dsn)
     r = aioredis.Redis.from_url(bench.redis_url)
     try:
         async with open_aio_channel(bench.address) as channel:
             m = Measure(bench, pb_grpc.JobServiceStub(channel), pg, r)
             await m.reset()
-            await m.submit_singles(100, inflight)  # warm the server's pools and the channel
+            await m.submit_singles(100, inflight)
             await m.reset()
-            submit, lat = await m.submit_singles(jobs, inflight)
-            await m.reset()
-            stored = await m.submit_batches(stored_jobs)
-            await m.reset()
-            await m.wait_workers(bench.start_workers(tag))
-            try:
-                single = await m.end_to_end(jobs, "single", inflight)
-                batched = await m.end_to_end(jobs, "batched", inflight)
-                start = await m.start_latency(rate, rate_jobs)
-            finally:
-                bench.stop_workers()
-            await m.reset()
+            yield m, channel
     finally:
         await pg.close()
         await r.aclose()
+
+
+async def measure_round(bench: JobclusterBench, tag: str, jobs: int, stored_jobs: int, inflight: int,
+                        rate: int, rate_jobs: int) -> dict[str, Any]:
+    """One round: submissions alone (no workers), then with two workers end to end and the start latency."""
+    async with warmed(bench, inflight) as (m, _):
+        submit, lat = await m.submit_singles(jobs, inflight)
+        await m.reset()
+        stored = await m.submit_batches(stored_jobs)
+        await m.reset()
+        await m.wait_workers(bench.start_workers(tag))
+        try:
+            single = await m.end_to_end(jobs, "single", inflight)
+            batched = await m.end_to_end(jobs, "batched", inflight)
+            start = await m.start_latency(rate, rate_jobs)
+        finally:
+            bench.stop_workers()
+        await m.reset()
     return {"jc_single": single, "jc_batched": batched, "jc_submit": submit,
             "jc_submit_lat": Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), "jc_stored": stored,
             "jc_start": start}
@@ -232,35 +243,25 @@ async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, in
     """Submissions alone, no workers (`bench.py --submit-only`): SubmitJob ``inflight`` at a time (rate,
     latency in ms) and SubmitJobs of 1,000 (jobs stored per second), and with ``cpu`` the CPU per call
     and per stored job, and per Health.Check call at the same concurrency (the floor of a call)."""
-    pg = await asyncpg.connect(bench.dsn)
-    r = aioredis.Redis.from_url(bench.redis_url)
-    try:
-        async with open_aio_channel(bench.address) as channel:
-            m = Measure(bench, pb_grpc.JobServiceStub(channel), pg, r)
-            await m.reset()
-            await m.submit_singles(100, inflight)  # warm the server's pools and the channel
-            await m.reset()
-            floor = ""
-            if cpu:  # the cost of any unary call on this server: Health.Check, no store behind it
-                health = health_pb2_grpc.HealthStub(channel)
-                cpu.mark()
-                todo = iter(range(jobs))
+    async with warmed(bench, inflight) as (m, channel):
+        floor = ""
+        if cpu:  # the cost of any unary call on this server: Health.Check, no store behind it
+            health = health_pb2_grpc.HealthStub(channel)
+            cpu.mark()
+            todo = iter(range(jobs))
 
-                async def check() -> None:
-                    for _ in todo:
-                        await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
-                await asyncio.gather(*(check() for _ in range(inflight)))
-                floor = cpu.per(jobs)
-                cpu.mark()
-            submit, lat = await m.submit_singles(jobs, inflight)
-            per_call = cpu.per(jobs) if cpu else ""
-            await m.reset()
-            if cpu:
-                cpu.mark()
-            stored = await m.submit_batches(stored_jobs)
-            per_job = cpu.per(stored_jobs) if cpu else ""
-            await m.reset()
-    finally:
-        await pg.close()
-        await r.aclose()
+            async def check() -> None:
+                for _ in todo:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+            await asyncio.gather(*(check() for _ in range(inflight)))
+            floor = cpu.per(jobs)
+            cpu.mark()
+        submit, lat = await m.submit_singles(jobs, inflight)
+        per_call = cpu.per(jobs) if cpu else ""
+        await m.reset()
+        if cpu:
+            cpu.mark()
+        stored = await m.submit_batches(stored_jobs)
+        per_job = cpu.per(stored_jobs) if cpu else ""
+        await m.reset()
     return submit, Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), stored, per_call, per_job, floor
