@@ -82,10 +82,17 @@ run-webui: deps
 
 # Celery side by side with jobcluster (make start's defaults) on private services, ROUNDS interleaved rounds,
 # each goal of issue 11 beside its figure. Installs celery into .venv when missing (bench only).
+# SCALE=1: instead, the same figures empty and with 1,000,000 finished + 100,000 queued jobs stored,
+# dead-letter operations on 100,000 entries, reconciliation's cost and memory (scripts/bench_scale.py).
 ROUNDS ?= 3
+SCALE ?=
 bench: deps
+ifeq ($(SCALE),1)
+	$(PY) scripts/bench.py --scale
+else
 	@$(PY) -c "import celery, packaging" 2>/dev/null || $(PY) -m pip install -q celery packaging
 	$(PY) scripts/bench.py --rounds $(ROUNDS)
+endif
 
 # systemd units for real hosts (docs/deploy.md), for this checkout's .venv, written to OUT.
 OUT ?= .run/systemd

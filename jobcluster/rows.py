@@ -163,11 +163,13 @@ class WaitingJob:
     status: Status          # as stored
     due_ms: int
     lane: str = keys.PENDING  # its Redis list (jobcluster.keys.lane of its routing)
+    changed_at: dt.datetime | None = None  # its updated_at, when the query read it
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> WaitingJob:
         return cls(job_id=str(r["id"]), status=Status(r["status"]), due_ms=ms(r["not_before"]),
-                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]))
+                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]),
+                   changed_at=r.get("updated_at"))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from jobcluster.queue import Queue
 from jobcluster.queue.reconcile import Waiting
 from jobcluster.rows import WaitingJob
 from jobcluster.store import Store
+from jobcluster.store.reconcile import WaitingCursor
 
 log = logging.getLogger("server")
 
@@ -35,6 +36,13 @@ SCAN_LIMIT = 10_000
 _LPOS_AT_MOST = 20
 #: Dead letters per PostgreSQL page when rebuilding ``dlq_tasks``.
 DEAD_PAGE = 5000
+#: Waiting jobs a reconciliation pass reads from PostgreSQL (one keyset page).
+WAITING_PAGE = 5000
+#: Most waiting jobs the leader remembers as seen in Redis; past that it starts remembering afresh.
+MAX_SEEN = 200_000
+#: However still the queue, every waiting job is looked for in Redis again this often (seconds): an id
+#: taken out of Redis by hand, with its data kept, comes back within this (plus a cycle of pages).
+FORGET_SEEN_EVERY = 600.0
 
 
 class Unpushed:
@@ -110,6 +118,56 @@ async def _restore(queue: Queue, jobs: list[WaitingJob]) -> int:
 def _waiting(w: WaitingJob) -> Waiting:
     """How reconciliation puts a waiting job back: its id, when it is due (0: now), its lane."""
     return w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane
+
+
+class WaitingCheck:
+    """The leader's reconciliation of waiting jobs while Redis keeps its data (the ``reconciled`` mark is
+    there): ids it lost by other means (a Sentinel failover dropping the last writes, a server dead between
+    its INSERT and its push) are pushed again.
+
+    Each pass reads the next WAITING_PAGE waiting jobs unchanged for RECONCILE_AFTER, from a cursor that
+    cycles through all of them in (last change, id) order, so every waiting job is looked at however long
+    the queue. It reads what Redis holds (every lane, paged) only when the page has a job not seen there
+    since its last change: a long backlog that stands still costs one PostgreSQL page a pass and nothing
+    in Redis; a queue that moves costs one read of Redis a pass, paged. Jobs seen are remembered (at most
+    MAX_SEEN, all forgotten every FORGET_SEEN_EVERY)."""
+
+    def __init__(self) -> None:
+        self._after: WaitingCursor | None = None
+        self._seen: dict[str, dt.datetime | None] = {}
+        self._forget_at = time.monotonic() + FORGET_SEEN_EVERY
+        self.redis_reads = 0  # passes that read what Redis holds (tests and the bench look)
+
+    def restart(self) -> None:
+        """A new term: look at every waiting job again."""
+        self._after = None
+        self._seen.clear()
+
+    async def run(self, store: Store, queue: Queue, unchanged_for: float) -> int:
+        """One pass; returns how many ids were pushed again."""
+        if time.monotonic() >= self._forget_at or len(self._seen) > MAX_SEEN:
+            self._seen.clear()
+            self._forget_at = time.monotonic() + FORGET_SEEN_EVERY
+        page, self._after = await store.reconcile.waiting_after(unchanged_for, self._after, WAITING_PAGE)
+        unseen = [w for w in page if w.job_id not in self._seen or self._seen[w.job_id] != w.changed_at]
+        if not unseen:
+            return 0
+        self.redis_reads += 1
+        held, known = await queue.reconcile.held_and_lengths()
+        self._seen.update((w.job_id, w.changed_at) for w in unseen if w.job_id in held)
+        missing = [w.job_id for w in unseen if w.job_id not in held]
+        if not missing:
+            return 0
+        # Read again after looking at Redis: a job finished meanwhile is no longer waiting. Restored against
+        # that read: each id is searched only among what each lane got since (linear, however long).
+        again = await store.reconcile.still_waiting(missing)
+        pushed, _ = await queue.reconcile.restore_since([_waiting(w) for w in again], known)
+        back = {w.job_id for w in again}  # each pushed now, or found pushed meanwhile: in Redis either way
+        self._seen.update((w.job_id, w.changed_at) for w in unseen if w.job_id in back)
+        if pushed:
+            log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
+                        pushed)
+        return pushed
 
 
 async def rebuild_waiting(store: Store, queue: Queue) -> int:

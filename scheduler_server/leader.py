@@ -25,7 +25,7 @@ from jobcluster.recovery import recover_worker
 from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
-from scheduler_server.healer import rebuild_waiting, reconcile_dead_letters
+from scheduler_server.healer import WaitingCheck, rebuild_waiting, reconcile_dead_letters
 from scheduler_server.retention import Expiry
 
 log = logging.getLogger("leader")
@@ -33,7 +33,6 @@ log = logging.getLogger("leader")
 #: How often the leader runs its steps (seconds).
 TICK = 0.5
 #: Most jobs one reconciliation pass looks at.
-RECONCILE_BATCH = 5000
 
 
 def choose_dead_workers(*, now_ms: int, beats: Mapping[str, int], holders: Set[str], dead_after: float,
@@ -95,6 +94,7 @@ class Leader:
         self._healthy_since: float | None = None   # see healthy_since()
         self._last_read = 0.0
         self._next_reconcile = 0.0
+        self.waiting_check = WaitingCheck()
         self._outage_logged = False
         self.terms = 0
         self.expiry = Expiry(settings.job_retention, store)
@@ -117,6 +117,7 @@ class Leader:
             self._missing_since.clear()
             self._healthy_since = None
             self._next_reconcile = 0.0
+            self.waiting_check.restart()
             log.info("leader term %d: running cron, cleanup, reconciliation", token)
             await self._term(token)
 
@@ -244,24 +245,8 @@ class Leader:
         kept = await self.queue.reconcile.kept_data()
         unchanged_for = self.settings.reconcile_after if kept else 0.0
         if kept:
-            await self._reconcile_waiting(unchanged_for)
+            await self.waiting_check.run(self.store, self.queue, unchanged_for)
         else:
             await rebuild_waiting(self.store, self.queue)
+            self.waiting_check.restart()
         await reconcile_dead_letters(self.store, self.queue, unchanged_for, kept=kept)
-
-    async def _reconcile_waiting(self, unchanged_for: float) -> None:
-        waiting = await self.store.reconcile.waiting(unchanged_for, RECONCILE_BATCH)
-        if not waiting:
-            return
-        held, known = await self.queue.reconcile.held_and_lengths()
-        missing = [w.job_id for w in waiting if w.job_id not in held]
-        if not missing:
-            return
-        # Read again after looking at Redis: a job finished meanwhile is no longer waiting. Restored against
-        # that read: each id is searched only among what each lane got since (linear, however long).
-        again = await self.store.reconcile.still_waiting(missing)
-        pushed, _ = await self.queue.reconcile.restore_since(
-            [(w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane) for w in again], known)
-        if pushed:
-            log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
-                        pushed)

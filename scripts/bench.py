@@ -21,6 +21,7 @@ only within one run.
 
     .venv/bin/python scripts/bench.py [--rounds 3] [--jobs 2000]     (make bench ROUNDS=3)
     .venv/bin/python scripts/bench.py --submit-only                  (SubmitJob alone, SubmitJobs stored)
+    .venv/bin/python scripts/bench.py --scale                        (make bench SCALE=1: scripts/bench_scale.py)
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ try:
     import celery
     from bench_celery import CeleryBench
 except ImportError as exc:  # bench-only: make bench installs it; --submit-only runs without
-    if "--submit-only" not in sys.argv:
+    if "--submit-only" not in sys.argv and "--scale" not in sys.argv:
         raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or "
                          f"`{sys.executable} -m pip install celery packaging`") from None
 
 from bench_engines import ceilings, lines
 from bench_jobcluster import Cpu, JobclusterBench, measure_round, measure_submit
+from bench_scale import run_scale
 
 
 def _cpu() -> str:
@@ -104,6 +106,28 @@ def submit_only(args: argparse.Namespace) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def scale(args: argparse.Namespace) -> int:
+    """`make bench SCALE=1` (scripts/bench_scale.py): empty, then with a long history."""
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
+    os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it
+    jc: JobclusterBench | None = None
+    try:
+        with svc.private_services(root) as started:
+            jc = JobclusterBench(root, started)
+            jc.start_server()
+            when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+            print(f"make bench SCALE=1 on {os.cpu_count()} cores ({_cpu()}), {when}; load average "
+                  f"{os.getloadavg()[0]:.1f}; logs in {root}", flush=True)
+            print(asyncio.run(run_scale(jc, args.jobs, args.inflight, args.finished, args.queued, args.dead,
+                                        args.reconcile_seconds)))
+            print(f"(load average at the end {os.getloadavg()[0]:.1f})")
+            return 0
+    finally:
+        if jc is not None:
+            jc.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -115,10 +139,20 @@ def main() -> int:
     p.add_argument("--no-engines", action="store_true", help="skip pgbench and redis-benchmark at the end")
     p.add_argument("--submit-only", action="store_true",
                    help="only SubmitJob alone and SubmitJobs stored, each round (no Celery, no workers)")
+    p.add_argument("--scale", action="store_true",
+                   help="flat as it grows (make bench SCALE=1): empty, then with --finished and --queued "
+                        "jobs stored, and dead-letter operations on --dead entries")
+    p.add_argument("--finished", type=int, default=1_000_000, help="--scale: finished jobs in the history")
+    p.add_argument("--queued", type=int, default=100_000, help="--scale: jobs waiting in a lane no worker serves")
+    p.add_argument("--dead", type=int, default=100_000, help="--scale: dead letters for the DLQ operations")
+    p.add_argument("--reconcile-seconds", type=float, default=12.0,
+                   help="--scale: how long to watch the leader's reconciliation cost Redis")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # a killed bench still stops what it started
     if args.submit_only:
         return submit_only(args)
+    if args.scale:
+        return scale(args)
 
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it

@@ -20,6 +20,9 @@ from jobcluster.queue.lanes import RING
 DEAD_CHUNK = 500
 #: Ids per LRANGE when reading ``dlq_tasks`` whole.
 DEAD_READ = 1000
+#: Ids per LRANGE / ZRANGE when reading every id Redis holds: a page of 10,000 costs Redis about 2 ms,
+#: so a queue of 100,000 is read without blocking it for long.
+HELD_READ = 10_000
 
 # KEYS[1] dlq_tasks, KEYS[2] dlq_moves; ARGV[1] how long the caller knows the list to be (its length when
 # the caller read it whole, plus what the caller pushed since; 0: search it all), ARGV[2] dlq_moves then
@@ -184,18 +187,35 @@ class Reconcile(Part):
 
     @bounded
     async def held_and_lengths(self) -> tuple[set[str], dict[str, int]]:
-        """Like :meth:`held_ids`, with the length each lane had when read (for :meth:`restore_since`)."""
+        """Like :meth:`held_ids`, with how many ids each lane had when read (for :meth:`restore_since`).
+
+        Read HELD_READ ids per command from each list's head (where ids are pushed, so a push meanwhile
+        only makes an id be read twice, and a take from the tail moves nothing that is still to be read)."""
         held: set[str] = set()
         lengths: dict[str, int] = {}
         registry = cast(set[str], await self.redis.smembers(keys.LANES))
         for lane in [keys.PENDING, *sorted(registry)]:
-            ids = cast(list[str], await self.redis.lrange(lane, 0, -1))  # decode_responses=True: str
-            held.update(ids)
-            lengths[lane] = len(ids)
-        held.update(cast(list[str], await self.redis.zrange(keys.DELAYED, 0, -1)))
+            lengths[lane] = await self._read_list(lane, held)
+        start = 0
+        while True:
+            page = cast(list[str], await self.redis.zrange(keys.DELAYED, start, start + HELD_READ - 1))
+            held.update(page)
+            start += len(page)
+            if len(page) < HELD_READ:
+                break
         for key in await processing_lists(self.redis):
-            held.update(cast(list[str], await self.redis.lrange(key, 0, -1)))
+            await self._read_list(key, held)
         return held, lengths
+
+    async def _read_list(self, key: str, into: set[str]) -> int:
+        """Add every id of one list to ``into``, a page at a time from its head; returns how many were read."""
+        read = 0
+        while True:
+            page = cast(list[str], await self.redis.lrange(key, read, read + HELD_READ - 1))  # decoded: str
+            into.update(page)
+            read += len(page)
+            if len(page) < HELD_READ:
+                return read
 
     @bounded
     async def restore_since(self, jobs: Sequence[Waiting], known: Mapping[str, int]) -> tuple[int, dict[str, int]]:

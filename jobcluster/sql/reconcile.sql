@@ -1,13 +1,6 @@
 -- Reconciliation: jobs that should be waiting in Redis.
 -- Loaded by jobcluster/store/reconcile.py; each block is one statement.
 
--- name: waiting_jobs
--- Jobs that should be in Redis (QUEUED or PENDING) and have not changed for a while.
-SELECT id, status, not_before, queue, priority, constraints FROM jobs
- WHERE status IN ('QUEUED', 'PENDING') AND updated_at < now() - make_interval(secs => $1)
- ORDER BY updated_at
- LIMIT $2;
-
 -- name: still_waiting
 -- The caller keeps the QUEUED/PENDING ones. No status here: with statistics from before a burst the
 -- planner would take the partial index jobs_waiting_idx and read every waiting job, per call.
@@ -50,7 +43,7 @@ SELECT id, status, not_before, queue, priority, constraints FROM jobs
 
 -- name: waiting_jobs_after
 -- Every waiting job unchanged for $1 seconds, after ($2, $3) in (updated_at, id) order; at most $4.
--- After Redis lost its data the leader pages through them all (jobs_waiting_idx).
+-- The leader's reconciliation pages through them all, a page a pass (jobs_waiting_idx).
 SELECT id, status, not_before, queue, priority, constraints, updated_at FROM jobs
  WHERE status IN ('QUEUED', 'PENDING') AND updated_at < now() - make_interval(secs => $1)
    AND updated_at >= $2 AND (updated_at, id) > ($2, $3)

@@ -22,6 +22,8 @@ Q = load_queries("reconcile.sql")
 _WAITING = (Status.QUEUED.value, Status.PENDING.value)
 #: Before every dead letter, in (updated_at, id) order.
 _START = (dt.datetime.min.replace(tzinfo=dt.timezone.utc), uuid.UUID(int=0))
+#: Where a page of waiting jobs ends: (last change, id) of its last job.
+WaitingCursor = tuple[dt.datetime, uuid.UUID]
 
 
 @dataclass(frozen=True)
@@ -39,20 +41,25 @@ class Reconcile:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def waiting(self, unchanged_for: float, limit: int) -> list[WaitingJob]:
-        """QUEUED/PENDING jobs unchanged for ``unchanged_for`` seconds, oldest change first."""
-        return [WaitingJob.from_record(r) for r in await self.pool.fetch(Q["waiting_jobs"], unchanged_for, limit)]
+    async def waiting_after(self, unchanged_for: float, after: WaitingCursor | None,
+                            limit: int) -> tuple[list[WaitingJob], WaitingCursor | None]:
+        """Up to ``limit`` QUEUED/PENDING jobs unchanged for ``unchanged_for`` seconds that come after
+        ``after`` (None: from the first) in (last change, id) order, with the cursor of the next page
+        (None: this was the last). One keyset query on jobs_waiting_idx."""
+        start = after or _START
+        rows = await self.pool.fetch(Q["waiting_jobs_after"], unchanged_for, start[0], start[1], limit)
+        following = (rows[-1]["updated_at"], rows[-1]["id"]) if len(rows) == limit else None
+        return [WaitingJob.from_record(r) for r in rows], following
 
     async def all_waiting(self, unchanged_for: float, page: int) -> AsyncIterator[list[WaitingJob]]:
         """Every QUEUED/PENDING job unchanged for ``unchanged_for`` seconds, oldest change first, in pages
         of ``page`` (one keyset query each)."""
-        after = _START
+        after: WaitingCursor | None = None
         while True:
-            rows = await self.pool.fetch(Q["waiting_jobs_after"], unchanged_for, after[0], after[1], page)
+            rows, after = await self.waiting_after(unchanged_for, after, page)
             if rows:
-                yield [WaitingJob.from_record(r) for r in rows]
-                after = (rows[-1]["updated_at"], rows[-1]["id"])
-            if len(rows) < page:
+                yield rows
+            if after is None:
                 return
 
     async def still_waiting(self, ids: list[str]) -> list[WaitingJob]:

@@ -20,6 +20,8 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.store import Store
+from jobcluster.queue import reconcile
+from scheduler_server import healer
 from scheduler_server.healer import Unpushed, reconcile_dead_letters
 from scheduler_server.server import SchedulerServer
 from tests.helpers import wait_for
@@ -230,3 +232,27 @@ async def test_many_unpushed_ids_are_pushed_once_each(store: Store, queue: Queue
     unpushed.remember(ids)
     assert await unpushed.heal(store, queue, "nobody:0") == 25
     assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted(ids)
+
+
+async def test_reconciliation_finds_a_lost_id_anywhere_in_a_long_queue_and_reads_redis_only_for_new_jobs(
+        store: Store, queue: Queue, monkeypatch):
+    """The leader's pass (Redis kept its data) cycles through every waiting job a page at a time, and reads
+    Redis only when a page has a job it has not seen there since that job last changed."""
+    monkeypatch.setattr(healer, "WAITING_PAGE", 10)
+    monkeypatch.setattr(reconcile, "HELD_READ", 3)  # every list is read in pages of 3 ids
+    ids = [(await store.jobs.insert(_spec(command="true"), "x")).job_id for _ in range(35)]
+    await queue.redis.lpush(keys.PENDING, *ids)
+    await queue.redis.lrem(keys.PENDING, 0, ids[-1])  # lost: the newest job, on the last page
+    check = healer.WaitingCheck()
+    pushed = [await check.run(store, queue, 0.0) for _ in range(4)]  # pages of 10, 10, 10, 5
+    assert pushed == [0, 0, 0, 1]
+    assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted(ids)
+    assert check.redis_reads == 4
+    assert [await check.run(store, queue, 0.0) for _ in range(8)] == [0] * 8
+    assert check.redis_reads == 4  # a backlog that stands still: PostgreSQL pages only, no Redis read
+    new = (await store.jobs.insert(_spec(command="true"), "x")).job_id  # never pushed (a server died)
+    assert sum([await check.run(store, queue, 0.0) for _ in range(4)]) == 1
+    assert check.redis_reads == 5  # only the page holding the new job read Redis
+    assert new in await queue.redis.lrange(keys.PENDING, 0, -1)
+    held, known = await queue.reconcile.held_and_lengths()
+    assert held == {*ids, new} and known == {keys.PENDING: 36}
