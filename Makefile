@@ -23,6 +23,7 @@ help:
 	@echo "make status | make logs | make stop                         see it, stop it"
 	@echo "make test                                                    run the tests"
 	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json | make run-webui"
+	@echo ".venv/bin/jobcluster --help                                  the command line client"
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -70,8 +71,11 @@ stop-servers:
 run-worker: deps
 	JOB_USER="$$($(PY) -m jobcluster.devtools.cluster job-user)" $(PY) -m worker
 
+# CMD goes to the client as it was typed (quotes, $VARS for the job's shell): through the environment, never
+# through make's or this recipe's shell expansion.
+run-client: export JOBCLUSTER_CMD = $(value CMD)
 run-client: deps
-	$(PY) -m client -cmd "$(CMD)"
+	$(PY) -m client -cmd "$$JOBCLUSTER_CMD"
 
 run-client-servers: deps
 	$(PY) -m client -file "$(FILE)" -servers "$$(paste -sd, .servers 2>/dev/null)"

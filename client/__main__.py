@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import io
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 
@@ -29,16 +32,17 @@ from jobcluster.failover import CALL_TIMEOUT, Channels, Pool, ServerDown
 from jobcluster.limits import MAX_BATCH_BYTES
 from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pbjson import to_dict
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: Most jobs in one SubmitJobs call (the server takes up to 10,000).
 BATCH_JOBS = 1000
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+def build_parser(prog: str = "python -m client", *, mode_required: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group(required=mode_required)
     what.add_argument("-file", "--file", metavar="JOBS_JSON", help="jobs file to submit")
     what.add_argument("-cmd", "--cmd", metavar="COMMAND", help="one shell command to submit")
     what.add_argument("-status", "--status", nargs="+", metavar="ID", help="show these jobs")
@@ -74,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-concurrency-key", "--concurrency-key", default="",
                    help="with -cmd: jobs sharing this key run at most -max-concurrency at once")
     p.add_argument("-max-concurrency", "--max-concurrency", type=int, help="with -cmd: the key's limit")
+    p.add_argument("-json", "--json", action="store_true",
+                   help="print one JSON object on stdout (watch: one per event) instead of text, for scripts")
     p.add_argument("-no-wait", "--no-wait", action="store_true", help="print the ids and exit, do not follow")
     p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
     p.add_argument("-text", "--text", default="", help="with -list: only jobs whose command or name contains this")
@@ -103,7 +109,7 @@ def submit_all(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]
         msg = to_message(entry)
         resp, server = pool.call(lambda stub: stub.SubmitJob(msg, timeout=CALL_TIMEOUT))
         note = " (existing job, same idempotency key)" if resp.duplicate else ""
-        print(f"submitted {resp.job_id} {entry.name or entry.command[:40]!r} via {server}{note}", flush=True)
+        display.say(f"submitted {resp.job_id} {entry.name or entry.command[:40]!r} via {server}{note}")
         submitted.append((resp.job_id, entry))
     return submitted
 
@@ -118,8 +124,8 @@ def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
         if entry.timeout_seconds is not None:
             msg.timeout_seconds = entry.timeout_seconds
         saved, server = pool.call(lambda stub: stub.CreateSchedule(msg, timeout=CALL_TIMEOUT))
-        print(f"schedule {saved.name!r} saved via {server}: {saved.cron!r} ({saved.timezone}), "
-              f"next run {display.when(saved.next_run_ms)}", flush=True)
+        display.say(f"schedule {saved.name!r} saved via {server}: {saved.cron!r} ({saved.timezone}), "
+                    f"next run {display.when(saved.next_run_ms)}")
 
 
 def batches(entries: list[JobEntry], max_jobs: int = BATCH_JOBS,
@@ -149,22 +155,27 @@ def submit_batch(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntr
         resp, server = pool.call(lambda stub: stub.SubmitJobs(batch, timeout=CALL_TIMEOUT))
         for entry, r in zip(chunk, resp.jobs):
             note = " (existing job, same idempotency key)" if r.duplicate else ""
-            print(f"submitted {r.job_id} {entry.name or entry.command[:40]!r} via {server}{note}", flush=True)
+            display.say(f"submitted {r.job_id} {entry.name or entry.command[:40]!r} via {server}{note}")
             submitted.append((r.job_id, entry))
     return submitted
 
 
 def cancel(pool: Pool, ids: list[str]) -> int:
     code = EXIT_OK
+    done: list[pb.JobStatus] = []
     for job_id in ids:
         try:
             job, _ = pool.call(lambda stub: stub.CancelJob(pb.JobId(id=job_id), timeout=CALL_TIMEOUT))
-            print(f"job {job.id} {job.status}")
+            done.append(job)
+            if not display.JSON:
+                print(f"job {job.id} {job.status}")
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise
             print(f"error: {exc.details()}", file=sys.stderr)
             code = EXIT_USAGE
+    if display.JSON:
+        display.emit({"jobs": [to_dict(job) for job in done]})
     return code
 
 
@@ -173,10 +184,14 @@ def dead_letter_command(pool: Pool, args: argparse.Namespace) -> int:
     req = pb.DeadLettersRequest(all=True) if ids == ["all"] else pb.DeadLettersRequest(ids=ids)
     if args.retry_dlq:
         res, _ = pool.call(lambda stub: stub.RetryDeadLetters(req, timeout=CALL_TIMEOUT))
-        print(f"{res.count} job(s) back in the queue: {' '.join(res.ids)}".rstrip(": "))
+        text = f"{res.count} job(s) back in the queue: {' '.join(res.ids)}".rstrip(": ")
     else:
         res, _ = pool.call(lambda stub: stub.PurgeDeadLetters(req, timeout=CALL_TIMEOUT))
-        print(f"{res.count} id(s) removed from dlq_tasks")
+        text = f"{res.count} id(s) removed from dlq_tasks"
+    if display.JSON:
+        display.emit(to_dict(res))
+    else:
+        print(text)
     return EXIT_OK
 
 
@@ -190,7 +205,10 @@ def schedule_command(pool: Pool, args: argparse.Namespace) -> int:
     ref = pb.ScheduleRef(name=name)
     sch, _ = pool.call(lambda stub: getattr(stub, call)(ref, timeout=CALL_TIMEOUT))
     extra = f", next run {display.when(sch.next_run_ms)}" if verb == "resumed" else ""
-    print(f"schedule {sch.name!r} {verb}{extra}")
+    if display.JSON:
+        display.emit(to_dict(sch))
+    else:
+        print(f"schedule {sch.name!r} {verb}{extra}")
     return EXIT_OK
 
 
@@ -232,7 +250,7 @@ def _change(pool: Pool, args: argparse.Namespace, entries: list[JobEntry]) -> in
     if args.run_schedule:
         ref = pb.ScheduleRef(name=args.run_schedule)
         resp, server = pool.call(lambda stub: stub.RunScheduleNow(ref, timeout=CALL_TIMEOUT))
-        print(f"submitted {resp.job_id} (schedule {args.run_schedule}) via {server}", flush=True)
+        display.say(f"submitted {resp.job_id} (schedule {args.run_schedule}) via {server}")
         return [(resp.job_id, None)]
     save_schedules(pool, [e for e in entries if e.cron])
     jobs = [e for e in entries if not e.cron]
@@ -251,14 +269,42 @@ def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int,
         if isinstance(outcome, int):
             return outcome
         if args.no_wait or not outcome:
+            if display.JSON:
+                display.emit({"jobs": [{"id": job_id} for job_id, _ in outcome]})
             return EXIT_OK
-        final = follow(status_pool, [job_id for job_id, _ in outcome])
+        final = follow(status_pool, [job_id for job_id, _ in outcome], out=sys.stderr if display.JSON else sys.stdout)
         display.summary(final)
         return EXIT_OK if all(j.status == Status.SUCCEEDED for j in final) else EXIT_FAILED
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _unknown_flags(argv: list[str], prog: str) -> str:
+    """An error naming the flags of ``argv`` that no mode knows ('' when all are known): argparse itself
+    would first complain that no mode was given, without naming the mistyped flag."""
+    lenient = build_parser(prog, mode_required=False)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # its own errors come again from the real parse
+            _, unknown = lenient.parse_known_args(argv)
+    except SystemExit:
+        return ""
+    flags = [u for u in unknown if u.startswith("-") and not u.lstrip("-").replace(".", "").isdigit()]
+    if not flags:
+        return ""
+    known = list(lenient._option_string_actions)
+    hints = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.split("=", 1)[0], known, n=1)
+        hints.append(f"{flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return f"unknown flag{'s' if len(flags) > 1 else ''}: {', '.join(hints)}"
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    unknown = _unknown_flags(argv, prog)
+    if unknown:
+        print(f"{prog}: error: {unknown}\n({prog} -h lists every flag)", file=sys.stderr)
+        return EXIT_USAGE
+    args = build_parser(prog).parse_args(argv)
+    display.JSON = args.json
     try:
         since = _since_ms(args.since)
         entries = _read_entries(args)
@@ -287,8 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run() -> None:
-    sys.exit(main())
+def run(entry: Callable[[], int] = main) -> None:
+    """Exit with ``entry``'s status; a reader that stops early (``| head``) ends the output quietly."""
+    try:
+        code = entry()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)
 
 
 if __name__ == "__main__":

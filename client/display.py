@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
+import json
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
 from jobcluster.failover import CALL_TIMEOUT, Pool
 from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pbjson import to_dict
+from jobcluster.wording import plural
+
+#: ``--json``: each command prints one JSON object on stdout (``watch``: one per event) instead of text;
+#: what is said along the way ("submitted ...") goes to stderr.
+JSON = False
+
+
+def emit(obj: dict[str, Any], out=sys.stdout) -> None:
+    """One JSON document, on one line."""
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def say(text: str) -> None:
+    """A progress line: stdout, or stderr under ``--json`` (stdout then holds only the JSON)."""
+    print(text, file=sys.stderr if JSON else sys.stdout, flush=True)
 
 
 def _duration(job: pb.JobStatus) -> str:
@@ -49,12 +68,15 @@ def table(rows: Sequence[Sequence[str]], out=sys.stdout) -> None:
 
 def summary(jobs: Sequence[pb.JobStatus], out=sys.stdout) -> None:
     """The table printed after following: id, name, status, attempts, exit code, duration, output."""
+    ok = sum(j.status == Status.SUCCEEDED for j in jobs)
+    if JSON:
+        emit({"jobs": [to_dict(j) for j in jobs], "succeeded": ok, "total": len(jobs)}, out)
+        return
     rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "DURATION", "OUTPUT")]
     for j in jobs:
         rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), _duration(j),
                      _first_line(j.output) or (_first_line(j.last_error) if j.last_error else "")))
     table(rows, out)
-    ok = sum(j.status == Status.SUCCEEDED for j in jobs)
     out.write(f"{ok}/{len(jobs)} succeeded\n")
 
 
@@ -67,6 +89,7 @@ def when(ms: int) -> str:
 def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
     """Everything about each job; exit 2 if one is unknown."""
     code = 0
+    found: list[dict[str, Any]] = []
     for job_id in ids:
         try:
             job, _ = pool.call(lambda stub: stub.GetJobStatus(pb.JobId(id=job_id), timeout=CALL_TIMEOUT))
@@ -75,6 +98,9 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
                 raise
             print(f"error: {exc.details()}", file=sys.stderr)
             code = 2
+            continue
+        if JSON:
+            found.append(to_dict(job))
             continue
         out.write(f"job {job.id}  {job.status}\n")
         if job.waiting_reason:
@@ -93,6 +119,8 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
         out.write(f"  output{trunc}:\n")
         for line in job.output.splitlines() or ["(none)"]:
             out.write(f"    {line}\n")
+    if JSON:
+        emit({"jobs": found}, out)
     return code
 
 
@@ -101,6 +129,9 @@ def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout, text: str = "
     req = pb.ListJobsRequest(status=status, page_size=limit, text=text, schedule=schedule,
                              created_after_ms=since_ms, queue=queue)
     resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
+    if JSON:
+        emit(to_dict(resp), out)
+        return 0
     rows = [("ID", "NAME", "STATUS", "QUEUE", "PRIO", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
     for j in resp.jobs:
         rows.append((j.id, j.name or "-", j.status, j.queue or "default", str(j.priority), str(j.attempts), _exit(j),
@@ -120,6 +151,9 @@ def _ago(ms: int) -> str:
 
 def list_schedules(pool: Pool, out=sys.stdout) -> int:
     resp, _ = pool.call(lambda stub: stub.ListSchedules(pb.ListSchedulesRequest(), timeout=CALL_TIMEOUT))
+    if JSON:
+        emit(to_dict(resp), out)
+        return 0
     if not resp.schedules:
         out.write("no schedules (add a jobs.json entry with \"cron\", see the README)\n")
         return 0
@@ -138,6 +172,9 @@ def list_schedules(pool: Pool, out=sys.stdout) -> int:
 
 def show_cluster(pool: Pool, out=sys.stdout) -> int:
     info, server = pool.call(lambda stub: stub.GetClusterInfo(pb.ClusterInfoRequest(), timeout=CALL_TIMEOUT))
+    if JSON:
+        emit({**to_dict(info), "answered_by": server}, out)
+        return 0
     if info.leader:
         out.write(f"leader    {info.leader} since {when(info.leader_since_ms)} (term {info.leader_term})\n")
     elif info.election == "off":
@@ -171,7 +208,12 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
     while final is None:
         stream = pool.call(lambda stub: stub.WatchJob(pb.JobId(id=job_id)))[0]
         for event in stream:
-            if event.job.status != status:
+            if JSON:
+                emit(to_dict(event), out)
+                if event.final:
+                    final = event.job
+                continue
+            if event.job.status != status and not event.final:  # the final line below says how it ended
                 status = event.job.status
                 print(f"[{status}{_waiting(pool, job_id) if status == Status.QUEUED else ''}]", file=sys.stderr,
                       flush=True)
@@ -184,8 +226,10 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
             printed = text
             if event.final:
                 final = event.job
+    if JSON:
+        return 0 if final.status == Status.SUCCEEDED else 1
     ec = f", exit {final.exit_code}" if final.HasField("exit_code") else ""
-    print(f"[{final.status} after {final.attempts} attempt(s){ec}]", file=sys.stderr)
+    print(f"[{final.status} after {plural(final.attempts, 'attempt')}{ec}]", file=sys.stderr)
     return 0 if final.status == Status.SUCCEEDED else 1
 
 
@@ -210,6 +254,9 @@ def dead_letters(pool: Pool) -> list[pb.DeadLetter]:
 
 def list_dead_letters(pool: Pool, out=sys.stdout) -> int:
     dead = dead_letters(pool)
+    if JSON:
+        emit({"dead_letters": [to_dict(d) for d in dead]}, out)
+        return 0
     if not dead:
         out.write("dlq_tasks is empty\n")
         return 0

@@ -10,6 +10,7 @@ from jobcluster.election import LeaderInfo
 from jobcluster.model import MAX_TIME_MS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import DeadJobRow, JobRow, ScheduleRow
+from jobcluster.wording import plural
 from scheduler_server.waiting import is_alive, worker_queues, worker_tags
 
 
@@ -74,7 +75,7 @@ def dead_letter_reason(r: DeadJobRow) -> str:
         return "worker lost on its last attempt"
     if r.last_error.startswith("timed out"):
         return "timed out on its last attempt"
-    return f"retries used up ({r.attempts} attempts, max_retries {r.max_retries})"
+    return f"retries used up ({plural(r.attempts, 'attempt')}, max_retries {r.max_retries})"
 
 
 def dead_letters(ids: list[str], rows: dict[str, DeadJobRow], max_bytes: int) -> pb.DeadLetters:

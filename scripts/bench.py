@@ -119,7 +119,7 @@ def scale(args: argparse.Namespace) -> int:
             print(f"make bench SCALE=1 on {os.cpu_count()} cores ({_cpu()}), {when}; load average "
                   f"{os.getloadavg()[0]:.1f}; logs in {root}", flush=True)
             print(asyncio.run(run_scale(jc, args.jobs, args.inflight, args.finished, args.queued, args.dead,
-                                        args.reconcile_seconds)))
+                                        args.reconcile_seconds, args.server_jobs, args.worker_jobs)))
             print(f"(load average at the end {os.getloadavg()[0]:.1f})")
             return 0
     finally:
@@ -145,6 +145,10 @@ def main() -> int:
     p.add_argument("--finished", type=int, default=1_000_000, help="--scale: finished jobs in the history")
     p.add_argument("--queued", type=int, default=100_000, help="--scale: jobs waiting in a lane no worker serves")
     p.add_argument("--dead", type=int, default=100_000, help="--scale: dead letters for the DLQ operations")
+    p.add_argument("--server-jobs", type=int, default=1_000_000,
+                   help="--scale: jobs submitted through the server before its memory is read")
+    p.add_argument("--worker-jobs", type=int, default=20_000,
+                   help="--scale: jobs two new workers run while their memory is read")
     p.add_argument("--reconcile-seconds", type=float, default=12.0,
                    help="--scale: how long to watch the leader's reconciliation cost Redis")
     args = p.parse_args()

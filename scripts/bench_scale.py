@@ -6,17 +6,20 @@ measures, first on an empty database and then again after writing a history into
 - SubmitJob alone, INFLIGHT in flight (workers stopped): calls per second and p99;
 - end to end, JOBS `true` jobs by batches of 1,000 and by single calls (two workers);
 - reconciliation: what the leader's passes cost Redis while the cluster idles (Redis's own
-  ``INFO commandstats`` over a few passes, and the slowest command it ran);
+  ``INFO commandstats`` over a few passes, and the slowest command it ran), with the history once the
+  leader has been through every waiting job once;
 
 the history: FINISHED jobs that ended over the last six days (inside JOB_RETENTION, so nothing is deleted
 meanwhile), each with its attempt, and QUEUED jobs waiting in a queue no worker serves (``parked``), their
 ids in that lane in Redis: written with one server-side ``INSERT ... SELECT generate_series`` each (COPY
 speed, no client round trip per row). Then, on DEAD dead letters added to ``dlq_tasks``: ListDeadLetters
 (first page), RetryDeadLetters all, and PurgeDeadLetters all (on a fresh DEAD), each timed through the API
-while a probe pings Redis every millisecond: the longest ping says how long Redis was blocked. Last, the
-memory (RSS) of the server and the workers after all of it.
+while a probe pings Redis every millisecond: the longest ping says how long Redis was blocked. Last, memory
+(RSS): the server's before and after SERVER_JOBS more jobs submitted through it (batches of 1,000, into
+``parked``), and two new workers' after each quarter of WORKER_JOBS jobs run.
 
     .venv/bin/python scripts/bench.py --scale [--finished 1000000] [--queued 100000] [--dead 100000]
+                                              [--server-jobs 1000000] [--worker-jobs 20000]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from bench_jobcluster import JobclusterBench, Measure, warmed
 from bench_stats import Rate, pct
 from jobcluster import keys
 from jobcluster.pb import scheduler_pb2 as pb
+from scheduler_server.healer import WAITING_PAGE
 
 #: The queue the history's waiting jobs sit in: the bench's workers serve only ``default``.
 PARKED = "parked"
@@ -263,12 +267,38 @@ def report(empty: Figures, full: Figures, finished: int, queued: int, fill_s: fl
         ok = took < 1.0 and worst <= 50.0
         lines.append(f"| {what} | {took:.2f} s | {worst:.1f} ms | < 1 s, Redis blocked ≤ 50 ms | "
                      f"{'met' if ok else 'NOT met'} |")
-    lines += ["", "memory: " + "; ".join(memory)]
+    lines += ["", "memory:", *(f"- {line}" for line in memory)]
     return "\n".join(lines)
 
 
+async def measure_memory(m: Since, bench: JobclusterBench, server_jobs: int, worker_jobs: int,
+                         inflight: int) -> list[str]:
+    """RSS of the server before and after it takes ``server_jobs`` more jobs (SubmitJobs of 1,000, into
+    PARKED), and of two new workers every quarter of ``worker_jobs`` `true` jobs run end to end."""
+    assert bench.server is not None
+    before = rss_mb(bench.server.pid)
+    t = time.monotonic()
+    for start in range(0, server_jobs, 1000):
+        batch = [pb.Job(command="true", queue=PARKED) for _ in range(min(1000, server_jobs - start))]
+        await m.stub.SubmitJobs(pb.JobBatch(jobs=batch), timeout=120)
+    out = [f"server {before:.0f} MB RSS before and {rss_mb(bench.server.pid):.0f} MB after {server_jobs:,} more "
+           f"jobs submitted ({server_jobs / (time.monotonic() - t):,.0f} jobs/s; goal < 200 MB)"]
+    await m.wait_workers(bench.start_workers("memory"))
+    samples: list[str] = []
+    try:
+        quarter = max(1, worker_jobs // 4)
+        for _ in range(4):
+            await m.end_to_end(quarter, "batched", inflight)
+            samples.append("/".join(f"{rss_mb(w.pid):.0f}" for w in bench.workers))
+    finally:
+        bench.stop_workers()
+    out.append(f"two new workers' RSS in MB after each quarter of {worker_jobs:,} jobs: {', '.join(samples)} "
+               f"(goal < 100 MB)")
+    return out
+
+
 async def run_scale(bench: JobclusterBench, jobs: int, inflight: int, finished: int, queued: int, dead: int,
-                    reconcile_s: float) -> str:
+                    reconcile_s: float, server_jobs: int = 1_000_000, worker_jobs: int = 20_000) -> str:
     from jobcluster.settings import Settings
     pass_every = max(0.5, Settings().reconcile_after / 2)
     async with warmed(bench, inflight) as (plain, _):
@@ -282,18 +312,13 @@ async def run_scale(bench: JobclusterBench, jobs: int, inflight: int, finished: 
         await m.mark()
         print(f"with the history: measuring ({fill_s:.0f} s to write it)", flush=True)
         full = await measure(m, bench, "full", jobs, inflight)
+        # Its first cycle through the waiting jobs reads Redis each pass (every job is new to it); what
+        # stays is the cost of a pass over a backlog already seen.
+        cycle = (queued // WAITING_PAGE + 2) * pass_every
+        print(f"waiting {cycle:.0f} s: reconciliation's first cycle through the {queued:,} waiting jobs", flush=True)
+        await asyncio.sleep(cycle)
         full.reconcile = await reconcile_cost(m.r, reconcile_s, pass_every)
         print(f"dead letters: {dead:,}", flush=True)
         dlq = await dead_letter_ops(m, bench, dead)
-        assert bench.server is not None
-        memory = [f"server {rss_mb(bench.server.pid):.0f} MB RSS after {100 + 6 * jobs:,} submissions (half "
-                  f"single calls), the history's {finished + queued:,} jobs in the store and the dead-letter "
-                  f"operations above (goal < 200 MB)"]
-        await m.wait_workers(bench.start_workers("memory"))
-        try:
-            await m.end_to_end(jobs, "batched", inflight)
-            memory.append("a new worker " + ", ".join(f"{rss_mb(w.pid):.0f} MB" for w in bench.workers) +
-                          f" RSS after running {jobs // 2:,} jobs each (goal < 100 MB)")
-        finally:
-            bench.stop_workers()
+        memory = await measure_memory(m, bench, server_jobs, worker_jobs, inflight)
     return report(empty, full, finished, queued, fill_s, dlq, memory)

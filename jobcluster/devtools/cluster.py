@@ -217,7 +217,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     if tls:
         _say(f"TLS: the client uses {tls.ca.relative_to(ROOT)} by itself for the servers in .servers; elsewhere:\n"
              f"      export TLS_CA={tls.ca}")
-    _say("try:  python -m client -cmd 'echo hello'      (or: make run-client CMD='echo hello')")
+    _say("try:  .venv/bin/jobcluster submit 'echo hello'      (or: make run-client CMD='echo hello')")
     _say("      make status | make logs | make stop")
     return 0
 
