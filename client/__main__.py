@@ -277,6 +277,32 @@ def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int,
         return EXIT_OK if all(j.status == Status.SUCCEEDED for j in final) else EXIT_FAILED
 
 
+#: Flags that belong to some modes only -> those modes (the dest of each mode's flag). Any other flag goes
+#: with every mode.
+MODE_FLAGS: dict[str, tuple[str, ...]] = {
+    **{flag: ("cmd",) for flag in ("name", "max_retries", "timeout", "run_at", "idempotency_key", "priority",
+                                  "constraint", "concurrency_key", "max_concurrency")},
+    "queue": ("cmd", "list"),
+    "no_wait": ("cmd", "file", "run_schedule"),
+    **{flag: ("list",) for flag in ("limit", "text", "schedule", "since")},
+}
+
+
+def _misplaced_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """An error naming the flags given that the chosen mode does not use ('' when none): they were
+    silently ignored before (``-list -cmd-only-flag``)."""
+    modes = {a.dest: a for a in parser._mutually_exclusive_groups[0]._group_actions}
+    mode = next(dest for dest in modes if getattr(args, dest) not in (None, False))
+    wrong = []
+    for dest, allowed in MODE_FLAGS.items():
+        if mode not in allowed and getattr(args, dest) != parser.get_default(dest):
+            flag = f"-{dest.replace('_', '-')}"
+            wrong.append(f"{flag} goes with {' or '.join('-' + m.replace('_', '-') for m in allowed)}")
+    if not wrong:
+        return ""
+    return f"{'; '.join(wrong)}, not with -{mode.replace('_', '-')}"
+
+
 def _unknown_flags(argv: list[str], prog: str) -> str:
     """An error naming the flags of ``argv`` that no mode knows ('' when all are known): argparse itself
     would first complain that no mode was given, without naming the mistyped flag."""
@@ -303,14 +329,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     if unknown:
         print(f"{prog}: error: {unknown}\n({prog} -h lists every flag)", file=sys.stderr)
         return EXIT_USAGE
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     display.JSON = args.json
+    misplaced = _misplaced_flags(args, parser)
+    if misplaced:
+        print(f"{prog}: error: {misplaced}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         since = _since_ms(args.since)
         entries = _read_entries(args)
     except JobsFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print("nothing was submitted", file=sys.stderr)
+        if args.file or args.cmd is not None:
+            print("nothing was submitted", file=sys.stderr)
         return EXIT_USAGE
     servers = resolve(args.servers, args.submit_server, args.status_servers)
     security = channel_security([*servers[0], *servers[1]])

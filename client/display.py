@@ -17,6 +17,8 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pbjson import to_dict
 from jobcluster.wording import plural
 
+#: Most output ``-status`` prints per job (its end); ``-json`` has all the server sent.
+STATUS_OUTPUT_CHARS = 64 * 1024
 #: ``--json``: each command prints one JSON object on stdout (``watch``: one per event) instead of text;
 #: what is said along the way ("submitted ...") goes to stderr.
 JSON = False
@@ -113,11 +115,18 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
             out.write(f"  {label:<14}{value}\n")
         for a in job.attempt_history:
             ec = str(a.exit_code) if a.HasField("exit_code") else "-"
+            error = "" if not a.error or a.error == f"exit code {ec}" else f", {a.error}"
             out.write(f"  attempt {a.number}: worker {a.worker_id}, started {when(a.started_at_ms)}, "
-                      f"exit {ec}{', ' + a.error if a.error else ''}\n")
-        trunc = " (truncated: earlier output dropped)" if job.output_truncated else ""
+                      f"exit {ec}{error}\n")
+        trunc = " (truncated by the worker: earlier output dropped)" if job.output_truncated else ""
+        output = job.output
+        if len(output) > STATUS_OUTPUT_CHARS:
+            cut = output[-STATUS_OUTPUT_CHARS:]
+            output = cut[cut.find("\n") + 1:] if "\n" in cut else cut
+            trunc += (f" (the last {len(output) // 1024} KiB of {len(job.output) // 1024} KiB shown; all of it: "
+                      f"-json, or the web UI)")
         out.write(f"  output{trunc}:\n")
-        for line in job.output.splitlines() or ["(none)"]:
+        for line in output.splitlines() or ["(none)"]:
             out.write(f"    {line}\n")
     if JSON:
         emit({"jobs": found}, out)

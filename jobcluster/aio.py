@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from jobcluster import metrics
 from jobcluster.errors import UNAVAILABLE, which
 
 T = TypeVar("T")
@@ -54,6 +55,8 @@ async def retrying(op: Callable[[], Awaitable[T]], *, what: str, log: logging.Lo
         try:
             result = await op()
         except errors as exc:
+            if isinstance(exc, UNAVAILABLE):
+                metrics.STORE_ERRORS.labels(which(exc).lower()).inc()
             if tries % _REPEAT_LOG_EVERY == 0:
                 log.error("%s: %s unavailable (%s); retrying in %.1fs", what, which(exc), exc, delay)
             tries += 1

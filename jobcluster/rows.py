@@ -123,12 +123,15 @@ class Claimed:
     interruptions: int      # attempts that do not count against max_retries
     lane: str = keys.PENDING    # the job's Redis list (jobcluster.keys.lane of its routing)
     concurrency_key: str = ""
+    queue: str = keys.DEFAULT_QUEUE
+    waited: float = 0.0     # seconds from when the job was due to this attempt's start
 
     @classmethod
     def from_record(cls, job_id: str, r: asyncpg.Record) -> Claimed:
         return cls(job_id=job_id, command=r["command"], timeout_seconds=r["timeout_seconds"],
                    max_retries=r["max_retries"], attempt=r["attempts"], interruptions=r["interruptions"],
-                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]), concurrency_key=r["concurrency_key"])
+                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]), concurrency_key=r["concurrency_key"],
+                   queue=r["queue"], waited=max(0.0, r["waited"] or 0.0))
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,9 @@ class Settings:
     job_keep_workdir: bool = setting(False, "bool")
     retry_backoff_base: float = setting(1.0, "duration")
     retry_backoff_max: float = setting(300.0, "duration")
+    # Prometheus /metrics of a server or worker (jobcluster/metrics.py): host:port, or a port on 127.0.0.1.
+    metrics_addr: str = setting("")
+    metrics_port: int = setting(0, "int", minimum=0)
     log_format: str = setting("text", choices=("text", "json"))
     log_level: str = setting("INFO")
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from jobcluster import clock
 from jobcluster.logs import setup_logging
-from jobcluster.settings import Settings, load_or_exit
+from jobcluster.settings import ConfigError, Settings, load_or_exit
 from scheduler_server.server import SchedulerServer
 
 log = logging.getLogger("server")
@@ -21,7 +21,7 @@ async def main(settings: Settings) -> int:
     try:
         server = SchedulerServer(settings)
         await server.start()
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     stop = asyncio.Event()

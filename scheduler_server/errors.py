@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from jobcluster import metrics
 from jobcluster.cron import InvalidSchedule
 from jobcluster.errors import POSTGRES_ERRORS, REDIS_ERRORS
 from jobcluster.model import InvalidJob
@@ -53,8 +54,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     if isinstance(exc, (StoredNotQueued, NotReady)):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, REDIS_ERRORS):
+        metrics.STORE_ERRORS.labels("redis").inc()
         return grpc.StatusCode.UNAVAILABLE, f"Redis unavailable: {exc}"
     if isinstance(exc, POSTGRES_ERRORS):
+        metrics.STORE_ERRORS.labels("postgresql").inc()
         return grpc.StatusCode.UNAVAILABLE, f"PostgreSQL unavailable: {exc}"
     return None
 

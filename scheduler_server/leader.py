@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Mapping, Set
 
-from jobcluster import cron, keys
+from jobcluster import cron, keys, metrics
 from jobcluster.election import Election
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
@@ -167,12 +167,14 @@ class Leader:
         created: list[str] = []
         skip = "missed ticks skipped (catchup=skip)" if p.missed_skipped else ""
         last_tick = None
+        overlapped = 0
         schedules = self.store.schedules
         async with self.store.fencing.fenced(token) as conn:
             for tick in p.fire:
                 if sch.overlap == "forbid" and await schedules.busy(conn, sch.id):
                     skip = f"tick {tick.isoformat()} skipped: previous run not finished (overlap=forbid)"
                     log.info("schedule %s: %s", sch.name, skip)
+                    overlapped += 1
                     continue
                 job_id = await schedules.insert_job(conn, sch, tick, self.address, f"cron:{sch.id}:{tick.isoformat()}")
                 last_tick = tick
@@ -182,6 +184,11 @@ class Leader:
                                                created[-1] if created else None, skip)
         if not advanced:
             log.info("schedule %s was changed meanwhile; its ticks are handled next round", sch.name)
+        else:
+            metrics.CRON_TICKS.labels("skipped").inc(overlapped)
+            if p.missed_skipped:
+                metrics.CRON_TICKS.labels("missed").inc()
+        metrics.CRON_TICKS.labels("fired").inc(len(created))
         for job_id in created:
             await self.queue.jobs.enqueue(job_id, lane=keys.lane_of(sch))
             log.info("schedule %s fired: job %s", sch.name, job_id)

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from jobcluster import metrics
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
 from jobcluster.credentials import etcd_auth
@@ -24,7 +25,7 @@ from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server import auth
+from scheduler_server import auth, telemetry
 from scheduler_server.leader import Leader
 from scheduler_server.service import JobService
 
@@ -48,7 +49,8 @@ class SchedulerServer:
         self.service = JobService(settings, Queue(self.redis), self.address)
         self.health = HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
-        self.grpc = grpc.aio.server(interceptors=[auth.AuthInterceptor(auth.Tokens(self.tokens))],
+        self.grpc = grpc.aio.server(interceptors=[telemetry.MetricsInterceptor(),
+                                                  auth.AuthInterceptor(auth.Tokens(self.tokens))],
                                     options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
         self.store: Store | None = None
         self._connect_task: asyncio.Task[None] | None = None
@@ -79,6 +81,8 @@ class SchedulerServer:
         log.info("listening on %s (%s, %s)", self.address, self._tls_label(), self._token_label())
         self._connect_task = asyncio.create_task(self._connect_store(), name="connect-postgres")
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="server-heartbeat"))
+        self.metrics_at = metrics.serve(self.settings, f"server {self.address}")  # ConfigError: address taken
+        self._tasks.append(asyncio.create_task(telemetry.gauges(self.service.queue, self.election), name="gauges"))
         if self.election is None:
             log.warning("ETCD_ENDPOINTS is empty: running without a leader. Cron schedules, cleanup after "
                         "dead workers and reconciliation are OFF on this server (it still queues its own "

@@ -2,7 +2,8 @@
 
 Pages, one module per area under ``webui/pages/``: submit form (/), jobs (/jobs,
 /jobs/{id} live through Server-Sent Events), dead letters (/dlq), schedules
-(/schedules), cluster (/cluster), login (/login). JSON for curl in :mod:`webui.api`.
+(/schedules), cluster (/cluster), login (/login). JSON for curl in :mod:`webui.api`;
+Prometheus metrics at /metrics.
 What the pages share is in :mod:`webui.web`; how errors are shown, in :mod:`webui.errors`.
 
 Safety, outermost first: security headers on every answer; the Host and Origin
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from jobcluster.failover import AioConnector, AioPool
@@ -30,13 +31,14 @@ from webui.config import UIConfig
 from webui.guard import HostOriginGuard
 from webui.pages import cluster, dead_letters, jobs, login, schedules, submit
 from webui.sessions import Clock
-from webui.web import HERE, SecurityHeaders
+from webui.web import HERE, RequestMetrics, SecurityHeaders, metrics_page
 
 
 def routes() -> list[BaseRoute]:
     """Every route of the UI, area by area, then the static files."""
     return [*submit.routes, *jobs.routes, *dead_letters.routes, *schedules.routes, *cluster.routes,
-            *login.routes, *api.routes, Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
+            *login.routes, *api.routes, Route("/metrics", metrics_page),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
 
 
 def create_app(servers: Sequence[str], connector: AioConnector | None = None, config: UIConfig | None = None,
@@ -55,7 +57,7 @@ def create_app(servers: Sequence[str], connector: AioConnector | None = None, co
         await pool.close()
 
     app = Starlette(routes=routes(), lifespan=lifespan, middleware=[
-        Middleware(SecurityHeaders), Middleware(HostOriginGuard, config=config),
+        Middleware(RequestMetrics), Middleware(SecurityHeaders), Middleware(HostOriginGuard, config=config),
         Middleware(RequireLogin, auth=auth, pool=pool)])
     app.state.pool = pool
     app.state.config = config

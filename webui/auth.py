@@ -1,7 +1,7 @@
 """Who may use the web UI: the password and token checks, and the middleware that asks for a login.
 
 When the UI requires a login (:attr:`webui.config.UIConfig.login_required`),
-every request but the login page, the static files and ``/api/health`` needs a
+every request but the login page, the static files, ``/api/health`` and ``/metrics`` needs a
 session cookie, or for the JSON API ``Authorization: Bearer <token>``. Pages
 without one are sent to ``/login``; the API and the live events answer 401.
 
@@ -38,7 +38,7 @@ from webui.web import UserError
 log = logging.getLogger("webui")
 SESSION_COOKIE = "jobcluster_session"
 #: Open without a login: the login itself, the stylesheet and script, and the load balancers' health check.
-OPEN_PATHS = frozenset({"/login", "/logout", "/api/health"})
+OPEN_PATHS = frozenset({"/login", "/logout", "/api/health", "/metrics"})
 OPEN_PREFIXES = ("/static/",)
 MAX_TOKEN_CHARS = 4096
 

@@ -13,15 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from jobcluster import metrics
 from jobcluster.failover import AioPool
 from jobcluster.model import TERMINAL, InvalidJob, Status, validate_routing
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pbjson import to_dict
 from webui.caller import CallerPool
 from webui.config import UIConfig
 
@@ -146,11 +148,31 @@ def routing_fields(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def job_json(job: pb.JobStatus) -> dict[str, Any]:
-    """A job as JSON for the API and the live page (the protobuf timestamps left out)."""
-    d = MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    """A job as JSON for the API and the live page (the protobuf timestamps left out; integers as numbers)."""
+    d = to_dict(job)
     d.pop("created_at", None)
     d.pop("updated_at", None)
     return d
+
+
+class RequestMetrics(BaseHTTPMiddleware):
+    """Counts and times every request (jobcluster_webui_requests_total, ..._duration_seconds)."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        code = 500
+        try:
+            response = await call_next(request)
+            code = response.status_code
+            return response
+        finally:
+            metrics.WEBUI_REQUESTS.labels(request.method, str(code)).inc()
+            metrics.WEBUI_SECONDS.labels(request.method).observe(time.perf_counter() - started)
+
+
+async def metrics_page(request: Request) -> Response:
+    """GET /metrics: this process's Prometheus metrics (open, like /api/health: counts only)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 class SecurityHeaders(BaseHTTPMiddleware):

@@ -13,7 +13,7 @@ import sys
 # vforked), and grpc's fork handlers crash about 1 in 70 such children. The worker does not use grpc.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from jobcluster import clock
+from jobcluster import clock, metrics
 from jobcluster import queue as queue_mod
 from jobcluster.aio import Stopped, retrying
 from jobcluster.errors import POSTGRES_ERRORS
@@ -99,6 +99,7 @@ def run() -> None:
     make_non_dumpable()
     try:
         sandbox = Sandbox.from_settings(settings)
+        metrics.serve(settings, f"worker {settings.effective_worker_id()}")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

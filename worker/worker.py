@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from jobcluster import keys, model
+from jobcluster import keys, metrics, model
 from jobcluster.aio import retrying
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
@@ -101,6 +101,7 @@ class Worker:
         ]
         self._slots = [asyncio.create_task(self._slot(n), name=f"slot-{n}")
                        for n in range(self.settings.worker_concurrency)]
+        metrics.WORKER_SLOTS.set(len(self._slots))
         log.info("worker %s started with %d slots; %s", self.worker_id, len(self._slots), self.sandbox.describe())
         slots_ended = asyncio.create_task(asyncio.wait(self._slots), name="slots-wait")
         stop_wait = asyncio.create_task(self._stopping.wait(), name="stop-wait")
@@ -160,6 +161,7 @@ class Worker:
                     self.stop()
                 continue
             self._busy.add(n)
+            metrics.WORKER_BUSY.set(len(self._busy))
             try:
                 await self._process(job_id)
             except Exception:
@@ -168,6 +170,7 @@ class Worker:
                 log.exception("job %s: unexpected error, left for recovery", job_id)
             finally:
                 self._busy.discard(n)
+                metrics.WORKER_BUSY.set(len(self._busy))
 
     async def _nothing_left(self) -> bool:
         if self._busy:
@@ -187,6 +190,9 @@ class Worker:
         if claimed.concurrency_key:
             self._key_refusals.pop(claimed.concurrency_key, None)
         log.info("job %s attempt %d started", job_id, claimed.attempt)
+        metrics.JOBS_STARTED.labels(claimed.queue).inc()
+        metrics.START_DELAY.labels(claimed.queue).observe(claimed.waited)
+        started = time.monotonic()
         tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
         self._running[job_id] = (tail, stop)
         self._attempts[(job_id, claimed.attempt)] = stop
@@ -199,6 +205,7 @@ class Worker:
             self._attempts.pop((job_id, claimed.attempt), None)
             if job_id in self._running and self._running[job_id][1] is stop:  # not a rerun in another slot
                 del self._running[job_id]
+            metrics.ATTEMPT_SECONDS.labels(claimed.queue).observe(time.monotonic() - started)
         if (job_id, claimed.attempt) in self._fenced:
             self._fenced.discard((job_id, claimed.attempt))
             log.warning("job %s attempt %d was killed: this worker had been declared dead and the job moved "
@@ -206,6 +213,7 @@ class Worker:
             return
         if stop.is_set():
             await asyncio.shield(self._cancelled(claimed, result))
+            metrics.JOBS_FINISHED.labels(Status.CANCELLED.value, claimed.queue).inc()
         else:
             await asyncio.shield(self._settle(claimed, result))
         self.jobs_done += 1
@@ -253,6 +261,9 @@ class Worker:
         recorded = await self._retrying("record result", lambda: self.store.jobs.finish_attempt(
             claimed, s.status, exit_code=result.exit_code, error=s.error, output=clean_text(result.output),
             output_truncated=result.truncated, retry_delay_ms=s.delay_ms))
+        if recorded:
+            ended = "RETRYING" if s.status is Status.PENDING else s.status.value
+            metrics.JOBS_FINISHED.labels(ended, claimed.queue).inc()
         if not recorded:
             await self._fenced_off(claimed, result, s.error)
         elif s.status is Status.SUCCEEDED:

@@ -31,6 +31,10 @@ from jobcluster.devtools.job_user import JobUserError, close_env_file, job_user_
 from jobcluster.settings import ConfigError, Settings
 
 SERVERS_FILE = ROOT / ".servers"
+#: Prometheus scrape targets of what make start started, one host:port per line (GET /metrics on each).
+METRICS_FILE = ROOT / ".metrics"
+#: /metrics ports: server on port P at P + METRICS_OFFSET, worker i at BASE_PORT + METRICS_OFFSET + 100 + i.
+METRICS_OFFSET = 1000
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 STOP_WAIT = 40.0  # a worker gives running jobs WORKER_SHUTDOWN_GRACE (30s) to finish
 
@@ -123,33 +127,50 @@ def _spawn(proc: Proc, args: list[str], log_name: str, env: dict[str, str]) -> i
     return p.pid
 
 
-def start_servers(count: int, base_port: int, extra_env: dict[str, str] | None = None) -> list[str]:
+def _metrics_env(port: int, what: str, targets: list[str]) -> dict[str, str]:
+    """METRICS_PORT for one program, and its target noted; none when another program holds the port."""
+    if svc.port_open(port):
+        _say(f"  metrics of {what}: port {port} is taken by another program; this one exports none")
+        return {"METRICS_PORT": "", "METRICS_ADDR": ""}
+    targets.append(f"127.0.0.1:{port}")
+    return {"METRICS_PORT": str(port), "METRICS_ADDR": ""}
+
+
+def start_servers(count: int, base_port: int, extra_env: dict[str, str] | None = None,
+                  targets: list[str] | None = None) -> list[str]:
     addrs = []
+    targets = [] if targets is None else targets
     for port in range(base_port, base_port + count):
         proc = Proc(f"server-{port}", f"scheduler_server --port {port}")
         addrs.append(f"127.0.0.1:{port}")
         if (pid := proc.pid()) is not None:
             _say(f"  server  127.0.0.1:{port} already running (pid {pid})")
+            targets.append(f"127.0.0.1:{port + METRICS_OFFSET}")
             continue
         if svc.port_open(port):
             raise SystemExit(f"port {port} is taken by another program; choose BASE_PORT=...")
+        env = {**os.environ, **(extra_env or {}), **_metrics_env(port + METRICS_OFFSET, f"server {port}", targets)}
         pid = _spawn(proc, [sys.executable, "-m", "scheduler_server", "--port", str(port)],
-                     f"server-{port}.log", {**os.environ, **(extra_env or {})})
+                     f"server-{port}.log", env)
         _say(f"  server  127.0.0.1:{port} started (pid {pid}, log log/server-{port}.log)")
     SERVERS_FILE.write_text("".join(a + "\n" for a in addrs))
     return addrs
 
 
-def start_workers(count: int, extra_env: dict[str, str] | None = None) -> None:
+def start_workers(count: int, extra_env: dict[str, str] | None = None, base_port: int = 50051,
+                  targets: list[str] | None = None) -> None:
     host = socket.gethostname()
+    targets = [] if targets is None else targets
     for i in range(1, count + 1):
         wid = f"{host}-worker-{i}"
         proc = Proc(f"worker-{i}", f"worker --id {wid}")
+        metrics_port = base_port + METRICS_OFFSET + 100 + i
         if (pid := proc.pid()) is not None:
             _say(f"  worker  {wid} already running (pid {pid})")
+            targets.append(f"127.0.0.1:{metrics_port}")
             continue
         pid = _spawn(proc, [sys.executable, "-m", "worker", "--id", wid], f"worker-{i}.log",
-                     {**os.environ, **(extra_env or {})})
+                     {**os.environ, **(extra_env or {}), **_metrics_env(metrics_port, wid, targets)})
         _say(f"  worker  {wid} started (pid {pid}, log log/worker-{i}.log)")
 
 
@@ -202,10 +223,12 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     tls = _tls(args.tls)
     tls_env = {**tls.server_env(), **tls.client_env()} if tls else {}
     _say("programs:")
-    addrs = start_servers(args.servers, args.base_port, tls_env) if args.servers else []
+    targets: list[str] = []
+    addrs = start_servers(args.servers, args.base_port, tls_env, targets) if args.servers else []
     if args.workers:
-        start_workers(args.workers, _job_user(settings))
+        start_workers(args.workers, _job_user(settings), args.base_port, targets)
     ui = start_webui(settings, addrs, tls_env) if addrs and not args.no_webui else None
+    METRICS_FILE.write_text("".join(t + "\n" for t in [*targets, *([ui] if ui else [])]))
     late = wait_healthy(addrs, security=_security(settings, addrs))
     if late:
         _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log")
@@ -214,6 +237,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     if ui:
         _say(f"web UI: {'https' if tls or settings.tls_cert else 'http'}://{ui}")
     _say(_auth_line(settings))
+    _say(f"metrics: Prometheus targets (GET /metrics) in .metrics: {' '.join(METRICS_FILE.read_text().split())}")
     if tls:
         _say(f"TLS: the client uses {tls.ca.relative_to(ROOT)} by itself for the servers in .servers; elsewhere:\n"
              f"      export TLS_CA={tls.ca}")
@@ -311,6 +335,7 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     if not procs:
         _say("nothing of ours is running")
     SERVERS_FILE.unlink(missing_ok=True)
+    METRICS_FILE.unlink(missing_ok=True)
     return 0
 
 
@@ -327,6 +352,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for addr in addrs:
             _say(f"  {addr:<14} {'NOT SERVING' if addr in down else 'serving'}")
     _say(f"  leader: {_leader_line(settings)}")
+    if METRICS_FILE.exists():
+        targets = METRICS_FILE.read_text().split()
+        _say("  metrics: " + " ".join(f"{t} ({'up' if _metrics_up(t) else 'DOWN'})" for t in targets))
     try:
         from jobcluster import keys
 
@@ -343,6 +371,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:  # status must print what it can
         _say(f"  queues: Redis not reachable ({exc})")
     return 0
+
+
+def _metrics_up(target: str) -> bool:
+    """Whether GET /metrics on ``target`` answers (plain HTTP; a TLS web UI counts as down here)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def _leader_line(settings: Settings) -> str:

@@ -48,7 +48,8 @@ SELECT id, job_shown_status(status, not_before) AS shown_status, not_before, ide
 -- nothing when the job is not claimable: not waiting, not due, not for this worker
 -- (its queue is not among $4, WORKER_QUEUES, or it has a constraint not among $5,
 -- WORKER_TAGS; NULL: any), or its concurrency key is full. The key's limit: the job's
--- max_concurrency, else the key's entry in $6/$7 (CONCURRENCY_LIMITS), else 1.
+-- max_concurrency, else the key's entry in $6/$7 (CONCURRENCY_LIMITS), else 1. waited: seconds
+-- from when the job was due (created, run_at or a retry's backoff) to this start.
 WITH claimed AS (
     UPDATE jobs
        SET status = 'RUNNING', attempts = attempts + 1, worker_id = $2, claim_token = $3,
@@ -64,14 +65,16 @@ WITH claimed AS (
                          1))
            END
  RETURNING id, command, timeout_seconds, max_retries, attempts,
-           interruptions + attempts_base AS interruptions, queue, priority, constraints, concurrency_key
+           interruptions + attempts_base AS interruptions, queue, priority, constraints, concurrency_key,
+           extract(epoch FROM now() - GREATEST(created_at, not_before))::float8 AS waited
 ), opened AS (
     INSERT INTO job_attempts (job_id, attempt, worker_id)
     SELECT id, attempts, $2 FROM claimed
 ), again AS (
     -- reads the row as it was before this statement: only an earlier claim with $3 matches
     SELECT id, command, timeout_seconds, max_retries, attempts,
-           interruptions + attempts_base AS interruptions, queue, priority, constraints, concurrency_key
+           interruptions + attempts_base AS interruptions, queue, priority, constraints, concurrency_key,
+           extract(epoch FROM started_at - GREATEST(created_at, not_before))::float8 AS waited
       FROM jobs WHERE id = $1 AND status = 'RUNNING' AND worker_id = $2 AND claim_token = $3
 )
 SELECT * FROM claimed

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from jobcluster import keys
+from jobcluster import keys, metrics
 from jobcluster.errors import POSTGRES_ERRORS, REDIS_ERRORS
 from jobcluster.limits import MAX_REPLY_BYTES
 from jobcluster.model import MAX_NAME_CHARS, InvalidJob, JobSpec, Status, check_queue, check_time_ms
@@ -101,6 +101,7 @@ class JobRpcs(Servicer):
             outcomes = await asyncio.gather(*(self.store.jobs.insert(spec, self.address) for spec in specs),
                                             return_exceptions=True)
         stored = [s for s in outcomes if isinstance(s, Submitted)]
+        _count_new(stored)
         try:
             await self._push(stored)
         except REDIS_ERRORS as exc:
@@ -135,6 +136,7 @@ class JobRpcs(Servicer):
                 label = f" ({job.name!r})" if job.name else ""
                 raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
         results = await self.store.jobs.insert_many(specs, self.address)
+        _count_new(results)
         async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency keys",
                             self.unpushed, [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)]):
             await self._push(results)
@@ -152,6 +154,8 @@ class JobRpcs(Servicer):
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         size, query = _list_query(request)
+        if query["schedule"] and await self.store.schedules.get(query["schedule"]) is None:
+            raise NotFound(f"no schedule named {query['schedule']!r}")
         page = await self.store.job_queries.page(limit=size + 1, max_bytes=MAX_REPLY_BYTES, **query)
         more = page.cut or len(page.jobs) > size
         jobs = page.jobs[:size]
@@ -231,3 +235,10 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
                   "schedule": request.schedule.strip() or None, "since_ms": request.created_after_ms,
                   "until_ms": request.created_before_ms,
                   "queue": check_queue(request.queue) if request.queue.strip() else None}
+
+
+def _count_new(stored: Sequence[Submitted]) -> None:
+    """jobcluster_jobs_submitted_total: the jobs stored now (not those an idempotency key found)."""
+    for s in stored:
+        if s.inserted:
+            metrics.JOBS_SUBMITTED.labels(s.queue or keys.DEFAULT_QUEUE).inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from jobcluster import cron, keys, model
+from jobcluster import cron, keys, metrics, model
 from jobcluster.cron import InvalidSchedule
 from jobcluster.model import MAX_NAME_CHARS, ScheduleSpec
 from jobcluster.pb import scheduler_pb2 as pb
@@ -82,6 +82,7 @@ class ScheduleRpcs(Servicer):
         sch = await self._schedule(request)
         job_id = await self.store.schedules.insert_job(None, sch, None, self.address, f"manual:{uuid.uuid4()}")
         assert job_id is not None  # a fresh key always inserts
+        metrics.JOBS_SUBMITTED.labels(sch.queue or keys.DEFAULT_QUEUE).inc()
         async with queueing(f"job {job_id} is", "the leader's reconciliation will", self.unpushed, [job_id]):
             await self.queue.jobs.enqueue(job_id, lane=keys.lane_of(sch))
         log.info("schedule %s run now: job %s", sch.name, job_id)

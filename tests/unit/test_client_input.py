@@ -1,8 +1,11 @@
 import json
 import re
+import sys
 
 import pytest
 
+from client import __main__ as client_main
+from client import display
 from client.jobsfile import JobEntry, JobsFileError, parse_jobs, parse_run_at
 from client.servers import resolve
 
@@ -99,3 +102,47 @@ def test_batches_are_bounded_by_count_and_bytes():
     assert [len(c) for c, _ in small] == [1000, 1000, 500]
     huge = JobEntry(command="x" * (MAX_BATCH_BYTES + 10))
     assert [len(c) for c, _ in batches([huge, JobEntry(command="true")])] == [1, 1]  # never an empty batch
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-list", "-name", "x"], "-name goes with -cmd, not with -list"),
+    (["-cmd", "true", "-limit", "3"], "-limit goes with -list, not with -cmd"),
+    (["-status", "x", "-queue", "q"], "-queue goes with -cmd or -list, not with -status"),
+    (["-dlq", "-no-wait"], "-no-wait goes with -cmd or -file or -run-schedule, not with -dlq"),
+    (["-cmnd", "true"], "unknown flag: -cmnd (did you mean -cmd?)"),
+])
+def test_a_flag_the_mode_does_not_use_is_refused_not_ignored(argv, message, capsys):
+    assert client_main.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_list_filter_does_not_claim_nothing_was_submitted(capsys):
+    assert client_main.main(["-list", "-since", "yesterday"]) == 2
+    err = capsys.readouterr().err
+    assert "-since 'yesterday'" in err and "nothing was submitted" not in err
+
+
+class _OneJob:
+    """A Pool whose GetJobStatus answers ``job``."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def call(self, fn):
+        class Stub:
+            def GetJobStatus(stub, request, timeout):  # noqa: N802, N805 - the gRPC stub's name
+                return self.job
+        return fn(Stub()), "fake:1"
+
+
+def test_status_caps_a_long_output_and_says_so_once_per_attempt_error(capsys):
+    from jobcluster.pb import scheduler_pb2 as pb
+    job = pb.JobStatus(id="j1", status="FAILED", output="".join(f"line {i}\n" for i in range(60_000)), exit_code=7)
+    job.attempt_history.add(number=1, worker_id="w", exit_code=7, error="exit code 7")
+    job.attempt_history.add(number=2, worker_id="w", exit_code=1, error="timed out after 1s")
+    assert display.show_jobs(_OneJob(job), ["j1"], out=sys.stdout) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 100 * 1024 and "line 59999" in out  # 64 KiB of output, each line indented and "line 0\n" not in out
+    assert "KiB of 633 KiB shown; all of it: -json" in out
+    assert "exit 7\n" in out and "exit code 7" not in out  # not "exit 7, exit code 7"
+    assert "exit 1, timed out after 1s" in out

@@ -136,11 +136,17 @@ def test_no_server_answering_gives_503(client: TestClient, fake: FakeConnector) 
 # --- /api/health, /api/leader, /api/cluster -------------------------------------------------
 
 
-def test_health_is_ok_while_one_server_serves(client: TestClient, fake: FakeConnector) -> None:
+def test_health_is_ok_only_while_every_server_serves(client: TestClient, fake: FakeConnector) -> None:
+    r = client.get("/api/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_health_is_degraded_while_one_server_is_unreachable(client: TestClient, fake: FakeConnector) -> None:
     fake.servers[A].health = "UNREACHABLE (UNAVAILABLE)"
     r = client.get("/api/health")
-    assert r.status_code == 200
-    assert r.json() == {"status": "ok", "servers": {A: "UNREACHABLE (UNAVAILABLE)", B: "SERVING"}}
+    assert r.status_code == 200  # the UI still works through B
+    assert r.json() == {"status": "degraded", "servers": {A: "UNREACHABLE (UNAVAILABLE)", B: "SERVING"},
+                        "serving": 1, "configured": 2}
 
 
 def test_health_is_503_when_no_server_serves(client: TestClient, fake: FakeConnector) -> None:
@@ -159,10 +165,76 @@ def test_leader(client: TestClient, fake: FakeConnector) -> None:
 def test_cluster_as_json(client: TestClient, fake: FakeConnector) -> None:
     fake.cluster.info.workers.add(id="w-1", slots=4, alive=True)
     body = client.get("/api/cluster").json()
-    assert body["leader"] == A and body["pending"] == "3"  # int64 as a string, as protobuf's JSON has it
+    assert body["leader"] == A and body["pending"] == 3  # a number, not protobuf's JSON string for int64
     assert body["workers"][0]["id"] == "w-1" and body["servers"] == []
 
 
 def test_api_answers_carry_the_security_headers(client: TestClient) -> None:
     headers = client.post("/api/jobs", content=b"x", headers={"Content-Type": "text/plain"}).headers
     assert headers["X-Content-Type-Options"] == "nosniff" and "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+# --- unknown fields, paging, numbers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"command": "true", "retries": 5}, "unknown field(s) 'retries' (retries: did you mean max_retries?)"),
+    ({"command": "true", "cron": "* * * * *"}, "schedules are made with POST /api/schedules"),
+    ({"command": "true", "bogus": 1}, "unknown field(s) 'bogus'; known: command, name"),
+])
+def test_submit_refuses_fields_it_does_not_know(client: TestClient, fake: FakeConnector, body, message) -> None:
+    r = client.post("/api/jobs", json=body)
+    assert r.status_code == 400 and message in r.json()["error"]
+    assert not any(server.asked("SubmitJob") for server in fake.servers.values())
+
+
+@pytest.mark.parametrize("query, message", [
+    ("limit=0", "limit must be a whole number from 1 to 1000"),
+    ("limit=5000", "limit must be a whole number from 1 to 1000"),
+    ("offset=50", "unknown query parameter(s) 'offset'; known: status, text, queue, limit, page"),
+    ("cursor=abc", "unknown query parameter(s) 'cursor'"),
+])
+def test_list_jobs_refuses_a_wrong_paging_parameter(client: TestClient, query: str, message: str) -> None:
+    r = client.get(f"/api/jobs?{query}")
+    assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_job_numbers_are_json_numbers(client: TestClient, fake: FakeConnector) -> None:
+    job_id = client.post("/api/jobs", json={"command": "true"}).json()["id"]
+    fake.cluster.jobs[job_id].created_at_ms = 1_764_680_000_123
+    job = client.get(f"/api/jobs/{job_id}").json()
+    assert job["created_at_ms"] == 1_764_680_000_123 and isinstance(job["attempts"], int)
+
+
+# --- /api/schedules, /api/dlq ------------------------------------------------------------------
+
+
+def test_schedules_through_the_api(client: TestClient, fake: FakeConnector) -> None:
+    made = client.post("/api/schedules", json={"name": "nightly", "cron": "0 3 * * *", "command": "backup"})
+    assert made.status_code == 201 and made.json()["name"] == "nightly"
+    assert [s["name"] for s in client.get("/api/schedules").json()["schedules"]] == ["nightly"]
+    paused = client.post("/api/schedules/nightly/pause", json={})
+    assert paused.status_code == 200 and paused.json()["enabled"] is False
+    assert client.post("/api/schedules/nightly/resume", json={}).json()["enabled"] is True
+    ran = client.post("/api/schedules/nightly/run", json={})
+    assert ran.status_code == 201 and ran.json()["id"]
+    assert client.post("/api/schedules/nightly/pause", content=b"", headers={"Content-Type": "text/plain"}
+                       ).status_code == 415  # a cross-site form cannot pause it
+    assert client.post("/api/schedules", json={"name": "x", "cron": "* * * * *", "command": "y", "when": 1}
+                       ).status_code == 400
+    assert client.delete("/api/schedules/nightly").status_code == 200
+    missing = client.post("/api/schedules/nightly/pause", json={})
+    assert missing.status_code == 404 and "nightly" in missing.json()["error"]
+
+
+def test_dead_letters_through_the_api(client: TestClient, fake: FakeConnector) -> None:
+    fake.cluster.dead.append(pb.DeadLetter(id="d1", attempts=2, exit_code=3))
+    listed = client.get("/api/dlq").json()
+    assert listed["dead_letters"][0]["id"] == "d1" and listed["dead_letters"][0]["exit_code"] == 3
+    assert client.post("/api/dlq/retry", json={"ids": ["d1"]}).json() == {"count": 1, "ids": ["d1"]}
+    assert client.post("/api/dlq/purge", json={"all": True}).json()["count"] == 1
+    both = client.post("/api/dlq/retry", json={"ids": ["d1"], "all": True})
+    assert both.status_code == 400 and 'either "ids" or "all"' in both.json()["error"]
+    assert client.post("/api/dlq/retry", json={}).status_code == 400
+    assert client.post("/api/dlq/frob", json={"all": True}).status_code == 404
+    assert client.get("/api/dlq?offset=3").status_code == 400
