@@ -79,6 +79,8 @@ def test_every_subcommand_against_a_cluster(cluster: Cluster, redis_sync):
     watched = jc(cluster, "watch", slow, *servers)
     assert watched.returncode == 0 and watched.stdout == "line 1\nline 2\n", watched.stderr
 
+    nosuch = jc(cluster, "list", "-schedule", "nosuch", *servers)
+    assert nosuch.returncode == 2 and "no schedule named 'nosuch'" in nosuch.stderr  # not an empty table
     listed = jc(cluster, "list", "FAILED", *servers)
     assert listed.returncode == 0 and "exit 7" in listed.stdout
     listed_json = json.loads(jc(cluster, "list", "-limit", "2", "-json", *servers).stdout)
