@@ -47,8 +47,17 @@ stop:
 status: deps
 	@$(PY) -m jobcluster.devtools.cluster status
 
+# The last 30 lines of each log; etcd's raft chatter and flag warnings left out unless ALL=1.
+ALL ?=
 logs:
-	@tail -n 30 log/*.log 2>/dev/null || echo "no logs yet (make start)"
+	@ls log/*.log >/dev/null 2>&1 || { echo "no logs yet (make start)"; exit 0; }; \
+	for f in log/*.log; do \
+		echo "==> $$f <=="; \
+		if [ "$${f##*/}" = etcd.log ] && [ -z "$(ALL)" ]; then \
+			grep -v -e '^raft' -e "^\[WARNING\] Deprecated '--logger=capnslog'" "$$f" | tail -n 30; \
+		else tail -n 30 "$$f"; fi; \
+		echo; \
+	done
 
 # Debian's chromium for the browser tests (installed when missing and we are root).
 browser:

@@ -1,4 +1,9 @@
-"""Logging for every program: one line per event, readable text or JSON (LOG_FORMAT=json)."""
+"""Logging for every program: one line per event, readable text or JSON (LOG_FORMAT=json).
+
+A JSON line carries, where they apply, the ``job_id`` and ``attempt`` a worker's slot is busy with, the
+``worker_id``, and the ``rpc`` a server is answering: set in context variables (:data:`JOB`, :data:`RPC`,
+:func:`set_fields`), so every line logged meanwhile, by any module, has them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,35 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
+from typing import Any
+
+#: The job (and its attempt, once claimed) the current task works on: {"job_id": ..., "attempt": ...}.
+JOB: ContextVar[dict[str, Any] | None] = ContextVar("job", default=None)
+#: The gRPC method the current task answers.
+RPC: ContextVar[str] = ContextVar("rpc", default="")
+_FIELDS: dict[str, Any] = {}
+
+
+def set_fields(**fields: Any) -> None:
+    """Fields every line of this process carries from now on (a worker's ``worker_id``)."""
+    _FIELDS.update(fields)
+
+
+class ContextFields(logging.Filter):
+    """Puts :data:`JOB`, :data:`RPC` and :func:`set_fields` on each record (JSON shows them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _FIELDS.items():
+            setattr(record, key, value)
+        job = JOB.get()
+        if job:
+            for key, value in job.items():
+                setattr(record, key, value)
+        rpc = RPC.get()
+        if rpc:
+            record.rpc = rpc
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +72,7 @@ def setup_logging(program: str, level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JsonFormatter(program))
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ContextFields())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

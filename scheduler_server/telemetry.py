@@ -1,5 +1,5 @@
-"""A server's Prometheus metrics (jobcluster/metrics.py): every gRPC call through one interceptor, and the
-gauges a server reads on its own (queue depths, whether it leads)."""
+"""A server's Prometheus metrics (jobcluster/metrics.py): every gRPC call through one interceptor (which also
+names the RPC in the call's log lines), and the gauges a server reads on its own (queue depths, leader)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from jobcluster import metrics
+from jobcluster import logs, metrics
 from jobcluster.election import Election
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.queue import Queue
@@ -50,6 +50,7 @@ def _unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awai
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         code = "OK"
+        logs.RPC.set(method)  # this call's task: every line logged while answering it names the RPC
         try:
             return await behavior(request, context)
         except asyncio.CancelledError:
@@ -67,6 +68,7 @@ def _stream(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Asy
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         code = "OK"
+        logs.RPC.set(method)
         try:
             async for item in behavior(request, context):
                 yield item

@@ -18,7 +18,7 @@ from jobcluster import queue as queue_mod
 from jobcluster.aio import Stopped, retrying
 from jobcluster.errors import POSTGRES_ERRORS
 from jobcluster.hardening import make_non_dumpable
-from jobcluster.logs import setup_logging
+from jobcluster.logs import set_fields, setup_logging
 from jobcluster.queue import Queue
 from jobcluster.settings import ConfigError, Settings, load_or_exit
 from jobcluster.store import Store
@@ -94,6 +94,7 @@ def run() -> None:
         from dataclasses import replace
         settings = replace(settings, **overrides)
     setup_logging("worker", settings.log_level, settings.log_format)
+    set_fields(worker_id=settings.effective_worker_id())
     clock.set_skew_ms(settings.test_clock_skew_ms)
     # Jobs are this process's children: none may read its environment or memory through /proc.
     make_non_dumpable()

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from jobcluster import keys, metrics, model
+from jobcluster import keys, logs, metrics, model
 from jobcluster.aio import retrying
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
@@ -181,6 +181,13 @@ class Worker:
                 and depths["processing"] == 0)
 
     async def _process(self, job_id: str) -> None:
+        context = logs.JOB.set({"job_id": job_id})
+        try:
+            await self._claim_and_run(job_id)
+        finally:
+            logs.JOB.reset(context)
+
+    async def _claim_and_run(self, job_id: str) -> None:
         token = uuid.uuid4()  # the same for every retry: a lost reply is not a lost claim
         claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token,
                                                                               serves=self.serves))
@@ -189,6 +196,7 @@ class Worker:
             return
         if claimed.concurrency_key:
             self._key_refusals.pop(claimed.concurrency_key, None)
+        logs.JOB.set({"job_id": job_id, "attempt": claimed.attempt})
         log.info("job %s attempt %d started", job_id, claimed.attempt)
         metrics.JOBS_STARTED.labels(claimed.queue).inc()
         metrics.START_DELAY.labels(claimed.queue).observe(claimed.waited)

@@ -179,16 +179,20 @@ def _give_to_postgres(*paths: Path) -> None:
             shutil.chown(path, "postgres", "postgres")
 
 
-def _wait_accepting(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
+def _wait_accepting(proc: subprocess.Popen[bytes], port: int, socket_dir: Path, log_path: Path,
+                    timeout: float) -> None:
     """Until PostgreSQL accepts connections: its port opens before it has finished starting up (crash
-    recovery of an old data directory), when a connection gets "the database system is starting up"."""
+    recovery of an old data directory), when a connection gets "the database system is starting up".
+    Asked over its socket as its superuser, who may log in there: a probe as another role (pg_isready's
+    default, the OS user) would leave 'FATAL: role "root" does not exist' in its log at every start."""
     ready = _need("pg_isready", "postgresql")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(f"postgresql exited with {proc.returncode} at start; see {log_path}:\n"
                                + _tail(log_path))
-        if subprocess.run([ready, "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0:
+        if subprocess.run([ready, "-q", "-h", str(socket_dir), "-p", str(port), "-U", lockdown.PG_SUPERUSER,
+                           "-d", "postgres"]).returncode == 0:
             return
         time.sleep(0.05)
     raise ServiceError(f"postgresql on port {port} did not accept connections within {timeout:g}s; see {log_path}")
@@ -224,7 +228,7 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
         cmd += ["-c", f"{key}={value}"]
     proc = _spawn(cmd, log_path, detach, as_postgres=True)
     _wait_port("postgresql", proc, port, log_path, timeout)
-    _wait_accepting(proc, port, log_path, timeout)
+    _wait_accepting(proc, port, data_dir, log_path, timeout)
     if login is not None:
         try:
             asyncio.run(lockdown.ensure_pg_role(data_dir, port, login.user, login.password, database))

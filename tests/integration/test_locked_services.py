@@ -315,3 +315,23 @@ async def test_an_open_etcd_from_an_older_version_gets_auth_and_a_second_start_k
                     await anonymous.get(b"/scheduler/v1/old")
         finally:
             etcd.stop()
+
+
+@pytest.mark.parametrize("locked_mode", [False, True])
+def test_starting_postgresql_twice_leaves_no_fatal_line_in_its_log(locked_mode: bool) -> None:
+    """A first start and a restart say nothing alarming: the readiness probe once left
+    'FATAL: role "root" does not exist' in the log at every start."""
+    root = Path(tempfile.mkdtemp(prefix="jobcluster-pglog-"))
+    os.chmod(root, 0o755)
+    try:
+        login = svc.Login("jobcluster", root / "secrets" / "pw") if locked_mode else None
+        if login:
+            login.password_file.parent.mkdir(mode=0o700)
+        for _ in range(2):
+            svc.start_postgres(root / "pg", svc.free_port(), root / "pg.log", login=login,
+                               settings={"fsync": "off"}).stop()
+        text = (root / "pg.log").read_text()
+        assert "database system is ready to accept connections" in text
+        assert "FATAL" not in text and "ERROR" not in text, text
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
