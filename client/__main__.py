@@ -114,7 +114,15 @@ def submit_all(pool: Pool, entries: list[JobEntry]) -> list[tuple[str, JobEntry]
     return submitted
 
 
+class EntryRefused(Exception):
+    """A server refused one entry of a jobs file; the message names it and what was saved before it."""
+
+
 def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
+    """CreateSchedule for each cron entry. The file was checked first (every entry, cron expressions
+    included), so a refusal here is the server's own rule (CRON_MIN_INTERVAL, MAX_SCHEDULES):
+    EntryRefused says which entry, and which schedules were saved before it."""
+    saved_names: list[str] = []
     for entry in entries:
         msg = pb.Schedule(name=entry.name, cron=entry.cron, timezone=entry.timezone, command=entry.command,
                           description=entry.description, catchup=entry.catchup, overlap=entry.overlap,
@@ -123,9 +131,23 @@ def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
             msg.max_retries = entry.max_retries
         if entry.timeout_seconds is not None:
             msg.timeout_seconds = entry.timeout_seconds
-        saved, server = pool.call(lambda stub: stub.CreateSchedule(msg, timeout=CALL_TIMEOUT))
-        display.say(f"schedule {saved.name!r} saved via {server}: {saved.cron!r} ({saved.timezone}), "
-                    f"next run {display.when(saved.next_run_ms)}")
+        if entry.enabled is not None:
+            msg.enabled = entry.enabled
+        try:
+            saved, server = pool.call(lambda stub: stub.CreateSchedule(msg, timeout=CALL_TIMEOUT))
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                raise
+            before = f"saved before it: {', '.join(saved_names)}" if saved_names else "no schedule was saved"
+            raise EntryRefused(f"{entry.where}: {exc.details()} ({before}; no job was submitted)") from None
+        saved_names.append(saved.name)
+        if saved.enabled:
+            state = f"next run {display.when(saved.next_run_ms)}"
+        elif entry.enabled is None:
+            state = 'paused, and kept paused (add "enabled": true to the entry to resume it)'
+        else:
+            state = "paused"
+        display.say(f"schedule {saved.name!r} saved via {server}: {saved.cron!r} ({saved.timezone}), {state}")
 
 
 def batches(entries: list[JobEntry], max_jobs: int = BATCH_JOBS,
@@ -349,6 +371,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
     try:
         return _run(args, entries, since, servers, security)
     except SecurityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EntryRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ServerDown as exc:

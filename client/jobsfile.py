@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from jobcluster import cron
 from jobcluster.durations import parse_duration
 from jobcluster.model import InvalidJob, Routing, validate_routing
 from jobcluster.pb import scheduler_pb2 as pb
@@ -18,7 +19,7 @@ from jobcluster.pb import scheduler_pb2 as pb
 #: Where a job runs: its queue, priority (0-9), constraints (tags a worker must have) and concurrency key.
 ROUTING_FIELDS = ("queue", "priority", "constraints", "concurrency_key", "max_concurrency")
 FIELDS = ("name", "command", "description", "max_retries", "timeout", "run_at", "idempotency_key",
-          "cron", "timezone", "catchup", "overlap", *ROUTING_FIELDS)
+          "cron", "timezone", "catchup", "overlap", "enabled", *ROUTING_FIELDS)
 #: Fields that make an entry a cron schedule (created or updated by name) instead of a job.
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "overlap")
 
@@ -42,6 +43,8 @@ class JobEntry(Routing):
     timezone: str = ""
     catchup: str = ""
     overlap: str = ""
+    enabled: bool | None = None  # a cron entry: None keeps a schedule's state (a new one is enabled)
+    where: str = ""              # "jobs.json: job 3 ('nightly')", for messages
 
 
 def routing(raw: dict[str, Any]) -> dict[str, Any]:
@@ -122,19 +125,28 @@ def _entry(raw: Any, where: str) -> JobEntry:
         routed = routing(raw)
     except ValueError as exc:
         raise JobsFileError(f"{where}: {exc}") from None
-    if any(k in raw for k in SCHEDULE_FIELDS):
+    if "enabled" in raw and not isinstance(raw["enabled"], bool):
+        raise JobsFileError(f"{where}: \"enabled\" must be true or false, got {raw['enabled']!r}")
+    if any(k in raw for k in (*SCHEDULE_FIELDS, "enabled")):
         if not raw.get("cron", "").strip():
-            raise JobsFileError(f"{where}: \"cron\" is needed with {', '.join(k for k in SCHEDULE_FIELDS if k in raw)}")
+            given = ", ".join(k for k in (*SCHEDULE_FIELDS, "enabled") if k in raw)
+            raise JobsFileError(f"{where}: \"cron\" is needed with {given}")
         if not raw.get("name", "").strip():
             raise JobsFileError(f"{where}: a cron entry needs a \"name\" (the schedule is created or updated by name)")
         for key in ("run_at", "idempotency_key"):
             if key in raw:
                 raise JobsFileError(f"{where}: \"{key}\" does not apply to a cron entry")
+        try:  # checked here, so one bad entry stops the file before any schedule is saved
+            cron.validate(raw["cron"], raw.get("timezone", "").strip() or "UTC",
+                          raw.get("catchup", "").strip().lower() or "skip",
+                          raw.get("overlap", "").strip().lower() or "allow")
+        except cron.InvalidSchedule as exc:
+            raise JobsFileError(f"{where}: {exc}") from None
     return JobEntry(command=command, name=raw.get("name", ""), description=raw.get("description", ""),
                     max_retries=retries, timeout_seconds=timeout, run_at_ms=run_at,
                     idempotency_key=raw.get("idempotency_key", ""), cron=raw.get("cron", "").strip(),
                     timezone=raw.get("timezone", ""), catchup=raw.get("catchup", ""), overlap=raw.get("overlap", ""),
-                    **routed)
+                    enabled=raw.get("enabled"), where=where, **routed)
 
 
 def parse_jobs(text: str, source: str = "jobs file") -> list[JobEntry]:

@@ -2,19 +2,20 @@
 -- Loaded by jobcluster/store/schedules.py; each block is one statement.
 
 -- name: upsert_schedule
--- Create a schedule, or update the one with this name (and re-enable it). A new name is
--- refused (no row) when $12 schedules exist already; two creates racing may both pass.
+-- Create a schedule, or update the one with this name. $18: enabled or paused (NULL: a new one is
+-- enabled, an existing one keeps its state: re-sending a jobs file does not resume a paused schedule).
+-- A new name is refused (no row) when $12 schedules exist already; two creates racing may both pass.
 -- $13-$17: the routing of the jobs it fires.
 INSERT INTO schedules (id, name, cron, timezone, command, description, max_retries, timeout_seconds,
                        catchup, overlap, enabled, next_run_at,
                        queue, priority, constraints, concurrency_key, max_concurrency)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11, $13, $14, $15, $16, $17
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($18::boolean, true), $11, $13, $14, $15, $16, $17
  WHERE (SELECT count(*) FROM schedules) < $12 OR EXISTS (SELECT 1 FROM schedules WHERE name = $2)
 ON CONFLICT (name) DO UPDATE
    SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, command = EXCLUDED.command,
        description = EXCLUDED.description, max_retries = EXCLUDED.max_retries,
        timeout_seconds = EXCLUDED.timeout_seconds, catchup = EXCLUDED.catchup, overlap = EXCLUDED.overlap,
-       enabled = true, next_run_at = EXCLUDED.next_run_at, updated_at = now(),
+       enabled = COALESCE($18::boolean, schedules.enabled), next_run_at = EXCLUDED.next_run_at, updated_at = now(),
        queue = EXCLUDED.queue, priority = EXCLUDED.priority, constraints = EXCLUDED.constraints,
        concurrency_key = EXCLUDED.concurrency_key, max_concurrency = EXCLUDED.max_concurrency
 RETURNING *;

@@ -28,8 +28,10 @@ class Schedules:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def upsert(self, spec: ScheduleSpec, next_run: dt.datetime, max_schedules: int) -> ScheduleRow | None:
-        """Create a schedule, or update (and re-enable) the one with this name.
+    async def upsert(self, spec: ScheduleSpec, next_run: dt.datetime, max_schedules: int,
+                     enabled: bool | None = None) -> ScheduleRow | None:
+        """Create a schedule, or update the one with this name; ``enabled`` None: a new one is enabled, an
+        existing one keeps its state (paused stays paused).
 
         None when it would be a new one and ``max_schedules`` exist already.
         """
@@ -37,7 +39,7 @@ class Schedules:
             Q["upsert_schedule"], uuid.uuid4(), spec.name, spec.cron, spec.timezone, spec.command,
             spec.description, spec.max_retries, spec.timeout_seconds, spec.catchup, spec.overlap, next_run,
             max_schedules, spec.queue, spec.priority, list(spec.constraints), spec.concurrency_key,
-            spec.max_concurrency)
+            spec.max_concurrency, enabled)
         return _row(row)
 
     async def all(self) -> list[ScheduleRow]:

@@ -149,7 +149,20 @@ class JobRpcs(Servicer):
             raise InvalidJob("id is empty")
         job = await self.job_row(request.id)
         reasons = await self.waiting_reasons([job])
-        return convert.job_status(job, reasons.get(job.id, ""))
+        msg = convert.job_status(job, reasons.get(job.id, ""))
+        if job.status is Status.RUNNING:
+            msg.output = await self._live_tail(job.id)
+        return msg
+
+    async def _live_tail(self, job_id: str) -> str:
+        """What a running job printed so far (its worker publishes the tail every 0.25 s); '' when Redis
+        has none or does not answer within a second (the status is still worth answering)."""
+        try:
+            async with asyncio.timeout(1.0):
+                live = await self.queue.live_output.read(job_id)
+        except LIVE_READ_ERRORS:
+            return ""
+        return live[1] if live else ""
 
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -235,6 +248,10 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
                   "schedule": request.schedule.strip() or None, "since_ms": request.created_after_ms,
                   "until_ms": request.created_before_ms,
                   "queue": check_queue(request.queue) if request.queue.strip() else None}
+
+
+#: Why a running job's live output may be missing from GetJobStatus: Redis slow or down.
+LIVE_READ_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_ERRORS)
 
 
 def _count_new(stored: Sequence[Submitted]) -> None:

@@ -42,11 +42,13 @@ class ScheduleRpcs(Servicer):
                             timeout_seconds=job.timeout_seconds, catchup=catchup, overlap=overlap,
                             **job.routing())
         next_run = cron.next_tick(spec.cron, timezone, model.utcnow())
-        saved = await self.store.schedules.upsert(spec, next_run, self.settings.max_schedules)
+        enabled = request.enabled if request.HasField("enabled") else None
+        saved = await self.store.schedules.upsert(spec, next_run, self.settings.max_schedules, enabled)
         if saved is None:
             raise Exhausted(f"there are {self.settings.max_schedules} schedules already (MAX_SCHEDULES); "
                             "delete one, or update an existing one by its name")
-        log.info("schedule %s saved: %r (%s), next run %s", name, spec.cron, timezone, next_run.isoformat())
+        log.info("schedule %s saved: %r (%s), %s", name, spec.cron, timezone,
+                 f"next run {next_run.isoformat()}" if saved.enabled else "paused")
         return convert.schedule_msg(saved)
 
     @rpc

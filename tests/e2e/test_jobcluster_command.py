@@ -137,3 +137,15 @@ def test_make_run_client_passes_the_command_as_typed(cluster: Cluster):
     job_id = next(line.split()[1] for line in ran.stdout.splitlines() if line.startswith("submitted "))
     lines = job_status(address, job_id).output.splitlines()
     assert lines[0] == "it works" and lines[1].startswith("home=/") and len(lines[1]) > len("home=/"), lines
+
+
+def test_status_of_a_running_job_shows_what_it_printed_so_far(cluster: Cluster):
+    """GetJobStatus (so `jobcluster status` and /api/jobs/<id>) of a RUNNING job carries its live tail."""
+    _, address = cluster.server()
+    cluster.worker("jc-live")
+    job_id = submit(address, command="echo first line; echo second line; sleep 30")
+    wait_for_sync(lambda: job_status(address, job_id).output == "first line\nsecond line\n", timeout=20,
+                  what="the live output in GetJobStatus")
+    assert job_status(address, job_id).status == "RUNNING"
+    shown = jc(cluster, "status", job_id, "-servers", address)
+    assert "RUNNING" in shown.stdout and "    second line" in shown.stdout, shown.stdout

@@ -170,7 +170,7 @@ def test_server_without_redis_answers_unavailable_and_keeps_the_job(cluster: Clu
 
 
 def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Cluster):
-    _, address = cluster.server()
+    _, address = cluster.server(CRON_MIN_INTERVAL="5s")
     cluster.worker("e2e-1")
     path = cluster.jobs_file({"jobs": [
         {"name": "report", "command": "echo report", "cron": "0 6 * * *", "timezone": "Europe/Paris"},
@@ -185,11 +185,31 @@ def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Clus
     assert ran.returncode == 0 and "report" in ran.stdout and "SUCCEEDED" in ran.stdout, ran.stdout + ran.stderr
     paused = cluster.client("-pause-schedule", "report", "-servers", address)
     assert paused.returncode == 0 and "paused" in paused.stdout
+    # The same file again keeps it paused (it once resumed it), and says so; "enabled" in the file decides.
+    again = cluster.client("-file", str(path), "-servers", address)
+    assert again.returncode == 0 and "kept paused" in again.stdout, again.stdout + again.stderr
+    assert "paused" in cluster.client("-schedules", "-servers", address).stdout
+    resumed_file = cluster.jobs_file([{"name": "report", "command": "echo report", "cron": "0 6 * * *",
+                                       "timezone": "Europe/Paris", "enabled": True}], name="resume.json")
+    resumed = cluster.client("-file", str(resumed_file), "-servers", address)
+    assert resumed.returncode == 0 and "next run" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert "enabled" in cluster.client("-schedules", "-servers", address).stdout
     missing = cluster.client("-delete-schedule", "nope", "-servers", address)
     assert missing.returncode == 2 and "no schedule named 'nope'" in missing.stderr
-    bad = cluster.jobs_file([{"name": "x", "command": "true", "cron": "99 * * * *"}], name="bad.json")
+    bad = cluster.jobs_file([{"name": "first", "command": "true", "cron": "0 5 * * *"},
+                             {"name": "x", "command": "true", "cron": "99 * * * *"}], name="bad.json")
     refused = cluster.client("-file", str(bad), "-servers", address)
     assert refused.returncode == 2 and "invalid cron expression" in refused.stderr
+    assert "bad.json: job 2 ('x')" in refused.stderr and "nothing was submitted" in refused.stderr
+    assert "first" not in cluster.client("-schedules", "-servers", address).stdout  # checked before any save
+    # A rule only the server knows (its CRON_MIN_INTERVAL) names the entry and what was saved before it.
+    fast = cluster.jobs_file([{"name": "slow", "command": "true", "cron": "0 4 * * *"},
+                              {"name": "fast", "command": "true", "cron": "* * * * * *"},
+                              {"command": "echo never"}], name="fast.json")
+    too_fast = cluster.client("-file", str(fast), "-servers", address)
+    assert too_fast.returncode == 2, too_fast.stdout + too_fast.stderr
+    assert "fast.json: job 2 ('fast')" in too_fast.stderr and "saved before it: slow" in too_fast.stderr
+    assert "no job was submitted" in too_fast.stderr
     wait_for_sync(lambda: "leader    " + address in cluster.client("-cluster", "-servers", address).stdout,
                   timeout=15, what="cluster view with the leader")
     shown = cluster.client("-cluster", "-servers", address)

@@ -82,6 +82,11 @@ def test_cron_entries_become_schedules():
     ('{"command": "date", "cron": "* * * * *"}', 'needs a "name"'),
     ('{"name": "a", "command": "date", "timezone": "UTC"}', '"cron" is needed'),
     ('{"name": "a", "command": "date", "cron": "* * * * *", "run_at": 5}', "does not apply"),
+    ('{"name": "a", "command": "date", "cron": "99 * * * *"}', "job 1 ('a'): invalid cron expression"),
+    ('{"name": "a", "command": "date", "cron": "* * * * *", "timezone": "Mars/Base"}', "timezone"),
+    ('{"name": "a", "command": "date", "cron": "* * * * *", "catchup": "all"}', "catchup must be one of"),
+    ('{"name": "a", "command": "date", "cron": "* * * * *", "enabled": "yes"}', '"enabled" must be true or false'),
+    ('{"name": "a", "command": "date", "enabled": false}', '"cron" is needed with enabled'),
 ])
 def test_bad_cron_entries_are_named(entry, fragment):
     from client.jobsfile import JobsFileError, parse_jobs
