@@ -33,6 +33,7 @@ from jobcluster.limits import MAX_BATCH_BYTES
 from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pbjson import to_dict
+from jobcluster.wording import plain
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: Most jobs in one SubmitJobs call (the server takes up to 10,000).
@@ -40,7 +41,7 @@ BATCH_JOBS = 1000
 
 
 def build_parser(prog: str = "python -m client", *, mode_required: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, allow_abbrev=False,
+    p = argparse.ArgumentParser(prog=prog, description=plain(__doc__), allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=mode_required)
     what.add_argument("-file", "--file", metavar="JOBS_JSON", help="jobs file to submit")
@@ -194,7 +195,7 @@ def cancel(pool: Pool, ids: list[str]) -> int:
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise
-            print(f"error: {exc.details()}", file=sys.stderr)
+            print(display.rpc_error(exc), file=sys.stderr)
             code = EXIT_USAGE
     if display.JSON:
         display.emit({"jobs": [to_dict(job) for job in done]})
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
         print(f"error: {exc}\nhint: {security.hint()}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(display.rpc_error(exc), file=sys.stderr)
         if exc.code() in AUTH_HINTS:
             print(f"hint: {AUTH_HINTS[exc.code()]}", file=sys.stderr)
         return EXIT_USAGE if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,

@@ -34,7 +34,7 @@ commands:
 flags (any command):
   -servers host:port,...     servers to use (default SERVERS, then .servers, then localhost:50051)
   -json                      print JSON on stdout (watch: one object per event), for scripts
-  -h, --help                 this help; `jobcluster COMMAND -h` lists every flag
+  -h, --help                 this help; jobcluster COMMAND -h lists every flag
 
 examples:
   jobcluster submit 'echo hello' -name greet -timeout 30s

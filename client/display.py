@@ -30,6 +30,11 @@ def emit(obj: dict[str, Any], out=sys.stdout) -> None:
     out.flush()
 
 
+def rpc_error(exc: grpc.RpcError) -> str:
+    """How every refused call is reported: ``error: CODE: what the server said``."""
+    return f"error: {exc.code().name}: {exc.details()}"
+
+
 def say(text: str) -> None:
     """A progress line: stdout, or stderr under ``--json`` (stdout then holds only the JSON)."""
     print(text, file=sys.stderr if JSON else sys.stdout, flush=True)
@@ -98,7 +103,7 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-            print(f"error: {exc.details()}", file=sys.stderr)
+            print(rpc_error(exc), file=sys.stderr)
             code = 2
             continue
         if JSON:

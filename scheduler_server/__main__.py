@@ -12,6 +12,7 @@ from dataclasses import replace
 from jobcluster import clock
 from jobcluster.logs import setup_logging
 from jobcluster.settings import ConfigError, Settings, load_or_exit
+from jobcluster.wording import plain
 from scheduler_server.server import SchedulerServer
 
 log = logging.getLogger("server")
@@ -38,7 +39,7 @@ async def main(settings: Settings) -> int:
 
 
 def run() -> None:
-    parser = argparse.ArgumentParser(prog="python -m scheduler_server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scheduler_server", description=plain(__doc__))
     parser.add_argument("--port", type=int, help="listen port (default SERVER_PORT)")
     parser.add_argument("--host", help="listen address (default SERVER_HOST, 127.0.0.1)")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from jobcluster.channels import ChannelSecurity, SecurityError
 from jobcluster.failover import AioChannels, configured_servers, split_list
 from jobcluster.logs import setup_logging
 from jobcluster.settings import ConfigError, load_or_exit
+from jobcluster.wording import plain
 from webui.app import create_app
 from webui.config import UIConfig, ui_config
 
@@ -26,7 +27,7 @@ def _login_note(config: UIConfig) -> str:
 
 
 def run() -> None:
-    parser = argparse.ArgumentParser(prog="python -m webui", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m webui", description=plain(__doc__))
     parser.add_argument("--addr", help="host:port to listen on (default WEBUI_ADDR)")
     parser.add_argument("--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
     args = parser.parse_args()

@@ -22,6 +22,7 @@ from jobcluster.logs import set_fields, setup_logging
 from jobcluster.queue import Queue
 from jobcluster.settings import ConfigError, Settings, load_or_exit
 from jobcluster.store import Store
+from jobcluster.wording import plain
 from worker.reaper import Reaper
 from worker.sandbox import Sandbox
 from worker.shell import use_pidfd_child_watcher
@@ -79,7 +80,7 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
 
 
 def run() -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m worker", description=plain(__doc__))
     parser.add_argument("--burst", action="store_true", help="exit once the queue and delayed set are empty")
     parser.add_argument("--concurrency", type=int, help="job slots (default WORKER_CONCURRENCY)")
     parser.add_argument("--id", help="worker id (default WORKER_ID, else <host>-<pid>)")

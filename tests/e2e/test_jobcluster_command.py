@@ -30,7 +30,7 @@ def test_the_command_is_installed_and_its_help_has_examples():
     for command in ("submit", "run", "status", "watch", "list", "cancel", "dlq", "schedules", "cluster"):
         assert f"\n  {command} " in shown.stdout, command
     assert "examples:" in shown.stdout and "jobcluster submit 'echo hello'" in shown.stdout
-    assert "`" not in shown.stdout.split("examples:")[0].replace("`jobcluster COMMAND -h`", "")
+    assert "`" not in shown.stdout
     flags = subprocess.run([str(JOBCLUSTER), "submit", "-h"], capture_output=True, text=True, timeout=30)
     assert flags.returncode == 0 and "usage: jobcluster submit" in flags.stdout and "-max-retries" in flags.stdout
 
