@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 
 from jobcluster.aio import wait_within
 from jobcluster.model import Status
-from jobcluster.queue.live_output import LiveOutput
+from jobcluster.queue.live_output import Live, LiveOutput
 from jobcluster.store import Store
 from jobcluster.store.job_queries import Changed
 from jobcluster.store.watchers import Listener
@@ -281,10 +281,12 @@ class WatchHub:
         for job_id in running:
             snap = self._seen.get(job_id)
             out = live.get(job_id)
-            if snap is not None and out is not None and out[0] != snap[0].live_bytes:
+            if snap is not None and out is not None:
+                out = out.of(snap[0].job.attempts)  # not a dead attempt's (its byte count may match)
+            if snap is not None and out is not None and out.total != snap[0].live_bytes:
                 self._publish(job_id, Changed(snap[0].job, snap[1], 0), out)
 
-    def _publish(self, job_id: str, c: Changed, live: tuple[int, str] | None) -> None:
+    def _publish(self, job_id: str, c: Changed, live: Live | None) -> None:
         watches = self._watches.get(job_id)
         if not watches:
             return

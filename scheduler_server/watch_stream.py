@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from jobcluster.queue.live_output import Live
 from jobcluster.aio import wait_within
 from jobcluster.model import TERMINAL
 from jobcluster.pb import scheduler_pb2 as pb
@@ -31,9 +32,10 @@ class Snapshot:
         return self.job.status in TERMINAL
 
     @classmethod
-    def of(cls, job: JobRow, live: tuple[int, str] | None) -> Snapshot:
+    def of(cls, job: JobRow, live: Live | None) -> Snapshot:
         final = job.status in TERMINAL
         event = pb.JobEvent(job=convert.job_status(job), final=final)
+        live = live.of(job.attempts) if live else None  # a dead worker's attempt 1 is not attempt 2's output
         if live:
             event.live_output, event.live_output_bytes = live[1], live[0]
         return cls(job, live[0] if live else 0, event)

@@ -23,6 +23,7 @@ from jobcluster.errors import UNAVAILABLE
 from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.queue.lanes import Serving
+from jobcluster.queue.live_output import Live
 from jobcluster.recovery import recover_worker
 from jobcluster.rows import Claimed
 from jobcluster.settings import ConfigError, Settings
@@ -74,7 +75,7 @@ class Worker:
         self._started_ms = model.now_ms()
         self.jobs_done = 0
         # job id -> (output so far, set to stop it): the jobs running now.
-        self._running: dict[str, tuple[OutputTail, asyncio.Event]] = {}
+        self._running: dict[str, tuple[OutputTail, asyncio.Event, int]] = {}
         # (job id, attempt) -> set to stop it: the attempts running now (a rerun of a job may start in
         # another slot before the old attempt has ended, so this is keyed by attempt too).
         self._attempts: dict[tuple[str, int], asyncio.Event] = {}
@@ -202,7 +203,7 @@ class Worker:
         metrics.START_DELAY.labels(claimed.queue).observe(claimed.waited)
         started = time.monotonic()
         tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
-        self._running[job_id] = (tail, stop)
+        self._running[job_id] = (tail, stop, claimed.attempt)
         self._attempts[(job_id, claimed.attempt)] = stop
         try:
             result = await self._run(claimed, tail, stop)
@@ -453,9 +454,9 @@ class Worker:
     async def _live_loop(self) -> None:
         """Publish running jobs' output (WatchJob reads it) and stop jobs cancelled meanwhile."""
         tick = 0
-        # job id -> (bytes written, monotonic time) when last published; a job is published again
+        # job id -> (bytes written, monotonic time, attempt) when last published; a job is published again
         # when it wrote more, or every LIVE_REFRESH so its hash (60 s TTL) outlives silent stretches.
-        published: dict[str, tuple[int, float]] = {}
+        published: dict[str, tuple[int, float, int]] = {}
         while True:
             await asyncio.sleep(LIVE_INTERVAL)
             tick += 1
@@ -464,14 +465,16 @@ class Worker:
             if not running:
                 continue
             now = time.monotonic()
-            changed = {job_id: (tail.total, clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])))
-                       for job_id, (tail, _) in running.items()
-                       if published.get(job_id, (-1, 0.0))[0] != tail.total
-                       or now - published[job_id][1] > LIVE_REFRESH}
+            # A new attempt publishes at once, empty as it may be: its job's hash may still hold the output
+            # of an attempt that died with its worker.
+            changed = {job_id: Live(tail.total, clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])), attempt)
+                       for job_id, (tail, _, attempt) in running.items()
+                       if published.get(job_id, (-1, 0.0, 0))[0] != tail.total
+                       or published[job_id][2] != attempt or now - published[job_id][1] > LIVE_REFRESH}
             try:
                 if changed:
                     await self.queue.live_output.publish(changed)
-                    published.update({job_id: (total, now) for job_id, (total, _) in changed.items()})
+                    published.update({job_id: (live.total, now, live.attempt) for job_id, live in changed.items()})
                 if tick % 2 == 0:
                     for job_id in await self.store.jobs.cancelled_among(list(running)):
                         if not running[job_id][1].is_set():

@@ -151,18 +151,19 @@ class JobRpcs(Servicer):
         reasons = await self.waiting_reasons([job])
         msg = convert.job_status(job, reasons.get(job.id, ""))
         if job.status is Status.RUNNING:
-            msg.output = await self._live_tail(job.id)
+            msg.output = await self._live_tail(job.id, job.attempts)
         return msg
 
-    async def _live_tail(self, job_id: str) -> str:
-        """What a running job printed so far (its worker publishes the tail every 0.25 s); '' when Redis
-        has none or does not answer within a second (the status is still worth answering)."""
+    async def _live_tail(self, job_id: str, attempt: int) -> str:
+        """What the running attempt printed so far (its worker publishes the tail every 0.25 s); '' when
+        Redis has none of this attempt's, or does not answer within a second (the status still answers)."""
         try:
             async with asyncio.timeout(1.0):
                 live = await self.queue.live_output.read(job_id)
         except LIVE_READ_ERRORS:
             return ""
-        return live[1] if live else ""
+        live = live.of(attempt) if live else None
+        return live.tail if live else ""
 
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:

@@ -1,0 +1,64 @@
+"""A watcher follows a job onto its next attempt when its worker is killed: the new worker and the new
+attempt's output, not the dead attempt's, long before the new attempt ends (the live page once froze on
+attempt 1 until attempt 2 ended)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import grpc
+import pytest
+import redis
+
+from jobcluster import keys
+from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from jobcluster.settings import Settings
+from tests.e2e.conftest import Cluster, job_status, submit
+from tests.helpers import wait_for_sync
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, worker_dead_after=1.5, heartbeat_interval=0.2)
+
+
+def test_a_watch_follows_the_rerun_after_its_worker_is_killed(cluster: Cluster, redis_sync: redis.Redis):
+    _, address = cluster.server()
+    first = cluster.worker("watch-1", "--concurrency", "1")
+    wait_for_sync(lambda: redis_sync.zscore(keys.WORKERS, "watch-1") is not None, timeout=20, what="watch-1")
+    job_id = submit(address, command='echo "attempt $JOB_ATTEMPT here"; sleep 40', max_retries=3)
+    wait_for_sync(lambda: job_status(address, job_id).status == "RUNNING", timeout=20, what="attempt 1")
+
+    events: list[pb.JobEvent] = []
+    channel = grpc.insecure_channel(address)
+    stream = pb_grpc.JobServiceStub(channel).WatchJob(pb.JobId(id=job_id), timeout=60)
+
+    def read() -> None:
+        try:
+            for event in stream:
+                events.append(event)
+        except grpc.RpcError:
+            pass  # cancelled at the end of the test
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for_sync(lambda: any(e.live_output == "attempt 1 here\n" for e in events), timeout=20,
+                      what="attempt 1's output on the stream")
+        cluster.worker("watch-2", "--concurrency", "1")
+        wait_for_sync(lambda: redis_sync.zscore(keys.WORKERS, "watch-2") is not None, timeout=20, what="watch-2")
+        first.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for_sync(lambda: any(e.job.attempts == 2 and e.job.status == "RUNNING" and e.job.worker_id == "watch-2"
+                                  and e.live_output == "attempt 2 here\n" for e in events),
+                      timeout=20, what="the stream following attempt 2 on watch-2")
+        assert time.monotonic() - killed < 20  # attempt 2 sleeps 40 s: this is not its end
+        after = [e for e in events if e.job.attempts == 2]
+        assert not any("attempt 1" in e.live_output for e in after), [e.live_output for e in after]
+        assert not any(e.final for e in events)
+    finally:
+        stream.cancel()
+        channel.close()
