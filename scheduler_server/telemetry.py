@@ -4,6 +4,7 @@ names the RPC in the call's log lines), and the gauges a server reads on its own
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -64,13 +65,17 @@ def _unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awai
     return call
 
 
-def _stream(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]) -> Any:
+def _stream(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Any]) -> Any:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         code = "OK"
         logs.RPC.set(method)
         try:
-            async for item in behavior(request, context):
+            answer = behavior(request, context)
+            if inspect.isawaitable(answer):  # a handler that writes with context.write (a refusal) and returns
+                await answer
+                return
+            async for item in answer:
                 yield item
         except (asyncio.CancelledError, GeneratorExit):
             code = "CANCELLED"  # the caller went away
