@@ -31,13 +31,13 @@ from webui.config import UIConfig
 from webui.guard import HostOriginGuard
 from webui.pages import cluster, dead_letters, jobs, login, schedules, submit
 from webui.sessions import Clock
-from webui.web import HERE, RequestMetrics, SecurityHeaders, metrics_page
+from webui.web import HERE, RequestMetrics, SecurityHeaders, favicon, metrics_page
 
 
 def routes() -> list[BaseRoute]:
     """Every route of the UI, area by area, then the static files."""
     return [*submit.routes, *jobs.routes, *dead_letters.routes, *schedules.routes, *cluster.routes,
-            *login.routes, *api.routes, Route("/metrics", metrics_page),
+            *login.routes, *api.routes, Route("/metrics", metrics_page), Route("/favicon.ico", favicon),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
 
 

@@ -38,7 +38,7 @@ from webui.web import UserError
 log = logging.getLogger("webui")
 SESSION_COOKIE = "jobcluster_session"
 #: Open without a login: the login itself, the stylesheet and script, and the load balancers' health check.
-OPEN_PATHS = frozenset({"/login", "/logout", "/api/health", "/metrics"})
+OPEN_PATHS = frozenset({"/login", "/logout", "/api/health", "/metrics", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
 MAX_TOKEN_CHARS = 4096
 

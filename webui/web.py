@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.templating import Jinja2Templates
 
 from jobcluster import metrics
@@ -51,6 +52,30 @@ def when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
+def relative(ms: int, now_ms: int | None = None) -> str:
+    """``12 s ago``, ``3 min ago``, ``in 2 h``, ``5 d ago``; ``-`` for 0."""
+    if not ms:
+        return "-"
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    secs = abs(now_ms - ms) / 1000
+    if secs < 1:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if secs >= size:
+            amount = f"{int(secs // size)} {unit}"
+            break
+    return f"in {amount}" if ms > now_ms else f"{amount} ago"
+
+
+def ago(ms: int) -> Markup:
+    """A time for a page: relative (``3 min ago``), the exact one on hover (``title``) and for machines."""
+    if not ms:
+        return Markup("-")
+    return Markup('<time datetime="{iso}" data-ms="{ms}" title="{exact}">{text}</time>').format(
+        iso=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z", ms=ms,
+        exact=when(ms), text=relative(ms))
+
+
 def duration(start_ms: int, end_ms: int) -> str:
     """How long an attempt took, ``-`` when it has not both started and finished."""
     if not start_ms or not end_ms:
@@ -60,7 +85,8 @@ def duration(start_ms: int, end_ms: int) -> str:
 
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.globals.update(when=when, duration=duration, statuses=STATUSES, terminal_statuses=TERMINAL_STATUSES)
+templates.env.globals.update(when=ago, exact=when, duration=duration, statuses=STATUSES,
+                             terminal_statuses=TERMINAL_STATUSES)
 
 
 def pool_of(request: Request) -> CallerPool:
@@ -173,6 +199,12 @@ class RequestMetrics(BaseHTTPMiddleware):
 async def metrics_page(request: Request) -> Response:
     """GET /metrics: this process's Prometheus metrics (open, like /api/health: counts only)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def favicon(request: Request) -> Response:
+    """GET /favicon.ico (browsers ask for it on their own): the SVG icon, cached for a day."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
 
 class SecurityHeaders(BaseHTTPMiddleware):

@@ -136,7 +136,8 @@ async def test_retry_a_dead_letter_from_the_dlq_page(ui, page, tmp_path):
     assert _not_blank(shot)
     marker.write_text("")
     await page.get_by_role("button", name=f"Retry {job_id}").click()
-    await page.wait_for_url(re.compile(r"/dlq$"))
+    await page.wait_for_url(re.compile(r"/dlq\?retried=1$"))
+    assert await page.get_by_role("status").inner_text() == "1 job sent back to the queue."  # feedback
     await wait_until(lambda: job_status(ui["servers"][0], job_id).status == "SUCCEEDED", timeout=20, what="retried")
     assert "dlq_tasks is empty" in (await page.content())
 
@@ -373,3 +374,85 @@ def test_a_token_login_acts_with_its_role_and_a_password_login_with_the_uis(ui_t
     listed = json.loads(_status(url + "/api/jobs", headers={"Authorization": f"Bearer {READ_TOKEN}"})[1])
     commands = {j["command"] for j in listed["jobs"]}
     assert commands == {"echo by password", "echo by api"}
+
+
+def _js_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    return errors
+
+
+async def test_destructive_buttons_ask_first(ui, page, redis_sync):
+    from jobcluster import keys
+    from jobcluster.pb import scheduler_pb2 as pb
+    from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+    import grpc
+    errors = _js_errors(page)
+    server = ui["servers"][0]
+    dead = submit(server, command="exit 4", max_retries=0)
+    await wait_until(lambda: redis_sync.lrange(keys.DLQ, 0, -1) == [dead], timeout=20, what="the dead letter")
+    asked: list[str] = []
+    answers = [False, True, False, True]  # dismiss, then accept; the same for the schedule
+
+    async def answer(dialog):
+        asked.append(dialog.message)
+        await (dialog.accept() if answers[len(asked) - 1] else dialog.dismiss())
+    page.on("dialog", answer)
+    await page.goto(ui["url"] + "/dlq")
+    await page.get_by_role("button", name="Purge all").click()
+    await wait_until(lambda: len(asked) == 1, timeout=10, what="the question")
+    assert "Purge all 1 dead letters?" in asked[0]
+    assert redis_sync.lrange(keys.DLQ, 0, -1) == [dead]  # dismissed: nothing purged
+    await page.get_by_role("button", name="Purge all").click()
+    await page.wait_for_url(re.compile(r"/dlq\?purged=1$"))
+    assert redis_sync.lrange(keys.DLQ, 0, -1) == []
+    assert "1 id removed from dlq_tasks" in await page.get_by_role("status").inner_text()
+
+    with grpc.insecure_channel(server) as channel:
+        pb_grpc.JobServiceStub(channel).CreateSchedule(
+            pb.Schedule(name="nightly", cron="0 3 * * *", command="true"), timeout=10)
+    await page.goto(ui["url"] + "/schedules")
+    await page.get_by_role("button", name="Delete").click()
+    await wait_until(lambda: len(asked) == 3, timeout=10, what="the second question")
+    assert "Delete schedule nightly?" in asked[2]
+    await page.get_by_role("button", name="Delete").click()
+    await page.wait_for_url(re.compile(r"/schedules$"))
+    assert "no schedules yet" in await page.content()
+    assert errors == []
+
+
+async def test_times_are_relative_pages_refresh_and_empty_output_says_so(ui, page):
+    errors = _js_errors(page)
+    server = ui["servers"][0]
+    quiet = submit(server, command="true", name="quiet-one")
+    await wait_until(lambda: job_status(server, quiet).status == "SUCCEEDED", timeout=20, what="the quiet job")
+    await page.goto(ui["url"] + "/jobs")
+    created = page.locator("tbody tr").first.locator("time")
+    assert re.fullmatch(r"(just now|\d+ (s|min) ago)", await created.inner_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z", await created.get_attribute("title"))
+    later = submit(server, command="true", name="appears-by-itself")
+    await page.get_by_text("appears-by-itself").wait_for(timeout=15_000)  # no reload: the page refreshed
+    await page.goto(f"{ui['url']}/jobs/{quiet}?server={server}")
+    await page.locator("#status").filter(has_text="SUCCEEDED").wait_for(timeout=10_000)
+    placeholder = await page.evaluate(
+        "getComputedStyle(document.getElementById('output'), '::before').getPropertyValue('content')")
+    assert placeholder == '"(no output)"'
+    assert job_status(server, later).name == "appears-by-itself"
+    with urllib.request.urlopen(ui["url"] + "/favicon.ico", timeout=10) as icon:
+        assert icon.status == 200 and icon.headers["Content-Type"].startswith("image/svg+xml")
+    await page.goto(ui["url"] + "/schedules")
+    assert errors == []
+
+
+async def test_the_submit_form_keeps_what_was_typed_when_refused(ui, page):
+    await page.goto(ui["url"] + "/")
+    await page.get_by_label("Command").fill("echo kept")
+    await page.get_by_label("Name").fill("my name")
+    await page.get_by_label("Timeout").fill("soon")
+    await page.get_by_role("button", name="Submit").click()
+    await page.get_by_role("alert").wait_for(timeout=10_000)
+    assert "Timeout" in await page.get_by_role("alert").inner_text()
+    assert await page.get_by_label("Command").input_value() == "echo kept"
+    assert await page.get_by_label("Name").input_value() == "my name"
+    assert await page.get_by_label("Timeout").input_value() == "soon"

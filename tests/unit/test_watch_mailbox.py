@@ -7,11 +7,12 @@ import asyncio
 import pytest
 
 from jobcluster.model import Status
+from jobcluster.queue.live_output import Live
 from jobcluster.rows import JobRow
 from scheduler_server.watch import Snapshot, Watch
 
 
-def _snapshot(status: Status, live: tuple[int, str] | None = None) -> Snapshot:
+def _snapshot(status: Status, live: Live | None = None) -> Snapshot:
     job = JobRow(id="j", status=status, output="", name="", description="", command="true", exit_code=None,
                  attempts=1, max_retries=0, timeout_seconds=1.0, run_at_ms=0, idempotency_key="", created_at_ms=1,
                  created_at_us=1000, updated_at_ms=1, started_at_ms=0, finished_at_ms=0, worker_id="",
@@ -21,16 +22,22 @@ def _snapshot(status: Status, live: tuple[int, str] | None = None) -> Snapshot:
 
 async def test_a_slow_reader_gets_only_the_latest_snapshot():
     watch = Watch("j", asyncio.get_running_loop().time() + 60)
-    for snap in (_snapshot(Status.QUEUED), _snapshot(Status.RUNNING, (3, "a\n")), _snapshot(Status.SUCCEEDED)):
+    for snap in (_snapshot(Status.QUEUED), _snapshot(Status.RUNNING, Live(3, "a\n", 1)), _snapshot(Status.SUCCEEDED)):
         watch.offer(snap)  # never waits for the reader
     latest = await watch.next()
     assert latest is not None and latest.final and latest.event.final and latest.event.job.status == "SUCCEEDED"
 
 
 async def test_the_live_output_is_in_the_event():
-    snap = _snapshot(Status.RUNNING, (3, "a\n"))
+    snap = _snapshot(Status.RUNNING, Live(3, "a\n", 1))
     assert snap.live_bytes == 3 and snap.event.live_output == "a\n" and snap.event.live_output_bytes == 3
     assert not snap.final
+
+
+async def test_a_dead_attempts_output_is_not_shown_for_the_next():
+    """The job is on attempt 1 here: attempt 2's output would be a bug's, attempt 0 an older worker's."""
+    assert _snapshot(Status.RUNNING, Live(3, "a\n", 2)).event.live_output == ""
+    assert _snapshot(Status.RUNNING, Live(3, "a\n", 0)).event.live_output == "a\n"
 
 
 async def test_the_life_ends_after_the_deadline_but_a_waiting_snapshot_comes_first():

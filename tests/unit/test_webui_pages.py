@@ -62,7 +62,10 @@ def test_dlq_page_with_no_server_answering_gives_503(client: TestClient, fake: F
 
 @pytest.mark.parametrize("action,method", [("retry", "RetryDeadLetters"), ("purge", "PurgeDeadLetters")])
 def test_dlq_buttons_act_on_one_or_all(client: TestClient, fake: FakeConnector, action: str, method: str) -> None:
-    assert post(client, f"/dlq/{action}", id="d-1").headers["location"] == "/dlq"
+    done = "retried" if action == "retry" else "purged"
+    assert post(client, f"/dlq/{action}", id="d-1").headers["location"] == f"/dlq?{done}=1"
+    shown = client.get(f"/dlq?{done}=1").text
+    assert ("1 job sent back to the queue." if action == "retry" else "1 id removed from dlq_tasks") in shown
     assert post(client, f"/dlq/{action}", id="all").status_code == 303
     one, every = fake.servers[A].asked(method) + fake.servers[B].asked(method)
     assert list(one.ids) == ["d-1"] and not one.all and every.all

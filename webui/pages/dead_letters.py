@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from jobcluster.failover import CALL_TIMEOUT
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.wording import plural
 from webui.errors import context, on_error_render
 from webui.web import UserError, pool_of, read_form, render
 
@@ -19,7 +20,18 @@ ACTIONS = {"retry": "RetryDeadLetters", "purge": "PurgeDeadLetters"}
 async def dlq_page(request: Request) -> Response:
     resp, server = await pool_of(request).call(
         lambda s: s.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT))
-    return render(request, "dlq.html", dead=resp.dead_letters, total=resp.total, server=server)
+    return render(request, "dlq.html", dead=resp.dead_letters, total=resp.total, server=server,
+                  done=_done(request.query_params.get("retried"), request.query_params.get("purged")))
+
+
+def _done(retried: str | None, purged: str | None) -> str:
+    """What the last Retry or Purge did, from the redirect's query: a line for the page."""
+    if retried and retried.isdigit():
+        n = int(retried)
+        return f"{plural(n, 'job')} sent back to the queue." if n else "Nothing was retried: no job was FAILED."
+    if purged and purged.isdigit():
+        return f"{plural(int(purged), 'id')} removed from dlq_tasks (the jobs stay FAILED)."
+    return ""
 
 
 @on_error_render("dlq.html", context(dead=[], server=""))
@@ -30,8 +42,9 @@ async def dlq_action(request: Request) -> Response:
     call = ACTIONS.get(request.path_params["action"])
     if call is None:
         raise UserError(f"unknown action {request.path_params['action']!r}", 404)
-    await pool_of(request).call(lambda s: getattr(s, call)(req, timeout=CALL_TIMEOUT))
-    return RedirectResponse("/dlq", status_code=303)
+    result, _ = await pool_of(request).call(lambda s: getattr(s, call)(req, timeout=CALL_TIMEOUT))
+    done = "retried" if call == "RetryDeadLetters" else "purged"
+    return RedirectResponse(f"/dlq?{done}={result.count}", status_code=303)
 
 
 routes = [

@@ -12,6 +12,26 @@ function when(ms) {
   return d.toISOString().replace("T", " ").replace(/\.(\d{3})Z$/, ".$1Z");
 }
 
+// "3 min ago" / "in 2 h", as the server renders them (webui/web.py relative()).
+function relative(ms) {
+  if (!ms || ms === "0") return "-";
+  const diff = Date.now() - Number(ms), secs = Math.abs(diff) / 1000;
+  if (secs < 1) return "just now";
+  let amount = "";
+  for (const [size, unit] of [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]]) {
+    if (secs >= size) { amount = `${Math.floor(secs / size)} ${unit}`; break; }
+  }
+  return diff < 0 ? `in ${amount}` : `${amount} ago`;
+}
+
+// A time on the page: relative, the exact one on hover.
+function setTime(id, ms) {
+  const el = document.getElementById(id);
+  if (!el) return;
+  el.textContent = relative(ms);
+  el.title = when(ms);
+}
+
 function watchJob() {
   const card = document.getElementById("job");
   if (!card) return;
@@ -20,7 +40,7 @@ function watchJob() {
   const note = document.getElementById("live-note");
   // The statuses a job ends in, rendered by the server (jobcluster.model.TERMINAL).
   const terminal = (document.body.dataset.terminalStatuses || "").split(" ");
-  let reloaded = false, finished = false, failed = false;
+  let reloaded = false, finished = false, failed = false, attempt = null;
   const source = new EventSource(`/jobs/${encodeURIComponent(id)}/events?server=${encodeURIComponent(server)}`);
   source.addEventListener("job", (e) => {
     const data = JSON.parse(e.data);
@@ -30,14 +50,22 @@ function watchJob() {
     status.className = `status s-${job.status}`;
     setText("attempts", `${job.attempts} (max retries ${job.max_retries})`);
     setText("exit-code", job.exit_code === undefined || job.exit_code === null ? "-" : String(job.exit_code));
-    setText("started", when(job.started_at_ms));
-    setText("finished", when(job.finished_at_ms));
+    setTime("started", job.started_at_ms);
+    setTime("finished", job.finished_at_ms);
     setText("worker", job.worker_id || "-");
     setText("last-error", job.last_error || "-");
     // The watch stream does not compute why a job waits: keep the page's reason while it is QUEUED.
     const waiting = document.getElementById("waiting-reason");
     if (waiting && job.status !== "QUEUED") waiting.hidden = true;
+    // A new attempt (its worker died, or a retry): its own output only, and the attempts table again.
+    if (attempt !== null && job.attempts !== attempt) {
+      output.textContent = "";
+      refreshAttempts(id, server);
+    }
+    attempt = job.attempts;
     output.textContent = data.final ? job.output : (data.live_output || output.textContent);
+    const truncated = document.getElementById("truncated");
+    if (truncated) truncated.hidden = !job.output_truncated;
     output.scrollTop = output.scrollHeight;
     const cancel = document.getElementById("cancel-form");
     if (cancel) cancel.hidden = terminal.includes(job.status);
@@ -71,15 +99,28 @@ async function refreshAttempts(id, server) {
   }
 }
 
-function refreshCluster() {
-  if (!document.getElementById("cluster")) return;
+// The cluster (every 2 s), jobs and dead-letter pages (every 5 s) refresh themselves: the page is fetched
+// again and its <main> replaced, unless the person is typing in it.
+const REFRESH = { cluster: 2000, jobs: 5000, dlq: 5000 };
+
+function refreshPage() {
+  const every = REFRESH[document.body.dataset.page];
+  if (!every) return;
   setInterval(async () => {
-    const r = await fetch("/cluster");
+    const typing = document.activeElement && document.activeElement.closest("main form");
+    if (typing || document.hidden) return;
+    const r = await fetch(location.href);
     if (!r.ok) return;
     const doc = new DOMParser().parseFromString(await r.text(), "text/html");
     const fresh = doc.querySelector("main"), old = document.querySelector("main");
     if (fresh && old) old.replaceWith(fresh);
-  }, 2000);
+  }, every);
 }
 
-document.addEventListener("DOMContentLoaded", () => { watchJob(); refreshCluster(); });
+// A destructive button asks first: its form carries data-confirm (no inline script under the CSP).
+document.addEventListener("submit", (e) => {
+  const message = e.target.dataset && e.target.dataset.confirm;
+  if (message && !window.confirm(message)) e.preventDefault();
+});
+
+document.addEventListener("DOMContentLoaded", () => { watchJob(); refreshPage(); });
