@@ -184,6 +184,13 @@ def list_schedules(pool: Pool, out=sys.stdout) -> int:
     return 0
 
 
+def worker_state(w: pb.WorkerInfo) -> str:
+    """alive; DEAD (no heartbeat yet past WORKER_DEAD_AFTER); GONE: the leader gave its jobs back."""
+    if w.gone_ms:
+        return f"GONE {_ago(w.gone_ms)} ({w.gone_reason})" if w.gone_reason else f"GONE {_ago(w.gone_ms)}"
+    return "alive" if w.alive else "DEAD (no heartbeat)"
+
+
 def show_cluster(pool: Pool, out=sys.stdout) -> int:
     info, server = pool.call(lambda stub: stub.GetClusterInfo(pb.ClusterInfoRequest(), timeout=CALL_TIMEOUT))
     if JSON:
@@ -205,7 +212,7 @@ def show_cluster(pool: Pool, out=sys.stdout) -> int:
     for w in info.workers:
         rows.append((w.id, str(w.pid), _ago(w.last_heartbeat_ms), str(w.slots), str(w.running), str(w.jobs_done),
                      ",".join(w.queues) or "default", ",".join(w.tags) or "-",
-                     "alive" if w.alive else "DEAD (no heartbeat)"))
+                     worker_state(w)))
     table(rows, out)
     out.write(f"(answered by {server})\n")
     return 0

@@ -58,6 +58,9 @@ DLQ = "dlq_tasks"
 DLQ_MOVES = "dlq_moves"
 WORKERS = "workers"
 WORKER_INFO_PREFIX = "worker:"
+#: Workers the leader declared dead (id -> when, ms), each with ``gone_worker:<id>``: its last info, kept an hour.
+GONE_WORKERS = "gone_workers"
+GONE_INFO_PREFIX = "gone_worker:"
 SERVERS = "servers"
 LIVE_OUTPUT_PREFIX = "live_output:"
 SERVER_INFO_PREFIX = "server:"
@@ -135,6 +138,11 @@ def lane_bell(lane_key: str) -> str:
 def processing(worker_id: str) -> str:
     """The processing list of one worker."""
     return PROCESSING_PREFIX + worker_id
+
+
+def gone_info(worker_id: str) -> str:
+    """What is kept of a worker the leader declared dead."""
+    return GONE_INFO_PREFIX + worker_id
 
 
 def worker_info(worker_id: str) -> str:

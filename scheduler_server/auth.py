@@ -50,7 +50,7 @@ class Role(enum.IntEnum):
 #: The least role each RPC of scheduler.JobService needs (tests/unit/test_auth.py: every RPC is here).
 RPC_ROLES: dict[str, Role] = {
     "GetJobStatus": Role.READ, "ListJobs": Role.READ, "WatchJob": Role.READ,
-    "ListDeadLetters": Role.READ, "ListSchedules": Role.READ, "GetClusterInfo": Role.READ,
+    "ListDeadLetters": Role.READ, "ListSchedules": Role.READ, "GetClusterInfo": Role.READ, "GetStats": Role.READ,
     "SubmitJob": Role.SUBMIT, "SubmitJobs": Role.SUBMIT, "CancelJob": Role.SUBMIT, "RunScheduleNow": Role.SUBMIT,
     "CreateSchedule": Role.ADMIN, "DeleteSchedule": Role.ADMIN, "PauseSchedule": Role.ADMIN,
     "ResumeSchedule": Role.ADMIN, "RetryDeadLetters": Role.ADMIN, "PurgeDeadLetters": Role.ADMIN,

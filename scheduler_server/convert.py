@@ -109,7 +109,7 @@ def _int(info: dict[str, str], key: str) -> int:
 
 def cluster_info(*, leader: LeaderInfo | None, election: str, servers: dict[str, tuple[int, dict[str, str]]],
                  workers: dict[str, dict[str, str]], depths: dict[str, int], dead_after_ms: int,
-                 answered_by: str) -> pb.ClusterInfo:
+                 answered_by: str, gone: dict[str, dict[str, str]] | None = None) -> pb.ClusterInfo:
     now = int(time.time() * 1000)
     msg = pb.ClusterInfo(election=election, answered_by=answered_by, pending=depths["pending"],
                          processing=depths["processing"], delayed=depths["delayed"], dlq=depths["dlq"])
@@ -123,4 +123,11 @@ def cluster_info(*, leader: LeaderInfo | None, election: str, servers: dict[str,
         msg.workers.add(id=worker_id, last_heartbeat_ms=beat, pid=_int(info, "pid"), host=info.get("host", ""),
                         slots=_int(info, "slots"), running=_int(info, "running"), jobs_done=_int(info, "jobs_done"),
                         alive=is_alive(beat, now, dead_after_ms), queues=worker_queues(info), tags=worker_tags(info))
+    for worker_id, info in (gone or {}).items():  # declared dead by the leader: listed an hour, unless back
+        if worker_id in workers:
+            continue
+        msg.workers.add(id=worker_id, last_heartbeat_ms=_int(info, "last_beat_ms"), pid=_int(info, "pid"),
+                        host=info.get("host", ""), slots=_int(info, "slots"), jobs_done=_int(info, "jobs_done"),
+                        alive=False, queues=worker_queues(info), tags=worker_tags(info),
+                        gone_ms=_int(info, "gone_ms"), gone_reason=info.get("gone_reason", ""))
     return msg

@@ -27,6 +27,7 @@ from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
 from scheduler_server.healer import WaitingCheck, rebuild_waiting, reconcile_dead_letters
 from scheduler_server.retention import Expiry
+from scheduler_server.stats import StatsKeeper
 
 log = logging.getLogger("leader")
 
@@ -98,6 +99,7 @@ class Leader:
         self._outage_logged = False
         self.terms = 0
         self.expiry = Expiry(settings.job_retention, store)
+        self.stats = StatsKeeper(store, queue)
 
     async def run(self) -> None:
         while True:
@@ -141,7 +143,7 @@ class Leader:
 
     async def step(self, token: int) -> None:
         """One round of every leader duty (each checks it still leads first)."""
-        for duty in (self.promote, self.cleanup, self.reconcile, self.cron, self.expire):
+        for duty in (self.promote, self.cleanup, self.reconcile, self.cron, self.expire, self.keep_stats):
             if not (self.election.leading() and self.election.token == token):
                 return
             await duty(token)
@@ -194,6 +196,10 @@ class Leader:
             log.info("schedule %s fired: job %s", sch.name, job_id)
         return created
 
+    async def keep_stats(self, token: int) -> None:
+        """The charts' data: queue depths and finished jobs per minute (scheduler_server/stats.py)."""
+        await self.stats.step()
+
     async def expire(self, token: int) -> None:
         """Finished jobs older than JOB_RETENTION go, a few small batches a round (scheduler_server/retention.py)."""
         await self.expiry.step(token, lambda: self.election.leading() and self.election.token == token)
@@ -226,7 +232,8 @@ class Leader:
             back, dlq = await recover_worker(self.store, self.queue, worker_id, f"worker lost: {why}",
                                              transaction=lambda: self.store.fencing.fenced(token))
             await self.queue.liveness.forget_worker(
-                worker_id, older_than_ms=now - int(self.settings.worker_dead_after * 1000))
+                worker_id, older_than_ms=now - int(self.settings.worker_dead_after * 1000),
+                why=f"{why}; {back} job(s) back to the queue, {dlq} to the DLQ")
             self._missing_since.pop(worker_id, None)
             if back or dlq:
                 log.warning("worker %s is gone (%s): %d job(s) back to the queue, %d to the DLQ",

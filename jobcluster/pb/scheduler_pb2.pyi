@@ -272,7 +272,7 @@ class ServerInfo(_message.Message):
     def __init__(self, address: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("id", "last_heartbeat_ms", "pid", "host", "slots", "running", "jobs_done", "alive", "queues", "tags")
+    __slots__ = ("id", "last_heartbeat_ms", "pid", "host", "slots", "running", "jobs_done", "alive", "queues", "tags", "gone_ms", "gone_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +283,8 @@ class WorkerInfo(_message.Message):
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    GONE_MS_FIELD_NUMBER: _ClassVar[int]
+    GONE_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     last_heartbeat_ms: int
     pid: int
@@ -293,7 +295,9 @@ class WorkerInfo(_message.Message):
     alive: bool
     queues: _containers.RepeatedScalarFieldContainer[str]
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., alive: _Optional[bool] = ..., queues: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    gone_ms: int
+    gone_reason: str
+    def __init__(self, id: _Optional[str] = ..., last_heartbeat_ms: _Optional[int] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., jobs_done: _Optional[int] = ..., alive: _Optional[bool] = ..., queues: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., gone_ms: _Optional[int] = ..., gone_reason: _Optional[str] = ...) -> None: ...
 
 class ClusterInfo(_message.Message):
     __slots__ = ("leader", "leader_since_ms", "leader_term", "election", "servers", "workers", "pending", "processing", "delayed", "dlq", "answered_by")
@@ -398,3 +402,61 @@ class DeadLettersResult(_message.Message):
     count: int
     ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, count: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("minutes", "status", "text", "schedule", "queue")
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    minutes: int
+    status: str
+    text: str
+    schedule: str
+    queue: str
+    def __init__(self, minutes: _Optional[int] = ..., status: _Optional[str] = ..., text: _Optional[str] = ..., schedule: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
+
+class StatusCount(_message.Message):
+    __slots__ = ("status", "count")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    count: int
+    def __init__(self, status: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class MinuteStats(_message.Message):
+    __slots__ = ("minute_ms", "finished", "has_depths", "pending", "processing", "delayed", "dlq")
+    MINUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    HAS_DEPTHS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    PROCESSING_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_FIELD_NUMBER: _ClassVar[int]
+    DLQ_FIELD_NUMBER: _ClassVar[int]
+    minute_ms: int
+    finished: _containers.RepeatedCompositeFieldContainer[StatusCount]
+    has_depths: bool
+    pending: int
+    processing: int
+    delayed: int
+    dlq: int
+    def __init__(self, minute_ms: _Optional[int] = ..., finished: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., has_depths: _Optional[bool] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., delayed: _Optional[int] = ..., dlq: _Optional[int] = ...) -> None: ...
+
+class DurationBucket(_message.Message):
+    __slots__ = ("up_to_seconds", "count")
+    UP_TO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    up_to_seconds: float
+    count: int
+    def __init__(self, up_to_seconds: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Stats(_message.Message):
+    __slots__ = ("minutes", "durations", "durations_of")
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    DURATIONS_FIELD_NUMBER: _ClassVar[int]
+    DURATIONS_OF_FIELD_NUMBER: _ClassVar[int]
+    minutes: _containers.RepeatedCompositeFieldContainer[MinuteStats]
+    durations: _containers.RepeatedCompositeFieldContainer[DurationBucket]
+    durations_of: int
+    def __init__(self, minutes: _Optional[_Iterable[_Union[MinuteStats, _Mapping]]] = ..., durations: _Optional[_Iterable[_Union[DurationBucket, _Mapping]]] = ..., durations_of: _Optional[int] = ...) -> None: ...

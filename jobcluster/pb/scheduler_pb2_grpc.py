@@ -114,6 +114,11 @@ class JobServiceStub:
                 request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
                 response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/scheduler.JobService/GetStats',
+                request_serializer=jobcluster_dot_pb_dot_scheduler__pb2.StatsRequest.SerializeToString,
+                response_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.Stats.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -232,6 +237,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """For charts: jobs finished per minute by status and queue depths over the last minutes (kept
+        in PostgreSQL by the leader), and a histogram of how long the newest finished jobs ran.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -314,6 +327,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.PurgeDeadLetters,
                     request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.FromString,
                     response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=jobcluster_dot_pb_dot_scheduler__pb2.StatsRequest.FromString,
+                    response_serializer=jobcluster_dot_pb_dot_scheduler__pb2.Stats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -748,6 +766,33 @@ class JobService:
             '/scheduler.JobService/PurgeDeadLetters',
             jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersRequest.SerializeToString,
             jobcluster_dot_pb_dot_scheduler__pb2.DeadLettersResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.JobService/GetStats',
+            jobcluster_dot_pb_dot_scheduler__pb2.StatsRequest.SerializeToString,
+            jobcluster_dot_pb_dot_scheduler__pb2.Stats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,15 +22,30 @@ from jobcluster.queue.lanes import RING
 
 Info = Mapping[str, str | int | float]
 
-# KEYS[1] workers zset, KEYS[2] worker info hash; ARGV[1] worker id, ARGV[2] ms.
-# Forget a worker only if its last heartbeat is older than ARGV[2].
+# KEYS[1] workers zset, KEYS[2] worker info hash, KEYS[3] gone workers zset, KEYS[4] its gone info hash;
+# ARGV[1] worker id, ARGV[2] ms, ARGV[3] why, ARGV[4] how long to keep it (ms), ARGV[5] most gone workers kept.
+# Forget a worker only if its last heartbeat is older than ARGV[2]; what is known of it (its info, its last
+# heartbeat, when and why) stays listed as gone for ARGV[4] ms.
 _FORGET_WORKER = """
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if beat and tonumber(beat) >= tonumber(ARGV[2]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local info = redis.call('HGETALL', KEYS[2])
+redis.call('DEL', KEYS[4])
+if #info > 0 then redis.call('HSET', KEYS[4], unpack(info)) end
+redis.call('HSET', KEYS[4], 'gone_ms', now, 'gone_reason', ARGV[3], 'last_beat_ms', beat or 0)
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[5]))
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 return 1
 """
+#: How long a worker the leader declared dead stays listed (GetClusterInfo), and how many at most.
+GONE_KEEP_MS = 3_600_000
+GONE_MAX = 100
 
 # KEYS[1] heartbeat zset, KEYS[2] info hash; ARGV[1] member, ARGV[2] ttl ms, ARGV[3..] info field, value...
 # Stamps the beat with Redis' clock; returns that time (unix ms).
@@ -99,10 +114,23 @@ class Liveness(Part):
         await self._leave(keys.WORKERS, keys.worker_info(worker_id), worker_id)
 
     @bounded
-    async def forget_worker(self, worker_id: str, older_than_ms: int) -> bool:
-        """Drop a dead worker's heartbeat unless it beat again since ``older_than_ms``."""
-        return bool(await self._forget(keys=[keys.WORKERS, keys.worker_info(worker_id)],
-                                       args=[worker_id, older_than_ms]))
+    async def forget_worker(self, worker_id: str, older_than_ms: int, why: str = "") -> bool:
+        """Drop a dead worker's heartbeat unless it beat again since ``older_than_ms``; it stays listed as
+        gone (:meth:`gone_workers`) for GONE_KEEP_MS."""
+        return bool(await self._forget(
+            keys=[keys.WORKERS, keys.worker_info(worker_id), keys.GONE_WORKERS, keys.gone_info(worker_id)],
+            args=[worker_id, older_than_ms, why, GONE_KEEP_MS, GONE_MAX]))
+
+    @bounded
+    async def gone_workers(self) -> dict[str, dict[str, str]]:
+        """Workers the leader declared dead in the last GONE_KEEP_MS: id -> what was known of them (their
+        info, ``last_beat_ms``, ``gone_ms``, ``gone_reason``), newest first."""
+        ids = cast(list[str], await self.redis.zrevrange(keys.GONE_WORKERS, 0, -1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(keys.gone_info(worker_id))
+            infos = cast(list[dict[str, str]], await pipe.execute())
+        return {w: info for w, info in zip(ids, infos) if info}
 
     @bounded
     async def workers(self) -> dict[str, int]:
@@ -120,8 +148,10 @@ class Liveness(Part):
 
     @bounded
     async def worker_infos(self) -> dict[str, dict[str, str]]:
-        """Worker id -> its info hash (empty when expired)."""
-        return {w: info for w, (_, info) in (await self._members(keys.WORKERS, keys.worker_info)).items()}
+        """Worker id -> its info hash; when that expired (a dead worker not yet cleaned up), at least its last
+        heartbeat (``heartbeat_ms``, from the heartbeat set)."""
+        members = await self._members(keys.WORKERS, keys.worker_info)
+        return {w: {"heartbeat_ms": str(beat), **info} for w, (beat, info) in members.items()}
 
     @bounded
     async def processing_owners(self) -> list[str]:

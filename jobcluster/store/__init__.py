@@ -35,6 +35,7 @@ from jobcluster.store.migrations import CONNECT_TIMEOUT, ensure_database, migrat
 from jobcluster.store.reconcile import Reconcile
 from jobcluster.store.retention import Retention
 from jobcluster.store.schedules import Schedules
+from jobcluster.store.stats import Stats
 from jobcluster.store.watchers import Watchers
 
 __all__ = ["IDLE_IN_TRANSACTION_TIMEOUT", "Fenced", "Store"]
@@ -73,6 +74,7 @@ class Store:
         self.reconcile = Reconcile(pool)
         self.watchers = Watchers(pool)
         self.retention = Retention(pool)
+        self.stats = Stats(pool)
 
     @classmethod
     async def connect(cls, settings: Settings, *, migrate: bool = True) -> Store:

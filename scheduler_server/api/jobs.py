@@ -214,7 +214,7 @@ class JobRpcs(Servicer):
         log.info("job %s cancelled (was %s%s)", job_id, was, f" on {outcome.worker_id}" if outcome.worker_id else "")
         return convert.job_status(await self.job_row(job_id))
 
-def _check_filter(field: str, value: str, limit: int) -> None:
+def check_filter(field: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise InvalidJob(f"{field} is {len(value)} characters, over the limit of {limit}")
     if "\x00" in value:
@@ -230,8 +230,8 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
         raise InvalidJob("page_size must not be negative")
     if len(request.ids) > MAX_PAGE_SIZE:
         raise InvalidJob(f"at most {MAX_PAGE_SIZE} ids at once, got {len(request.ids)}")
-    _check_filter("text", request.text, MAX_FILTER_CHARS)
-    _check_filter("schedule", request.schedule, MAX_NAME_CHARS)
+    check_filter("text", request.text, MAX_FILTER_CHARS)
+    check_filter("schedule", request.schedule, MAX_NAME_CHARS)
     for job_id in request.ids:
         try:
             uuid.UUID(job_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from jobcluster import keys
@@ -149,3 +150,19 @@ def test_status_of_a_running_job_shows_what_it_printed_so_far(cluster: Cluster):
     assert job_status(address, job_id).status == "RUNNING"
     shown = jc(cluster, "status", job_id, "-servers", address)
     assert "RUNNING" in shown.stdout and "    second line" in shown.stdout, shown.stdout
+
+
+def test_a_job_no_worker_can_take_says_so_while_it_waits(cluster: Cluster):
+    """No live worker at all: the follow line names why the job waits, instead of '1 queued' forever."""
+    _, address = cluster.server()
+    proc = subprocess.Popen([str(JOBCLUSTER), "submit", "true", "-servers", address], cwd=cluster.workdir,
+                            env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        wait_for_sync(lambda: any("QUEUED: no live worker" in line for line in seen), timeout=20,
+                      what=f"the reason on the follow line (got {seen})")
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,6 +1,6 @@
 """A watcher follows a job onto its next attempt when its worker is killed: the new worker and the new
 attempt's output, not the dead attempt's, long before the new attempt ends (the live page once froze on
-attempt 1 until attempt 2 ended)."""
+attempt 1 until attempt 2 ended). The dead worker stays listed as gone."""
 
 from __future__ import annotations
 
@@ -59,6 +59,14 @@ def test_a_watch_follows_the_rerun_after_its_worker_is_killed(cluster: Cluster, 
         after = [e for e in events if e.job.attempts == 2]
         assert not any("attempt 1" in e.live_output for e in after), [e.live_output for e in after]
         assert not any(e.final for e in events)
+        # The dead worker stays listed, as gone, with why and what became of its job (it once vanished).
+        info = pb_grpc.JobServiceStub(channel).GetClusterInfo(pb.ClusterInfoRequest(), timeout=10)
+        gone = {w.id: w for w in info.workers}["watch-1"]
+        assert gone.gone_ms and not gone.alive and gone.last_heartbeat_ms and gone.pid == first.popen.pid
+        assert "1 job(s) back to the queue" in gone.gone_reason, gone.gone_reason
+        shown = cluster.client("-cluster", "-servers", address)
+        line = next(line for line in shown.stdout.splitlines() if line.startswith("watch-1"))
+        assert "GONE" in line and "back to the queue" in line, shown.stdout
     finally:
         stream.cancel()
         channel.close()

@@ -456,3 +456,34 @@ async def test_the_submit_form_keeps_what_was_typed_when_refused(ui, page):
     assert await page.get_by_label("Command").input_value() == "echo kept"
     assert await page.get_by_label("Name").input_value() == "my name"
     assert await page.get_by_label("Timeout").input_value() == "soon"
+
+
+async def test_charts_draw_the_jobs_run_from_the_store(ui, page):
+    """The cluster page: jobs finished per minute by status and queue depths (the leader keeps them in
+    PostgreSQL); the jobs page: how long the filtered jobs ran. Inline SVG, no script error."""
+    errors = _js_errors(page)
+    server = ui["servers"][0]
+    ok = [submit(server, command="true", name="chart-ok") for _ in range(4)]
+    bad = submit(server, command="exit 2", name="chart-bad", max_retries=0)
+    await wait_until(lambda: all(job_status(server, j).status == "SUCCEEDED" for j in ok)
+                     and job_status(server, bad).status == "FAILED", timeout=30, what="the jobs")
+
+    async def drawn(status: str) -> int:
+        bars = page.locator(f"svg.chart.finished rect.bar[data-status='{status}']")
+        return sum([int(await b.get_attribute("data-n")) for b in await bars.all()])
+
+    await page.goto(ui["url"] + "/cluster")
+    # the leader recounts every 10 s; the page refreshes every 2 s
+    for _ in range(40):
+        if await drawn("SUCCEEDED") == 4 and await drawn("FAILED") == 1:
+            break
+        await asyncio.sleep(0.5)
+    assert (await drawn("SUCCEEDED"), await drawn("FAILED")) == (4, 1)
+    points = page.locator("svg.chart.depths circle.point[data-series='dlq']")
+    assert await points.count() >= 1 and await points.last.get_attribute("data-n") == "1"
+
+    await page.goto(ui["url"] + "/jobs?text=chart-ok")
+    hist = page.locator("svg.chart.histogram rect.hbar")
+    assert sum([int(await b.get_attribute("data-n")) for b in await hist.all()]) == 4
+    assert "newest 4 finished jobs" in await page.locator("figcaption").inner_text()
+    assert errors == []

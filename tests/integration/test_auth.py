@@ -45,7 +45,7 @@ HARMLESS: dict[str, Any] = {
     "SubmitJobs": pb.JobBatch(jobs=[pb.Job()]), "WatchJob": pb.JobId(id="00000000-0000-0000-0000-000000000000"),
     "CancelJob": pb.JobId(id="00000000-0000-0000-0000-000000000000"),
     "ListDeadLetters": pb.DeadLettersRequest(), "RetryDeadLetters": pb.DeadLettersRequest(),
-    "PurgeDeadLetters": pb.DeadLettersRequest(),
+    "PurgeDeadLetters": pb.DeadLettersRequest(), "GetStats": pb.StatsRequest(minutes=5),
 }
 
 

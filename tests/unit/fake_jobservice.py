@@ -30,7 +30,7 @@ UI_URL = "http://127.0.0.1:8080"
 #: Call metadata as a stub method takes it.
 Metadata = Sequence[tuple[str, str]] | None
 READ_METHODS = frozenset({"GetJobStatus", "ListJobs", "WatchJob", "ListDeadLetters", "ListSchedules",
-                          "GetClusterInfo"})
+                          "GetClusterInfo", "GetStats"})
 
 
 def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
@@ -48,6 +48,8 @@ class Cluster:
     info: pb.ClusterInfo = field(default_factory=lambda: pb.ClusterInfo(
         leader=SERVERS[0], leader_since_ms=1_700_000_000_000, leader_term=7, election="etcd",
         pending=3, processing=1, delayed=2, dlq=0))
+    #: What GetStats answers.
+    stats: pb.Stats = field(default_factory=pb.Stats)
     #: What WatchJob streams.
     events: list[pb.JobEvent] = field(default_factory=list)
     #: Tokens the servers accept in call metadata; None: they check none (any token passes).
@@ -185,6 +187,11 @@ class FakeServer:
                              timeout: float | None = None, metadata: Metadata = None) -> pb.JobResponse:
         self._answer("RunScheduleNow", ref, metadata)
         return await self.SubmitJob(pb.Job(command=self._schedule(ref).command, name=ref.name))
+
+    async def GetStats(self, req: pb.StatsRequest,
+                       timeout: float | None = None, metadata: Metadata = None) -> pb.Stats:
+        self._answer("GetStats", req, metadata)
+        return self.cluster.stats
 
     async def GetClusterInfo(self, req: pb.ClusterInfoRequest,
                              timeout: float | None = None, metadata: Metadata = None) -> pb.ClusterInfo:

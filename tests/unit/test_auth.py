@@ -38,7 +38,7 @@ def test_every_rpc_of_the_proto_has_a_role_and_the_table_names_no_other() -> Non
 def test_roles_are_the_contract() -> None:
     by_role = {role: {rpc for rpc, r in RPC_ROLES.items() if r == role} for role in Role}
     assert by_role[Role.READ] == {"GetJobStatus", "ListJobs", "WatchJob", "ListDeadLetters", "ListSchedules",
-                                  "GetClusterInfo"}
+                                  "GetClusterInfo", "GetStats"}
     assert by_role[Role.SUBMIT] == {"SubmitJob", "SubmitJobs", "CancelJob", "RunScheduleNow"}
     assert by_role[Role.ADMIN] == {"CreateSchedule", "DeleteSchedule", "PauseSchedule", "ResumeSchedule",
                                    "RetryDeadLetters", "PurgeDeadLetters"}

@@ -16,6 +16,7 @@ from jobcluster.failover import CALL_TIMEOUT
 from jobcluster.model import Status
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+from webui import charts
 from webui.errors import context, describe, on_error_json, on_error_render
 from webui.web import UserError, job_json, pool_of, read_form, render
 
@@ -45,8 +46,13 @@ async def jobs_page(request: Request) -> Response:
                              with_counts=True, schedule=filters["schedule"], created_after_ms=after,
                              queue=filters["queue"])
     resp, server = await pool_of(request).call(lambda s: s.ListJobs(req, timeout=CALL_TIMEOUT))
+    finished = filters["status"] if filters["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") else ""
+    stats_req = pb.StatsRequest(minutes=1, status=finished, text=filters["text"], schedule=filters["schedule"],
+                                queue=filters["queue"])
+    stats, _ = await pool_of(request).call(lambda s: s.GetStats(stats_req, timeout=CALL_TIMEOUT))
     return render(request, "jobs.html", 200, jobs=resp.jobs, counts=dict(resp.status_counts),
-                  next_page=resp.next_page_token, server=server, **filters)
+                  next_page=resp.next_page_token, server=server, durations_chart=charts.durations(stats.durations),
+                  durations_of=stats.durations_of, **filters)
 
 
 async def _no_job(request: Request) -> dict[str, Any]:

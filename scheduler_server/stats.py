@@ -1,0 +1,54 @@
+"""The charts' data, a leader duty: every SAMPLE_EVERY the queue depths (from Redis) are sampled and the
+jobs finished in the last minutes recounted per minute and status, into PostgreSQL (job_minutes,
+queue_samples), so the web UI's charts (GetStats) survive restarts. Kept KEEP seconds.
+
+Recounting, not adding: each pass counts again the minutes from RECOUNT_MINUTES ago, so a job whose
+transaction committed after a pass is counted by the next one, and two leaders for a moment (a
+partition) write the same numbers. A pass reads only those minutes' jobs (jobs_finished_idx).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from jobcluster.queue import Queue
+from jobcluster.store import Store
+
+log = logging.getLogger("leader")
+
+#: How often the queues are sampled and the last minutes recounted (seconds).
+SAMPLE_EVERY = 10.0
+#: How many minutes back each pass recounts (the current one included).
+RECOUNT_MINUTES = 3
+#: How long counts and samples are kept (seconds).
+KEEP = 7 * 86400.0
+#: How often what is older than KEEP is deleted (seconds).
+FORGET_EVERY = 3600.0
+
+
+class StatsKeeper:
+    """Samples and recounts for the leader, at most once per SAMPLE_EVERY."""
+
+    def __init__(self, store: Store, queue: Queue, *, every: float = SAMPLE_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.queue = queue
+        self.every = every
+        self._clock = clock
+        self._next = 0.0
+        self._next_forget = 0.0
+
+    async def step(self) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.every
+        await self.store.stats.sample_queues(await self.queue.jobs.depths())
+        minute = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+        await self.store.stats.count_minutes(minute - dt.timedelta(minutes=RECOUNT_MINUTES - 1))
+        if now >= self._next_forget:
+            self._next_forget = now + FORGET_EVERY
+            await self.store.stats.forget(KEEP)
