@@ -1,4 +1,5 @@
-"""Render the web UI for the README: private services, a server, a worker, some jobs, Chromium.
+"""Render the web UI for the README: private services, a server, a worker, some jobs, Chromium. Writes the
+jobs page to OUT and the cluster page (its charts) beside it, as ``<OUT stem>-cluster.png``.
 
     .venv/bin/python scripts/screenshot.py docs/screenshot.png      (make screenshot)
 """
@@ -49,10 +50,14 @@ def main(out: Path) -> int:
                         ("greet", "echo 'Hello, World!'", 0), ("slow", "sleep 30", 0)]
                 for name, command, retries in jobs:
                     stub.SubmitJob(pb.Job(name=name, command=command, max_retries=retries), timeout=5)
+                stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(name=f"batch-{i}", command=f"sleep 0.{i % 7}; echo {i}",
+                                                         max_retries=0) for i in range(40)]), timeout=10)
                 stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", command="echo nightly"), timeout=5)
-            time.sleep(3)
-            asyncio.run(_shoot(f"http://127.0.0.1:{ui_port}/jobs", out))
-            print(f"wrote {out}")
+            time.sleep(12)  # the jobs run, and the leader counts them for the charts (every 10 s)
+            cluster_out = out.with_name(f"{out.stem}-cluster{out.suffix}")
+            asyncio.run(_shoot([(f"http://127.0.0.1:{ui_port}/jobs", out),
+                                (f"http://127.0.0.1:{ui_port}/cluster", cluster_out)]))
+            print(f"wrote {out} and {cluster_out}")
             if os.environ.get("SHOT_LOGS"):
                 for f in root.glob("*.log"):
                     print(f"==> {f}\n{f.read_text()[-3000:]}")
@@ -64,16 +69,17 @@ def main(out: Path) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _shoot(url: str, out: Path) -> None:
+async def _shoot(pages: list[tuple[str, Path]]) -> None:
     from playwright.async_api import async_playwright
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                           args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                                 "--no-first-run", "--disable-component-update", "--disable-sync"])
-        page = await browser.new_page(viewport={"width": 1200, "height": 620})
-        await page.goto(url)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(out))
+        page = await browser.new_page(viewport={"width": 1200, "height": 760})
+        for url, out in pages:
+            await page.goto(url)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(out))
         await browser.close()
 
 
