@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -35,6 +36,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench_stats import Round, round_line, table
@@ -79,8 +81,9 @@ def one_round(i: int, args: argparse.Namespace, cel: CeleryBench, jc: Jobcluster
     return Round(celery_e2e=celery_e2e, celery_start=celery_start, **figures)
 
 
-def submit_only(args: argparse.Namespace) -> int:
-    """`--submit-only`: the two submission figures of one server, each round on its own line."""
+@contextlib.contextmanager
+def one_server() -> Iterator[tuple[JobclusterBench, dict[str, svc.Service]]]:
+    """Private services and one jobcluster server on them (no workers yet); all of it gone afterwards."""
     root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it
     jc: JobclusterBench | None = None
@@ -88,44 +91,40 @@ def submit_only(args: argparse.Namespace) -> int:
         with svc.private_services(root) as started:
             jc = JobclusterBench(root, started)
             jc.start_server()
-            print(f"submit only on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
-            assert jc.server is not None
-            cpu = Cpu(jc.server.pid, started["postgres"].proc.pid)
-            for i in range(1, args.rounds + 1):
-                submit, lat, stored, per_call, per_job, floor = asyncio.run(
-                    measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu))
-                print(f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
-                      f"p99 {lat.p99:.1f} ms ({per_call} a call; Health.Check: {floor}); SubmitJobs stored "
-                      f"{stored.per_s:,.0f} jobs/s ({per_job} a job) (load average {os.getloadavg()[0]:.1f})",
-                      flush=True)
-            jc.stop()
-            return 0
+            yield jc, started
     finally:
         if jc is not None:
             jc.kill_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def submit_only(args: argparse.Namespace) -> int:
+    """`--submit-only`: the two submission figures of one server, each round on its own line."""
+    with one_server() as (jc, started):
+        print(f"submit only on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+        assert jc.server is not None
+        cpu = Cpu(jc.server.pid, started["postgres"].proc.pid)
+        for i in range(1, args.rounds + 1):
+            submit, lat, stored, per_call, per_job, floor = asyncio.run(
+                measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu))
+            print(f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
+                  f"p99 {lat.p99:.1f} ms ({per_call} a call; Health.Check: {floor}); SubmitJobs stored "
+                  f"{stored.per_s:,.0f} jobs/s ({per_job} a job) (load average {os.getloadavg()[0]:.1f})",
+                  flush=True)
+        jc.stop()
+        return 0
 
 
 def scale(args: argparse.Namespace) -> int:
     """`make bench SCALE=1` (scripts/bench_scale.py): empty, then with a long history."""
-    root = Path(tempfile.mkdtemp(prefix="jobcluster-bench-"))
-    os.chmod(root, 0o755)  # PostgreSQL runs as postgres and must enter it
-    jc: JobclusterBench | None = None
-    try:
-        with svc.private_services(root) as started:
-            jc = JobclusterBench(root, started)
-            jc.start_server()
-            when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-            print(f"make bench SCALE=1 on {os.cpu_count()} cores ({_cpu()}), {when}; load average "
-                  f"{os.getloadavg()[0]:.1f}; logs in {root}", flush=True)
-            print(asyncio.run(run_scale(jc, args.jobs, args.inflight, args.finished, args.queued, args.dead,
-                                        args.reconcile_seconds, args.server_jobs, args.worker_jobs)))
-            print(f"(load average at the end {os.getloadavg()[0]:.1f})")
-            return 0
-    finally:
-        if jc is not None:
-            jc.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
+    with one_server() as (jc, _):
+        when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+        print(f"make bench SCALE=1 on {os.cpu_count()} cores ({_cpu()}), {when}; load average "
+              f"{os.getloadavg()[0]:.1f}; logs in {jc.root}", flush=True)
+        print(asyncio.run(run_scale(jc, args.jobs, args.inflight, args.finished, args.queued, args.dead,
+                                    args.reconcile_seconds, args.server_jobs, args.worker_jobs)))
+        print(f"(load average at the end {os.getloadavg()[0]:.1f})")
+        return 0
 
 
 def main() -> int:

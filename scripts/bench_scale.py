@@ -94,10 +94,11 @@ class RedisProbe:
     def __init__(self, url: str) -> None:
         self.r = aioredis.Redis.from_url(url)
         self.worst = 0.0
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             t = time.perf_counter()
             await self.r.ping()
             self.worst = max(self.worst, (time.perf_counter() - t) * 1000)
@@ -107,13 +108,15 @@ class RedisProbe:
     async def watching(self) -> AsyncIterator[RedisProbe]:
         await self.r.ping()
         self.worst = 0.0
+        self._stopping = False
         self._task = asyncio.create_task(self._run())
         try:
             yield self
         finally:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A flag, not a cancel: redis-py can swallow a cancel that lands inside a command, and the
+            # probe then pinged on forever (seen once, the bench hung there).
+            self._stopping = True
+            await asyncio.wait_for(self._task, timeout=5)
             await self.r.aclose()
 
 
