@@ -74,7 +74,7 @@ class Worker:
         self._slots: list[asyncio.Task[None]] = []
         self._started_ms = model.now_ms()
         self.jobs_done = 0
-        # job id -> (output so far, set to stop it): the jobs running now.
+        # job id -> (output so far, set to stop it, its attempt): the jobs running now.
         self._running: dict[str, tuple[OutputTail, asyncio.Event, int]] = {}
         # (job id, attempt) -> set to stop it: the attempts running now (a rerun of a job may start in
         # another slot before the old attempt has ended, so this is keyed by attempt too).
