@@ -57,9 +57,11 @@ async def run(mh: MultiHost, short: bool) -> int:
     log = mh.root / "effects.log"
     store = Store(mh)
     load = Load(mh, log)
-    cron_start = dt.datetime.now(dt.UTC)
-    await call(mh, lambda stub, t: stub.CreateSchedule(pb.Schedule(
+    saved = await call(mh, lambda stub, t: stub.CreateSchedule(pb.Schedule(
         name=CRON_NAME, cron=CRON, command=marked("true", log), max_retries=5), timeout=t))
+    # The ticks owed start after the schedule was saved (by the server's clock), not when it was asked for:
+    # a call that straddled a tick once made the check count that tick as missed.
+    cron_start = dt.datetime.fromtimestamp(saved.created_at_ms / 1000, dt.UTC)
     stop = asyncio.Event()
     supervisor = asyncio.create_task(mh.supervise(stop), name="supervise")
     loader = asyncio.create_task(load.run(), name="load")

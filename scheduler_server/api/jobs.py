@@ -186,14 +186,15 @@ class JobRpcs(Servicer):
         """Stream the job's changes until it ends (a final event), or until WATCH_MAX_LIFE: then the
         stream ends OK without a final event and the client watches again (scheduler_server/watch.py)."""
         job_id = _job_id(request.id)
-        last_status: Status | None = None
-        last_bytes = -1
+        last: tuple[Status, int, str, int] | None = None
         async with self.watch_hub.watch(job_id) as watch:
             while (snapshot := await watch.next()) is not None:
-                status = snapshot.job.status
-                if status is not last_status or snapshot.final or snapshot.live_bytes != last_bytes:
+                # The attempt and its worker count too: a rerun after a dead worker can go from RUNNING to
+                # RUNNING between two looks, and print as many bytes as the dead attempt did.
+                shown = (snapshot.job.status, snapshot.job.attempts, snapshot.job.worker_id, snapshot.live_bytes)
+                if shown != last or snapshot.final:
                     yield snapshot.event
-                    last_status, last_bytes = status, snapshot.live_bytes
+                    last = shown
                 if snapshot.final:
                     return
             # Status OK without a final event; the trailer says why, for people reading the wire.

@@ -487,3 +487,32 @@ async def test_charts_draw_the_jobs_run_from_the_store(ui, page):
     assert sum([int(await b.get_attribute("data-n")) for b in await hist.all()]) == 4
     assert "newest 4 finished jobs" in await page.locator("figcaption").inner_text()
     assert errors == []
+
+
+async def test_truncated_output_unwrapped_cron_and_a_dead_letter_page_that_refreshes(ui, page, redis_sync):
+    from jobcluster import keys
+    from jobcluster.pb import scheduler_pb2 as pb
+    from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+    import grpc
+    errors = _js_errors(page)
+    server = ui["servers"][0]
+    await page.goto(ui["url"] + "/dlq")  # empty now: the dead letter below must appear by itself
+    assert "dlq_tasks is empty" in await page.content()
+    dead = submit(server, command="exit 9", name="late-dead-letter", max_retries=0)
+    await page.get_by_text("late-dead-letter").wait_for(timeout=15_000)
+    assert redis_sync.lrange(keys.DLQ, 0, -1) == [dead]
+
+    big = submit(server, command="head -c 600000 /dev/zero | tr '\\0' x")
+    await wait_until(lambda: job_status(server, big).status == "SUCCEEDED", timeout=30, what="the big job")
+    assert job_status(server, big).output_truncated
+    await page.goto(f"{ui['url']}/jobs/{big}?server={server}")
+    await page.locator("#truncated").wait_for(state="visible", timeout=10_000)
+    assert "Truncated" in await page.locator("#truncated").inner_text()
+
+    with grpc.insecure_channel(server) as channel:
+        pb_grpc.JobServiceStub(channel).CreateSchedule(
+            pb.Schedule(name="busy", cron="0,15,30,45 1,2,3,4,5,6,7,8,9,10 * * 1-5", command="true"), timeout=10)
+    await page.goto(ui["url"] + "/schedules")
+    cell = page.get_by_text("0,15,30,45 1,2,3,4,5,6,7,8,9,10 * * 1-5")
+    assert await cell.evaluate("el => getComputedStyle(el).whiteSpace") == "nowrap"
+    assert errors == []
