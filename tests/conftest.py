@@ -142,7 +142,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 async def store(settings: Settings) -> AsyncIterator[Store]:
     """A store on an empty schema."""
     s = await Store.connect(settings)
-    await s.pool.execute("TRUNCATE jobs, schedules CASCADE")
+    await s.pool.execute("TRUNCATE jobs, schedules, job_minutes, queue_samples CASCADE")
     await s.pool.execute("UPDATE leader_fence SET token = 0, holder = ''")
     yield s
     await s.close()
