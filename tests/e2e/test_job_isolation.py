@@ -143,7 +143,9 @@ def test_a_crashed_workers_job_directory_is_removed_at_the_next_start(cluster: C
         assert scratch.is_dir()  # the crash left it
         successor = cluster.worker("e2e-successor")
         wait_for_sync(lambda: not scratch.exists(), timeout=20, what="leftover directory removed")
-        assert "job directory left by a worker that died" in successor.log()
+        # the successor says so once it has removed every leftover (the directory goes first)
+        wait_for_sync(lambda: "job directory left by a worker that died" in successor.log(), timeout=10,
+                      what="the successor's line about it")
     finally:
         _kill_group(int(pgid.read_text()))  # the orphan `sleep 30` (issue 9: no orphans)
 
