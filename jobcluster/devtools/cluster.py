@@ -141,20 +141,48 @@ def start_servers(count: int, base_port: int, extra_env: dict[str, str] | None =
     addrs = []
     targets = [] if targets is None else targets
     for port in range(base_port, base_port + count):
-        proc = Proc(f"server-{port}", f"scheduler_server --port {port}")
         addrs.append(f"127.0.0.1:{port}")
-        if (pid := proc.pid()) is not None:
-            _say(f"  server  127.0.0.1:{port} already running (pid {pid})")
-            targets.append(f"127.0.0.1:{port + METRICS_OFFSET}")
-            continue
-        if svc.port_open(port):
-            raise SystemExit(f"port {port} is taken by another program; choose BASE_PORT=...")
-        env = {**os.environ, **(extra_env or {}), **_metrics_env(port + METRICS_OFFSET, f"server {port}", targets)}
-        pid = _spawn(proc, [sys.executable, "-m", "scheduler_server", "--port", str(port)],
-                     f"server-{port}.log", env)
-        _say(f"  server  127.0.0.1:{port} started (pid {pid}, log log/server-{port}.log)")
+        start_server(port, extra_env, targets)
     SERVERS_FILE.write_text("".join(a + "\n" for a in addrs))
     return addrs
+
+
+def start_server(port: int, extra_env: dict[str, str] | None, targets: list[str], quiet: bool = False) -> None:
+    """One server on ``port`` unless ours runs there already; SystemExit when another program listens there."""
+    proc = Proc(f"server-{port}", f"scheduler_server --port {port}")
+    if (pid := proc.pid()) is not None:
+        _say(f"  server  127.0.0.1:{port} already running (pid {pid})")
+        targets.append(f"127.0.0.1:{port + METRICS_OFFSET}")
+        return
+    if svc.port_open(port):
+        raise SystemExit(f"port {port} is taken by another program; choose BASE_PORT=...")
+    env = {**os.environ, **(extra_env or {}), **_metrics_env(port + METRICS_OFFSET, f"server {port}", targets)}
+    pid = _spawn(proc, [sys.executable, "-m", "scheduler_server", "--port", str(port)], f"server-{port}.log", env)
+    if not quiet:
+        _say(f"  server  127.0.0.1:{port} started (pid {pid}, log log/server-{port}.log)")
+
+
+def wait_servers(addrs: list[str], extra_env: dict[str, str] | None, security: ChannelSecurity,
+                 timeout: float = 90.0, pause: float = 2.0) -> list[str]:
+    """Until every server answers SERVING; those that did not within ``timeout``. One that exited meanwhile is
+    started again every ``pause`` seconds: 50051 and up lie in Linux's ephemeral port range (32768-60999), so a
+    connection of another program (to Redis, say), or one closed less than a minute ago (TIME_WAIT), can hold
+    its port, and it then stops with 'Failed to bind ... Address already in use'."""
+    deadline = time.monotonic() + timeout
+    said: set[str] = set()
+    waiting = list(addrs)
+    while waiting and time.monotonic() < deadline:
+        waiting = wait_healthy(waiting, timeout=1.0, security=security)
+        for addr in waiting:
+            port = int(addr.rsplit(":", 1)[1])
+            if Proc(f"server-{port}", f"scheduler_server --port {port}").pid() is None:
+                if addr not in said:
+                    _say(f"  server  {addr} stopped at start (log/server-{port}.log: its port was busy?); "
+                         f"starting it again every {pause:g}s")
+                    said.add(addr)
+                time.sleep(pause)
+                start_server(port, extra_env, [], quiet=True)
+    return waiting
 
 
 def start_workers(count: int, extra_env: dict[str, str] | None = None, base_port: int = 50051,
@@ -229,9 +257,11 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         start_workers(args.workers, _job_user(settings), args.base_port, targets)
     ui = start_webui(settings, addrs, tls_env) if addrs and not args.no_webui else None
     METRICS_FILE.write_text("".join(t + "\n" for t in [*targets, *([ui] if ui else [])]))
-    late = wait_healthy(addrs, security=_security(settings, addrs))
+    late = wait_servers(addrs, tls_env, _security(settings, addrs))
     if late:
-        _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log")
+        _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log. 'Address already in use' there: "
+             f"another program's connection held that port (50051 and up are in Linux's ephemeral range); "
+             f"make start again, or choose BASE_PORT=7051")
         return 1
     _say(f"ready in {time.monotonic() - t0:.1f}s. Servers (also in .servers): {','.join(addrs) or '-'}")
     if ui:

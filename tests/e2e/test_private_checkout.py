@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,9 +103,17 @@ def _make(checkout: Path, *args: str, timeout: float = 90) -> subprocess.Complet
 
 def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(checkout: Path) -> None:
     base_port = free_port()
+    # The server's port is held for 3 s by a socket that does not listen, as a connection of another program
+    # can hold a port of Linux's ephemeral range: make start starts the server again until it binds.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", base_port))
+    release = threading.Timer(3.0, holder.close)
+    release.start()
     started = _make(checkout, "-o", ".venv/.installed", "start", "SERVER_COUNT=1", "WORKER_COUNT=1",
                     f"BASE_PORT={base_port}")
+    release.join()
     assert started.returncode == 0, started.stdout + started.stderr
+    assert f"server  127.0.0.1:{base_port} stopped at start" in started.stdout, started.stdout
     hash_dir = next(line for line in started.stdout.splitlines() if line.strip().startswith("postgres"))
     assert "/var/lib/jobcluster/" in hash_dir and "the postgres user cannot enter" in hash_dir, started.stdout
     secrets = checkout / ".run" / "secrets"
