@@ -4,10 +4,11 @@ names the RPC in the call's log lines), and the gauges a server reads on its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -47,50 +48,43 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return handler  # no client-streaming RPCs here
 
 
+@contextlib.contextmanager
+def _observed(method: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """Count and time one call, by the code it ends with; name the RPC in every line logged meanwhile
+    (the call runs in its own task, so the context variable is the call's)."""
+    started = time.perf_counter()
+    code = "OK"
+    logs.RPC.set(method)
+    try:
+        yield
+    except (asyncio.CancelledError, GeneratorExit):
+        code = "CANCELLED"  # the caller went away
+        raise
+    except Exception:
+        code = _code_name(context, "UNKNOWN")
+        raise
+    finally:
+        metrics.GRPC_REQUESTS.labels(method, code).inc()
+        metrics.GRPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
 def _unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Any:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        code = "OK"
-        logs.RPC.set(method)  # this call's task: every line logged while answering it names the RPC
-        try:
+        with _observed(method, context):
             return await behavior(request, context)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception:
-            code = _code_name(context, "UNKNOWN")
-            raise
-        finally:
-            _observe(method, code, started)
     return call
 
 
 def _stream(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Any]) -> Any:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        code = "OK"
-        logs.RPC.set(method)
-        try:
+        with _observed(method, context):
             answer = behavior(request, context)
             if inspect.isawaitable(answer):  # a handler that writes with context.write (a refusal) and returns
                 await answer
                 return
             async for item in answer:
                 yield item
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"  # the caller went away
-            raise
-        except Exception:
-            code = _code_name(context, "UNKNOWN")
-            raise
-        finally:
-            _observe(method, code, started)
     return call
-
-
-def _observe(method: str, code: str, started: float) -> None:
-    metrics.GRPC_REQUESTS.labels(method, code).inc()
-    metrics.GRPC_SECONDS.labels(method).observe(time.perf_counter() - started)
 
 
 async def gauges(queue: Queue, election: Election | None) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from jobcluster.devtools.services import free_port, port_open
 from tests.e2e.conftest import Cluster, job_status, submit
-from tests.helpers import group_members, wait_for_sync
+from tests.helpers import group_members, wait_for, wait_for_sync
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -473,12 +473,10 @@ async def test_charts_draw_the_jobs_run_from_the_store(ui, page):
         return sum([int(await b.get_attribute("data-n")) for b in await bars.all()])
 
     await page.goto(ui["url"] + "/cluster")
+    async def counted() -> bool:
+        return (await drawn("SUCCEEDED"), await drawn("FAILED")) == (4, 1)
     # the leader recounts every 10 s; the page refreshes every 2 s
-    for _ in range(40):
-        if await drawn("SUCCEEDED") == 4 and await drawn("FAILED") == 1:
-            break
-        await asyncio.sleep(0.5)
-    assert (await drawn("SUCCEEDED"), await drawn("FAILED")) == (4, 1)
+    await wait_for(counted, timeout=25, interval=0.5, what="the bars of 4 successes and 1 failure")
     points = page.locator("svg.chart.depths circle.point[data-series='dlq']")
     assert await points.count() >= 1 and await points.last.get_attribute("data-n") == "1"
 
