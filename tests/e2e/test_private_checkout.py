@@ -103,15 +103,23 @@ def _make(checkout: Path, *args: str, timeout: float = 90) -> subprocess.Complet
 
 def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(checkout: Path) -> None:
     base_port = free_port()
-    # The server's port is held for 3 s by a socket that does not listen, as a connection of another program
-    # can hold a port of Linux's ephemeral range: make start starts the server again until it binds.
+    # The server's port is held by a socket that does not listen, as a connection of another program can hold a
+    # port of Linux's ephemeral range, until the server has failed to bind it once: make start starts it again.
     holder = socket.socket()
     holder.bind(("127.0.0.1", base_port))
-    release = threading.Timer(3.0, holder.close)
-    release.start()
+    server_log = checkout / "log" / f"server-{base_port}.log"
+
+    def release() -> None:
+        try:
+            wait_for_sync(lambda: server_log.exists() and "cannot start" in server_log.read_text(), timeout=60,
+                          what="the server failing to bind its held port")
+        finally:
+            holder.close()
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
     started = _make(checkout, "-o", ".venv/.installed", "start", "SERVER_COUNT=1", "WORKER_COUNT=1",
                     f"BASE_PORT={base_port}")
-    release.join()
+    releaser.join(5)
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"server  127.0.0.1:{base_port} stopped at start" in started.stdout, started.stdout
     hash_dir = next(line for line in started.stdout.splitlines() if line.strip().startswith("postgres"))
