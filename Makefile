@@ -15,7 +15,7 @@ endif
 # `make start TLS=1`: every program talks TLS, with a private CA and certificates in .run/tls.
 TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
-.PHONY: help deps browser build check-build start stop status logs test run-servers stop-servers run-worker \
+.PHONY: help deps lock browser build check-build start stop status logs test run-servers stop-servers run-worker \
         run-client run-client-servers run-webui screenshot bench systemd chaos chaos-test soak multihost clean
 
 help:
@@ -25,11 +25,16 @@ help:
 	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json | make run-webui"
 	@echo ".venv/bin/jobcluster --help                                  the command line client"
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml requirements/dev.lock scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 	touch $@
 
 deps: $(STAMP)
+
+# Rewrite requirements/*.lock from pyproject.toml (every pin with its hashes; needs PyPI), on purpose only.
+# `make test` fails while pyproject.toml and the locks disagree (tests/unit/test_lock.py).
+lock: deps
+	$(PY) scripts/lock.py
 
 # Generated gRPC code: proto/scheduler.proto -> jobcluster/pb/scheduler_pb2*.py (committed;
 # tests/unit/test_generated.py fails when it is stale).
@@ -94,7 +99,7 @@ run-webui: deps
 	$(PY) -m webui $(if $(WEBUI_ADDR),--addr $(WEBUI_ADDR))
 
 # Celery side by side with jobcluster (make start's defaults) on private services, ROUNDS interleaved rounds,
-# each goal of issue 11 beside its figure. Installs celery into .venv when missing (bench only).
+# each goal of issue 11 beside its figure. Installs Celery into .venv from requirements/bench.lock (bench only).
 # SCALE=1: instead, the same figures empty and with 1,000,000 finished + 100,000 queued jobs stored,
 # dead-letter operations on 100,000 entries, reconciliation's cost and memory (scripts/bench_scale.py).
 ROUNDS ?= 3
@@ -103,7 +108,7 @@ bench: deps
 ifeq ($(SCALE),1)
 	$(PY) scripts/bench.py --scale
 else
-	@$(PY) -c "import celery, packaging" 2>/dev/null || $(PY) -m pip install -q celery packaging
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/bench.lock
 	$(PY) scripts/bench.py --rounds $(ROUNDS)
 endif
 

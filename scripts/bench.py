@@ -47,8 +47,8 @@ try:
     from bench_celery import CeleryBench
 except ImportError as exc:  # bench-only: make bench installs it; --submit-only runs without
     if "--submit-only" not in sys.argv and "--scale" not in sys.argv:
-        raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or "
-                         f"`{sys.executable} -m pip install celery packaging`") from None
+        raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or `{sys.executable} -m pip "
+                         f"install --require-hashes --no-deps -r requirements/bench.lock`") from None
 
 from bench_engines import ceilings, lines
 from bench_jobcluster import Cpu, JobclusterBench, measure_round, measure_submit

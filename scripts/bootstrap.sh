@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up this checkout on a fresh Debian/Ubuntu machine: the Debian packages of
 # the backing services (when missing, and when we may install them), then a
-# virtual environment in .venv with the project and its test tools.
+# virtual environment in .venv with the project and its test tools, at the versions of
+# requirements/dev.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv"
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-echo "installing the project into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Exactly the versions in requirements/dev.lock, each checked against its hash (make lock rewrites it);
+# the project itself without build isolation, so its build backend comes from the lock too.
+echo "installing the locked dependencies and the project into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+  -r requirements/dev.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+.venv/bin/python scripts/lock.py --installed

@@ -168,9 +168,7 @@ def connect_primary(sentinels: tuple[str, ...] | list[str], master: str, *, sent
     sentinel_options["socket_timeout"] = None  # bounded per question by SENTINEL_TIMEOUT instead
     if sentinel_password is not None:
         sentinel_options["password"] = sentinel_password
-    # redis-py's Sentinel.__init__ has no annotations
-    manager = Sentinels([host_port(addr) for addr in sentinels],  # type: ignore[no-untyped-call]
-                        sentinel_kwargs=sentinel_options)
+    manager = Sentinels([host_port(addr) for addr in sentinels], sentinel_kwargs=sentinel_options)
     client: aioredis.Redis = manager.master_for(master, connection_pool_class=PrimaryPool,
                                                 connection_class=PrimaryConnection, **options)
     return client
