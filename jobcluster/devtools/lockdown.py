@@ -7,11 +7,15 @@
   password is set as a scram verifier computed here: the server, its logs and
   ``pg_stat_activity`` never see it.
 - **Redis**: an ACL user that may not run dangerous commands (CONFIG, MODULE,
-  DEBUG, FLUSHALL, KEYS, ...); the default user is off. Written in the config
-  file as a SHA-256 hash.
+  DEBUG, FLUSHALL, KEYS, ...), written in the config file as a SHA-256 hash.
+  Without a password (the default user) anyone on the machine may only read
+  the queue lists (``redis-cli LRANGE dlq_tasks 0 -1``); that rule is applied
+  once the append-only file has loaded, before Redis opens its TCP port.
 - **etcd**: a ``root`` user (needed before ``auth enable``) and a user whose
   role may read and write only keys under ELECTION_NAMESPACE, set up through
-  etcd's gRPC Auth API, so no password is on a command line.
+  etcd's gRPC Auth API, so no password is on a command line. etcd 3.4 checks
+  no password on leases, so both its ports also take only clients with a
+  certificate of its private CA (``services.start_etcd``, ``tls.ensure_etcd_tls``).
 
 Secret files are created mode 0600 in a directory of mode 0700.
 """
@@ -27,9 +31,12 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from jobcluster.etcd_client import EtcdTls
 
 PG_SUPERUSER = "postgres"
 PG_AUTH_MARK = "# jobcluster: passwords on"
@@ -172,11 +179,46 @@ async def _hand_over_objects(socket_dir: Path, port: int, user: str, database: s
 
 # --- Redis -----------------------------------------------------------------------------------
 
+def _redis_rules(password: str) -> str:
+    return f"on #{hashlib.sha256(password.encode()).hexdigest()} ~* &* +@all -@dangerous"
+
+
 def redis_acl(user: str, password: str) -> list[str]:
-    """Config lines: ``user`` on, all keys, no dangerous commands; any other user (default) off."""
-    rules = f"on #{hashlib.sha256(password.encode()).hexdigest()} ~* &* +@all -@dangerous"
+    """Config lines: ``user`` on, all keys, no dangerous commands; any other user (default) off.
+
+    For a Redis without an append-only file: Redis 7.0.15 replays that file as the default user, and
+    drops every MULTI/EXEC block in it when that user is off or restricted (see :func:`redis_acl_loading`).
+    """
+    rules = _redis_rules(password)
     # "default" is the user of a password without a user name (requirepass style).
     return [f"user default {rules}"] if user == "default" else ["user default off", f"user {user} {rules}"]
+
+
+#: What anyone on the machine may do without a password, once Redis has loaded its data: read the queue
+#: lists the mission's ``redis-cli LRANGE dlq_tasks 0 -1`` reads (``%R~``: read-only key patterns), and
+#: nothing else: no write, no other key, no KEYS, SCAN, CONFIG, EVAL, INFO, CLIENT or pub/sub.
+REDIS_READER_RULES = ("reset", "on", "nopass", "resetchannels",
+                      "%R~pending_jobs", "%R~pending_jobs:*", "%R~dlq_tasks", "%R~processing_jobs",
+                      "%R~processing_jobs:*", "+lrange", "+llen", "+lindex", "+ping")
+
+
+def redis_acl_loading(user: str, password: str) -> list[str]:
+    """Config lines for a Redis that replays an append-only file: the default user unrestricted while it
+    loads (Redis 7.0.15 replays the file as that user and drops every MULTI/EXEC block, so every
+    multi-write script, when it is off or restricted: redis/redis#14541), and ``user`` as in
+    :func:`redis_acl`. Such a Redis must listen only on a socket root alone can reach until
+    :func:`redis_acl_loaded` has been applied (:func:`jobcluster.devtools.services.start_redis`)."""
+    lines = ["user default on nopass ~* &* +@all"]
+    return lines if user == "default" else [*lines, f"user {user} {_redis_rules(password)}"]
+
+
+def redis_acl_loaded(user: str, password: str) -> tuple[str, ...]:
+    """``ACL SETUSER default`` rules once the data is loaded: the password-less reader of the queue lists
+    (:data:`REDIS_READER_RULES`), or the programs' rules when they log in as the default user (then
+    nothing is readable without the password)."""
+    if user == "default":
+        return ("reset", *_redis_rules(password).split())
+    return REDIS_READER_RULES
 
 
 # --- etcd ------------------------------------------------------------------------------------
@@ -186,25 +228,31 @@ def prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-def lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefix: str) -> bool:
+def lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefix: str,
+              tls: EtcdTls | None = None) -> bool:
     """Give etcd a root user and ``user`` (read/write under ``prefix`` only), then turn auth on.
 
     Idempotent: on an etcd with auth already on it logs in as root and makes sure the user,
     its password and its permission are right. True when auth was turned on just now.
+    ``tls``: etcd speaks TLS and wants this client certificate.
     """
-    return asyncio.run(_lock_etcd(endpoint, root_password, user, password, prefix.encode()))
+    return asyncio.run(_lock_etcd(endpoint, root_password, user, password, prefix.encode(), tls))
 
 
-async def _lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefix: bytes) -> bool:
+async def _lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefix: bytes,
+                     tls: EtcdTls | None) -> bool:
     from aetcd import rpc
 
-    channel = rpc.insecure_channel(endpoint)
+    channel = rpc.secure_channel(endpoint, tls.credentials()) if tls else rpc.insecure_channel(endpoint)
     try:
         stub = rpc.AuthStub(channel)
         try:
             reply = await stub.Authenticate(rpc.AuthenticateRequest(name="root", password=root_password),
                                             timeout=5)
         except rpc.AioRpcError as exc:
+            if exc.code() in (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED):
+                raise LockError(f"etcd at {endpoint} did not answer{' over TLS' if tls else ''} "
+                                f"({exc.details()})") from None
             if "not enabled" not in (exc.details() or ""):
                 raise LockError(f"etcd at {endpoint} has auth on and refuses our root password "
                                 f"({exc.details()})") from None

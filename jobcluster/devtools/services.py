@@ -15,13 +15,15 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from jobcluster.devtools import lockdown
+from jobcluster.devtools.tls import ETCD_NAMES, DevTls, ensure_etcd_tls
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -54,6 +56,7 @@ class Service:
     url: str
     extra: dict[str, str] = field(default_factory=dict)
     login: Login | None = None  # None: no password asked
+    tls: DevTls | None = None  # etcd locked: its CA, and the programs' certificate (DevTls.etcd_client_env)
 
     @property
     def pid(self) -> int:
@@ -112,9 +115,17 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def open_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, mode 0600 (made so too when an older start left it readable by others):
+    a log says what a service or program does, for its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def _spawn(cmd: list[str], log_path: Path, detach: bool, as_postgres: bool = False) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with open_log(log_path) as log:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=detach, **(_postgres_user() if as_postgres else {}))
 
@@ -144,26 +155,78 @@ REDIS_CONF = "redis.conf"
 def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = False,
                 detach: bool = False, timeout: float = 20.0, login: Login | None = None) -> Service:
     """Redis from ``data_dir/redis.conf`` (mode 0600, rewritten each start, so an older ``.run`` gets the
-    current settings): with ``persist``, an append-only file in ``data_dir``; with ``login``, its ACL user only."""
+    current settings): with ``persist``, an append-only file in ``data_dir``; with ``login``, its ACL user,
+    and without a password only reads of the queue lists (:data:`lockdown.REDIS_READER_RULES`).
+
+    With ``login``, Redis first listens only on a Unix socket in a new directory of mode 0700 (root's
+    alone) while it loads its data, as an unrestricted default user: Redis 7.0.15 replays its
+    append-only file as that user and would drop every MULTI/EXEC block in it otherwise. Once it has
+    loaded, one MULTI opens the TCP port and restricts the default user; the socket is then removed."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # an older .run made it 0755, and the append-only files in it are 0644
     quoted = '"' + str(data_dir).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no", f"dir {quoted}",
-             'save ""', f"appendonly {'yes' if persist else 'no'}"]
+    lines = [f"port {0 if login is not None else port}", "bind 127.0.0.1", "protected-mode yes",
+             "daemonize no", f"dir {quoted}", 'save ""', f"appendonly {'yes' if persist else 'no'}"]
     if persist:
         # AOF, fsync'd once a second: a crash of Redis or the machine loses at most the last second of
         # writes, and reconciliation puts those ids back from PostgreSQL. "always" would fsync per write.
         lines.append("appendfsync everysec")
+    sock_dir = None
     if login is not None:
-        lines += lockdown.redis_acl(login.user, login.password)
+        sock_dir = Path(tempfile.mkdtemp(prefix="jobcluster-redis-"))  # 0700, short enough for sun_path
+        lines += ["# TCP opens only once the data is loaded (jobcluster.devtools.services.start_redis);",
+                  "# until then the socket below, in a directory only root may enter, is the only way in.",
+                  f"unixsocket {sock_dir / 'redis.sock'}", "unixsocketperm 700",
+                  *lockdown.redis_acl_loading(login.user, login.password)]
     conf = data_dir / REDIS_CONF
     conf.unlink(missing_ok=True)
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("".join(line + "\n" for line in lines))
     proc = _spawn([_need("redis-server", "redis-server"), str(conf)], log_path, detach)
+    if login is not None and sock_dir is not None:
+        try:
+            _open_when_loaded(proc, sock_dir / "redis.sock", port, login, log_path, timeout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            (sock_dir / "redis.sock").unlink(missing_ok=True)  # Redis keeps serving it; nobody can reach it
+            sock_dir.rmdir()
     _wait_port("redis", proc, port, log_path, timeout)
     return Service("redis", proc, port, data_dir, log_path, f"127.0.0.1:{port}", login=login)
+
+
+def _open_when_loaded(proc: subprocess.Popen[bytes], sock: Path, port: int, login: Login, log_path: Path,
+                      timeout: float) -> None:
+    """Once Redis has loaded its data (PING answers, not LOADING): restrict the default user and open the
+    TCP port, in one MULTI, so no client reaches the port before the rules hold."""
+    import redis  # only make start and locked tests need it here
+
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5, socket_connect_timeout=1)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise ServiceError(f"redis exited with {proc.returncode} at start; see {log_path}:\n"
+                                   + _tail(log_path))
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:  # no socket yet, or LOADING (BusyLoadingError)
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"redis did not load its data within {timeout:.0f}s; see {log_path}") from None
+                time.sleep(0.05)
+        pipe = client.pipeline(transaction=True)
+        pipe.execute_command("CONFIG", "SET", "port", str(port))
+        pipe.execute_command("ACL", "SETUSER", "default", *lockdown.redis_acl_loaded(login.user, login.password))
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:
+            raise ServiceError(f"redis could not listen on 127.0.0.1:{port} ({exc}); see {log_path}") from None
+    finally:
+        client.close()
 
 
 def _postgres_user() -> dict[str, Any]:
@@ -243,35 +306,49 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
 
 @dataclass(frozen=True)
 class EtcdUsers:
-    """etcd with auth: ``root`` (needed to turn auth on) and the programs' user, limited to ``prefix``."""
+    """etcd locked: ``root`` (needed to turn auth on) and the programs' user, limited to ``prefix``; and both
+    ports TLS, open only to certificates of the private CA in ``tls_dir`` (made there when missing)."""
 
     root_password_file: Path
     login: Login
     prefix: str
+    tls_dir: Path
+
+
+def _etcd_tls_flags(tls: DevTls) -> list[str]:
+    """Both ports TLS with client certificates of ``tls``'s CA: etcd 3.4 checks no password on leases
+    (LeaseKeepAlive, LeaseLeases, the peer port's /leases), so a certificate is what keeps other local
+    users from them. The peer port takes etcd's own certificate only (its CN), not the programs'."""
+    files = ["--cert-file", str(tls.cert), "--key-file", str(tls.key), "--trusted-ca-file", str(tls.ca)]
+    peer = ["--peer-cert-file", str(tls.cert), "--peer-key-file", str(tls.key), "--peer-trusted-ca-file", str(tls.ca)]
+    return [*files, "--client-cert-auth", *peer, "--peer-client-cert-auth", "--peer-cert-allowed-cn", ETCD_NAMES[0]]
 
 
 def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, detach: bool = False,
                timeout: float = 30.0, users: EtcdUsers | None = None) -> Service:
-    """etcd on 127.0.0.1:port; with ``users``, auth on (set up through its gRPC API, passwords in no argv)."""
+    """etcd on 127.0.0.1:port. With ``users``: TLS with client certificates on both ports (files in
+    ``users.tls_dir``), and auth on (set up through its gRPC API, passwords in no argv)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    client = f"http://127.0.0.1:{port}"
-    peer = f"http://127.0.0.1:{peer_port}"
+    tls = ensure_etcd_tls(users.tls_dir) if users is not None else None
+    scheme = "https" if tls else "http"
+    client = f"{scheme}://127.0.0.1:{port}"
+    peer = f"{scheme}://127.0.0.1:{peer_port}"
     cmd = [_need("etcd", "etcd-server"), "--name", "default", "--data-dir", str(data_dir),
            "--listen-client-urls", client, "--advertise-client-urls", client,
            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-           "--initial-cluster", f"default={peer}"]
+           "--initial-cluster", f"default={peer}", *(_etcd_tls_flags(tls) if tls else [])]
     proc = _spawn(cmd, log_path, detach)
     _wait_port("etcd", proc, port, log_path, timeout)
-    if users is not None:
+    if users is not None and tls is not None:
         try:
             lockdown.lock_etcd(f"127.0.0.1:{port}", lockdown.secret_file(users.root_password_file),
-                               users.login.user, users.login.password, users.prefix)
+                               users.login.user, users.login.password, users.prefix, tls=tls.etcd_client_tls())
         except BaseException:
             proc.terminate()
             proc.wait(timeout)
             raise
     return Service("etcd", proc, port, data_dir, log_path, f"127.0.0.1:{port}",
-                   extra={"peer_port": str(peer_port)}, login=users.login if users else None)
+                   extra={"peer_port": str(peer_port)}, login=users.login if users else None, tls=tls)
 
 
 @contextlib.contextmanager
@@ -281,7 +358,9 @@ def private_services(root: Path, pg_settings: dict[str, str] | None = None, *, l
 
     ``root`` must be enterable by the ``postgres`` user (not pytest's /tmp/pytest-of-root).
     ``locked``: passwords on, as under ``make start``; each service's ``login`` says the user and
-    the password file (in ``root/secrets``); the etcd user may touch only keys under ``etcd_prefix``.
+    the password file (in ``root/secrets``); the etcd user may touch only keys under ``etcd_prefix``,
+    and etcd takes only clients with a certificate of its CA (in ``root/etcd-tls``, mode 0700; the etcd
+    service's ``tls``).
     """
     secrets = root / "secrets"
 
@@ -289,7 +368,8 @@ def private_services(root: Path, pg_settings: dict[str, str] | None = None, *, l
         return Login(user, secrets / f"{name}_password") if locked else None
 
     etcd_login = login("etcd")
-    users = EtcdUsers(secrets / "etcd_root_password", etcd_login, etcd_prefix) if etcd_login else None
+    users = (EtcdUsers(secrets / "etcd_root_password", etcd_login, etcd_prefix, root / "etcd-tls")
+             if etcd_login else None)
     started: dict[str, Service] = {}
     try:
         started["redis"] = start_redis(root / "redis", free_port(), root / "redis.log", login=login("redis"))

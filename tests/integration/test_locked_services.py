@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from jobcluster import keys
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
 from jobcluster.credentials import LoginRefused, etcd_auth
@@ -99,9 +100,15 @@ async def test_postgresql_refuses_no_or_a_wrong_password_and_the_role_is_no_supe
 
 def test_redis_refuses_no_or_a_wrong_password_and_dangerous_commands(locked) -> None:
     port = locked["redis"].port
-    for user, password in ((None, None), ("jobcluster", "wrong"), ("default", _login(locked["redis"]).password)):
-        with pytest.raises(redis.AuthenticationError):  # (no retries: redis-py retries a refusal for ~3 s)
-            redis.Redis(port=port, username=user, password=password, retry=Retry(NoBackoff(), 0)).ping()
+    with pytest.raises(redis.AuthenticationError):  # (no retries: redis-py retries a refusal for ~3 s)
+        redis.Redis(port=port, username="jobcluster", password="wrong", retry=Retry(NoBackoff(), 0)).ping()
+    # No password, or the default user (password-less: any password logs in): the queue lists' reader only.
+    for user, password in ((None, None), ("default", _login(locked["redis"]).password)):
+        reader = redis.Redis(port=port, username=user, password=password, retry=Retry(NoBackoff(), 0))
+        assert reader.ping()
+        for command in (("SET", "x", "1"), ("GET", "x"), ("LPUSH", "dlq_tasks", "x"), ("KEYS", "*")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                reader.execute_command(*command)
     r = redis.Redis(port=port, username="jobcluster", password=_login(locked["redis"]).password)
     assert r.ping()
     for command in (("CONFIG", "SET", "dir", "/tmp"), ("FLUSHALL",), ("MODULE", "LIST"), ("ACL", "LIST")):
@@ -335,3 +342,95 @@ def test_starting_postgresql_twice_leaves_no_fatal_line_in_its_log(locked_mode: 
         assert "FATAL" not in text and "ERROR" not in text, text
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _plain_redis_cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``redis-cli`` as someone on the machine types it: no user, no password (REDISCLI_AUTH unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, env=env,
+                          timeout=10)
+
+
+def test_plain_redis_cli_reads_the_queue_lists_and_nothing_else(locked) -> None:
+    """The mission's ``redis-cli LRANGE dlq_tasks 0 -1`` works without a password; every write, every
+    other key and every command that reaches more than those lists still needs it."""
+    port = locked["redis"].port
+    app = redis.Redis(port=port, username="jobcluster", password=_login(locked["redis"]).password,
+                      decode_responses=True)
+    app.delete(keys.DLQ, keys.PENDING, keys.processing("w1"), "secret:thing")
+    app.lpush(keys.DLQ, "dead-1", "dead-2")
+    app.lpush(keys.PENDING, "ready-1")
+    app.lpush(keys.processing("w1"), "running-1")
+    app.lpush(keys.lane("night", 3), "lane-1")
+    app.set("secret:thing", "x")
+    try:
+        assert _plain_redis_cli(port, "LRANGE", "dlq_tasks", "0", "-1").stdout.split() == ["dead-2", "dead-1"]
+        assert _plain_redis_cli(port, "LRANGE", "pending_jobs", "0", "-1").stdout.split() == ["ready-1"]
+        assert _plain_redis_cli(port, "LLEN", "dlq_tasks").stdout.strip() == "2"
+        assert _plain_redis_cli(port, "LRANGE", keys.processing("w1"), "0", "-1").stdout.split() == ["running-1"]
+        assert _plain_redis_cli(port, "LINDEX", keys.lane("night", 3), "0").stdout.strip() == "lane-1"
+        refused = [("LPUSH", "dlq_tasks", "x"), ("DEL", "dlq_tasks"), ("LPOP", "pending_jobs"),
+                   ("RPOPLPUSH", "dlq_tasks", "dlq_tasks"), ("GET", "secret:thing"), ("KEYS", "*"),
+                   ("SCAN", "0"), ("CONFIG", "GET", "dir"), ("EVAL", "return 1", "0"), ("FLUSHALL",),
+                   ("INFO",), ("ZRANGE", keys.WORKERS, "0", "-1"), ("LRANGE", "secret:thing", "0", "-1"),
+                   ("CLIENT", "LIST"), ("ACL", "WHOAMI"), ("SUBSCRIBE", "x")]
+        for command in refused:
+            out = _plain_redis_cli(port, *command)
+            assert "NOPERM" in out.stdout + out.stderr, (command, out.stdout, out.stderr)
+        assert app.lrange(keys.DLQ, 0, -1) == ["dead-2", "dead-1"] and app.get("secret:thing") == "x"
+    finally:
+        app.delete(keys.DLQ, keys.PENDING, keys.processing("w1"), keys.lane("night", 3), "secret:thing")
+        app.close()
+
+
+async def test_a_restart_from_the_append_only_file_keeps_every_list_whole(tmp_path: Path) -> None:
+    """Redis as make start runs it (append-only file, the final ACL) keeps every list through a restart:
+    1,000 dead letters made over time by the workers' own script, a processing list, the delayed set,
+    pending_jobs. Redis 7.0.15 replays the file as the default user; restricted, it dropped every
+    multi-write script (16,486 CRITICAL lines, dlq_tasks empty after make stop && make start)."""
+    data, log = tmp_path / "redis", tmp_path / "redis.log"
+    login = svc.Login("jobcluster", tmp_path / "secrets" / "redis_password")
+    port = svc.free_port()
+
+    def start() -> svc.Service:
+        return svc.start_redis(data, port, log, persist=True, login=login)
+
+    async def lists(q: Queue) -> dict[str, object]:
+        r = q.redis
+        return {"dlq": await r.lrange(keys.DLQ, 0, -1), "pending": await r.lrange(keys.PENDING, 0, -1),
+                "processing": await r.lrange(keys.processing("w1"), 0, -1),
+                "delayed": await r.zrange(keys.DELAYED, 0, -1, withscores=True)}
+
+    service = start()
+    try:
+        q = Queue(aioredis.Redis(port=port, username=login.user, password=login.password, decode_responses=True))
+        for n in range(1000):  # as workers dead-letter: take into a processing list, then the script
+            await q.jobs.enqueue(f"dead-{n:04}")
+            assert await q.jobs.dequeue("w1", timeout=1) == f"dead-{n:04}"
+            await q.jobs.dead_letter("w1", f"dead-{n:04}")
+        await q.jobs.enqueue("ready")
+        await q.jobs.enqueue("running")
+        await q.jobs.enqueue("later", due_ms=4_000_000_000_000)
+        assert await q.jobs.dequeue("w1", timeout=1) == "ready"  # FIFO: 'ready' first, back to pending
+        await q.jobs.requeue_front("w1", "ready")
+        before = await lists(q)
+        assert before["dlq"] == [f"dead-{n:04}" for n in reversed(range(1000))]
+        assert len(before["pending"]) == 2 and before["delayed"]
+        await q.redis.aclose()
+    finally:
+        service.stop()  # SIGTERM, as make stop
+    service = start()
+    try:
+        q = Queue(aioredis.Redis(port=port, username=login.user, password=login.password, decode_responses=True))
+        assert await lists(q) == before
+        await q.redis.aclose()
+        assert _plain_redis_cli(port, "LLEN", "dlq_tasks").stdout.strip() == "1000"  # the final ACL holds
+    finally:
+        service.kill()  # and kill -9: the file is replayed the same way
+    service = start()
+    try:
+        assert _plain_redis_cli(port, "LLEN", "dlq_tasks").stdout.strip() == "1000"
+    finally:
+        service.stop()
+    text = log.read_text()
+    assert "CRITICAL" not in text and "NOPERM" not in text, text[-2000:]
