@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from jobcluster.errors import UNAVAILABLE, which
 from jobcluster.model import Status
 from jobcluster.queue import Queue
-from jobcluster.queue.reconcile import Waiting
+from jobcluster.queue.reconcile import DeadLettersSeen, Waiting
 from jobcluster.rows import WaitingJob
 from jobcluster.store import Store
-from jobcluster.store.reconcile import WaitingCursor
+from jobcluster.store.reconcile import DeadLetter, WaitingCursor
 
 log = logging.getLogger("server")
 
@@ -186,6 +186,93 @@ async def rebuild_waiting(store: Store, queue: Queue) -> int:
     if pushed:
         log.warning("reconciliation: Redis lost its data; %d waiting job(s) were pushed again", pushed)
     return pushed
+
+
+#: Dead letters that died before one missing from ``dlq_tasks`` looked at for its place, when none of its
+#: page is held: past them it goes to the tail.
+PIVOT_LOOKBACK = 1000
+
+
+class DeadLetterSweep:
+    """The leader's sweep of every dead letter PostgreSQL holds (FAILED, not purged, since purges are
+    recorded) against ``dlq_tasks``, a page a pass: one that went missing after the watermark of
+    :func:`reconcile_dead_letters` passed it (lost by Redis while it kept its other keys, or taken out by
+    hand) goes back at its place in the order of deaths.
+
+    Like :class:`WaitingCheck`: a keyset cursor cycles through the dead letters in the order they died, a
+    page of DEAD_PAGE a pass; ``dlq_tasks`` is read (paged) only when the page has one not seen there
+    since it died. Those seen are remembered (at most MAX_SEEN, all forgotten every ``forget_every``), so
+    one taken out after it was seen comes back within ``forget_every`` plus one cycle of pages."""
+
+    def __init__(self, forget_every: float = FORGET_SEEN_EVERY) -> None:
+        self._after: WaitingCursor | None = None
+        self._since: dt.datetime | None = None
+        self._seen: dict[str, dt.datetime] = {}
+        self._forget_every = forget_every
+        self._forget_at = time.monotonic() + forget_every
+        self.redis_reads = 0  # passes that read dlq_tasks (tests look)
+
+    def restart(self) -> None:
+        """A new term, or Redis lost its data: look at every dead letter again."""
+        self._after = None
+        self._seen.clear()
+
+    async def run(self, store: Store, queue: Queue, unchanged_for: float) -> int:
+        """One pass; returns how many dead letters went back into ``dlq_tasks``."""
+        if time.monotonic() >= self._forget_at or len(self._seen) > MAX_SEEN:
+            self._seen.clear()
+            self._forget_at = time.monotonic() + self._forget_every
+        if self._since is None:
+            self._since = await store.reconcile.dead_letters_recorded_since()
+            if self._since is None:  # no record of when purges began to be recorded: sweep nothing
+                return 0
+        at = self._after
+        page, self._after = await store.reconcile.dead_letters_after(self._since, unchanged_for, at, DEAD_PAGE)
+        unseen = [d for d in page if self._seen.get(d.job_id) != d.changed_at]
+        if not unseen:
+            return 0
+        seen = await queue.reconcile.dead_letters_read()
+        if seen is None:
+            return _dlq_moving()
+        self.redis_reads += 1
+        self._seen.update((d.job_id, d.changed_at) for d in unseen if d.job_id in seen.held)
+        lacking = {d.job_id for d in unseen if d.job_id not in seen.held}
+        if not lacking:
+            return 0
+        # Read again after looking at Redis: a dead letter retried or purged meanwhile stays out.
+        lacking &= set(await store.reconcile.still_dead(sorted(lacking)))
+        placed = await _places(store, page, lacking, seen)
+        pushed = await queue.reconcile.place_dead(placed, seen)
+        if pushed is None:
+            return _dlq_moving()
+        if pushed == len(placed):
+            changed = {d.job_id: d.changed_at for d in page}
+            self._seen.update((job_id, changed[job_id]) for job_id, _ in placed)
+        else:  # a pass walks Redis' list only so far: the next one goes on with this page
+            self._after = at
+        if pushed:
+            log.warning("reconciliation: %d older dead letter(s) were missing from dlq_tasks and were put back "
+                        "in the order they died", pushed)
+        return pushed
+
+
+async def _places(store: Store, page: list[DeadLetter], lacking: set[str],
+                  seen: DeadLettersSeen) -> list[tuple[str, str]]:
+    """``(id, pivot)`` for each dead letter of ``page`` in ``lacking``, oldest first: the pivot is the
+    newest older dead letter the list holds (or one put back before it), '' for the tail."""
+    placed: list[tuple[str, str]] = []
+    pivot: str | None = None  # the newest held so far in the page, oldest first
+    for n, letter in enumerate(page):
+        if letter.job_id not in lacking:
+            if letter.job_id in seen.held:
+                pivot = letter.job_id
+            continue
+        if pivot is None:
+            before = await store.reconcile.dead_letters_before(page[0], PIVOT_LOOKBACK)
+            pivot = next((i for i in before if i in seen.held), "")
+        placed.append((letter.job_id, pivot))
+        pivot = letter.job_id
+    return placed
 
 
 def _dlq_moving() -> int:

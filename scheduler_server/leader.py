@@ -25,7 +25,7 @@ from jobcluster.recovery import recover_worker
 from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
 from jobcluster.store import Fenced, Store
-from scheduler_server.healer import WaitingCheck, rebuild_waiting, reconcile_dead_letters
+from scheduler_server.healer import DeadLetterSweep, WaitingCheck, rebuild_waiting, reconcile_dead_letters
 from scheduler_server.retention import Expiry
 from scheduler_server.stats import StatsKeeper
 
@@ -96,6 +96,7 @@ class Leader:
         self._last_read = 0.0
         self._next_reconcile = 0.0
         self.waiting_check = WaitingCheck()
+        self.dead_letter_sweep = DeadLetterSweep()
         self._outage_logged = False
         self.terms = 0
         self.expiry = Expiry(settings.job_retention, store)
@@ -120,6 +121,7 @@ class Leader:
             self._healthy_since = None
             self._next_reconcile = 0.0
             self.waiting_check.restart()
+            self.dead_letter_sweep.restart()
             log.info("leader term %d: running cron, cleanup, reconciliation", token)
             await self._term(token)
 
@@ -172,16 +174,24 @@ class Leader:
         overlapped = 0
         schedules = self.store.schedules
         async with self.store.fencing.fenced(token) as conn:
+            if not await schedules.lock(conn, sch.id):
+                log.info("schedule %s was deleted meanwhile; nothing fired", sch.name)
+                return []
             for tick in p.fire:
-                if sch.overlap == "forbid" and await schedules.busy(conn, sch.id):
-                    skip = f"tick {tick.isoformat()} skipped: previous run not finished (overlap=forbid)"
+                running = await schedules.unfinished(conn, sch.id) if sch.overlap == "forbid" else None
+                if running is not None:
+                    skip = (f"tick {tick.isoformat()} skipped: job {running.job_id} of this schedule is still "
+                            f"{running.status.value} (overlap=forbid)")
                     log.info("schedule %s: %s", sch.name, skip)
                     overlapped += 1
                     continue
-                job_id = await schedules.insert_job(conn, sch, tick, self.address, f"cron:{sch.id}:{tick.isoformat()}")
+                # Unique by the tick's own record (schedule, tick), never by a key a caller could hold.
+                job_id = await schedules.insert_job(conn, sch, tick, self.address)
                 last_tick = tick
                 if job_id is not None:
                     created.append(job_id)
+                else:
+                    log.info("schedule %s: tick %s already has its job", sch.name, tick.isoformat())
             advanced = await schedules.advance(conn, sch.id, sch.next_run_at, p.next_run, last_tick,
                                                created[-1] if created else None, skip)
         if not advanced:
@@ -263,4 +273,7 @@ class Leader:
         else:
             await rebuild_waiting(self.store, self.queue)
             self.waiting_check.restart()
+            self.dead_letter_sweep.restart()
         await reconcile_dead_letters(self.store, self.queue, unchanged_for, kept=kept)
+        if kept:  # after a loss the pass above checked every dead letter
+            await self.dead_letter_sweep.run(self.store, self.queue, unchanged_for)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -20,6 +20,17 @@ from jobcluster.queue.lanes import RING
 DEAD_CHUNK = 500
 #: Ids per LRANGE when reading ``dlq_tasks`` whole.
 DEAD_READ = 1000
+#: Most list entries one dead-letter insert script may walk past (each LINSERT walks from the head to its
+#: pivot; Redis here walks about 18,000 ids a millisecond on a quiet machine): about 14 ms a script.
+INSERT_WALK = 250_000
+#: Dead letters put back among the oldest TAIL_SEGMENT entries of ``dlq_tasks`` (where a loss of older
+#: entries lands) are put back by rewriting that tail in one script (LTRIM, then RPUSH of it merged with
+#: them: linear in the segment, whatever the number put back), not by LINSERT (a walk from the head each).
+TAIL_SEGMENT = 20_000
+#: Most list entries the inserts of one sweep pass may walk past (the rest wait for the next pass), so a
+#: large loss in the middle of a long list is put back over several passes, never blocking Redis long:
+#: about 140 ms of Redis a pass (every RECONCILE_AFTER / 2) at most.
+PASS_WALK = 10 * INSERT_WALK
 #: Ids per LRANGE / ZRANGE when reading every id Redis holds: a page of 10,000 costs Redis about 2 ms,
 #: so a queue of 100,000 is read without blocking it for long.
 HELD_READ = 10_000
@@ -41,6 +52,44 @@ for i = 3, #ARGV do
   end
 end
 return pushed
+"""
+
+
+# KEYS[1] dlq_tasks, KEYS[2] dlq_moves; ARGV[1] dlq_moves as the caller read the list, ARGV[2..] pairs
+# (id, pivot), the oldest dead letter first: each id goes just before (nearer the head than) its pivot, an
+# older dead letter the list holds, or at the tail when the pivot is '' (no older one is held), so the list
+# keeps the order of deaths. Nothing is done when dlq_moves changed since the read (a retry or purge moved
+# the list, or another pass inserted): the caller's read no longer says what is missing or where. An id
+# whose pivot has gone is left for a later pass. Counts itself in dlq_moves (so a second leader's stale
+# read inserts nothing). Returns {inserted, dlq_moves now} or {-1}.
+_INSERT_DEAD = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return {-1} end
+local done = 0
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    done = done + 1
+  elseif redis.call('LINSERT', KEYS[1], 'BEFORE', ARGV[i + 1], ARGV[i]) > 0 then
+    done = done + 1
+  end
+end
+if done == 0 then return {0, ARGV[1]} end
+return {done, tostring(redis.call('INCR', KEYS[2]))}
+"""
+
+
+# KEYS[1] dlq_tasks, KEYS[2] dlq_moves; ARGV[1] dlq_moves as the caller read the list, ARGV[2] how many
+# entries to take off the tail (its oldest, as read), ARGV[3..] those entries merged with the dead letters
+# to put back among them, head to tail. Nothing is done when dlq_moves changed since the read (only then
+# can the tail differ from the read: workers push at the head). Returns {put back, dlq_moves now} or {-1}.
+_REWRITE_DEAD_TAIL = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return {-1} end
+local k = tonumber(ARGV[2])
+if k > 0 then redis.call('LTRIM', KEYS[1], 0, -k - 1) end
+for i = 3, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return {#ARGV - 2 - k, tostring(redis.call('INCR', KEYS[2]))}
 """
 
 
@@ -100,11 +149,13 @@ Waiting = tuple[str, int, str]
 
 @dataclass
 class DeadLettersSeen:
-    """``dlq_tasks`` as one read saw it: its ids, its length (plus what was pushed since) and ``dlq_moves``."""
+    """``dlq_tasks`` as one read saw it: its ids, its length (plus what was pushed since) and ``dlq_moves``;
+    ``at``: each id's place counted from the tail (0: the oldest), for where inserts go and what they cost."""
 
     held: set[str]
     length: int
     moves: str
+    at: dict[str, int] = field(default_factory=dict)
 
 
 class Reconcile(Part):
@@ -114,6 +165,8 @@ class Reconcile(Part):
         super().__init__(redis, op_timeout)
         self._restore_since = self.redis.register_script(_RESTORE_SINCE)
         self._restore_dead_since = self.redis.register_script(_RESTORE_DEAD_SINCE)
+        self._insert_dead = self.redis.register_script(_INSERT_DEAD)
+        self._rewrite_dead_tail = self.redis.register_script(_REWRITE_DEAD_TAIL)
 
     @bounded
     async def kept_data(self) -> bool:
@@ -142,16 +195,16 @@ class Reconcile(Part):
         pages of a list being rotated skip ids, which would then look missing."""
         for _ in range(tries):
             moves = cast(str | None, await self.redis.get(keys.DLQ_MOVES)) or "0"
-            held: set[str] = set()
+            at: dict[str, int] = {}
             length = 0
             while True:
                 page = cast(list[str], await self.redis.lrange(keys.DLQ, -length - DEAD_READ, -length - 1))
-                held.update(page)
+                at.update((job_id, length + len(page) - 1 - n) for n, job_id in enumerate(page))
                 length += len(page)
                 if len(page) < DEAD_READ:
                     break
             if (cast(str | None, await self.redis.get(keys.DLQ_MOVES)) or "0") == moves:
-                return DeadLettersSeen(held, length, moves)
+                return DeadLettersSeen(set(at), length, moves, at)
         return None
 
     @bounded
@@ -169,6 +222,79 @@ class Reconcile(Part):
             seen.length += done
             pushed += done
         return pushed
+
+    @bounded
+    async def place_dead(self, placed: Sequence[tuple[str, str]], seen: DeadLettersSeen) -> int | None:
+        """Put back dead letters ``dlq_tasks`` lacked when ``seen`` was read, each at its place in the order
+        of deaths: ``(id, pivot)``, oldest first, the pivot an older dead letter the list holds (or one put
+        back before it in ``placed``), just before which the id goes, or '' (the tail). Those whose place
+        is among the oldest TAIL_SEGMENT entries go back in one rewrite of that tail; the others by
+        :meth:`insert_dead`. Returns how many went in, or None once the list moved since ``seen``."""
+        tail_of: dict[str, bool] = {"": True}
+        near_tail: list[tuple[str, str]] = []
+        elsewhere: list[tuple[str, str]] = []
+        for job_id, pivot in placed:
+            tail = tail_of.get(pivot, pivot in seen.at and seen.at[pivot] < TAIL_SEGMENT)
+            tail_of[job_id] = tail
+            (near_tail if tail else elsewhere).append((job_id, pivot))
+        done = 0
+        if elsewhere:  # first: inserts above the tail leave its entries where the read saw them
+            inserted = await self.insert_dead(elsewhere, seen)
+            if inserted is None:
+                return None
+            done += inserted
+        if near_tail:
+            k = max((seen.at[p] + 1 for _, p in near_tail if p in seen.at), default=0)
+            segment = sorted((job_id for job_id, at in seen.at.items() if at < k), key=seen.at.__getitem__)
+            after: dict[str, list[str]] = {}
+            for job_id, pivot in near_tail:
+                after.setdefault(pivot, []).append(job_id)
+            tail_first: list[str] = []
+
+            # Tail first: each entry, then what goes just before it (nearer the head), depth first.
+            stack = [*reversed(segment), *reversed(after.get("", ()))]
+            while stack:
+                job_id = stack.pop()
+                tail_first.append(job_id)
+                stack.extend(reversed(after.get(job_id, ())))
+            reply = await self._rewrite_dead_tail(keys=[keys.DLQ, keys.DLQ_MOVES],
+                                                  args=[seen.moves, k, *reversed(tail_first)])
+            if int(reply[0]) < 0:
+                return done or None
+            done += int(reply[0])
+            seen.moves = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            seen.length += int(reply[0])
+        return done
+
+    @bounded
+    async def insert_dead(self, placed: Sequence[tuple[str, str]], seen: DeadLettersSeen) -> int | None:
+        """Put back dead letters ``dlq_tasks`` lacked when ``seen`` was read, each at its place in the order
+        of deaths: ``(id, pivot)``, oldest first, the pivot an older dead letter the list holds (just
+        before which the id goes) or '' (the tail). In scripts that walk at most INSERT_WALK entries each,
+        and PASS_WALK in all: the rest is left for a later pass. Returns how many went in, or None (none
+        more) once a retry, purge or another pass moved the list since ``seen``."""
+        done = 0
+        walked = 0
+        start = 0
+        while start < len(placed) and walked < PASS_WALK:
+            chunk: list[str] = []
+            walk = 0
+            while start < len(placed) and len(chunk) < 2 * DEAD_CHUNK:
+                job_id, pivot = placed[start]
+                cost = seen.length - seen.at.get(pivot, 0) if pivot else 1  # LINSERT walks from the head
+                if chunk and walk + cost > INSERT_WALK:
+                    break
+                chunk += [job_id, pivot]
+                walk += cost
+                start += 1
+            reply = await self._insert_dead(keys=[keys.DLQ, keys.DLQ_MOVES], args=[seen.moves, *chunk])
+            if int(reply[0]) < 0:
+                return None if done == 0 else done
+            done += int(reply[0])
+            seen.moves = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            seen.length += int(reply[0])
+            walked += walk
+        return done
 
     @bounded
     async def restore_dead(self, job_ids: Sequence[str]) -> int:

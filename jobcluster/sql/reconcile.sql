@@ -49,3 +49,27 @@ SELECT id, status, not_before, queue, priority, constraints, updated_at FROM job
    AND updated_at >= $2 AND (updated_at, id) > ($2, $3)
  ORDER BY updated_at, id
  LIMIT $4;
+
+-- name: dead_letters_recorded_since
+-- Since when every purge is recorded (dead_letter_purged_at came with migration 0006): dead letters
+-- that died before may have been purged unrecorded, so the sweep leaves them alone. NULL: unknown.
+SELECT applied_at FROM schema_migrations WHERE version = '0006_dead_letter_rebuild';
+
+-- name: dead_letters_after
+-- The sweep: dead letters (FAILED, not purged) that died at or after $1 and are unchanged for $2
+-- seconds, after ($3, $4) in (updated_at, id) order (the order they died in); at most $5.
+-- Reads the partial index jobs_dead_letters_idx.
+SELECT id, updated_at FROM jobs
+ WHERE status = 'FAILED' AND dead_letter_purged_at IS NULL
+   AND updated_at >= $1 AND updated_at < now() - make_interval(secs => $2)
+   AND (updated_at, id) > ($3, $4)
+ ORDER BY updated_at, id
+ LIMIT $5;
+
+-- name: dead_letters_before
+-- The $3 dead letters that died just before ($1, $2), newest first: where an older one missing
+-- from dlq_tasks goes back (just nearer the head than the first of them the list holds).
+SELECT id FROM jobs
+ WHERE status = 'FAILED' AND dead_letter_purged_at IS NULL AND (updated_at, id) < ($1, $2)
+ ORDER BY updated_at DESC, id DESC
+ LIMIT $3;

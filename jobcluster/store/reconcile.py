@@ -35,6 +35,14 @@ class DeadLetterWindow:
     upto: dt.datetime
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as the sweep sees it: its job and when it died (its last change)."""
+
+    job_id: str
+    changed_at: dt.datetime
+
+
 class Reconcile:
     """Waiting (QUEUED/PENDING) jobs and dead letters (FAILED, not purged)."""
 
@@ -95,6 +103,26 @@ class Reconcile:
                 after = (rows[-1]["updated_at"], rows[-1]["id"])
             if len(rows) < page:
                 return
+
+    async def dead_letters_recorded_since(self) -> dt.datetime | None:
+        """Since when every purge is recorded (None: unknown); :meth:`dead_letters_after` starts there."""
+        since: dt.datetime | None = await self.pool.fetchval(Q["dead_letters_recorded_since"])
+        return since
+
+    async def dead_letters_after(self, since: dt.datetime, unchanged_for: float, after: WaitingCursor | None,
+                                 limit: int) -> tuple[list[DeadLetter], WaitingCursor | None]:
+        """Up to ``limit`` dead letters (FAILED, not purged) that died at or after ``since``, unchanged for
+        ``unchanged_for`` seconds, after ``after`` (None: from the first) in the order they died, with the
+        cursor of the next page (None: this was the last). One keyset query on jobs_dead_letters_idx."""
+        start = after or _START
+        rows = await self.pool.fetch(Q["dead_letters_after"], since, unchanged_for, start[0], start[1], limit)
+        following = (rows[-1]["updated_at"], rows[-1]["id"]) if len(rows) == limit else None
+        return [DeadLetter(str(r["id"]), r["updated_at"]) for r in rows], following
+
+    async def dead_letters_before(self, letter: DeadLetter, limit: int) -> list[str]:
+        """The ``limit`` dead letters that died just before ``letter``, newest first."""
+        rows = await self.pool.fetch(Q["dead_letters_before"], letter.changed_at, uuid.UUID(letter.job_id), limit)
+        return [str(r["id"]) for r in rows]
 
     async def still_dead(self, ids: list[str]) -> list[str]:
         """Those of these jobs that are still dead letters (FAILED, not purged), in the order given (the

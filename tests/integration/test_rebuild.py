@@ -256,3 +256,55 @@ async def test_reconciliation_finds_a_lost_id_anywhere_in_a_long_queue_and_reads
     assert new in await queue.redis.lrange(keys.PENDING, 0, -1)
     held, known = await queue.reconcile.held_and_lengths()
     assert held == {*ids, new} and known == {keys.PENDING: 36}
+
+
+async def test_dead_letters_lost_after_reconciliation_passed_them_come_back_in_order(
+        leaderless_stub, store: Store, queue: Queue, make_worker):
+    """The append-only-file bug's partial loss: dead letters taken out of dlq_tasks (the oldest, and some
+    in the middle) after the watermark of the ordinary pass went past them, while Redis kept its other
+    keys. The ordinary pass never looks back; the sweep puts each back at its place in the order of
+    deaths, reads dlq_tasks only while a page holds one not seen there, and after ``forget_every`` looks
+    at every one again."""
+    stub = leaderless_stub
+    ids = [(await stub.SubmitJob(pb.Job(command=f"exit {n % 5 + 1}", max_retries=0))).job_id for n in range(12)]
+    await make_worker("w-dead", worker_concurrency=1).run()  # one at a time: each dies after the last
+    whole = await queue.redis.lrange(keys.DLQ, 0, -1)
+    assert sorted(whole) == sorted(ids)
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=True) == 0  # the watermark passes them all
+    lost = [whole[-1], whole[-2], whole[3], whole[4], whole[7]]  # the two oldest, and three newer ones
+    for job_id in lost:
+        await queue.redis.lrem(keys.DLQ, 0, job_id)
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=True) == 0  # what the old code did: nothing
+
+    sweep = healer.DeadLetterSweep()
+    assert await sweep.run(store, queue, 0.0) == 5
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == whole
+    reads = sweep.redis_reads
+    assert await sweep.run(store, queue, 0.0) == 0
+    assert sweep.redis_reads == reads  # all seen there: PostgreSQL's page only, no read of dlq_tasks
+
+    await queue.redis.lrem(keys.DLQ, 0, whole[5])  # taken out by hand after the sweep saw it
+    assert await sweep.run(store, queue, 0.0) == 0  # remembered as seen ...
+    forgetful = healer.DeadLetterSweep(forget_every=0.0)
+    assert await forgetful.run(store, queue, 0.0) == 1  # ... until the sweep forgets what it saw
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == whole
+
+    retried, purged = whole[0], whole[1]
+    await stub.RetryDeadLetters(pb.DeadLettersRequest(ids=[retried]))
+    await stub.PurgeDeadLetters(pb.DeadLettersRequest(ids=[purged]))
+    assert await forgetful.run(store, queue, 0.0) == 0  # neither comes back
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == whole[2:]
+
+
+async def test_the_sweep_inserts_nothing_on_a_list_moved_since_it_was_read(queue: Queue):
+    """Two leaders for a moment, or a retry between the read and the insert: the second insert on the old
+    read is refused whole, and the first counts itself in dlq_moves."""
+    await queue.redis.lpush(keys.DLQ, "c", "a")  # b, between them, went missing
+    seen = await queue.reconcile.dead_letters_read()
+    other = await queue.reconcile.dead_letters_read()
+    assert seen is not None and other is not None
+    assert await queue.reconcile.insert_dead([("b", "c")], seen) == 1
+    assert await queue.reconcile.insert_dead([("b", "c")], other) is None
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == ["a", "b", "c"]
+    assert await queue.reconcile.insert_dead([("z", "")], seen) == 1  # its own read stays good: tail
+    assert await queue.redis.lrange(keys.DLQ, 0, -1) == ["a", "b", "c", "z"]
