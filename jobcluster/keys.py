@@ -25,8 +25,9 @@ key                             type   what it holds
                                        than ``pending_jobs`` (absent: ``pending_jobs``).
 ``dlq_tasks``                   list   ids of dead-lettered (FAILED) jobs, newest first.
 ``dlq_moves``                   string counts the scripts that took ids out of ``dlq_tasks`` or
-                                       moved them within it (retry, purge): reconciliation's
-                                       read of the whole list is good only while it stands still.
+                                       moved them within it (retry, purge, the sweep's inserts):
+                                       reconciliation's read of the whole list is good only while
+                                       it stands still.
 ``workers``                     zset   worker id -> last heartbeat (unix ms).
 ``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
                                        started; expires when heartbeats stop.
