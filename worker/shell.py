@@ -12,17 +12,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from jobcluster.aio import wait_within
+from worker.reaper import kill_all
 
 #: Variables a job inherits from the worker; everything else (DATABASE_URL,
 #: credentials...) stays out. JOB_ENV_PASSTHROUGH adds names to this list.
 SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 READ_CHUNK = 64 * 1024
+#: Once the shell has exited, read at most this much more (a pipe holds 1 MiB at most): what is buffered
+#: then, not what a process outside the job's group may still be writing.
+DRAIN_MAX_READS = 16
+#: A job that left processes behind: go on killing its session's processes for at most this long.
+SESSION_KILL_FOR = 1.0
 #: util-linux's setpriv, which changes the credentials and execs the shell. Without it the credentials
 #: are set by subprocess itself, which then forks instead of vforking the worker: measured 2-4 ms more
 #: CPU per job than the extra exec of setpriv (about 1 ms). Tests set it to None to try that path.
 SETPRIV: str | None = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
-DRAIN_AFTER_EXIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -101,24 +106,80 @@ class OutputTail:
             self.truncated = True
 
 
-async def _drain(stream: asyncio.StreamReader, tail: OutputTail) -> None:
-    while chunk := await stream.read(READ_CHUNK):
-        tail.add(chunk)
+class _Output:
+    """The read end of the pipe that is the job's stdout and stderr, read into ``tail`` as data comes.
+
+    Not asyncio's subprocess pipes: with them (Python 3.11) ``Process.wait()`` returns only once every
+    process holding the pipe has closed it, so a job's ``sleep 30 &`` kept its attempt running 30 s.
+    With a pipe of our own, ``wait()`` returns when the shell exits.
+    """
+
+    def __init__(self, tail: OutputTail) -> None:
+        self.tail = tail
+        self.fd, self.write_end = os.pipe()  # both close-on-exec; the shell gets the write end as 1 and 2
+        self.eof = asyncio.Event()  # every process holding the write end has closed it
+        self._loop = asyncio.get_running_loop()
+        self._reading = True
+        os.set_blocking(self.fd, False)
+        self._loop.add_reader(self.fd, self.drain, 1)
+
+    def drain(self, reads: int = DRAIN_MAX_READS) -> None:
+        """Read what the pipe holds now (at most ``reads`` chunks), without waiting for more."""
+        for _ in range(reads if self.fd >= 0 else 0):
+            try:
+                chunk = os.read(self.fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.stop_reading()
+                self.eof.set()
+                return
+            self.tail.add(chunk)
+
+    def stop_reading(self) -> None:
+        """Read no more as data comes (what is written after the shell's end is not the job's output)."""
+        if self._reading:
+            self._loop.remove_reader(self.fd)
+            self._reading = False
+
+    def close_write_end(self) -> None:
+        if self.write_end >= 0:
+            os.close(self.write_end)
+            self.write_end = -1
+
+    def close(self) -> None:
+        self.close_write_end()
+        if self.fd < 0:
+            return
+        self.stop_reading()
+        self.eof.set()
+        os.close(self.fd)
+        self.fd = -1
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def _killpg(pgid: int, sig: int) -> bool:
+    """Signal the group; False when it has no process left (or none this process may signal)."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
-        pass
+        return False
+    return True
 
 
-async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """TERM the whole group, KILL it after ``grace`` seconds, and reap the shell."""
+async def _terminate(proc: asyncio.subprocess.Process, out: _Output, grace: float) -> None:
+    """TERM the whole group, KILL it after ``grace`` seconds, and reap the shell. The grace ends early
+    once the shell has exited and nothing holds its output pipe (the group has, as a rule, ended)."""
     _killpg(proc.pid, signal.SIGTERM)
-    await wait_within(proc.wait(), grace)
+    await wait_within(_ended(proc, out), grace)
     _killpg(proc.pid, signal.SIGKILL)
     await proc.wait()
+
+
+async def _ended(proc: asyncio.subprocess.Process, out: _Output) -> None:
+    await proc.wait()
+    await out.eof.wait()
 
 
 async def _exit_or_stop(proc: asyncio.subprocess.Process, stop: asyncio.Event | None) -> None:
@@ -135,6 +196,22 @@ async def _exit_or_stop(proc: asyncio.subprocess.Process, stop: asyncio.Event | 
         stopper.cancel()
 
 
+def _left_behind(pgid: int, out: _Output) -> bool:
+    """The shell has exited: SIGKILL what it left in its group; the output is what the pipe holds now.
+    True when something was left: in the group, or holding the output pipe from elsewhere."""
+    left = _killpg(pgid, signal.SIGKILL)
+    out.drain()
+    out.stop_reading()
+    return left or not out.eof.is_set()
+
+
+async def _end_session(sid: int) -> None:
+    """Kill every process left in the job's session (``set -m`` makes groups in it), off the event loop:
+    it scans /proc, so only for a job that left something behind. One that left the session (``setsid``)
+    is not found."""
+    await asyncio.to_thread(kill_all, {sid}, SESSION_KILL_FOR)
+
+
 async def run_shell(
     command: str,
     *,
@@ -148,11 +225,13 @@ async def run_shell(
     stop: asyncio.Event | None = None,
     groups: GroupRegistry | None = None,
 ) -> ShellResult:
-    """Run ``sh -c command`` in a new process group with stdin closed.
+    """Run ``sh -c command`` in a new session and process group with stdin closed.
 
+    The attempt ends when the shell exits, with its exit code: whatever it
+    left behind (``sleep 100 &``) is killed then, and the output read so far
+    is kept (what a process still holds the pipe open for is not waited for).
     ``timeout`` 0 means none. When it passes, the group gets SIGTERM, then
-    SIGKILL after ``kill_grace``. When the shell exits, whatever it left behind
-    in its group is killed too. If this coroutine is cancelled, the group is
+    SIGKILL after ``kill_grace``. If this coroutine is cancelled, the group is
     killed at once and the shell reaped before the cancellation goes on.
     ``tail``: collect the output here (to watch it while it runs). ``stop``:
     when set, the group is terminated as on a timeout (error ``cancelled``).
@@ -163,40 +242,57 @@ async def run_shell(
     if groups is not None:
         env = {**env, "JOBCLUSTER_JOB_MARK": groups.mark}
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *prefix, "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        out = _Output(tail or OutputTail(output_limit))
+    except OSError as exc:  # no descriptor left for the pipe
+        return not_started(f"could not start /bin/sh: {exc}")
+    try:
+        proc = await _start(command, out, prefix, creds, env, cwd)
+    except OSError as exc:
+        out.close()
+        return not_started(f"could not start /bin/sh: {exc}")
+    except BaseException:
+        out.close()
+        raise
+    timed_out = stopped = False
+    try:
+        if groups is not None:
+            groups.add(proc.pid)
+        try:
+            if not await wait_within(_exit_or_stop(proc, stop), timeout if timeout > 0 else None):
+                timed_out = True
+                await asyncio.shield(_terminate(proc, out, kill_grace))
+            elif proc.returncode is None:  # stop was set
+                stopped = True
+                await asyncio.shield(_terminate(proc, out, kill_grace))
+        except asyncio.CancelledError:
+            await asyncio.shield(_terminate(proc, out, 0))
+            raise
+        finally:
+            try:
+                if _left_behind(proc.pid, out):
+                    await asyncio.shield(_end_session(proc.pid))
+            finally:
+                if groups is not None:
+                    groups.remove(proc.pid)
+    finally:
+        out.close()
+    code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)
+    return ShellResult(exit_code=code, output=bytes(out.tail.buf), truncated=out.tail.truncated,
+                       timed_out=timed_out, error=error)
+
+
+async def _start(command: str, out: _Output, prefix: list[str], creds: RunAs | None, env: Mapping[str, str],
+                 cwd: str | None) -> asyncio.subprocess.Process:
+    """Start ``sh -c command`` in a new session, stdin closed, stdout and stderr the write end of ``out``'s
+    pipe, which is closed here whatever happens: then end of file comes when the job's processes close it."""
+    try:
+        return await asyncio.create_subprocess_exec(
+            *prefix, "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=out.write_end,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=dict(env), cwd=cwd,
             user=None if creds is None else creds.uid, group=None if creds is None else creds.gid,
             extra_groups=None if creds is None else list(creds.groups))
-    except OSError as exc:
-        return not_started(f"could not start /bin/sh: {exc}")
-    if groups is not None:
-        groups.add(proc.pid)
-    assert proc.stdout is not None
-    tail = tail or OutputTail(output_limit)
-    reader = asyncio.create_task(_drain(proc.stdout, tail), name=f"drain-{proc.pid}")
-    timed_out = stopped = False
-    try:
-        if not await wait_within(_exit_or_stop(proc, stop), timeout if timeout > 0 else None):
-            timed_out = True
-            await asyncio.shield(_terminate(proc, kill_grace))
-        elif proc.returncode is None:  # stop was set
-            stopped = True
-            await asyncio.shield(_terminate(proc, kill_grace))
-    except asyncio.CancelledError:
-        await asyncio.shield(_terminate(proc, 0))
-        reader.cancel()
-        raise
     finally:
-        # Reap leftovers (`sleep 100 &`) so nothing outlives the job or holds the pipe.
-        _killpg(proc.pid, signal.SIGKILL)
-        if groups is not None:
-            groups.remove(proc.pid)
-    # False: a grandchild escaped the group holding the pipe; keep what we have.
-    await wait_within(reader, DRAIN_AFTER_EXIT)
-    code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)
-    return ShellResult(exit_code=code, output=bytes(tail.buf), truncated=tail.truncated,
-                       timed_out=timed_out, error=error)
+        out.close_write_end()
 
 
 def _switch(run_as: RunAs | None) -> tuple[list[str], RunAs | None]:

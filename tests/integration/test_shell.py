@@ -3,6 +3,7 @@
 import asyncio
 import os
 import pwd
+import secrets
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import group_members, procs_running, reapers_of, wait_for
+from tests.helpers import group_members, procs_running, reapers_of, wait_for, wait_for_sync
 from worker.sandbox import resolve_job_user
 from worker import shell
 from worker.reaper import Reaper
@@ -73,6 +74,131 @@ async def test_cancel_kills_the_job_at_once(tmp_path):
     with pytest.raises(asyncio.CancelledError):
         await task
     await _group_gone(int(pidfile.read_text()))
+
+
+# --- the attempt ends when its shell exits (issue 17) ------------------------------------------------
+
+def _gone(pid: int) -> bool:
+    """``pid`` has ended (a zombie counts: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def marker():
+    """Unique arguments for processes a job leaves behind (``sleep 30.<n>``, ``yes <tag>``), found by
+    their command line; whatever a failed test left is killed at the end."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"30.{secrets.randbelow(10**8):08d}1")
+        return made[-1]
+
+    yield make
+    for tag in made:
+        for prog in ("sleep", "yes"):
+            for pid, _ in procs_running(prog, tag):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _none_left(prog: str, tag: str) -> None:
+    await wait_for(lambda: procs_running(prog, tag) == [], timeout=5, interval=0.01,
+                   what=f"no `{prog} {tag}` left")
+
+
+@pytest.mark.parametrize("redirect", ["", " > /dev/null 2>&1"], ids=["keeps-stdout", "redirected"])
+@pytest.mark.parametrize("code", [0, 3])
+async def test_the_attempt_ends_with_its_shell_and_what_it_left_is_killed(tmp_path, marker, redirect, code):
+    tag, pidfile, leftfile = marker(), tmp_path / "pgid", tmp_path / "left"
+    # The shell waits until its background sleep runs, then exits at once: the sleep would take 30 s.
+    cmd = (f"echo $$ > {pidfile}; echo before; sleep {tag}{redirect} & echo $! > {leftfile}; "
+           f"until [ \"$(tr -d '\\0' < /proc/$!/cmdline)\" = sleep{tag} ]; do :; done; echo after; exit {code}")
+    started = time.monotonic()
+    r = await _run(cmd, timeout=5)
+    took = time.monotonic() - started
+    assert (r.exit_code, r.timed_out, r.error, r.output) == (code, False, "", b"before\nafter\n")
+    assert took < 2.5, f"the attempt took {took:.2f}s"
+    assert _gone(int(leftfile.read_text()))  # killed before run_shell returned, not merely later
+    await _none_left("sleep", tag)
+    await _group_gone(int(pidfile.read_text()))
+
+
+async def test_output_still_in_the_pipe_when_the_shell_exits_is_kept(tmp_path, marker):
+    """900,000 bytes written into an enlarged pipe (F_SETPIPE_SZ) while the event loop is blocked, then the
+    shell exits with `sleep` holding the pipe open: what is buffered is read, without waiting for the close."""
+    tag, pidfile, go = marker(), tmp_path / "pid", tmp_path / "go"
+    fill = "import fcntl, os; fcntl.fcntl(1, 1031, 1 << 20); os.write(1, b\"a\" * 900_000)"
+    cmd = (f"echo $$ > {pidfile}; sleep {tag} & until [ -e {go} ]; do :; done; "
+           f"python3 -c '{fill}'; echo; echo END")
+    task = asyncio.create_task(_run(cmd, timeout=5, output_limit=1 << 20))
+    pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10,
+                             interval=0.01, what="the job started"))
+    go.touch()
+    # Block the event loop (no read of the pipe) until the shell has exited.
+    wait_for_sync(lambda: _gone(pid), timeout=10, interval=0.01, what="the shell to exit")
+    r = await task
+    assert not r.timed_out and r.exit_code == 0 and not r.truncated
+    assert r.output == b"a" * 900_000 + b"\nEND\n"
+    await _none_left("sleep", tag)
+
+
+async def test_a_process_moved_to_another_group_of_the_session_dies_with_the_shell(tmp_path, marker):
+    """A leftover in a group of its own inside the job's session (as `set -m` makes) that holds the output
+    pipe: found through the session, and killed."""
+    tag, leftfile = marker(), tmp_path / "left"
+    move = f"import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"{tag}\"])"
+    cmd = (f"python3 -c '{move}' & echo $! > {leftfile}; "
+           f"until [ \"$(cut -d' ' -f5 /proc/$!/stat)\" = $! ]; do :; done; echo moved; exit 4")
+    started = time.monotonic()
+    r = await _run(cmd, timeout=5)
+    assert (r.exit_code, r.timed_out, r.output) == (4, False, b"moved\n")
+    assert time.monotonic() - started < 2.5
+    assert _gone(int(leftfile.read_text()))
+    await _none_left("sleep", tag)
+
+
+async def test_a_process_that_left_the_session_does_not_hold_the_attempt(marker):
+    """`setsid yes` keeps writing into the job's pipe: the attempt still ends with its shell, the output
+    stays bounded, and `yes` dies of SIGPIPE once the worker closes its end (it is not killed: not found)."""
+    tag = marker()
+    cmd = (f"setsid yes {tag} & until [ \"$(cut -d' ' -f6 /proc/$!/stat)\" = $! ]; do :; done; "
+           "echo detached >&2; exit 5")
+    started = time.monotonic()
+    r = await _run(cmd, timeout=5, output_limit=10_000)
+    assert (r.exit_code, r.timed_out) == (5, False) and len(r.output) <= 10_000
+    assert time.monotonic() - started < 2.5
+    await _none_left("yes", tag)
+
+
+async def test_only_a_job_that_left_something_behind_costs_a_scan_of_proc(monkeypatch, marker):
+    """The hot path: a job that leaves nothing ends with one killpg (no one left) and a read of its pipe to
+    end of file; the session's processes are looked for in /proc (milliseconds) only after one that did."""
+    scans: list[object] = []
+    real = shell.kill_all
+    monkeypatch.setattr(shell, "kill_all", lambda *args: scans.append(args) or real(*args))
+    for cmd in ("true", "echo hi", "head -c 200000 /dev/zero", "exec echo x", "sleep 0.01 & wait"):
+        r = await _run(cmd)
+        assert r.exit_code == 0 and not r.timed_out, cmd
+    assert scans == []
+    tag = marker()
+    r = await _run(f"sleep {tag} > /dev/null & exit 0")
+    assert r.exit_code == 0 and len(scans) == 1
+    await _none_left("sleep", tag)
+
+
+async def test_on_a_timeout_the_group_keeps_its_grace_after_the_shell_died():
+    """SIGTERM ends the shell at once; its child cleans up in its trap for 0.3 s and that output is kept:
+    the grace lasts until the group has let go of the output pipe, not only until the shell is gone."""
+    cmd = ("sh -c 'trap \"sleep 0.3; echo cleaned; exit 0\" TERM; echo ready; "
+           "while :; do sleep 0.05; done'; echo never")
+    started = time.monotonic()
+    r = await _run(cmd, timeout=0.5, kill_grace=3)
+    assert r.timed_out and r.exit_code == 128 + signal.SIGTERM
+    assert r.output.startswith(b"ready\n") and r.output.endswith(b"cleaned\n"), r.output
+    assert time.monotonic() - started < 2.5  # the grace ended when the group did, not after 3 s
 
 
 async def test_job_env_has_no_worker_secrets(monkeypatch):
