@@ -1,4 +1,4 @@
-"""Passwords for the backing services, read from files named by ``*_FILE`` settings.
+"""Passwords for the backing services, read from files named by ``*_FILE`` settings; what a token must be.
 
 A secret never travels on a command line (``/proc/<pid>/cmdline`` is readable
 by every local user) or in a program's environment: a setting such as
@@ -6,6 +6,10 @@ by every local user) or in a program's environment: a setting such as
 it when it connects. A missing or unreadable file is a :class:`ConfigError`
 naming the setting; a file that group or others may read is used, with a
 warning (once per file and process).
+
+A token (``AUTH_TOKEN``, a line of ``AUTH_TOKENS_FILE``) has at least
+:data:`MIN_TOKEN_CHARS` characters and never starts with :data:`PROBE_PREFIX`
+(:func:`token_problem`); the servers refuse to start with one that does not.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ log = logging.getLogger("credentials")
 
 #: Longest secret we read: a password file is one line, not a data file.
 MAX_SECRET_BYTES = 4096
+#: The fewest characters of a token: 32 random ones cannot be guessed, even at the servers' full speed.
+MIN_TOKEN_CHARS = 32
+#: Tokens starting with this are made up on purpose (the web UI asks whether the servers refuse one), so
+#: no real token may: the servers refuse such a token at once, without counting it as a guess.
+PROBE_PREFIX = "not-a-token-"
 
 _warned: set[str] = set()
 
@@ -51,6 +60,16 @@ def read_secret(setting: str, path: str, *, warn: bool = True) -> str:
         _warned.add(path)
         log.warning("%s=%s can be read by group or others (mode %o): chmod 600 %s", setting, path, mode, path)
     return secret
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be one the servers accept (too short, or a probe's), or None when it can."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return (f"the token has {len(token)} characters; a token needs at least {MIN_TOKEN_CHARS} "
+                "(make one with `openssl rand -hex 32`)")
+    if token.startswith(PROBE_PREFIX):
+        return f"a token may not start with {PROBE_PREFIX!r} (kept for made-up tokens)"
+    return None
 
 
 def optional_secret(setting: str, path: str) -> str | None:

@@ -134,6 +134,10 @@ class Settings:
     redis_sentinel_password_file: str = setting("")
     etcd_user: str = setting("")
     etcd_password_file: str = setting("")
+    # TLS to etcd (jobcluster/etcd_client.py): its CA, and the client certificate it asks for (--client-cert-auth).
+    etcd_ca: str = setting("")
+    etcd_cert: str = setting("")
+    etcd_key: str = setting("")
     election_namespace: str = setting("/scheduler/v1")
     election_key: str = setting("leader")
     lease_ttl: float = setting(10.0, "duration")
@@ -167,6 +171,8 @@ class Settings:
     webui_hosts: tuple[str, ...] = setting((), "list")
     webui_password_file: str = setting("")
     webui_session_ttl: float = setting(12 * 3600.0, "duration")
+    # Proxies (addresses, CIDR networks) whose X-Forwarded-For the web UI believes; empty: none (webui/config.py).
+    webui_trusted_proxies: tuple[str, ...] = setting((), "list")
     worker_id: str = setting("")
     worker_concurrency: int = setting(4, "int", minimum=1)
     # Routing (jobcluster/queue/lanes.py): the queues a worker takes from, in order, and its tags.
@@ -264,7 +270,7 @@ def _checked(s: Settings) -> Settings:
         raise ConfigError(f"WATCH_MAX_LIFE must be at least 1s, got {s.watch_max_life:g}s")
     if s.pg_min_conns > s.pg_max_conns:
         raise ConfigError(f"PG_MIN_CONNS ({s.pg_min_conns}) must not exceed PG_MAX_CONNS ({s.pg_max_conns})")
-    for one, other in (("tls_cert", "tls_key"), ("tls_client_cert", "tls_client_key")):
+    for one, other in (("tls_cert", "tls_key"), ("tls_client_cert", "tls_client_key"), ("etcd_cert", "etcd_key")):
         if bool(getattr(s, one)) != bool(getattr(s, other)):
             raise ConfigError(f"{one.upper()} and {other.upper()} go together: set both or neither")
     if s.tls_client_ca and not s.tls_cert:

@@ -7,24 +7,31 @@ UNAUTHENTICATED, a role too weak PERMISSION_DENIED; health and reflection stay
 open. With no token configured every call is let through, as before tokens
 existed (the server then only listens on loopback: :func:`check_exposure`).
 
+Tokens shorter than 32 characters are refused at start. Wrong tokens slow
+their peer down (:class:`WrongTokens`): after a few, each waits longer before
+its UNAUTHENTICATED, and the peer's other calls wait their turn behind it.
 Refused calls are logged once per peer per minute (:class:`RefusalLog`);
 every change is audited (:mod:`scheduler_server.audit`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hmac
+import inspect
 import logging
+import math
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from jobcluster.credentials import PROBE_PREFIX, token_problem
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.settings import Settings, is_loopback
 from scheduler_server import audit
@@ -36,7 +43,6 @@ JOB_SERVICE = "/" + pb.DESCRIPTOR.services_by_name["JobService"].full_name + "/"
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
 ANONYMOUS = "anonymous"
-SHORT_TOKEN = 16
 
 
 class Role(enum.IntEnum):
@@ -73,6 +79,9 @@ class Token:
 def _check_secret(secret: str, where: str) -> None:
     if not secret.isascii() or not secret.isprintable() or " " in secret:
         raise AuthConfigError(f"{where}: a token must be printable ASCII without spaces")
+    problem = token_problem(secret)
+    if problem:
+        raise AuthConfigError(f"{where}: {problem}")
 
 
 def parse_tokens(text: str, source: str) -> list[Token]:
@@ -88,12 +97,12 @@ def parse_tokens(text: str, source: str) -> list[Token]:
         if len(fields) != 3:
             raise AuthConfigError(f"{where}: expected `token role name`, got {len(fields)} field(s)")
         secret, role, name = fields
-        _check_secret(secret, where)
         if role.upper() not in Role.__members__:
             raise AuthConfigError(f"{where}: unknown role {role!r}; roles are "
                                   + ", ".join(r.name.lower() for r in Role))
         if secret in seen:
             raise AuthConfigError(f"{where}: the same token as line {seen[secret]}; each token must be unique")
+        _check_secret(secret, where)
         seen[secret] = number
         tokens.append(Token(secret.encode(), Role[role.upper()], name))
     return tokens
@@ -119,10 +128,6 @@ def load_tokens(settings: Settings) -> list[Token]:
         tokens = [Token(settings.auth_token.encode(), Role.ADMIN, "AUTH_TOKEN")]
     else:
         return []
-    for token in tokens:
-        if len(token.secret) < SHORT_TOKEN:
-            log.warning("the token of %s is short (%d characters): use at least 32 random ones, such as "
-                        "the output of `openssl rand -hex 32`", token.name, len(token.secret))
     return tokens
 
 
@@ -138,6 +143,8 @@ class Tokens:
 
     def find(self, presented: str) -> Token | None:
         """The token equal to ``presented``; every one is compared, so the time says nothing of which."""
+        if presented.startswith(PROBE_PREFIX):
+            return None  # no token may start so (token_problem)
         given = presented.encode()
         found = None
         for token in self._tokens:
@@ -198,12 +205,109 @@ class RefusalLog:
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the token and role of every call, and audits the ones that change something."""
+class Crowded(Exception):
+    """So many calls of one peer host wait behind its wrong tokens that this one is refused at once."""
 
-    def __init__(self, tokens: Tokens, refusals: RefusalLog | None = None) -> None:
+
+@dataclass
+class _Line:
+    """The calls of one peer host waiting to be answered, one at a time, behind a wrong token's delay."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    calls: int = 0  # holding the lock or waiting for it
+
+
+class WrongTokens:
+    """Wrong tokens per peer host: how long each waits before its answer, and the line its host's calls wait in.
+
+    A host's first ``FREE`` wrong tokens are answered at once; each one more waits twice as long as the one
+    before (``FIRST_DELAY``, 0.2 s, 0.4 s ... up to ``MAX_DELAY``), and meanwhile every later call of that
+    host, right token or wrong, waits its turn behind it: sending many at once gains nothing, and a right
+    guess cannot be answered ahead of the wrong ones and give itself away. More than ``QUEUE`` waiting calls:
+    the next is refused at once (its token unread). One wrong token is forgiven every ``FORGIVE`` seconds.
+    Other hosts never wait, and nothing blocks the event loop.
+    """
+
+    FREE = 5
+    FIRST_DELAY = 0.1
+    MAX_DELAY = 2.0
+    FORGIVE = 6.0
+    QUEUE = 10
+    MAX_PEERS = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._scores: dict[str, tuple[float, float]] = {}  # host -> (wrong tokens not forgiven yet, as of when)
+        self._lines: dict[str, _Line] = {}
+        #: A score past this waits MAX_DELAY anyway; capped here, a host is forgiven within a minute or so.
+        self._cap = self.FREE + 1 + math.ceil(math.log2(self.MAX_DELAY / self.FIRST_DELAY))
+
+    @property
+    def busy(self) -> bool:
+        """Whether any host has a call waiting (else a right token needs no turn)."""
+        return bool(self._lines)
+
+    def failed(self, host: str) -> float:
+        """Count one wrong token of ``host``: the seconds its answer waits."""
+        now = self._clock()
+        held, since = self._scores.get(host, (0.0, now))
+        score = min(max(0.0, held - (now - since) / self.FORGIVE) + 1, self._cap)
+        if len(self._scores) >= self.MAX_PEERS and host not in self._scores:
+            self._scores = {h: v for h, v in self._scores.items() if v[0] - (now - v[1]) / self.FORGIVE > 0}
+            while len(self._scores) >= self.MAX_PEERS:
+                del self._scores[next(iter(self._scores))]
+        self._scores[host] = (score, now)
+        if score <= self.FREE:
+            return 0.0
+        return min(self.MAX_DELAY, self.FIRST_DELAY * 2 ** (math.ceil(score - self.FREE) - 1))
+
+    async def wait_turn(self, host: str, wrong: bool) -> None:
+        """Return when this call of ``host`` may be answered: after the host's calls already waiting and,
+        for a ``wrong`` token, after its own delay. :class:`Crowded` when too many wait already."""
+        line = self._lines.get(host)
+        if line is None and not wrong:
+            return
+        if line is None:
+            line = self._lines[host] = _Line()
+        elif line.calls > self.QUEUE:
+            raise Crowded()
+        line.calls += 1
+        try:
+            async with line.lock:  # first come, first served
+                delay = self.failed(host) if wrong else 0.0
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        finally:
+            line.calls -= 1
+            if line.calls == 0 and self._lines.get(host) is line:
+                del self._lines[host]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a call's token says, decided when it arrives and told when its turn comes."""
+
+    who: str = ANONYMOUS
+    code: grpc.StatusCode | None = None  # None: the call goes ahead
+    reason: str = ""
+    wrong: bool = False  # a token that is not one of ours: a guess, counted and slowed down
+    waits: bool = True  # takes its turn behind its host's wrong tokens (no token at all tells nothing: it need not)
+
+
+#: Given when too many calls of one peer host already wait behind its wrong tokens.
+CROWDED = ("too many wrong tokens from this address lately: its calls are answered one at a time, and too "
+           "many are waiting; try again in a few seconds")
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the token and role of every call, slows down wrong tokens per peer host, and audits the calls
+    that change something."""
+
+    def __init__(self, tokens: Tokens, refusals: RefusalLog | None = None,
+                 wrong: WrongTokens | None = None) -> None:
         self.tokens = tokens
         self.refusals = refusals or RefusalLog()
+        self.wrong = wrong or WrongTokens()
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
@@ -213,35 +317,64 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         rpc = method.rsplit("/", 1)[-1]
         who = ANONYMOUS
         if self.tokens.required:
-            presented = bearer(details.invocation_metadata)
-            token = self.tokens.find(presented) if presented else None
-            if token is None:
-                reason = ("no token: send gRPC metadata `authorization: Bearer <token>` (clients: set AUTH_TOKEN)"
-                          if presented is None else "the token is not one this server accepts (AUTH_TOKEN)")
-                return self._refuse(handler, rpc, grpc.StatusCode.UNAUTHENTICATED, reason)
-            need = RPC_ROLES.get(rpc, Role.ADMIN) if method.startswith(JOB_SERVICE) else Role.ADMIN
-            if token.role < need:
-                reason = (f"the token of {token.name} has role {token.role.name.lower()}; "
-                          f"{rpc} needs role {need.name.lower()}")
-                return self._refuse(handler, rpc, grpc.StatusCode.PERMISSION_DENIED, reason)
-            who = token.name
+            verdict = self._verdict(method, rpc, bearer(details.invocation_metadata))
+            handler = self._in_turn(handler, rpc, verdict)
+            if verdict.code is not None:
+                return handler
+            who = verdict.who
         if rpc in audit.ACTIONS and method.startswith(JOB_SERVICE):
             return self._audited(handler, rpc, who)
         return handler
 
-    def _refuse(self, handler: Any, rpc: str, code: grpc.StatusCode, reason: str) -> Any:
-        """A handler of the same shape that ends the call with ``code`` (and notes it for the log)."""
-        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+    def _verdict(self, method: str, rpc: str, presented: str | None) -> Verdict:
+        unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+        if presented is None:
+            return Verdict(code=unauthenticated, waits=False, reason="no token: send gRPC metadata "
+                           "`authorization: Bearer <token>` (clients: set AUTH_TOKEN)")
+        token = self.tokens.find(presented)
+        if token is None:
+            probe = presented.startswith(PROBE_PREFIX)  # never a token (token_problem): not a guess
+            return Verdict(code=unauthenticated, wrong=not probe, waits=not probe,
+                           reason="the token is not one this server accepts (AUTH_TOKEN)")
+        need = RPC_ROLES.get(rpc, Role.ADMIN) if method.startswith(JOB_SERVICE) else Role.ADMIN
+        if token.role < need:
+            return Verdict(token.name, grpc.StatusCode.PERMISSION_DENIED,
+                           f"the token of {token.name} has role {token.role.name.lower()}; "
+                           f"{rpc} needs role {need.name.lower()}")
+        return Verdict(token.name)
+
+    async def _turn(self, context: grpc.aio.ServicerContext, rpc: str, verdict: Verdict) -> None:
+        """Wait for this call's turn, then end it if ``verdict`` refuses it (noting it for the log)."""
+        code, reason = verdict.code, verdict.reason
+        if verdict.waits and (verdict.wrong or self.wrong.busy):
+            try:
+                await self.wrong.wait_turn(peer_host(context.peer()), verdict.wrong)
+            except Crowded:
+                code, reason = grpc.StatusCode.RESOURCE_EXHAUSTED, CROWDED
+        if code is not None:
             self.refusals.refused(context.peer(), rpc, code, reason)
             await context.abort(code, reason)
 
-        if handler.request_streaming and handler.response_streaming:
-            return handler._replace(stream_stream=refuse)
-        if handler.request_streaming:
-            return handler._replace(stream_unary=refuse)
-        if handler.response_streaming:
-            return handler._replace(unary_stream=refuse)
-        return handler._replace(unary_unary=refuse)
+    def _in_turn(self, handler: Any, rpc: str, verdict: Verdict) -> Any:
+        """A handler of the same shape that first waits its turn (:meth:`_turn`), then runs if allowed."""
+        kind = ("stream_" if handler.request_streaming else "unary_") + \
+               ("stream" if handler.response_streaming else "unary")
+        behavior: Behavior = getattr(handler, kind)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._turn(context, rpc, verdict)
+            return await behavior(request, context)
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._turn(context, rpc, verdict)
+            answer = behavior(request, context)
+            if inspect.isawaitable(answer):  # a handler that writes with context.write and returns
+                await answer
+                return
+            async for item in answer:
+                yield item
+
+        return handler._replace(**{kind: stream if handler.response_streaming else unary})
 
     @staticmethod
     def _audited(handler: Any, rpc: str, who: str) -> Any:

@@ -6,7 +6,8 @@ Pages, one module per area under ``webui/pages/``: submit form (/), jobs (/jobs,
 Prometheus metrics at /metrics.
 What the pages share is in :mod:`webui.web`; how errors are shown, in :mod:`webui.errors`.
 
-Safety, outermost first: security headers on every answer; the Host and Origin
+Safety, outermost first: X-Forwarded-For believed only from WEBUI_TRUSTED_PROXIES
+(uvicorn's own trust is off); security headers on every answer; the Host and Origin
 checks (:mod:`webui.guard`); the login when one is required (:mod:`webui.auth`);
 then server addresses from the browser must be configured ones; every form
 POST carries a CSRF token matching its cookie; the JSON API takes only
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from jobcluster.failover import AioConnector, AioPool
 from webui import api
@@ -56,8 +58,11 @@ def create_app(servers: Sequence[str], connector: AioConnector | None = None, co
         yield
         await pool.close()
 
+    # The client address (failed logins are counted against it) is the peer's, or what a trusted proxy says.
+    proxies = [Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))] \
+        if config.trusted_proxies else []
     app = Starlette(routes=routes(), lifespan=lifespan, middleware=[
-        Middleware(RequestMetrics), Middleware(SecurityHeaders), Middleware(HostOriginGuard, config=config),
+        *proxies, Middleware(RequestMetrics), Middleware(SecurityHeaders), Middleware(HostOriginGuard, config=config),
         Middleware(RequireLogin, auth=auth, pool=pool)])
     app.state.pool = pool
     app.state.config = config

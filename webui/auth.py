@@ -9,14 +9,23 @@ A token is checked by the servers, never by the UI: it must be accepted by
 ``GetClusterInfo`` on a server that refuses a made-up token on the same
 connection first, so a UI in front of servers that check no token cannot be
 entered with any string.
+
+Each try with a password or token (a login, an API call with a bearer token)
+is counted before it is checked (:meth:`Auth.login_attempt`), against the
+client's address: the peer's, or behind a proxy in WEBUI_TRUSTED_PROXIES the
+client's it forwards (``X-Forwarded-For``; :func:`webui.app.create_app`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import ipaddress
 import logging
 import math
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -25,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jobcluster.credentials import PROBE_PREFIX, token_problem
 from jobcluster.failover import CALL_TIMEOUT, AioPool, ServerDown
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -32,7 +42,7 @@ from webui.caller import as_caller
 from webui.config import UIConfig, password_digest
 from webui.errors import describe
 from webui.guard import refused
-from webui.sessions import Clock, FailedLogins, Session, Sessions, TrustedTokens
+from webui.sessions import Clock, FailedLogins, Session, Sessions, TooManyFailures, TrustedTokens
 from webui.web import UserError
 
 log = logging.getLogger("webui")
@@ -41,6 +51,7 @@ SESSION_COOKIE = "jobcluster_session"
 OPEN_PATHS = frozenset({"/login", "/logout", "/api/health", "/metrics", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
 MAX_TOKEN_CHARS = 4096
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class LoginRefused(UserError):
@@ -58,6 +69,8 @@ class Auth:
     sessions: Sessions
     failures: FailedLogins
     trusted: TrustedTokens
+    #: How a try waits out the slowdown (tests: one that records the wait and returns at once).
+    sleep: Sleep = asyncio.sleep
 
     @classmethod
     def create(cls, config: UIConfig, clock: Clock) -> Auth:
@@ -78,6 +91,8 @@ class Auth:
             raise LoginRefused("This web UI does not take server tokens (AUTH_TOKEN is not set for it).")
         if len(token) > MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable() or " " in token:
             raise LoginRefused("The servers refused this token.")  # it could not even be sent as metadata
+        if token_problem(token):
+            raise LoginRefused("The servers refused this token.")  # too short: they take no such token
         if self.trusted.trusted(token):
             return
         await pool.call(lambda stub: _token_accepted(stub, token))
@@ -86,16 +101,34 @@ class Auth:
     def session_of(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(SESSION_COOKIE))
 
-    def rate_limit(self, address: str) -> None:
-        """UserError 429 when ``address`` failed to log in too often lately."""
-        wait = self.failures.wait(address)
-        if wait > 0:
-            raise UserError(f"Too many failed logins from {address}: try again in {math.ceil(wait)} s.", 429)
+    @contextlib.asynccontextmanager
+    async def login_attempt(self, address: str) -> AsyncIterator[None]:
+        """One try from ``address`` with a password or token, counted before the body checks it.
+
+        UserError 429 when the address failed too often lately (or has as many tries still being checked);
+        else the try waits out the slowdown of all, if any, and a LoginRefused raised in the body counts
+        as a failure. Any other end (success, a bad form, no server answering) counts nothing.
+        """
+        try:
+            delay = self.failures.begin(address)
+        except TooManyFailures as exc:
+            raise UserError(f"Too many failed logins from {address}: try again in {math.ceil(exc.wait)} s.",
+                            429) from None
+        failed = False
+        try:
+            if delay > 0:
+                await self.sleep(delay)
+            yield
+        except LoginRefused:
+            failed = True
+            raise
+        finally:
+            self.failures.end(address, failed)
 
 
 async def _token_accepted(stub: pb_grpc.JobServiceStub, token: str) -> None:
     """On one server: a made-up token must be refused, then ``token`` accepted."""
-    made_up = "not-a-token-" + secrets.token_urlsafe(16)
+    made_up = PROBE_PREFIX + secrets.token_urlsafe(24)
     try:
         await as_caller(stub, made_up).GetClusterInfo(pb.ClusterInfoRequest(), timeout=CALL_TIMEOUT)
     except grpc.aio.AioRpcError as exc:
@@ -122,8 +155,16 @@ def auth_of(request: Request) -> Auth:
 
 
 def client_address(request: Request) -> str:
-    """The address failed logins are counted against (the proxy's, behind a proxy)."""
-    return request.client.host if request.client else "unknown"
+    """The address failed logins are counted against: the peer's (behind a trusted proxy, the client's it
+    forwarded); an IPv6 one by its /64, which one host usually has all of."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
 
 
 def bearer_token(request: Request) -> str | None:
@@ -176,11 +217,10 @@ class RequireLogin:
 
     async def _check_bearer(self, request: Request, token: str) -> None:
         address = client_address(request)
-        self.auth.rate_limit(address)
         try:
-            await self.auth.check_token(self.pool, token)
+            async with self.auth.login_attempt(address):
+                await self.auth.check_token(self.pool, token)
         except LoginRefused as exc:
-            self.auth.failures.failed(address)
             log.warning("API token refused from %s: %s", address, exc)
             raise
 

@@ -2,16 +2,20 @@
 
 Built once by ``python -m webui`` from the settings; :func:`ui_config` refuses
 (``ConfigError``, exit status 2) a UI that would listen beyond loopback with
-no way to log in, or on every address with no name to be reached by.
+no way to log in, or on every address with no name to be reached by, a short
+AUTH_TOKEN, and a WEBUI_TRUSTED_PROXIES entry that is not an address or network.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from jobcluster.credentials import token_problem
 from jobcluster.settings import ConfigError, Settings, is_loopback
 
 #: Names a browser on this machine uses for loopback.
@@ -54,6 +58,8 @@ class UIConfig:
     #: Whether a server token (checked by the servers) logs in.
     token_login: bool = False
     session_ttl: float = 12 * 3600.0
+    #: Networks (``10.0.0.5/32``) whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: nobody's.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -101,6 +107,18 @@ def read_password_file(path: str) -> str:
     return password
 
 
+def trusted_proxies(entries: Sequence[str]) -> tuple[str, ...]:
+    """WEBUI_TRUSTED_PROXIES as networks; ConfigError naming an entry that is neither address nor network."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(str(ipaddress.ip_network(entry.strip("[]"), strict=False)))
+        except ValueError:
+            raise ConfigError(f"WEBUI_TRUSTED_PROXIES: {entry!r} is not an address or a network; list the "
+                              "addresses of the proxies in front of the web UI (e.g. 10.0.0.5,10.1.0.0/16)") from None
+    return tuple(networks)
+
+
 def ui_config(settings: Settings, addr: str, password: str | None = None) -> UIConfig:
     """The UI on ``addr`` as ``settings`` describe it; ``password`` stands in for the file (tests)."""
     host, port = split_addr(addr)
@@ -108,11 +126,15 @@ def ui_config(settings: Settings, addr: str, password: str | None = None) -> UIC
         password = read_password_file(settings.webui_password_file)
     if settings.webui_session_ttl <= 0:
         raise ConfigError(f"WEBUI_SESSION_TTL must be positive, got {settings.webui_session_ttl:g}s")
+    problem = token_problem(settings.auth_token) if settings.auth_token else None
+    if problem:
+        raise ConfigError(f"AUTH_TOKEN: {problem}")
     config = UIConfig(host=host, port=port, names=own_names(host, settings.webui_hosts),
                       tls_cert=settings.tls_cert, tls_key=settings.tls_key,
                       password=password_digest(password) if password is not None else None,
                       token_login=bool(settings.auth_token or settings.auth_tokens_file),
-                      session_ttl=settings.webui_session_ttl)
+                      session_ttl=settings.webui_session_ttl,
+                      trusted_proxies=trusted_proxies(settings.webui_trusted_proxies))
     if not is_loopback(host) and config.password is None and not config.token_login:
         raise ConfigError(f"WEBUI_ADDR={addr} is not loopback, so the web UI needs a login: set "
                           "WEBUI_PASSWORD_FILE (a file holding the password), or AUTH_TOKEN or AUTH_TOKENS_FILE "

@@ -24,7 +24,8 @@ from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from tests.e2e.conftest import Cluster, serving
 from tests.helpers import wait_for_sync
 
-ADMIN, SUBMITTER, READER = "admin-e2e-token-0123456789abcdef", "submit-e2e-token-0123456789abcd", "read-e2e-token-0123456789abcd"
+ADMIN, SUBMITTER, READER = ("admin-e2e-token-0123456789abcdef", "submit-e2e-token-0123456789abcdef",
+                             "read-e2e-token-0123456789abcdef-dashboard")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -95,6 +96,14 @@ def test_a_malformed_tokens_file_stops_the_server(cluster: Cluster) -> None:
     server, _ = cluster.server(wait_ready=False, AUTH_TOKENS_FILE=str(tokens))
     assert server.wait(timeout=30) == 1
     assert f"AUTH_TOKENS_FILE {tokens} line 2: the same token as line 1" in server.log()
+
+
+def test_a_short_token_stops_the_server(cluster: Cluster) -> None:
+    server, _ = cluster.server(wait_ready=False, AUTH_TOKEN="only-31-characters-long-0123456")
+    assert server.wait(timeout=30) == 1
+    log = server.log()
+    assert "cannot start: AUTH_TOKEN: the token has 31 characters; a token needs at least 32" in log, log
+    assert "only-31-characters" not in log
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from jobcluster.channels import ChannelSecurity, open_aio_channel, open_channel
+from jobcluster.credentials import PROBE_PREFIX
 from jobcluster.devtools.services import free_port
 from jobcluster.devtools.tls import DevTls, ensure_server_tls, issue_client_cert
 from jobcluster.failover import AioChannels, AioPool, Channels, Pool, ServerDown
@@ -27,11 +29,13 @@ from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.auth import RPC_ROLES, Role
+from scheduler_server.auth import CROWDED, RPC_ROLES, Role, WrongTokens
 from scheduler_server.server import SchedulerServer
 from tests.helpers import wait_for
 
-ADMIN, SUBMITTER, READER = "admin-token-0123456789abcdef", "submit-token-0123456789abcd", "read-token-0123456789abcdef"
+ADMIN, SUBMITTER, READER = ("admin-token-0123456789abcdef-alice", "submit-token-0123456789abcdef-ci",
+                             "read-token-0123456789abcdef-dashboard")
+WRONG = "wrong-token-0123456789abcdef-guess"
 TOKENS = f"{ADMIN} admin alice\n{SUBMITTER} submit ci\n{READER} read dashboard\n"
 UNAUTHENTICATED, DENIED = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
 
@@ -110,9 +114,11 @@ async def test_each_rpc_needs_its_role(start_server: Callable[..., Awaitable[Sch
                                        tokens_file: Path) -> None:
     srv = await start_server(auth_tokens_file=str(tokens_file))
     assert set(HARMLESS) == set(RPC_ROLES)
+    # A wrong token on a unary and a streaming RPC (a few: more would be slowed down, the test below).
+    for rpc in ("SubmitJob", "WatchJob", "ListJobs"):
+        assert code_of(await call(srv.address, rpc, HARMLESS[rpc], ChannelSecurity(WRONG))) == UNAUTHENTICATED, rpc
     for rpc, request in HARMLESS.items():
         assert code_of(await call(srv.address, rpc, request)) == UNAUTHENTICATED, rpc
-        assert code_of(await call(srv.address, rpc, request, ChannelSecurity("wrong-token"))) == UNAUTHENTICATED, rpc
         for token, role in ((READER, Role.READ), (SUBMITTER, Role.SUBMIT), (ADMIN, Role.ADMIN)):
             code = code_of(await call(srv.address, rpc, request, ChannelSecurity(token)))
             if role < RPC_ROLES[rpc]:
@@ -128,7 +134,7 @@ async def test_the_refusals_say_what_to_do(start_server: Callable[..., Awaitable
     missing = await call(srv.address, "SubmitJob", job)
     assert missing.details() == ("no token: send gRPC metadata `authorization: Bearer <token>` "
                                  "(clients: set AUTH_TOKEN)")
-    wrong = await call(srv.address, "SubmitJob", job, ChannelSecurity("wrong-token"))
+    wrong = await call(srv.address, "SubmitJob", job, ChannelSecurity(WRONG))
     assert wrong.details() == "the token is not one this server accepts (AUTH_TOKEN)"
     weak = await call(srv.address, "SubmitJob", job, ChannelSecurity(READER))
     assert weak.details() == "the token of dashboard has role read; SubmitJob needs role submit"
@@ -157,6 +163,63 @@ async def test_refused_calls_are_logged_once_per_peer(start_server: Callable[...
     assert len(refused) == 1, refused
     assert refused[0].startswith("refused ListJobs from ipv4:127.0.0.1:") and "UNAUTHENTICATED no token" in refused[0]
     assert ADMIN not in caplog.text and READER not in caplog.text
+
+
+async def test_a_burst_of_wrong_tokens_is_slowed_down_and_a_right_token_still_works(
+        start_server: Callable[..., Awaitable[SchedulerServer]], tokens_file: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    srv = await start_server(auth_tokens_file=str(tokens_file))
+    burst, deadline = 20, 1.0
+
+    async def answer(reply: Awaitable[Any]) -> grpc.StatusCode:
+        try:
+            await reply
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or exc.details() == CROWDED
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    with caplog.at_level(logging.WARNING, "auth"):
+        async with open_aio_channel(srv.address, ChannelSecurity(WRONG)) as channel, \
+                grpc.aio.insecure_channel(srv.address) as plain:
+            stub = pb_grpc.JobServiceStub(channel)
+            calls = [stub.ListJobs(pb.ListJobsRequest(page_size=1), timeout=deadline) for _ in range(burst)]
+            # Meanwhile the server serves everyone else: its loop is not blocked.
+            health = await health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            codes = Counter([await answer(reply) for reply in calls])
+        assert set(codes) <= {UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        # Unslowed, all 20 are answered UNAUTHENTICATED within milliseconds. Slowed, the free ones are, then
+        # one after 0.1 s, 0.3 s, 0.7 s: no more before the deadline; past QUEUE waiting, the rest at once.
+        free = WrongTokens.FREE
+        assert free <= codes[UNAUTHENTICATED] <= free + 3, codes
+        assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] >= burst - (free + 1 + WrongTokens.QUEUE), codes
+        # The calls that gave up left the line: a right token from the same host is answered at once.
+        assert code_of(await call(srv.address, "ListJobs", pb.ListJobsRequest(page_size=1),
+                                  ChannelSecurity(READER))) == grpc.StatusCode.OK
+    refused = [r.getMessage() for r in caplog.records if r.name == "auth" and r.getMessage().startswith("refused")]
+    assert len(refused) == 1, refused  # 20 refused calls from 127.0.0.1 within the minute: one line
+    assert WRONG not in caplog.text
+
+
+async def test_made_up_tokens_are_refused_at_once_and_not_counted_as_guesses(
+        start_server: Callable[..., Awaitable[SchedulerServer]], tokens_file: Path) -> None:
+    """The web UI asks whether the servers refuse a made-up token (PROBE_PREFIX) before it trusts a token
+    login: that never slows down the UI's own calls."""
+    srv = await start_server(auth_tokens_file=str(tokens_file))
+    async with open_aio_channel(srv.address, ChannelSecurity(f"{PROBE_PREFIX}{'p' * 32}")) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        replies = [stub.GetClusterInfo(pb.ClusterInfoRequest(), timeout=1.0) for _ in range(3 * WrongTokens.FREE)]
+        for reply in replies:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await reply
+            assert caught.value.code() == UNAUTHENTICATED
+    # None of them counted: a wrong token still has all its free tries.
+    async with open_aio_channel(srv.address, ChannelSecurity(WRONG)) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        replies = [stub.GetClusterInfo(pb.ClusterInfoRequest(), timeout=1.0) for _ in range(WrongTokens.FREE)]
+        assert [code_of(answer) for answer in await asyncio.gather(*replies, return_exceptions=True)] \
+            == [UNAUTHENTICATED] * WrongTokens.FREE
 
 
 async def test_changes_are_audited_with_the_tokens_name(start_server: Callable[..., Awaitable[SchedulerServer]],

@@ -6,6 +6,7 @@ tests/integration/test_auth.py and tests/e2e/test_auth.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from pathlib import Path
@@ -18,12 +19,14 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.settings import ConfigError, Settings
 from scheduler_server import audit
 from scheduler_server.auth import (
-    RPC_ROLES, AuthConfigError, RefusalLog, Role, Token, Tokens, bearer, check_exposure, is_loopback,
-    load_tokens, parse_tokens, peer_host, server_credentials,
+    RPC_ROLES, AuthConfigError, Crowded, RefusalLog, Role, Token, Tokens, WrongTokens, bearer, check_exposure,
+    is_loopback, load_tokens, parse_tokens, peer_host, server_credentials,
 )
 
 JOB_SERVICE_RPCS = set(pb.DESCRIPTOR.services_by_name["JobService"].methods_by_name)
-SECRET = "s3cret-token-value-0123456789"
+SECRET = "s3cret-token-value-0123456789abcdef"
+#: 32 characters and more, as every token must have.
+ALPHA, BETA, GAMMA = "alpha-token-" + "a" * 20, "beta-token-" + "b" * 21, "gamma-token-" + "c" * 20
 
 
 # --- the RPC -> role table -----------------------------------------------------------------
@@ -53,23 +56,26 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
 
 
 def test_a_tokens_file_with_comments_and_blank_lines() -> None:
-    text = "# who may do what\n\nalpha-token admin alice\n  beta-token   read   dashboard  \n" \
-           "gamma-token SUBMIT ci  # the CI pipeline\n   # indented comment\n"
+    text = f"# who may do what\n\n{ALPHA} admin alice\n  {BETA}   read   dashboard  \n" \
+           f"{GAMMA} SUBMIT ci  # the CI pipeline\n   # indented comment\n"
     tokens = parse_tokens(text, "tokens.txt")
-    assert tokens == [Token(b"alpha-token", Role.ADMIN, "alice"), Token(b"beta-token", Role.READ, "dashboard"),
-                      Token(b"gamma-token", Role.SUBMIT, "ci")]
+    assert tokens == [Token(ALPHA.encode(), Role.ADMIN, "alice"), Token(BETA.encode(), Role.READ, "dashboard"),
+                      Token(GAMMA.encode(), Role.SUBMIT, "ci")]
 
 
 @pytest.mark.parametrize("text, error", [
     ("onlytoken admin\n", r"f line 1: expected `token role name`, got 2 field\(s\)"),
-    ("tok1 admin a\ntok2 root b\n", r"f line 2: unknown role 'root'; roles are read, submit, admin"),
-    ("tok1 admin a\n\ntok1 read b\n", r"f line 3: the same token as line 1; each token must be unique"),
-    ("tök admin a\n", r"f line 1: a token must be printable ASCII without spaces"),
+    (f"{ALPHA} admin a\n{BETA} root b\n", r"f line 2: unknown role 'root'; roles are read, submit, admin"),
+    (f"{ALPHA} admin a\n\n{ALPHA} read b\n", r"f line 3: the same token as line 1; each token must be unique"),
+    ("tök" + "k" * 32 + " admin a\n", r"f line 1: a token must be printable ASCII without spaces"),
+    (f"{ALPHA} admin a\n{'s' * 31} read b\n", r"f line 2: the token has 31 characters; a token needs at least 32 "
+                                              r"\(make one with `openssl rand -hex 32`\)"),
+    ("not-a-token-" + "x" * 32 + " read b\n", r"f line 1: a token may not start with 'not-a-token-'"),
 ])
 def test_a_bad_tokens_file_is_refused_by_line_without_showing_the_token(text: str, error: str) -> None:
     with pytest.raises(AuthConfigError, match=error) as caught:
         parse_tokens(text, "f")
-    assert "tok1" not in str(caught.value)
+    assert ALPHA not in str(caught.value) and "s" * 31 not in str(caught.value)
 
 
 def test_auth_token_is_one_admin_token_and_a_tokens_file_takes_precedence(tmp_path: Path) -> None:
@@ -93,15 +99,26 @@ def test_an_unusable_tokens_file_is_refused(tmp_path: Path) -> None:
         load_tokens(Settings(auth_token="two words"))
 
 
-def test_short_tokens_and_readable_files_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_short_token_stops_the_server_naming_the_setting_or_line_and_the_minimum(tmp_path: Path) -> None:
+    with pytest.raises(AuthConfigError, match=r"^AUTH_TOKEN: the token has 5 characters; a token needs at least 32"):
+        load_tokens(Settings(auth_token="short"))
     path = tmp_path / "tokens"
-    path.write_text("short read viewer\n")
+    path.write_text(f"# admins\n{ALPHA} admin alice\nshort read viewer\n")
+    path.chmod(0o600)
+    with pytest.raises(AuthConfigError, match=rf"^AUTH_TOKENS_FILE {path} line 3: the token has 5 characters; "
+                                              "a token needs at least 32"):
+        load_tokens(Settings(auth_tokens_file=str(path)))
+    assert load_tokens(Settings(auth_token="t" * 32)) == [Token(b"t" * 32, Role.ADMIN, "AUTH_TOKEN")]
+
+
+def test_a_readable_tokens_file_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{BETA} read viewer\n")
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING, "auth"):
         load_tokens(Settings(auth_tokens_file=str(path)))
     assert "can be read by other users (mode 644): chmod 600 it" in caplog.text
-    assert "the token of viewer is short (5 characters)" in caplog.text
-    assert "short read" not in caplog.text
+    assert BETA not in caplog.text
 
 
 def test_a_token_is_found_only_when_equal() -> None:
@@ -112,6 +129,7 @@ def test_a_token_is_found_only_when_equal() -> None:
     assert tokens.find("read-token") == reader
     for wrong in ("", "admin", "admin-token2", "ADMIN-TOKEN", "read-token "):
         assert tokens.find(wrong) is None
+    assert Tokens([Token(b"not-a-token-x", Role.ADMIN, "a")]).find("not-a-token-x") is None  # a probe, always
 
 
 @pytest.mark.parametrize("metadata, token", [
@@ -305,3 +323,63 @@ def test_the_client_uses_make_starts_ca_only_for_the_servers_make_start_started(
     assert found(["127.0.0.1:50051"], ChannelSecurity(SECRET, "/mine.pem")) == "/mine.pem"  # TLS_CA wins
     servers_file.unlink()
     assert found(["127.0.0.1:50051"]) == ""
+
+
+# --- wrong tokens slow their peer host down --------------------------------------------------
+
+
+def test_wrong_tokens_wait_longer_and_longer_per_host_and_are_forgiven_in_time() -> None:
+    clock = Clock()
+    wrong = WrongTokens(clock=clock)
+    delays = [wrong.failed("ipv4:10.0.0.1") for _ in range(13)]
+    assert delays == [0.0] * WrongTokens.FREE + [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]
+    assert wrong.failed("ipv4:10.0.0.2") == 0.0  # another host: its own count
+    # The count stops where the longest delay starts (FREE + 6), so a host comes back soon after it stops:
+    # five forgiven, this one is the second beyond the free ones again.
+    clock.now += 5 * WrongTokens.FORGIVE
+    assert wrong.failed("ipv4:10.0.0.1") == 0.2
+    clock.now += 60
+    assert [wrong.failed("ipv4:10.0.0.1") for _ in range(WrongTokens.FREE + 1)] == [0.0] * WrongTokens.FREE + [0.1]
+
+
+class QuickWrongTokens(WrongTokens):
+    """Every wrong token waits 50 ms; two calls may wait in line."""
+
+    FREE = 0
+    FIRST_DELAY = MAX_DELAY = 0.05
+    QUEUE = 2
+
+
+async def test_a_hosts_calls_wait_their_turn_behind_its_wrong_tokens_and_other_hosts_do_not() -> None:
+    wrong = QuickWrongTokens()
+    answered: list[str] = []
+
+    async def call(name: str, host: str, is_wrong: bool) -> None:
+        await wrong.wait_turn(host, is_wrong)
+        answered.append(name)
+
+    first = asyncio.create_task(call("wrong 1", "h", True))
+    await asyncio.sleep(0)  # it holds the line
+    assert wrong.busy
+    behind = [asyncio.create_task(call(n, "h", w)) for n, w in (("right", False), ("wrong 2", True))]
+    await asyncio.sleep(0)
+    with pytest.raises(Crowded):
+        await wrong.wait_turn("h", False)  # one holding, two waiting: full, even for a right token
+    await call("other host", "g", False)
+    assert answered == ["other host"]
+    await asyncio.gather(first, *behind)
+    assert answered == ["other host", "wrong 1", "right", "wrong 2"]
+    assert not wrong.busy
+
+
+async def test_a_call_that_gives_up_leaves_the_line() -> None:
+    wrong = QuickWrongTokens()
+    holder = asyncio.create_task(wrong.wait_turn("h", True))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(wrong.wait_turn("h", True))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    holder.cancel()
+    await asyncio.gather(holder, waiter, return_exceptions=True)
+    assert not wrong.busy
+    await asyncio.wait_for(wrong.wait_turn("h", False), timeout=1)  # nobody left to wait for

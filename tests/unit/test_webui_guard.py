@@ -14,6 +14,7 @@ from webui.guard import same_origin, split_host
 
 A, B = SERVERS
 EVIL = "http://evil.example:8080"
+TOKEN = "t" * 32
 
 
 # --- Host: DNS rebinding ----------------------------------------------------------------------
@@ -50,12 +51,12 @@ def test_webui_hosts_adds_names() -> None:
 
 
 def test_a_ui_on_one_address_answers_to_that_address_only() -> None:
-    config = ui_config(Settings(auth_token="t"), "192.0.2.10:8080")
+    config = ui_config(Settings(auth_token=TOKEN), "192.0.2.10:8080")
     assert config.names == {"192.0.2.10"}
 
 
 def test_a_ui_on_every_address_answers_to_loopback_and_webui_hosts() -> None:
-    config = ui_config(Settings(auth_token="t", webui_hosts=("jobs.example.com",)), "0.0.0.0:8080")
+    config = ui_config(Settings(auth_token=TOKEN, webui_hosts=("jobs.example.com",)), "0.0.0.0:8080")
     assert config.names == {"127.0.0.1", "localhost", "::1", "jobs.example.com"}
 
 
@@ -142,7 +143,7 @@ def test_a_ui_beyond_loopback_without_a_login_refuses_to_start() -> None:
 
 def test_a_ui_on_every_address_needs_webui_hosts() -> None:
     with pytest.raises(ConfigError, match="WEBUI_HOSTS"):
-        ui_config(Settings(auth_token="t"), "0.0.0.0:8080")
+        ui_config(Settings(auth_token=TOKEN), "0.0.0.0:8080")
 
 
 @pytest.mark.parametrize("addr", ["8080", "host:port", "[::1]", "127.0.0.1:0", "127.0.0.1:70000"])
@@ -155,7 +156,7 @@ def test_which_uis_need_a_login() -> None:
     assert not ui_config(Settings(), "127.0.0.1:8080").login_required  # as before tokens existed
     assert ui_config(Settings(), "127.0.0.1:8080", password="a password").login_required  # optional on loopback
     # A cluster with tokens: an open loopback UI would lend its own token to every local user and job.
-    assert ui_config(Settings(auth_token="t"), "localhost:8080").login_required
+    assert ui_config(Settings(auth_token=TOKEN), "localhost:8080").login_required
     assert ui_config(Settings(auth_tokens_file="tokens"), "127.0.0.1:8080").login_required
     assert ui_config(Settings(auth_tokens_file="tokens"), "192.0.2.10:8080").login_required
     assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("192.0.2.10")

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections import Counter
 from collections.abc import Iterator
 
+import httpx2
 import pytest
 from httpx2 import Response
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from jobcluster.settings import ConfigError, Settings
 from tests.unit.fake_jobservice import SERVERS, FakeConnector, csrf, ui_client
-from webui.auth import SESSION_COOKIE
-from webui.config import UIConfig, password_digest
-from webui.pages.login import safe_next
 from webui import sessions
-from webui.sessions import MAX_FAILURES
+from webui.app import create_app
+from webui.auth import SESSION_COOKIE
+from webui.config import UIConfig, password_digest, ui_config
+from webui.pages.login import safe_next
+from webui.sessions import GLOBAL_FREE_FAILURES, GLOBAL_MAX_DELAY, MAX_FAILURES
 
 A, B = SERVERS
 URL = "http://jobs.example:8080"
 PASSWORD = "correct horse battery"
-ADMIN, READER = "t-admin-0123456789", "t-read-0123456789"
+ADMIN, READER = "t-admin-" + "a" * 32, "t-read-" + "r" * 32
 TTL = 3600.0
 EXPOSED = UIConfig(host="192.0.2.10", port=8080, names=frozenset({"192.0.2.10", "jobs.example"}),
                    password=password_digest(PASSWORD), token_login=True, session_ttl=TTL)
@@ -183,6 +190,106 @@ def test_a_good_login_does_not_count_as_a_failure(exposed: TestClient) -> None:
         assert log_in(exposed, password=PASSWORD).status_code == 303
 
 
+PROXY = "192.0.2.50"
+WRONG_PASSWORD = {"password": "wrong password"}
+
+
+async def logins(app: Starlette, forwarded_for: list[str], fields: dict[str, str], peer: str = PROXY,
+                 at_once: bool = True) -> list[tuple[int, str]]:
+    """One POST of /login with ``fields`` per entry, from ``peer``, each with ``X-Forwarded-For: <entry>``
+    (none for ""): all at once, or one after another; the status and page of each."""
+    transport = httpx2.ASGITransport(app=app, client=(peer, 40000))
+    async with httpx2.AsyncClient(transport=transport, base_url=URL) as client:
+        await client.get("/login")
+        form = {"csrf": client.cookies["jobcluster_csrf"], **fields}
+
+        async def post(address: str) -> tuple[int, str]:
+            r = await client.post("/login", data=form, headers={"X-Forwarded-For": address} if address else {})
+            return r.status_code, r.text
+
+        if at_once:
+            return list(await asyncio.gather(*(post(a) for a in forwarded_for)))
+        return [await post(a) for a in forwarded_for]
+
+
+def statuses(answers: list[tuple[int, str]]) -> Counter[int]:
+    return Counter(status for status, _ in answers)
+
+
+@pytest.mark.parametrize("fields", [{"password": "wrong password"}, {"token": "t-guessed-" + "g" * 32}])
+async def test_concurrent_wrong_logins_get_no_more_tries_than_one_after_another(
+        fake: FakeConnector, clock: Clock, fields: dict[str, str]) -> None:
+    fake.cluster.accepted_tokens = {ADMIN}
+    app = create_app(SERVERS, fake, EXPOSED, clock)
+    answers = await logins(app, [""] * 30, fields)
+    assert statuses(answers) == {401: MAX_FAILURES, 429: 30 - MAX_FAILURES}
+    # Each try is counted before it is checked: only the counted ones reached the servers.
+    asked = sum(len(s.tokens_for("GetClusterInfo")) for s in fake.servers.values())
+    assert asked == (2 * MAX_FAILURES if "token" in fields else 0)  # a made-up token first, then this one
+
+
+async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(fake: FakeConnector, clock: Clock) -> None:
+    spoofed = [f"10.9.0.{i}" for i in range(30)]
+    answers = await logins(create_app(SERVERS, fake, EXPOSED, clock), spoofed, WRONG_PASSWORD)
+    assert statuses(answers) == {401: MAX_FAILURES, 429: 30 - MAX_FAILURES}
+    assert all(f"Too many failed logins from {PROXY}:" in page for status, page in answers if status == 429)
+
+    behind_proxy = dataclasses.replace(EXPOSED, trusted_proxies=(f"{PROXY}/32",))
+    app = create_app(SERVERS, fake, behind_proxy, clock)
+    answers = await logins(app, spoofed, WRONG_PASSWORD)
+    assert statuses(answers) == {401: 30}  # each forwarded client has its own count
+    answers = await logins(app, ["10.9.0.1"] * 5 + ["198.51.100.7, 10.9.0.2"], WRONG_PASSWORD)
+    assert statuses(answers[:5]) == {401: MAX_FAILURES - 1, 429: 1}
+    assert "Too many failed logins from 10.9.0.1:" in next(page for status, page in answers if status == 429)
+    assert answers[5][0] == 401  # the proxy's own entry (the last) is the client: 10.9.0.2, once
+
+
+async def test_an_ipv6_client_is_counted_by_its_64(fake: FakeConnector, clock: Clock) -> None:
+    app = create_app(SERVERS, fake, EXPOSED, clock)
+    answers = [(await logins(app, [""], WRONG_PASSWORD, peer=f"2001:db8:0:1::{i}"))[0]
+               for i in range(1, MAX_FAILURES + 2)]
+    assert statuses(answers) == {401: MAX_FAILURES, 429: 1}
+    assert "Too many failed logins from 2001:db8:0:1::/64:" in answers[-1][1]
+
+
+async def test_many_failures_from_many_addresses_slow_every_login_down_but_lock_nobody_out(
+        fake: FakeConnector, clock: Clock) -> None:
+    app = create_app(SERVERS, fake, dataclasses.replace(EXPOSED, trusted_proxies=(f"{PROXY}/32",)), clock)
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the slowdown's clock: noted, not slept
+        waited.append(seconds)
+
+    app.state.auth.sleep = sleep
+    crowd = [f"10.8.{i // 200}.{i % 200}" for i in range(GLOBAL_FREE_FAILURES + 40)]
+    answers = await logins(app, crowd, WRONG_PASSWORD, at_once=False)
+    assert statuses(answers) == {401: len(crowd)}
+    assert len(waited) == len(crowd) - GLOBAL_FREE_FAILURES and waited[0] == pytest.approx(0.1)
+    assert waited == sorted(waited) and max(waited) == GLOBAL_MAX_DELAY
+    waited.clear()
+    [(status, _)] = await logins(app, ["203.0.113.9"], {"password": PASSWORD})
+    assert status == 303 and waited == [GLOBAL_MAX_DELAY]  # slowed, never refused
+    clock.now += sessions.FAILURE_WINDOW
+    waited.clear()
+    [(status, _)] = await logins(app, ["203.0.113.9"], {"password": PASSWORD})
+    assert status == 303 and waited == []
+
+
+def test_tries_being_checked_count_until_they_end(clock: Clock) -> None:
+    failures = sessions.FailedLogins(clock, limit=2)
+    assert failures.begin("a") == 0 and failures.begin("a") == 0
+    with pytest.raises(sessions.TooManyFailures) as caught:
+        failures.begin("a")  # two tries of "a" still being checked
+    assert caught.value.wait == 60
+    failures.end("a", failed=False)  # a good one, forgotten
+    failures.begin("a")
+    failures.end("a", failed=True)
+    failures.end("a", failed=True)
+    clock.now += 59
+    assert failures.wait("a") == 1
+    failures.begin("b")  # another address is not held back
+
+
 # --- a server token ---------------------------------------------------------------------------
 
 
@@ -206,6 +313,13 @@ def test_a_read_token_cannot_submit(exposed: TestClient, fake: FakeConnector) ->
     assert exposed.get("/jobs").status_code == 200
 
 
+def test_a_token_shorter_than_32_characters_is_refused_without_asking_the_servers(
+        exposed: TestClient, fake: FakeConnector) -> None:
+    r = log_in(exposed, token="t" * 31)
+    assert r.status_code == 401 and "The servers refused this token." in r.text
+    assert not any(s.calls for s in fake.servers.values())
+
+
 def test_a_wrong_token_is_refused_and_counted(exposed: TestClient, fake: FakeConnector) -> None:
     r = log_in(exposed, token="t-guessed")
     assert r.status_code == 401 and "The servers refused this token." in r.text
@@ -224,7 +338,7 @@ def test_a_token_that_cannot_be_metadata_is_refused_before_any_call(exposed: Tes
 
 def test_a_token_proves_nothing_when_the_servers_check_none(exposed: TestClient, fake: FakeConnector) -> None:
     fake.cluster.accepted_tokens = None
-    r = log_in(exposed, token="anything-at-all")
+    r = log_in(exposed, token="anything-at-all-" + "x" * 32)
     assert r.status_code == 401 and "accepted a made-up token" in r.text
     assert SESSION_COOKIE not in exposed.cookies
 
@@ -340,3 +454,23 @@ def test_failed_logins_are_bounded(monkeypatch: pytest.MonkeyPatch, clock: Clock
     for address in ("a", "b", "c"):
         failures.failed(address)
     assert failures.wait("a") == 0 and failures.wait("c") == 60  # the oldest address was forgotten
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_a_short_auth_token_stops_the_ui_at_start() -> None:
+    with pytest.raises(ConfigError, match=r"^AUTH_TOKEN: the token has 5 characters; a token needs at least 32 "):
+        ui_config(Settings(auth_token="short"), "127.0.0.1:8080")
+    assert ui_config(Settings(auth_token="s" * 32), "127.0.0.1:8080").token_login
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert ui_config(Settings(), "127.0.0.1:8080").trusted_proxies == ()
+    settings = Settings.from_env({"WEBUI_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16,::1,[fd00::1]"})
+    assert ui_config(settings, "127.0.0.1:8080").trusted_proxies == ("10.0.0.5/32", "10.1.0.0/16", "::1/128",
+                                                                      "fd00::1/128")
+    with pytest.raises(ConfigError, match="WEBUI_TRUSTED_PROXIES: 'proxy.example' is not an address or a network"):
+        ui_config(Settings(webui_trusted_proxies=("10.0.0.5", "proxy.example")), "127.0.0.1:8080")
+    with pytest.raises(ConfigError, match="WEBUI_TRUSTED_PROXIES: '\\*' is not"):
+        ui_config(Settings(webui_trusted_proxies=("*",)), "127.0.0.1:8080")

@@ -1,8 +1,10 @@
 """Login (/login) with the password or a server token, and logout (/logout).
 
 A login starts a new session (a random id in an HttpOnly, SameSite=Strict
-cookie, Secure over TLS) and ends the browser's old one. Failed logins are
-counted per client address; after too many the address waits (429).
+cookie, Secure over TLS) and ends the browser's old one. Each try is counted
+against the client's address before its password or token is read
+(:meth:`webui.auth.Auth.login_attempt`); after too many failures the address
+waits (429), and many failures from all addresses slow every try down.
 """
 
 from __future__ import annotations
@@ -63,12 +65,11 @@ async def _start_session(request: Request, values: dict[str, str]) -> Session:
 async def login_submit(request: Request) -> Response:
     auth = auth_of(request)
     address = client_address(request)
-    auth.rate_limit(address)
-    values = await read_form(request)
     try:
-        session = await _start_session(request, values)
+        async with auth.login_attempt(address):
+            values = await read_form(request)
+            session = await _start_session(request, values)
     except LoginRefused as exc:
-        auth.failures.failed(address)
         log.warning("login refused from %s: %s", address, exc)
         raise
     log.info("login from %s with %s", address, "a token" if session.how == "token" else "the password")
