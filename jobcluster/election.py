@@ -21,6 +21,11 @@ etcd down or restarted: every step retries with backoff; the lease usually
 survives an etcd restart (etcd keeps leases on disk), so the same server leads
 again once it can renew. :meth:`resign` revokes the lease, which deletes the key
 at once: a follower takes over within a round trip.
+
+The lease id is never logged: etcd 3.4 renews any lease for whoever can reach its
+ports and names the id (no password asked), so it is as good as a key to keep a dead
+leader's lease alive. make start's etcd lets in only clients with its certificate
+(``tls``, see :mod:`jobcluster.etcd_client`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import aetcd
 import aetcd.exceptions
 
 from jobcluster.credentials import EtcdAuth
+from jobcluster.etcd_client import EtcdTls, etcd_client
 
 log = logging.getLogger("election")
 
@@ -69,12 +75,6 @@ class LeaderInfo:
                    since_ms=int(d.get("since_ms", 0)), token=create_revision)
 
 
-def _client(host: str, port: int, timeout: int, auth: EtcdAuth | None) -> aetcd.Client:
-    if auth is None:
-        return aetcd.Client(host=host, port=port, timeout=timeout)
-    return aetcd.Client(host=host, port=port, timeout=timeout, username=auth.user, password=auth.password)
-
-
 def _split(endpoint: str) -> tuple[str, int]:
     ep = endpoint.split("://", 1)[-1].rstrip("/")
     host, _, port = ep.rpartition(":")
@@ -85,10 +85,12 @@ class Election:
     """Campaign for leadership until :meth:`close`; :meth:`leading` says whether to act now."""
 
     def __init__(self, endpoints: Sequence[str], namespace: str, key: str, ttl: float,
-                 identity: str, address: str = "", auth: EtcdAuth | None = None) -> None:
+                 identity: str, address: str = "", auth: EtcdAuth | None = None,
+                 tls: EtcdTls | None = None) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self.auth = auth
+        self.tls = tls
         self.endpoints = [_split(e) for e in endpoints]
         self.key = f"{namespace.rstrip('/')}/{key}".encode()
         self.ttl = max(2, math.ceil(ttl))            # etcd's smallest lease TTL is 2 s
@@ -152,7 +154,7 @@ class Election:
         if elected and not self._elected:
             self.token = token
             self.since_ms = int(time.time() * 1000)
-            log.info("elected leader (term token %d, lease %x, ttl %ds)", token, self._lease_id, self.ttl)
+            log.info("elected leader (term token %d, ttl %ds)", token, self.ttl)
         elif not elected and self._elected:
             log.warning("no longer leader (term token %d)", self.token)
         self._elected = elected
@@ -161,7 +163,7 @@ class Election:
     async def _connect(self) -> aetcd.Client:
         if self._client is None:
             host, port = self.endpoints[self._endpoint % len(self.endpoints)]
-            client = _client(host, port, max(1, self.ttl // 3), self.auth)
+            client = etcd_client(host, port, max(1, self.ttl // 3), self.auth, self.tls)
             await client.connect()
             self._client = client
         return self._client
@@ -226,7 +228,7 @@ class Election:
         sent = time.monotonic()
         reply = await client.refresh_lease(self._lease_id)
         if reply is None or reply.TTL <= 0:
-            log.warning("lease %x expired; taking a new one", self._lease_id)
+            log.warning("our lease expired; taking a new one")
             self._lease_id = 0
             self._set_elected(False)
             await self._grant(client)
@@ -285,13 +287,14 @@ class Election:
 
 
 async def read_leader(endpoints: Sequence[str], namespace: str, key: str,
-                      timeout: float = 2.0, auth: EtcdAuth | None = None) -> LeaderInfo | None:
+                      timeout: float = 2.0, auth: EtcdAuth | None = None,
+                      tls: EtcdTls | None = None) -> LeaderInfo | None:
     """Who leads now, read from etcd (None: nobody). Raises ETCD_ERRORS when etcd does not answer
-    (or refuses ``auth``)."""
+    (or refuses ``auth`` or the TLS handshake)."""
     last: BaseException | None = None
     for endpoint in endpoints:
         host, port = _split(endpoint)
-        client = _client(host, port, max(1, int(timeout)), auth)
+        client = etcd_client(host, port, max(1, int(timeout)), auth, tls)
         try:
             async with asyncio.timeout(timeout):
                 await client.connect()

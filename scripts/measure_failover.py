@@ -16,13 +16,14 @@ import time
 
 from jobcluster.credentials import etcd_auth
 from jobcluster.election import read_leader
+from jobcluster.etcd_client import etcd_tls
 from jobcluster.settings import Settings
 
 
 async def main(how: str) -> int:
     s = Settings.from_env()
-    auth = etcd_auth(s)
-    info = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth)
+    auth, tls = etcd_auth(s), etcd_tls(s)
+    info = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth, tls=tls)
     if info is None:
         print("no leader right now", file=sys.stderr)
         return 1
@@ -30,7 +31,7 @@ async def main(how: str) -> int:
     started = time.monotonic()
     while time.monotonic() - started < 60:
         try:
-            new = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth)
+            new = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth, tls=tls)
         except Exception:  # noqa: BLE001 - keep polling through hiccups
             new = None
         if new is not None and new.address != info.address:

@@ -3,6 +3,8 @@ settings the programs need to log in (written to ``.env``, so every program star
 
 Passwords are generated once into ``.run/secrets/`` (directory 0700, files 0600) and given to the
 programs as ``*_FILE`` settings: no password is on a command line or in a program's environment.
+etcd also lets in only clients with a certificate of its own CA (``.run/etcd-tls/``, keys 0600 in a
+0700 directory), given to the programs as ETCD_CA, ETCD_CERT and ETCD_KEY.
 PostgreSQL keeps its data in ``.run/pg`` when the ``postgres`` user can reach it; below a private
 (0700) directory it gets one of its own, ``/var/lib/jobcluster/<hash of the checkout path>/pg``.
 """
@@ -26,6 +28,7 @@ from dotenv import set_key
 from jobcluster.credentials import etcd_auth, optional_secret
 from jobcluster.devtools import lockdown
 from jobcluster.devtools import services as svc
+from jobcluster.devtools.tls import ETCD_CLIENT, DevTls
 from jobcluster.settings import ConfigError, Settings, read_env
 
 ROOT = Path.cwd()
@@ -35,6 +38,7 @@ SECRETS = RUN / "secrets"
 OUTSIDE = Path("/var/lib/jobcluster")
 APP_USER = "jobcluster"
 ETCD_AUTH_MARK = RUN / "etcd.auth"  # written once etcd has its users and auth is on
+ETCD_TLS = RUN / "etcd-tls"  # etcd's private CA, its certificate and the programs' (tls.ensure_etcd_tls)
 SOCKET_PATH_MAX = 107  # sun_path, less its NUL
 
 
@@ -77,8 +81,11 @@ class DevServices:
         if not self.settings.etcd_user:
             self.env["ETCD_USER"] = APP_USER
         file = self._file("ETCD_PASSWORD_FILE", self.settings.etcd_password_file, "etcd_password", None)
+        for setting, path in zip(("ETCD_CA", "ETCD_CERT", "ETCD_KEY"), _etcd_client_files()):
+            if not getattr(self.settings, setting.lower()):
+                self.env[setting] = str(path.relative_to(ROOT))
         return svc.EtcdUsers(SECRETS / "etcd_root_password", svc.Login(self.settings.etcd_user or APP_USER, file),
-                             self.settings.election_namespace.rstrip("/") + "/")
+                             self.settings.election_namespace.rstrip("/") + "/", ETCD_TLS)
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -108,6 +115,8 @@ class DevServices:
     def where(self, service: svc.Service) -> str:
         """Where a service keeps its data, for make start's output."""
         data = service.data_dir
+        if service.tls is not None:  # etcd (in .run/etcd): where the certificates are that etcdctl needs
+            return f"{data.relative_to(ROOT)}; TLS, client certificates only: {ETCD_TLS.relative_to(ROOT)}"
         if data.is_relative_to(ROOT):
             return str(data.relative_to(ROOT))
         return f"{data}, outside the checkout: {self.pg_why}" if self.pg_why else str(data)
@@ -121,6 +130,11 @@ class DevServices:
             raise SystemExit(
                 f"{name} (pid {pid}) was started by an older `make start`, without passwords. Run `make stop`, "
                 f"then `make start`: it restarts {name} with a password and keeps its data.")
+        if name == "etcd" and "--client-cert-auth" not in _cmdline(pid):
+            raise SystemExit(
+                f"etcd (pid {pid}) was started by an older `make start`: its ports are open to every local user, "
+                f"who can renew the leader's lease with no password. Run `make stop`, then `make start`: it "
+                f"restarts etcd with TLS and client certificates (.run/etcd-tls) and keeps its data.")
         {"redis": self.redis_login, "postgres": self.postgres_login, "etcd": self.etcd_users}[name]()
 
     def write_env(self) -> list[str]:
@@ -139,6 +153,19 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _etcd_client_files() -> tuple[Path, Path, Path]:
+    """Where make start's etcd TLS files are (ETCD_CA, ETCD_CERT, ETCD_KEY); made when etcd starts."""
+    tls = DevTls(ETCD_TLS)
+    return (tls.ca, *tls.client_files(ETCD_CLIENT))
 
 
 # --- where PostgreSQL's data lives ------------------------------------------------------------
@@ -204,6 +231,7 @@ def redis_client(settings: Settings) -> redis.Redis:
 def login_problems(settings: Settings) -> dict[str, str]:
     """Log in to each service as the programs will: service -> what went wrong (nothing when all is well)."""
     from jobcluster.election import ETCD_ERRORS, read_leader
+    from jobcluster.etcd_client import etcd_tls
     from jobcluster.store.migrations import CONNECT_TIMEOUT, login
 
     problems: dict[str, str] = {}
@@ -227,7 +255,8 @@ def login_problems(settings: Settings) -> dict[str, str]:
     if settings.etcd_endpoints:
         try:
             asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
-                                    auth=etcd_auth(settings)))
+                                    auth=etcd_auth(settings), tls=etcd_tls(settings)))
         except ETCD_ERRORS + (ConfigError,) as exc:
-            problems["etcd"] = f"{exc or type(exc).__name__}; check ETCD_ENDPOINTS, ETCD_USER and ETCD_PASSWORD_FILE"
+            problems["etcd"] = (f"{exc or type(exc).__name__}; check ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD_FILE, "
+                                f"ETCD_CA, ETCD_CERT and ETCD_KEY")
     return problems

@@ -95,10 +95,20 @@ def _ensure_service(name: str, host: str, port: int, start: Callable[[int], svc.
     return f"127.0.0.1:{port} (started, pid {service.pid}, data {dev.where(service)})"
 
 
+def private_log_dir() -> None:
+    """``log/`` for this user alone (0700, files 0600; an older make start made them readable by all): logs
+    say which jobs ran and what the leader did, and a job runs as another user."""
+    LOG.mkdir(mode=0o700, exist_ok=True)
+    LOG.chmod(0o700)
+    for path in LOG.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o600)
+
+
 def start_backing_services(settings: Settings) -> dict[str, str]:
     """Use or start Redis, PostgreSQL and etcd; then check the programs can log in to each."""
     RUN.mkdir(exist_ok=True)
-    LOG.mkdir(exist_ok=True)
+    private_log_dir()
     os.chmod(RUN, 0o755)
     dev = backing.DevServices(settings)
     where = {}
@@ -119,8 +129,8 @@ def start_backing_services(settings: Settings) -> dict[str, str]:
 
 
 def _spawn(proc: Proc, args: list[str], log_name: str, env: dict[str, str]) -> int:
-    LOG.mkdir(exist_ok=True)
-    with open(LOG / log_name, "ab") as log:
+    private_log_dir()
+    with svc.open_log(LOG / log_name) as log:
         p = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True, env=env)
     proc.record(p.pid)
@@ -419,10 +429,11 @@ def _leader_line(settings: Settings) -> str:
     import asyncio
 
     from jobcluster.election import ETCD_ERRORS, read_leader
+    from jobcluster.etcd_client import etcd_tls
     key = f"{settings.election_namespace}/{settings.election_key}"
     try:
         info = asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace,
-                                       settings.election_key, auth=etcd_auth(settings)))
+                                       settings.election_key, auth=etcd_auth(settings), tls=etcd_tls(settings)))
     except ETCD_ERRORS + (ConfigError,) as exc:
         return f"unknown: etcd at {','.join(settings.etcd_endpoints)} not reachable ({exc or type(exc).__name__})"
     if info is None:

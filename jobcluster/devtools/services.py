@@ -218,7 +218,7 @@ def _open_when_loaded(proc: subprocess.Popen[bytes], sock: Path, port: int, logi
                 if time.monotonic() > deadline:
                     raise ServiceError(f"redis did not load its data within {timeout:.0f}s; see {log_path}") from None
                 time.sleep(0.05)
-        pipe = client.pipeline(transaction=True)
+        pipe: Any = client.pipeline(transaction=True)  # (execute_command has no annotations)
         pipe.execute_command("CONFIG", "SET", "port", str(port))
         pipe.execute_command("ACL", "SETUSER", "default", *lockdown.redis_acl_loaded(login.user, login.password))
         try:

@@ -2,6 +2,7 @@
 
     python -m jobcluster.devtools.tls server [DIR]        CA + server certificate (default DIR .run/tls)
     python -m jobcluster.devtools.tls client NAME [DIR]   a client certificate, for servers with TLS_CLIENT_CA
+    python -m jobcluster.devtools.tls etcd [DIR]          etcd's own CA, its certificate, the programs' (.run/etcd-tls)
 
 Made with the ``openssl`` command (Debian ships it; ``scripts/bootstrap.sh``
 installs it when missing) rather than a Python package, so the project needs
@@ -10,6 +11,10 @@ Keys are EC P-256, written mode 0600 in a directory of mode 0700. The server
 certificate names 127.0.0.1, localhost and this host's name; it is made again
 when those change or it expires within 30 days. The CA is kept as long as it
 is valid, so a client that trusts ``ca.pem`` keeps working.
+
+The etcd that ``make start`` runs has a CA of its own (:func:`ensure_etcd_tls`), so that no
+certificate made for the gRPC servers' clients opens etcd: etcd 3.4 checks no password on lease
+calls, and a certificate from this CA is all that stands between a local user and the leader's lease.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobcluster.etcd_client import EtcdTls
+
 DEFAULT_DIR = Path(".run") / "tls"
+ETCD_DIR = Path(".run") / "etcd-tls"
+#: The programs' certificate for etcd. Its name is the certificate's CN, which etcd takes as the user name of a
+#: request that carries no token: it must not be an etcd user, so that a request without a password is refused.
+ETCD_CLIENT = "etcd-client"
+ETCD_NAMES = ("127.0.0.1", "localhost")
 CA_DAYS, CERT_DAYS = 3650, 825
 RENEW_BEFORE = 30 * 24 * 3600  # seconds
 
@@ -39,6 +51,11 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
+subjectAltName = {sans}
+[peer_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = {sans}
 [client_ext]
 basicConstraints = critical, CA:FALSE
@@ -84,6 +101,20 @@ class DevTls:
     def client_env(self) -> dict[str, str]:
         """The setting that makes a client trust these servers."""
         return {"TLS_CA": str(self.ca.resolve())}
+
+    def client_files(self, name: str) -> tuple[Path, Path]:
+        """Client certificate ``name``: its certificate and key (see :func:`ensure_client_cert`)."""
+        return self.directory / f"{name}.pem", self.directory / f"{name}.key"
+
+    def etcd_client_env(self) -> dict[str, str]:
+        """The settings that make the programs reach an etcd of :func:`ensure_etcd_tls` (absolute paths)."""
+        cert, key = self.client_files(ETCD_CLIENT)
+        return {"ETCD_CA": str(self.ca.resolve()), "ETCD_CERT": str(cert.resolve()), "ETCD_KEY": str(key.resolve())}
+
+    def etcd_client_tls(self) -> EtcdTls:
+        """The programs' certificate and this CA, read now, for a client of an etcd of :func:`ensure_etcd_tls`."""
+        cert, key = self.client_files(ETCD_CLIENT)
+        return EtcdTls(ca=self.ca.read_bytes(), cert=cert.read_bytes(), key=key.read_bytes())
 
 
 def default_names() -> tuple[str, ...]:
@@ -135,22 +166,27 @@ def _make_ca(tls: DevTls, config: Path) -> None:
     tls.ca.chmod(0o644)
 
 
-def ensure_server_tls(directory: Path = DEFAULT_DIR, names: tuple[str, ...] | None = None) -> DevTls:
-    """The CA and a server certificate in ``directory``: kept when still good, made when missing or stale."""
+def ensure_server_tls(directory: Path = DEFAULT_DIR, names: tuple[str, ...] | None = None, *,
+                      peer: bool = False) -> DevTls:
+    """The CA and a server certificate in ``directory``: kept when still good, made when missing or stale.
+
+    ``peer``: the certificate may also serve as a client's (etcd presents its peer certificate both ways).
+    """
     names = names or default_names()
     tls = DevTls(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
     config = _config(tls, names)
     new_ca = not (tls.ca.exists() and tls.ca_key.exists() and _valid_for(tls.ca, RENEW_BEFORE))
     if new_ca:
         _make_ca(tls, config)
-    same_names = tls.names_file.exists() and tls.names_file.read_text() == "\n".join(names)
+    recorded = "\n".join(names) + ("\npeer" if peer else "")
+    same_names = tls.names_file.exists() and tls.names_file.read_text() == recorded
     if new_ca or not same_names or not tls.key.exists() or not _valid_for(tls.cert, RENEW_BEFORE):
         request = directory / "server.csr"
         _new_key_and_request(tls.key, request, config, f"/CN={names[0]}")
-        _sign(tls, request, tls.cert, config, "server_ext")
-        tls.names_file.write_text("\n".join(names))
+        _sign(tls, request, tls.cert, config, "peer_ext" if peer else "server_ext")
+        tls.names_file.write_text(recorded)
     return tls
 
 
@@ -164,6 +200,28 @@ def issue_client_cert(tls: DevTls, name: str) -> tuple[Path, Path]:
     _new_key_and_request(key, request, config, f"/CN={name}")
     _sign(tls, request, cert, config, "client_ext")
     return cert, key
+
+
+def ensure_client_cert(tls: DevTls, name: str) -> tuple[Path, Path]:
+    """Client certificate ``name`` of :func:`issue_client_cert`, kept while the CA signed it and it is valid."""
+    cert, key = tls.client_files(name)
+    signed = key.exists() and cert.exists() and subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tls.ca), str(cert)], capture_output=True, check=False).returncode == 0
+    if signed and _valid_for(cert, RENEW_BEFORE):
+        return cert, key
+    return issue_client_cert(tls, name)
+
+
+def ensure_etcd_tls(directory: Path = ETCD_DIR) -> DevTls:
+    """etcd's private CA, its certificate for clients and peers (loopback), and the programs' client certificate.
+
+    etcd runs with ``cert``/``key`` on both ports and lets in only certificates of ``ca``
+    (``--client-cert-auth``, ``--peer-client-cert-auth``); the programs present
+    :data:`ETCD_CLIENT`. Keys are mode 0600 in ``directory`` (mode 0700): only its owner reaches etcd.
+    """
+    tls = ensure_server_tls(directory, ETCD_NAMES, peer=True)
+    ensure_client_cert(tls, ETCD_CLIENT)
+    return tls
 
 
 def cluster_tls(directory: Path, wanted: bool, servers_running: bool) -> DevTls | None:
@@ -188,13 +246,16 @@ def cluster_tls(directory: Path, wanted: bool, servers_running: bool) -> DevTls 
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("server", "client") or (argv[0] == "client" and len(argv) < 2):
+    if not argv or argv[0] not in ("server", "client", "etcd") or (argv[0] == "client" and len(argv) < 2):
         print(__doc__, file=sys.stderr)
         return 2
     try:
         if argv[0] == "server":
             tls = ensure_server_tls(Path(argv[1]) if len(argv) > 1 else DEFAULT_DIR)
             print(f"TLS_CERT={tls.cert.resolve()}\nTLS_KEY={tls.key.resolve()}\nTLS_CA={tls.ca.resolve()}")
+        elif argv[0] == "etcd":
+            tls = ensure_etcd_tls(Path(argv[1]) if len(argv) > 1 else ETCD_DIR)
+            print("".join(f"{k}={v}\n" for k, v in tls.etcd_client_env().items()), end="")
         else:
             tls = DevTls(Path(argv[2]) if len(argv) > 2 else DEFAULT_DIR)
             if not tls.ca_key.exists():

@@ -67,7 +67,8 @@ class ClusterRpcs(Servicer):
             try:
                 leader = await read_leader(self.settings.etcd_endpoints, self.settings.election_namespace,
                                            self.settings.election_key,
-                                           auth=self.election.auth if self.election is not None else None)
+                                           auth=self.election.auth if self.election is not None else None,
+                                           tls=self.election.tls if self.election is not None else None)
             except ETCD_ERRORS as exc:
                 election = f"etcd unreachable: {exc or type(exc).__name__}"
         liveness = self.queue.liveness

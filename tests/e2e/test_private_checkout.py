@@ -26,6 +26,7 @@ import pytest
 
 from jobcluster.devtools.services import free_port
 from tests.helpers import wait_for_sync
+from tests.other_user import run_all
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,6 +95,35 @@ def checkout() -> Iterator[Path]:
         shutil.rmtree(private, ignore_errors=True)
 
 
+def _logs_and_etcd_are_closed_to_other_users(checkout: Path, base_port: int) -> None:
+    """log/ is 0700 with 0600 files (the services' own included), no log line names the leader's lease, and
+    another user, even with the checkout's directories open to passers-by, reads no log and reaches no lease."""
+    log = checkout / "log"
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in log.iterdir()}
+    assert stat.S_IMODE(log.stat().st_mode) == 0o700 and set(modes.values()) == {0o600}, modes
+    assert {"redis.log", "postgres.log", "etcd.log", f"server-{base_port}.log", "worker-1.log", "webui.log"} <= set(modes)
+    etcd = next(line.split("=", 1)[1] for line in (checkout / ".env").read_text().splitlines()
+                if line.startswith("ETCD_ENDPOINTS="))
+    tls = checkout / ".run" / "etcd-tls"
+    files = [f"--cacert={tls / 'ca.pem'}", f"--cert={tls / 'etcd-client.pem'}", f"--key={tls / 'etcd-client.key'}"]
+    listed = run_all([["etcdctl", f"--endpoints={etcd}", *files, "lease", "list"]], as_other_user=False)[0]
+    leases = [lease.lstrip("0") for lease in listed.output.splitlines()[1:]]
+    assert listed.succeeded and leases, listed
+    logged = "".join(f.read_text(errors="replace") for f in log.iterdir()).lower()
+    assert not [lease for lease in leases if lease in logged], "a log names a lease"
+    peer = f"http://127.0.0.1:{int(etcd.rsplit(':', 1)[1]) + 1}/leases"
+    checkout.parent.chmod(0o711)  # as a checkout in a home directory others may pass through
+    try:
+        theirs = run_all([["cat", str(log / f"server-{base_port}.log")], ["ls", str(log)],
+                          ["cat", str(tls / "etcd-client.key")], ["etcdctl", f"--endpoints={etcd}", "lease", "list"],
+                          ["etcdctl", f"--endpoints={etcd}", *files, "lease", "list"],
+                          ["curl", "-sS", "--fail", "--max-time", "4", "-X", "POST", "--data-binary", "x", peer]],
+                         as_other_user=True, timeout=5)
+    finally:
+        checkout.parent.chmod(0o700)
+    assert not [a for a in theirs if a.succeeded], "\n".join(map(str, theirs))
+
+
 def _make(checkout: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     # Nothing from this process's environment: .env alone says where the services are.
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
@@ -140,6 +170,7 @@ def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(che
         return out if f"leader: 127.0.0.1:{base_port}" in out else None
     status = wait_for_sync(status_with_leader, timeout=20, what="make status naming the leader")
     assert "queues: pending_jobs=0" in status, status
+    _logs_and_etcd_are_closed_to_other_users(checkout, base_port)
 
     # The copy's code ran: the server and the worker compiled its modules there.
     assert list((checkout / "scheduler_server" / "__pycache__").glob("server.*.pyc"))

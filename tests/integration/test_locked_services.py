@@ -28,9 +28,10 @@ from redis.retry import Retry
 from jobcluster import keys
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
-from jobcluster.credentials import LoginRefused, etcd_auth
+from jobcluster.credentials import EtcdAuth, LoginRefused, etcd_auth
 from jobcluster.devtools import services as svc
 from jobcluster.election import Election, read_leader
+from jobcluster.etcd_client import etcd_client, etcd_tls
 from jobcluster.errors import POSTGRES_ERRORS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.queue import Queue
@@ -70,13 +71,22 @@ def locked_settings(settings: Settings, locked: dict[str, svc.Service]) -> Setti
         redis_password_file=str(_login(locked["redis"]).password_file),
         etcd_endpoints=(locked["etcd"].url,), etcd_user=_login(locked["etcd"]).user,
         etcd_password_file=str(_login(locked["etcd"]).password_file),
+        **etcd_tls_settings(locked["etcd"]),
         election_namespace=f"{PREFIX}{uuid.uuid4().hex[:12]}",
     )
 
 
+def etcd_tls_settings(etcd: svc.Service) -> dict[str, str]:
+    """etcd_ca, etcd_cert and etcd_key of the programs' certificate for this (locked) etcd."""
+    assert etcd.tls is not None, "a locked etcd speaks TLS"
+    return {k.lower(): v for k, v in etcd.tls.etcd_client_env().items()}
+
+
 def _etcd(service: svc.Service, user: str | None = None, password: str | None = None) -> aetcd.Client:
+    """A client of ``service`` (with the programs' certificate when it is locked), as ``user`` if given."""
     host, port = service.url.split(":")
-    return aetcd.Client(host=host, port=int(port), username=user, password=password, timeout=3)
+    auth = EtcdAuth(user, password) if user is not None and password is not None else None
+    return etcd_client(host, int(port), 3, auth, service.tls.etcd_client_tls() if service.tls else None)
 
 
 # --- each service refuses a wrong or missing password ------------------------------------------
@@ -121,10 +131,11 @@ async def test_etcd_refuses_a_wrong_password_and_a_client_without_a_user(locked)
     with pytest.raises(aetcd.exceptions.ClientError, match="authentication failed"):
         async with _etcd(etcd, "jobcluster", "wrong") as client:
             await client.get(f"{PREFIX}x".encode())
+    # Without a user, etcd takes the certificate's CN (etcd-client) as the user name: no such user.
     async with _etcd(etcd) as anonymous:
-        with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+        with pytest.raises(aetcd.exceptions.ClientError, match="permission denied"):
             await anonymous.put(f"{PREFIX}leader".encode(), b"me")
-        with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+        with pytest.raises(aetcd.exceptions.ClientError, match="permission denied"):
             await anonymous.get(f"{PREFIX}leader".encode())
 
 
@@ -140,27 +151,28 @@ async def test_the_etcd_user_writes_only_under_its_prefix(locked) -> None:
 
 async def test_a_real_election_with_the_limited_etcd_user(locked_settings: Settings) -> None:
     s = locked_settings
-    auth = etcd_auth(s)
+    auth, tls = etcd_auth(s), etcd_tls(s)
     assert auth is not None and auth.user == "jobcluster" and "password" not in repr(auth)
+    assert tls is not None and "PRIVATE KEY" not in repr(tls)
     election = Election(s.etcd_endpoints, s.election_namespace, s.election_key, s.lease_ttl,
-                        identity="locked-1", address="locked-1", auth=auth)
+                        identity="locked-1", address="locked-1", auth=auth, tls=tls)
     election.start()
     try:
         await wait_for(election.leading, timeout=10, what="elected with the limited user")
-        leader = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth)
+        leader = await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth, tls=tls)
         assert leader is not None and leader.identity == "locked-1" and leader.token == election.token
-        with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
-            await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key)
+        with pytest.raises(aetcd.exceptions.ClientError, match="permission denied"):  # the certificate, no user
+            await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, tls=tls)
     finally:
         await election.resign()
-    assert await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth) is None
+    assert await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth, tls=tls) is None
 
 
 async def test_election_outside_the_users_prefix_is_refused_and_never_leads(locked_settings: Settings,
                                                                             caplog) -> None:
     s = replace(locked_settings, election_namespace="/elsewhere")
     election = Election(s.etcd_endpoints, s.election_namespace, s.election_key, s.lease_ttl,
-                        identity="x", auth=etcd_auth(s))
+                        identity="x", auth=etcd_auth(s), tls=etcd_tls(s))
     election.start()
     try:
         await wait_for(lambda: "etcd unavailable (etcdserver: permission denied)" in caplog.text,
@@ -310,7 +322,8 @@ async def test_an_open_etcd_from_an_older_version_gets_auth_and_a_second_start_k
     finally:
         etcd.stop()
     users = svc.EtcdUsers(old_run / "secrets" / "etcd_root_password",
-                          svc.Login("jobcluster", old_run / "secrets" / "etcd_password"), "/scheduler/v1/")
+                          svc.Login("jobcluster", old_run / "secrets" / "etcd_password"), "/scheduler/v1/",
+                          old_run / "etcd-tls")
     for _ in range(2):  # the second start finds auth on and logs in as root
         etcd = await asyncio.to_thread(svc.start_etcd, old_run / "etcd", port, peer, old_run / "etcd.log",
                                        users=users)
@@ -318,7 +331,7 @@ async def test_an_open_etcd_from_an_older_version_gets_auth_and_a_second_start_k
             async with _etcd(etcd, "jobcluster", users.login.password) as client:
                 assert (await client.get(b"/scheduler/v1/old")).value == b"kept"
             async with _etcd(etcd) as anonymous:
-                with pytest.raises(aetcd.exceptions.ClientError, match="user name is empty"):
+                with pytest.raises(aetcd.exceptions.ClientError, match="permission denied"):
                     await anonymous.get(b"/scheduler/v1/old")
         finally:
             etcd.stop()
