@@ -82,6 +82,9 @@ def build_parser(prog: str = "python -m client", *, mode_required: bool = True) 
     p.add_argument("-json", "--json", action="store_true",
                    help="print one JSON object on stdout (watch: one per event) instead of text, for scripts")
     p.add_argument("-no-wait", "--no-wait", action="store_true", help="print the ids and exit, do not follow")
+    p.add_argument("-force", "--force", action="store_true",
+                   help="with -run-schedule: run even while the job of an overlap=forbid schedule has not ended "
+                        "(needs an admin token)")
     p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
     p.add_argument("-text", "--text", default="", help="with -list: only jobs whose command or name contains this")
     p.add_argument("-schedule", "--schedule", default="", help="with -list: only jobs of this cron schedule")
@@ -271,7 +274,7 @@ def _change(pool: Pool, args: argparse.Namespace, entries: list[JobEntry]) -> in
     if args.retry_dlq or args.purge_dlq:
         return dead_letter_command(pool, args)
     if args.run_schedule:
-        ref = pb.ScheduleRef(name=args.run_schedule)
+        ref = pb.ScheduleRef(name=args.run_schedule, force=args.force)
         resp, server = pool.call(lambda stub: stub.RunScheduleNow(ref, timeout=CALL_TIMEOUT))
         display.say(f"submitted {resp.job_id} (schedule {args.run_schedule}) via {server}")
         return [(resp.job_id, None)]
@@ -307,6 +310,7 @@ MODE_FLAGS: dict[str, tuple[str, ...]] = {
                                   "constraint", "concurrency_key", "max_concurrency")},
     "queue": ("cmd", "list"),
     "no_wait": ("cmd", "file", "run_schedule"),
+    "force": ("run_schedule",),
     **{flag: ("list",) for flag in ("limit", "text", "schedule", "since")},
 }
 
@@ -385,7 +389,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
         if exc.code() in AUTH_HINTS:
             print(f"hint: {AUTH_HINTS[exc.code()]}", file=sys.stderr)
         return EXIT_USAGE if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                                            *AUTH_HINTS) else EXIT_UNREACHABLE
+                                            grpc.StatusCode.FAILED_PRECONDITION, *AUTH_HINTS) else EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("\ninterrupted: jobs already submitted keep running", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ commands:
   dlq purge ID ...|all       remove ids from dlq_tasks (the jobs stay FAILED)
   schedules                  the cron schedules
   schedules pause|resume|delete|run NAME
+                             (run NAME -force: even while its overlap=forbid job runs; admin)
   cluster                    the leader, servers, workers and queue depths
 
 flags (any command):

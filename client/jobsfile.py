@@ -13,7 +13,7 @@ from typing import Any
 
 from jobcluster import cron
 from jobcluster.durations import parse_duration
-from jobcluster.model import InvalidJob, Routing, validate_routing
+from jobcluster.model import InvalidJob, Routing, check_idempotency_key, validate_routing
 from jobcluster.pb import scheduler_pb2 as pb
 
 #: Where a job runs: its queue, priority (0-9), constraints (tags a worker must have) and concurrency key.
@@ -103,6 +103,10 @@ def _entry(raw: Any, where: str) -> JobEntry:
     for key in ("name", "description", "idempotency_key", *SCHEDULE_FIELDS):
         if key in raw and not isinstance(raw[key], str):
             raise JobsFileError(f"{where}: \"{key}\" must be a string, got {type(raw[key]).__name__}")
+    try:  # as the server checks it, so a reserved key stops the file before any schedule is saved
+        check_idempotency_key(raw.get("idempotency_key", ""))
+    except InvalidJob as exc:
+        raise JobsFileError(f"{where}: {exc}") from None
     retries = raw.get("max_retries")
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
         raise JobsFileError(f"{where}: \"max_retries\" must be a whole number >= 0, got {retries!r}")
@@ -191,6 +195,7 @@ def entry_from_flags(args: argparse.Namespace) -> JobEntry:
         routed = routing({"queue": args.queue, "priority": args.priority, "concurrency_key": args.concurrency_key,
                           "max_concurrency": args.max_concurrency,
                           "constraints": [t for arg in args.constraint for t in arg.split(",") if t.strip()]})
+        check_idempotency_key(args.idempotency_key)
     except ValueError as exc:
         raise JobsFileError(str(exc).replace('"', "")) from None
     if args.max_retries is not None and args.max_retries < 0:

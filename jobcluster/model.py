@@ -54,6 +54,27 @@ class InvalidJob(ValueError):
     """A submission that cannot be accepted; the message says what to change."""
 
 
+#: Idempotency keys that start with one of these are the server's, never a caller's. The jobs the server
+#: creates (cron ticks, RunScheduleNow) carried such keys until a tick's job was made unique by its
+#: (schedule, tick) alone; they now carry none, and older rows keep theirs. So no key a caller may write
+#: can name, or stand in the way of, a job the server creates.
+RESERVED_KEY_PREFIXES = ("cron:", "manual:")
+
+
+def check_idempotency_key(key: str) -> None:
+    """Raise :class:`InvalidJob` when a caller's idempotency key is too long, holds a NUL byte, or starts
+    with one of :data:`RESERVED_KEY_PREFIXES` (the message names the prefix)."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidJob(f"idempotency_key is over the limit of {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    if "\x00" in key:
+        raise InvalidJob("idempotency_key contains a NUL byte")
+    for prefix in RESERVED_KEY_PREFIXES:
+        if key.startswith(prefix):
+            raise InvalidJob(f"idempotency_key {key[:80]!r} starts with {prefix!r}, a prefix reserved for jobs "
+                             "the server creates (cron ticks, RunScheduleNow; no key of a caller may start with "
+                             f"{' or '.join(map(repr, RESERVED_KEY_PREFIXES))}); choose another key")
+
+
 #: The queue of a job that names none (its Redis list is ``pending_jobs``): defined with the lanes.
 DEFAULT_QUEUE = keys.DEFAULT_QUEUE
 MAX_PRIORITY = 9
@@ -167,16 +188,14 @@ def validate_job(
     size = len(command.encode("utf-8", "surrogatepass"))
     if size > max_command_bytes:
         raise InvalidJob(f"command is {size} bytes, over the limit of {max_command_bytes} bytes")
-    for field, value in (("command", command), ("name", name), ("description", description),
-                         ("idempotency_key", idempotency_key)):
+    for field, value in (("command", command), ("name", name), ("description", description)):
         if "\x00" in value:
             raise InvalidJob(f"{field} contains a NUL byte")
     if len(name) > MAX_NAME_CHARS:
         raise InvalidJob(f"name is {len(name)} characters, over the limit of {MAX_NAME_CHARS}")
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise InvalidJob(f"description is over the limit of {MAX_DESCRIPTION_CHARS} characters")
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidJob(f"idempotency_key is over the limit of {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    check_idempotency_key(idempotency_key)
     retries = default_max_retries if max_retries is None else max_retries
     if retries < 0:
         raise InvalidJob(f"max_retries must not be negative, got {retries}")

@@ -62,7 +62,8 @@ def _schedule(action: str) -> Callable[[Any, Any], Described]:
 
 
 def _schedule_run(req: Any, rep: Any) -> Described:
-    return "schedule run", f"schedule={_clean(req.id or req.name)!r} job={rep.job_id}", [rep.job_id]
+    forced = " force" if req.force else ""
+    return "schedule run", f"schedule={_clean(req.id or req.name)!r} job={rep.job_id}{forced}", [rep.job_id]
 
 
 #: Every RPC that changes something, and how to describe what it did.

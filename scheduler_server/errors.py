@@ -33,6 +33,10 @@ class Conflict(Exception):
     """The request cannot apply to the thing in its current state (e.g. cancelling an ended job)."""
 
 
+class Forbidden(Exception):
+    """The caller's role may make this call, but not with what it asked for (e.g. force needs admin)."""
+
+
 class Exhausted(Exception):
     """A bound was reached (too many schedules or watch streams, a reply too large); the message names it."""
 
@@ -49,6 +53,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, Conflict):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, Forbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, Exhausted):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, (StoredNotQueued, NotReady)):

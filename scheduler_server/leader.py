@@ -174,11 +174,12 @@ class Leader:
         overlapped = 0
         schedules = self.store.schedules
         async with self.store.fencing.fenced(token) as conn:
-            if not await schedules.lock(conn, sch.id):
+            overlap = await schedules.lock(conn, sch.id)
+            if overlap is None:
                 log.info("schedule %s was deleted meanwhile; nothing fired", sch.name)
                 return []
             for tick in p.fire:
-                running = await schedules.unfinished(conn, sch.id) if sch.overlap == "forbid" else None
+                running = await schedules.unfinished(conn, sch.id) if overlap == "forbid" else None
                 if running is not None:
                     skip = (f"tick {tick.isoformat()} skipped: job {running.job_id} of this schedule is still "
                             f"{running.status.value} (overlap=forbid)")

@@ -17,6 +17,7 @@ from jobcluster import metrics
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
 from jobcluster.credentials import etcd_auth
+from jobcluster.etcd_client import etcd_tls
 from jobcluster.election import Election
 from jobcluster.errors import POSTGRES_ERRORS, UNAVAILABLE
 from jobcluster.limits import GRPC_OPTIONS
@@ -46,7 +47,7 @@ class SchedulerServer:
         self.credentials = auth.server_credentials(settings)
         auth.check_exposure(settings.server_host, self.tokens, tls=self.credentials is not None)
         self.redis = queue_mod.connect_from(settings)
-        self.service = JobService(settings, Queue(self.redis), self.address)
+        self.service = JobService(settings, Queue(self.redis), self.address, auth.Tokens(self.tokens))
         self.health = HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
         self.grpc = grpc.aio.server(interceptors=[telemetry.MetricsInterceptor(),
@@ -60,7 +61,7 @@ class SchedulerServer:
         if settings.etcd_endpoints:
             self.election = Election(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
                                      settings.lease_ttl, identity=self.address, address=self.address,
-                                     auth=etcd_auth(settings))
+                                     auth=etcd_auth(settings), tls=etcd_tls(settings))
         self.service.election = self.election
 
     async def start(self) -> None:

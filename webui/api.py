@@ -154,16 +154,21 @@ async def api_schedule_create(request: Request) -> Response:
 
 @on_error_json
 async def api_schedule_action(request: Request) -> Response:
-    """POST /api/schedules/{name}/pause|resume|run (a JSON body, ``{}``); DELETE /api/schedules/{name}."""
+    """POST /api/schedules/{name}/pause|resume|run (a JSON body, ``{}``; run also ``{"force": true}``, which
+    needs an admin token); DELETE /api/schedules/{name}."""
     ref = pb.ScheduleRef(name=request.path_params["name"])
     if request.method == "DELETE":
         deleted, _ = await pool_of(request).call(lambda s: s.DeleteSchedule(ref, timeout=CALL_TIMEOUT))
         return JSONResponse(to_dict(deleted))
-    _only(await _json_object(request, what="{}"), (), "field(s)")
+    body = await _json_object(request, what="{}")
     call = SCHEDULE_ACTIONS.get(request.path_params["action"])
     if call is None:
         raise UserError(f"unknown action {request.path_params['action']!r}; one of {', '.join(SCHEDULE_ACTIONS)}",
                         404)
+    _only(body, ("force",) if call == "RunScheduleNow" else (), "field(s)")
+    if not isinstance(body.get("force", False), bool):
+        raise UserError('"force" must be true or false')
+    ref.force = body.get("force", False)
     result, server = await pool_of(request).call(lambda s: getattr(s, call)(ref, timeout=CALL_TIMEOUT))
     if call == "RunScheduleNow":
         return JSONResponse({"id": result.job_id, "server": server}, status_code=201)

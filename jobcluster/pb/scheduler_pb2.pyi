@@ -236,12 +236,14 @@ class Schedule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., catchup: _Optional[str] = ..., overlap: _Optional[str] = ..., enabled: _Optional[bool] = ..., next_run_ms: _Optional[int] = ..., last_run_ms: _Optional[int] = ..., last_job_id: _Optional[str] = ..., last_job_status: _Optional[str] = ..., last_skip_ms: _Optional[int] = ..., last_skip_reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., constraints: _Optional[_Iterable[str]] = ..., concurrency_key: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class ScheduleRef(_message.Message):
-    __slots__ = ("name", "id")
+    __slots__ = ("name", "id", "force")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ListSchedulesRequest(_message.Message):
     __slots__ = ()

@@ -179,7 +179,9 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunScheduleNow(self, request, context):
-        """Submit one job from the schedule now, outside its ticks.
+        """Submit one job from the schedule now, outside its ticks. A schedule with overlap
+        "forbid" whose job has not ended: FAILED_PRECONDITION naming that job, unless
+        force is set, which needs role admin (PERMISSION_DENIED otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

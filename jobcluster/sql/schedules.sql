@@ -43,19 +43,28 @@ RETURNING *;
 -- name: due_schedules
 SELECT * FROM schedules WHERE enabled AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2;
 
--- name: schedule_busy
--- The schedule's latest job has not finished (overlap = forbid).
-SELECT EXISTS (SELECT 1 FROM jobs WHERE schedule_id = $1
-                 AND status IN ('PENDING', 'QUEUED', 'RUNNING'));
+-- name: lock_schedule
+-- Hold the schedule's row until the transaction ends, so that deciding on overlap = forbid and inserting
+-- the job is one step against every other run of the schedule (a tick of another leader, RunScheduleNow).
+-- FOR NO KEY UPDATE does not wait for submits (a job's foreign key takes FOR KEY SHARE). Its overlap
+-- policy as it is now; no row: gone.
+SELECT overlap FROM schedules WHERE id = $1 FOR NO KEY UPDATE;
+
+-- name: schedule_unfinished_job
+-- The oldest job of the schedule that has not ended (overlap = forbid); no row when there is none.
+SELECT id, status FROM jobs WHERE schedule_id = $1 AND status IN ('PENDING', 'QUEUED', 'RUNNING')
+ ORDER BY created_at LIMIT 1;
 
 -- name: insert_cron_job
--- One job for one (schedule, tick); the unique index makes a second try insert nothing.
--- $11-$15: the schedule's routing, which its jobs inherit.
+-- One job for one (schedule, tick) ($9 NULL: a RunScheduleNow, outside the ticks). The tick's own record,
+-- the unique (schedule_id, scheduled_for) index, makes a second try insert nothing; the job has no
+-- idempotency key, so nothing a caller submitted can stand in for it (any other conflict is an error,
+-- never a silent skip). $10-$14: the schedule's routing, which its jobs inherit.
 INSERT INTO jobs (id, name, description, command, status, max_retries, timeout_seconds,
-                  idempotency_key, submitted_via, schedule_id, scheduled_for,
+                  submitted_via, schedule_id, scheduled_for,
                   queue, priority, constraints, concurrency_key, max_concurrency)
-VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-ON CONFLICT DO NOTHING
+VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING id;
 
 -- name: advance_schedule

@@ -15,7 +15,8 @@ from jobcluster.queue import Queue
 from jobcluster.rows import JobRow
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.errors import NotFound, NotReady
+from scheduler_server.auth import Role, Tokens, bearer
+from scheduler_server.errors import Forbidden, NotFound, NotReady
 from scheduler_server.healer import Unpushed
 from scheduler_server.waiting import waiting_reasons
 from scheduler_server.watch import WatchHub
@@ -26,10 +27,11 @@ Context: TypeAlias = grpc.aio.ServicerContext
 class Servicer(pb_grpc.JobServiceServicer):
     """The state of a server's API; stateless across servers, so any number can run side by side."""
 
-    def __init__(self, settings: Settings, queue: Queue, address: str) -> None:
+    def __init__(self, settings: Settings, queue: Queue, address: str, tokens: Tokens) -> None:
         self.settings = settings
         self.queue = queue
         self.address = address
+        self.tokens = tokens  # the ones the auth interceptor checks: for what needs more than the RPC's role
         self._store: Store | None = None
         self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
         self.unpushed = Unpushed()  # submissions stored but not pushed (Redis down); the server heals them
@@ -45,6 +47,17 @@ class Servicer(pb_grpc.JobServiceServicer):
         if self._store is None:
             raise NotReady()
         return self._store
+
+    def require_role(self, context: Context, need: Role, what: str) -> None:
+        """Forbidden (PERMISSION_DENIED) unless the caller's token has role ``need``; the auth interceptor has
+        already checked the RPC's own role (scheduler_server/auth.py). With no tokens configured, anyone may."""
+        if not self.tokens.required:
+            return
+        presented = bearer(context.invocation_metadata())
+        token = self.tokens.find(presented) if presented else None
+        if token is None or token.role < need:
+            who = f"the token of {token.name} has role {token.role.name.lower()}" if token else "no token"
+            raise Forbidden(f"{who}; {what} needs role {need.name.lower()}")
 
     def job_spec(self, request: pb.Job | pb.Schedule, **extra: Any) -> JobSpec:
         """Validate a job's fields (of a job, or of a schedule's jobs), with the server's defaults."""

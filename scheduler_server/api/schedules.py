@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from jobcluster import cron, keys, metrics, model
 from jobcluster.cron import InvalidSchedule
 from jobcluster.model import MAX_NAME_CHARS, ScheduleSpec
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.rows import ScheduleRow
+from jobcluster.store.schedules import ScheduleBusy
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
 from scheduler_server.api.jobs import queueing
-from scheduler_server.errors import Exhausted, NotFound, rpc
+from scheduler_server.auth import Role
+from scheduler_server.errors import Conflict, Exhausted, NotFound, rpc
 
 log = logging.getLogger("server")
 
@@ -81,14 +82,24 @@ class ScheduleRpcs(Servicer):
 
     @rpc
     async def RunScheduleNow(self, request: pb.ScheduleRef, context: Context) -> pb.JobResponse:
+        """One job of the schedule now. overlap=forbid holds as for its ticks, unless an admin forces it."""
+        if request.force:
+            self.require_role(context, Role.ADMIN, "RunScheduleNow with force")
         sch = await self._schedule(request)
-        job_id = await self.store.schedules.insert_job(None, sch, None, self.address, f"manual:{uuid.uuid4()}")
-        assert job_id is not None  # a fresh key always inserts
+        try:
+            job_id = await self.store.schedules.run_now(sch, self.address, force=request.force)
+        except ScheduleBusy as busy:
+            raise Conflict(f"schedule {sch.name!r} has overlap=forbid and its job {busy.job.job_id} is still "
+                           f"{busy.job.status.value}; wait for it to end, or an admin can run it anyway with "
+                           f"force (jobcluster schedules run {sch.name} -force)") from None
+        if job_id is None:  # deleted meanwhile
+            raise NotFound(f"no schedule named {(request.name or request.id)!r}")
         metrics.JOBS_SUBMITTED.labels(sch.queue or keys.DEFAULT_QUEUE).inc()
         async with queueing(f"job {job_id} is", "the leader's reconciliation will", self.unpushed, [job_id]):
             await self.queue.jobs.enqueue(job_id, lane=keys.lane_of(sch))
-        log.info("schedule %s run now: job %s", sch.name, job_id)
-        return pb.JobResponse(job_id=job_id, success=True, message=f"job of schedule {sch.name} queued")
+        forced = " (forced)" if request.force else ""
+        log.info("schedule %s run now: job %s%s", sch.name, job_id, forced)
+        return pb.JobResponse(job_id=job_id, success=True, message=f"job of schedule {sch.name} queued{forced}")
 
 def _ref(ref: pb.ScheduleRef) -> str:
     key = (ref.name or ref.id).strip()

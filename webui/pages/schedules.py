@@ -1,4 +1,5 @@
-"""Schedules (/schedules): the cron schedules, a form for a new one, and Pause/Resume/Run now/Delete."""
+"""Schedules (/schedules): the cron schedules, a form for a new one, and Pause/Resume/Run now/Delete (and
+Force run for an overlap=forbid schedule: RunScheduleNow with force, which needs an admin token)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,11 @@ async def schedules_create(request: Request) -> Response:
 @on_error_render("schedules.html", context(schedules=[], values={}))
 async def schedule_action(request: Request) -> Response:
     name, action = request.path_params["name"], request.path_params["action"]
-    await read_form(request)
+    values = await read_form(request)
     call = ACTIONS.get(action)
     if call is None:
         raise UserError(f"unknown action {action!r}", 404)
-    ref = pb.ScheduleRef(name=name)
+    ref = pb.ScheduleRef(name=name, force=action == "run" and values.get("force") == "1")
     result, server = await pool_of(request).call(lambda s: getattr(s, call)(ref, timeout=CALL_TIMEOUT))
     if action == "run":
         return RedirectResponse(f"/jobs/{result.job_id}?server={server}", status_code=303)
