@@ -8,7 +8,8 @@ ConnectionError. What we add:
 - replies that also mean "this server is no longer the primary" end the
   connection and raise a ConnectionError as well, so the next try asks the
   sentinels again: ``UNBLOCKED`` (Redis ends a blocked BLMOVE when its server
-  turns into a replica), ``MASTERDOWN`` and ``NOREPLICAS``;
+  turns into a replica; redis-py 8.2 and later already turn it into "The
+  previous master is now a slave"), ``MASTERDOWN`` and ``NOREPLICAS``;
 - every sentinel is asked at once, each within :data:`SENTINEL_TIMEOUT` (our
   connections have no socket timeout, see :mod:`.base`, and one sentinel cut off
   by a partition must not hold up the answer), and the healthy answer with the
