@@ -8,6 +8,10 @@ CMD ?= echo hello from jobcluster
 FILE ?= jobs.json
 PROTO_OUT := jobcluster/pb
 STAMP := .venv/.installed
+# The dev tools (devtools/: make start, private services, chaos, multihost, systemd, TLS) live beside the
+# programs and are not installed with the library: `python -m devtools.cluster` finds them from the checkout's
+# directory, and scripts/*.py run with the checkout on PYTHONPATH.
+SCRIPT_PY := PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(PY)
 # `make start WEBUI_ADDR=127.0.0.1:8090` reaches the programs as the setting.
 ifdef WEBUI_ADDR
 export WEBUI_ADDR
@@ -15,7 +19,7 @@ endif
 # `make start TLS=1`: every program talks TLS, with a private CA and certificates in .run/tls.
 TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
-.PHONY: help deps lock browser build check-build start stop status logs test run-servers stop-servers run-worker \
+.PHONY: help deps lock browser build start stop status logs test test-quick test-stress run-servers stop-servers run-worker \
         run-client run-client-servers run-webui screenshot bench systemd chaos chaos-test soak multihost clean
 
 help:
@@ -43,14 +47,14 @@ build: deps
 		$(PROTO_OUT)/scheduler.proto
 
 start: deps
-	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers $(WORKER_COUNT) \
+	$(PY) -m devtools.cluster start --servers $(SERVER_COUNT) --workers $(WORKER_COUNT) \
 		--base-port $(BASE_PORT) $(TLS_FLAG)
 
 stop:
-	@if [ -x $(PY) ]; then $(PY) -m jobcluster.devtools.cluster stop; else echo "nothing started"; fi
+	@if [ -x $(PY) ]; then $(PY) -m devtools.cluster stop; else echo "nothing started"; fi
 
 status: deps
-	@$(PY) -m jobcluster.devtools.cluster status
+	@$(PY) -m devtools.cluster status
 
 # The last 30 lines of each log; etcd's raft chatter and flag warnings left out unless ALL=1.
 ALL ?=
@@ -68,22 +72,34 @@ logs:
 browser:
 	@bash scripts/install_browser.sh
 
-# mypy first (strict on jobcluster/, default on the programs; see [tool.mypy]), then every test.
+# ruff's rules and format, then mypy (strict on jobcluster/ and devtools/, default on the programs; see
+# [tool.ruff] and [tool.mypy]), then every test.
 test: deps browser
+	$(PY) -m ruff check
+	$(PY) -m ruff format --check
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
+
+# While working: the unit tests and the fast integration tests (no browser, no e2e; about a minute).
+test-quick: deps
+	$(PY) -m pytest tests/unit tests/integration -m 'not slow and not quarantine' -q
+
+# The integration and e2e suites in random order beside two CPU burners at nice 19 (scripts/stress.sh);
+# ARGS='...' passes pytest arguments (a seed: ARGS='--random-order-seed=N', printed at the start).
+test-stress: deps browser
+	bash scripts/stress.sh
 
 run-servers: deps
-	$(PY) -m jobcluster.devtools.cluster start --servers $(SERVER_COUNT) --workers 0 --base-port $(BASE_PORT) \
+	$(PY) -m devtools.cluster start --servers $(SERVER_COUNT) --workers 0 --base-port $(BASE_PORT) \
 		--no-webui $(TLS_FLAG)
 
 stop-servers:
-	$(PY) -m jobcluster.devtools.cluster stop --programs-only server-
+	$(PY) -m devtools.cluster stop --programs-only server-
 
 # A worker in the foreground (Ctrl-C stops it gracefully). As root, its jobs run as JOB_USER, by default
 # jobcluster-job (created when missing).
 run-worker: deps
-	JOB_USER="$$($(PY) -m jobcluster.devtools.cluster job-user)" $(PY) -m worker
+	JOB_USER="$$($(PY) -m devtools.cluster job-user)" $(PY) -m worker
 
 # CMD goes to the client as it was typed (quotes, $VARS for the job's shell): through the environment, never
 # through make's or this recipe's shell expansion.
@@ -106,23 +122,23 @@ ROUNDS ?= 3
 SCALE ?=
 bench: deps
 ifeq ($(SCALE),1)
-	$(PY) scripts/bench.py --scale
+	$(SCRIPT_PY) scripts/bench.py --scale
 else
 	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/bench.lock
-	$(PY) scripts/bench.py --rounds $(ROUNDS)
+	$(SCRIPT_PY) scripts/bench.py --rounds $(ROUNDS)
 endif
 
 # systemd units for real hosts (docs/deploy.md), for this checkout's .venv, written to OUT.
 OUT ?= .run/systemd
 systemd: deps
-	$(PY) -m jobcluster.devtools.systemd --out $(OUT)
+	$(PY) -m devtools.systemd --out $(OUT)
 
 # Thousands of jobs through a cluster being killed, then the checks (private services; minutes; exit 1 on a
 # violation). `make chaos-test` runs the 1,000-job version alone (tests/e2e/test_chaos.py, about 30 s; it is
 # also part of `make test`).
 JOBS ?= 10000
 chaos: deps
-	$(PY) scripts/chaos.py --jobs $(JOBS)
+	$(SCRIPT_PY) scripts/chaos.py --jobs $(JOBS)
 
 chaos-test: deps
 	$(PY) -m pytest -m chaos tests/e2e/test_chaos.py
@@ -130,20 +146,20 @@ chaos-test: deps
 # Constant load and one kill a minute; RSS and open fds of every program every 10 s, fails on steady growth.
 MINUTES ?= 30
 soak: deps
-	$(PY) scripts/soak.py --minutes $(MINUTES)
+	$(SCRIPT_PY) scripts/soak.py --minutes $(MINUTES)
 
 # Three hosts as network namespaces (root): partition, heal, etcd quorum loss, Redis failover, a host killed; one
 # table (about 2 minutes; exit 1 on a violation). The short version is tests/e2e/test_multihost.py, in make test.
 # `make multihost ARGS=--cleanup` removes what a crashed run left.
 multihost: deps
-	$(PY) scripts/multihost.py $(ARGS)
+	$(SCRIPT_PY) scripts/multihost.py $(ARGS)
 
 # docs/screenshot.png for the README: a private cluster, a few jobs, the UI in Chromium.
 screenshot: deps browser
-	$(PY) scripts/screenshot.py docs/screenshot.png
+	$(SCRIPT_PY) scripts/screenshot.py docs/screenshot.png
 
 # Also deletes PostgreSQL's data kept outside the checkout (/var/lib/jobcluster/<hash>) and .run/secrets.
 clean: stop
-	@if [ -x $(PY) ]; then $(PY) -m jobcluster.devtools.cluster clean; fi
+	@if [ -x $(PY) ]; then $(PY) -m devtools.cluster clean; fi
 	rm -rf .run log .servers .venv .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -41,28 +41,41 @@ BATCH_JOBS = 1000
 
 
 def build_parser(prog: str = "python -m client", *, mode_required: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=plain(__doc__), allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog, description=plain(__doc__), allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     what = p.add_mutually_exclusive_group(required=mode_required)
     what.add_argument("-file", "--file", metavar="JOBS_JSON", help="jobs file to submit")
     what.add_argument("-cmd", "--cmd", metavar="COMMAND", help="one shell command to submit")
     what.add_argument("-status", "--status", nargs="+", metavar="ID", help="show these jobs")
     what.add_argument("-list", "--list", nargs="?", const="", metavar="STATUS", help="list the newest jobs")
     what.add_argument("-schedules", "--schedules", action="store_true", help="list the cron schedules")
-    what.add_argument("-cluster", "--cluster", action="store_true",
-                      help="show the leader, servers, workers and queue depths")
+    what.add_argument(
+        "-cluster", "--cluster", action="store_true", help="show the leader, servers, workers and queue depths"
+    )
     what.add_argument("-pause-schedule", "--pause-schedule", metavar="NAME", help="pause a cron schedule")
     what.add_argument("-resume-schedule", "--resume-schedule", metavar="NAME", help="resume a cron schedule")
     what.add_argument("-delete-schedule", "--delete-schedule", metavar="NAME", help="delete a cron schedule")
-    what.add_argument("-run-schedule", "--run-schedule", metavar="NAME",
-                      help="submit one job of a cron schedule now, and follow it")
+    what.add_argument(
+        "-run-schedule", "--run-schedule", metavar="NAME", help="submit one job of a cron schedule now, and follow it"
+    )
     what.add_argument("-watch", "--watch", metavar="ID", help="follow one job, printing its output as it comes")
     what.add_argument("-cancel", "--cancel", nargs="+", metavar="ID", help="cancel jobs")
     what.add_argument("-dlq", "--dlq", action="store_true", help="list the dead letters (dlq_tasks)")
-    what.add_argument("-retry-dlq", "--retry-dlq", nargs="+", metavar="ID",
-                      help="send dead-lettered jobs back to the queue ('all' for every one)")
-    what.add_argument("-purge-dlq", "--purge-dlq", nargs="+", metavar="ID",
-                      help="remove ids from dlq_tasks ('all' for every one); the jobs stay FAILED")
+    what.add_argument(
+        "-retry-dlq",
+        "--retry-dlq",
+        nargs="+",
+        metavar="ID",
+        help="send dead-lettered jobs back to the queue ('all' for every one)",
+    )
+    what.add_argument(
+        "-purge-dlq",
+        "--purge-dlq",
+        nargs="+",
+        metavar="ID",
+        help="remove ids from dlq_tasks ('all' for every one); the jobs stay FAILED",
+    )
     p.add_argument("-servers", "--servers", help="host:port,... (default SERVERS, then .servers, then localhost:50051)")
     p.add_argument("-submit-server", "--submit-server", help="submit to this server (default SUBMIT_SERVER)")
     p.add_argument("-status-servers", "--status-servers", help="ask these for status (default STATUS_SERVERS)")
@@ -71,25 +84,51 @@ def build_parser(prog: str = "python -m client", *, mode_required: bool = True) 
     p.add_argument("-timeout", "--timeout", help="with -cmd: e.g. 30s, 5m; 0 for none")
     p.add_argument("-run-at", "--run-at", help="with -cmd: ISO 8601 time or unix seconds")
     p.add_argument("-idempotency-key", "--idempotency-key", default="", help="with -cmd: same key, same job")
-    p.add_argument("-queue", "--queue", default="", help="with -cmd: the job's queue (default: default); "
-                   "with -list: only jobs of this queue")
+    p.add_argument(
+        "-queue",
+        "--queue",
+        default="",
+        help="with -cmd: the job's queue (default: default); with -list: only jobs of this queue",
+    )
     p.add_argument("-priority", "--priority", type=int, help="with -cmd: 0-9, higher runs first")
-    p.add_argument("-constraint", "--constraint", action="append", default=[], metavar="TAG",
-                   help="with -cmd: a tag the worker must have (gpu, region=eu); repeat, or a comma list")
-    p.add_argument("-concurrency-key", "--concurrency-key", default="",
-                   help="with -cmd: jobs sharing this key run at most -max-concurrency at once")
+    p.add_argument(
+        "-constraint",
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="with -cmd: a tag the worker must have (gpu, region=eu); repeat, or a comma list",
+    )
+    p.add_argument(
+        "-concurrency-key",
+        "--concurrency-key",
+        default="",
+        help="with -cmd: jobs sharing this key run at most -max-concurrency at once",
+    )
     p.add_argument("-max-concurrency", "--max-concurrency", type=int, help="with -cmd: the key's limit")
-    p.add_argument("-json", "--json", action="store_true",
-                   help="print one JSON object on stdout (watch: one per event) instead of text, for scripts")
+    p.add_argument(
+        "-json",
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout (watch: one per event) instead of text, for scripts",
+    )
     p.add_argument("-no-wait", "--no-wait", action="store_true", help="print the ids and exit, do not follow")
-    p.add_argument("-force", "--force", action="store_true",
-                   help="with -run-schedule: run even while the job of an overlap=forbid schedule has not ended "
-                        "(needs an admin token)")
+    p.add_argument(
+        "-force",
+        "--force",
+        action="store_true",
+        help="with -run-schedule: run even while the job of an overlap=forbid schedule has not ended "
+        "(needs an admin token)",
+    )
     p.add_argument("-limit", "--limit", type=int, default=20, help="with -list: how many")
     p.add_argument("-text", "--text", default="", help="with -list: only jobs whose command or name contains this")
     p.add_argument("-schedule", "--schedule", default="", help="with -list: only jobs of this cron schedule")
-    p.add_argument("-since", "--since", default="",
-                   help="with -list: only jobs created since this long ago (1h, 30m) or this time (ISO 8601)")
+    p.add_argument(
+        "-since",
+        "--since",
+        default="",
+        help="with -list: only jobs created since this long ago (1h, 30m) or this time (ISO 8601)",
+    )
     return p
 
 
@@ -128,9 +167,16 @@ def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
     EntryRefused says which entry, and which schedules were saved before it."""
     saved_names: list[str] = []
     for entry in entries:
-        msg = pb.Schedule(name=entry.name, cron=entry.cron, timezone=entry.timezone, command=entry.command,
-                          description=entry.description, catchup=entry.catchup, overlap=entry.overlap,
-                          **entry.routing())
+        msg = pb.Schedule(
+            name=entry.name,
+            cron=entry.cron,
+            timezone=entry.timezone,
+            command=entry.command,
+            description=entry.description,
+            catchup=entry.catchup,
+            overlap=entry.overlap,
+            **entry.routing(),
+        )
         if entry.max_retries is not None:
             msg.max_retries = entry.max_retries
         if entry.timeout_seconds is not None:
@@ -154,8 +200,9 @@ def save_schedules(pool: Pool, entries: list[JobEntry]) -> None:
         display.say(f"schedule {saved.name!r} saved via {server}: {saved.cron!r} ({saved.timezone}), {state}")
 
 
-def batches(entries: list[JobEntry], max_jobs: int = BATCH_JOBS,
-            max_bytes: int = MAX_BATCH_BYTES) -> Iterator[tuple[list[JobEntry], pb.JobBatch]]:
+def batches(
+    entries: list[JobEntry], max_jobs: int = BATCH_JOBS, max_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[tuple[list[JobEntry], pb.JobBatch]]:
     """Consecutive SubmitJobs batches of at most ``max_jobs`` jobs and about ``max_bytes`` bytes
     (a batch holds at least one job)."""
     chunk: list[JobEntry] = []
@@ -252,8 +299,9 @@ def _show(pool: Pool, args: argparse.Namespace, since_ms: int) -> int | None:
     if args.status:
         return display.show_jobs(pool, args.status)
     if args.list is not None:
-        return display.list_jobs(pool, args.list, args.limit, text=args.text, schedule=args.schedule,
-                                 since_ms=since_ms, queue=args.queue)
+        return display.list_jobs(
+            pool, args.list, args.limit, text=args.text, schedule=args.schedule, since_ms=since_ms, queue=args.queue
+        )
     if args.watch:
         return display.watch(pool, args.watch)
     if args.dlq:
@@ -265,7 +313,9 @@ def _show(pool: Pool, args: argparse.Namespace, since_ms: int) -> int | None:
     return None
 
 
-def _change(pool: Pool, args: argparse.Namespace, entries: list[JobEntry]) -> int | Sequence[tuple[str, JobEntry | None]]:
+def _change(
+    pool: Pool, args: argparse.Namespace, entries: list[JobEntry]
+) -> int | Sequence[tuple[str, JobEntry | None]]:
     """Run a command that changes something on the submit servers: an exit status, or the jobs to follow."""
     if args.pause_schedule or args.resume_schedule or args.delete_schedule:
         return schedule_command(pool, args)
@@ -283,8 +333,13 @@ def _change(pool: Pool, args: argparse.Namespace, entries: list[JobEntry]) -> in
     return submit_batch(pool, jobs) if args.file and jobs else submit_all(pool, jobs)
 
 
-def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int,
-         servers: tuple[list[str], list[str]], security: ChannelSecurity) -> int:
+def _run(
+    args: argparse.Namespace,
+    entries: list[JobEntry],
+    since_ms: int,
+    servers: tuple[list[str], list[str]],
+    security: ChannelSecurity,
+) -> int:
     submit_servers, status_servers = servers
     with contextlib.closing(Pool(status_servers, Channels(security))) as status_pool:
         shown = _show(status_pool, args, since_ms)
@@ -306,8 +361,20 @@ def _run(args: argparse.Namespace, entries: list[JobEntry], since_ms: int,
 #: Flags that belong to some modes only -> those modes (the dest of each mode's flag). Any other flag goes
 #: with every mode.
 MODE_FLAGS: dict[str, tuple[str, ...]] = {
-    **{flag: ("cmd",) for flag in ("name", "max_retries", "timeout", "run_at", "idempotency_key", "priority",
-                                  "constraint", "concurrency_key", "max_concurrency")},
+    **{
+        flag: ("cmd",)
+        for flag in (
+            "name",
+            "max_retries",
+            "timeout",
+            "run_at",
+            "idempotency_key",
+            "priority",
+            "constraint",
+            "concurrency_key",
+            "max_concurrency",
+        )
+    },
     "queue": ("cmd", "list"),
     "no_wait": ("cmd", "file", "run_schedule"),
     "force": ("run_schedule",),
@@ -388,8 +455,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m client") -> int:
         print(display.rpc_error(exc), file=sys.stderr)
         if exc.code() in AUTH_HINTS:
             print(f"hint: {AUTH_HINTS[exc.code()]}", file=sys.stderr)
-        return EXIT_USAGE if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                                            grpc.StatusCode.FAILED_PRECONDITION, *AUTH_HINTS) else EXIT_UNREACHABLE
+        return (
+            EXIT_USAGE
+            if exc.code()
+            in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                *AUTH_HINTS,
+            )
+            else EXIT_UNREACHABLE
+        )
     except KeyboardInterrupt:
         print("\ninterrupted: jobs already submitted keep running", file=sys.stderr)
         return 130

@@ -54,17 +54,21 @@ AUTH_TOKEN and TLS_CA (TLS_CLIENT_CERT, TLS_CLIENT_KEY) come from the environmen
 
 def _one_or_flag(flag: str) -> Callable[[list[str]], list[str]]:
     """``submit X`` -> ``-cmd X``; ``submit -cmd X`` passes as it is."""
+
     def translate(args: list[str]) -> list[str]:
         if args and not args[0].startswith("-"):
             return [flag, *args]
         return args
+
     return translate
 
 
 def _many(flag: str) -> Callable[[list[str]], list[str]]:
     """``status A B -json`` -> ``-status A B -json``."""
+
     def translate(args: list[str]) -> list[str]:
         return [flag, *args]
+
     return translate
 
 
@@ -84,8 +88,12 @@ def _dlq(args: list[str]) -> list[str]:
     return ["-dlq", *args]
 
 
-_SCHEDULE_ACTIONS = {"pause": "-pause-schedule", "resume": "-resume-schedule", "delete": "-delete-schedule",
-                     "run": "-run-schedule"}
+_SCHEDULE_ACTIONS = {
+    "pause": "-pause-schedule",
+    "resume": "-resume-schedule",
+    "delete": "-delete-schedule",
+    "run": "-run-schedule",
+}
 
 
 def _schedules(args: list[str]) -> list[str]:
@@ -94,8 +102,9 @@ def _schedules(args: list[str]) -> list[str]:
             raise _Usage(f"schedules {args[0]}: give the schedule's name")
         return [_SCHEDULE_ACTIONS[args[0]], *args[1:]]
     if args and not args[0].startswith("-"):
-        raise _Usage(f"schedules {args[0]}: unknown; use `schedules`, or `schedules "
-                     f"{'|'.join(_SCHEDULE_ACTIONS)} NAME`")
+        raise _Usage(
+            f"schedules {args[0]}: unknown; use `schedules`, or `schedules {'|'.join(_SCHEDULE_ACTIONS)} NAME`"
+        )
     return ["-schedules", *args]
 
 

@@ -81,8 +81,17 @@ def summary(jobs: Sequence[pb.JobStatus], out=sys.stdout) -> None:
         return
     rows = [("ID", "NAME", "STATUS", "ATTEMPTS", "EXIT", "DURATION", "OUTPUT")]
     for j in jobs:
-        rows.append((j.id, j.name or "-", j.status, str(j.attempts), _exit(j), _duration(j),
-                     _first_line(j.output) or (_first_line(j.last_error) if j.last_error else "")))
+        rows.append(
+            (
+                j.id,
+                j.name or "-",
+                j.status,
+                str(j.attempts),
+                _exit(j),
+                _duration(j),
+                _first_line(j.output) or (_first_line(j.last_error) if j.last_error else ""),
+            )
+        )
     table(rows, out)
     out.write(f"{ok}/{len(jobs)} succeeded\n")
 
@@ -112,24 +121,35 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
         out.write(f"job {job.id}  {job.status}\n")
         if job.waiting_reason:
             out.write(f"  {'waiting':<14}{job.waiting_reason}\n")
-        for label, value in (("name", job.name), ("command", job.command), ("queue", routing(job)), ("attempts",
-                             f"{job.attempts} (max retries {job.max_retries})"), ("exit code", _exit(job)),
-                             ("created", when(job.created_at_ms)), ("started", when(job.started_at_ms)),
-                             ("finished", when(job.finished_at_ms)), ("worker", job.worker_id or "-"),
-                             ("last error", job.last_error or "-"), ("submitted via", job.submitted_via)):
+        for label, value in (
+            ("name", job.name),
+            ("command", job.command),
+            ("queue", routing(job)),
+            ("attempts", f"{job.attempts} (max retries {job.max_retries})"),
+            ("exit code", _exit(job)),
+            ("created", when(job.created_at_ms)),
+            ("started", when(job.started_at_ms)),
+            ("finished", when(job.finished_at_ms)),
+            ("worker", job.worker_id or "-"),
+            ("last error", job.last_error or "-"),
+            ("submitted via", job.submitted_via),
+        ):
             out.write(f"  {label:<14}{value}\n")
         for a in job.attempt_history:
             ec = str(a.exit_code) if a.HasField("exit_code") else "-"
             error = "" if not a.error or a.error == f"exit code {ec}" else f", {a.error}"
-            out.write(f"  attempt {a.number}: worker {a.worker_id}, started {when(a.started_at_ms)}, "
-                      f"exit {ec}{error}\n")
+            out.write(
+                f"  attempt {a.number}: worker {a.worker_id}, started {when(a.started_at_ms)}, exit {ec}{error}\n"
+            )
         trunc = " (truncated by the worker: earlier output dropped)" if job.output_truncated else ""
         output = job.output
         if len(output) > STATUS_OUTPUT_CHARS:
             cut = output[-STATUS_OUTPUT_CHARS:]
-            output = cut[cut.find("\n") + 1:] if "\n" in cut else cut
-            trunc += (f" (the last {len(output) // 1024} KiB of {len(job.output) // 1024} KiB shown; all of it: "
-                      f"-json, or the web UI)")
+            output = cut[cut.find("\n") + 1 :] if "\n" in cut else cut
+            trunc += (
+                f" (the last {len(output) // 1024} KiB of {len(job.output) // 1024} KiB shown; all of it: "
+                f"-json, or the web UI)"
+            )
         out.write(f"  output{trunc}:\n")
         for line in output.splitlines() or ["(none)"]:
             out.write(f"    {line}\n")
@@ -138,18 +158,38 @@ def show_jobs(pool: Pool, ids: Sequence[str], out=sys.stdout) -> int:
     return code
 
 
-def list_jobs(pool: Pool, status: str, limit: int, out=sys.stdout, text: str = "", schedule: str = "",
-              since_ms: int = 0, queue: str = "") -> int:
-    req = pb.ListJobsRequest(status=status, page_size=limit, text=text, schedule=schedule,
-                             created_after_ms=since_ms, queue=queue)
+def list_jobs(
+    pool: Pool,
+    status: str,
+    limit: int,
+    out=sys.stdout,
+    text: str = "",
+    schedule: str = "",
+    since_ms: int = 0,
+    queue: str = "",
+) -> int:
+    req = pb.ListJobsRequest(
+        status=status, page_size=limit, text=text, schedule=schedule, created_after_ms=since_ms, queue=queue
+    )
     resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
     if JSON:
         emit(to_dict(resp), out)
         return 0
     rows = [("ID", "NAME", "STATUS", "QUEUE", "PRIO", "ATTEMPTS", "EXIT", "CREATED", "COMMAND")]
     for j in resp.jobs:
-        rows.append((j.id, j.name or "-", j.status, j.queue or "default", str(j.priority), str(j.attempts), _exit(j),
-                     when(j.created_at_ms), _first_line(j.command, 40)))
+        rows.append(
+            (
+                j.id,
+                j.name or "-",
+                j.status,
+                j.queue or "default",
+                str(j.priority),
+                str(j.attempts),
+                _exit(j),
+                when(j.created_at_ms),
+                _first_line(j.command, 40),
+            )
+        )
     table(rows, out)
     for j in resp.jobs:
         if j.waiting_reason:
@@ -169,14 +209,25 @@ def list_schedules(pool: Pool, out=sys.stdout) -> int:
         emit(to_dict(resp), out)
         return 0
     if not resp.schedules:
-        out.write("no schedules (add a jobs.json entry with \"cron\", see the README)\n")
+        out.write('no schedules (add a jobs.json entry with "cron", see the README)\n')
         return 0
     rows = [("NAME", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST RUN", "LAST JOB", "POLICIES", "QUEUE", "COMMAND")]
     for s in resp.schedules:
         last = f"{s.last_job_id[:8]} {s.last_job_status}" if s.last_job_id else "-"
-        rows.append((s.name, s.cron, s.timezone, "enabled" if s.enabled else "paused",
-                     when(s.next_run_ms) if s.enabled else "-", when(s.last_run_ms), last,
-                     f"catchup={s.catchup} overlap={s.overlap}", routing(s), _first_line(s.command, 40)))
+        rows.append(
+            (
+                s.name,
+                s.cron,
+                s.timezone,
+                "enabled" if s.enabled else "paused",
+                when(s.next_run_ms) if s.enabled else "-",
+                when(s.last_run_ms),
+                last,
+                f"catchup={s.catchup} overlap={s.overlap}",
+                routing(s),
+                _first_line(s.command, 40),
+            )
+        )
     table(rows, out)
     for s in resp.schedules:
         if s.last_skip_reason:
@@ -202,17 +253,29 @@ def show_cluster(pool: Pool, out=sys.stdout) -> int:
         out.write("leader    none: election is off (ETCD_ENDPOINTS empty); cron, cleanup and reconciliation are off\n")
     else:
         out.write(f"leader    none right now ({info.election})\n")
-    out.write(f"queues    pending_jobs={info.pending} processing={info.processing} "
-              f"delayed_jobs={info.delayed} dlq_tasks={info.dlq}\n")
+    out.write(
+        f"queues    pending_jobs={info.pending} processing={info.processing} "
+        f"delayed_jobs={info.delayed} dlq_tasks={info.dlq}\n"
+    )
     rows: list[tuple[str, ...]] = [("SERVER", "PID", "HEARTBEAT", "ROLE")]
     for s in info.servers:
         rows.append((s.address, str(s.pid), _ago(s.last_heartbeat_ms), "leader" if s.leader else "follower"))
     table(rows, out)
     rows = [("WORKER", "PID", "HEARTBEAT", "SLOTS", "RUNNING", "DONE", "QUEUES", "TAGS", "STATE")]
     for w in info.workers:
-        rows.append((w.id, str(w.pid), _ago(w.last_heartbeat_ms), str(w.slots), str(w.running), str(w.jobs_done),
-                     ",".join(w.queues) or "default", ",".join(w.tags) or "-",
-                     worker_state(w)))
+        rows.append(
+            (
+                w.id,
+                str(w.pid),
+                _ago(w.last_heartbeat_ms),
+                str(w.slots),
+                str(w.running),
+                str(w.jobs_done),
+                ",".join(w.queues) or "default",
+                ",".join(w.tags) or "-",
+                worker_state(w),
+            )
+        )
     table(rows, out)
     out.write(f"(answered by {server})\n")
     return 0
@@ -236,11 +299,14 @@ def watch(pool: Pool, job_id: str, out=sys.stdout) -> int:
                 continue
             if event.job.status != status and not event.final:  # the final line below says how it ended
                 status = event.job.status
-                print(f"[{status}{_waiting(pool, job_id) if status == Status.QUEUED else ''}]", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"[{status}{_waiting(pool, job_id) if status == Status.QUEUED else ''}]",
+                    file=sys.stderr,
+                    flush=True,
+                )
             text = event.job.output if event.final else event.live_output
             if text.startswith(printed):
-                out.write(text[len(printed):])
+                out.write(text[len(printed) :])
             else:  # the kept tail moved past what we printed
                 out.write(text)
             out.flush()
@@ -283,7 +349,16 @@ def list_dead_letters(pool: Pool, out=sys.stdout) -> int:
         return 0
     rows = [("ID", "NAME", "ATTEMPTS", "EXIT", "FINISHED", "REASON", "LAST ERROR")]
     for d in dead:
-        rows.append((d.id, d.name or "-", str(d.attempts), str(d.exit_code) if d.HasField("exit_code") else "-",
-                     when(d.finished_at_ms), d.reason, _first_line(d.last_error, 40)))
+        rows.append(
+            (
+                d.id,
+                d.name or "-",
+                str(d.attempts),
+                str(d.exit_code) if d.HasField("exit_code") else "-",
+                when(d.finished_at_ms),
+                d.reason,
+                _first_line(d.last_error, 40),
+            )
+        )
     table(rows, out)
     return 0

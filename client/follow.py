@@ -19,11 +19,10 @@ def fetch(pool: Pool, ids: list[str], include_output: bool = False) -> dict[str,
     a bounded size (fewer jobs when they carry much output), and the rest comes page by page."""
     found: dict[str, pb.JobStatus] = {}
     for i in range(0, len(ids), BATCH):
-        chunk = ids[i:i + BATCH]
+        chunk = ids[i : i + BATCH]
         token = ""
         while True:
-            req = pb.ListJobsRequest(ids=chunk, page_size=len(chunk), include_output=include_output,
-                                     page_token=token)
+            req = pb.ListJobsRequest(ids=chunk, page_size=len(chunk), include_output=include_output, page_token=token)
             resp, _ = pool.call(lambda stub: stub.ListJobs(req, timeout=CALL_TIMEOUT))
             found.update({j.id: j for j in resp.jobs})
             token = resp.next_page_token

@@ -40,9 +40,16 @@ async def wait_within(aw: Awaitable[object], timeout: float | None) -> bool:
         return False
 
 
-async def retrying(op: Callable[[], Awaitable[T]], *, what: str, log: logging.Logger,
-                   errors: tuple[type[BaseException], ...] = UNAVAILABLE, stop: asyncio.Event | None = None,
-                   first_delay: float = 0.1, max_delay: float = 5.0) -> T:
+async def retrying(
+    op: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    log: logging.Logger,
+    errors: tuple[type[BaseException], ...] = UNAVAILABLE,
+    stop: asyncio.Event | None = None,
+    first_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> T:
     """Run ``op`` until it succeeds, waiting out outages (``errors``) with capped exponential backoff.
 
     The one retry loop of the programs: connecting at start, and every

@@ -59,8 +59,10 @@ class ChannelSecurity:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ChannelSecurity:
         """AUTH_TOKEN, TLS_CA, TLS_CLIENT_CERT and TLS_CLIENT_KEY from ``env`` (the client's ``read_env()``)."""
+
         def get(name: str) -> str:
             return env.get(name, "").strip()
+
         return cls(get("AUTH_TOKEN"), get("TLS_CA"), get("TLS_CLIENT_CERT"), get("TLS_CLIENT_KEY"))
 
     @classmethod
@@ -72,8 +74,9 @@ class ChannelSecurity:
     def tls(self) -> bool:
         return bool(self.ca_file)
 
-    def for_servers(self, servers: Sequence[str], servers_file: str | Path = SERVERS_FILE,
-                    dev_ca: str | Path = DEV_CA) -> ChannelSecurity:
+    def for_servers(
+        self, servers: Sequence[str], servers_file: str | Path = SERVERS_FILE, dev_ca: str | Path = DEV_CA
+    ) -> ChannelSecurity:
         """With ``make start TLS=1``'s CA when TLS_CA is not set and every server is one ``make start`` started."""
         started = set(read_servers_file(servers_file))
         if self.ca_file or not servers or not started.issuperset(servers) or not Path(dev_ca).is_file():
@@ -101,11 +104,15 @@ class ChannelSecurity:
     def hint(self) -> str:
         """What to check when no server answered: often a TLS or client-certificate mismatch."""
         if not self.tls:
-            return ("if the servers use TLS, set TLS_CA to the CA certificate that signed theirs "
-                    f"(make start TLS=1 keeps it in {DEV_CA})")
-        return ("this client uses TLS (TLS_CA): check that the servers use TLS with a certificate signed by "
-                "TLS_CA and valid for the address used, and set TLS_CLIENT_CERT/TLS_CLIENT_KEY when they "
-                "require client certificates (TLS_CLIENT_CA)")
+            return (
+                "if the servers use TLS, set TLS_CA to the CA certificate that signed theirs "
+                f"(make start TLS=1 keeps it in {DEV_CA})"
+            )
+        return (
+            "this client uses TLS (TLS_CA): check that the servers use TLS with a certificate signed by "
+            "TLS_CA and valid for the address used, and set TLS_CLIENT_CERT/TLS_CLIENT_KEY when they "
+            "require client certificates (TLS_CLIENT_CA)"
+        )
 
 
 def _metadata_with(metadata: Any, entry: tuple[str, str]) -> list[tuple[str, str]] | None:
@@ -143,20 +150,19 @@ class _AioBearer:
         metadata = _metadata_with(details.metadata, self._entry)
         if metadata is None:
             return details
-        return grpc.aio.ClientCallDetails(details.method, details.timeout, grpc.aio.Metadata(*metadata),
-                                          details.credentials, details.wait_for_ready)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
+        )
 
 
 # Two classes: grpc.aio files an interceptor under the first kind it is an instance of, only.
 class _AioBearerUnary(_AioBearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    async def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], details: Any,
-                                    request: Any) -> Any:
+    async def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
 
 class _AioBearerStream(_AioBearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    async def intercept_unary_stream(self, continuation: Callable[[Any, Any], Any], details: Any,
-                                     request: Any) -> Any:
+    async def intercept_unary_stream(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
 

@@ -65,8 +65,10 @@ def read_secret(setting: str, path: str, *, warn: bool = True) -> str:
 def token_problem(token: str) -> str | None:
     """Why ``token`` cannot be one the servers accept (too short, or a probe's), or None when it can."""
     if len(token) < MIN_TOKEN_CHARS:
-        return (f"the token has {len(token)} characters; a token needs at least {MIN_TOKEN_CHARS} "
-                "(make one with `openssl rand -hex 32`)")
+        return (
+            f"the token has {len(token)} characters; a token needs at least {MIN_TOKEN_CHARS} "
+            "(make one with `openssl rand -hex 32`)"
+        )
     if token.startswith(PROBE_PREFIX):
         return f"a token may not start with {PROBE_PREFIX!r} (kept for made-up tokens)"
     return None

@@ -36,12 +36,17 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidSchedule(f"unknown timezone {name!r} (use an IANA name such as 'UTC' or 'Europe/Paris')") \
-            from None
+        raise InvalidSchedule(f"unknown timezone {name!r} (use an IANA name such as 'UTC' or 'Europe/Paris')") from None
 
 
-def validate(expr: str, timezone: str, catchup: str = "skip", overlap: str = "allow",
-             min_interval: float = 0.0, now: dt.datetime | None = None) -> None:
+def validate(
+    expr: str,
+    timezone: str,
+    catchup: str = "skip",
+    overlap: str = "allow",
+    min_interval: float = 0.0,
+    now: dt.datetime | None = None,
+) -> None:
     """Refuse what cannot be used: a bad expression or timezone, one that never fires, ticks closer
     together than ``min_interval`` seconds (CRON_MIN_INTERVAL), an unknown policy."""
     expr = expr.strip()
@@ -51,8 +56,10 @@ def validate(expr: str, timezone: str, catchup: str = "skip", overlap: str = "al
         raise InvalidSchedule(f"cron expression is {len(expr)} characters, over the limit of {MAX_EXPRESSION_CHARS}")
     fields = len(expr.split())
     if fields not in (5, 6) or not croniter.is_valid(expr):
-        raise InvalidSchedule(f"invalid cron expression {expr!r}: expected 5 fields (minute hour day month "
-                              f"weekday) or 6 (with seconds last), each a valid value, range, list or step")
+        raise InvalidSchedule(
+            f"invalid cron expression {expr!r}: expected 5 fields (minute hour day month "
+            f"weekday) or 6 (with seconds last), each a valid value, range, list or step"
+        )
     if len(timezone) > MAX_TIMEZONE_CHARS:
         raise InvalidSchedule(f"timezone is over the limit of {MAX_TIMEZONE_CHARS} characters")
     zone(timezone)
@@ -72,8 +79,9 @@ def _check_ticks(expr: str, timezone: str, min_interval: float, now: dt.datetime
         raise InvalidSchedule(f"cron expression {expr!r} never fires (no such date, e.g. 30 February)") from None
     gap = min((b - a).total_seconds() for a, b in zip(ticks, ticks[1:]))
     if gap < min_interval:
-        raise InvalidSchedule(f"cron expression {expr!r} fires {gap:g}s apart; the minimum is {min_interval:g}s "
-                              "(CRON_MIN_INTERVAL)")
+        raise InvalidSchedule(
+            f"cron expression {expr!r} fires {gap:g}s apart; the minimum is {min_interval:g}s (CRON_MIN_INTERVAL)"
+        )
 
 
 def next_tick(expr: str, timezone: str, after: dt.datetime) -> dt.datetime:
@@ -94,13 +102,14 @@ def _latest_at_or_before(expr: str, timezone: str, moment: dt.datetime) -> dt.da
 
 @dataclass(frozen=True)
 class Plan:
-    fire: list[dt.datetime]       # ticks to create a job for, oldest first
-    next_run: dt.datetime         # the schedule's next tick after now
-    missed_skipped: bool          # some missed ticks were skipped by the catchup policy
+    fire: list[dt.datetime]  # ticks to create a job for, oldest first
+    next_run: dt.datetime  # the schedule's next tick after now
+    missed_skipped: bool  # some missed ticks were skipped by the catchup policy
 
 
-def plan(expr: str, timezone: str, next_run: dt.datetime, now: dt.datetime, grace: float,
-         catchup: str, limit: int = 100) -> Plan:
+def plan(
+    expr: str, timezone: str, next_run: dt.datetime, now: dt.datetime, grace: float, catchup: str, limit: int = 100
+) -> Plan:
     """Which ticks of a schedule due at ``next_run`` fire at ``now``."""
     if next_run > now:
         return Plan([], next_run, False)

@@ -37,9 +37,9 @@ import math
 import os
 import socket
 import time
-from typing import Any
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aetcd
 import aetcd.exceptions
@@ -62,7 +62,7 @@ class LeaderInfo:
     pid: int
     host: str
     since_ms: int
-    token: int          # create revision of the key: the term's fencing token
+    token: int  # create revision of the key: the term's fencing token
 
     @classmethod
     def from_kv(cls, value: bytes, create_revision: int) -> "LeaderInfo":
@@ -70,9 +70,14 @@ class LeaderInfo:
             d = json.loads(value)
         except ValueError:
             d = {"identity": value.decode(errors="replace")}
-        return cls(identity=str(d.get("identity", "")), address=str(d.get("address", "")),
-                   pid=int(d.get("pid", 0)), host=str(d.get("host", "")),
-                   since_ms=int(d.get("since_ms", 0)), token=create_revision)
+        return cls(
+            identity=str(d.get("identity", "")),
+            address=str(d.get("address", "")),
+            pid=int(d.get("pid", 0)),
+            host=str(d.get("host", "")),
+            since_ms=int(d.get("since_ms", 0)),
+            token=create_revision,
+        )
 
 
 def _split(endpoint: str) -> tuple[str, int]:
@@ -84,24 +89,32 @@ def _split(endpoint: str) -> tuple[str, int]:
 class Election:
     """Campaign for leadership until :meth:`close`; :meth:`leading` says whether to act now."""
 
-    def __init__(self, endpoints: Sequence[str], namespace: str, key: str, ttl: float,
-                 identity: str, address: str = "", auth: EtcdAuth | None = None,
-                 tls: EtcdTls | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        namespace: str,
+        key: str,
+        ttl: float,
+        identity: str,
+        address: str = "",
+        auth: EtcdAuth | None = None,
+        tls: EtcdTls | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self.auth = auth
         self.tls = tls
         self.endpoints = [_split(e) for e in endpoints]
         self.key = f"{namespace.rstrip('/')}/{key}".encode()
-        self.ttl = max(2, math.ceil(ttl))            # etcd's smallest lease TTL is 2 s
-        self.margin = max(0.5, self.ttl / 5)         # stop acting this long before the lease could end
+        self.ttl = max(2, math.ceil(ttl))  # etcd's smallest lease TTL is 2 s
+        self.margin = max(0.5, self.ttl / 5)  # stop acting this long before the lease could end
         self.identity = identity
         self.address = address
         self.token = 0
         self._endpoint = 0
         self._client: aetcd.Client | None = None
         self._lease_id = 0
-        self._lease_valid_until = 0.0                # monotonic: last renewal *sent* + its TTL
+        self._lease_valid_until = 0.0  # monotonic: last renewal *sent* + its TTL
         self._elected = False
         self._closed = False
         self._changed = asyncio.Event()
@@ -185,8 +198,12 @@ class Election:
             except ETCD_ERRORS as exc:
                 if self._elected and not self.leading():
                     self._set_elected(False)
-                log.warning("etcd unavailable (%s); retrying in %.1fs%s", exc or type(exc).__name__, delay,
-                            f", still leading for {self.seconds_left():.1f}s" if self.leading() else "")
+                log.warning(
+                    "etcd unavailable (%s); retrying in %.1fs%s",
+                    exc or type(exc).__name__,
+                    delay,
+                    f", still leading for {self.seconds_left():.1f}s" if self.leading() else "",
+                )
                 await self._close_client()
                 self._endpoint += 1
                 await asyncio.sleep(delay)
@@ -209,8 +226,11 @@ class Election:
             leader = await self._try_acquire(client)
             watch_revision = leader.header.revision + 1 if leader is not None else 0
             # Keep our lease alive; followers also watch the key for its deletion.
-            watcher = (asyncio.create_task(self._watch_delete(client, watch_revision), name="election-watch")
-                       if leader is not None else None)
+            watcher = (
+                asyncio.create_task(self._watch_delete(client, watch_revision), name="election-watch")
+                if leader is not None
+                else None
+            )
             try:
                 ticker = asyncio.create_task(asyncio.sleep(interval))
                 waits = {ticker} | ({watcher} if watcher else set())
@@ -246,8 +266,15 @@ class Election:
         # memory grow ~0.1 MiB a minute from these).
         kv = await client.get(self.key)
         if kv is None:
-            value = json.dumps({"identity": self.identity, "address": self.address, "pid": os.getpid(),
-                                "host": socket.gethostname(), "since_ms": int(time.time() * 1000)}).encode()
+            value = json.dumps(
+                {
+                    "identity": self.identity,
+                    "address": self.address,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since_ms": int(time.time() * 1000),
+                }
+            ).encode()
             ok, responses = await client.transaction(
                 compare=[client.transactions.create(self.key) == 0],
                 success=[client.transactions.put(self.key, value, lease=self._lease_id)],
@@ -286,9 +313,14 @@ class Election:
         raise aetcd.exceptions.ConnectionFailedError("watch stream ended")
 
 
-async def read_leader(endpoints: Sequence[str], namespace: str, key: str,
-                      timeout: float = 2.0, auth: EtcdAuth | None = None,
-                      tls: EtcdTls | None = None) -> LeaderInfo | None:
+async def read_leader(
+    endpoints: Sequence[str],
+    namespace: str,
+    key: str,
+    timeout: float = 2.0,
+    auth: EtcdAuth | None = None,
+    tls: EtcdTls | None = None,
+) -> LeaderInfo | None:
     """Who leads now, read from etcd (None: nobody). Raises ETCD_ERRORS when etcd does not answer
     (or refuses ``auth`` or the TLS handshake)."""
     last: BaseException | None = None

@@ -2,7 +2,7 @@
 
 etcd 3.4 checks no password on lease calls (LeaseKeepAlive, LeaseLeases, and the peer port's
 ``/leases``), so the etcd that ``make start`` runs lets in only clients that present a certificate
-of its private CA (``--client-cert-auth``; see :func:`jobcluster.devtools.tls.ensure_etcd_tls`).
+of its private CA (``--client-cert-auth``; see :func:`devtools.tls.ensure_etcd_tls`).
 aetcd 1.0.0 opens insecure channels only: :class:`TlsClient` is its client with the channel opened
 by ``grpc.aio.secure_channel`` instead. The user and password (ETCD_USER, ETCD_PASSWORD_FILE) are
 still sent on top, as before.
@@ -36,8 +36,9 @@ class EtcdTls:
 
     def credentials(self) -> Any:
         """gRPC channel credentials for these files."""
-        return grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
-                                            certificate_chain=self.cert)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
 
 
 def _pem(setting: str, path: str) -> bytes | None:
@@ -59,8 +60,11 @@ def etcd_tls(settings: Settings) -> EtcdTls | None:
     wanted = settings.etcd_ca or settings.etcd_cert or any(e.startswith("https://") for e in settings.etcd_endpoints)
     if not wanted:
         return None
-    return EtcdTls(ca=_pem("ETCD_CA", settings.etcd_ca), cert=_pem("ETCD_CERT", settings.etcd_cert),
-                   key=_pem("ETCD_KEY", settings.etcd_key))
+    return EtcdTls(
+        ca=_pem("ETCD_CA", settings.etcd_ca),
+        cert=_pem("ETCD_CERT", settings.etcd_cert),
+        key=_pem("ETCD_KEY", settings.etcd_key),
+    )
 
 
 class TlsClient(aetcd.Client):  # type: ignore[misc]  # aetcd publishes no types
@@ -91,26 +95,28 @@ class TlsClient(aetcd.Client):  # type: ignore[misc]  # aetcd publishes no types
             return
         try:
             self._is_connecting = True
-            self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
-                                              options=self._options.items())
+            self.channel = rpc.secure_channel(
+                f"{self._host}:{self._port}", self._credentials, options=self._options.items()
+            )
             if self._username is not None and self._password is not None:
                 self.auth_stub = rpc.AuthStub(self.channel)
                 reply = await self.auth_stub.Authenticate(
-                    rpc.AuthenticateRequest(name=self._username, password=self._password), timeout=self._timeout)
+                    rpc.AuthenticateRequest(name=self._username, password=self._password), timeout=self._timeout
+                )
                 self.metadata = (("token", reply.token),)
             self.kvstub = rpc.KVStub(self.channel)
             self.clusterstub = rpc.ClusterStub(self.channel)
             self.leasestub = rpc.LeaseStub(self.channel)
             self.maintenancestub = rpc.MaintenanceStub(self.channel)
-            self._watcher = aetcd.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
-                                          metadata=self.metadata)
+            self._watcher = aetcd.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
             self._connected.set()
         finally:
             self._is_connecting = False
 
 
-def etcd_client(host: str, port: int, timeout: int, auth: EtcdAuth | None = None,
-                tls: EtcdTls | None = None) -> aetcd.Client:
+def etcd_client(
+    host: str, port: int, timeout: int, auth: EtcdAuth | None = None, tls: EtcdTls | None = None
+) -> aetcd.Client:
     """An aetcd client for ``host:port`` (not connected yet): TLS when ``tls`` is given, logged in with ``auth``."""
     login: dict[str, Any] = {} if auth is None else {"username": auth.user, "password": auth.password}
     if tls is None:

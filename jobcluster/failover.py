@@ -54,8 +54,10 @@ class ServerDown(Exception):
 
     def __init__(self, errors: Sequence[tuple[str, grpc.RpcError]]) -> None:
         self.errors = list(errors)
-        super().__init__("no server answered:\n  " + "\n  ".join(
-            f"{address}: {exc.code().name} {exc.details()}" for address, exc in self.errors))
+        super().__init__(
+            "no server answered:\n  "
+            + "\n  ".join(f"{address}: {exc.code().name} {exc.details()}" for address, exc in self.errors)
+        )
 
     @property
     def last(self) -> grpc.RpcError:
@@ -82,8 +84,7 @@ class ServerList:
         if not address:
             return self.addresses[0]
         if address not in self.addresses:
-            raise NotConfigured(f"{address!r} is not one of the configured servers "
-                                f"({', '.join(self.addresses)})")
+            raise NotConfigured(f"{address!r} is not one of the configured servers ({', '.join(self.addresses)})")
         return address
 
     def rotation(self) -> list[str]:
@@ -182,7 +183,8 @@ class AioChannels:
         try:
             async with open_aio_channel(address, self.security) as channel:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT)
+                    health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT
+                )
             name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             return name
         except grpc.aio.AioRpcError as exc:

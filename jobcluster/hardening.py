@@ -34,14 +34,11 @@ def make_non_dumpable(why: str = "its environment holds settings and secrets") -
         _prctl(PR_SET_DUMPABLE, 0)
         return _prctl(PR_GET_DUMPABLE) == 0
     except (OSError, AttributeError) as exc:
-        log.warning("could not make this process non-dumpable (%s): processes of the same user can read "
-                    "/proc/%d/environ, and %s", exc, os.getpid(), why)
+        log.warning(
+            "could not make this process non-dumpable (%s): processes of the same user can read "
+            "/proc/%d/environ, and %s",
+            exc,
+            os.getpid(),
+            why,
+        )
         return False
-
-
-def is_dumpable() -> bool:
-    """This process's dumpable flag (True also when it cannot be read)."""
-    try:
-        return _prctl(PR_GET_DUMPABLE) != 0
-    except (OSError, AttributeError):
-        return True

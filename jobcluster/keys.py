@@ -114,7 +114,7 @@ def parse_lane(key: str) -> tuple[str, int, tuple[str, ...]]:
         return DEFAULT_QUEUE, 0, ()
     if not key.startswith(LANE_PREFIX):
         raise ValueError(f"not a lane: {key!r}")
-    parts = key[len(LANE_PREFIX):].split(":")
+    parts = key[len(LANE_PREFIX) :].split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
         raise ValueError(f"not a lane: {key!r}")
     tags = tuple(parts[2].split(",")) if len(parts) == 3 and parts[2] else ()

@@ -27,42 +27,76 @@ _DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 _CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 # --- servers ----------------------------------------------------------------------------------------
-JOBS_SUBMITTED = Counter("jobcluster_jobs_submitted", "Jobs stored by this server (SubmitJob, SubmitJobs, "
-                         "RunScheduleNow; not a repeat of an idempotency key), by queue.", ["queue"])
-GRPC_REQUESTS = Counter("jobcluster_grpc_requests", "gRPC calls this server ended, by method and status code.",
-                        ["method", "code"])
-GRPC_SECONDS = Histogram("jobcluster_grpc_request_duration_seconds", "How long this server took per gRPC call "
-                         "(WatchJob: the whole stream), by method.", ["method"], buckets=_CALL_BUCKETS)
-QUEUE_DEPTH = Gauge("jobcluster_queue_depth", "Ids in Redis by list: pending (every lane), processing, delayed, "
-                    "dlq; read every 5 s by each server (the same on every server: take the max).", ["list"])
+JOBS_SUBMITTED = Counter(
+    "jobcluster_jobs_submitted",
+    "Jobs stored by this server (SubmitJob, SubmitJobs, RunScheduleNow; not a repeat of an idempotency key), by queue.",
+    ["queue"],
+)
+GRPC_REQUESTS = Counter(
+    "jobcluster_grpc_requests", "gRPC calls this server ended, by method and status code.", ["method", "code"]
+)
+GRPC_SECONDS = Histogram(
+    "jobcluster_grpc_request_duration_seconds",
+    "How long this server took per gRPC call (WatchJob: the whole stream), by method.",
+    ["method"],
+    buckets=_CALL_BUCKETS,
+)
+QUEUE_DEPTH = Gauge(
+    "jobcluster_queue_depth",
+    "Ids in Redis by list: pending (every lane), processing, delayed, "
+    "dlq; read every 5 s by each server (the same on every server: take the max).",
+    ["list"],
+)
 LEADER = Gauge("jobcluster_leader", "1 while this server is the leader (cron, cleanup, reconciliation), else 0.")
 LEADER_TERM = Gauge("jobcluster_leader_term", "The election term this server last led in (0: never).")
-CRON_TICKS = Counter("jobcluster_cron_ticks", "Cron ticks the leader handled, by result: fired (a job was made), "
-                     "missed (ticks older than CRON_MISFIRE_GRACE left out by catchup=skip: counted once per "
-                     "schedule and round), skipped (overlap=forbid and its last job still running).", ["result"])
+CRON_TICKS = Counter(
+    "jobcluster_cron_ticks",
+    "Cron ticks the leader handled, by result: fired (a job was made), "
+    "missed (ticks older than CRON_MISFIRE_GRACE left out by catchup=skip: counted once per "
+    "schedule and round), skipped (overlap=forbid and its last job still running).",
+    ["result"],
+)
 
 # --- workers ----------------------------------------------------------------------------------------
 JOBS_STARTED = Counter("jobcluster_jobs_started", "Attempts this worker started, by queue.", ["queue"])
-JOBS_FINISHED = Counter("jobcluster_jobs_finished", "Attempts this worker ended, by the job's status after it "
-                        "(SUCCEEDED; FAILED: dead-lettered; RETRYING: will run again; CANCELLED), by queue.",
-                        ["status", "queue"])
-ATTEMPT_SECONDS = Histogram("jobcluster_attempt_duration_seconds", "How long each attempt ran on this worker, "
-                            "by queue.", ["queue"], buckets=_DURATION_BUCKETS)
-START_DELAY = Histogram("jobcluster_start_delay_seconds", "From when a job was due (submitted, its run_at, or its "
-                        "retry's backoff) to its attempt's start, by queue.", ["queue"], buckets=_DELAY_BUCKETS)
+JOBS_FINISHED = Counter(
+    "jobcluster_jobs_finished",
+    "Attempts this worker ended, by the job's status after it "
+    "(SUCCEEDED; FAILED: dead-lettered; RETRYING: will run again; CANCELLED), by queue.",
+    ["status", "queue"],
+)
+ATTEMPT_SECONDS = Histogram(
+    "jobcluster_attempt_duration_seconds",
+    "How long each attempt ran on this worker, by queue.",
+    ["queue"],
+    buckets=_DURATION_BUCKETS,
+)
+START_DELAY = Histogram(
+    "jobcluster_start_delay_seconds",
+    "From when a job was due (submitted, its run_at, or its retry's backoff) to its attempt's start, by queue.",
+    ["queue"],
+    buckets=_DELAY_BUCKETS,
+)
 WORKER_SLOTS = Gauge("jobcluster_worker_slots", "Job slots of this worker (WORKER_CONCURRENCY).")
 WORKER_BUSY = Gauge("jobcluster_worker_slots_busy", "Slots of this worker running a job now.")
 
 # --- every program ------------------------------------------------------------------------------------
-STORE_ERRORS = Counter("jobcluster_store_errors", "Calls to Redis or PostgreSQL that failed as an outage "
-                       "(each try counts), by engine.", ["engine"])
+STORE_ERRORS = Counter(
+    "jobcluster_store_errors",
+    "Calls to Redis or PostgreSQL that failed as an outage (each try counts), by engine.",
+    ["engine"],
+)
 
 # --- the web UI -------------------------------------------------------------------------------------
-WEBUI_REQUESTS = Counter("jobcluster_webui_requests", "HTTP requests the web UI answered, by method and "
-                         "status code.", ["method", "code"])
-WEBUI_SECONDS = Histogram("jobcluster_webui_request_duration_seconds", "How long the web UI took to answer a "
-                          "request (to its headers: an SSE stream's life is not counted).", ["method"],
-                          buckets=_CALL_BUCKETS)
+WEBUI_REQUESTS = Counter(
+    "jobcluster_webui_requests", "HTTP requests the web UI answered, by method and status code.", ["method", "code"]
+)
+WEBUI_SECONDS = Histogram(
+    "jobcluster_webui_request_duration_seconds",
+    "How long the web UI took to answer a request (to its headers: an SSE stream's life is not counted).",
+    ["method"],
+    buckets=_CALL_BUCKETS,
+)
 
 
 def metrics_address(settings: Settings) -> tuple[str, int] | None:
@@ -89,7 +123,9 @@ def serve(settings: Settings, program: str) -> str:
     try:
         start_http_server(port, addr=host)
     except OSError as exc:
-        raise ConfigError(f"{program}: cannot serve metrics on {host}:{port} ({exc.strerror}): set METRICS_PORT "
-                          f"or METRICS_ADDR to a free port") from None
+        raise ConfigError(
+            f"{program}: cannot serve metrics on {host}:{port} ({exc.strerror}): set METRICS_PORT "
+            f"or METRICS_ADDR to a free port"
+        ) from None
     log.info("%s: Prometheus metrics on http://%s:%d/metrics", program, host, port)
     return f"{host}:{port}"

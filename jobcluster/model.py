@@ -16,11 +16,11 @@ from jobcluster import clock, keys
 class Status(StrEnum):
     """A job's status, as users see it."""
 
-    PENDING = "PENDING"      # accepted, waiting for run_at or a retry backoff
-    QUEUED = "QUEUED"        # ready to run, waiting for a worker
+    PENDING = "PENDING"  # accepted, waiting for run_at or a retry backoff
+    QUEUED = "QUEUED"  # ready to run, waiting for a worker
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"        # dead-lettered: its id is in dlq_tasks
+    FAILED = "FAILED"  # dead-lettered: its id is in dlq_tasks
     CANCELLED = "CANCELLED"
 
     @property
@@ -70,9 +70,11 @@ def check_idempotency_key(key: str) -> None:
         raise InvalidJob("idempotency_key contains a NUL byte")
     for prefix in RESERVED_KEY_PREFIXES:
         if key.startswith(prefix):
-            raise InvalidJob(f"idempotency_key {key[:80]!r} starts with {prefix!r}, a prefix reserved for jobs "
-                             "the server creates (cron ticks, RunScheduleNow; no key of a caller may start with "
-                             f"{' or '.join(map(repr, RESERVED_KEY_PREFIXES))}); choose another key")
+            raise InvalidJob(
+                f"idempotency_key {key[:80]!r} starts with {prefix!r}, a prefix reserved for jobs "
+                "the server creates (cron ticks, RunScheduleNow; no key of a caller may start with "
+                f"{' or '.join(map(repr, RESERVED_KEY_PREFIXES))}); choose another key"
+            )
 
 
 #: The queue of a job that names none (its Redis list is ``pending_jobs``): defined with the lanes.
@@ -96,10 +98,10 @@ class Routing:
 
     _: KW_ONLY
     queue: str = DEFAULT_QUEUE
-    priority: int = 0                       # 0-9, higher first
-    constraints: tuple[str, ...] = ()       # tags a worker must have, sorted, without repeats
-    concurrency_key: str = ""               # '' : no limit
-    max_concurrency: int = 0                # 0: the per-key setting or its default
+    priority: int = 0  # 0-9, higher first
+    constraints: tuple[str, ...] = ()  # tags a worker must have, sorted, without repeats
+    concurrency_key: str = ""  # '' : no limit
+    max_concurrency: int = 0  # 0: the per-key setting or its default
 
     def routing(self) -> dict[str, Any]:
         """The routing fields by name (to build another job-like object with the same routing)."""
@@ -112,8 +114,9 @@ def check_queue(queue: str, field: str = "queue") -> str:
     if not queue:
         return DEFAULT_QUEUE
     if not QUEUE_NAME.fullmatch(queue):
-        raise InvalidJob(f"{field} {queue[:80]!r} is not a queue name: 1 to 64 characters of "
-                         "letters, digits, '_', '.', '-'")
+        raise InvalidJob(
+            f"{field} {queue[:80]!r} is not a queue name: 1 to 64 characters of letters, digits, '_', '.', '-'"
+        )
     return queue
 
 
@@ -124,31 +127,46 @@ def check_tags(tags: Iterable[str], field: str = "constraints") -> tuple[str, ..
         tag = raw.strip()
         if not TAG.fullmatch(tag):
             what = "is empty" if not tag else f"{tag[:80]!r} is not a tag"
-            raise InvalidJob(f"{field} item {n} {what}: 1 to 64 characters of letters, digits, "
-                             "'_', '.', '=', '/', '-' (no comma or colon), such as gpu or region=eu")
+            raise InvalidJob(
+                f"{field} item {n} {what}: 1 to 64 characters of letters, digits, "
+                "'_', '.', '=', '/', '-' (no comma or colon), such as gpu or region=eu"
+            )
         out.add(tag)
         if len(out) > MAX_CONSTRAINTS:
             raise InvalidJob(f"{field} has more than {MAX_CONSTRAINTS} tags; at most {MAX_CONSTRAINTS}")
     return tuple(sorted(out))
 
 
-def validate_routing(*, queue: str = "", priority: int = 0, constraints: Iterable[str] = (),
-                     concurrency_key: str = "", max_concurrency: int = 0) -> Routing:
+def validate_routing(
+    *,
+    queue: str = "",
+    priority: int = 0,
+    constraints: Iterable[str] = (),
+    concurrency_key: str = "",
+    max_concurrency: int = 0,
+) -> Routing:
     """Check a job's routing fields; raise :class:`InvalidJob` naming the problem."""
     if not 0 <= priority <= MAX_PRIORITY:
         raise InvalidJob(f"priority must be 0 to {MAX_PRIORITY} (higher runs first), got {priority}")
     if len(concurrency_key) > MAX_CONCURRENCY_KEY_CHARS:
-        raise InvalidJob(f"concurrency_key is {len(concurrency_key)} characters, "
-                         f"over the limit of {MAX_CONCURRENCY_KEY_CHARS}")
+        raise InvalidJob(
+            f"concurrency_key is {len(concurrency_key)} characters, over the limit of {MAX_CONCURRENCY_KEY_CHARS}"
+        )
     if not concurrency_key.isprintable():
         raise InvalidJob("concurrency_key contains a control character")
     if not 0 <= max_concurrency <= MAX_CONCURRENCY_LIMIT:
         raise InvalidJob(f"max_concurrency must be 0 to {MAX_CONCURRENCY_LIMIT}, got {max_concurrency}")
     if max_concurrency and not concurrency_key:
-        raise InvalidJob("max_concurrency needs a concurrency_key: it limits how many jobs sharing that key "
-                         "run at once")
-    return Routing(queue=check_queue(queue), priority=priority, constraints=check_tags(constraints),
-                   concurrency_key=concurrency_key, max_concurrency=max_concurrency)
+        raise InvalidJob(
+            "max_concurrency needs a concurrency_key: it limits how many jobs sharing that key run at once"
+        )
+    return Routing(
+        queue=check_queue(queue),
+        priority=priority,
+        constraints=check_tags(constraints),
+        concurrency_key=concurrency_key,
+        max_concurrency=max_concurrency,
+    )
 
 
 @dataclass(frozen=True)
@@ -160,8 +178,8 @@ class JobSpec(Routing):
     description: str
     max_retries: int
     timeout_seconds: float
-    run_at_ms: int            # 0: run now
-    idempotency_key: str      # '' : none
+    run_at_ms: int  # 0: run now
+    idempotency_key: str  # '' : none
 
 
 def validate_job(
@@ -210,8 +228,13 @@ def validate_job(
         raise InvalidJob(f"run_at_ms must not be negative, got {run_at_ms}")
     if run_at_ms > now_ms() + MAX_RUN_AT_AHEAD_MS:
         raise InvalidJob(f"run_at_ms {run_at_ms} is more than {MAX_RUN_AT_AHEAD_MS // 86_400_000} days ahead")
-    routing = validate_routing(queue=queue, priority=priority, constraints=constraints,
-                               concurrency_key=concurrency_key, max_concurrency=max_concurrency)
+    routing = validate_routing(
+        queue=queue,
+        priority=priority,
+        constraints=constraints,
+        concurrency_key=concurrency_key,
+        max_concurrency=max_concurrency,
+    )
     return JobSpec(
         command=command,
         name=name,

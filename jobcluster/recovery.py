@@ -16,8 +16,9 @@ from jobcluster.store import Store
 Transaction = Callable[[], AsyncContextManager[asyncpg.Connection]]
 
 
-async def recover_worker(store: Store, queue: Queue, worker_id: str, reason: str,
-                         transaction: Transaction | None = None) -> tuple[int, int]:
+async def recover_worker(
+    store: Store, queue: Queue, worker_id: str, reason: str, transaction: Transaction | None = None
+) -> tuple[int, int]:
     """PostgreSQL first, committed, then Redis: the worker's RUNNING jobs lose their attempt (counted)
     and go back to the queue, or to ``dlq_tasks`` when that was their last retry; anything else left in
     its processing list goes back to the front of its job's lane (read from PostgreSQL before the rest; an
@@ -46,4 +47,5 @@ def _autocommit(store: Store) -> Transaction:
     async def one_statement() -> AsyncIterator[asyncpg.Connection]:
         async with store.pool.acquire() as conn:
             yield conn
+
     return one_statement

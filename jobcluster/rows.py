@@ -32,8 +32,13 @@ def _str_or_empty(value: object) -> str:
 
 def routing_of(r: asyncpg.Record) -> dict[str, Any]:
     """The routing fields (jobcluster.model.Routing) of a ``jobs`` or ``schedules`` row."""
-    return {"queue": r["queue"], "priority": r["priority"], "constraints": tuple(r["constraints"]),
-            "concurrency_key": r["concurrency_key"], "max_concurrency": r["max_concurrency"]}
+    return {
+        "queue": r["queue"],
+        "priority": r["priority"],
+        "constraints": tuple(r["constraints"]),
+        "concurrency_key": r["concurrency_key"],
+        "max_concurrency": r["max_concurrency"],
+    }
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,15 @@ class AttemptRow:
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> AttemptRow:
-        return cls(number=r["attempt"], worker_id=r["worker_id"], started_at_ms=ms(r["started_at"]),
-                   finished_at_ms=ms(r["finished_at"]), exit_code=r["exit_code"], error=r["error"],
-                   output_truncated=r["output_truncated"])
+        return cls(
+            number=r["attempt"],
+            worker_id=r["worker_id"],
+            started_at_ms=ms(r["started_at"]),
+            finished_at_ms=ms(r["finished_at"]),
+            exit_code=r["exit_code"],
+            error=r["error"],
+            output_truncated=r["output_truncated"],
+        )
 
 
 @dataclass(frozen=True)
@@ -88,16 +99,31 @@ class JobRow(Routing):
     def from_record(cls, r: asyncpg.Record, attempts: Sequence[asyncpg.Record] = ()) -> JobRow:
         created: dt.datetime = r["created_at"]
         return cls(
-            id=str(r["id"]), status=Status(r["shown_status"]), output=r["output"] or "", name=r["name"],
-            description=r["description"], command=r["command"], exit_code=r["exit_code"],
-            attempts=r["attempts"], max_retries=r["max_retries"], timeout_seconds=r["timeout_seconds"],
-            run_at_ms=ms(r["run_at"]), idempotency_key=r["idempotency_key"] or "",
-            created_at_ms=ms(created), created_at_us=(created - EPOCH) // dt.timedelta(microseconds=1),
-            updated_at_ms=ms(r["updated_at"]), started_at_ms=ms(r["started_at"]),
-            finished_at_ms=ms(r["finished_at"]), worker_id=r["worker_id"] or "", last_error=r["last_error"],
-            output_truncated=r["output_truncated"], submitted_via=r["submitted_via"],
-            schedule_id=_str_or_empty(r["schedule_id"]), scheduled_for_ms=ms(r["scheduled_for"]),
-            attempt_history=tuple(AttemptRow.from_record(a) for a in attempts), **routing_of(r),
+            id=str(r["id"]),
+            status=Status(r["shown_status"]),
+            output=r["output"] or "",
+            name=r["name"],
+            description=r["description"],
+            command=r["command"],
+            exit_code=r["exit_code"],
+            attempts=r["attempts"],
+            max_retries=r["max_retries"],
+            timeout_seconds=r["timeout_seconds"],
+            run_at_ms=ms(r["run_at"]),
+            idempotency_key=r["idempotency_key"] or "",
+            created_at_ms=ms(created),
+            created_at_us=(created - EPOCH) // dt.timedelta(microseconds=1),
+            updated_at_ms=ms(r["updated_at"]),
+            started_at_ms=ms(r["started_at"]),
+            finished_at_ms=ms(r["finished_at"]),
+            worker_id=r["worker_id"] or "",
+            last_error=r["last_error"],
+            output_truncated=r["output_truncated"],
+            submitted_via=r["submitted_via"],
+            schedule_id=_str_or_empty(r["schedule_id"]),
+            scheduled_for_ms=ms(r["scheduled_for"]),
+            attempt_history=tuple(AttemptRow.from_record(a) for a in attempts),
+            **routing_of(r),
         )
 
 
@@ -106,9 +132,9 @@ class Submitted(Routing):
     """The outcome of storing one submission, with the stored job's routing (its lane in Redis)."""
 
     job_id: str
-    inserted: bool          # False: the idempotency key named an existing job, returned instead
-    status: Status          # as users see it
-    due_ms: int             # when it may run (unix ms)
+    inserted: bool  # False: the idempotency key named an existing job, returned instead
+    status: Status  # as users see it
+    due_ms: int  # when it may run (unix ms)
 
 
 @dataclass(frozen=True)
@@ -120,31 +146,39 @@ class Claimed:
     timeout_seconds: float
     max_retries: int
     attempt: int
-    interruptions: int      # attempts that do not count against max_retries
-    lane: str = keys.PENDING    # the job's Redis list (jobcluster.keys.lane of its routing)
+    interruptions: int  # attempts that do not count against max_retries
+    lane: str = keys.PENDING  # the job's Redis list (jobcluster.keys.lane of its routing)
     concurrency_key: str = ""
     queue: str = keys.DEFAULT_QUEUE
-    waited: float = 0.0     # seconds from when the job was due to this attempt's start
+    waited: float = 0.0  # seconds from when the job was due to this attempt's start
 
     @classmethod
     def from_record(cls, job_id: str, r: asyncpg.Record) -> Claimed:
-        return cls(job_id=job_id, command=r["command"], timeout_seconds=r["timeout_seconds"],
-                   max_retries=r["max_retries"], attempt=r["attempts"], interruptions=r["interruptions"],
-                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]), concurrency_key=r["concurrency_key"],
-                   queue=r["queue"], waited=max(0.0, r["waited"] or 0.0))
+        return cls(
+            job_id=job_id,
+            command=r["command"],
+            timeout_seconds=r["timeout_seconds"],
+            max_retries=r["max_retries"],
+            attempt=r["attempts"],
+            interruptions=r["interruptions"],
+            lane=keys.lane(r["queue"], r["priority"], r["constraints"]),
+            concurrency_key=r["concurrency_key"],
+            queue=r["queue"],
+            waited=max(0.0, r["waited"] or 0.0),
+        )
 
 
 @dataclass(frozen=True)
 class JobState:
     """Where a job stands now, for a worker whose claim was refused."""
 
-    status: Status          # as stored (not as shown)
-    due: bool               # its not_before has passed
+    status: Status  # as stored (not as shown)
+    due: bool  # its not_before has passed
     due_ms: int
-    wait_ms: int = 0        # how long until it is due, by PostgreSQL's clock
+    wait_ms: int = 0  # how long until it is due, by PostgreSQL's clock
     queue: str = keys.DEFAULT_QUEUE
     constraints: tuple[str, ...] = ()
-    lane: str = keys.PENDING    # its Redis list
+    lane: str = keys.PENDING  # its Redis list
     concurrency_key: str = ""
 
 
@@ -152,10 +186,10 @@ class JobState:
 class CancelResult:
     """The outcome of a cancel request."""
 
-    found: bool             # False: no such job
-    cancelled: bool         # True: this request cancelled it
-    status: Status | None   # before the cancel when cancelled, else the job's current status
-    worker_id: str          # the worker running it when it was cancelled ('' when none)
+    found: bool  # False: no such job
+    cancelled: bool  # True: this request cancelled it
+    status: Status | None  # before the cancel when cancelled, else the job's current status
+    worker_id: str  # the worker running it when it was cancelled ('' when none)
 
 
 @dataclass(frozen=True)
@@ -163,16 +197,20 @@ class WaitingJob:
     """A job PostgreSQL says is waiting (QUEUED or PENDING), as reconciliation sees it."""
 
     job_id: str
-    status: Status          # as stored
+    status: Status  # as stored
     due_ms: int
     lane: str = keys.PENDING  # its Redis list (jobcluster.keys.lane of its routing)
     changed_at: dt.datetime | None = None  # its updated_at, when the query read it
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> WaitingJob:
-        return cls(job_id=str(r["id"]), status=Status(r["status"]), due_ms=ms(r["not_before"]),
-                   lane=keys.lane(r["queue"], r["priority"], r["constraints"]),
-                   changed_at=r.get("updated_at"))
+        return cls(
+            job_id=str(r["id"]),
+            status=Status(r["status"]),
+            due_ms=ms(r["not_before"]),
+            lane=keys.lane(r["queue"], r["priority"], r["constraints"]),
+            changed_at=r.get("updated_at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -191,9 +229,17 @@ class DeadJobRow:
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> DeadJobRow:
-        return cls(id=str(r["id"]), name=r["name"], command=r["command"], status=Status(r["status"]),
-                   attempts=r["attempts"], max_retries=r["max_retries"], exit_code=r["exit_code"],
-                   last_error=r["last_error"], finished_at_ms=ms(r["finished_at"]))
+        return cls(
+            id=str(r["id"]),
+            name=r["name"],
+            command=r["command"],
+            status=Status(r["status"]),
+            attempts=r["attempts"],
+            max_retries=r["max_retries"],
+            exit_code=r["exit_code"],
+            last_error=r["last_error"],
+            finished_at_ms=ms(r["finished_at"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -216,12 +262,25 @@ class ScheduleRow(ScheduleSpec):
     def from_record(cls, r: asyncpg.Record) -> ScheduleRow:
         last_status = r.get("last_job_status")
         return cls(
-            id=str(r["id"]), name=r["name"], cron=r["cron"], timezone=r["timezone"], command=r["command"],
-            description=r["description"], max_retries=r["max_retries"], timeout_seconds=r["timeout_seconds"],
-            catchup=r["catchup"], overlap=r["overlap"], enabled=r["enabled"], next_run_at=r["next_run_at"],
+            id=str(r["id"]),
+            name=r["name"],
+            cron=r["cron"],
+            timezone=r["timezone"],
+            command=r["command"],
+            description=r["description"],
+            max_retries=r["max_retries"],
+            timeout_seconds=r["timeout_seconds"],
+            catchup=r["catchup"],
+            overlap=r["overlap"],
+            enabled=r["enabled"],
+            next_run_at=r["next_run_at"],
             last_job_id=_str_or_empty(r["last_job_id"]),
             last_job_status=Status(last_status) if last_status else None,
-            last_skip_reason=r["last_skip_reason"], next_run_ms=ms(r["next_run_at"]),
-            last_run_ms=ms(r["last_run_at"]), last_skip_at_ms=ms(r["last_skip_at"]),
-            created_at_ms=ms(r["created_at"]), updated_at_ms=ms(r["updated_at"]), **routing_of(r),
+            last_skip_reason=r["last_skip_reason"],
+            next_run_ms=ms(r["next_run_at"]),
+            last_run_ms=ms(r["last_run_at"]),
+            last_skip_at_ms=ms(r["last_skip_at"]),
+            created_at_ms=ms(r["created_at"]),
+            updated_at_ms=ms(r["updated_at"]),
+            **routing_of(r),
         )

@@ -24,7 +24,6 @@ from dotenv import dotenv_values
 
 from jobcluster.durations import parse_duration
 
-
 #: Upper bounds of JOB_OUTPUT_LIMIT and JOB_MAX_COMMAND_BYTES: one job must fit in one gRPC reply.
 MAX_JOB_OUTPUT_LIMIT = 8 * 2**20
 MAX_COMMAND_LIMIT = 1 * 2**20
@@ -68,7 +67,7 @@ _UNITS = {"k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "b": 1, "": 1}
 def _size(name: str, raw: str, meta: Mapping[str, Any]) -> int:
     num = raw.lower().rstrip("kmib")
     try:
-        value = int(num) * _UNITS[raw.lower()[len(num):]]
+        value = int(num) * _UNITS[raw.lower()[len(num) :]]
     except (ValueError, KeyError):
         raise ConfigError(f"{name} must be a size like 262144, 256k or 1m, got {raw!r}") from None
     if value <= 0:
@@ -101,17 +100,24 @@ def _limits(name: str, raw: str, meta: Mapping[str, Any]) -> tuple[tuple[str, in
 
 
 Reader = Callable[[str, str, Mapping[str, Any]], Any]
-KINDS: dict[str, Reader] = {"text": _text, "int": _integer, "duration": _seconds, "size": _size,
-                            "list": _items, "bool": _flag, "limits": _limits}
+KINDS: dict[str, Reader] = {
+    "text": _text,
+    "int": _integer,
+    "duration": _seconds,
+    "size": _size,
+    "list": _items,
+    "bool": _flag,
+    "limits": _limits,
+}
 
 
 def setting(default: Any, kind: str = "text", **meta: Any) -> Any:
     """A field read from the variable of its name: ``kind`` is text, int, duration, size, list, bool or
     limits (``key=N,...``).
 
-    ``meta``: ``minimum`` (int), ``choices`` (text, lower-cased), ``off`` (duration: ``off`` reads as 0), ``empty_means_none``
-    (list: set but empty gives ``()`` rather than the default), ``secret`` (left out of the repr,
-    so printing the settings never shows it).
+    ``meta``: ``minimum`` (int), ``choices`` (text, lower-cased), ``off`` (duration: ``off`` reads as 0),
+    ``empty_means_none`` (list: set but empty gives ``()`` rather than the default), ``secret`` (left out of
+    the repr, so printing the settings never shows it).
     """
     return dataclasses.field(default=default, repr=not meta.get("secret", False), metadata={"kind": kind, **meta})
 
@@ -258,14 +264,18 @@ def _checked(s: Settings) -> Settings:
     if s.lease_ttl < 2:
         raise ConfigError(f"LEASE_TTL must be at least 2s (etcd's smallest lease), got {s.lease_ttl:g}s")
     if s.worker_dead_after <= s.heartbeat_interval:
-        raise ConfigError(f"WORKER_DEAD_AFTER ({s.worker_dead_after:g}s) must exceed "
-                          f"HEARTBEAT_INTERVAL ({s.heartbeat_interval:g}s)")
+        raise ConfigError(
+            f"WORKER_DEAD_AFTER ({s.worker_dead_after:g}s) must exceed HEARTBEAT_INTERVAL ({s.heartbeat_interval:g}s)"
+        )
     if s.job_output_limit > MAX_JOB_OUTPUT_LIMIT:
-        raise ConfigError(f"JOB_OUTPUT_LIMIT must be at most {MAX_JOB_OUTPUT_LIMIT // 2**20}m, so that a job's "
-                          f"output fits in one reply; got {s.job_output_limit}")
+        raise ConfigError(
+            f"JOB_OUTPUT_LIMIT must be at most {MAX_JOB_OUTPUT_LIMIT // 2**20}m, so that a job's "
+            f"output fits in one reply; got {s.job_output_limit}"
+        )
     if s.job_max_command_bytes > MAX_COMMAND_LIMIT:
-        raise ConfigError(f"JOB_MAX_COMMAND_BYTES must be at most {MAX_COMMAND_LIMIT // 2**20}m; "
-                          f"got {s.job_max_command_bytes}")
+        raise ConfigError(
+            f"JOB_MAX_COMMAND_BYTES must be at most {MAX_COMMAND_LIMIT // 2**20}m; got {s.job_max_command_bytes}"
+        )
     if s.watch_max_life < 1:
         raise ConfigError(f"WATCH_MAX_LIFE must be at least 1s, got {s.watch_max_life:g}s")
     if s.pg_min_conns > s.pg_max_conns:
@@ -290,8 +300,10 @@ def _check_credentials(s: Settings) -> None:
             host_port(addr)
         except ValueError as exc:
             raise ConfigError(f"REDIS_SENTINELS must be host:port,host:port,...; {exc}") from None
-    for url, name, file_setting in ((s.database_url, "DATABASE_URL", "DATABASE_PASSWORD_FILE"),
-                                    (s.redis_addr, "REDIS_ADDR", "REDIS_PASSWORD_FILE")):
+    for url, name, file_setting in (
+        (s.database_url, "DATABASE_URL", "DATABASE_PASSWORD_FILE"),
+        (s.redis_addr, "REDIS_ADDR", "REDIS_PASSWORD_FILE"),
+    ):
         if getattr(s, file_setting.lower()) and "://" in url and urlsplit(url).password:
             raise ConfigError(f"{name} holds a password and {file_setting} is set: use one of them")
 

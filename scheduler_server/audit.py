@@ -58,6 +58,7 @@ def _schedule(action: str) -> Callable[[Any, Any], Described]:
         if action == "created" and rep.created_at_ms != rep.updated_at_ms:
             done = "updated"  # CreateSchedule with an existing name updates it
         return f"schedule {done}", f"schedule={rep.id} name={_clean(rep.name)!r}", [rep.id]
+
     return describe
 
 
@@ -68,10 +69,15 @@ def _schedule_run(req: Any, rep: Any) -> Described:
 
 #: Every RPC that changes something, and how to describe what it did.
 ACTIONS: dict[str, Callable[[Any, Any], Described]] = {
-    "SubmitJob": _submitted, "SubmitJobs": _submitted_batch, "CancelJob": _cancelled,
-    "RetryDeadLetters": _retried, "PurgeDeadLetters": _purged,
-    "CreateSchedule": _schedule("created"), "DeleteSchedule": _schedule("deleted"),
-    "PauseSchedule": _schedule("paused"), "ResumeSchedule": _schedule("resumed"),
+    "SubmitJob": _submitted,
+    "SubmitJobs": _submitted_batch,
+    "CancelJob": _cancelled,
+    "RetryDeadLetters": _retried,
+    "PurgeDeadLetters": _purged,
+    "CreateSchedule": _schedule("created"),
+    "DeleteSchedule": _schedule("deleted"),
+    "PauseSchedule": _schedule("paused"),
+    "ResumeSchedule": _schedule("resumed"),
     "RunScheduleNow": _schedule_run,
 }
 
@@ -79,5 +85,12 @@ ACTIONS: dict[str, Callable[[Any, Any], Described]] = {
 def record(rpc: str, who: str, peer: str, request: Any, reply: Any) -> None:
     """Log the audit line of one successful call of ``rpc``."""
     action, what, ids = ACTIONS[rpc](request, reply)
-    log.info("%s by=%s peer=%s rpc=%s %s", action, who, peer, rpc, what,
-             extra={"action": action, "token_name": who, "peer": peer, "rpc": rpc, "ids": ids})
+    log.info(
+        "%s by=%s peer=%s rpc=%s %s",
+        action,
+        who,
+        peer,
+        rpc,
+        what,
+        extra={"action": action, "token_name": who, "peer": peer, "rpc": rpc, "ids": ids},
+    )

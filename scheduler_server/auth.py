@@ -40,8 +40,11 @@ log = logging.getLogger("auth")
 
 JOB_SERVICE = "/" + pb.DESCRIPTOR.services_by_name["JobService"].full_name + "/"
 #: Anyone may call these: load balancers check health, tools discover the API.
-OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                 "/grpc.reflection.v1.ServerReflection/")
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 ANONYMOUS = "anonymous"
 
 
@@ -55,11 +58,23 @@ class Role(enum.IntEnum):
 
 #: The least role each RPC of scheduler.JobService needs (tests/unit/test_auth.py: every RPC is here).
 RPC_ROLES: dict[str, Role] = {
-    "GetJobStatus": Role.READ, "ListJobs": Role.READ, "WatchJob": Role.READ,
-    "ListDeadLetters": Role.READ, "ListSchedules": Role.READ, "GetClusterInfo": Role.READ, "GetStats": Role.READ,
-    "SubmitJob": Role.SUBMIT, "SubmitJobs": Role.SUBMIT, "CancelJob": Role.SUBMIT, "RunScheduleNow": Role.SUBMIT,
-    "CreateSchedule": Role.ADMIN, "DeleteSchedule": Role.ADMIN, "PauseSchedule": Role.ADMIN,
-    "ResumeSchedule": Role.ADMIN, "RetryDeadLetters": Role.ADMIN, "PurgeDeadLetters": Role.ADMIN,
+    "GetJobStatus": Role.READ,
+    "ListJobs": Role.READ,
+    "WatchJob": Role.READ,
+    "ListDeadLetters": Role.READ,
+    "ListSchedules": Role.READ,
+    "GetClusterInfo": Role.READ,
+    "GetStats": Role.READ,
+    "SubmitJob": Role.SUBMIT,
+    "SubmitJobs": Role.SUBMIT,
+    "CancelJob": Role.SUBMIT,
+    "RunScheduleNow": Role.SUBMIT,
+    "CreateSchedule": Role.ADMIN,
+    "DeleteSchedule": Role.ADMIN,
+    "PauseSchedule": Role.ADMIN,
+    "ResumeSchedule": Role.ADMIN,
+    "RetryDeadLetters": Role.ADMIN,
+    "PurgeDeadLetters": Role.ADMIN,
 }
 
 
@@ -98,8 +113,9 @@ def parse_tokens(text: str, source: str) -> list[Token]:
             raise AuthConfigError(f"{where}: expected `token role name`, got {len(fields)} field(s)")
         secret, role, name = fields
         if role.upper() not in Role.__members__:
-            raise AuthConfigError(f"{where}: unknown role {role!r}; roles are "
-                                  + ", ".join(r.name.lower() for r in Role))
+            raise AuthConfigError(
+                f"{where}: unknown role {role!r}; roles are " + ", ".join(r.name.lower() for r in Role)
+            )
         if secret in seen:
             raise AuthConfigError(f"{where}: the same token as line {seen[secret]}; each token must be unique")
         _check_secret(secret, where)
@@ -191,8 +207,15 @@ class RefusalLog:
             self._forget(now)
         self._peers[host] = (now, 0)
         more = f" (and {held} more refused call(s) from this peer since the last such line)" if held else ""
-        log.warning("refused %s from %s: %s %s%s", rpc, peer, code.name, reason, more,
-                    extra={"peer": peer, "rpc": rpc, "code": code.name})
+        log.warning(
+            "refused %s from %s: %s %s%s",
+            rpc,
+            peer,
+            code.name,
+            reason,
+            more,
+            extra={"peer": peer, "rpc": rpc, "code": code.name},
+        )
         return True
 
     def _forget(self, now: float) -> None:
@@ -295,16 +318,17 @@ class Verdict:
 
 
 #: Given when too many calls of one peer host already wait behind its wrong tokens.
-CROWDED = ("too many wrong tokens from this address lately: its calls are answered one at a time, and too "
-           "many are waiting; try again in a few seconds")
+CROWDED = (
+    "too many wrong tokens from this address lately: its calls are answered one at a time, and too "
+    "many are waiting; try again in a few seconds"
+)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the token and role of every call, slows down wrong tokens per peer host, and audits the calls
     that change something."""
 
-    def __init__(self, tokens: Tokens, refusals: RefusalLog | None = None,
-                 wrong: WrongTokens | None = None) -> None:
+    def __init__(self, tokens: Tokens, refusals: RefusalLog | None = None, wrong: WrongTokens | None = None) -> None:
         self.tokens = tokens
         self.refusals = refusals or RefusalLog()
         self.wrong = wrong or WrongTokens()
@@ -329,18 +353,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def _verdict(self, method: str, rpc: str, presented: str | None) -> Verdict:
         unauthenticated = grpc.StatusCode.UNAUTHENTICATED
         if presented is None:
-            return Verdict(code=unauthenticated, waits=False, reason="no token: send gRPC metadata "
-                           "`authorization: Bearer <token>` (clients: set AUTH_TOKEN)")
+            return Verdict(
+                code=unauthenticated,
+                waits=False,
+                reason="no token: send gRPC metadata `authorization: Bearer <token>` (clients: set AUTH_TOKEN)",
+            )
         token = self.tokens.find(presented)
         if token is None:
             probe = presented.startswith(PROBE_PREFIX)  # never a token (token_problem): not a guess
-            return Verdict(code=unauthenticated, wrong=not probe, waits=not probe,
-                           reason="the token is not one this server accepts (AUTH_TOKEN)")
+            return Verdict(
+                code=unauthenticated,
+                wrong=not probe,
+                waits=not probe,
+                reason="the token is not one this server accepts (AUTH_TOKEN)",
+            )
         need = RPC_ROLES.get(rpc, Role.ADMIN) if method.startswith(JOB_SERVICE) else Role.ADMIN
         if token.role < need:
-            return Verdict(token.name, grpc.StatusCode.PERMISSION_DENIED,
-                           f"the token of {token.name} has role {token.role.name.lower()}; "
-                           f"{rpc} needs role {need.name.lower()}")
+            return Verdict(
+                token.name,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the token of {token.name} has role {token.role.name.lower()}; {rpc} needs role {need.name.lower()}",
+            )
         return Verdict(token.name)
 
     async def _turn(self, context: grpc.aio.ServicerContext, rpc: str, verdict: Verdict) -> None:
@@ -357,8 +390,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _in_turn(self, handler: Any, rpc: str, verdict: Verdict) -> Any:
         """A handler of the same shape that first waits its turn (:meth:`_turn`), then runs if allowed."""
-        kind = ("stream_" if handler.request_streaming else "unary_") + \
-               ("stream" if handler.response_streaming else "unary")
+        kind = ("stream_" if handler.request_streaming else "unary_") + (
+            "stream" if handler.response_streaming else "unary"
+        )
         behavior: Behavior = getattr(handler, kind)
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -393,13 +427,15 @@ def check_exposure(host: str, tokens: Sequence[Token], tls: bool) -> None:
     """Refuse to listen off loopback unless callers need a token and the wire is encrypted."""
     if is_loopback(host):
         return
-    missing = ([] if tokens else ["a token (AUTH_TOKEN or AUTH_TOKENS_FILE)"]) + \
-              ([] if tls else ["TLS (TLS_CERT and TLS_KEY)"])
+    missing = ([] if tokens else ["a token (AUTH_TOKEN or AUTH_TOKENS_FILE)"]) + (
+        [] if tls else ["TLS (TLS_CERT and TLS_KEY)"]
+    )
     if missing:
         raise AuthConfigError(
             f"refusing to listen on SERVER_HOST={host}: anyone who can reach this address could run commands. "
             f"A server off loopback needs both a token (AUTH_TOKEN or AUTH_TOKENS_FILE) and TLS (TLS_CERT and "
-            f"TLS_KEY); missing: {' and '.join(missing)}. Or set SERVER_HOST=127.0.0.1")
+            f"TLS_KEY); missing: {' and '.join(missing)}. Or set SERVER_HOST=127.0.0.1"
+        )
 
 
 def _read_pem(path: str, name: str) -> bytes:
@@ -420,5 +456,6 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     cert = _read_pem(settings.tls_cert, "TLS_CERT")
     key = _read_pem(settings.tls_key, "TLS_KEY")
     client_ca = _read_pem(settings.tls_client_ca, "TLS_CLIENT_CA") if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
-                                       require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )

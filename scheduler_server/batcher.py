@@ -31,8 +31,8 @@ class Batcher(Generic[T, R]):
         self._max_group = max_group
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._draining: asyncio.Task[None] | None = None
-        self.flushes = 0   # groups flushed so far
-        self.items = 0     # items flushed so far
+        self.flushes = 0  # groups flushed so far
+        self.items = 0  # items flushed so far
 
     async def submit(self, item: T) -> R:
         """``item``'s result, once a flush carried it."""
@@ -46,7 +46,7 @@ class Batcher(Generic[T, R]):
         group: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._waiting:
-                group, self._waiting = self._waiting[:self._max_group], self._waiting[self._max_group:]
+                group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
                 await self._flush_group(group)
         except BaseException:  # cancelled (the server stops): nobody is left waiting forever
             for _, future in group + self._waiting:

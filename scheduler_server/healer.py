@@ -77,8 +77,12 @@ class Unpushed:
                 self._failing = False
             except UNAVAILABLE as exc:
                 if not self._failing:
-                    log.error("unpushed submissions: %s unavailable (%s); %d job(s) wait to be queued",
-                              which(exc), exc, len(self._ids))
+                    log.error(
+                        "unpushed submissions: %s unavailable (%s); %d job(s) wait to be queued",
+                        which(exc),
+                        exc,
+                        len(self._ids),
+                    )
                 self._failing = True
             await asyncio.sleep(HEAL_EVERY)
 
@@ -91,8 +95,9 @@ class Unpushed:
             pushed += await _restore(queue, own)
             self._scan = False
             if pushed:
-                log.warning("%d waiting job(s) submitted here before this start were missing from Redis "
-                            "and were pushed", pushed)
+                log.warning(
+                    "%d waiting job(s) submitted here before this start were missing from Redis and were pushed", pushed
+                )
         if self._ids:
             ids = list(self._ids)
             waiting = await store.reconcile.still_waiting(ids)
@@ -165,8 +170,7 @@ class WaitingCheck:
         back = {w.job_id for w in again}  # each pushed now, or found pushed meanwhile: in Redis either way
         self._seen.update((w.job_id, w.changed_at) for w in unseen if w.job_id in back)
         if pushed:
-            log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again",
-                        pushed)
+            log.warning("reconciliation: %d waiting job(s) were missing from Redis and were pushed again", pushed)
         return pushed
 
 
@@ -251,13 +255,17 @@ class DeadLetterSweep:
         else:  # a pass walks Redis' list only so far: the next one goes on with this page
             self._after = at
         if pushed:
-            log.warning("reconciliation: %d older dead letter(s) were missing from dlq_tasks and were put back "
-                        "in the order they died", pushed)
+            log.warning(
+                "reconciliation: %d older dead letter(s) were missing from dlq_tasks and were put back "
+                "in the order they died",
+                pushed,
+            )
         return pushed
 
 
-async def _places(store: Store, page: list[DeadLetter], lacking: set[str],
-                  seen: DeadLettersSeen) -> list[tuple[str, str]]:
+async def _places(
+    store: Store, page: list[DeadLetter], lacking: set[str], seen: DeadLettersSeen
+) -> list[tuple[str, str]]:
     """``(id, pivot)`` for each dead letter of ``page`` in ``lacking``, oldest first: the pivot is the
     newest older dead letter the list holds (or one put back before it), '' for the tail."""
     placed: list[tuple[str, str]] = []
@@ -288,8 +296,9 @@ async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: floa
     Each pass checks the dead letters that changed since the last one (PostgreSQL remembers how far it
     got), so its cost follows the rate of failures, not the length of the DLQ. When Redis lost its data
     (``kept`` False: the mark is gone) it checks every dead letter once, against one read of the whole
-    list (as it does when a pass has more than DEAD_PAGE to check). A database that was never checked (new, or just migrated) only starts counting: dead letters
-    purged before the purge was recorded must not come back.
+    list (as it does when a pass has more than DEAD_PAGE to check). A database that was never checked (new,
+    or just migrated) only starts counting: dead letters purged before the purge was recorded must not come
+    back.
     """
     window = await store.reconcile.dead_letter_window(unchanged_for)
     if window.since is None:
@@ -323,6 +332,5 @@ async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: floa
         await queue.reconcile.mark_kept()
     await store.reconcile.dead_letters_checked(window.upto)
     if pushed:
-        log.warning("reconciliation: %d dead letter(s) were missing from dlq_tasks and were pushed again",
-                    pushed)
+        log.warning("reconciliation: %d dead letter(s) were missing from dlq_tasks and were pushed again", pushed)
     return pushed

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Set
 from jobcluster import cron, keys, metrics
 from jobcluster.election import Election
 from jobcluster.errors import UNAVAILABLE
-from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.recovery import recover_worker
 from jobcluster.rows import ScheduleRow
@@ -33,12 +32,18 @@ log = logging.getLogger("leader")
 
 #: How often the leader runs its steps (seconds).
 TICK = 0.5
-#: Most jobs one reconciliation pass looks at.
 
 
-def choose_dead_workers(*, now_ms: int, beats: Mapping[str, int], holders: Set[str], dead_after: float,
-                        mono: float, missing_since: Mapping[str, float],
-                        healthy_for: float = math.inf) -> tuple[dict[str, str], dict[str, float]]:
+def choose_dead_workers(
+    *,
+    now_ms: int,
+    beats: Mapping[str, int],
+    holders: Set[str],
+    dead_after: float,
+    mono: float,
+    missing_since: Mapping[str, float],
+    healthy_for: float = math.inf,
+) -> tuple[dict[str, str], dict[str, float]]:
     """Which workers are gone, and why: the leader's cleanup decision, without I/O.
 
     ``now_ms`` and ``beats`` (worker id -> last heartbeat, unix ms) are both Redis'
@@ -84,21 +89,19 @@ def stall_gap(dead_after: float, heartbeat_interval: float) -> float:
 class Leader:
     """Runs the leader steps whenever ``election`` says this server leads."""
 
-    def __init__(self, settings: Settings, store: Store, queue: Queue, election: Election,
-                 address: str = "") -> None:
+    def __init__(self, settings: Settings, store: Store, queue: Queue, election: Election, address: str = "") -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.election = election
         self.address = address
         self._missing_since: dict[str, float] = {}
-        self._healthy_since: float | None = None   # see healthy_since()
+        self._healthy_since: float | None = None  # see healthy_since()
         self._last_read = 0.0
         self._next_reconcile = 0.0
         self.waiting_check = WaitingCheck()
         self.dead_letter_sweep = DeadLetterSweep()
         self._outage_logged = False
-        self.terms = 0
         self.expiry = Expiry(settings.job_retention, store)
         self.stats = StatsKeeper(store, queue)
 
@@ -116,7 +119,6 @@ class Leader:
                 log.warning("leader term %d is older than the one PostgreSQL recorded; not acting", token)
                 await asyncio.sleep(TICK)
                 continue
-            self.terms += 1
             self._missing_since.clear()
             self._healthy_since = None
             self._next_reconcile = 0.0
@@ -181,8 +183,10 @@ class Leader:
             for tick in p.fire:
                 running = await schedules.unfinished(conn, sch.id) if overlap == "forbid" else None
                 if running is not None:
-                    skip = (f"tick {tick.isoformat()} skipped: job {running.job_id} of this schedule is still "
-                            f"{running.status.value} (overlap=forbid)")
+                    skip = (
+                        f"tick {tick.isoformat()} skipped: job {running.job_id} of this schedule is still "
+                        f"{running.status.value} (overlap=forbid)"
+                    )
                     log.info("schedule %s: %s", sch.name, skip)
                     overlapped += 1
                     continue
@@ -193,8 +197,9 @@ class Leader:
                     created.append(job_id)
                 else:
                     log.info("schedule %s: tick %s already has its job", sch.name, tick.isoformat())
-            advanced = await schedules.advance(conn, sch.id, sch.next_run_at, p.next_run, last_tick,
-                                               created[-1] if created else None, skip)
+            advanced = await schedules.advance(
+                conn, sch.id, sch.next_run_at, p.next_run, last_tick, created[-1] if created else None, skip
+            )
         if not advanced:
             log.info("schedule %s was changed meanwhile; its ticks are handled next round", sch.name)
         else:
@@ -229,26 +234,44 @@ class Leader:
             raise
         answered = time.monotonic()
         s = self.settings
-        self._healthy_since = healthy_since(self._healthy_since, self._last_read, started, answered,
-                                            stall_gap(s.worker_dead_after, s.heartbeat_interval))
+        self._healthy_since = healthy_since(
+            self._healthy_since,
+            self._last_read,
+            started,
+            answered,
+            stall_gap(s.worker_dead_after, s.heartbeat_interval),
+        )
         self._last_read = answered
-        holders = set(await self.queue.liveness.processing_owners()) | set(
-            await self.store.liveness.running_workers())
+        holders = set(await self.queue.liveness.processing_owners()) | set(await self.store.liveness.running_workers())
         dead, self._missing_since = choose_dead_workers(
-            now_ms=now, beats=beats, holders=holders, dead_after=s.worker_dead_after,
-            mono=time.monotonic(), missing_since=self._missing_since, healthy_for=answered - self._healthy_since)
+            now_ms=now,
+            beats=beats,
+            holders=holders,
+            dead_after=s.worker_dead_after,
+            mono=time.monotonic(),
+            missing_since=self._missing_since,
+            healthy_for=answered - self._healthy_since,
+        )
         for worker_id, why in dead.items():
             if not self.election.leading():
                 return
-            back, dlq = await recover_worker(self.store, self.queue, worker_id, f"worker lost: {why}",
-                                             transaction=lambda: self.store.fencing.fenced(token))
+            back, dlq = await recover_worker(
+                self.store,
+                self.queue,
+                worker_id,
+                f"worker lost: {why}",
+                transaction=lambda: self.store.fencing.fenced(token),
+            )
             await self.queue.liveness.forget_worker(
-                worker_id, older_than_ms=now - int(self.settings.worker_dead_after * 1000),
-                why=f"{why}; {back} job(s) back to the queue, {dlq} to the DLQ")
+                worker_id,
+                older_than_ms=now - int(self.settings.worker_dead_after * 1000),
+                why=f"{why}; {back} job(s) back to the queue, {dlq} to the DLQ",
+            )
             self._missing_since.pop(worker_id, None)
             if back or dlq:
-                log.warning("worker %s is gone (%s): %d job(s) back to the queue, %d to the DLQ",
-                            worker_id, why, back, dlq)
+                log.warning(
+                    "worker %s is gone (%s): %d job(s) back to the queue, %d to the DLQ", worker_id, why, back, dlq
+                )
             else:
                 log.info("worker %s is gone (%s); it held no jobs", worker_id, why)
 

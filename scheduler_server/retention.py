@@ -31,10 +31,18 @@ IDLE_EVERY = 60.0
 class Expiry:
     """Deletes expired jobs for the leader, a bounded amount each time :meth:`step` is called."""
 
-    def __init__(self, retention: float, store: Store, *, batch: int = BATCH, pause: float = PAUSE,
-                 budget: float = ROUND_BUDGET, idle_every: float = IDLE_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.retention = retention          # seconds; 0: off
+    def __init__(
+        self,
+        retention: float,
+        store: Store,
+        *,
+        batch: int = BATCH,
+        pause: float = PAUSE,
+        budget: float = ROUND_BUDGET,
+        idle_every: float = IDLE_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.retention = retention  # seconds; 0: off
         self.store = store
         self.batch = batch
         self.pause = pause

@@ -17,9 +17,9 @@ from jobcluster import metrics
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
 from jobcluster.credentials import etcd_auth
-from jobcluster.etcd_client import etcd_tls
 from jobcluster.election import Election
 from jobcluster.errors import POSTGRES_ERRORS, UNAVAILABLE
+from jobcluster.etcd_client import etcd_tls
 from jobcluster.limits import GRPC_OPTIONS
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -50,18 +50,26 @@ class SchedulerServer:
         self.service = JobService(settings, Queue(self.redis), self.address, auth.Tokens(self.tokens))
         self.health = HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
-        self.grpc = grpc.aio.server(interceptors=[telemetry.MetricsInterceptor(),
-                                                  auth.AuthInterceptor(auth.Tokens(self.tokens))],
-                                    options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
+        self.grpc = grpc.aio.server(
+            interceptors=[telemetry.MetricsInterceptor(), auth.AuthInterceptor(auth.Tokens(self.tokens))],
+            options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
+        )
         self.store: Store | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.election: Election | None = None
         self.leader: Leader | None = None
         if settings.etcd_endpoints:
-            self.election = Election(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
-                                     settings.lease_ttl, identity=self.address, address=self.address,
-                                     auth=etcd_auth(settings), tls=etcd_tls(settings))
+            self.election = Election(
+                settings.etcd_endpoints,
+                settings.election_namespace,
+                settings.election_key,
+                settings.lease_ttl,
+                identity=self.address,
+                address=self.address,
+                auth=etcd_auth(settings),
+                tls=etcd_tls(settings),
+            )
         self.service.election = self.election
 
     async def start(self) -> None:
@@ -82,12 +90,14 @@ class SchedulerServer:
         log.info("listening on %s (%s, %s)", self.address, self._tls_label(), self._token_label())
         self._connect_task = asyncio.create_task(self._connect_store(), name="connect-postgres")
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="server-heartbeat"))
-        self.metrics_at = metrics.serve(self.settings, f"server {self.address}")  # ConfigError: address taken
+        metrics.serve(self.settings, f"server {self.address}")  # ConfigError: address taken
         self._tasks.append(asyncio.create_task(telemetry.gauges(self.service.queue, self.election), name="gauges"))
         if self.election is None:
-            log.warning("ETCD_ENDPOINTS is empty: running without a leader. Cron schedules, cleanup after "
-                        "dead workers and reconciliation are OFF on this server (it still queues its own "
-                        "submissions that Redis missed)")
+            log.warning(
+                "ETCD_ENDPOINTS is empty: running without a leader. Cron schedules, cleanup after "
+                "dead workers and reconciliation are OFF on this server (it still queues its own "
+                "submissions that Redis missed)"
+            )
 
     def _tls_label(self) -> str:
         if self.credentials is None:
@@ -101,30 +111,40 @@ class SchedulerServer:
         return f"{len(self.tokens)} token(s) from {source}"
 
     async def _set_health(self, serving: bool) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
 
     async def _connect_store(self) -> None:
         """Reach PostgreSQL (retrying while it is down), migrate, then report SERVING."""
-        self.store = await retrying(lambda: Store.connect(self.settings), what="connect to DATABASE_URL",
-                                    errors=POSTGRES_ERRORS, first_delay=0.5, log=log)
+        self.store = await retrying(
+            lambda: Store.connect(self.settings),
+            what="connect to DATABASE_URL",
+            errors=POSTGRES_ERRORS,
+            first_delay=0.5,
+            log=log,
+        )
         self.service.attach_store(self.store)
         # Its own submissions stored but not pushed (Redis down, or its last run died) heal without a leader.
-        self._tasks.append(asyncio.create_task(self.service.unpushed.run(self.store, self.service.queue,
-                                                                         self.address), name="heal-unpushed"))
+        self._tasks.append(
+            asyncio.create_task(
+                self.service.unpushed.run(self.store, self.service.queue, self.address), name="heal-unpushed"
+            )
+        )
         await self._set_health(True)
         log.info("ready: PostgreSQL connected, schema current")
         if self.election is not None:
-            self.leader = Leader(self.settings, self.store, self.service.queue, self.election,
-                                 address=self.address)
+            self.leader = Leader(self.settings, self.store, self.service.queue, self.election, address=self.address)
             self.election.start()
             self._tasks.append(asyncio.create_task(self.leader.run(), name="leader"))
 
     async def _heartbeat_loop(self) -> None:
         """Tell the cluster (GetClusterInfo, make status) that this server is alive."""
-        info: dict[str, str | int | float] = {"pid": os.getpid(), "host": socket.gethostname(), "started_ms": int(time.time() * 1000)}
+        info: dict[str, str | int | float] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_ms": int(time.time() * 1000),
+        }
         failing = False
         while True:
             try:

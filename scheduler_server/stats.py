@@ -32,8 +32,9 @@ FORGET_EVERY = 3600.0
 class StatsKeeper:
     """Samples and recounts for the leader, at most once per SAMPLE_EVERY."""
 
-    def __init__(self, store: Store, queue: Queue, *, every: float = SAMPLE_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: Store, queue: Queue, *, every: float = SAMPLE_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.queue = queue
         self.every = every

@@ -72,6 +72,7 @@ def _unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awai
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         with _observed(method, context):
             return await behavior(request, context)
+
     return call
 
 
@@ -84,6 +85,7 @@ def _stream(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Any
                 return
             async for item in answer:
                 yield item
+
     return call
 
 

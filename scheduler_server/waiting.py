@@ -86,8 +86,9 @@ def reason(job: JobRow, workers: Sequence[LiveWorker], running: int, limit: int)
     return ""
 
 
-async def waiting_reasons(jobs: Sequence[JobRow], queue: Queue, store: Store, *, dead_after_ms: int,
-                          limit_of: Callable[[JobRow], int]) -> dict[str, str]:
+async def waiting_reasons(
+    jobs: Sequence[JobRow], queue: Queue, store: Store, *, dead_after_ms: int, limit_of: Callable[[JobRow], int]
+) -> dict[str, str]:
     """Job id -> waiting reason, for the QUEUED ones among ``jobs`` that have one.
 
     One read of the workers from Redis and one count per page from PostgreSQL. Redis not answering

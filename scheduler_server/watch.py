@@ -67,9 +67,17 @@ def _cancelled() -> bool:
 class WatchHub:
     """Every WatchJob stream of one server: busy jobs read together, quiet ones heard about from PostgreSQL."""
 
-    def __init__(self, store: Callable[[], Store], live_output: LiveOutput, *, max_streams: int,
-                 max_life: float, server: str = "", hot_for: float = HOT_FOR,
-                 safety_interval: float = SAFETY_INTERVAL) -> None:
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        live_output: LiveOutput,
+        *,
+        max_streams: int,
+        max_life: float,
+        server: str = "",
+        hot_for: float = HOT_FOR,
+        safety_interval: float = SAFETY_INTERVAL,
+    ) -> None:
         self._store = store
         self._live_output = live_output
         self.max_streams = max_streams
@@ -78,12 +86,12 @@ class WatchHub:
         self.hot_for = hot_for
         self.safety_interval = safety_interval
         self._watches: dict[str, set[Watch]] = {}
-        self._seen: dict[str, tuple[Snapshot, int]] = {}   # job id -> (snapshot, row version)
-        self._hot_until: dict[str, float] = {}             # job id -> loop time it turns quiet
+        self._seen: dict[str, tuple[Snapshot, int]] = {}  # job id -> (snapshot, row version)
+        self._hot_until: dict[str, float] = {}  # job id -> loop time it turns quiet
         self._due_window: dict[str, tuple[float, float]] = {}  # PENDING job id -> when it is busy around its due time
-        self._registered: set[str] = set()                 # quiet: in watched_jobs (this server's rows)
-        self._dirty: set[str] = set()                      # to read at once (new, or notified)
-        self._look_at: dict[str, float] = {}               # job id -> loop time of a look (second look, due)
+        self._registered: set[str] = set()  # quiet: in watched_jobs (this server's rows)
+        self._dirty: set[str] = set()  # to read at once (new, or notified)
+        self._look_at: dict[str, float] = {}  # job id -> loop time of a look (second look, due)
         self._streams = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,12 +121,17 @@ class WatchHub:
     async def watch(self, job_id: str) -> AsyncIterator[Watch]:
         """A mailbox for one stream of ``job_id``; Exhausted (RESOURCE_EXHAUSTED) when the server has its fill."""
         if self._streams >= self.max_streams:
-            raise Exhausted(f"this server already serves {self._streams} WatchJob streams, its limit "
-                            f"(WATCH_MAX_STREAMS={self.max_streams}); watch from another server, try again "
-                            "later, or raise WATCH_MAX_STREAMS")
+            raise Exhausted(
+                f"this server already serves {self._streams} WatchJob streams, its limit "
+                f"(WATCH_MAX_STREAMS={self.max_streams}); watch from another server, try again "
+                "later, or raise WATCH_MAX_STREAMS"
+            )
         loop = asyncio.get_running_loop()
-        watch = Watch(job_id, loop.time() + self.max_life, f"the stream reached WATCH_MAX_LIFE ({self.max_life:g}s) "
-                      "before the job ended; watch it again")
+        watch = Watch(
+            job_id,
+            loop.time() + self.max_life,
+            f"the stream reached WATCH_MAX_LIFE ({self.max_life:g}s) before the job ended; watch it again",
+        )
         self._watches.setdefault(job_id, set()).add(watch)
         self._streams += 1
         seen = self._seen.get(job_id)
@@ -166,7 +179,7 @@ class WatchHub:
                 now = loop.time()
                 try:
                     await self._sync(everything=now >= next_safety, poll=now >= next_poll)
-                except Exception as exc:  # every stream ends with it; the clients watch again
+                except Exception as exc:  # noqa: BLE001 - every stream ends with it; the clients watch again
                     self._fail_all(exc)
                     await self._drop_listener()
                     await wait_within(self._wake.wait(), 1.0)
@@ -190,6 +203,7 @@ class WatchHub:
         def busy(job_id: str) -> bool:
             start, end = self._due_window.get(job_id, (0.0, 0.0))
             return self._hot_until.get(job_id, 0.0) > now or start <= now < end
+
         return {j for j in self._watches if not busy(j)}
 
     def _turns(self) -> list[float]:
@@ -230,7 +244,9 @@ class WatchHub:
                 self._look_at[job_id] = now + SECOND_LOOK_DELAY
         due = {j for j, at in self._look_at.items() if at <= now}
         busy = self._watches.keys() - self._registered
-        look = set(self._watches) if everything else (self._dirty | due | (busy if poll else set())) & self._watches.keys()
+        look = (
+            set(self._watches) if everything else (self._dirty | due | (busy if poll else set())) & self._watches.keys()
+        )
         self._dirty -= look
         for job_id in due:
             self._look_at.pop(job_id, None)
@@ -254,7 +270,8 @@ class WatchHub:
         self.polls += 1
         seen = {job_id: self._seen[job_id] for job_id in ids if job_id in self._seen}
         changed = await self._store().job_queries.changed(
-            ids, {job_id: (s.job.status, version) for job_id, (s, version) in seen.items()})
+            ids, {job_id: (s.job.status, version) for job_id, (s, version) in seen.items()}
+        )
         running = [i for i, c in changed.items() if c.job.status is Status.RUNNING]
         live = await self._live_output.read_many(running) if running else {}
         now = asyncio.get_running_loop().time()
@@ -320,7 +337,7 @@ class WatchHub:
         try:
             if registered:
                 await self._store().watchers.unregister(registered, self.server)
-        except Exception as exc:  # they expire at WATCH_MAX_LIFE
+        except Exception as exc:  # noqa: BLE001 - best effort: they expire at WATCH_MAX_LIFE
             log.warning("watch hub: could not unregister %d watched job(s): %s", len(registered), exc)
         finally:
             await self._drop_listener()

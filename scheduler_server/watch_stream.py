@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from jobcluster.queue.live_output import Live
 from jobcluster.aio import wait_within
 from jobcluster.model import TERMINAL
 from jobcluster.pb import scheduler_pb2 as pb
+from jobcluster.queue.live_output import Live
 from jobcluster.rows import JobRow
 from scheduler_server import convert
 
@@ -24,7 +24,7 @@ class Snapshot:
     """A watched job as the hub last saw it, and the event that shows it (built once for all streams)."""
 
     job: JobRow
-    live_bytes: int             # bytes the running attempt has written (0: none published)
+    live_bytes: int  # bytes the running attempt has written (0: none published)
     event: pb.JobEvent
 
     @property
@@ -46,7 +46,7 @@ class Watch:
 
     def __init__(self, job_id: str, deadline: float, end_reason: str = "the stream's life is over") -> None:
         self.job_id = job_id
-        self.deadline = deadline    # loop time at which the stream's life is over
+        self.deadline = deadline  # loop time at which the stream's life is over
         self.end_reason = end_reason  # why it ended before its job did (the trailer's words)
         self._latest: Snapshot | None = None
         self._error: BaseException | None = None

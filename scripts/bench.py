@@ -19,9 +19,9 @@ It prints each round, then the table: a range over the rounds per figure, the ra
 same round, each goal and in how many rounds it was met. Figures swing on a shared machine: compare
 only within one run.
 
-    .venv/bin/python scripts/bench.py [--rounds 3] [--jobs 2000]     (make bench ROUNDS=3)
-    .venv/bin/python scripts/bench.py --submit-only                  (SubmitJob alone, SubmitJobs stored)
-    .venv/bin/python scripts/bench.py --scale                        (make bench SCALE=1: scripts/bench_scale.py)
+    PYTHONPATH=. .venv/bin/python scripts/bench.py [--rounds 3] [--jobs 2000]   (make bench ROUNDS=3)
+    PYTHONPATH=. .venv/bin/python scripts/bench.py --submit-only   (SubmitJob alone, SubmitJobs stored)
+    PYTHONPATH=. .venv/bin/python scripts/bench.py --scale         (make bench SCALE=1: scripts/bench_scale.py)
 """
 
 from __future__ import annotations
@@ -40,15 +40,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench_stats import Round, round_line, table
-from jobcluster.devtools import services as svc
+from devtools import services as svc
 
 try:
     import celery
+
     from bench_celery import CeleryBench
 except ImportError as exc:  # bench-only: make bench installs it; --submit-only runs without
     if "--submit-only" not in sys.argv and "--scale" not in sys.argv:
-        raise SystemExit(f"Celery is not installed ({exc}): run `make bench`, or `{sys.executable} -m pip "
-                         f"install --require-hashes --no-deps -r requirements/bench.lock`") from None
+        raise SystemExit(
+            f"Celery is not installed ({exc}): run `make bench`, or `{sys.executable} -m pip "
+            f"install --require-hashes --no-deps -r requirements/bench.lock`"
+        ) from None
 
 from bench_engines import ceilings, lines
 from bench_jobcluster import Cpu, JobclusterBench, measure_round, measure_submit
@@ -76,8 +79,9 @@ def one_round(i: int, args: argparse.Namespace, cel: CeleryBench, jc: Jobcluster
         celery_start = cel.start_latency(args.rate, args.rate_jobs)
     finally:
         cel.stop()
-    figures = asyncio.run(measure_round(jc, f"r{i}", args.jobs, args.stored_jobs, args.inflight,
-                                        args.rate, args.rate_jobs))
+    figures = asyncio.run(
+        measure_round(jc, f"r{i}", args.jobs, args.stored_jobs, args.inflight, args.rate, args.rate_jobs)
+    )
     return Round(celery_e2e=celery_e2e, celery_start=celery_start, **figures)
 
 
@@ -106,11 +110,14 @@ def submit_only(args: argparse.Namespace) -> int:
         cpu = Cpu(jc.server.pid, started["postgres"].proc.pid)
         for i in range(1, args.rounds + 1):
             submit, lat, stored, per_call, per_job, floor = asyncio.run(
-                measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu))
-            print(f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
-                  f"p99 {lat.p99:.1f} ms ({per_call} a call; Health.Check: {floor}); SubmitJobs stored "
-                  f"{stored.per_s:,.0f} jobs/s ({per_job} a job) (load average {os.getloadavg()[0]:.1f})",
-                  flush=True)
+                measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu)
+            )
+            print(
+                f"round {i}: SubmitJob {args.inflight} in flight {submit.per_s:,.0f}/s p50 {lat.p50:.1f} "
+                f"p99 {lat.p99:.1f} ms ({per_call} a call; Health.Check: {floor}); SubmitJobs stored "
+                f"{stored.per_s:,.0f} jobs/s ({per_job} a job) (load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
         jc.stop()
         return 0
 
@@ -118,11 +125,27 @@ def submit_only(args: argparse.Namespace) -> int:
 def scale(args: argparse.Namespace) -> int:
     """`make bench SCALE=1` (scripts/bench_scale.py): empty, then with a long history."""
     with one_server() as (jc, _):
-        when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-        print(f"make bench SCALE=1 on {os.cpu_count()} cores ({_cpu()}), {when}; load average "
-              f"{os.getloadavg()[0]:.1f}; logs in {jc.root}", flush=True)
-        print(asyncio.run(run_scale(jc, args.jobs, args.inflight, args.finished, args.queued, args.dead,
-                                    args.reconcile_seconds, args.server_jobs, args.worker_jobs)))
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        print(
+            f"make bench SCALE=1 on {os.cpu_count()} cores ({_cpu()}), {when}; load average "
+            f"{os.getloadavg()[0]:.1f}; logs in {jc.root}",
+            flush=True,
+        )
+        print(
+            asyncio.run(
+                run_scale(
+                    jc,
+                    args.jobs,
+                    args.inflight,
+                    args.finished,
+                    args.queued,
+                    args.dead,
+                    args.reconcile_seconds,
+                    args.server_jobs,
+                    args.worker_jobs,
+                )
+            )
+        )
         print(f"(load average at the end {os.getloadavg()[0]:.1f})")
         return 0
 
@@ -136,20 +159,35 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=100, help="jobs/s for the start latency")
     p.add_argument("--rate-jobs", type=int, default=500, help="jobs for the start latency")
     p.add_argument("--no-engines", action="store_true", help="skip pgbench and redis-benchmark at the end")
-    p.add_argument("--submit-only", action="store_true",
-                   help="only SubmitJob alone and SubmitJobs stored, each round (no Celery, no workers)")
-    p.add_argument("--scale", action="store_true",
-                   help="flat as it grows (make bench SCALE=1): empty, then with --finished and --queued "
-                        "jobs stored, and dead-letter operations on --dead entries")
+    p.add_argument(
+        "--submit-only",
+        action="store_true",
+        help="only SubmitJob alone and SubmitJobs stored, each round (no Celery, no workers)",
+    )
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="flat as it grows (make bench SCALE=1): empty, then with --finished and --queued "
+        "jobs stored, and dead-letter operations on --dead entries",
+    )
     p.add_argument("--finished", type=int, default=1_000_000, help="--scale: finished jobs in the history")
     p.add_argument("--queued", type=int, default=100_000, help="--scale: jobs waiting in a lane no worker serves")
     p.add_argument("--dead", type=int, default=100_000, help="--scale: dead letters for the DLQ operations")
-    p.add_argument("--server-jobs", type=int, default=1_000_000,
-                   help="--scale: jobs submitted through the server before its memory is read")
-    p.add_argument("--worker-jobs", type=int, default=20_000,
-                   help="--scale: jobs two new workers run while their memory is read")
-    p.add_argument("--reconcile-seconds", type=float, default=12.0,
-                   help="--scale: how long to watch the leader's reconciliation cost Redis")
+    p.add_argument(
+        "--server-jobs",
+        type=int,
+        default=1_000_000,
+        help="--scale: jobs submitted through the server before its memory is read",
+    )
+    p.add_argument(
+        "--worker-jobs", type=int, default=20_000, help="--scale: jobs two new workers run while their memory is read"
+    )
+    p.add_argument(
+        "--reconcile-seconds",
+        type=float,
+        default=12.0,
+        help="--scale: how long to watch the leader's reconciliation cost Redis",
+    )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # a killed bench still stops what it started
     if args.submit_only:
@@ -167,10 +205,13 @@ def main() -> int:
             jc = JobclusterBench(root, started)
             jc.start_server()
             cel = CeleryBench(broker.url, root)
-            when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-            print(f"make bench on {os.cpu_count()} cores ({_cpu()}), {when}; "
-                  f"load average {os.getloadavg()[0]:.1f}; Celery {celery.__version__}; {args.rounds} rounds of {args.jobs:,} `true` jobs; logs in {root}",
-                  flush=True)
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            print(
+                f"make bench on {os.cpu_count()} cores ({_cpu()}), {when}; "
+                f"load average {os.getloadavg()[0]:.1f}; Celery {celery.__version__}; "
+                f"{args.rounds} rounds of {args.jobs:,} `true` jobs; logs in {root}",
+                flush=True,
+            )
             rounds = []
             for i in range(1, args.rounds + 1):
                 rounds.append(one_round(i, args, cel, jc))
@@ -178,8 +219,10 @@ def main() -> int:
             jc.stop()
             print()
             print(table(rounds))
-            print("\nRatios are jobcluster / Celery within the same round. The machine may be shared: "
-                  "figures swing from run to run.")
+            print(
+                "\nRatios are jobcluster / Celery within the same round. The machine may be shared: "
+                "figures swing from run to run."
+            )
             if not args.no_engines:
                 print("\nEach engine alone, on the same private services (scripts/bench_engines.py):")
                 print("\n".join(lines(ceilings(started))))

@@ -42,13 +42,29 @@ class CeleryBench:
 
     def start(self, timeout: float = 60.0) -> None:
         """The worker, as `celery -A bench_celery worker --pool prefork --concurrency 2`; returns once it answers."""
-        env = {**os.environ, "BENCH_CELERY_REDIS": self.redis_addr,
-               "PYTHONPATH": str(Path(__file__).resolve().parent)}
+        env = {**os.environ, "BENCH_CELERY_REDIS": self.redis_addr, "PYTHONPATH": str(Path(__file__).resolve().parent)}
         with open(self.log_dir / "celery.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "bench_celery", "worker", "--pool", "prefork",
-                 "--concurrency", "2", "--loglevel", "WARNING"],
-                cwd=self.log_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench_celery",
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "2",
+                    "--loglevel",
+                    "WARNING",
+                ],
+                cwd=self.log_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         app.conf.broker_url = f"redis://{self.redis_addr}/0"
         app.conf.result_backend = f"redis://{self.redis_addr}/1"
         deadline = time.monotonic() + timeout
@@ -99,6 +115,8 @@ class CeleryBench:
             if delay > 0:
                 time.sleep(delay)
         self._wait_done(n)
-        waits = [float(json.loads(self.results.get(key) or b"{}")["result"]) * 1000
-                 for key in self.results.scan_iter("celery-task-meta-*")]
+        waits = [
+            float(json.loads(self.results.get(key) or b"{}")["result"]) * 1000
+            for key in self.results.scan_iter("celery-task-meta-*")
+        ]
         return Latency(pct(waits, 0.5), pct(waits, 0.99))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jobcluster.devtools import services as svc
+from devtools import services as svc
 from jobcluster.settings import Settings
 from jobcluster.store import Store
 
@@ -71,8 +71,25 @@ def pg_ceiling(pg: svc.Service, seconds: int = 10, clients: int = 16) -> tuple[f
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
         script.write(JOB_SCRIPT)
         script.flush()
-        cmd = [tool, "-h", url.hostname or "127.0.0.1", "-p", str(url.port), "-U", url.username or "postgres",
-               "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, url.path.lstrip("/")]
+        cmd = [
+            tool,
+            "-h",
+            url.hostname or "127.0.0.1",
+            "-p",
+            str(url.port),
+            "-U",
+            url.username or "postgres",
+            "-n",
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            script.name,
+            url.path.lstrip("/"),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     for line in done.stdout.splitlines():
         if line.startswith("tps = "):
@@ -87,8 +104,12 @@ def redis_ceiling(redis: svc.Service, requests: int = 200_000, clients: int = 16
     if tool is None:
         return 0.0, "redis-benchmark not installed"
     host, port = redis.url.rsplit(":", 1)
-    done = subprocess.run([tool, "-h", host, "-p", port, "-c", str(clients), "-n", str(requests), "-t", "lpush,lpop",
-                           "--csv"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [tool, "-h", host, "-p", port, "-c", str(clients), "-n", str(requests), "-t", "lpush,lpop", "--csv"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     rates = [float(row[1]) for row in csv.reader(io.StringIO(done.stdout)) if row and row[0] in ("LPUSH", "LPOP")]
     if not rates:
         raise RuntimeError(f"redis-benchmark failed ({done.returncode}): {done.stderr.strip()}")
@@ -115,7 +136,7 @@ async def _schema(database_url: str) -> None:
     await store.close()
 
 
-if __name__ == "__main__":  # the ceilings alone: .venv/bin/python scripts/bench_engines.py
+if __name__ == "__main__":  # the ceilings alone: PYTHONPATH=. .venv/bin/python scripts/bench_engines.py
     root = Path(tempfile.mkdtemp(prefix="jobcluster-engines-"))
     os.chmod(root, 0o755)
     with contextlib.ExitStack() as cleanup:
@@ -123,6 +144,14 @@ if __name__ == "__main__":  # the ceilings alone: .venv/bin/python scripts/bench
         started = cleanup.enter_context(svc.private_services(root))
         asyncio.run(_schema(started["postgres"].url))
         print("\n".join(lines(ceilings(started))))
-        check = subprocess.run([svc.which("psql") or "psql", started["postgres"].url, "-Atc",
-                                "SELECT status, count(*) FROM jobs GROUP BY status"], capture_output=True, text=True)
+        check = subprocess.run(
+            [
+                svc.which("psql") or "psql",
+                started["postgres"].url,
+                "-Atc",
+                "SELECT status, count(*) FROM jobs GROUP BY status",
+            ],
+            capture_output=True,
+            text=True,
+        )
         print("jobs pgbench left, by status:", check.stdout.split())

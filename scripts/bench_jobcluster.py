@@ -20,11 +20,11 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench_stats import Latency, Rate, pct
+from devtools import services as svc
+from devtools.cluster import wait_healthy
+from devtools.job_user import job_user_env
 from jobcluster import keys
 from jobcluster.channels import open_aio_channel
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.cluster import wait_healthy
-from jobcluster.devtools.job_user import job_user_env
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
@@ -38,16 +38,27 @@ class JobclusterBench:
         self.root = root
         self.dsn = started["postgres"].url
         self.redis_url = f"redis://{started['redis'].url}"
-        self.env = {**os.environ, "DATABASE_URL": self.dsn, "REDIS_ADDR": started["redis"].url,
-                    "ETCD_ENDPOINTS": started["etcd"].url}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.dsn,
+            "REDIS_ADDR": started["redis"].url,
+            "ETCD_ENDPOINTS": started["etcd"].url,
+        }
         self.address = f"127.0.0.1:{svc.free_port()}"
         self.server: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(self.root / f"{name}.log", "ab") as log:
-            return subprocess.Popen([sys.executable, *argv], cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                [sys.executable, *argv],
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start_server(self) -> None:
         port = self.address.rsplit(":", 1)[1]
@@ -123,6 +134,7 @@ class Measure:
                 t = time.perf_counter()
                 await self.stub.SubmitJob(pb.Job(command="true"), timeout=30)
                 latencies.append(time.perf_counter() - t)
+
         t = time.monotonic()
         await asyncio.gather(*(lane() for _ in range(inflight)))
         return Rate(n, time.monotonic() - t), latencies
@@ -176,8 +188,9 @@ async def warmed(bench: JobclusterBench, inflight: int) -> AsyncIterator[tuple[M
         await r.aclose()
 
 
-async def measure_round(bench: JobclusterBench, tag: str, jobs: int, stored_jobs: int, inflight: int,
-                        rate: int, rate_jobs: int) -> dict[str, Any]:
+async def measure_round(
+    bench: JobclusterBench, tag: str, jobs: int, stored_jobs: int, inflight: int, rate: int, rate_jobs: int
+) -> dict[str, Any]:
     """One round: submissions alone (no workers), then with two workers end to end and the start latency."""
     async with warmed(bench, inflight) as (m, _):
         submit, lat = await m.submit_singles(jobs, inflight)
@@ -192,9 +205,14 @@ async def measure_round(bench: JobclusterBench, tag: str, jobs: int, stored_jobs
         finally:
             bench.stop_workers()
         await m.reset()
-    return {"jc_single": single, "jc_batched": batched, "jc_submit": submit,
-            "jc_submit_lat": Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000), "jc_stored": stored,
-            "jc_start": start}
+    return {
+        "jc_single": single,
+        "jc_batched": batched,
+        "jc_submit": submit,
+        "jc_submit_lat": Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000),
+        "jc_stored": stored,
+        "jc_start": start,
+    }
 
 
 def cpu_seconds(root_pid: int) -> float:
@@ -234,12 +252,15 @@ class Cpu:
     def per(self, n: int) -> str:
         server, postgres = (cpu_seconds(p) - m for p, m in zip(self.pids, self.marked))
         client = time.process_time() - self.client
-        return (f"server {server * 1e6 / n:,.0f} µs, PostgreSQL {postgres * 1e6 / n:,.0f} µs, "
-                f"client {client * 1e6 / n:,.0f} µs CPU")
+        return (
+            f"server {server * 1e6 / n:,.0f} µs, PostgreSQL {postgres * 1e6 / n:,.0f} µs, "
+            f"client {client * 1e6 / n:,.0f} µs CPU"
+        )
 
 
-async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int,
-                         cpu: Cpu | None = None) -> tuple[Rate, Latency, Rate, str, str, str]:
+async def measure_submit(
+    bench: JobclusterBench, jobs: int, stored_jobs: int, inflight: int, cpu: Cpu | None = None
+) -> tuple[Rate, Latency, Rate, str, str, str]:
     """Submissions alone, no workers (`bench.py --submit-only`): SubmitJob ``inflight`` at a time (rate,
     latency in ms) and SubmitJobs of 1,000 (jobs stored per second), and with ``cpu`` the CPU per call
     and per stored job, and per Health.Check call at the same concurrency (the floor of a call)."""
@@ -253,6 +274,7 @@ async def measure_submit(bench: JobclusterBench, jobs: int, stored_jobs: int, in
             async def check() -> None:
                 for _ in todo:
                     await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+
             await asyncio.gather(*(check() for _ in range(inflight)))
             floor = cpu.per(jobs)
             cpu.mark()

@@ -18,7 +18,7 @@ while a probe pings Redis every millisecond: the longest ping says how long Redi
 (RSS): the server's before and after SERVER_JOBS more jobs submitted through it (batches of 1,000, into
 ``parked``), and two new workers' after each quarter of WORKER_JOBS jobs run.
 
-    .venv/bin/python scripts/bench.py --scale [--finished 1000000] [--queued 100000] [--dead 100000]
+    PYTHONPATH=. .venv/bin/python scripts/bench.py --scale [--finished 1000000] [--queued 100000] [--dead 100000]
                                               [--server-jobs 1000000] [--worker-jobs 20000]
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -68,7 +67,8 @@ class Since(Measure):
         done = 0
         while time.monotonic() < deadline:
             done = await self.pg.fetchval(
-                "SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED' AND created_at >= $1", self.since)
+                "SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED' AND created_at >= $1", self.since
+            )
             if done >= n:
                 return time.monotonic()
             await asyncio.sleep(0.02)
@@ -146,13 +146,14 @@ async def reconcile_cost(r: aioredis.Redis, seconds: float, pass_every: float) -
     await asyncio.sleep(seconds)  # the leader's passes run meanwhile; this is what is measured
     stats = await r.info("commandstats")
     slow = await r.slowlog_get(10)
-    usec = sum(v["usec"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config",
-                                                                "cmdstat_slowlog"))
+    usec = sum(v["usec"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config", "cmdstat_slowlog"))
     passes = max(1.0, seconds / pass_every)
     worst = max((entry["duration"] for entry in slow), default=0) / 1000
     top = max(((k[8:], v["usec"]) for k, v in stats.items()), key=lambda kv: kv[1], default=("-", 0))
-    return (f"{usec / passes / 1000:.1f} ms of Redis time a pass (most: {top[0]}), slowest command "
-            f"{'under 1 ms' if not slow else f'{worst:.1f} ms'}")
+    return (
+        f"{usec / passes / 1000:.1f} ms of Redis time a pass (most: {top[0]}), slowest command "
+        f"{'under 1 ms' if not slow else f'{worst:.1f} ms'}"
+    )
 
 
 async def fill_history(m: Since, finished: int, queued: int) -> float:
@@ -205,7 +206,7 @@ async def add_dead_letters(m: Since, n: int) -> None:
 async def _push(r: aioredis.Redis, key: str, ids: list[str]) -> None:
     async with r.pipeline(transaction=False) as pipe:
         for start in range(0, len(ids), 1000):
-            pipe.lpush(key, *ids[start:start + 1000])
+            pipe.lpush(key, *ids[start : start + 1000])
         await pipe.execute()
 
 
@@ -222,17 +223,21 @@ async def dead_letter_ops(m: Since, bench: JobclusterBench, n: int) -> list[tupl
         return reply
 
     await add_dead_letters(m, n)
-    listed = await timed(f"ListDeadLetters, first page of {n:,}",
-                         m.stub.ListDeadLetters(pb.DeadLettersRequest(page_size=1000), timeout=120))
+    listed = await timed(
+        f"ListDeadLetters, first page of {n:,}",
+        m.stub.ListDeadLetters(pb.DeadLettersRequest(page_size=1000), timeout=120),
+    )
     if listed.total < n:
         raise SystemExit(f"ListDeadLetters says {listed.total} dead letters, expected {n}")
-    retried = await timed(f"RetryDeadLetters all ({n:,})",
-                          m.stub.RetryDeadLetters(pb.DeadLettersRequest(all=True), timeout=120))
+    retried = await timed(
+        f"RetryDeadLetters all ({n:,})", m.stub.RetryDeadLetters(pb.DeadLettersRequest(all=True), timeout=120)
+    )
     if retried.count != n:
         raise SystemExit(f"RetryDeadLetters retried {retried.count}, expected {n}")
     await add_dead_letters(m, n)
-    purged = await timed(f"PurgeDeadLetters all ({n:,})",
-                         m.stub.PurgeDeadLetters(pb.DeadLettersRequest(all=True), timeout=120))
+    purged = await timed(
+        f"PurgeDeadLetters all ({n:,})", m.stub.PurgeDeadLetters(pb.DeadLettersRequest(all=True), timeout=120)
+    )
     if purged.count != n:
         raise SystemExit(f"PurgeDeadLetters purged {purged.count}, expected {n}")
     return out
@@ -250,32 +255,52 @@ def _rate(r: Rate | None) -> float:
     return r.per_s if r else 0.0
 
 
-def report(empty: Figures, full: Figures, finished: int, queued: int, fill_s: float,
-           dlq: list[tuple[str, float, float]], memory: list[str]) -> str:
-    rows = [("SubmitJob alone, 16 in flight (calls/s)", _rate(empty.submit), _rate(full.submit)),
-            ("end to end, batches of 1,000 (jobs/s)", _rate(empty.batched), _rate(full.batched)),
-            ("end to end, single SubmitJob calls (jobs/s)", _rate(empty.single), _rate(full.single))]
-    lines = [f"history: {finished:,} finished jobs (with their attempts) and {queued:,} queued in '{PARKED}', "
-             f"written in {fill_s:.0f} s", "",
-             "| figure | empty | with the history | ratio | goal | met |", "|---|---|---|---|---|---|"]
+def report(
+    empty: Figures,
+    full: Figures,
+    finished: int,
+    queued: int,
+    fill_s: float,
+    dlq: list[tuple[str, float, float]],
+    memory: list[str],
+) -> str:
+    rows = [
+        ("SubmitJob alone, 16 in flight (calls/s)", _rate(empty.submit), _rate(full.submit)),
+        ("end to end, batches of 1,000 (jobs/s)", _rate(empty.batched), _rate(full.batched)),
+        ("end to end, single SubmitJob calls (jobs/s)", _rate(empty.single), _rate(full.single)),
+    ]
+    lines = [
+        f"history: {finished:,} finished jobs (with their attempts) and {queued:,} queued in '{PARKED}', "
+        f"written in {fill_s:.0f} s",
+        "",
+        "| figure | empty | with the history | ratio | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
     for what, a, b in rows:
         ratio = b / a if a else 0.0
-        lines.append(f"| {what} | {a:,.0f} | {b:,.0f} | {ratio:.2f}× | within 20 % (≥ 0.80×) | "
-                     f"{'met' if ratio >= 0.8 else 'NOT met'} |")
+        lines.append(
+            f"| {what} | {a:,.0f} | {b:,.0f} | {ratio:.2f}× | within 20 % (≥ 0.80×) | "
+            f"{'met' if ratio >= 0.8 else 'NOT met'} |"
+        )
     lines.append(f"| SubmitJob p99 | {empty.submit_p99_ms:.1f} ms | {full.submit_p99_ms:.1f} ms | | | |")
-    lines.append(f"| reconciliation, idle cluster | {empty.reconcile} | {full.reconcile} | | flat | "
-                 f"see figures |")
-    lines += ["", "| dead-letter operation | took | longest Redis ping meanwhile | goal | met |", "|---|---|---|---|---|"]
+    lines.append(f"| reconciliation, idle cluster | {empty.reconcile} | {full.reconcile} | | flat | see figures |")
+    lines += [
+        "",
+        "| dead-letter operation | took | longest Redis ping meanwhile | goal | met |",
+        "|---|---|---|---|---|",
+    ]
     for what, took, worst in dlq:
         ok = took < 1.0 and worst <= 50.0
-        lines.append(f"| {what} | {took:.2f} s | {worst:.1f} ms | < 1 s, Redis blocked ≤ 50 ms | "
-                     f"{'met' if ok else 'NOT met'} |")
+        lines.append(
+            f"| {what} | {took:.2f} s | {worst:.1f} ms | < 1 s, Redis blocked ≤ 50 ms | {'met' if ok else 'NOT met'} |"
+        )
     lines += ["", "memory:", *(f"- {line}" for line in memory)]
     return "\n".join(lines)
 
 
-async def measure_memory(m: Since, bench: JobclusterBench, server_jobs: int, worker_jobs: int,
-                         inflight: int) -> list[str]:
+async def measure_memory(
+    m: Since, bench: JobclusterBench, server_jobs: int, worker_jobs: int, inflight: int
+) -> list[str]:
     """RSS of the server before and after it takes ``server_jobs`` more jobs (SubmitJobs of 1,000, into
     PARKED), and of two new workers every quarter of ``worker_jobs`` `true` jobs run end to end."""
     assert bench.server is not None
@@ -284,8 +309,10 @@ async def measure_memory(m: Since, bench: JobclusterBench, server_jobs: int, wor
     for start in range(0, server_jobs, 1000):
         batch = [pb.Job(command="true", queue=PARKED) for _ in range(min(1000, server_jobs - start))]
         await m.stub.SubmitJobs(pb.JobBatch(jobs=batch), timeout=120)
-    out = [f"server {before:.0f} MB RSS before and {rss_mb(bench.server.pid):.0f} MB after {server_jobs:,} more "
-           f"jobs submitted ({server_jobs / (time.monotonic() - t):,.0f} jobs/s; goal < 200 MB)"]
+    out = [
+        f"server {before:.0f} MB RSS before and {rss_mb(bench.server.pid):.0f} MB after {server_jobs:,} more "
+        f"jobs submitted ({server_jobs / (time.monotonic() - t):,.0f} jobs/s; goal < 200 MB)"
+    ]
     await m.wait_workers(bench.start_workers("memory"))
     samples: list[str] = []
     try:
@@ -295,14 +322,25 @@ async def measure_memory(m: Since, bench: JobclusterBench, server_jobs: int, wor
             samples.append("/".join(f"{rss_mb(w.pid):.0f}" for w in bench.workers))
     finally:
         bench.stop_workers()
-    out.append(f"two new workers' RSS in MB after each quarter of {worker_jobs:,} jobs: {', '.join(samples)} "
-               f"(goal < 100 MB)")
+    out.append(
+        f"two new workers' RSS in MB after each quarter of {worker_jobs:,} jobs: {', '.join(samples)} (goal < 100 MB)"
+    )
     return out
 
 
-async def run_scale(bench: JobclusterBench, jobs: int, inflight: int, finished: int, queued: int, dead: int,
-                    reconcile_s: float, server_jobs: int = 1_000_000, worker_jobs: int = 20_000) -> str:
+async def run_scale(
+    bench: JobclusterBench,
+    jobs: int,
+    inflight: int,
+    finished: int,
+    queued: int,
+    dead: int,
+    reconcile_s: float,
+    server_jobs: int = 1_000_000,
+    worker_jobs: int = 20_000,
+) -> str:
     from jobcluster.settings import Settings
+
     pass_every = max(0.5, Settings().reconcile_after / 2)
     async with warmed(bench, inflight) as (plain, _):
         m = Since(bench, plain.stub, plain.pg, plain.r)

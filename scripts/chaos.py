@@ -1,4 +1,4 @@
-"""`make chaos`: thousands of jobs through a cluster that is being killed, then checks that nothing was lost or run twice.
+"""`make chaos`: thousands of jobs through a cluster being killed, then checks that nothing was lost or run twice.
 
 Private Redis, PostgreSQL and etcd on free loopback ports; 3 servers and 3 workers
 (the election on etcd), a supervisor restarting what died. The load: instant jobs,
@@ -6,9 +6,9 @@ Private Redis, PostgreSQL and etcd on free loopback ports; 3 servers and 3 worke
 every-2-seconds cron. Faults: kill -9 a worker every 5 s, a server every 10 s, the
 leader every 20 s, SIGSTOP Redis for 6 s once, restart PostgreSQL and etcd once.
 Every command appends `$JOB_ID $JOB_ATTEMPT start|end <time>` to a side-effect log.
-Prints tables and exits 1 on any violation (checks: jobcluster/devtools/chaos_checks.py).
+Prints tables and exits 1 on any violation (checks: devtools/chaos_checks.py).
 
-    .venv/bin/python scripts/chaos.py [--jobs 10000] [--quick] [--keep]
+    PYTHONPATH=. .venv/bin/python scripts/chaos.py [--jobs 10000] [--quick] [--keep]
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.chaos import CHAOS_SETTINGS, Cluster, FaultPlan, call, inject_faults
-from jobcluster.devtools.chaos_checks import AttemptFact, Facts, JobFact, run_checks, table
+from devtools import services as svc
+from devtools.chaos import CHAOS_SETTINGS, Cluster, FaultPlan, call, inject_faults
+from devtools.chaos_checks import AttemptFact, Facts, JobFact, run_checks, table
 from jobcluster.pb import scheduler_pb2 as pb
 
 MIX = {"instant": 40, "sleep": 25, "flaky": 15, "fail": 10, "timeout": 10}
@@ -49,14 +49,19 @@ def make_job(kind: str, i: int, log: Path, rng: random.Random) -> pb.Job:
         "fail": (f"{start}; {end}; exit 3", 1, 60.0),
         "timeout": (f"{start}; sleep 30; {end}", 0, 1.0),
     }[kind]
-    return pb.Job(command=body[0], max_retries=body[1], timeout_seconds=body[2], name=f"chaos-{kind}",
-                  idempotency_key=f"chaos-{kind}-{i}")
+    return pb.Job(
+        command=body[0],
+        max_retries=body[1],
+        timeout_seconds=body[2],
+        name=f"chaos-{kind}",
+        idempotency_key=f"chaos-{kind}-{i}",
+    )
 
 
 async def submit_load(cluster: Cluster, jobs: list[pb.Job], seconds: float) -> None:
     """Submit ``jobs`` in batches spread evenly over ``seconds``; a failed batch is sent again (same keys)."""
     t0 = time.monotonic()
-    batches = [jobs[i:i + BATCH] for i in range(0, len(jobs), BATCH)]
+    batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
     for n, batch in enumerate(batches):
         await asyncio.sleep(max(0.0, t0 + seconds * n / len(batches) - time.monotonic()))
         await call(cluster, "SubmitJobs", lambda stub, b=batch: stub.SubmitJobs(pb.JobBatch(jobs=b), timeout=10))
@@ -112,26 +117,43 @@ def orphans(job_ids: set[str]) -> list[str]:
     return sorted(set(found))
 
 
-async def gather_facts(cluster: Cluster, log: Path, submitted: int, cron_start: dt.datetime,
-                       cron_end: dt.datetime | None) -> Facts:
+async def gather_facts(
+    cluster: Cluster, log: Path, submitted: int, cron_start: dt.datetime, cron_end: dt.datetime | None
+) -> Facts:
     conn = await asyncpg.connect(cluster.services["postgres"].url)
     try:
-        rows = await conn.fetch("SELECT id::text, idempotency_key, schedule_id, status, max_retries, scheduled_for, "
-                                "created_at FROM jobs")
+        rows = await conn.fetch(
+            "SELECT id::text, idempotency_key, schedule_id, status, max_retries, scheduled_for, created_at FROM jobs"
+        )
         attempts = await conn.fetch("SELECT job_id::text, attempt, error FROM job_attempts")
     finally:
         await conn.close()
     r = aioredis.Redis.from_url(f"redis://{cluster.services['redis'].url}", decode_responses=True)
     dlq = await r.lrange("dlq_tasks", 0, -1)
     await r.aclose()
-    jobs = [JobFact(x["id"], "cron" if x["schedule_id"] else (x["idempotency_key"] or "?-?").split("-")[1],
-                    x["status"], x["max_retries"], x["scheduled_for"], x["created_at"]) for x in rows]
+    jobs = [
+        JobFact(
+            x["id"],
+            "cron" if x["schedule_id"] else (x["idempotency_key"] or "?-?").split("-")[1],
+            x["status"],
+            x["max_retries"],
+            x["scheduled_for"],
+            x["created_at"],
+        )
+        for x in rows
+    ]
     ticks = [j.scheduled_for for j in jobs if j.scheduled_for is not None]
     window = (cron_start, cron_end or max(ticks, default=cron_start))
-    return Facts(jobs=jobs, attempts=[AttemptFact(a["job_id"], a["attempt"], a["error"]) for a in attempts],
-                 log_lines=log.read_text().splitlines(), dlq=dlq, submitted=submitted, cron_window=window,
-                 cron_grace=float(CHAOS_SETTINGS["CRON_MISFIRE_GRACE"].rstrip("s")),
-                 orphans=orphans({j.id for j in jobs}))
+    return Facts(
+        jobs=jobs,
+        attempts=[AttemptFact(a["job_id"], a["attempt"], a["error"]) for a in attempts],
+        log_lines=log.read_text().splitlines(),
+        dlq=dlq,
+        submitted=submitted,
+        cron_window=window,
+        cron_grace=float(CHAOS_SETTINGS["CRON_MISFIRE_GRACE"].rstrip("s")),
+        orphans=orphans({j.id for j in jobs}),
+    )
 
 
 async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: FaultPlan) -> int:
@@ -140,8 +162,14 @@ async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: Fault
     jobs = [make_job(kind, i, log, rng) for i, kind in enumerate(kinds)]
     stop_supervisor, stop_faults = asyncio.Event(), asyncio.Event()
     supervisor = asyncio.create_task(cluster.supervise(stop_supervisor))
-    saved = await call(cluster, "CreateSchedule", lambda stub: stub.CreateSchedule(pb.Schedule(
-        name="chaos-cron", cron=CRON, command=make_job("instant", 0, log, rng).command, max_retries=5), timeout=10))
+    saved = await call(
+        cluster,
+        "CreateSchedule",
+        lambda stub: stub.CreateSchedule(
+            pb.Schedule(name="chaos-cron", cron=CRON, command=make_job("instant", 0, log, rng).command, max_retries=5),
+            timeout=10,
+        ),
+    )
     # The ticks owed start after the schedule was saved (by the server's clock), not when it was asked for:
     # a call that straddled a tick once made the check count that tick as missed.
     cron_start = dt.datetime.fromtimestamp(saved.created_at_ms / 1000, dt.UTC)
@@ -180,21 +208,32 @@ async def run(args: argparse.Namespace, cluster: Cluster, log: Path, plan: Fault
 def report(cluster: Cluster, facts: Facts, injected: dict[str, int], took: float) -> int:
     """Print the faults, restarts, statuses and checks; 0 when no check found a violation."""
     print("\nfaults: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(injected.items())))
-    print("restarts by the supervisor (killed / exited on their own): " + ", ".join(
-        f"{p.name} {p.starts - 1} ({p.kills}/{p.starts - 1 - p.kills})" for p in cluster.programs.values()))
+    print(
+        "restarts by the supervisor (killed / exited on their own): "
+        + ", ".join(f"{p.name} {p.starts - 1} ({p.kills}/{p.starts - 1 - p.kills})" for p in cluster.programs.values())
+    )
     counts: dict[str, dict[str, int]] = {}
     for job in facts.jobs:
         row = counts.setdefault(job.kind, {})
         row[job.status] = row.get(job.status, 0) + 1
     statuses = sorted({s for row in counts.values() for s in row})
-    print("\n" + table([[k, *(str(counts[k].get(s, 0)) for s in statuses)] for k in sorted(counts)],
-                       ["kind", *statuses]))
+    print(
+        "\n" + table([[k, *(str(counts[k].get(s, 0)) for s in statuses)] for k in sorted(counts)], ["kind", *statuses])
+    )
     checks = run_checks(facts)
-    print("\n" + table([[c.name, "ok" if c.violations == 0 else f"{c.violations} VIOLATION(S)", c.detail]
-                        for c in checks], ["check", "result", "detail"]))
+    print(
+        "\n"
+        + table(
+            [[c.name, "ok" if c.violations == 0 else f"{c.violations} VIOLATION(S)", c.detail] for c in checks],
+            ["check", "result", "detail"],
+        )
+    )
     bad = sum(c.violations for c in checks)
-    print(f"\n{len(facts.jobs)} jobs, {len(facts.attempts)} attempts, {took:.0f}s from first fault to last job; "
-          f"{bad} violation(s)", flush=True)
+    print(
+        f"\n{len(facts.jobs)} jobs, {len(facts.attempts)} attempts, {took:.0f}s from first fault to last job; "
+        f"{bad} violation(s)",
+        flush=True,
+    )
     return 1 if bad else 0
 
 
@@ -211,15 +250,24 @@ def main() -> int:
     args = p.parse_args()
     # SIGTERM (a timeout, Ctrl-C's cousin) ends the run through the finally blocks: every process we started stops
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    plan = FaultPlan(worker_every=4, server_every=8, leader_every=12, redis_stop_at=3, postgres_restart_at=13,
-                     etcd_restart_at=17) if args.quick else FaultPlan()
+    plan = (
+        FaultPlan(
+            worker_every=4, server_every=8, leader_every=12, redis_stop_at=3, postgres_restart_at=13, etcd_restart_at=17
+        )
+        if args.quick
+        else FaultPlan()
+    )
     root = Path(tempfile.mkdtemp(prefix="jobcluster-chaos-"))
     os.chmod(root, 0o755)  # the postgres user enters it; jobs (JOB_USER) reach the side-effect log
     log = root / "effects.log"
     log.touch()
     os.chmod(log, 0o666)
-    print(f"chaos: {args.jobs} jobs, {args.servers} servers, {args.workers} workers, root {root}\n  settings: "
-          + " ".join(f"{k}={v}" for k, v in CHAOS_SETTINGS.items()) + f"\n  faults: {plan}", flush=True)
+    print(
+        f"chaos: {args.jobs} jobs, {args.servers} servers, {args.workers} workers, root {root}\n  settings: "
+        + " ".join(f"{k}={v}" for k, v in CHAOS_SETTINGS.items())
+        + f"\n  faults: {plan}",
+        flush=True,
+    )
     code = 2
     try:
         with svc.private_services(root, pg_settings={"fsync": "off", "synchronous_commit": "off"}) as services:

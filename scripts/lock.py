@@ -16,7 +16,6 @@ import importlib.metadata
 import re
 import subprocess
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 
@@ -87,8 +86,9 @@ def problems(lock: str) -> list[str]:
         if name not in locked:
             out.append(f"{path.name}: {req} (pyproject.toml) is not locked: run `make lock`")
         elif not req.specifier.contains(locked[name][0], prereleases=True):
-            out.append(f"{path.name}: {name}=={locked[name][0]} does not satisfy {req} (pyproject.toml): "
-                       f"run `make lock`")
+            out.append(
+                f"{path.name}: {name}=={locked[name][0]} does not satisfy {req} (pyproject.toml): run `make lock`"
+            )
     return out
 
 
@@ -134,16 +134,38 @@ def compile_locks() -> None:
                 override.write_text(f"python-dateutil=={pins(LOCKS / 'dev.lock')['python-dateutil'][0]}\n")
                 more = ["-c", "requirements/dev.lock", "--override", str(override.relative_to(ROOT))]
             subprocess.run(
-                [sys.executable, "-m", "uv", "pip", "compile", "-q", "--generate-hashes", "--python-version", PYTHON, "--universal",
-                 "--no-header", "--annotation-style", "line", "--index-url", "https://pypi.org/simple",
-                 *[a for e in extras for a in ("--extra", e)], *more,
-                 "-o", f"requirements/{lock}.lock", "pyproject.toml", str(extra_in.relative_to(ROOT))],
-                check=True, cwd=ROOT)
+                [
+                    sys.executable,
+                    "-m",
+                    "uv",
+                    "pip",
+                    "compile",
+                    "-q",
+                    "--generate-hashes",
+                    "--python-version",
+                    PYTHON,
+                    "--universal",
+                    "--no-header",
+                    "--annotation-style",
+                    "line",
+                    "--index-url",
+                    "https://pypi.org/simple",
+                    *[a for e in extras for a in ("--extra", e)],
+                    *more,
+                    "-o",
+                    f"requirements/{lock}.lock",
+                    "pyproject.toml",
+                    str(extra_in.relative_to(ROOT)),
+                ],
+                check=True,
+                cwd=ROOT,
+            )
             path = LOCKS / f"{lock}.lock"
             path.write_text(
                 f"# {lock}.lock: written by `make lock` (scripts/lock.py) from pyproject.toml; do not edit.\n"
                 f"# Installed with pip --require-hashes (make {'bench' if lock == 'bench' else 'deps'}).\n"
-                + path.read_text())
+                + path.read_text()
+            )
     finally:
         extra_in.unlink(missing_ok=True)
         override.unlink(missing_ok=True)

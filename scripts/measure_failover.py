@@ -35,8 +35,10 @@ async def main(how: str) -> int:
         except Exception:  # noqa: BLE001 - keep polling through hiccups
             new = None
         if new is not None and new.address != info.address:
-            print(f"{how}: {info.address} -> {new.address} in {time.monotonic() - started:.3f}s "
-                  f"(LEASE_TTL={s.lease_ttl:g}s)")
+            print(
+                f"{how}: {info.address} -> {new.address} in {time.monotonic() - started:.3f}s "
+                f"(LEASE_TTL={s.lease_ttl:g}s)"
+            )
             return 0
         await asyncio.sleep(0.01)
     print("no new leader within 60 s", file=sys.stderr)

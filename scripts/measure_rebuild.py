@@ -1,6 +1,6 @@
 """Cost of rebuilding ``dlq_tasks``: one reconciliation pass with a big DLQ among many finished jobs.
 
-    .venv/bin/python scripts/measure_rebuild.py [DEAD] [FINISHED]   # default 100000 1000000
+    PYTHONPATH=. .venv/bin/python scripts/measure_rebuild.py [DEAD] [FINISHED]   # default 100000 1000000
 
 Private Redis and PostgreSQL in a temporary directory (removed afterwards). Prints the time of an
 ordinary pass (nothing new), of a pass after 100 new dead letters (one missing from ``dlq_tasks``),
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import redis
 
+from devtools import services as svc
 from jobcluster import keys
 from jobcluster import queue as queue_mod
-from jobcluster.devtools import services as svc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
@@ -47,8 +47,9 @@ async def _timed(what: str, pass_: Awaitable[int]) -> None:
 
 
 async def measure(services: dict[str, svc.Service], dead: int, finished: int) -> None:
-    settings = replace(Settings(), database_url=services["postgres"].url, redis_addr=services["redis"].url,
-                       etcd_endpoints=())
+    settings = replace(
+        Settings(), database_url=services["postgres"].url, redis_addr=services["redis"].url, etcd_endpoints=()
+    )
     store = await Store.connect(settings)
     queue = Queue(queue_mod.connect_from(settings))
     total = dead + finished
@@ -56,18 +57,17 @@ async def measure(services: dict[str, svc.Service], dead: int, finished: int) ->
         rows = await store.pool.fetch(INSERT, dead, start, min(start + 99_999, total), 3600.0)
         ids = [str(r["id"]) for r in rows if r["status"] == "FAILED"]
         for at in range(0, len(ids), 1000):
-            await queue.redis.lpush(keys.DLQ, *ids[at:at + 1000])
+            await queue.redis.lpush(keys.DLQ, *ids[at : at + 1000])
     await store.pool.execute("ANALYZE jobs")
     print(f"{dead} dead letters in dlq_tasks, {finished} SUCCEEDED jobs")
     await reconcile_dead_letters(store, queue, 1.0, kept=False)  # the first pass only starts counting
     await _timed("ordinary pass, nothing new", reconcile_dead_letters(store, queue, 1.0, kept=True))
     new = await store.pool.fetch(INSERT, 100, 1, 100, 2.0)
     await queue.redis.lpush(keys.DLQ, *[str(r["id"]) for r in new][:-1])
-    await _timed("ordinary pass, 100 new dead letters, 1 missing",
-                 reconcile_dead_letters(store, queue, 1.0, kept=True))
+    await _timed("ordinary pass, 100 new dead letters, 1 missing", reconcile_dead_letters(store, queue, 1.0, kept=True))
     queued = await store.pool.fetch(WAITING, QUEUED)
     for at in range(0, len(queued), 1000):
-        await queue.redis.lpush(keys.PENDING, *[str(r["id"]) for r in queued[at:at + 1000]])
+        await queue.redis.lpush(keys.PENDING, *[str(r["id"]) for r in queued[at : at + 1000]])
     print(f"{QUEUED} QUEUED jobs in pending_jobs")
     await queue.redis.flushall()
     started, n = time.perf_counter(), 0
@@ -76,14 +76,16 @@ async def measure(services: dict[str, svc.Service], dead: int, finished: int) ->
     print(f"reading {n} waiting jobs: {1000 * (time.perf_counter() - started):.1f} ms")
     await _timed("full rebuild of pending_jobs after FLUSHALL", rebuild_waiting(store, queue))
     await _timed("full rebuild of dlq_tasks after FLUSHALL", reconcile_dead_letters(store, queue, 0.0, kept=False))
-    print(f"pending_jobs now holds {await queue.redis.llen(keys.PENDING)} ids, "
-          f"dlq_tasks {await queue.redis.llen(keys.DLQ)}")
+    print(
+        f"pending_jobs now holds {await queue.redis.llen(keys.PENDING)} ids, "
+        f"dlq_tasks {await queue.redis.llen(keys.DLQ)}"
+    )
     await store.close()
     await queue.redis.aclose()
 
 
 def main() -> None:
-    dead, finished = (int(a) for a in (sys.argv[1:] + ["100000", "1000000"][len(sys.argv) - 1:])[:2])
+    dead, finished = (int(a) for a in (sys.argv[1:] + ["100000", "1000000"][len(sys.argv) - 1 :])[:2])
     root = tempfile.mkdtemp(prefix="jobcluster-rebuild-")
     os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user
     try:

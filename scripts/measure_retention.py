@@ -1,6 +1,6 @@
 """Submit latency while JOB_RETENTION deletes a backlog of old jobs.
 
-    .venv/bin/python scripts/measure_retention.py [--old 200000] [--seconds 8]
+    PYTHONPATH=. .venv/bin/python scripts/measure_retention.py [--old 200000] [--seconds 8]
 
 Private PostgreSQL (fsync on, as under `make start`) in a temporary directory. Stores ``--old`` SUCCEEDED
 jobs that finished 30 days ago, each with one attempt (COPY-speed INSERT ... SELECT), then times
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from jobcluster.devtools import services as svc
+from devtools import services as svc
 from jobcluster.model import validate_job
 from jobcluster.settings import Settings
 from jobcluster.store import Store
@@ -51,8 +51,9 @@ def _pct(xs: list[float], q: float) -> float:
 
 async def submits(store: Store, seconds: float, stop: asyncio.Event | None = None) -> list[float]:
     """SubmitJob's store insert, INFLIGHT at a time, for ``seconds`` (or until ``stop``): each call's time."""
-    spec = validate_job(command="true", name="probe", default_max_retries=0, default_timeout=60.0,
-                        max_command_bytes=65536)
+    spec = validate_job(
+        command="true", name="probe", default_max_retries=0, default_timeout=60.0, max_command_bytes=65536
+    )
     took: list[float] = []
     ends = time.monotonic() + seconds
 
@@ -61,6 +62,7 @@ async def submits(store: Store, seconds: float, stop: asyncio.Event | None = Non
             t = time.perf_counter()
             await store.jobs.insert(spec, "measure")
             took.append(time.perf_counter() - t)
+
     await asyncio.gather(*(lane() for _ in range(INFLIGHT)))
     return took
 
@@ -85,8 +87,10 @@ async def measure(url: str, old: int, seconds: float) -> None:
         assert await store.fencing.take(1, "measure")
 
         def line(what: str, took: list[float]) -> str:
-            return (f"  {what:<36} {len(took) / seconds:6.0f} submits/s, p50 {_pct(took, 0.5):5.1f} ms, "
-                    f"p99 {_pct(took, 0.99):5.1f} ms, max {max(took) * 1000:6.1f} ms")
+            return (
+                f"  {what:<36} {len(took) / seconds:6.0f} submits/s, p50 {_pct(took, 0.5):5.1f} ms, "
+                f"p99 {_pct(took, 0.99):5.1f} ms, max {max(took) * 1000:6.1f} ms"
+            )
 
         quiet = await submits(store, seconds)
         expiry = Expiry(7 * 86400.0, store)
@@ -107,8 +111,10 @@ async def measure(url: str, old: int, seconds: float) -> None:
         print(f"\nSubmits, {INFLIGHT} in flight, {seconds:g}s each (store insert, fsync on):")
         print(line("no retention running:", quiet))
         print(line("while retention deletes:", busy))
-        print(f"\nretention deleted {expiry.deleted:,} jobs (+ their attempts) in {took:.1f}s "
-              f"({expiry.deleted / took:,.0f} jobs/s; {left} expired left)")
+        print(
+            f"\nretention deleted {expiry.deleted:,} jobs (+ their attempts) in {took:.1f}s "
+            f"({expiry.deleted / took:,.0f} jobs/s; {left} expired left)"
+        )
     finally:
         await store.close()
 

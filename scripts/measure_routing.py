@@ -1,6 +1,6 @@
 """Cost of routing on the hot path: taking from lanes and claiming with a concurrency key.
 
-    .venv/bin/python scripts/measure_routing.py [JOBS]   # default 4000
+    PYTHONPATH=. .venv/bin/python scripts/measure_routing.py [JOBS]   # default 4000
 
 Private Redis and PostgreSQL in a temporary directory (removed afterwards). For JOBS stored jobs each,
 16 at a time, it times take (dequeue into a processing list) + claim + finish + ack, once per set-up:
@@ -25,9 +25,9 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+from devtools import services as svc
 from jobcluster import keys
 from jobcluster import queue as queue_mod
-from jobcluster.devtools import services as svc
 from jobcluster.model import Status
 from jobcluster.queue import Queue
 from jobcluster.queue.lanes import Serving
@@ -45,8 +45,9 @@ INSERT = """INSERT INTO jobs (id, command, status, max_retries, timeout_seconds,
 PARALLEL = 16
 
 
-async def _round(store: Store, queue: Queue, what: str, n: int, *, queues: int, priorities: int,
-                 default_lane: bool, keys_: int) -> None:
+async def _round(
+    store: Store, queue: Queue, what: str, n: int, *, queues: int, priorities: int, default_lane: bool, keys_: int
+) -> None:
     await store.pool.execute("DELETE FROM job_attempts; DELETE FROM jobs")
     await queue.redis.flushall()
     rows = await store.pool.fetch(INSERT, n, queues, priorities, default_lane, keys_)
@@ -69,8 +70,9 @@ async def _round(store: Store, queue: Queue, what: str, n: int, *, queues: int, 
                 return
             claimed = await store.jobs.claim(job_id, worker, uuid.uuid4(), serves=serves)
             assert claimed is not None, job_id
-            await store.jobs.finish_attempt(claimed, Status.SUCCEEDED, exit_code=0, error="", output="",
-                                            output_truncated=False)
+            await store.jobs.finish_attempt(
+                claimed, Status.SUCCEEDED, exit_code=0, error="", output="", output_truncated=False
+            )
             await queue.jobs.ack(worker, job_id)
             done += 1
 
@@ -81,19 +83,47 @@ async def _round(store: Store, queue: Queue, what: str, n: int, *, queues: int, 
 
 
 async def measure(services: dict[str, svc.Service], n: int) -> None:
-    settings = replace(Settings(), database_url=services["postgres"].url, redis_addr=services["redis"].url,
-                       etcd_endpoints=(), pg_max_conns=PARALLEL)
+    settings = replace(
+        Settings(),
+        database_url=services["postgres"].url,
+        redis_addr=services["redis"].url,
+        etcd_endpoints=(),
+        pg_max_conns=PARALLEL,
+    )
     store = await Store.connect(settings)
     queue = Queue(queue_mod.connect_from(settings))
     for _ in range(2):  # the first round warms up
-        await _round(store, queue, "pending_jobs only, no key", n, queues=1, priorities=1, default_lane=True,
-                     keys_=0)
-        await _round(store, queue, "20 lanes (5 queues x 2 priorities x 2 tag sets)", n, queues=5,
-                     priorities=2, default_lane=False, keys_=0)
-        await _round(store, queue, "pending_jobs only, one concurrency key (limit 10000)", n, queues=1,
-                     priorities=1, default_lane=True, keys_=1)
-        await _round(store, queue, "pending_jobs only, 100 concurrency keys", n, queues=1, priorities=1,
-                     default_lane=True, keys_=100)
+        await _round(store, queue, "pending_jobs only, no key", n, queues=1, priorities=1, default_lane=True, keys_=0)
+        await _round(
+            store,
+            queue,
+            "20 lanes (5 queues x 2 priorities x 2 tag sets)",
+            n,
+            queues=5,
+            priorities=2,
+            default_lane=False,
+            keys_=0,
+        )
+        await _round(
+            store,
+            queue,
+            "pending_jobs only, one concurrency key (limit 10000)",
+            n,
+            queues=1,
+            priorities=1,
+            default_lane=True,
+            keys_=1,
+        )
+        await _round(
+            store,
+            queue,
+            "pending_jobs only, 100 concurrency keys",
+            n,
+            queues=1,
+            priorities=1,
+            default_lane=True,
+            keys_=100,
+        )
     await store.close()
     await queue.redis.aclose()
 

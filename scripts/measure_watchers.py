@@ -1,6 +1,6 @@
 """What open WatchJob streams cost a run of jobs: the same run with 0 and with 1,000 streams on one server.
 
-    .venv/bin/python scripts/measure_watchers.py [--jobs 2000] [--streams 1000] [--rounds 2]
+    PYTHONPATH=. .venv/bin/python scripts/measure_watchers.py [--jobs 2000] [--streams 1000] [--rounds 2]
 
 Private Redis, PostgreSQL (fsync on) and etcd in a temporary directory, one server and two workers as
 `make bench` runs them (scripts/bench_jobcluster.py). Each round times ``--jobs`` `true` jobs end to end
@@ -35,7 +35,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from bench_jobcluster import BATCH, JobclusterBench, Measure
-from jobcluster.devtools import services as svc
+from devtools import services as svc
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from scheduler_server.watch import HOT_FOR
@@ -61,7 +61,9 @@ async def _watch(stub: pb_grpc.JobServiceStub, job_id: str, first: asyncio.Event
             counter[0] += 1
 
 
-def _open(stubs: list[pb_grpc.JobServiceStub], job_ids: list[str], firsts: list[asyncio.Event]) -> list[asyncio.Task[None]]:
+def _open(
+    stubs: list[pb_grpc.JobServiceStub], job_ids: list[str], firsts: list[asyncio.Event]
+) -> list[asyncio.Task[None]]:
     """A stream on each job (``firsts`` gets an event for each, set by its first message)."""
     counter = [0]
     firsts += [asyncio.Event() for _ in job_ids]
@@ -115,12 +117,19 @@ async def measure(jc: JobclusterBench, jobs: int, streams: int, rounds: int) -> 
             for mode in times:
                 times[mode].append(await timed_run(m, stubs, jobs, streams if mode != "none" else 0, mode))
             base = times["none"][-1]
-            print(f"round {i}: " + "; ".join(f"{mode} {t[-1]:.2f}s ({t[-1] / base:.2f}x)" for mode, t in times.items())
-                  + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"round {i}: "
+                + "; ".join(f"{mode} {t[-1]:.2f}s ({t[-1] / base:.2f}x)" for mode, t in times.items())
+                + f"  (load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
         base = statistics.median(times["none"])
         print(f"\n{jobs:,} `true` jobs end to end, one server, two workers; median of {rounds} rounds:")
         print(f"  0 streams:                          {base:.2f}s ({jobs / base:.0f} jobs/s)")
-        for mode, label in (("idle", f"{streams:,} streams on other jobs:"), ("run", f"{streams:,} streams on the run's jobs:")):
+        for mode, label in (
+            ("idle", f"{streams:,} streams on other jobs:"),
+            ("run", f"{streams:,} streams on the run's jobs:"),
+        ):
             t = statistics.median(times[mode])
             print(f"  {label:<35} {t:.2f}s ({jobs / t:.0f} jobs/s), {t / base:.2f}x the time with none")
     finally:
@@ -144,8 +153,10 @@ def main() -> int:
             jc = JobclusterBench(root, started)
             jc.env["WATCH_MAX_STREAMS"] = str(max(1000, args.streams))
             jc.start_server()
-            print(f"measure_watchers on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; logs in {root}",
-                  flush=True)
+            print(
+                f"measure_watchers on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; logs in {root}",
+                flush=True,
+            )
             asyncio.run(measure(jc, args.jobs, args.streams, args.rounds))
             jc.stop()
             return 0

@@ -8,7 +8,7 @@ warm-up) and the least-squares slope, and exits 1 when one grows steadily:
 the slope is positive, the last third of the samples all lie above the first
 third, and the growth passes a floor (RSS 4 MiB and 5 %, fds 5).
 
-    .venv/bin/python scripts/soak.py [--minutes 30] [--rate 20] [--kill-every 60] [--sample 10]
+    PYTHONPATH=. .venv/bin/python scripts/soak.py [--minutes 30] [--rate 20] [--kill-every 60] [--sample 10]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import asyncpg
 
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.chaos import CHAOS_SETTINGS, Cluster, call
-from jobcluster.devtools.chaos_checks import table
+from devtools import services as svc
+from devtools.chaos import CHAOS_SETTINGS, Cluster, call
+from devtools.chaos_checks import table
 from jobcluster.pb import scheduler_pb2 as pb
 
 COMMANDS = [("true", 1), ("echo soak; sleep 0.5", 1), ("exit 1", 1), ("head -c 2000 /dev/zero | od", 1)]
@@ -107,13 +107,27 @@ def verdicts(samples: dict[str, list[Sample]], warmup: float) -> tuple[list[list
         fds = [float(s[3]) for s in after]
         rss_slope = slope([(s[0] / 60, v) for s, v in zip(after, rss)])
         fd_slope = slope([(s[0] / 60, v) for s, v in zip(after, fds)])
-        bad = [what for what, hit in (
-            ("RSS", steady_growth(rss, rss_slope, max(4.0, rss[0] * 0.05))),
-            ("fds", steady_growth(fds, fd_slope, 5))) if hit]
+        bad = [
+            what
+            for what, hit in (
+                ("RSS", steady_growth(rss, rss_slope, max(4.0, rss[0] * 0.05))),
+                ("fds", steady_growth(fds, fd_slope, 5)),
+            )
+            if hit
+        ]
         grew += bool(bad)
-        rows.append([name, str(after[0][1]), str(len(after)), f"{rss[0]:.1f} -> {rss[-1]:.1f}",
-                     f"{rss_slope:+.2f}", f"{fds[0]:.0f} -> {fds[-1]:.0f}", f"{fd_slope:+.2f}",
-                     "GROWS: " + ", ".join(bad) if bad else "flat"])
+        rows.append(
+            [
+                name,
+                str(after[0][1]),
+                str(len(after)),
+                f"{rss[0]:.1f} -> {rss[-1]:.1f}",
+                f"{rss_slope:+.2f}",
+                f"{fds[0]:.0f} -> {fds[-1]:.0f}",
+                f"{fd_slope:+.2f}",
+                "GROWS: " + ", ".join(bad) if bad else "flat",
+            ]
+        )
     return rows, grew
 
 
@@ -121,9 +135,11 @@ async def run(cluster: Cluster, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     samples: dict[str, list[Sample]] = defaultdict(list)
     supervisor = asyncio.create_task(cluster.supervise(stop))
-    tasks = (asyncio.create_task(load(cluster, args.rate, stop)),
-             asyncio.create_task(kills(cluster, args.kill_every, stop)),
-             asyncio.create_task(sampler(cluster, args.sample, stop, samples)))
+    tasks = (
+        asyncio.create_task(load(cluster, args.rate, stop)),
+        asyncio.create_task(kills(cluster, args.kill_every, stop)),
+        asyncio.create_task(sampler(cluster, args.sample, stop, samples)),
+    )
     await asyncio.sleep(args.minutes * 60)
     stop.set()
     sent, killed, _ = await asyncio.gather(*tasks)
@@ -133,12 +149,18 @@ async def run(cluster: Cluster, args: argparse.Namespace) -> int:
     await conn.close()
     warmup = args.warmup if args.warmup is not None else min(60.0, args.minutes * 60 * 0.2)
     rows, grew = verdicts(samples, warmup)
-    print(f"\n{sent} jobs submitted in {args.minutes:g} min ({args.rate}/s); by status now: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(
+        f"\n{sent} jobs submitted in {args.minutes:g} min ({args.rate}/s); by status now: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
     print(f"killed (-9, restarted by the supervisor): {', '.join(killed) or 'none'}")
     print(f"samples every {args.sample:g}s; each program's longest life, after {warmup:.0f}s of warm-up:\n")
-    print(table(rows, ["program", "pid", "samples", "RSS MiB start -> end", "MiB/min", "fds start -> end",
-                       "fds/min", "verdict"]))
+    print(
+        table(
+            rows,
+            ["program", "pid", "samples", "RSS MiB start -> end", "MiB/min", "fds start -> end", "fds/min", "verdict"],
+        )
+    )
     print(f"\n{grew} program(s) grew steadily", flush=True)
     return 1 if grew else 0
 
@@ -155,8 +177,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="jobcluster-soak-"))
     os.chmod(root, 0o755)
-    print(f"soak: {args.minutes:g} min, {args.rate} jobs/s, a kill every {args.kill_every:g}s, root {root}\n"
-          "  settings: " + " ".join(f"{k}={v}" for k, v in CHAOS_SETTINGS.items()), flush=True)
+    print(
+        f"soak: {args.minutes:g} min, {args.rate} jobs/s, a kill every {args.kill_every:g}s, root {root}\n"
+        "  settings: " + " ".join(f"{k}={v}" for k, v in CHAOS_SETTINGS.items()),
+        flush=True,
+    )
     code = 2
     try:
         with svc.private_services(root, pg_settings={"fsync": "off", "synchronous_commit": "off"}) as services:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import uuid
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +18,9 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 
+from devtools import services as svc
+from devtools.job_user import JOB_USER, ensure_job_user
 from jobcluster import queue as queue_mod
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.job_user import JOB_USER, ensure_job_user
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
@@ -114,26 +114,28 @@ def settings(services: dict[str, svc.Service], job_user: str, service_root: Path
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a subprocess these settings (nothing read from .env)."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "TMPDIR")}
-    env.update({
-        "DATABASE_URL": settings.database_url,
-        "REDIS_ADDR": settings.redis_addr,
-        "ETCD_ENDPOINTS": ",".join(settings.etcd_endpoints),
-        "LEASE_TTL": f"{settings.lease_ttl}s",
-        "ELECTION_NAMESPACE": settings.election_namespace,
-        "WORKER_DEAD_AFTER": f"{settings.worker_dead_after}s",
-        "RECONCILE_AFTER": f"{settings.reconcile_after}s",
-        "HEARTBEAT_INTERVAL": f"{settings.heartbeat_interval}s",
-        "WORKER_SHUTDOWN_GRACE": f"{settings.worker_shutdown_grace}s",
-        "WORKER_CONCURRENCY": str(settings.worker_concurrency),
-        "JOB_KILL_GRACE": f"{settings.job_kill_grace}s",
-        "RETRY_BACKOFF_BASE": f"{settings.retry_backoff_base}s",
-        "RETRY_BACKOFF_MAX": f"{settings.retry_backoff_max}s",
-        "JOB_OUTPUT_LIMIT": str(settings.job_output_limit),
-        "JOB_USER": settings.job_user,
-        "JOB_WORKDIR_ROOT": settings.job_workdir_root,
-        "CRON_MIN_INTERVAL": f"{settings.cron_min_interval}s",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url,
+            "REDIS_ADDR": settings.redis_addr,
+            "ETCD_ENDPOINTS": ",".join(settings.etcd_endpoints),
+            "LEASE_TTL": f"{settings.lease_ttl}s",
+            "ELECTION_NAMESPACE": settings.election_namespace,
+            "WORKER_DEAD_AFTER": f"{settings.worker_dead_after}s",
+            "RECONCILE_AFTER": f"{settings.reconcile_after}s",
+            "HEARTBEAT_INTERVAL": f"{settings.heartbeat_interval}s",
+            "WORKER_SHUTDOWN_GRACE": f"{settings.worker_shutdown_grace}s",
+            "WORKER_CONCURRENCY": str(settings.worker_concurrency),
+            "JOB_KILL_GRACE": f"{settings.job_kill_grace}s",
+            "RETRY_BACKOFF_BASE": f"{settings.retry_backoff_base}s",
+            "RETRY_BACKOFF_MAX": f"{settings.retry_backoff_max}s",
+            "JOB_OUTPUT_LIMIT": str(settings.job_output_limit),
+            "JOB_USER": settings.job_user,
+            "JOB_WORKDIR_ROOT": settings.job_workdir_root,
+            "CRON_MIN_INTERVAL": f"{settings.cron_min_interval}s",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 

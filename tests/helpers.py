@@ -13,8 +13,9 @@ from typing import Any
 from worker import reaper
 
 
-async def wait_for(cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05,
-                   what: str = "condition") -> Any:
+async def wait_for(
+    cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll ``cond`` (sync or async) until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -28,8 +29,9 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 15.0, interval: flo
         await asyncio.sleep(interval)
 
 
-def wait_for_sync(cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05,
-                  what: str = "condition") -> Any:
+def wait_for_sync(
+    cond: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = cond()

@@ -30,13 +30,24 @@ class Attempt:
         return f"{' '.join(self.argv)}: {status}: {self.output[-300:]!r}"
 
 
-def run_all(commands: list[list[str]], *, as_other_user: bool, timeout: float = 6.0,
-            stdin: bytes = b"") -> list[Attempt]:
+def run_all(
+    commands: list[list[str]], *, as_other_user: bool, timeout: float = 6.0, stdin: bytes = b""
+) -> list[Attempt]:
     """Run ``commands`` side by side (as ``nobody`` when ``as_other_user``), killing what runs past ``timeout``."""
     who = {"user": OTHER_USER, "group": OTHER_GROUP, "extra_groups": []} if as_other_user else {}
-    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              cwd="/", env=ETCDCTL_ENV, start_new_session=True, **who)
-             for argv in commands]
+    procs = [
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+            env=ETCDCTL_ENV,
+            start_new_session=True,
+            **who,
+        )
+        for argv in commands
+    ]
     deadline = time.monotonic() + timeout
     attempts = []
     for argv, proc in zip(commands, procs):

@@ -51,13 +51,26 @@ def run() -> None:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging("webui", settings.log_level, settings.log_format)
-    log.info("web UI on %s (servers: %s; %s; names: %s; %s)", config.url(), ", ".join(servers),
-             _login_note(config), ", ".join(sorted(config.names)), _proxy_note(config))
+    log.info(
+        "web UI on %s (servers: %s; %s; names: %s; %s)",
+        config.url(),
+        ", ".join(servers),
+        _login_note(config),
+        ", ".join(sorted(config.names)),
+        _proxy_note(config),
+    )
     # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback (any local user); the app
     # believes it from WEBUI_TRUSTED_PROXIES only.
-    uvicorn.run(create_app(servers, connector, config), host=config.host, port=config.port, log_level="warning",
-                access_log=False, proxy_headers=False, ssl_certfile=config.tls_cert or None,
-                ssl_keyfile=config.tls_key or None)
+    uvicorn.run(
+        create_app(servers, connector, config),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        ssl_certfile=config.tls_cert or None,
+        ssl_keyfile=config.tls_key or None,
+    )
 
 
 if __name__ == "__main__":

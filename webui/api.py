@@ -39,15 +39,30 @@ async def _json_object(request: Request, what: str = 'a JSON object with a "comm
 
 
 #: What a POST /api/jobs body may hold.
-JOB_FIELDS = ("command", "name", "idempotency_key", "max_retries", "timeout", "server", "queue", "priority",
-              "constraints", "concurrency_key", "max_concurrency")
+JOB_FIELDS = (
+    "command",
+    "name",
+    "idempotency_key",
+    "max_retries",
+    "timeout",
+    "server",
+    "queue",
+    "priority",
+    "constraints",
+    "concurrency_key",
+    "max_concurrency",
+)
 #: What GET /api/jobs takes.
 LIST_PARAMS = ("status", "text", "queue", "limit", "page")
 #: GET /api/jobs: jobs per page, by default and at most.
 DEFAULT_LIMIT, MAX_LIMIT = 50, 1000
 #: Fields people send that mean something else here.
-_INSTEAD = {"cron": "schedules are made with POST /api/schedules", "retries": "did you mean max_retries?",
-            "timeout_seconds": "did you mean timeout? (\"30s\", \"5m\" or seconds)", "cmd": "did you mean command?"}
+_INSTEAD = {
+    "cron": "schedules are made with POST /api/schedules",
+    "retries": "did you mean max_retries?",
+    "timeout_seconds": 'did you mean timeout? ("30s", "5m" or seconds)',
+    "cmd": "did you mean command?",
+}
 
 
 def _only(fields: Any, allowed: tuple[str, ...], what: str) -> None:
@@ -55,15 +70,21 @@ def _only(fields: Any, allowed: tuple[str, ...], what: str) -> None:
     unknown = [f for f in fields if f not in allowed]
     if unknown:
         hints = "; ".join(f"{f}: {_INSTEAD[f]}" for f in unknown if f in _INSTEAD)
-        raise UserError(f"unknown {what} {', '.join(map(repr, unknown))}{' (' + hints + ')' if hints else ''}; "
-                        f"known: {', '.join(allowed)}")
+        raise UserError(
+            f"unknown {what} {', '.join(map(repr, unknown))}{' (' + hints + ')' if hints else ''}; "
+            f"known: {', '.join(allowed)}"
+        )
 
 
 def job_from_json(body: dict[str, Any]) -> pb.Job:
     """The job a POST /api/jobs body describes (ValueError/TypeError for fields that do not convert)."""
     _only(body, JOB_FIELDS, "field(s)")
-    job = pb.Job(command=str(body.get("command", "")), name=str(body.get("name", "")),
-                 idempotency_key=str(body.get("idempotency_key") or secrets.token_hex(16)), **routing_fields(body))
+    job = pb.Job(
+        command=str(body.get("command", "")),
+        name=str(body.get("name", "")),
+        idempotency_key=str(body.get("idempotency_key") or secrets.token_hex(16)),
+        **routing_fields(body),
+    )
     if body.get("max_retries") is not None:
         job.max_retries = int(body["max_retries"])
     if body.get("timeout") is not None:
@@ -101,8 +122,13 @@ async def api_jobs(request: Request) -> Response:
     """GET /api/jobs?status=&text=&queue=&limit=50&page=<next_page of the page before>."""
     q = request.query_params
     _only(q.keys(), LIST_PARAMS, "query parameter(s)")
-    req = pb.ListJobsRequest(status=q.get("status", ""), text=q.get("text", ""), queue=q.get("queue", ""),
-                             page_size=_limit(q.get("limit")), page_token=q.get("page", ""))
+    req = pb.ListJobsRequest(
+        status=q.get("status", ""),
+        text=q.get("text", ""),
+        queue=q.get("queue", ""),
+        page_size=_limit(q.get("limit")),
+        page_token=q.get("page", ""),
+    )
     resp, _ = await pool_of(request).call(lambda s: s.ListJobs(req, timeout=CALL_TIMEOUT))
     return JSONResponse({"jobs": [job_json(j) for j in resp.jobs], "next_page": resp.next_page_token})
 
@@ -114,14 +140,29 @@ async def api_health(request: Request) -> Response:
     states = await asyncio.gather(*(pool.health(a) for a in pool.addresses))
     serving = sum(s == "SERVING" for s in states)
     status = "ok" if serving == len(states) else "degraded" if serving else "unavailable"
-    return JSONResponse({"status": status, "servers": dict(zip(pool.addresses, states)),
-                         "serving": serving, "configured": len(states)},
-                        status_code=503 if status == "unavailable" else 200)
+    return JSONResponse(
+        {"status": status, "servers": dict(zip(pool.addresses, states)), "serving": serving, "configured": len(states)},
+        status_code=503 if status == "unavailable" else 200,
+    )
 
 
 #: What a POST /api/schedules body may hold (the fields of a jobs file's cron entry).
-SCHEDULE_FIELDS = ("name", "cron", "timezone", "command", "description", "catchup", "overlap", "max_retries",
-                   "timeout", "queue", "priority", "constraints", "concurrency_key", "max_concurrency")
+SCHEDULE_FIELDS = (
+    "name",
+    "cron",
+    "timezone",
+    "command",
+    "description",
+    "catchup",
+    "overlap",
+    "max_retries",
+    "timeout",
+    "queue",
+    "priority",
+    "constraints",
+    "concurrency_key",
+    "max_concurrency",
+)
 #: POST /api/schedules/{name}/{action} -> JobService call (DELETE /api/schedules/{name} deletes).
 SCHEDULE_ACTIONS = {"pause": "PauseSchedule", "resume": "ResumeSchedule", "run": "RunScheduleNow"}
 
@@ -139,11 +180,19 @@ async def api_schedule_create(request: Request) -> Response:
     """POST /api/schedules: create or replace a schedule (CreateSchedule); 201 with it."""
     body = await _json_object(request)
     _only(body, SCHEDULE_FIELDS, "field(s)")
-    text = {k: str(body.get(k, "")) for k in ("name", "cron", "timezone", "command", "description", "catchup",
-                                             "overlap")}
-    sch = pb.Schedule(name=text["name"], cron=text["cron"], timezone=text["timezone"], command=text["command"],
-                      description=text["description"], catchup=text["catchup"], overlap=text["overlap"],
-                      **routing_fields(body))
+    text = {
+        k: str(body.get(k, "")) for k in ("name", "cron", "timezone", "command", "description", "catchup", "overlap")
+    }
+    sch = pb.Schedule(
+        name=text["name"],
+        cron=text["cron"],
+        timezone=text["timezone"],
+        command=text["command"],
+        description=text["description"],
+        catchup=text["catchup"],
+        overlap=text["overlap"],
+        **routing_fields(body),
+    )
     if body.get("max_retries") is not None:
         sch.max_retries = int(body["max_retries"])
     if body.get("timeout") is not None:
@@ -163,8 +212,7 @@ async def api_schedule_action(request: Request) -> Response:
     body = await _json_object(request, what="{}")
     call = SCHEDULE_ACTIONS.get(request.path_params["action"])
     if call is None:
-        raise UserError(f"unknown action {request.path_params['action']!r}; one of {', '.join(SCHEDULE_ACTIONS)}",
-                        404)
+        raise UserError(f"unknown action {request.path_params['action']!r}; one of {', '.join(SCHEDULE_ACTIONS)}", 404)
     _only(body, ("force",) if call == "RunScheduleNow" else (), "field(s)")
     if not isinstance(body.get("force", False), bool):
         raise UserError('"force" must be true or false')
@@ -182,8 +230,13 @@ async def api_dlq(request: Request) -> Response:
     _only(q.keys(), ("limit", "page"), "query parameter(s)")
     req = pb.DeadLettersRequest(page_size=_limit(q.get("limit")), page_token=q.get("page", ""))
     resp, _ = await pool_of(request).call(lambda s: s.ListDeadLetters(req, timeout=CALL_TIMEOUT))
-    return JSONResponse({"dead_letters": [to_dict(d) for d in resp.dead_letters], "total": resp.total,
-                         "next_page": resp.next_page_token})
+    return JSONResponse(
+        {
+            "dead_letters": [to_dict(d) for d in resp.dead_letters],
+            "total": resp.total,
+            "next_page": resp.next_page_token,
+        }
+    )
 
 
 @on_error_json
@@ -218,8 +271,14 @@ async def api_cluster(request: Request) -> Response:
 @on_error_json
 async def api_leader(request: Request) -> Response:
     info = await _cluster_info(request)
-    return JSONResponse({"leader": info.leader or None, "since_ms": info.leader_since_ms,
-                         "term": info.leader_term, "election": info.election})
+    return JSONResponse(
+        {
+            "leader": info.leader or None,
+            "since_ms": info.leader_since_ms,
+            "term": info.leader_term,
+            "election": info.election,
+        }
+    )
 
 
 routes = [

@@ -38,13 +38,26 @@ from webui.web import HERE, RequestMetrics, SecurityHeaders, favicon, metrics_pa
 
 def routes() -> list[BaseRoute]:
     """Every route of the UI, area by area, then the static files."""
-    return [*submit.routes, *jobs.routes, *dead_letters.routes, *schedules.routes, *cluster.routes,
-            *login.routes, *api.routes, Route("/metrics", metrics_page), Route("/favicon.ico", favicon),
-            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
+    return [
+        *submit.routes,
+        *jobs.routes,
+        *dead_letters.routes,
+        *schedules.routes,
+        *cluster.routes,
+        *login.routes,
+        *api.routes,
+        Route("/metrics", metrics_page),
+        Route("/favicon.ico", favicon),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
 
 
-def create_app(servers: Sequence[str], connector: AioConnector | None = None, config: UIConfig | None = None,
-               clock: Clock = time.monotonic) -> Starlette:
+def create_app(
+    servers: Sequence[str],
+    connector: AioConnector | None = None,
+    config: UIConfig | None = None,
+    clock: Clock = time.monotonic,
+) -> Starlette:
     """The UI for these servers, as ``config`` says (default: on loopback, no login).
 
     ``connector`` stands in for real gRPC channels and ``clock`` for the sessions' time (tests).
@@ -59,11 +72,22 @@ def create_app(servers: Sequence[str], connector: AioConnector | None = None, co
         await pool.close()
 
     # The client address (failed logins are counted against it) is the peer's, or what a trusted proxy says.
-    proxies = [Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))] \
-        if config.trusted_proxies else []
-    app = Starlette(routes=routes(), lifespan=lifespan, middleware=[
-        *proxies, Middleware(RequestMetrics), Middleware(SecurityHeaders), Middleware(HostOriginGuard, config=config),
-        Middleware(RequireLogin, auth=auth, pool=pool)])
+    proxies = (
+        [Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))]
+        if config.trusted_proxies
+        else []
+    )
+    app = Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        middleware=[
+            *proxies,
+            Middleware(RequestMetrics),
+            Middleware(SecurityHeaders),
+            Middleware(HostOriginGuard, config=config),
+            Middleware(RequireLogin, auth=auth, pool=pool),
+        ],
+    )
     app.state.pool = pool
     app.state.config = config
     app.state.auth = auth

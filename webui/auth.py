@@ -112,8 +112,9 @@ class Auth:
         try:
             delay = self.failures.begin(address)
         except TooManyFailures as exc:
-            raise UserError(f"Too many failed logins from {address}: try again in {math.ceil(exc.wait)} s.",
-                            429) from None
+            raise UserError(
+                f"Too many failed logins from {address}: try again in {math.ceil(exc.wait)} s.", 429
+            ) from None
         failed = False
         try:
             if delay > 0:
@@ -135,17 +136,20 @@ async def _token_accepted(stub: pb_grpc.JobServiceStub, token: str) -> None:
         if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
             raise
     else:
-        raise LoginRefused("The servers accepted a made-up token, so they check no tokens and a token proves "
-                           "nothing: log in with the password (WEBUI_PASSWORD_FILE), or give the servers "
-                           "AUTH_TOKEN or AUTH_TOKENS_FILE.")
+        raise LoginRefused(
+            "The servers accepted a made-up token, so they check no tokens and a token proves "
+            "nothing: log in with the password (WEBUI_PASSWORD_FILE), or give the servers "
+            "AUTH_TOKEN or AUTH_TOKENS_FILE."
+        )
     try:
         await as_caller(stub, token).GetClusterInfo(pb.ClusterInfoRequest(), timeout=CALL_TIMEOUT)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
             raise LoginRefused("The servers refused this token.") from None
         if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
-            raise LoginRefused("This token may not even read the cluster; use one with the read role "
-                               "or more.") from None
+            raise LoginRefused(
+                "This token may not even read the cluster; use one with the read role or more."
+            ) from None
         raise
 
 
@@ -209,8 +213,12 @@ class RequireLogin:
                 await _bearer_refused(exc, path)(scope, receive, send)
                 return
             state["caller_token"] = token
-        elif (session is None and self.auth.config.login_required and path not in OPEN_PATHS
-              and not path.startswith(OPEN_PREFIXES)):
+        elif (
+            session is None
+            and self.auth.config.login_required
+            and path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIXES)
+        ):
             await _login_first(request)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -234,9 +242,11 @@ def _login_first(request: Request) -> Response:
     """401 for the API and the live events; the login page, then back here, for a page."""
     path = request.url.path
     if wants_json(path):
-        return JSONResponse({"error": "Log in first: open /login in a browser, or send "
-                                      "Authorization: Bearer <token>."}, status_code=401,
-                            headers={"WWW-Authenticate": 'Bearer realm="jobcluster"'})
+        return JSONResponse(
+            {"error": "Log in first: open /login in a browser, or send Authorization: Bearer <token>."},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="jobcluster"'},
+        )
     back = path + (f"?{request.url.query}" if request.url.query else "")
     target = "/login" if request.method != "GET" or back == "/" else f"/login?next={quote(back, safe='')}"
     return RedirectResponse(target, status_code=303)

@@ -32,7 +32,8 @@ def _frame(kind: str, label: str, top: int, inner: str, first: str, last: str) -
         f'<line class="axis" x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - 4}" y2="{HEIGHT - PAD}"/>'
         f'<text class="tick" x="2" y="12">{top}</text><text class="tick" x="2" y="{HEIGHT - PAD}">0</text>'
         f'<text class="tick" x="{PAD}" y="{HEIGHT - 8}">{escape(first)}</text>'
-        f'<text class="tick end" x="{WIDTH - 4}" y="{HEIGHT - 8}">{escape(last)}</text>{inner}</svg>')
+        f'<text class="tick end" x="{WIDTH - 4}" y="{HEIGHT - 8}">{escape(last)}</text>{inner}</svg>'
+    )
 
 
 def finished_per_minute(minutes: Sequence[pb.MinuteStats]) -> Markup:
@@ -53,9 +54,11 @@ def finished_per_minute(minutes: Sequence[pb.MinuteStats]) -> Markup:
                 continue
             h = max(1.0, plot * n / top)
             y -= h
-            parts.append(f'<rect class="bar s-{status}" x="{PAD + i * step + 1:.1f}" y="{y:.1f}" '
-                         f'width="{max(1.0, step - 2):.1f}" height="{h:.1f}" data-minute="{m.minute_ms}" '
-                         f'data-status="{status}" data-n="{n}"><title>{_hhmm(m.minute_ms)}: {n} {status}</title></rect>')
+            parts.append(
+                f'<rect class="bar s-{status}" x="{PAD + i * step + 1:.1f}" y="{y:.1f}" '
+                f'width="{max(1.0, step - 2):.1f}" height="{h:.1f}" data-minute="{m.minute_ms}" '
+                f'data-status="{status}" data-n="{n}"><title>{_hhmm(m.minute_ms)}: {n} {status}</title></rect>'
+            )
     label = f"Jobs finished per minute by status, last {len(minutes)} minutes"
     return _frame("finished", label, top, "".join(parts), f"-{len(minutes)} min", "now")
 
@@ -76,9 +79,12 @@ def queue_depths(minutes: Sequence[pb.MinuteStats]) -> Markup:
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)
             parts.append(f'<polyline class="line q-{series}" points="{path}"/>')
-        parts += [f'<circle class="point q-{series}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" data-minute="{m.minute_ms}" '
-                  f'data-series="{series}" data-n="{getattr(m, series)}"><title>{_hhmm(m.minute_ms)}: '
-                  f'{series} {getattr(m, series)}</title></circle>' for x, y, m in points]
+        parts += [
+            f'<circle class="point q-{series}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" data-minute="{m.minute_ms}" '
+            f'data-series="{series}" data-n="{getattr(m, series)}"><title>{_hhmm(m.minute_ms)}: '
+            f"{series} {getattr(m, series)}</title></circle>"
+            for x, y, m in points
+        ]
     label = f"Queue depths, last {len(minutes)} minutes"
     return _frame("depths", label, top, "".join(parts), f"-{len(minutes)} min", "now")
 
@@ -92,6 +98,7 @@ def _bucket_label(bound: float, previous: float) -> str:
         if s < 3600:
             return f"{s / 60:g} min"
         return f"{s / 3600:g} h"
+
     return f"> {short(previous)}" if bound == 0 else f"≤ {short(bound)}"
 
 
@@ -109,11 +116,14 @@ def durations(buckets: Sequence[pb.DurationBucket]) -> Markup:
         previous = b.up_to_seconds or previous
         h = plot * b.count / top
         x = PAD + i * step
-        parts.append(f'<rect class="hbar" x="{x + 2:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{step - 4:.1f}" '
-                     f'height="{h:.1f}" data-bucket="{escape(label)}" data-n="{b.count}"><title>{escape(label)}: '
-                     f'{b.count} job{"" if b.count == 1 else "s"}</title></rect>'
-                     f'<text class="tick mid" x="{x + step / 2:.1f}" y="{HEIGHT - PAD + 12}">{escape(label)}</text>')
+        parts.append(
+            f'<rect class="hbar" x="{x + 2:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{step - 4:.1f}" '
+            f'height="{h:.1f}" data-bucket="{escape(label)}" data-n="{b.count}"><title>{escape(label)}: '
+            f"{b.count} job{'' if b.count == 1 else 's'}</title></rect>"
+            f'<text class="tick mid" x="{x + step / 2:.1f}" y="{HEIGHT - PAD + 12}">{escape(label)}</text>'
+        )
     return Markup(
         f'<svg class="chart histogram" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="How long the jobs ran" '
         f'xmlns="http://www.w3.org/2000/svg"><line class="axis" x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - 4}" '
-        f'y2="{HEIGHT - PAD}"/><text class="tick" x="2" y="12">{top}</text>{"".join(parts)}</svg>')
+        f'y2="{HEIGHT - PAD}"/><text class="tick" x="2" y="12">{top}</text>{"".join(parts)}</svg>'
+    )

@@ -99,11 +99,14 @@ def read_password_file(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"WEBUI_PASSWORD_FILE: cannot read {path!r}: {exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"WEBUI_PASSWORD_FILE {path!r} can be read by other users "
-                          f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
+        raise ConfigError(
+            f"WEBUI_PASSWORD_FILE {path!r} can be read by other users "
+            f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+        )
     if len(password) < MIN_PASSWORD_CHARS or "\n" in password:
-        raise ConfigError(f"WEBUI_PASSWORD_FILE {path!r} must hold one line of at least "
-                          f"{MIN_PASSWORD_CHARS} characters")
+        raise ConfigError(
+            f"WEBUI_PASSWORD_FILE {path!r} must hold one line of at least {MIN_PASSWORD_CHARS} characters"
+        )
     return password
 
 
@@ -114,8 +117,10 @@ def trusted_proxies(entries: Sequence[str]) -> tuple[str, ...]:
         try:
             networks.append(str(ipaddress.ip_network(entry.strip("[]"), strict=False)))
         except ValueError:
-            raise ConfigError(f"WEBUI_TRUSTED_PROXIES: {entry!r} is not an address or a network; list the "
-                              "addresses of the proxies in front of the web UI (e.g. 10.0.0.5,10.1.0.0/16)") from None
+            raise ConfigError(
+                f"WEBUI_TRUSTED_PROXIES: {entry!r} is not an address or a network; list the "
+                "addresses of the proxies in front of the web UI (e.g. 10.0.0.5,10.1.0.0/16)"
+            ) from None
     return tuple(networks)
 
 
@@ -129,17 +134,26 @@ def ui_config(settings: Settings, addr: str, password: str | None = None) -> UIC
     problem = token_problem(settings.auth_token) if settings.auth_token else None
     if problem:
         raise ConfigError(f"AUTH_TOKEN: {problem}")
-    config = UIConfig(host=host, port=port, names=own_names(host, settings.webui_hosts),
-                      tls_cert=settings.tls_cert, tls_key=settings.tls_key,
-                      password=password_digest(password) if password is not None else None,
-                      token_login=bool(settings.auth_token or settings.auth_tokens_file),
-                      session_ttl=settings.webui_session_ttl,
-                      trusted_proxies=trusted_proxies(settings.webui_trusted_proxies))
+    config = UIConfig(
+        host=host,
+        port=port,
+        names=own_names(host, settings.webui_hosts),
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        password=password_digest(password) if password is not None else None,
+        token_login=bool(settings.auth_token or settings.auth_tokens_file),
+        session_ttl=settings.webui_session_ttl,
+        trusted_proxies=trusted_proxies(settings.webui_trusted_proxies),
+    )
     if not is_loopback(host) and config.password is None and not config.token_login:
-        raise ConfigError(f"WEBUI_ADDR={addr} is not loopback, so the web UI needs a login: set "
-                          "WEBUI_PASSWORD_FILE (a file holding the password), or AUTH_TOKEN or AUTH_TOKENS_FILE "
-                          "(then a server token logs in), or listen on 127.0.0.1")
+        raise ConfigError(
+            f"WEBUI_ADDR={addr} is not loopback, so the web UI needs a login: set "
+            "WEBUI_PASSWORD_FILE (a file holding the password), or AUTH_TOKEN or AUTH_TOKENS_FILE "
+            "(then a server token logs in), or listen on 127.0.0.1"
+        )
     if host in WILDCARDS and not settings.webui_hosts:
-        raise ConfigError(f"WEBUI_ADDR={addr} listens on every address: set WEBUI_HOSTS to the names "
-                          "browsers will use for it (e.g. WEBUI_HOSTS=jobs.example.com,192.0.2.10)")
+        raise ConfigError(
+            f"WEBUI_ADDR={addr} listens on every address: set WEBUI_HOSTS to the names "
+            "browsers will use for it (e.g. WEBUI_HOSTS=jobs.example.com,192.0.2.10)"
+        )
     return config

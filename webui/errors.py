@@ -26,9 +26,14 @@ ErrorContext = Callable[[Request], Awaitable[dict[str, Any]]]
 PAGE_ERRORS: tuple[type[Exception], ...] = (UserError, NotConfigured, ServerDown, grpc.aio.AioRpcError)
 #: The JSON API also answers 400 to values it cannot convert (bad JSON, ``limit=abc``).
 API_ERRORS: tuple[type[Exception], ...] = (*PAGE_ERRORS, ValueError, TypeError)
-GRPC_TO_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
-                grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.UNAUTHENTICATED: 401,
-                grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
+GRPC_TO_HTTP = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+}
 
 
 def describe(exc: Exception) -> tuple[str, int]:
@@ -42,21 +47,27 @@ def describe(exc: Exception) -> tuple[str, int]:
         if code in FAILOVER_CODES:
             return f"The server is not answering ({exc.details()}). Try another server.", 503
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            return (f"The servers refused the token ({exc.details() or code.name}): log in again with a token "
-                    "they accept, or set the web UI's AUTH_TOKEN to one.", 401)
+            return (
+                f"The servers refused the token ({exc.details() or code.name}): log in again with a token "
+                "they accept, or set the web UI's AUTH_TOKEN to one.",
+                401,
+            )
         return exc.details() or code.name, GRPC_TO_HTTP.get(code, 503)
     return str(exc), 400
 
 
 def context(**values: Any) -> ErrorContext:
     """An :data:`ErrorContext` that is always ``values``."""
+
     async def fixed(request: Request) -> dict[str, Any]:
         return dict(values)
+
     return fixed
 
 
 def on_error_render(template: str, error_context: ErrorContext) -> Callable[[Endpoint], Endpoint]:
     """A page route: on a :data:`PAGE_ERRORS` error, show ``template`` with the message and its status."""
+
     def wrap(endpoint: Endpoint) -> Endpoint:
         @functools.wraps(endpoint)
         async def page(request: Request) -> Response:
@@ -65,12 +76,15 @@ def on_error_render(template: str, error_context: ErrorContext) -> Callable[[End
             except PAGE_ERRORS as exc:
                 message, status = describe(exc)
                 return render(request, template, status, error=message, **await error_context(request))
+
         return page
+
     return wrap
 
 
 def on_error_json(endpoint: Endpoint) -> Endpoint:
     """A JSON route: on an :data:`API_ERRORS` error, answer ``{"error": message}`` with its status."""
+
     @functools.wraps(endpoint)
     async def api(request: Request) -> Response:
         try:
@@ -78,4 +92,5 @@ def on_error_json(endpoint: Endpoint) -> Endpoint:
         except API_ERRORS as exc:
             message, status = describe(exc)
             return JSONResponse({"error": message}, status_code=status)
+
     return api

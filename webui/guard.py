@@ -69,8 +69,10 @@ def host_refusal(host: str, config: UIConfig) -> str | None:
     if split_host(host)[0] in config.names:
         return None
     names = ", ".join(sorted(config.names))
-    return (f"Host not allowed: this web UI answers to {names}, not {host!r}. If you reach it by "
-            f"another name (a DNS name, a proxy), add that name to WEBUI_HOSTS.")
+    return (
+        f"Host not allowed: this web UI answers to {names}, not {host!r}. If you reach it by "
+        f"another name (a DNS name, a proxy), add that name to WEBUI_HOSTS."
+    )
 
 
 def origin_refusal(method: str, headers: Headers) -> str | None:
@@ -81,8 +83,10 @@ def origin_refusal(method: str, headers: Headers) -> str | None:
     host = headers.get("host", "")
     if sent is None or same_origin(sent, host):
         return None
-    return (f"Origin refused: this request came from {sent!r}, not from this web UI ({host}). "
-            "Use the UI's own pages, or send API calls without a foreign Origin.")
+    return (
+        f"Origin refused: this request came from {sent!r}, not from this web UI ({host}). "
+        "Use the UI's own pages, or send API calls without a foreign Origin."
+    )
 
 
 class HostOriginGuard:

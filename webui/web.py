@@ -33,8 +33,10 @@ CSRF_COOKIE = "jobcluster_csrf"
 STATUSES = tuple(s.value for s in Status)
 #: Rendered on <body> as data-terminal-statuses, so the script has no copy of its own.
 TERMINAL_STATUSES = tuple(s for s in STATUSES if s in TERMINAL)
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
 
 
 class UserError(Exception):
@@ -72,8 +74,11 @@ def ago(ms: int) -> Markup:
     if not ms:
         return Markup("-")
     return Markup('<time datetime="{iso}" data-ms="{ms}" title="{exact}">{text}</time>').format(
-        iso=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z", ms=ms,
-        exact=when(ms), text=relative(ms))
+        iso=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z",
+        ms=ms,
+        exact=when(ms),
+        text=relative(ms),
+    )
 
 
 def duration(start_ms: int, end_ms: int) -> str:
@@ -85,8 +90,9 @@ def duration(start_ms: int, end_ms: int) -> str:
 
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.globals.update(when=ago, exact=when, duration=duration, statuses=STATUSES,
-                             terminal_statuses=TERMINAL_STATUSES)
+templates.env.globals.update(
+    when=ago, exact=when, duration=duration, statuses=STATUSES, terminal_statuses=TERMINAL_STATUSES
+)
 
 
 def pool_of(request: Request) -> CallerPool:
@@ -113,13 +119,19 @@ def render(request: Request, name: str, code: int = 200, **ctx: Any) -> Response
     """Render template ``name``; every page gets the servers, the CSRF token, its name and ``error``."""
     ctx.setdefault("error", None)
     session = request.scope.get("state", {}).get("session")
-    return templates.TemplateResponse(request, name, {"servers": pool_of(request).addresses,
-                                                      "csrf": csrf_token(request),
-                                                      "page": name.split(".")[0],
-                                                      "session": session,
-                                                      "login_required": config_of(request).login_required,
-                                                      **ctx},
-                                      status_code=code)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "servers": pool_of(request).addresses,
+            "csrf": csrf_token(request),
+            "page": name.split(".")[0],
+            "session": session,
+            "login_required": config_of(request).login_required,
+            **ctx,
+        },
+        status_code=code,
+    )
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -128,8 +140,9 @@ async def read_form(request: Request) -> dict[str, str]:
     sent = str(data.get("csrf", ""))
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not cookie or not secrets.compare_digest(sent, cookie):
-        raise UserError("This form is missing its security token (CSRF) or it is stale. "
-                        "Reload the page and submit again.", 403)
+        raise UserError(
+            "This form is missing its security token (CSRF) or it is stale. Reload the page and submit again.", 403
+        )
     values = {k: str(v) for k, v in data.items()}
     request.state.form = values
     return values
@@ -165,9 +178,13 @@ def routing_fields(values: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(values.get(field) or "", str):
             raise UserError(f"{field} must be text")
     try:
-        routing = validate_routing(queue=values.get("queue") or "", priority=_whole("priority", values.get("priority")),
-                                   constraints=tags, concurrency_key=(values.get("concurrency_key") or "").strip(),
-                                   max_concurrency=_whole("max_concurrency", values.get("max_concurrency")))
+        routing = validate_routing(
+            queue=values.get("queue") or "",
+            priority=_whole("priority", values.get("priority")),
+            constraints=tags,
+            concurrency_key=(values.get("concurrency_key") or "").strip(),
+            max_concurrency=_whole("max_concurrency", values.get("max_concurrency")),
+        )
     except InvalidJob as exc:
         raise UserError(str(exc)) from None
     return routing.routing()
@@ -203,8 +220,9 @@ async def metrics_page(request: Request) -> Response:
 
 async def favicon(request: Request) -> Response:
     """GET /favicon.ico (browsers ask for it on their own): the SVG icon, cached for a day."""
-    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(
+        HERE / "static" / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
@@ -218,6 +236,5 @@ class SecurityHeaders(BaseHTTPMiddleware):
         response.headers["X-Frame-Options"] = "DENY"
         token = request.scope.get("state", {}).get("csrf_token")
         if token and request.cookies.get(CSRF_COOKIE) != token:
-            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
-                                secure=config_of(request).tls)
+            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=config_of(request).tls)
         return response

@@ -33,8 +33,14 @@ log = logging.getLogger("worker")
 
 async def _connect_store(settings: Settings, stop: asyncio.Event) -> Store | None:
     try:
-        return await retrying(lambda: Store.connect(settings), what="connect to DATABASE_URL",
-                              errors=POSTGRES_ERRORS, stop=stop, first_delay=0.5, log=log)
+        return await retrying(
+            lambda: Store.connect(settings),
+            what="connect to DATABASE_URL",
+            errors=POSTGRES_ERRORS,
+            stop=stop,
+            first_delay=0.5,
+            log=log,
+        )
     except Stopped:
         return None
 
@@ -81,7 +87,12 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
 
 def run() -> None:
     parser = argparse.ArgumentParser(prog="python -m worker", description=plain(__doc__))
-    parser.add_argument("--burst", action="store_true", help="exit once the queue and delayed set are empty")
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit once the lanes it serves and the delayed set are empty and no job is in progress, "
+        "its own or another worker's",
+    )
     parser.add_argument("--concurrency", type=int, help="job slots (default WORKER_CONCURRENCY)")
     parser.add_argument("--id", help="worker id (default WORKER_ID, else <host>-<pid>)")
     args = parser.parse_args()
@@ -93,6 +104,7 @@ def run() -> None:
         overrides["worker_id"] = args.id
     if overrides:
         from dataclasses import replace
+
         settings = replace(settings, **overrides)
     setup_logging("worker", settings.log_level, settings.log_format)
     set_fields(worker_id=settings.effective_worker_id())

@@ -18,13 +18,14 @@ from worker.shell import ShellResult
 class Settlement:
     """How an attempt that ran to its end is recorded."""
 
-    status: Status          # SUCCEEDED; PENDING (retry after delay_ms); FAILED (dead-lettered)
-    error: str              # '' on success
-    delay_ms: int           # PENDING: how long the retry waits (from now, by the stores' clocks); else 0
+    status: Status  # SUCCEEDED; PENDING (retry after delay_ms); FAILED (dead-lettered)
+    error: str  # '' on success
+    delay_ms: int  # PENDING: how long the retry waits (from now, by the stores' clocks); else 0
 
 
-def settle(result: ShellResult, claimed: Claimed, *, backoff_base: float, backoff_max: float,
-           rng: random.Random | None = None) -> Settlement:
+def settle(
+    result: ShellResult, claimed: Claimed, *, backoff_base: float, backoff_max: float, rng: random.Random | None = None
+) -> Settlement:
     """Success when the command exited 0 in time; otherwise a retry after a backoff, or FAILED
     when this was the last attempt its retries allow (interrupted attempts do not count)."""
     ok = result.exit_code == 0 and not result.timed_out
@@ -40,11 +41,11 @@ def settle(result: ShellResult, claimed: Claimed, *, backoff_base: float, backof
 class Refusal(enum.Enum):
     """What to do with an id whose job could not be claimed."""
 
-    DELAY = "delay"                 # waiting for its time: back to delayed_jobs until due
-    REROUTE = "reroute"             # not for this worker (queue, tags): to the front of its job's lane
-    KEY_FULL = "key-full"           # its concurrency key is at its limit: back off, then try again
-    DEAD_LETTER = "dead-letter"     # FAILED: make sure the id is in dlq_tasks
-    DROP = "drop"                   # unknown, running elsewhere, ended or cancelled: ack it away
+    DELAY = "delay"  # waiting for its time: back to delayed_jobs until due
+    REROUTE = "reroute"  # not for this worker (queue, tags): to the front of its job's lane
+    KEY_FULL = "key-full"  # its concurrency key is at its limit: back off, then try again
+    DEAD_LETTER = "dead-letter"  # FAILED: make sure the id is in dlq_tasks
+    DROP = "drop"  # unknown, running elsewhere, ended or cancelled: ack it away
 
 
 #: Backing off a job whose concurrency key is full: the first wait, doubled per refusal in a row of
@@ -74,7 +75,9 @@ def fenced(attempt: int, state: tuple[str, int, str] | None, worker_id: str) -> 
     return not (status == Status.RUNNING.value and attempts == attempt and owner == worker_id)
 
 
-def refuse(state: JobState | None, queues: Collection[str] | None = None, tags: Collection[str] | None = None) -> Refusal:
+def refuse(
+    state: JobState | None, queues: Collection[str] | None = None, tags: Collection[str] | None = None
+) -> Refusal:
     """The id's fate, from the job's state as PostgreSQL has it now (None: no such job), for a worker
     serving ``queues`` with ``tags`` (None: any)."""
     if state is None:
@@ -82,7 +85,9 @@ def refuse(state: JobState | None, queues: Collection[str] | None = None, tags: 
     if state.status in (Status.PENDING, Status.QUEUED) and not state.due:
         return Refusal.DELAY
     if state.status in (Status.PENDING, Status.QUEUED):
-        if (queues is not None and state.queue not in queues) or (tags is not None and not set(state.constraints) <= set(tags)):
+        if (queues is not None and state.queue not in queues) or (
+            tags is not None and not set(state.constraints) <= set(tags)
+        ):
             return Refusal.REROUTE
         if state.concurrency_key:
             return Refusal.KEY_FULL

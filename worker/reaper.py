@@ -63,6 +63,7 @@ log = logging.getLogger("worker.reaper")
 
 # --- the reaper process ---------------------------------------------------------------------------
 
+
 def job_processes(sessions: set[int]) -> list[int]:
     """Live processes (not zombies) whose process group or session is one of ``sessions``."""
     found = []
@@ -151,9 +152,14 @@ def wait_for_earlier(worker_id: str, timeout: float = KILL_FOR + 2.0) -> list[in
 
     Returns the reapers still there at ``timeout`` (stuck, or SIGSTOPped): the caller says so.
     """
+
     def earlier() -> list[int]:
-        return [pid for pid, worker_pid, wid in reapers()
-                if wid == worker_id and worker_pid != os.getpid() and not _alive(worker_pid)]
+        return [
+            pid
+            for pid, worker_pid, wid in reapers()
+            if wid == worker_id and worker_pid != os.getpid() and not _alive(worker_pid)
+        ]
+
     deadline = time.monotonic() + timeout
     left = earlier()
     while left and time.monotonic() < deadline:
@@ -233,13 +239,18 @@ def reaper_main(worker_pid: int) -> int:
     # A mark but no group registered: a clean stop, or a kill in the instant a job was starting.
     killed = kill_all(sessions, mark=mark)
     if killed:
-        print(f"reaper: worker {worker_pid} is gone: SIGKILL to {told} job group(s) it was told of, "
-              f"{len(sessions) - told} more found by the mark, "
-              f"{killed} process(es) in them, all gone in {time.monotonic() - started:.3f}s", file=sys.stderr, flush=True)
+        print(
+            f"reaper: worker {worker_pid} is gone: SIGKILL to {told} job group(s) it was told of, "
+            f"{len(sessions) - told} more found by the mark, "
+            f"{killed} process(es) in them, all gone in {time.monotonic() - started:.3f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 
 # --- the worker's side --------------------------------------------------------------------------
+
 
 class Reaper:
     """The worker's handle on its reaper: register job groups, and restart the reaper if it dies."""
@@ -304,7 +315,11 @@ class Reaper:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), self.worker_id],
-                stdin=read_end, env={}, start_new_session=True, cwd="/")
+                stdin=read_end,
+                env={},
+                start_new_session=True,
+                cwd="/",
+            )
         except BaseException:
             os.close(write_end)
             raise
@@ -337,13 +352,20 @@ class Reaper:
         code = self._proc.wait()
         os.close(self._fd)
         self._fd = -1  # writes fail (and are ignored) until a new reaper is there
-        log.warning("the job reaper (pid %d) exited with %s; starting another, %d running job group(s) handed to it",
-                    self._proc.pid, code, len(self._groups))
+        log.warning(
+            "the job reaper (pid %d) exited with %s; starting another, %d running job group(s) handed to it",
+            self._proc.pid,
+            code,
+            len(self._groups),
+        )
         try:
             self._spawn()
         except OSError as exc:
-            log.error("could not start a new job reaper (%s): the jobs of this worker now outlive it if it is "
-                      "killed with SIGKILL; restart the worker", exc)
+            log.error(
+                "could not start a new job reaper (%s): the jobs of this worker now outlive it if it is "
+                "killed with SIGKILL; restart the worker",
+                exc,
+            )
 
     def close(self) -> None:
         """Stop the reaper: it kills the groups still registered (none after a clean stop) and exits."""

@@ -61,20 +61,26 @@ def resolve_job_user(job_user: str, euid: int | None = None) -> tuple[str, RunAs
             raise ConfigError(
                 f"JOB_USER={job_user}, but the worker runs as {me} (uid {euid}), not root, so it cannot start "
                 f"jobs as another user: leave JOB_USER empty to run jobs as {me} (they can then read whatever "
-                f"{me} can), or run the worker as root")
+                f"{me} can), or run the worker as root"
+            )
         return me, None
     if not job_user:
-        raise ConfigError(f"the worker runs as root: set JOB_USER to an unprivileged user (make start creates "
-                          f"{DEFAULT_JOB_USER}), or JOB_USER=root to run jobs as root knowingly")
+        raise ConfigError(
+            f"the worker runs as root: set JOB_USER to an unprivileged user (make start creates "
+            f"{DEFAULT_JOB_USER}), or JOB_USER=root to run jobs as root knowingly"
+        )
     try:
         pw = pwd.getpwnam(job_user)
     except KeyError:
-        raise ConfigError(f"JOB_USER={job_user}: no such user on this machine; create it (useradd --system "
-                          f"--no-create-home --shell /usr/sbin/nologin {job_user}), or leave JOB_USER unset "
-                          f"under make start, which creates {DEFAULT_JOB_USER}") from None
+        raise ConfigError(
+            f"JOB_USER={job_user}: no such user on this machine; create it (useradd --system "
+            f"--no-create-home --shell /usr/sbin/nologin {job_user}), or leave JOB_USER unset "
+            f"under make start, which creates {DEFAULT_JOB_USER}"
+        ) from None
     if pw.pw_uid == 0:
-        log.warning("JOB_USER=%s: jobs run as root and can read everything the worker can, its settings "
-                    "included", job_user)
+        log.warning(
+            "JOB_USER=%s: jobs run as root and can read everything the worker can, its settings included", job_user
+        )
         return job_user, None
     groups = tuple(dict.fromkeys(os.getgrouplist(pw.pw_name, pw.pw_gid)))
     return pw.pw_name, RunAs(pw.pw_name, pw.pw_uid, pw.pw_gid, groups)
@@ -106,8 +112,12 @@ class Sandbox:
         root = Path(os.path.abspath(settings.job_workdir_root or default_root()))
         env_file = Path(".env").absolute()
         if run_as is not None and _readable_by(env_file, run_as):
-            log.warning("%s is readable by the job user %s, so jobs can read the settings in it: "
-                        "chmod 600 %s", env_file, run_as.name, env_file)
+            log.warning(
+                "%s is readable by the job user %s, so jobs can read the settings in it: chmod 600 %s",
+                env_file,
+                run_as.name,
+                env_file,
+            )
         return cls(user, run_as, root, settings.job_keep_workdir)
 
     def describe(self) -> str:
@@ -127,8 +137,12 @@ class Sandbox:
         except OSError as exc:  # a temp cleaner removed the root: nothing left to remove
             log.warning("could not look for leftover job directories in %s: %s", self.root, exc)
         if removed:
-            log.warning("removed %d job director%s left by a worker that died, in %s",
-                        removed, "y" if removed == 1 else "ies", self.root)
+            log.warning(
+                "removed %d job director%s left by a worker that died, in %s",
+                removed,
+                "y" if removed == 1 else "ies",
+                self.root,
+            )
         return removed
 
     def _remove_unheld(self, path: str) -> bool:
@@ -209,23 +223,27 @@ def _prepare_root(root: Path, run_as: RunAs | None) -> None:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot create it ({exc.strerror}); set JOB_WORKDIR_ROOT to a "
-                          f"directory the worker may create") from None
+        raise ConfigError(
+            f"{name}: cannot create it ({exc.strerror}); set JOB_WORKDIR_ROOT to a directory the worker may create"
+        ) from None
     st = os.lstat(root)
     if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{name} is not a directory (a symbolic link or a file): set JOB_WORKDIR_ROOT "
-                          f"to a directory")
+        raise ConfigError(f"{name} is not a directory (a symbolic link or a file): set JOB_WORKDIR_ROOT to a directory")
     if st.st_uid != os.geteuid():
-        raise ConfigError(f"{name} belongs to uid {st.st_uid}, not to the worker's user (uid {os.geteuid()}), "
-                          f"so another user could tamper with jobs' directories: remove it, or set "
-                          f"JOB_WORKDIR_ROOT to another directory")
+        raise ConfigError(
+            f"{name} belongs to uid {st.st_uid}, not to the worker's user (uid {os.geteuid()}), "
+            f"so another user could tamper with jobs' directories: remove it, or set "
+            f"JOB_WORKDIR_ROOT to another directory"
+        )
     _check_parents(root, run_as)
     if not (root / MARKER).exists():
         with os.scandir(root) as entries:
             if any(True for _ in entries):
-                raise ConfigError(f"{name} holds files jobcluster did not make (no {MARKER} in it), which "
-                                  f"would be removed as leftovers: set JOB_WORKDIR_ROOT to a new or empty "
-                                  f"directory")
+                raise ConfigError(
+                    f"{name} holds files jobcluster did not make (no {MARKER} in it), which "
+                    f"would be removed as leftovers: set JOB_WORKDIR_ROOT to a new or empty "
+                    f"directory"
+                )
         (root / MARKER).touch()
     # The job user must pass through to its own directory; no one but the worker may list or change it.
     os.chmod(root, 0o711 if run_as is not None else 0o700)
@@ -237,14 +255,18 @@ def _check_parents(root: Path, run_as: RunAs | None) -> None:
         st = os.stat(parent)
         others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
         if st.st_uid not in (0, os.geteuid()) or others_write:
-            raise ConfigError(f"JOB_WORKDIR_ROOT={root}: {parent} can be changed by another user (owner uid "
-                              f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}), who could swap jobs' directories: "
-                              f"set JOB_WORKDIR_ROOT below directories only root or the worker's user can change, "
-                              f"such as /var/tmp/jobcluster-jobs")
+            raise ConfigError(
+                f"JOB_WORKDIR_ROOT={root}: {parent} can be changed by another user (owner uid "
+                f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}), who could swap jobs' directories: "
+                f"set JOB_WORKDIR_ROOT below directories only root or the worker's user can change, "
+                f"such as /var/tmp/jobcluster-jobs"
+            )
         if run_as is not None and not _searchable_by(st, run_as):
-            raise ConfigError(f"JOB_WORKDIR_ROOT={root}: the job user {run_as.name} cannot reach it ({parent} "
-                              f"is not searchable by it): set JOB_WORKDIR_ROOT to a directory such as "
-                              f"/var/tmp/jobcluster-jobs")
+            raise ConfigError(
+                f"JOB_WORKDIR_ROOT={root}: the job user {run_as.name} cannot reach it ({parent} "
+                f"is not searchable by it): set JOB_WORKDIR_ROOT to a directory such as "
+                f"/var/tmp/jobcluster-jobs"
+            )
 
 
 def _permits(st: os.stat_result, who: RunAs, owner: int, group: int, other: int) -> bool:

@@ -56,11 +56,11 @@ class GroupRegistry(Protocol):
 class ShellResult:
     """How one run ended."""
 
-    exit_code: int          # the shell's exit status; 128+N when killed by signal N
-    output: bytes           # stdout and stderr interleaved, the last `limit` bytes
-    truncated: bool         # earlier output was dropped to stay under the limit
+    exit_code: int  # the shell's exit status; 128+N when killed by signal N
+    output: bytes  # stdout and stderr interleaved, the last `limit` bytes
+    truncated: bool  # earlier output was dropped to stay under the limit
     timed_out: bool
-    error: str              # '' when the command simply exited
+    error: str  # '' when the command simply exited
 
 
 def not_started(error: str) -> ShellResult:
@@ -76,8 +76,9 @@ def use_pidfd_child_watcher() -> None:
         asyncio.set_child_watcher(watcher)
 
 
-def job_env(job_id: str, attempt: int, passthrough: Sequence[str] = (),
-            source: Mapping[str, str] | None = None) -> dict[str, str]:
+def job_env(
+    job_id: str, attempt: int, passthrough: Sequence[str] = (), source: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment a job sees: a safe subset of the worker's, plus JOB_ID and JOB_ATTEMPT."""
     src = os.environ if source is None else source
     env = {k: src[k] for k in (*SAFE_ENV, *passthrough) if k in src}
@@ -277,20 +278,32 @@ async def run_shell(
     finally:
         out.close()
     code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)
-    return ShellResult(exit_code=code, output=bytes(out.tail.buf), truncated=out.tail.truncated,
-                       timed_out=timed_out, error=error)
+    return ShellResult(
+        exit_code=code, output=bytes(out.tail.buf), truncated=out.tail.truncated, timed_out=timed_out, error=error
+    )
 
 
-async def _start(command: str, out: _Output, prefix: list[str], creds: RunAs | None, env: Mapping[str, str],
-                 cwd: str | None) -> asyncio.subprocess.Process:
+async def _start(
+    command: str, out: _Output, prefix: list[str], creds: RunAs | None, env: Mapping[str, str], cwd: str | None
+) -> asyncio.subprocess.Process:
     """Start ``sh -c command`` in a new session, stdin closed, stdout and stderr the write end of ``out``'s
     pipe, which is closed here whatever happens: then end of file comes when the job's processes close it."""
     try:
         return await asyncio.create_subprocess_exec(
-            *prefix, "/bin/sh", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=out.write_end,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=dict(env), cwd=cwd,
-            user=None if creds is None else creds.uid, group=None if creds is None else creds.gid,
-            extra_groups=None if creds is None else list(creds.groups))
+            *prefix,
+            "/bin/sh",
+            "-c",
+            command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out.write_end,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env),
+            cwd=cwd,
+            user=None if creds is None else creds.uid,
+            group=None if creds is None else creds.gid,
+            extra_groups=None if creds is None else list(creds.groups),
+        )
     finally:
         out.close_write_end()
 
@@ -300,8 +313,13 @@ def _switch(run_as: RunAs | None) -> tuple[list[str], RunAs | None]:
     (without setpriv) the credentials for subprocess to set itself."""
     if run_as is None or SETPRIV is None:
         return [], run_as
-    return [SETPRIV, f"--reuid={run_as.uid}", f"--regid={run_as.gid}",
-            "--groups=" + ",".join(map(str, run_as.groups)), "--"], None
+    return [
+        SETPRIV,
+        f"--reuid={run_as.uid}",
+        f"--regid={run_as.gid}",
+        "--groups=" + ",".join(map(str, run_as.groups)),
+        "--",
+    ], None
 
 
 def _outcome(returncode: int | None, *, timed_out: bool, stopped: bool, timeout: float) -> tuple[int, str]:

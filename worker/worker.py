@@ -60,8 +60,16 @@ class WorkerIdInUse(RuntimeError):
 class Worker:
     """Runs jobs from ``pending_jobs`` until :meth:`stop` (or, in burst mode, until nothing is left)."""
 
-    def __init__(self, settings: Settings, store: Store, queue: Queue, *, burst: bool = False,
-                 sandbox: Sandbox | None = None, reaper: GroupRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        queue: Queue,
+        *,
+        burst: bool = False,
+        sandbox: Sandbox | None = None,
+        reaper: GroupRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.reaper = reaper  # kills the jobs' groups if this process dies (worker/reaper.py)
         self.store = store
@@ -79,9 +87,9 @@ class Worker:
         # (job id, attempt) -> set to stop it: the attempts running now (a rerun of a job may start in
         # another slot before the old attempt has ended, so this is keyed by attempt too).
         self._attempts: dict[tuple[str, int], asyncio.Event] = {}
-        self._fenced: set[tuple[str, int]] = set()   # (job id, attempt) killed because the job moved on
+        self._fenced: set[tuple[str, int]] = set()  # (job id, attempt) killed because the job moved on
         queues, tags = serving_of(settings)
-        self.serving = Serving(queues=queues, tags=frozenset(tags))     # the lanes it takes from
+        self.serving = Serving(queues=queues, tags=frozenset(tags))  # the lanes it takes from
         self.serves = Serves(queues, tags, dict(settings.concurrency_limits))  # what its claims accept
         self._key_refusals: dict[str, int] = {}  # concurrency key -> its refusals in a row here
 
@@ -100,16 +108,16 @@ class Worker:
             asyncio.create_task(self._live_loop(), name="live-output"),
             asyncio.create_task(self._fence_loop(), name="fence-check"),
         ]
-        self._slots = [asyncio.create_task(self._slot(n), name=f"slot-{n}")
-                       for n in range(self.settings.worker_concurrency)]
+        self._slots = [
+            asyncio.create_task(self._slot(n), name=f"slot-{n}") for n in range(self.settings.worker_concurrency)
+        ]
         metrics.WORKER_SLOTS.set(len(self._slots))
         log.info("worker %s started with %d slots; %s", self.worker_id, len(self._slots), self.sandbox.describe())
         slots_ended = asyncio.create_task(asyncio.wait(self._slots), name="slots-wait")
         stop_wait = asyncio.create_task(self._stopping.wait(), name="stop-wait")
         side_failed = asyncio.create_task(_first_failure(side), name="side-watch")
         try:
-            done, _ = await asyncio.wait({slots_ended, stop_wait, side_failed},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({slots_ended, stop_wait, side_failed}, return_when=asyncio.FIRST_COMPLETED)
             self._stopping.set()
             await self._shutdown_slots()
             if side_failed in done:
@@ -178,8 +186,11 @@ class Worker:
             return False
         depths = await self.queue.jobs.depths()
         served = await self.queue.jobs.lanes.depths()
-        return (sum(served.get(lane, 0) for lane in self.serving.lanes) == 0 and depths["delayed"] == 0
-                and depths["processing"] == 0)
+        return (
+            sum(served.get(lane, 0) for lane in self.serving.lanes) == 0
+            and depths["delayed"] == 0
+            and depths["processing"] == 0
+        )
 
     async def _process(self, job_id: str) -> None:
         context = logs.JOB.set({"job_id": job_id})
@@ -190,8 +201,9 @@ class Worker:
 
     async def _claim_and_run(self, job_id: str) -> None:
         token = uuid.uuid4()  # the same for every retry: a lost reply is not a lost claim
-        claimed = await self._retrying("claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token,
-                                                                              serves=self.serves))
+        claimed = await self._retrying(
+            "claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token, serves=self.serves)
+        )
         if claimed is None:
             await self._refuse(job_id)
             return
@@ -217,8 +229,12 @@ class Worker:
             metrics.ATTEMPT_SECONDS.labels(claimed.queue).observe(time.monotonic() - started)
         if (job_id, claimed.attempt) in self._fenced:
             self._fenced.discard((job_id, claimed.attempt))
-            log.warning("job %s attempt %d was killed: this worker had been declared dead and the job moved "
-                        "on; nothing recorded for it", job_id, claimed.attempt)
+            log.warning(
+                "job %s attempt %d was killed: this worker had been declared dead and the job moved "
+                "on; nothing recorded for it",
+                job_id,
+                claimed.attempt,
+            )
             return
         if stop.is_set():
             await asyncio.shield(self._cancelled(claimed, result))
@@ -245,31 +261,56 @@ class Worker:
             return not_started(f"could not create the job's directory (JOB_WORKDIR_ROOT): {exc}")
         try:
             return await run_shell(
-                claimed.command, timeout=claimed.timeout_seconds, kill_grace=self.settings.job_kill_grace,
-                output_limit=self.settings.job_output_limit, cwd=scratch.path, run_as=self.sandbox.run_as,
-                env=self.sandbox.env(job_env(claimed.job_id, claimed.attempt, self.settings.job_env_passthrough),
-                                     scratch),
-                tail=tail, stop=stop, groups=self.reaper)
+                claimed.command,
+                timeout=claimed.timeout_seconds,
+                kill_grace=self.settings.job_kill_grace,
+                output_limit=self.settings.job_output_limit,
+                cwd=scratch.path,
+                run_as=self.sandbox.run_as,
+                env=self.sandbox.env(
+                    job_env(claimed.job_id, claimed.attempt, self.settings.job_env_passthrough), scratch
+                ),
+                tail=tail,
+                stop=stop,
+                groups=self.reaper,
+            )
         finally:
             await self.sandbox.remove(scratch)
 
     async def _cancelled(self, claimed: Claimed, result: ShellResult) -> None:
         """CancelJob stopped this attempt: record how it ended; the job stays CANCELLED."""
-        await self._retrying("record cancel", lambda: self.store.jobs.close_cancelled_attempt(
-            claimed, result.exit_code, result.error, clean_text(result.output), result.truncated))
+        await self._retrying(
+            "record cancel",
+            lambda: self.store.jobs.close_cancelled_attempt(
+                claimed, result.exit_code, result.error, clean_text(result.output), result.truncated
+            ),
+        )
         await self._ack(claimed.job_id)
-        how = "process group killed" if result.error.startswith("cancelled") else \
-            f"the command had already ended ({result.error or 'exit 0'})"
+        how = (
+            "process group killed"
+            if result.error.startswith("cancelled")
+            else f"the command had already ended ({result.error or 'exit 0'})"
+        )
         log.warning("job %s attempt %d cancelled: %s", claimed.job_id, claimed.attempt, how)
 
     async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
         """Record the attempt, then ack, back off or dead-letter the id."""
         job_id = claimed.job_id
-        s = decide.settle(result, claimed, backoff_base=self.settings.retry_backoff_base,
-                          backoff_max=self.settings.retry_backoff_max)
-        recorded = await self._retrying("record result", lambda: self.store.jobs.finish_attempt(
-            claimed, s.status, exit_code=result.exit_code, error=s.error, output=clean_text(result.output),
-            output_truncated=result.truncated, retry_delay_ms=s.delay_ms))
+        s = decide.settle(
+            result, claimed, backoff_base=self.settings.retry_backoff_base, backoff_max=self.settings.retry_backoff_max
+        )
+        recorded = await self._retrying(
+            "record result",
+            lambda: self.store.jobs.finish_attempt(
+                claimed,
+                s.status,
+                exit_code=result.exit_code,
+                error=s.error,
+                output=clean_text(result.output),
+                output_truncated=result.truncated,
+                retry_delay_ms=s.delay_ms,
+            ),
+        )
         if recorded:
             ended = "RETRYING" if s.status is Status.PENDING else s.status.value
             metrics.JOBS_FINISHED.labels(ended, claimed.queue).inc()
@@ -280,13 +321,16 @@ class Worker:
             log.info("job %s attempt %d succeeded", job_id, claimed.attempt)
         elif s.status is Status.FAILED:
             await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
-            log.warning("job %s attempt %d failed (%s): retries used up, dead-lettered",
-                        job_id, claimed.attempt, s.error)
+            log.warning(
+                "job %s attempt %d failed (%s): retries used up, dead-lettered", job_id, claimed.attempt, s.error
+            )
         else:
-            await self._retrying("retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.delay_ms,
-                                                                              claimed.lane))
-            log.info("job %s attempt %d failed (%s): retry in %.1fs",
-                     job_id, claimed.attempt, s.error, s.delay_ms / 1000)
+            await self._retrying(
+                "retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.delay_ms, claimed.lane)
+            )
+            log.info(
+                "job %s attempt %d failed (%s): retry in %.1fs", job_id, claimed.attempt, s.error, s.delay_ms / 1000
+            )
 
     async def _fenced_off(self, claimed: Claimed, result: ShellResult, error: str) -> None:
         """finish_attempt matched nothing: the job was cancelled after the command ended, or it is
@@ -294,16 +338,30 @@ class Worker:
         job_id = claimed.job_id
         ended = error or f"exit {result.exit_code}"
         note = f"cancelled after the command ended ({ended}), before its result was recorded"
-        closed = await self._retrying("record cancel", lambda: self.store.jobs.close_cancelled_attempt(
-            claimed, result.exit_code, note, clean_text(result.output), result.truncated))
+        closed = await self._retrying(
+            "record cancel",
+            lambda: self.store.jobs.close_cancelled_attempt(
+                claimed, result.exit_code, note, clean_text(result.output), result.truncated
+            ),
+        )
         if closed:
-            log.warning("job %s attempt %d: cancelled after its command ended (%s); output and exit code "
-                        "recorded on the attempt, the job stays CANCELLED", job_id, claimed.attempt, ended)
+            log.warning(
+                "job %s attempt %d: cancelled after its command ended (%s); output and exit code "
+                "recorded on the attempt, the job stays CANCELLED",
+                job_id,
+                claimed.attempt,
+                ended,
+            )
         else:
             state = await self._retrying("check job", lambda: self.store.jobs.state(job_id))
-            log.warning("job %s attempt %d: result discarded (%s): the job is %s, no longer held by this attempt "
-                        "(its worker was declared lost, or a newer attempt owns it)", job_id, claimed.attempt,
-                        ended, state.status.value if state else "deleted")
+            log.warning(
+                "job %s attempt %d: result discarded (%s): the job is %s, no longer held by this attempt "
+                "(its worker was declared lost, or a newer attempt owns it)",
+                job_id,
+                claimed.attempt,
+                ended,
+                state.status.value if state else "deleted",
+            )
         await self._ack(job_id)
 
     async def _ack(self, job_id: str) -> None:
@@ -313,16 +371,26 @@ class Worker:
         """A shutdown cut this attempt short: the job goes back to the queue's front, retries unspent."""
         try:
             recorded = await self.store.jobs.finish_attempt(
-                claimed, Status.QUEUED, exit_code=None, error="interrupted: worker shut down",
-                output="", output_truncated=False, interrupted=True)
+                claimed,
+                Status.QUEUED,
+                exit_code=None,
+                error="interrupted: worker shut down",
+                output="",
+                output_truncated=False,
+                interrupted=True,
+            )
             if recorded:
                 await self.queue.jobs.requeue_front(self.worker_id, claimed.job_id, claimed.lane)
                 log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
-            elif await self.store.jobs.close_cancelled_attempt(claimed, None, "cancelled; interrupted: worker "
-                                                               "shut down", "", False):
+            elif await self.store.jobs.close_cancelled_attempt(
+                claimed, None, "cancelled; interrupted: worker shut down", "", False
+            ):
                 await self.queue.jobs.ack(self.worker_id, claimed.job_id)
-                log.warning("job %s attempt %d interrupted by shutdown; the job was cancelled meanwhile",
-                            claimed.job_id, claimed.attempt)
+                log.warning(
+                    "job %s attempt %d interrupted by shutdown; the job was cancelled meanwhile",
+                    claimed.job_id,
+                    claimed.attempt,
+                )
         except UNAVAILABLE as exc:
             log.error("job %s: could not requeue on shutdown (%s); recovery will", claimed.job_id, exc)
 
@@ -334,11 +402,17 @@ class Worker:
             log.warning("job %s: unknown id in the queue, dropped", job_id)
         if action is Refusal.DELAY and state is not None:
             wait_ms = state.wait_ms  # PostgreSQL's clock: Redis counts it down on its own (no clocks compared)
-            await self._retrying("delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms,
-                                                                              state.lane))
+            await self._retrying(
+                "delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms, state.lane)
+            )
         elif action is Refusal.REROUTE and state is not None:
-            log.info("job %s is not for this worker (queue %s, constraints %s): sent to %s", job_id, state.queue,
-                     ",".join(state.constraints) or "none", state.lane)
+            log.info(
+                "job %s is not for this worker (queue %s, constraints %s): sent to %s",
+                job_id,
+                state.queue,
+                ",".join(state.constraints) or "none",
+                state.lane,
+            )
             await self._retrying("reroute", lambda: self.queue.jobs.requeue_front(self.worker_id, job_id, state.lane))
         elif action is Refusal.KEY_FULL and state is not None:
             key = state.concurrency_key
@@ -347,8 +421,9 @@ class Worker:
             self._key_refusals[key] = self._key_refusals.get(key, 0) + 1
             wait_ms = decide.key_full_wait_ms(self._key_refusals[key])
             log.debug("job %s waits %d ms: concurrency key %r is full", job_id, wait_ms, key)
-            await self._retrying("wait for key", lambda: self.queue.jobs.wait_for_key(self.worker_id, job_id, wait_ms,
-                                                                                      state.lane, key))
+            await self._retrying(
+                "wait for key", lambda: self.queue.jobs.wait_for_key(self.worker_id, job_id, wait_ms, state.lane, key)
+            )
         elif action is Refusal.DEAD_LETTER:
             await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
         else:
@@ -362,8 +437,10 @@ class Worker:
         now, beats = await self._retrying("read heartbeats", self.queue.liveness.workers_now)
         last = beats.get(self.worker_id)
         if last is not None and now - last < 3000 * self.settings.heartbeat_interval:
-            raise WorkerIdInUse(f"worker id {self.worker_id!r} is in use by a live worker "
-                                f"(heartbeat {now - last} ms ago); set another WORKER_ID")
+            raise WorkerIdInUse(
+                f"worker id {self.worker_id!r} is in use by a live worker "
+                f"(heartbeat {now - last} ms ago); set another WORKER_ID"
+            )
 
     async def _earlier_jobs_gone(self) -> None:
         """A worker restarted at once under this id (a supervisor after a SIGKILL): the jobs of the
@@ -372,29 +449,50 @@ class Worker:
         started = time.monotonic()
         left = await asyncio.to_thread(wait_for_earlier, self.worker_id)
         if left:
-            log.error("the job reaper(s) %s of an earlier worker %s are still there after %.1fs (stopped?); "
-                      "its jobs go back to the queue now and may still be running", left, self.worker_id,
-                      time.monotonic() - started)
+            log.error(
+                "the job reaper(s) %s of an earlier worker %s are still there after %.1fs (stopped?); "
+                "its jobs go back to the queue now and may still be running",
+                left,
+                self.worker_id,
+                time.monotonic() - started,
+            )
         elif time.monotonic() - started > 0.05:
-            log.info("waited %.2fs for the jobs of an earlier worker %s to be killed",
-                     time.monotonic() - started, self.worker_id)
+            log.info(
+                "waited %.2fs for the jobs of an earlier worker %s to be killed",
+                time.monotonic() - started,
+                self.worker_id,
+            )
 
     async def _recover_own(self, reason: str, retry: bool = True) -> None:
         """Jobs this worker id holds go back to the queue (PostgreSQL first, then Redis)."""
+
         def attempt(op: Callable[[], Awaitable[T]]) -> Awaitable[T]:
             return self._retrying("recover", op) if retry else op()
 
         back, dead = await attempt(lambda: recover_worker(self.store, self.queue, self.worker_id, reason))
         if back or dead:
-            log.warning("worker %s: %d job(s) it held went back to the queue, %d to the DLQ (%s)",
-                        self.worker_id, back, dead, reason)
+            log.warning(
+                "worker %s: %d job(s) it held went back to the queue, %d to the DLQ (%s)",
+                self.worker_id,
+                back,
+                dead,
+                reason,
+            )
 
     async def _heartbeat_once(self, within: float | None = None) -> None:
-        info: dict[str, str | int | float] = {"host": socket.gethostname(), "pid": os.getpid(), "slots": self.settings.worker_concurrency,
-                "running": len(self._busy), "started_ms": self._started_ms, "jobs_done": self.jobs_done,
-                "queues": ",".join(self.serving.queues), "tags": ",".join(sorted(self.serving.tags))}
-        await self.queue.liveness.heartbeat(self.worker_id, info,
-                                            ttl=max(10.0, 10 * self.settings.heartbeat_interval), within=within)
+        info: dict[str, str | int | float] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slots": self.settings.worker_concurrency,
+            "running": len(self._busy),
+            "started_ms": self._started_ms,
+            "jobs_done": self.jobs_done,
+            "queues": ",".join(self.serving.queues),
+            "tags": ",".join(sorted(self.serving.tags)),
+        }
+        await self.queue.liveness.heartbeat(
+            self.worker_id, info, ttl=max(10.0, 10 * self.settings.heartbeat_interval), within=within
+        )
 
     async def _heartbeat_loop(self) -> None:
         """Beat every HEARTBEAT_INTERVAL, each beat bounded by about that long: a beat that fails is not
@@ -432,11 +530,15 @@ class Worker:
                 continue
             for (job_id, attempt), stop in running.items():
                 owner = owners.get(job_id)
-                if ((job_id, attempt) not in self._attempts or (job_id, attempt) in self._fenced
-                        or not decide.fenced(attempt, owner, self.worker_id)):
+                if (
+                    (job_id, attempt) not in self._attempts
+                    or (job_id, attempt) in self._fenced
+                    or not decide.fenced(attempt, owner, self.worker_id)
+                ):
                     continue
-                log.warning("job %s attempt %d: the job moved on (this worker was declared dead): killing it",
-                            job_id, attempt)
+                log.warning(
+                    "job %s attempt %d: the job moved on (this worker was declared dead): killing it", job_id, attempt
+                )
                 self._fenced.add((job_id, attempt))
                 stop.set()
                 if owner is not None and owner[0] != Status.RUNNING.value:
@@ -467,10 +569,13 @@ class Worker:
             now = time.monotonic()
             # A new attempt publishes at once, empty as it may be: its job's hash may still hold the output
             # of an attempt that died with its worker.
-            changed = {job_id: Live(tail.total, clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])), attempt)
-                       for job_id, (tail, _, attempt) in running.items()
-                       if published.get(job_id, (-1, 0.0, 0))[0] != tail.total
-                       or published[job_id][2] != attempt or now - published[job_id][1] > LIVE_REFRESH}
+            changed = {
+                job_id: Live(tail.total, clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])), attempt)
+                for job_id, (tail, _, attempt) in running.items()
+                if published.get(job_id, (-1, 0.0, 0))[0] != tail.total
+                or published[job_id][2] != attempt
+                or now - published[job_id][1] > LIVE_REFRESH
+            }
             try:
                 if changed:
                     await self.queue.live_output.publish(changed)

@@ -38,8 +38,12 @@ __all__ = ["OP_TIMEOUT", "Queue", "connect", "connect_from"]
 
 
 #: Options of every Redis client. No socket_timeout: see OP_TIMEOUT; every operation is bounded by Queue.
-_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": None, "socket_keepalive": True,
-                            "decode_responses": True}
+_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 3.0,
+    "socket_timeout": None,
+    "socket_keepalive": True,
+    "decode_responses": True,
+}
 
 
 def connect(addr: str, **kwargs: Any) -> aioredis.Redis:
@@ -66,9 +70,11 @@ def connect_from(settings: Settings, **kwargs: Any) -> aioredis.Redis:
         kwargs.setdefault("username", settings.redis_user)
     if settings.redis_sentinels:
         return connect_primary(
-            settings.redis_sentinels, settings.redis_sentinel_master,
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
             sentinel_password=optional_secret("REDIS_SENTINEL_PASSWORD_FILE", settings.redis_sentinel_password_file),
-            **{**_OPTIONS, **kwargs})
+            **{**_OPTIONS, **kwargs},
+        )
     return connect(settings.redis_addr, **kwargs)
 
 

@@ -40,6 +40,7 @@ _Self = TypeVar("_Self", bound=Part)
 
 def bounded(fn: Callable[Concatenate[_Self, _P], Awaitable[_T]]) -> Callable[Concatenate[_Self, _P], Awaitable[_T]]:
     """Give up on an operation after ``op_timeout`` (plus any blocking time), raising a Redis timeout."""
+
     @functools.wraps(fn)
     async def wrapper(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         blocking = kwargs.get("timeout")
@@ -49,6 +50,7 @@ def bounded(fn: Callable[Concatenate[_Self, _P], Awaitable[_T]]) -> Callable[Con
                 return await fn(self, *args, **kwargs)
         except TimeoutError as exc:
             raise RedisTimeoutError(f"Redis did not answer {fn.__name__} within {limit:g}s") from exc
+
     return wrapper
 
 

@@ -32,7 +32,9 @@ CHUNK = 1000
 # Pops the n oldest ids. Those with a fate leave (a '+' id is pushed to its lane once); the others go
 # back at the new end in their order. A '+' id not among them is pushed anyway: PostgreSQL has
 # already queued its job. Returns how many ids left the list.
-_TAKE_OLDEST = RING + """
+_TAKE_OLDEST = (
+    RING
+    + """
 local m = tonumber(ARGV[2])
 local fate, lane = {}, {}
 for i = 3, #ARGV do
@@ -74,6 +76,7 @@ for k, ids in pairs(push) do
 end
 return left
 """
+)
 
 
 class DeadLetters(Part):
@@ -127,8 +130,9 @@ class DeadLetters(Part):
         return found
 
     @bounded
-    async def take_oldest(self, n: int, to_queue: Mapping[str, str] | Collection[str] = (),
-                          away: Collection[str] = ()) -> int:
+    async def take_oldest(
+        self, n: int, to_queue: Mapping[str, str] | Collection[str] = (), away: Collection[str] = ()
+    ) -> int:
         """One step of a pass: of the ``n`` oldest ids (at most :data:`CHUNK`), those in ``to_queue`` move
         to their lanes (``to_queue``: id -> lane; a plain collection: ``pending_jobs``), after PostgreSQL
         made their jobs QUEUED; those in ``away`` leave; the rest go back at the new end. Returns how many
@@ -137,9 +141,12 @@ class DeadLetters(Part):
         table = [keys.PENDING, *sorted(set(lanes.values()) - {keys.PENDING})]
         index = {lane: k for k, lane in enumerate(table, start=1)}
         fates = [f"+{index[lane]}:{i}" for i, lane in lanes.items()] + [f"-{i}" for i in away]
-        return int(await self._take_oldest(
-            keys=[keys.DLQ, keys.LANES, *table, *(keys.lane_bell(lane) for lane in table), keys.DLQ_MOVES],
-            args=[min(n, CHUNK), len(table), *fates]))
+        return int(
+            await self._take_oldest(
+                keys=[keys.DLQ, keys.LANES, *table, *(keys.lane_bell(lane) for lane in table), keys.DLQ_MOVES],
+                args=[min(n, CHUNK), len(table), *fates],
+            )
+        )
 
     @bounded
     async def purge_all(self) -> int:

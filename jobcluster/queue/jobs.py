@@ -30,17 +30,23 @@ from jobcluster.queue.lanes import RING, Lanes, Serving
 # KEYS[1] lane, KEYS[2] lanes registry, KEYS[3] the lane's bell; ARGV[1] 'back' (LPUSH: taken last) or
 # 'front' (RPUSH: taken next), ARGV[2..] ids. Registers the lane (not pending_jobs) and rings its bell
 # once per id (at most BELL_CAP tokens kept).
-_PUSH = RING + """
-if ARGV[1] == 'front' then redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) else redis.call('LPUSH', KEYS[1], unpack(ARGV, 2)) end
+_PUSH = (
+    RING
+    + """
+if ARGV[1] == 'front' then redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+else redis.call('LPUSH', KEYS[1], unpack(ARGV, 2)) end
 if KEYS[1] ~= '%(pending)s' then redis.call('SADD', KEYS[2], KEYS[1]) end
 ring(KEYS[3], #ARGV - 1)
 return #ARGV - 1
-""" % {"pending": keys.PENDING}
+"""
+    % {"pending": keys.PENDING}
+)
 
 # KEYS[1] delayed set, KEYS[2] delayed_lanes, KEYS[3] lanes registry, KEYS[4] (optional) a processing list
 # the ids leave, KEYS[5] (optional) a concurrency key's waiting list they join; ARGV[1] 'wait' (ms from now
-# by Redis' clock) or 'at' (unix ms), then triples (id, ms, lane). The score is Redis' clock plus the wait that PostgreSQL's clock gave: promote_due reads the same
-# Redis clock, so the id comes out when the job is due, whatever the two hosts' clocks say.
+# by Redis' clock) or 'at' (unix ms), then triples (id, ms, lane). The score is Redis' clock plus the wait that
+# PostgreSQL's clock gave: promote_due reads the same Redis clock, so the id comes out when the job is due,
+# whatever the two hosts' clocks say.
 _DELAY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -65,14 +71,18 @@ return 1
 
 # KEYS[1] processing list, KEYS[2] lane, KEYS[3] lanes registry, KEYS[4] the lane's bell; ARGV[1] id,
 # ARGV[2] '1': only if the id is still in the processing list. The id goes to the lane's front (taken next).
-_MOVE_FRONT = RING + """
+_MOVE_FRONT = (
+    RING
+    + """
 local removed = redis.call('LREM', KEYS[1], -1, ARGV[1])
 if ARGV[2] == '1' and removed == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if KEYS[2] ~= '%(pending)s' then redis.call('SADD', KEYS[3], KEYS[2]) end
 ring(KEYS[4], 1)
 return 1
-""" % {"pending": keys.PENDING}
+"""
+    % {"pending": keys.PENDING}
+)
 
 # KEYS[1] processing list, KEYS[2] dlq; ARGV[1] id
 _DEAD_LETTER = """
@@ -105,7 +115,9 @@ return false
 # to pending_jobs (a worker that takes it sends it on to its lane), else it stays. Moves ids due by
 # Redis' own clock to their lanes; atomic, so any number of processes may run it at once without moving
 # an id twice. Returns {moved, left for want of their lane}.
-_PROMOTE_DUE = RING + """
+_PROMOTE_DUE = (
+    RING
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -134,11 +146,15 @@ for k, g in pairs(groups) do
   ring(KEYS[2 + n + k], #g)
 end
 return {#gone, unknown}
-""" % {"pending": keys.PENDING}
+"""
+    % {"pending": keys.PENDING}
+)
 
 # KEYS[1] lane, KEYS[2] delayed set, KEYS[3] lanes registry, KEYS[4] the lane's bell; ARGV[1] id.
 # Push an id that Redis holds in neither place (a healed submit).
-_ENSURE_QUEUED = RING + """
+_ENSURE_QUEUED = (
+    RING
+    + """
 if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
 end
@@ -146,7 +162,9 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 if KEYS[1] ~= '%(pending)s' then redis.call('SADD', KEYS[3], KEYS[1]) end
 ring(KEYS[4], 1)
 return 1
-""" % {"pending": keys.PENDING}
+"""
+    % {"pending": keys.PENDING}
+)
 
 #: Ids per push script (Lua's unpack takes a few thousand at most).
 PUSH_CHUNK = 1000
@@ -191,9 +209,13 @@ class Jobs(Part):
         calls: list[tuple[AsyncScript, list[str], list[str | int]]] = []
         for lane, ids in ready.items():
             for at in range(0, len(ids), PUSH_CHUNK):
-                calls.append((self._push, [lane, keys.LANES, keys.lane_bell(lane)], ["back", *ids[at:at + PUSH_CHUNK]]))
+                calls.append(
+                    (self._push, [lane, keys.LANES, keys.lane_bell(lane)], ["back", *ids[at : at + PUSH_CHUNK]])
+                )
         for at in range(0, len(later), 3 * PUSH_CHUNK):
-            calls.append((self._delay, [keys.DELAYED, keys.DELAYED_LANES, keys.LANES], ["at", *later[at:at + 3 * PUSH_CHUNK]]))
+            calls.append(
+                (self._delay, [keys.DELAYED, keys.DELAYED_LANES, keys.LANES], ["at", *later[at : at + 3 * PUSH_CHUNK]])
+            )
         if len(calls) == 1:  # the usual case: no pipeline, whose scripts cost a SCRIPT EXISTS round trip
             script, keys_, args = calls[0]
             await script(keys=keys_, args=args)
@@ -206,8 +228,9 @@ class Jobs(Part):
     @bounded
     async def ensure_queued(self, job_id: str, lane: str = keys.PENDING) -> bool:
         """Push a ready job unless Redis already holds it waiting; True when pushed."""
-        return bool(await self._ensure_queued(keys=[lane, keys.DELAYED, keys.LANES, keys.lane_bell(lane)],
-                                              args=[job_id]))
+        return bool(
+            await self._ensure_queued(keys=[lane, keys.DELAYED, keys.LANES, keys.lane_bell(lane)], args=[job_id])
+        )
 
     @bounded
     async def promote_due(self, batch: int = 500) -> int:
@@ -217,7 +240,8 @@ class Jobs(Part):
             lanes = self._known_lanes
             moved, unknown = await self._promote_due(
                 keys=[keys.DELAYED, keys.DELAYED_LANES, *lanes, *(keys.lane_bell(lane) for lane in lanes)],
-                args=[batch, len(lanes), "1" if tries >= 2 else "0"])
+                args=[batch, len(lanes), "1" if tries >= 2 else "0"],
+            )
             total += int(moved)
             if int(unknown):  # a lane this process has not seen yet: read the registry, try again
                 tries += 1
@@ -252,15 +276,25 @@ class Jobs(Part):
     async def retry_later(self, worker_id: str, job_id: str, wait_ms: int, lane: str = keys.PENDING) -> None:
         """Back off: the id waits in ``delayed_jobs`` for ``wait_ms`` (counted on Redis' clock), then
         goes to ``lane``."""
-        await self._delay(keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, keys.processing(worker_id)],
-                          args=["wait", job_id, max(0, wait_ms), lane])
+        await self._delay(
+            keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, keys.processing(worker_id)],
+            args=["wait", job_id, max(0, wait_ms), lane],
+        )
 
     @bounded
     async def wait_for_key(self, worker_id: str, job_id: str, wait_ms: int, lane: str, concurrency_key: str) -> None:
         """Its concurrency key is full: the id waits in ``delayed_jobs`` for ``wait_ms`` at most, and in
         the key's waiting list, so that a job of the key that ends lets it go at once (:meth:`release_key`)."""
-        await self._delay(keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, keys.processing(worker_id),
-                                keys.key_waiting(concurrency_key)], args=["wait", job_id, max(0, wait_ms), lane])
+        await self._delay(
+            keys=[
+                keys.DELAYED,
+                keys.DELAYED_LANES,
+                keys.LANES,
+                keys.processing(worker_id),
+                keys.key_waiting(concurrency_key),
+            ],
+            args=["wait", job_id, max(0, wait_ms), lane],
+        )
 
     @bounded
     async def release_key(self, concurrency_key: str) -> bool:
@@ -280,15 +314,19 @@ class Jobs(Part):
     async def requeue_front(self, worker_id: str, job_id: str, lane: str = keys.PENDING) -> None:
         """Give the id back to the front of its lane, to be taken next (an attempt interrupted by
         shutdown, or an id taken from a lane that is not its job's)."""
-        await self._move_front(keys=[keys.processing(worker_id), lane, keys.LANES, keys.lane_bell(lane)],
-                               args=[job_id, "0"])
+        await self._move_front(
+            keys=[keys.processing(worker_id), lane, keys.LANES, keys.lane_bell(lane)], args=[job_id, "0"]
+        )
 
     @bounded
     async def take_back(self, worker_id: str, job_id: str, lane: str = keys.PENDING) -> bool:
         """Move ``job_id`` from this worker's processing list to the front of its lane, if it is still
         there (an attempt found fenced whose recovery moved PostgreSQL but not yet Redis)."""
-        return bool(await self._move_front(
-            keys=[keys.processing(worker_id), lane, keys.LANES, keys.lane_bell(lane)], args=[job_id, "1"]))
+        return bool(
+            await self._move_front(
+                keys=[keys.processing(worker_id), lane, keys.LANES, keys.lane_bell(lane)], args=[job_id, "1"]
+            )
+        )
 
     @bounded
     async def dead_letter(self, worker_id: str, job_id: str) -> None:

@@ -80,7 +80,7 @@ class Serving:
     queues: tuple[str, ...] = (keys.DEFAULT_QUEUE,)
     tags: frozenset[str] = frozenset()
     lanes: list[str] = field(default_factory=list)
-    known: int = -1     # size of the ``lanes`` registry when read; -1: never read
+    known: int = -1  # size of the ``lanes`` registry when read; -1: never read
 
     @property
     def bells(self) -> list[str]:
@@ -122,8 +122,16 @@ class Lanes(Part):
             return job_id
         if serving.only_default:
             # redis-py types the timeout as int; it takes a float
-            return cast(str | None, await self.redis.blmove(keys.PENDING, keys.processing(worker_id), wait,  # type: ignore[arg-type]
-                                                            "RIGHT", "LEFT"))
+            return cast(
+                str | None,
+                await self.redis.blmove(
+                    keys.PENDING,
+                    keys.processing(worker_id),
+                    wait,  # type: ignore[arg-type]
+                    "RIGHT",
+                    "LEFT",
+                ),
+            )
         if not serving.lanes:
             await self.redis.blpop(serving.bells, wait)  # nothing served yet: new lanes ring
             await self.refresh(serving)
@@ -140,8 +148,7 @@ class Lanes(Part):
                 await self.refresh(serving)
             if not serving.lanes:
                 return None
-            got = await self._take(keys=[keys.processing(worker_id), keys.LANES, *serving.lanes],
-                                   args=[serving.known])
+            got = await self._take(keys=[keys.processing(worker_id), keys.LANES, *serving.lanes], args=[serving.known])
             if not got:
                 return None
             if got[0]:

@@ -15,9 +15,9 @@ LIVE_OUTPUT_TTL = 60.0
 class Live(NamedTuple):
     """A running attempt's output so far."""
 
-    total: int      # bytes it has written
-    tail: str       # the last of them, as text
-    attempt: int    # whose: a job rerun after its worker died must not show the dead attempt's output (0: unknown)
+    total: int  # bytes it has written
+    tail: str  # the last of them, as text
+    attempt: int  # whose: a job rerun after its worker died must not show the dead attempt's output (0: unknown)
 
     def of(self, attempt: int) -> Live | None:
         """This output if it is attempt ``attempt``'s (or of an unknown attempt), else None."""

@@ -64,7 +64,9 @@ return now
 # (id, index of its lane among the n). Dead ids go to the DLQ; everything else in the processing list goes
 # back to the front of its job's lane (pending_jobs when its lane is not known: the worker that takes it
 # sends it on to its lane), in order.
-_RECOVER_PROCESSING = RING + """
+_RECOVER_PROCESSING = (
+    RING
+    + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local dead, lane = {}, {}
 for i = 3, 2 + m do dead[ARGV[i]] = true end
@@ -88,6 +90,7 @@ for k, count in pairs(rung) do
 end
 return moved
 """
+)
 
 
 class Liveness(Part):
@@ -117,9 +120,12 @@ class Liveness(Part):
     async def forget_worker(self, worker_id: str, older_than_ms: int, why: str = "") -> bool:
         """Drop a dead worker's heartbeat unless it beat again since ``older_than_ms``; it stays listed as
         gone (:meth:`gone_workers`) for GONE_KEEP_MS."""
-        return bool(await self._forget(
-            keys=[keys.WORKERS, keys.worker_info(worker_id), keys.GONE_WORKERS, keys.gone_info(worker_id)],
-            args=[worker_id, older_than_ms, why, GONE_KEEP_MS, GONE_MAX]))
+        return bool(
+            await self._forget(
+                keys=[keys.WORKERS, keys.worker_info(worker_id), keys.GONE_WORKERS, keys.gone_info(worker_id)],
+                args=[worker_id, older_than_ms, why, GONE_KEEP_MS, GONE_MAX],
+            )
+        )
 
     @bounded
     async def gone_workers(self) -> dict[str, dict[str, str]]:
@@ -156,7 +162,7 @@ class Liveness(Part):
     @bounded
     async def processing_owners(self) -> list[str]:
         """Worker ids that have a (non-empty) processing list."""
-        return [key[len(keys.PROCESSING_PREFIX):] for key in await processing_lists(self.redis)]
+        return [key[len(keys.PROCESSING_PREFIX) :] for key in await processing_lists(self.redis)]
 
     @bounded
     async def processing_ids(self, worker_id: str) -> list[str]:
@@ -174,17 +180,21 @@ class Liveness(Part):
         return cast(list[str], ids), bool(lanes)
 
     @bounded
-    async def recover_processing(self, worker_id: str, dead_ids: Iterable[str] = (),
-                                 lanes: Mapping[str, str] | None = None) -> int:
+    async def recover_processing(
+        self, worker_id: str, dead_ids: Iterable[str] = (), lanes: Mapping[str, str] | None = None
+    ) -> int:
         """Empty a worker's processing list: ``dead_ids`` to the DLQ, the rest to the front of their lanes
         (``lanes``: id -> lane; ``pending_jobs`` for an id not in it). Returns how many went back."""
         dead = list(dead_ids)
         table = [keys.PENDING, *sorted(set((lanes or {}).values()) - {keys.PENDING})]
         index = {lane: n for n, lane in enumerate(table, start=1)}
         pairs = [x for job_id, lane in (lanes or {}).items() for x in (job_id, index[lane])]
-        return int(await self._recover(
-            keys=[keys.processing(worker_id), keys.DLQ, keys.LANES, *table, *(keys.lane_bell(k) for k in table)],
-            args=[len(table), len(dead), *dead, *pairs]))
+        return int(
+            await self._recover(
+                keys=[keys.processing(worker_id), keys.DLQ, keys.LANES, *table, *(keys.lane_bell(k) for k in table)],
+                args=[len(table), len(dead), *dead, *pairs],
+            )
+        )
 
     # --- servers --------------------------------------------------------------
 

@@ -100,7 +100,9 @@ return {#ARGV - 2 - k, tostring(redis.call('INCR', KEYS[2]))}
 # entries pushed since (so a rebuild stays linear), delayed_jobs and the processing lists; then pushes
 # the rest, each to its lane (or delayed_jobs, remembering its lane). Returns {to delayed, pushed to
 # lane 1, ..., lane n}.
-_RESTORE_SINCE = RING + """
+_RESTORE_SINCE = (
+    RING
+    + """
 local n = tonumber(ARGV[1])
 local fresh = {}
 for k = 1, n do fresh[k] = redis.call('LLEN', KEYS[3 + k]) - tonumber(ARGV[1 + k]) end
@@ -142,6 +144,7 @@ for k = 1, n do
 end
 return out
 """
+)
 
 #: A waiting job as reconciliation restores it: (id, due unix ms or 0 for now, its lane).
 Waiting = tuple[str, int, str]
@@ -215,8 +218,12 @@ class Reconcile(Part):
         proves nothing now. ``seen.length`` counts the ids pushed here."""
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
-            done = int(await self._restore_dead_since(
-                keys=[keys.DLQ, keys.DLQ_MOVES], args=[seen.length, seen.moves, *job_ids[start:start + DEAD_CHUNK]]))
+            done = int(
+                await self._restore_dead_since(
+                    keys=[keys.DLQ, keys.DLQ_MOVES],
+                    args=[seen.length, seen.moves, *job_ids[start : start + DEAD_CHUNK]],
+                )
+            )
             if done < 0:
                 return None
             seen.length += done
@@ -257,8 +264,9 @@ class Reconcile(Part):
                 job_id = stack.pop()
                 tail_first.append(job_id)
                 stack.extend(reversed(after.get(job_id, ())))
-            reply = await self._rewrite_dead_tail(keys=[keys.DLQ, keys.DLQ_MOVES],
-                                                  args=[seen.moves, k, *reversed(tail_first)])
+            reply = await self._rewrite_dead_tail(
+                keys=[keys.DLQ, keys.DLQ_MOVES], args=[seen.moves, k, *reversed(tail_first)]
+            )
             if int(reply[0]) < 0:
                 return done or None
             done += int(reply[0])
@@ -302,18 +310,17 @@ class Reconcile(Part):
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
             # known length 0: every entry counts as new, so the whole list is searched
-            pushed += int(await self._restore_dead_since(keys=[keys.DLQ, keys.DLQ_MOVES],
-                                                         args=[0, "", *job_ids[start:start + DEAD_CHUNK]]))
+            pushed += int(
+                await self._restore_dead_since(
+                    keys=[keys.DLQ, keys.DLQ_MOVES], args=[0, "", *job_ids[start : start + DEAD_CHUNK]]
+                )
+            )
         return pushed
 
     @bounded
-    async def held_ids(self) -> set[str]:
-        """Every id Redis holds anywhere: every lane, delayed, processing lists."""
-        return (await self.held_and_lengths())[0]
-
-    @bounded
     async def held_and_lengths(self) -> tuple[set[str], dict[str, int]]:
-        """Like :meth:`held_ids`, with how many ids each lane had when read (for :meth:`restore_since`).
+        """Every id Redis holds anywhere (every lane, delayed, processing lists), with how many ids each lane
+        had when read (for :meth:`restore_since`).
 
         Read HELD_READ ids per command from each list's head (where ids are pushed, so a push meanwhile
         only makes an id be read twice, and a take from the tail moves nothing that is still to be read)."""
@@ -354,15 +361,23 @@ class Reconcile(Part):
         now = time.time() * 1000
         processing = await processing_lists(self.redis)
         for start in range(0, len(jobs), DEAD_CHUNK):
-            chunk = jobs[start:start + DEAD_CHUNK]
+            chunk = jobs[start : start + DEAD_CHUNK]
             table = [keys.PENDING, *sorted((set(lengths) | {lane for _, _, lane in chunk}) - {keys.PENDING})]
             index = {lane: n for n, lane in enumerate(table, start=1)}
             args: list[str | int] = [len(table), *(lengths.get(lane, 0) for lane in table)]
             for job_id, due_ms, lane in chunk:
                 args += [job_id, due_ms if due_ms > now else 0, index[lane]]
             later, *ready = await self._restore_since(
-                keys=[keys.DELAYED, keys.DELAYED_LANES, keys.LANES, *table, *(keys.lane_bell(k) for k in table),
-                      *processing], args=args)
+                keys=[
+                    keys.DELAYED,
+                    keys.DELAYED_LANES,
+                    keys.LANES,
+                    *table,
+                    *(keys.lane_bell(k) for k in table),
+                    *processing,
+                ],
+                args=args,
+            )
             for lane, n in zip(table, ready):
                 lengths[lane] = lengths.get(lane, 0) + int(n)
             pushed += int(later) + sum(int(n) for n in ready)

@@ -88,8 +88,12 @@ class PrimaryPool(SentinelConnectionPool):
         # redis-py closes the idle connections when the address changed
         address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
         if before is not None and address != before:
-            log.warning("Redis primary %r is now %s:%s (was %s:%s), as the sentinels say; reconnecting",
-                        self.service_name, *address, *before)
+            log.warning(
+                "Redis primary %r is now %s:%s (was %s:%s), as the sentinels say; reconnecting",
+                self.service_name,
+                *address,
+                *before,
+            )
             # A demoted primary may still take writes until the sentinels reconfigure it, and a
             # connection in use would go on writing there: close each one when it is released.
             await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
@@ -138,8 +142,10 @@ class Sentinels(Sentinel):
                 if best is None or int(state.get("config-epoch", 0)) > int(best.get("config-epoch", 0)):
                     best = state
                 continue
-            failures.append(f"{_where(sentinel)}: " + (f"primary {state['ip']}:{state['port']} is down" if state
-                                                        else f"no primary named {service_name!r}"))
+            failures.append(
+                f"{_where(sentinel)}: "
+                + (f"primary {state['ip']}:{state['port']} is down" if state else f"no primary named {service_name!r}")
+            )
         if best is None:
             raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r} ({'; '.join(failures)})")
         return str(best["ip"]), int(best["port"])
@@ -158,8 +164,9 @@ def _where(client: aioredis.Redis) -> str:
     return f"{kw.get('host')}:{kw.get('port')}"
 
 
-def connect_primary(sentinels: tuple[str, ...] | list[str], master: str, *, sentinel_password: str | None = None,
-                    **options: Any) -> aioredis.Redis:
+def connect_primary(
+    sentinels: tuple[str, ...] | list[str], master: str, *, sentinel_password: str | None = None, **options: Any
+) -> aioredis.Redis:
     """A client for the primary of ``master`` as the ``sentinels`` (``host:port`` each) name it.
 
     ``options`` are the Redis connection's (password, username, timeouts, decoding). The sentinels get
@@ -170,6 +177,7 @@ def connect_primary(sentinels: tuple[str, ...] | list[str], master: str, *, sent
     if sentinel_password is not None:
         sentinel_options["password"] = sentinel_password
     manager = Sentinels([host_port(addr) for addr in sentinels], sentinel_kwargs=sentinel_options)
-    client: aioredis.Redis = manager.master_for(master, connection_pool_class=PrimaryPool,
-                                                connection_class=PrimaryConnection, **options)
+    client: aioredis.Redis = manager.master_for(
+        master, connection_pool_class=PrimaryPool, connection_class=PrimaryConnection, **options
+    )
     return client

@@ -59,7 +59,6 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-
 class Store:
     """An asyncpg pool and the concerns that use it."""
 

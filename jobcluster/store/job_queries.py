@@ -69,14 +69,20 @@ class JobQueries:
         keys = [uuid.UUID(i) for i in ids]
         known = [seen.get(i) for i in ids]
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q["watched_jobs_changed"], keys, [k[0].value if k else None for k in known],
-                                    [k[1] if k else None for k in known])
+            rows = await conn.fetch(
+                Q["watched_jobs_changed"],
+                keys,
+                [k[0].value if k else None for k in known],
+                [k[1] if k else None for k in known],
+            )
             attempts = await conn.fetch(Q["attempts_of_jobs"], [r["id"] for r in rows]) if rows else []
         by_job: dict[uuid.UUID, list[asyncpg.Record]] = {}
         for a in attempts:
             by_job.setdefault(a["job_id"], []).append(a)
-        return {str(r["id"]): Changed(JobRow.from_record(r, by_job.get(r["id"], ())), r["version"], r["due_in_ms"])
-                for r in rows}
+        return {
+            str(r["id"]): Changed(JobRow.from_record(r, by_job.get(r["id"], ())), r["version"], r["due_in_ms"])
+            for r in rows
+        }
 
     async def page(
         self,
@@ -100,9 +106,21 @@ class JobQueries:
         if after is not None:
             created = EPOCH + dt.timedelta(microseconds=after[0])
             id_ = uuid.UUID(after[1])
-        rows = await self.pool.fetch(Q["list_jobs"], status.value if status else None, uuids, created, id_, limit,
-                                     include_output, text or None, schedule or None, _at(since_ms), _at(until_ms),
-                                     max_bytes, queue or None)
+        rows = await self.pool.fetch(
+            Q["list_jobs"],
+            status.value if status else None,
+            uuids,
+            created,
+            id_,
+            limit,
+            include_output,
+            text or None,
+            schedule or None,
+            _at(since_ms),
+            _at(until_ms),
+            max_bytes,
+            queue or None,
+        )
         cut = bool(rows) and rows[0]["fetched"] > len(rows)
         return JobPage([JobRow.from_record(r) for r in rows], cut)
 

@@ -68,9 +68,22 @@ class Jobs:
         """Store a new job; when its idempotency key names an existing job, return that one instead."""
         status, run_at = initial_state(spec, now_ms())
         row = await self.pool.fetchrow(
-            Q["insert_job"], uuid.uuid4(), spec.name, spec.description, spec.command, status.value,
-            spec.max_retries, spec.timeout_seconds, run_at, spec.idempotency_key or None, submitted_via,
-            spec.queue, spec.priority, list(spec.constraints), spec.concurrency_key, spec.max_concurrency,
+            Q["insert_job"],
+            uuid.uuid4(),
+            spec.name,
+            spec.description,
+            spec.command,
+            status.value,
+            spec.max_retries,
+            spec.timeout_seconds,
+            run_at,
+            spec.idempotency_key or None,
+            submitted_via,
+            spec.queue,
+            spec.priority,
+            list(spec.constraints),
+            spec.concurrency_key,
+            spec.max_concurrency,
         )
         if row is not None:
             return Submitted(str(row["id"]), True, Status(row["status"]), ms(row["not_before"]), **routing_of(row))
@@ -89,30 +102,47 @@ class Jobs:
         starts = [initial_state(s, now) for s in specs]
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                Q["insert_jobs"], ids, [s.name for s in specs], [s.description for s in specs],
-                [s.command for s in specs], [status.value for status, _ in starts], [s.max_retries for s in specs],
-                [s.timeout_seconds for s in specs], [run_at for _, run_at in starts],
-                [s.idempotency_key or None for s in specs], list(range(len(specs))), submitted_via,
-                [s.queue for s in specs], [s.priority for s in specs], [",".join(s.constraints) for s in specs],
-                [s.concurrency_key for s in specs], [s.max_concurrency for s in specs])
+                Q["insert_jobs"],
+                ids,
+                [s.name for s in specs],
+                [s.description for s in specs],
+                [s.command for s in specs],
+                [status.value for status, _ in starts],
+                [s.max_retries for s in specs],
+                [s.timeout_seconds for s in specs],
+                [run_at for _, run_at in starts],
+                [s.idempotency_key or None for s in specs],
+                list(range(len(specs))),
+                submitted_via,
+                [s.queue for s in specs],
+                [s.priority for s in specs],
+                [",".join(s.constraints) for s in specs],
+                [s.concurrency_key for s in specs],
+                [s.max_concurrency for s in specs],
+            )
             inserted = {r["id"]: r for r in rows}
             taken = [s.idempotency_key for i, s in zip(ids, specs) if i not in inserted]
-            existing = {r["idempotency_key"]: r for r in
-                        await conn.fetch(Q["jobs_by_idempotency_keys"], taken)} if taken else {}
+            existing = (
+                {r["idempotency_key"]: r for r in await conn.fetch(Q["jobs_by_idempotency_keys"], taken)}
+                if taken
+                else {}
+            )
         out: list[Submitted] = []
         for job_id, spec in zip(ids, specs):
             row = inserted.get(job_id)
             if row is not None:
-                out.append(Submitted(str(job_id), True, Status(row["status"]), ms(row["not_before"]),
-                                     **routing_of(row)))
+                out.append(
+                    Submitted(str(job_id), True, Status(row["status"]), ms(row["not_before"]), **routing_of(row))
+                )
             elif spec.idempotency_key in existing:
                 out.append(_existing(existing[spec.idempotency_key]))
             else:  # the job holding the key was deleted meanwhile
                 out.append(await self.insert(spec, submitted_via))
         return out
 
-    async def claim(self, job_id: str, worker_id: str, token: uuid.UUID | None = None, *,
-                    serves: Serves = ALL) -> Claimed | None:
+    async def claim(
+        self, job_id: str, worker_id: str, token: uuid.UUID | None = None, *, serves: Serves = ALL
+    ) -> Claimed | None:
         """Start the next attempt of a job, or None when it is not claimable now: not waiting or not
         due, not for this worker (``serves``: its WORKER_QUEUES and WORKER_TAGS), or its concurrency
         key full (limits per key from ``serves``: CONCURRENCY_LIMITS).
@@ -121,9 +151,16 @@ class Jobs:
         attempt that claim opened, if it is still running.
         """
         queues, tags, limits = serves
-        row = await self.pool.fetchrow(Q["claim_job"], uuid.UUID(job_id), worker_id, token or uuid.uuid4(),
-                                       None if queues is None else list(queues), None if tags is None else list(tags),
-                                       list(limits), list(limits.values()))
+        row = await self.pool.fetchrow(
+            Q["claim_job"],
+            uuid.UUID(job_id),
+            worker_id,
+            token or uuid.uuid4(),
+            None if queues is None else list(queues),
+            None if tags is None else list(tags),
+            list(limits),
+            list(limits.values()),
+        )
         return Claimed.from_record(job_id, row) if row is not None else None
 
     async def state(self, job_id: str) -> JobState | None:
@@ -131,10 +168,16 @@ class Jobs:
         row = await self.pool.fetchrow(Q["claim_refusal"], uuid.UUID(job_id))
         if row is None:
             return None
-        return JobState(Status(row["status"]), bool(row["due"]), ms(row["not_before"]), int(row["wait_ms"]),
-                        queue=row["queue"], constraints=tuple(row["constraints"]),
-                        lane=keys.lane(row["queue"], row["priority"], row["constraints"]),
-                        concurrency_key=row["concurrency_key"])
+        return JobState(
+            Status(row["status"]),
+            bool(row["due"]),
+            ms(row["not_before"]),
+            int(row["wait_ms"]),
+            queue=row["queue"],
+            constraints=tuple(row["constraints"]),
+            lane=keys.lane(row["queue"], row["priority"], row["constraints"]),
+            concurrency_key=row["concurrency_key"],
+        )
 
     async def routes(self, job_ids: list[str]) -> dict[str, str]:
         """Job id -> its lane (jobcluster.keys.lane), for those of these jobs that exist."""
@@ -157,8 +200,16 @@ class Jobs:
 
         PENDING: the retry is due ``retry_delay_ms`` from now by PostgreSQL's clock (the one claims use)."""
         row = await self.pool.fetchrow(
-            Q["finish_attempt"], uuid.UUID(claimed.job_id), claimed.attempt, next_status.value,
-            exit_code, error, output, output_truncated, retry_delay_ms, 1 if interrupted else 0,
+            Q["finish_attempt"],
+            uuid.UUID(claimed.job_id),
+            claimed.attempt,
+            next_status.value,
+            exit_code,
+            error,
+            output,
+            output_truncated,
+            retry_delay_ms,
+            1 if interrupted else 0,
         )
         return row is not None
 
@@ -176,9 +227,17 @@ class Jobs:
         rows = await self.pool.fetch(Q["cancelled_among"], [uuid.UUID(i) for i in job_ids])
         return {str(r["id"]) for r in rows}
 
-    async def close_cancelled_attempt(self, claimed: Claimed, exit_code: int | None, error: str, output: str,
-                                      output_truncated: bool) -> bool:
+    async def close_cancelled_attempt(
+        self, claimed: Claimed, exit_code: int | None, error: str, output: str, output_truncated: bool
+    ) -> bool:
         """Record how the attempt of a cancelled job ended; False when it is not that job's attempt."""
-        row = await self.pool.fetchrow(Q["close_cancelled_attempt"], uuid.UUID(claimed.job_id), claimed.attempt,
-                                       exit_code, error, output, output_truncated)
+        row = await self.pool.fetchrow(
+            Q["close_cancelled_attempt"],
+            uuid.UUID(claimed.job_id),
+            claimed.attempt,
+            exit_code,
+            error,
+            output,
+            output_truncated,
+        )
         return row is not None

@@ -28,8 +28,9 @@ class Liveness:
         """Worker id -> start (unix ms) of its oldest RUNNING job."""
         return {r["worker_id"]: ms(r["since"]) for r in await self.pool.fetch(Q["running_workers"])}
 
-    async def recover_worker_jobs(self, worker_ids: list[str], reason: str,
-                                  conn: asyncpg.Connection | None = None) -> list[tuple[str, Status]]:
+    async def recover_worker_jobs(
+        self, worker_ids: list[str], reason: str, conn: asyncpg.Connection | None = None
+    ) -> list[tuple[str, Status]]:
         """Jobs RUNNING on these workers go back (QUEUED) or, retries used up, to FAILED: (id, new status)."""
         rows = await (conn or self.pool).fetch(Q["recover_worker_jobs"], worker_ids, reason)
         return [(str(r["id"]), Status(r["status"])) for r in rows]

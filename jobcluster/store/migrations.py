@@ -42,8 +42,10 @@ async def login(dsn: str, password: str | None) -> asyncpg.Connection:
 def refused(dsn: str, exc: Exception) -> LoginRefused:
     """The error for a login PostgreSQL refused, naming the settings to check."""
     parts = urlsplit(dsn)
-    return LoginRefused(f"PostgreSQL at {parts.hostname}:{parts.port or 5432} refused user "
-                        f"{parts.username or '(none)'}: {exc}; check DATABASE_URL and DATABASE_PASSWORD_FILE")
+    return LoginRefused(
+        f"PostgreSQL at {parts.hostname}:{parts.port or 5432} refused user "
+        f"{parts.username or '(none)'}: {exc}; check DATABASE_URL and DATABASE_PASSWORD_FILE"
+    )
 
 
 async def _create_database(dsn: str, password: str | None) -> None:

@@ -49,8 +49,9 @@ class Reconcile:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def waiting_after(self, unchanged_for: float, after: WaitingCursor | None,
-                            limit: int) -> tuple[list[WaitingJob], WaitingCursor | None]:
+    async def waiting_after(
+        self, unchanged_for: float, after: WaitingCursor | None, limit: int
+    ) -> tuple[list[WaitingJob], WaitingCursor | None]:
         """Up to ``limit`` QUEUED/PENDING jobs unchanged for ``unchanged_for`` seconds that come after
         ``after`` (None: from the first) in (last change, id) order, with the cursor of the next page
         (None: this was the last). One keyset query on jobs_waiting_idx."""
@@ -90,8 +91,7 @@ class Reconcile:
         """Record that dead letters changed before ``upto`` are in dlq_tasks (never moves back)."""
         await self.pool.execute(Q["set_dead_letter_checked_to"], upto)
 
-    async def dead_letters(self, since: dt.datetime | None, upto: dt.datetime,
-                           page: int) -> AsyncIterator[list[str]]:
+    async def dead_letters(self, since: dt.datetime | None, upto: dt.datetime, page: int) -> AsyncIterator[list[str]]:
         """Ids of dead letters (FAILED, not purged) last changed in [since, upto), oldest change first,
         in pages of ``page`` (one keyset query each; ``since`` None: from the first)."""
         start = since or _START[0]
@@ -109,8 +109,9 @@ class Reconcile:
         since: dt.datetime | None = await self.pool.fetchval(Q["dead_letters_recorded_since"])
         return since
 
-    async def dead_letters_after(self, since: dt.datetime, unchanged_for: float, after: WaitingCursor | None,
-                                 limit: int) -> tuple[list[DeadLetter], WaitingCursor | None]:
+    async def dead_letters_after(
+        self, since: dt.datetime, unchanged_for: float, after: WaitingCursor | None, limit: int
+    ) -> tuple[list[DeadLetter], WaitingCursor | None]:
         """Up to ``limit`` dead letters (FAILED, not purged) that died at or after ``since``, unchanged for
         ``unchanged_for`` seconds, after ``after`` (None: from the first) in the order they died, with the
         cursor of the next page (None: this was the last). One keyset query on jobs_dead_letters_idx."""

@@ -46,18 +46,35 @@ class Schedules:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def upsert(self, spec: ScheduleSpec, next_run: dt.datetime, max_schedules: int,
-                     enabled: bool | None = None) -> ScheduleRow | None:
+    async def upsert(
+        self, spec: ScheduleSpec, next_run: dt.datetime, max_schedules: int, enabled: bool | None = None
+    ) -> ScheduleRow | None:
         """Create a schedule, or update the one with this name; ``enabled`` None: a new one is enabled, an
         existing one keeps its state (paused stays paused).
 
         None when it would be a new one and ``max_schedules`` exist already.
         """
         row = await self.pool.fetchrow(
-            Q["upsert_schedule"], uuid.uuid4(), spec.name, spec.cron, spec.timezone, spec.command,
-            spec.description, spec.max_retries, spec.timeout_seconds, spec.catchup, spec.overlap, next_run,
-            max_schedules, spec.queue, spec.priority, list(spec.constraints), spec.concurrency_key,
-            spec.max_concurrency, enabled)
+            Q["upsert_schedule"],
+            uuid.uuid4(),
+            spec.name,
+            spec.cron,
+            spec.timezone,
+            spec.command,
+            spec.description,
+            spec.max_retries,
+            spec.timeout_seconds,
+            spec.catchup,
+            spec.overlap,
+            next_run,
+            max_schedules,
+            spec.queue,
+            spec.priority,
+            list(spec.constraints),
+            spec.concurrency_key,
+            spec.max_concurrency,
+            enabled,
+        )
         return _row(row)
 
     async def all(self) -> list[ScheduleRow]:
@@ -88,13 +105,27 @@ class Schedules:
         row = await conn.fetchrow(Q["schedule_unfinished_job"], uuid.UUID(schedule_id))
         return Unfinished(str(row["id"]), Status(row["status"])) if row else None
 
-    async def insert_job(self, conn: asyncpg.Connection, sch: ScheduleRow, tick: dt.datetime | None,
-                         submitted_via: str) -> str | None:
+    async def insert_job(
+        self, conn: asyncpg.Connection, sch: ScheduleRow, tick: dt.datetime | None, submitted_via: str
+    ) -> str | None:
         """The job of one tick (``tick`` None: a manual run). None when that tick already has its job."""
         row = await conn.fetchrow(
-            Q["insert_cron_job"], uuid.uuid4(), sch.name, sch.description, sch.command,
-            sch.max_retries, sch.timeout_seconds, submitted_via, uuid.UUID(sch.id), tick,
-            sch.queue, sch.priority, list(sch.constraints), sch.concurrency_key, sch.max_concurrency)
+            Q["insert_cron_job"],
+            uuid.uuid4(),
+            sch.name,
+            sch.description,
+            sch.command,
+            sch.max_retries,
+            sch.timeout_seconds,
+            submitted_via,
+            uuid.UUID(sch.id),
+            tick,
+            sch.queue,
+            sch.priority,
+            list(sch.constraints),
+            sch.concurrency_key,
+            sch.max_concurrency,
+        )
         return str(row["id"]) if row else None
 
     async def run_now(self, sch: ScheduleRow, submitted_via: str, *, force: bool) -> str | None:
@@ -113,10 +144,24 @@ class Schedules:
                     raise ScheduleBusy(running)
             return await self.insert_job(conn, sch, None, submitted_via)
 
-    async def advance(self, conn: asyncpg.Connection, schedule_id: str, seen_next: dt.datetime,
-                      next_run: dt.datetime, last_run: dt.datetime | None, last_job_id: str | None,
-                      skip_reason: str) -> bool:
+    async def advance(
+        self,
+        conn: asyncpg.Connection,
+        schedule_id: str,
+        seen_next: dt.datetime,
+        next_run: dt.datetime,
+        last_run: dt.datetime | None,
+        last_job_id: str | None,
+        skip_reason: str,
+    ) -> bool:
         """Move a schedule past the ticks just handled; False when it changed since it was read."""
-        status = await conn.execute(Q["advance_schedule"], uuid.UUID(schedule_id), seen_next, next_run,
-                                    last_run, uuid.UUID(last_job_id) if last_job_id else None, skip_reason)
+        status = await conn.execute(
+            Q["advance_schedule"],
+            uuid.UUID(schedule_id),
+            seen_next,
+            next_run,
+            last_run,
+            uuid.UUID(last_job_id) if last_job_id else None,
+            skip_reason,
+        )
         return bool(status.endswith(" 1"))

@@ -22,8 +22,8 @@ class Minute:
     """One minute of the charts."""
 
     start: dt.datetime
-    finished: dict[str, int] = field(default_factory=dict)       # status -> jobs that ended in it
-    depths: dict[str, int] | None = None                         # pending, processing, delayed, dlq
+    finished: dict[str, int] = field(default_factory=dict)  # status -> jobs that ended in it
+    depths: dict[str, int] | None = None  # pending, processing, delayed, dlq
 
 
 class Stats:
@@ -37,8 +37,9 @@ class Stats:
         await self.pool.execute(Q["count_minutes"], since)
 
     async def sample_queues(self, depths: Mapping[str, int]) -> None:
-        await self.pool.execute(Q["sample_queues"], depths["pending"], depths["processing"], depths["delayed"],
-                                depths["dlq"])
+        await self.pool.execute(
+            Q["sample_queues"], depths["pending"], depths["processing"], depths["delayed"], depths["dlq"]
+        )
 
     async def forget(self, older_than: float) -> None:
         """Drop counts and samples older than ``older_than`` seconds."""
@@ -59,8 +60,9 @@ class Stats:
                 out[r["minute"]].depths = {k: r[k] for k in ("pending", "processing", "delayed", "dlq")}
         return list(out.values())
 
-    async def durations(self, *, status: str | None, text: str | None, schedule: str | None, queue: str | None,
-                        limit: int) -> list[float]:
+    async def durations(
+        self, *, status: str | None, text: str | None, schedule: str | None, queue: str | None, limit: int
+    ) -> list[float]:
         """Seconds each of the newest ``limit`` finished jobs that match ran."""
         rows = await self.pool.fetch(Q["durations"], status, text, schedule, queue, limit)
         return [max(0.0, r["seconds"]) for r in rows]

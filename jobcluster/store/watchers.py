@@ -22,8 +22,13 @@ CHANNEL = "job_events"
 class Listener:
     """One pooled connection that LISTENs on :data:`CHANNEL` until :meth:`close`, or until it breaks."""
 
-    def __init__(self, pool: asyncpg.Pool, conn: asyncpg.Connection, on_change: Callable[[str], None],
-                 on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        conn: asyncpg.Connection,
+        on_change: Callable[[str], None],
+        on_lost: Callable[[], None],
+    ) -> None:
         self._pool = pool
         self._conn = conn
         self._on_change = on_change

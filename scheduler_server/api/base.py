@@ -35,8 +35,13 @@ class Servicer(pb_grpc.JobServiceServicer):
         self._store: Store | None = None
         self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
         self.unpushed = Unpushed()  # submissions stored but not pushed (Redis down); the server heals them
-        self.watch_hub = WatchHub(lambda: self.store, queue.live_output, max_streams=settings.watch_max_streams,
-                                  max_life=settings.watch_max_life, server=address)
+        self.watch_hub = WatchHub(
+            lambda: self.store,
+            queue.live_output,
+            max_streams=settings.watch_max_streams,
+            max_life=settings.watch_max_life,
+            server=address,
+        )
 
     def attach_store(self, store: Store) -> None:
         self._store = store
@@ -62,20 +67,31 @@ class Servicer(pb_grpc.JobServiceServicer):
     def job_spec(self, request: pb.Job | pb.Schedule, **extra: Any) -> JobSpec:
         """Validate a job's fields (of a job, or of a schedule's jobs), with the server's defaults."""
         return validate_job(
-            command=request.command, name=request.name, description=request.description,
+            command=request.command,
+            name=request.name,
+            description=request.description,
             max_retries=request.max_retries if request.HasField("max_retries") else None,
             timeout_seconds=request.timeout_seconds if request.HasField("timeout_seconds") else None,
-            queue=request.queue, priority=request.priority, constraints=request.constraints,
-            concurrency_key=request.concurrency_key, max_concurrency=request.max_concurrency,
+            queue=request.queue,
+            priority=request.priority,
+            constraints=request.constraints,
+            concurrency_key=request.concurrency_key,
+            max_concurrency=request.max_concurrency,
             default_max_retries=self.settings.job_default_max_retries,
             default_timeout=self.settings.job_default_timeout,
-            max_command_bytes=self.settings.job_max_command_bytes, **extra,
+            max_command_bytes=self.settings.job_max_command_bytes,
+            **extra,
         )
 
     async def waiting_reasons(self, jobs: Sequence[JobRow]) -> dict[str, str]:
         """Job id -> why it waits, for the QUEUED ones that cannot start (scheduler_server/waiting.py)."""
-        return await waiting_reasons(jobs, self.queue, self.store, limit_of=self.concurrency_limit,
-                                     dead_after_ms=int(self.settings.worker_dead_after * 1000))
+        return await waiting_reasons(
+            jobs,
+            self.queue,
+            self.store,
+            limit_of=self.concurrency_limit,
+            dead_after_ms=int(self.settings.worker_dead_after * 1000),
+        )
 
     def concurrency_limit(self, job: JobRow) -> int:
         """How many jobs of this job's concurrency key may run at once: its max_concurrency, else the key's

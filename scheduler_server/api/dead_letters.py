@@ -79,7 +79,7 @@ class DeadLetterRpcs(Servicer):
                 break
             picked = set(await choose(batch))
             for start in range(0, len(batch), CHUNK):
-                chunk = batch[start:start + CHUNK]
+                chunk = batch[start : start + CHUNK]
                 chosen = [i for i in dict.fromkeys(chunk) if i in picked]  # in the list's order, each once
                 fresh = [i for i in chosen if i not in gone]
                 again = [i for i in chosen if i in gone]  # a repeated id leaves, and is queued once
@@ -101,7 +101,7 @@ class DeadLetterRpcs(Servicer):
         if request.ids:
             if len(request.ids) > MAX_PAGE:
                 raise InvalidJob(f"at most {MAX_PAGE} ids at once, got {len(request.ids)}")
-            ids = (await self.queue.dead_letters.present(list(dict.fromkeys(request.ids))))[offset:offset + size]
+            ids = (await self.queue.dead_letters.present(list(dict.fromkeys(request.ids))))[offset : offset + size]
         else:
             ids = await self.queue.dead_letters.newest(offset, size)
         rows = await self.store.dead_letters.jobs(ids) if ids else {}
@@ -117,16 +117,16 @@ class DeadLetterRpcs(Servicer):
         """FAILED jobs back to the queue, oldest dead letter first; ids whose job is not FAILED stay."""
         if request.all:
             # Chunk by chunk: PostgreSQL makes the chunk's FAILED jobs QUEUED, then Redis moves their ids.
-            retried = await self._sweep(lambda chunk: self.store.dead_letters.retry(list(set(chunk))),
-                                        to_queue=True)
+            retried = await self._sweep(lambda chunk: self.store.dead_letters.retry(list(set(chunk))), to_queue=True)
         else:
             ids = await self._named_ids(request)
             queued: set[str] = set()
             for start in range(0, len(ids), BATCH):
-                queued.update(await self.store.dead_letters.retry(ids[start:start + BATCH]))
+                queued.update(await self.store.dead_letters.retry(ids[start : start + BATCH]))
 
             async def picked(chunk: list[str]) -> list[str]:
                 return [i for i in chunk if i in queued]
+
             retried = await self._sweep(picked, to_queue=True)
             moved = set(retried)
             lost = [i for i in ids if i in queued and i not in moved]
@@ -147,10 +147,11 @@ class DeadLetterRpcs(Servicer):
             return pb.DeadLettersResult(count=n)
         named = await self._named_ids(request)
         for start in range(0, len(named), BATCH):
-            await self.store.dead_letters.purged(named[start:start + BATCH])
+            await self.store.dead_letters.purged(named[start : start + BATCH])
         wanted = set(named)
 
         async def picked(chunk: list[str]) -> list[str]:
             return [i for i in chunk if i in wanted]
+
         purged = await self._sweep(picked, to_queue=False)
         return _result(purged)

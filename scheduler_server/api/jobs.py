@@ -36,9 +36,11 @@ RESUBMIT = "submit again with the same idempotency key to queue it"
 
 def stored_not_queued(stored: str, remedy: str, exc: BaseException) -> StoredNotQueued:
     """PostgreSQL holds ``stored`` ("job <id> is", "N jobs are") but Redis failed with ``exc``."""
-    return StoredNotQueued(f"{stored} stored but Redis is unavailable ({exc}); this server queues "
-                           f"{'it' if stored.startswith('job ') else 'them'} when Redis is back, "
-                           f"or {remedy}")
+    return StoredNotQueued(
+        f"{stored} stored but Redis is unavailable ({exc}); this server queues "
+        f"{'it' if stored.startswith('job ') else 'them'} when Redis is back, "
+        f"or {remedy}"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -55,8 +57,12 @@ async def queueing(stored: str, remedy: str, unpushed: Unpushed, ids: Iterable[s
 def _accepted(s: Submitted) -> pb.JobResponse:
     if s.inserted:
         return pb.JobResponse(job_id=s.job_id, success=True, message=f"job accepted ({s.status.value})")
-    return pb.JobResponse(job_id=s.job_id, success=True, duplicate=True,
-                          message=f"idempotency key already used by job {s.job_id} ({s.status.value})")
+    return pb.JobResponse(
+        job_id=s.job_id,
+        success=True,
+        duplicate=True,
+        message=f"idempotency key already used by job {s.job_id} ({s.status.value})",
+    )
 
 
 def _job_id(raw: str) -> str:
@@ -98,24 +104,28 @@ class JobRpcs(Servicer):
         except Exception:
             if len(specs) == 1:
                 raise
-            outcomes = await asyncio.gather(*(self.store.jobs.insert(spec, self.address) for spec in specs),
-                                            return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(self.store.jobs.insert(spec, self.address) for spec in specs), return_exceptions=True
+            )
         stored = [s for s in outcomes if isinstance(s, Submitted)]
         _count_new(stored)
         try:
             await self._push(stored)
         except REDIS_ERRORS as exc:
             self.unpushed.remember(s.job_id for s in stored)
-            return [stored_not_queued(f"job {s.job_id} is", RESUBMIT, exc) if isinstance(s, Submitted) else s
-                    for s in outcomes]
+            return [
+                stored_not_queued(f"job {s.job_id} is", RESUBMIT, exc) if isinstance(s, Submitted) else s
+                for s in outcomes
+            ]
         return outcomes
 
     async def _push(self, stored: Sequence[Submitted]) -> None:
         """Stored jobs into Redis, each in its lane: the new ones in one round trip (delayed ones to
         ``delayed_jobs``); a QUEUED one that was already there (a retried submit, found by its idempotency
         key) is pushed unless Redis holds it, since the first try may have died between INSERT and push."""
-        fresh = [(s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s))
-                 for s in stored if s.inserted]
+        fresh = [
+            (s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s)) for s in stored if s.inserted
+        ]
         if fresh:
             await self.queue.jobs.enqueue_many(fresh)
         for s in stored:
@@ -137,8 +147,12 @@ class JobRpcs(Servicer):
                 raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
         results = await self.store.jobs.insert_many(specs, self.address)
         _count_new(results)
-        async with queueing(f"{len(results)} jobs are", "submit the batch again with the same idempotency keys",
-                            self.unpushed, [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)]):
+        async with queueing(
+            f"{len(results)} jobs are",
+            "submit the batch again with the same idempotency keys",
+            self.unpushed,
+            [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)],
+        ):
             await self._push(results)
         log.info("batch of %d job(s) accepted", len(results))
         return pb.JobBatchResponse(jobs=[_accepted(s) for s in results])
@@ -175,8 +189,9 @@ class JobRpcs(Servicer):
         jobs = page.jobs[:size]
         token = convert.encode_page_token(jobs[-1].created_at_us, jobs[-1].id) if more else ""
         reasons = await self.waiting_reasons(jobs)
-        resp = pb.ListJobsResponse(jobs=[convert.job_status(j, reasons.get(j.id, "")) for j in jobs],
-                                   next_page_token=token)
+        resp = pb.ListJobsResponse(
+            jobs=[convert.job_status(j, reasons.get(j.id, "")) for j in jobs], next_page_token=token
+        )
         if request.with_counts:
             resp.status_counts.update({s.value: n for s, n in (await self.store.job_queries.status_counts()).items()})
         return resp
@@ -215,6 +230,7 @@ class JobRpcs(Servicer):
         log.info("job %s cancelled (was %s%s)", job_id, was, f" on {outcome.worker_id}" if outcome.worker_id else "")
         return convert.job_status(await self.job_row(job_id))
 
+
 def check_filter(field: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise InvalidJob(f"{field} is {len(value)} characters, over the limit of {limit}")
@@ -245,11 +261,17 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
     check_time_ms("created_after_ms", request.created_after_ms)
     check_time_ms("created_before_ms", request.created_before_ms)
     size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    return size, {"status": Status(raw) if raw else None, "ids": list(request.ids) or None, "after": after,
-                  "include_output": request.include_output, "text": request.text.strip() or None,
-                  "schedule": request.schedule.strip() or None, "since_ms": request.created_after_ms,
-                  "until_ms": request.created_before_ms,
-                  "queue": check_queue(request.queue) if request.queue.strip() else None}
+    return size, {
+        "status": Status(raw) if raw else None,
+        "ids": list(request.ids) or None,
+        "after": after,
+        "include_output": request.include_output,
+        "text": request.text.strip() or None,
+        "schedule": request.schedule.strip() or None,
+        "since_ms": request.created_after_ms,
+        "until_ms": request.created_before_ms,
+        "queue": check_queue(request.queue) if request.queue.strip() else None,
+    }
 
 
 #: Why a running job's live output may be missing from GetJobStatus: Redis slow or down.

@@ -38,18 +38,33 @@ class ScheduleRpcs(Servicer):
         overlap = request.overlap.strip().lower() or "allow"
         cron.validate(request.cron, timezone, catchup, overlap, min_interval=self.settings.cron_min_interval)
         job = self.job_spec(request)
-        spec = ScheduleSpec(name=name, cron=request.cron.strip(), timezone=timezone, command=job.command,
-                            description=job.description, max_retries=job.max_retries,
-                            timeout_seconds=job.timeout_seconds, catchup=catchup, overlap=overlap,
-                            **job.routing())
+        spec = ScheduleSpec(
+            name=name,
+            cron=request.cron.strip(),
+            timezone=timezone,
+            command=job.command,
+            description=job.description,
+            max_retries=job.max_retries,
+            timeout_seconds=job.timeout_seconds,
+            catchup=catchup,
+            overlap=overlap,
+            **job.routing(),
+        )
         next_run = cron.next_tick(spec.cron, timezone, model.utcnow())
         enabled = request.enabled if request.HasField("enabled") else None
         saved = await self.store.schedules.upsert(spec, next_run, self.settings.max_schedules, enabled)
         if saved is None:
-            raise Exhausted(f"there are {self.settings.max_schedules} schedules already (MAX_SCHEDULES); "
-                            "delete one, or update an existing one by its name")
-        log.info("schedule %s saved: %r (%s), %s", name, spec.cron, timezone,
-                 f"next run {next_run.isoformat()}" if saved.enabled else "paused")
+            raise Exhausted(
+                f"there are {self.settings.max_schedules} schedules already (MAX_SCHEDULES); "
+                "delete one, or update an existing one by its name"
+            )
+        log.info(
+            "schedule %s saved: %r (%s), %s",
+            name,
+            spec.cron,
+            timezone,
+            f"next run {next_run.isoformat()}" if saved.enabled else "paused",
+        )
         return convert.schedule_msg(saved)
 
     @rpc
@@ -89,9 +104,11 @@ class ScheduleRpcs(Servicer):
         try:
             job_id = await self.store.schedules.run_now(sch, self.address, force=request.force)
         except ScheduleBusy as busy:
-            raise Conflict(f"schedule {sch.name!r} has overlap=forbid and its job {busy.job.job_id} is still "
-                           f"{busy.job.status.value}; wait for it to end, or an admin can run it anyway with "
-                           f"force (jobcluster schedules run {sch.name} -force)") from None
+            raise Conflict(
+                f"schedule {sch.name!r} has overlap=forbid and its job {busy.job.job_id} is still "
+                f"{busy.job.status.value}; wait for it to end, or an admin can run it anyway with "
+                f"force (jobcluster schedules run {sch.name} -force)"
+            ) from None
         if job_id is None:  # deleted meanwhile
             raise NotFound(f"no schedule named {(request.name or request.id)!r}")
         metrics.JOBS_SUBMITTED.labels(sch.queue or keys.DEFAULT_QUEUE).inc()
@@ -100,6 +117,7 @@ class ScheduleRpcs(Servicer):
         forced = " (forced)" if request.force else ""
         log.info("schedule %s run now: job %s%s", sch.name, job_id, forced)
         return pb.JobResponse(job_id=job_id, success=True, message=f"job of schedule {sch.name} queued{forced}")
+
 
 def _ref(ref: pb.ScheduleRef) -> str:
     key = (ref.name or ref.id).strip()

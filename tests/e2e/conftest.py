@@ -20,7 +20,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from jobcluster.devtools.services import free_port
+from devtools.services import free_port
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.settings import Settings
@@ -61,8 +61,14 @@ class Cluster:
     def _spawn(self, name: str, args: list[str], **env: str) -> Proc:
         log_path = self.workdir / f"{name}.log"
         out = open(log_path, "w")
-        popen = subprocess.Popen([sys.executable, *args], cwd=self.workdir, env=self.env(**env),
-                                 stdout=out, stderr=subprocess.STDOUT, text=True)
+        popen = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=self.workdir,
+            env=self.env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         out.close()
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)
@@ -73,8 +79,9 @@ class Cluster:
         proc = self._spawn(f"server-{port}", ["-m", "scheduler_server", "--port", str(port)], **env)
         address = f"127.0.0.1:{port}"
         if wait_ready:
-            wait_for_sync(lambda: proc.popen.poll() is not None or serving(address), timeout=30,
-                          what=f"server {address} SERVING")
+            wait_for_sync(
+                lambda: proc.popen.poll() is not None or serving(address), timeout=30, what=f"server {address} SERVING"
+            )
             assert proc.popen.poll() is None, proc.log()
         return proc, address
 
@@ -82,8 +89,14 @@ class Cluster:
         return self._spawn(f"worker-{worker_id}", ["-m", "worker", "--id", worker_id, *args], **env)
 
     def client(self, *args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "client", *args], cwd=self.workdir, env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "client", *args],
+            cwd=self.workdir,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def jobs_file(self, content: object, name: str = "jobs.json") -> Path:
         path = self.workdir / name
@@ -131,7 +144,9 @@ def cluster(settings: Settings, clean_state, tmp_path: Path) -> Iterator[Cluster
 
 @pytest.fixture
 def redis_sync(settings: Settings) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(f"redis://{settings.redis_addr}" if "://" not in settings.redis_addr
-                             else settings.redis_addr, decode_responses=True)
+    r = redis.Redis.from_url(
+        f"redis://{settings.redis_addr}" if "://" not in settings.redis_addr else settings.redis_addr,
+        decode_responses=True,
+    )
     yield r
     r.close()

@@ -1,5 +1,5 @@
 """Tokens and TLS through the real programs: server subprocesses, ``python -m client``, and
-``make start TLS=1``'s own code (``python -m jobcluster.devtools.cluster start --tls``).
+``make start TLS=1``'s own code (``python -m devtools.cluster start --tls``).
 """
 
 from __future__ import annotations
@@ -8,24 +8,26 @@ import json
 import re
 import ssl
 import stat
-import urllib.request
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from devtools.services import free_port
 from jobcluster.channels import ChannelSecurity, open_channel
-from jobcluster.devtools.services import free_port
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from tests.e2e.conftest import Cluster, serving
-from tests.helpers import wait_for_sync
 
-ADMIN, SUBMITTER, READER = ("admin-e2e-token-0123456789abcdef", "submit-e2e-token-0123456789abcdef",
-                             "read-e2e-token-0123456789abcdef-dashboard")
+ADMIN, SUBMITTER, READER = (
+    "admin-e2e-token-0123456789abcdef",
+    "submit-e2e-token-0123456789abcdef",
+    "read-e2e-token-0123456789abcdef-dashboard",
+)
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -77,12 +79,16 @@ def test_a_server_with_tokens_refuses_callers_without_one_and_the_client_uses_au
         assert token not in log
 
 
-@pytest.mark.parametrize("extra, missing", [
-    ({}, "missing: a token (AUTH_TOKEN or AUTH_TOKENS_FILE) and TLS (TLS_CERT and TLS_KEY)"),
-    ({"AUTH_TOKEN": ADMIN}, "missing: TLS (TLS_CERT and TLS_KEY)"),
-])
-def test_a_server_off_loopback_without_a_token_and_tls_refuses_to_start(cluster: Cluster, extra: dict[str, str],
-                                                                         missing: str) -> None:
+@pytest.mark.parametrize(
+    "extra, missing",
+    [
+        ({}, "missing: a token (AUTH_TOKEN or AUTH_TOKENS_FILE) and TLS (TLS_CERT and TLS_KEY)"),
+        ({"AUTH_TOKEN": ADMIN}, "missing: TLS (TLS_CERT and TLS_KEY)"),
+    ],
+)
+def test_a_server_off_loopback_without_a_token_and_tls_refuses_to_start(
+    cluster: Cluster, extra: dict[str, str], missing: str
+) -> None:
     server, _ = cluster.server(wait_ready=False, SERVER_HOST="0.0.0.0", **extra)
     assert server.wait(timeout=30) == 1
     log = server.log()
@@ -115,17 +121,25 @@ def started(cluster: Cluster) -> Iterator[tuple[Path, dict[str, str]]]:
     try:
         yield root, env
     finally:
-        subprocess.run([sys.executable, "-m", "jobcluster.devtools.cluster", "stop"], cwd=root, env=env,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "devtools.cluster", "stop"], cwd=root, env=env, capture_output=True, timeout=120
+        )
 
 
 def devtool(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobcluster.devtools.cluster", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "devtools.cluster", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
-def test_make_start_tls_runs_a_job_end_to_end_over_tls(started: tuple[Path, dict[str, str]], cluster: Cluster,
-                                                       tmp_path: Path) -> None:
+def test_make_start_tls_runs_a_job_end_to_end_over_tls(
+    started: tuple[Path, dict[str, str]], cluster: Cluster, tmp_path: Path
+) -> None:
     root, env = started
     port = free_port()
     start = devtool(root, env, "start", "--servers", "1", "--workers", "1", "--base-port", str(port), "--tls")
@@ -138,19 +152,37 @@ def test_make_start_tls_runs_a_job_end_to_end_over_tls(started: tuple[Path, dict
     assert not serving(address)  # a plaintext health check gets nothing from a TLS server
 
     # The client finds make start's CA for the servers in .servers; AUTH_TOKEN comes from the environment.
-    ran = subprocess.run([sys.executable, "-m", "client", "-cmd", "echo over tls"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=90)
+    ran = subprocess.run(
+        [sys.executable, "-m", "client", "-cmd", "echo over tls"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "over tls" in ran.stdout and "SUCCEEDED" in ran.stdout
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    plain = subprocess.run([sys.executable, "-m", "client", "-cmd", "true", "-servers", address], cwd=elsewhere,
-                           env=env, capture_output=True, text=True, timeout=90)
+    plain = subprocess.run(
+        [sys.executable, "-m", "client", "-cmd", "true", "-servers", address],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert plain.returncode == 3
     assert "no server answered" in plain.stderr and "hint: if the servers use TLS, set TLS_CA" in plain.stderr
-    with_ca = subprocess.run([sys.executable, "-m", "client", "-list", "-servers", address], cwd=elsewhere,
-                             env={**env, "TLS_CA": str(ca)}, capture_output=True, text=True, timeout=90)
+    with_ca = subprocess.run(
+        [sys.executable, "-m", "client", "-list", "-servers", address],
+        cwd=elsewhere,
+        env={**env, "TLS_CA": str(ca)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert with_ca.returncode == 0, with_ca.stderr
 
     status = devtool(root, env, "status")

@@ -7,6 +7,7 @@ every check found no violation.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.chaos
 @pytest.mark.timeout(150)
 def test_a_thousand_jobs_under_faults_break_no_promise() -> None:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "1000", "--quick",
-                             "--timeout", "60"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--jobs", "1000", "--quick", "--timeout", "60"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=140)
     except subprocess.TimeoutExpired:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jobcluster.devtools import services as svc
+from devtools import services as svc
 from tests.e2e.conftest import Cluster, job_status
 from tests.helpers import wait_for_sync
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-def test_a_job_stored_while_redis_is_down_runs_once_redis_is_back_without_a_leader(cluster: Cluster,
-                                                                                   tmp_path: Path):
+def test_a_job_stored_while_redis_is_down_runs_once_redis_is_back_without_a_leader(cluster: Cluster, tmp_path: Path):
     port = svc.free_port()
     redis_addr = f"127.0.0.1:{port}"
     _, address = cluster.server(REDIS_ADDR=redis_addr, ETCD_ENDPOINTS="")
@@ -25,8 +24,11 @@ def test_a_job_stored_while_redis_is_down_runs_once_redis_is_back_without_a_lead
     redis = svc.start_redis(tmp_path / "redis", port, tmp_path / "redis.log")
     try:
         cluster.worker("e2e-heal", REDIS_ADDR=redis_addr, ETCD_ENDPOINTS="")
-        wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30,
-                      what="the stored job run once Redis answers")
+        wait_for_sync(
+            lambda: job_status(address, job_id).status == "SUCCEEDED",
+            timeout=30,
+            what="the stored job run once Redis answers",
+        )
         job = job_status(address, job_id)
         assert (job.output, job.attempts) == ("healed\n", 1)
     finally:

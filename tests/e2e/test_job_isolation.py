@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from jobcluster.devtools.job_user import JOB_USER, close_env_file
+from devtools.job_user import JOB_USER, close_env_file
 from tests.e2e.conftest import Cluster, Proc, job_status, submit
 from tests.helpers import group_members, wait_for_sync
 
@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs switch to JOB_US
 HOSTILE = r"""id -u; pwd; ls -a; echo ppid=$PPID
 tr '\0' '\n' < /proc/$PPID/environ
 cat {checkout}/.env
-for p in /proc/[0-9]*; do tr '\0' '\n' < $p/environ; done 2>/dev/null | grep -E 'DATABASE_URL|REDIS_ADDR|AUTH_TOKEN|{secret}'
+for p in /proc/[0-9]*; do tr '\0' '\n' < $p/environ; done 2>/dev/null \
+  | grep -E 'DATABASE_URL|REDIS_ADDR|AUTH_TOKEN|{secret}'
 echo end"""
 
 #: Run by a worker of the job's own user: its parent's environment, and its own shell's (dumpable again).
@@ -65,8 +66,11 @@ def checkout(secret: str) -> Iterator[Path]:
 def _with_password(database_url: str, password: str) -> str:
     """DATABASE_URL carrying ``password`` (the tests' PostgreSQL trusts local logins, so it still connects)."""
     parts = urlsplit(database_url)
-    netloc = parts.netloc if "@" in parts.netloc and ":" in parts.netloc.split("@")[0] else \
-        parts.netloc.replace("@", f":{password}@", 1)
+    netloc = (
+        parts.netloc
+        if "@" in parts.netloc and ":" in parts.netloc.split("@")[0]
+        else parts.netloc.replace("@", f":{password}@", 1)
+    )
     return parts._replace(netloc=netloc).geturl()
 
 
@@ -74,27 +78,34 @@ def _worker(cluster: Cluster, worker_id: str, cwd: Path, argv: list[str] | None 
     """``python -m worker`` (or ``argv``) in ``cwd``, killed at the test's end."""
     log_path = cluster.workdir / f"worker-{worker_id}.log"
     with open(log_path, "w") as out:
-        popen = subprocess.Popen(argv or [sys.executable, "-m", "worker", "--id", worker_id], cwd=cwd,
-                                 env=cluster.env(**env), stdout=out, stderr=subprocess.STDOUT, text=True)
+        popen = subprocess.Popen(
+            argv or [sys.executable, "-m", "worker", "--id", worker_id],
+            cwd=cwd,
+            env=cluster.env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     proc = Proc(f"worker-{worker_id}", popen, log_path)
     cluster.procs.append(proc)
     return proc
 
 
 def _finished(address: str, job_id: str):
-    wait_for_sync(lambda: job_status(address, job_id).status in ("SUCCEEDED", "FAILED"), timeout=30,
-                  what="job finished")
+    wait_for_sync(
+        lambda: job_status(address, job_id).status in ("SUCCEEDED", "FAILED"), timeout=30, what="job finished"
+    )
     return job_status(address, job_id)
 
 
 def test_the_hostile_job_on_a_root_worker_is_not_root_not_in_the_checkout_and_sees_no_setting(
-        cluster: Cluster, checkout: Path, secret: str):
+    cluster: Cluster, checkout: Path, secret: str
+):
     _, address = cluster.server()
     assert close_env_file(checkout / ".env")  # what make start does to a .env others may read
     database_url = _with_password(cluster.settings.database_url, secret)
     worker = _worker(cluster, "e2e-hostile", checkout, DATABASE_URL=database_url, AUTH_TOKEN=secret)
-    job = _finished(address, submit(address, command=HOSTILE.format(checkout=checkout, secret=secret),
-                                    max_retries=0))
+    job = _finished(address, submit(address, command=HOSTILE.format(checkout=checkout, secret=secret), max_retries=0))
     out = job.output
     print(f"the hostile job's output:\n{out}")
     lines = out.splitlines()
@@ -119,11 +130,17 @@ def test_a_worker_warns_when_jobs_could_read_its_env_file(cluster: Cluster, chec
     assert f"chmod 600 {checkout / '.env'}" in worker.log()
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("", "configuration error: the worker runs as root: set JOB_USER to an unprivileged user "
-         "(make start creates jobcluster-job), or JOB_USER=root to run jobs as root knowingly"),
-    ("no-such-user-x", "configuration error: JOB_USER=no-such-user-x: no such user on this machine"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            "",
+            "configuration error: the worker runs as root: set JOB_USER to an unprivileged user "
+            "(make start creates jobcluster-job), or JOB_USER=root to run jobs as root knowingly",
+        ),
+        ("no-such-user-x", "configuration error: JOB_USER=no-such-user-x: no such user on this machine"),
+    ],
+)
 def test_a_root_worker_without_a_usable_job_user_refuses_to_start(cluster: Cluster, setting: str, message: str):
     worker = cluster.worker("e2e-refused", JOB_USER=setting)
     assert worker.wait(30) == 2
@@ -144,8 +161,11 @@ def test_a_crashed_workers_job_directory_is_removed_at_the_next_start(cluster: C
         successor = cluster.worker("e2e-successor")
         wait_for_sync(lambda: not scratch.exists(), timeout=20, what="leftover directory removed")
         # the successor says so once it has removed every leftover (the directory goes first)
-        wait_for_sync(lambda: "job directory left by a worker that died" in successor.log(), timeout=10,
-                      what="the successor's line about it")
+        wait_for_sync(
+            lambda: "job directory left by a worker that died" in successor.log(),
+            timeout=10,
+            what="the successor's line about it",
+        )
     finally:
         _kill_group(int(pgid.read_text()))  # the orphan `sleep 30` (issue 9: no orphans)
 
@@ -160,6 +180,7 @@ def _kill_group(pgid: int) -> None:
 
 # --- a worker whose jobs run as its own user ----------------------------------------------------
 
+
 def _as_job_user(mnt: Path, worker_id: str, code: str) -> list[str]:
     """argv running this Python, its site-packages and this checkout as the job user, via bind mounts
     in a private mount namespace: they may live under a directory it cannot enter (root's 0700 home)."""
@@ -171,23 +192,48 @@ def _as_job_user(mnt: Path, worker_id: str, code: str) -> list[str]:
     binds = {"py": base, "site": Path(sysconfig.get_paths()["purelib"]), "repo": REPO}
     for name in binds:
         (mnt / name).mkdir(parents=True)
-    mounts = "; ".join(f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(mnt / name))}"
-                       for name, src in binds.items())
-    script = (f"set -e; {mounts}; export LD_LIBRARY_PATH={shlex.quote(str(mnt / 'py' / 'lib'))}; "
-              f"exec setpriv --reuid={user.pw_uid} --regid={user.pw_gid} --init-groups -- \"$@\"")
-    boot = (f"import site, sys; site.addsitedir({str(mnt / 'site')!r}); sys.path.insert(0, {str(mnt / 'repo')!r}); "
-            + code)
+    mounts = "; ".join(
+        f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(mnt / name))}" for name, src in binds.items()
+    )
+    script = (
+        f"set -e; {mounts}; export LD_LIBRARY_PATH={shlex.quote(str(mnt / 'py' / 'lib'))}; "
+        f'exec setpriv --reuid={user.pw_uid} --regid={user.pw_gid} --init-groups -- "$@"'
+    )
+    boot = (
+        f"import site, sys; site.addsitedir({str(mnt / 'site')!r}); sys.path.insert(0, {str(mnt / 'repo')!r}); " + code
+    )
     python = mnt / "py" / Path(sys.executable).resolve().relative_to(base)
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-            str(python), "-c", boot, "--id", worker_id]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(python),
+        "-c",
+        boot,
+        "--id",
+        worker_id,
+    ]
 
 
 def _same_user_run(cluster: Cluster, tmp_path: Path, secret: str, code: str) -> tuple[Proc, str]:
     _, address = cluster.server()
     database_url = _with_password(cluster.settings.database_url, secret)
-    worker = _worker(cluster, "e2e-same-user", tmp_path, _as_job_user(tmp_path / "mnt", "e2e-same-user", code),
-                     DATABASE_URL=database_url, AUTH_TOKEN=secret, JOB_WORKDIR_ROOT=str(tmp_path / "jobs"),
-                     HOME=str(tmp_path))  # its own HOME: asyncpg looks in ~/.postgresql
+    worker = _worker(
+        cluster,
+        "e2e-same-user",
+        tmp_path,
+        _as_job_user(tmp_path / "mnt", "e2e-same-user", code),
+        DATABASE_URL=database_url,
+        AUTH_TOKEN=secret,
+        JOB_WORKDIR_ROOT=str(tmp_path / "jobs"),
+        HOME=str(tmp_path),
+    )  # its own HOME: asyncpg looks in ~/.postgresql
     job = _finished(address, submit(address, command=SAME_USER, max_retries=0))
     assert job.status == "SUCCEEDED", (job.output, worker.log()[-3000:])
     out = job.output
@@ -203,9 +249,9 @@ def test_a_same_user_job_cannot_read_its_non_dumpable_worker(cluster: Cluster, t
     assert f"/proc/{worker.popen.pid}/environ: Permission denied" in out
 
 
-def test_control_the_same_read_succeeds_when_the_worker_stays_dumpable(cluster: Cluster, tmp_path: Path,
-                                                                        secret: str):
+def test_control_the_same_read_succeeds_when_the_worker_stays_dumpable(cluster: Cluster, tmp_path: Path, secret: str):
     """Without prctl(PR_SET_DUMPABLE, 0) the read works: what protects the worker above is that call."""
-    _, out = _same_user_run(cluster, tmp_path, secret,
-                            "import worker.__main__ as m; m.make_non_dumpable = lambda *a, **k: False; m.run()")
+    _, out = _same_user_run(
+        cluster, tmp_path, secret, "import worker.__main__ as m; m.make_non_dumpable = lambda *a, **k: False; m.run()"
+    )
     assert f"AUTH_TOKEN={secret}" in out and f":{secret}@" in out

@@ -10,8 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from devtools.services import free_port
 from jobcluster import keys
-from jobcluster.devtools.services import free_port
 from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import wait_for_sync
 
@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def jc(cluster: Cluster, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(JOBCLUSTER), *args], cwd=cluster.workdir, env=cluster.env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(JOBCLUSTER), *args],
+        cwd=cluster.workdir,
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_the_command_is_installed_and_its_help_has_examples():
@@ -39,12 +45,10 @@ def test_the_command_is_installed_and_its_help_has_examples():
 def test_mistakes_are_named_and_exit_2():
     wrong = subprocess.run([str(JOBCLUSTER), "sumbit", "true"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode == 2 and "unknown command 'sumbit'" in wrong.stderr and "submit" in wrong.stderr
-    typo = subprocess.run([str(JOBCLUSTER), "submit", "true", "-cmnd", "x"], capture_output=True, text=True,
-                          timeout=30)
+    typo = subprocess.run([str(JOBCLUSTER), "submit", "true", "-cmnd", "x"], capture_output=True, text=True, timeout=30)
     assert typo.returncode == 2 and "unknown flag: -cmnd (did you mean -cmd?)" in typo.stderr, typo.stderr
     assert len(typo.stderr.splitlines()) == 2  # the flag named, not a usage block
-    classic = subprocess.run([sys.executable, "-m", "client", "-cmnd", "x"], capture_output=True, text=True,
-                             timeout=30)
+    classic = subprocess.run([sys.executable, "-m", "client", "-cmnd", "x"], capture_output=True, text=True, timeout=30)
     assert classic.returncode == 2 and "unknown flag: -cmnd (did you mean -cmd?)" in classic.stderr
     missing = subprocess.run([str(JOBCLUSTER), "dlq", "retry"], capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "give the ids to retry, or all" in missing.stderr
@@ -118,9 +122,16 @@ def test_every_subcommand_against_a_cluster(cluster: Cluster, redis_sync):
     # A reader that stops early (`| head -1`) while 300 KB are still to be written: no traceback.
     big = submit(address, command="head -c 300000 /dev/zero | tr '\\0' x | fold -w 100")
     wait_for_sync(lambda: job_status(address, big).status == "SUCCEEDED", timeout=20, what="the big job")
-    piped = subprocess.run(f"'{JOBCLUSTER}' status {big} -servers {address} | head -1; exit ${{PIPESTATUS[0]}}",
-                           shell=True, executable="/bin/bash", cwd=cluster.workdir, env=cluster.env(),
-                           capture_output=True, text=True, timeout=60)
+    piped = subprocess.run(
+        f"'{JOBCLUSTER}' status {big} -servers {address} | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=cluster.workdir,
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert piped.stdout == f"job {big}  SUCCEEDED\n"
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
     assert piped.returncode == 0
@@ -131,9 +142,13 @@ def test_make_run_client_passes_the_command_as_typed(cluster: Cluster):
     _, address = cluster.server()
     cluster.worker("jc-make")
     env = {**cluster.env(), "SERVERS": address}
-    ran = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "run-client",
-                          'CMD=echo "it works" && echo "home=$HOME"'], env=env, capture_output=True, text=True,
-                         timeout=120)
+    ran = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "run-client", 'CMD=echo "it works" && echo "home=$HOME"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     job_id = next(line.split()[1] for line in ran.stdout.splitlines() if line.startswith("submitted "))
     lines = job_status(address, job_id).output.splitlines()
@@ -145,8 +160,11 @@ def test_status_of_a_running_job_shows_what_it_printed_so_far(cluster: Cluster):
     _, address = cluster.server()
     cluster.worker("jc-live")
     job_id = submit(address, command="echo first line; echo second line; sleep 30")
-    wait_for_sync(lambda: job_status(address, job_id).output == "first line\nsecond line\n", timeout=20,
-                  what="the live output in GetJobStatus")
+    wait_for_sync(
+        lambda: job_status(address, job_id).output == "first line\nsecond line\n",
+        timeout=20,
+        what="the live output in GetJobStatus",
+    )
     assert job_status(address, job_id).status == "RUNNING"
     shown = jc(cluster, "status", job_id, "-servers", address)
     assert "RUNNING" in shown.stdout and "    second line" in shown.stdout, shown.stdout
@@ -155,14 +173,23 @@ def test_status_of_a_running_job_shows_what_it_printed_so_far(cluster: Cluster):
 def test_a_job_no_worker_can_take_says_so_while_it_waits(cluster: Cluster):
     """No live worker at all: the follow line names why the job waits, instead of '1 queued' forever."""
     _, address = cluster.server()
-    proc = subprocess.Popen([str(JOBCLUSTER), "submit", "true", "-servers", address], cwd=cluster.workdir,
-                            env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(JOBCLUSTER), "submit", "true", "-servers", address],
+        cwd=cluster.workdir,
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
     try:
-        wait_for_sync(lambda: any("QUEUED: no live worker" in line for line in seen), timeout=20,
-                      what=f"the reason on the follow line (got {seen})")
+        wait_for_sync(
+            lambda: any("QUEUED: no live worker" in line for line in seen),
+            timeout=20,
+            what=f"the reason on the follow line (got {seen})",
+        )
     finally:
         proc.kill()
         proc.wait()

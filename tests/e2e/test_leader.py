@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from devtools import services as svc
 from jobcluster import keys
-from jobcluster.devtools import services as svc
 from jobcluster.election import read_leader
 from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import wait_for_sync
@@ -27,8 +27,12 @@ def leader_of(cluster: Cluster) -> str | None:
 
 
 def wait_leader(cluster: Cluster, timeout: float = 15, other_than: str | None = None) -> str:
-    return wait_for_sync(lambda: (lambda a: a if a and a != other_than else None)(leader_of(cluster)),
-                         timeout=timeout, interval=0.02, what="a leader")
+    return wait_for_sync(
+        lambda: (lambda a: a if a and a != other_than else None)(leader_of(cluster)),
+        timeout=timeout,
+        interval=0.02,
+        what="a leader",
+    )
 
 
 def three_servers(cluster: Cluster) -> dict[str, object]:
@@ -89,8 +93,11 @@ def test_a_paused_leader_stops_acting_and_cannot_write(cluster: Cluster, setting
         # Nobody can learn from etcd that the old term is over, and the new leader fires nothing more.
         etcd.send_signal(signal.SIGSTOP)
         procs[new].signal(signal.SIGSTOP)
-        wait_for_sync(lambda: asyncio.run(_count(dsn, "SELECT count(*) FROM schedules WHERE next_run_at < now()")),
-                      timeout=5, what="a cron tick due")
+        wait_for_sync(
+            lambda: asyncio.run(_count(dsn, "SELECT count(*) FROM schedules WHERE next_run_at < now()")),
+            timeout=5,
+            what="a cron tick due",
+        )
         mark = len(procs[old].log())
         procs[old].signal(signal.SIGCONT)
         ended = re.compile(r"leader term \d+ over|stopping this term")
@@ -111,11 +118,14 @@ def test_a_paused_leader_stops_acting_and_cannot_write(cluster: Cluster, setting
 
 def _create_schedule(address: str, name: str, cron_expr: str) -> None:
     import grpc
+
     from jobcluster.pb import scheduler_pb2 as pb
     from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
+
     with grpc.insecure_channel(address) as channel:
-        pb_grpc.JobServiceStub(channel).CreateSchedule(pb.Schedule(name=name, cron=cron_expr, command="true"),
-                                                       timeout=5)
+        pb_grpc.JobServiceStub(channel).CreateSchedule(
+            pb.Schedule(name=name, cron=cron_expr, command="true"), timeout=5
+        )
 
 
 async def _fence_holder(dsn: str) -> str:
@@ -130,8 +140,9 @@ def test_kill_9_of_a_worker_mid_job_the_job_completes_on_another(cluster: Cluste
     _, address = cluster.server()
     doomed = cluster.worker("e2e-doomed")
     pgid = tmp_path / "pgid"
-    job_id = submit(address, command=f"echo $$ > {pgid}.$JOB_ATTEMPT; [ $JOB_ATTEMPT -gt 1 ] || sleep 30; echo done",
-                    max_retries=2)
+    job_id = submit(
+        address, command=f"echo $$ > {pgid}.$JOB_ATTEMPT; [ $JOB_ATTEMPT -gt 1 ] || sleep 30; echo done", max_retries=2
+    )
     wait_for_sync(lambda: job_status(address, job_id).status == "RUNNING", timeout=20, what="RUNNING")
     doomed.signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -148,6 +159,7 @@ def test_kill_9_of_a_worker_mid_job_the_job_completes_on_another(cluster: Cluste
 def _kill_group(pgid: int) -> None:
     try:
         import os
+
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -168,9 +180,13 @@ def test_a_job_that_kills_its_worker_ends_in_the_dlq(cluster: Cluster, redis_syn
         # As JOB_USER the job could not kill its root worker; a root job stands for one that crashes it.
         worker = cluster.worker(f"e2e-victim-{n}", JOB_USER="root")
         worker.wait(30)
-        wait_for_sync(lambda: job_status(address, job_id).attempts == n
-                      and job_status(address, job_id).status in ("QUEUED", "FAILED"),
-                      timeout=20, what=f"attempt {n} recovered by the leader")
+        wait_for_sync(
+            lambda: (
+                job_status(address, job_id).attempts == n and job_status(address, job_id).status in ("QUEUED", "FAILED")
+            ),
+            timeout=20,
+            what=f"attempt {n} recovered by the leader",
+        )
     job = job_status(address, job_id)
     assert job.status == "FAILED" and job.attempts == 2
     assert redis_sync.lrange(keys.DLQ, 0, -1) == [job_id]
@@ -191,9 +207,16 @@ def test_redis_flushed_with_200_jobs_queued_all_complete_once(cluster: Cluster, 
     redis_sync.flushall()
     cluster.worker("e2e-a")
     cluster.worker("e2e-b")
-    wait_for_sync(lambda: all(job_status(address, i).status == "SUCCEEDED" for i in ids[-1:])
-                  and asyncio.run(_count(settings.database_url, "SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED'"))
-                  == 200, timeout=60, interval=0.5, what="200 jobs SUCCEEDED")
+    wait_for_sync(
+        lambda: (
+            all(job_status(address, i).status == "SUCCEEDED" for i in ids[-1:])
+            and asyncio.run(_count(settings.database_url, "SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED'"))
+            == 200
+        ),
+        timeout=60,
+        interval=0.5,
+        what="200 jobs SUCCEEDED",
+    )
     assert asyncio.run(_count(settings.database_url, "SELECT count(*) FROM job_attempts")) == 200
     assert asyncio.run(_count(settings.database_url, "SELECT max(attempts) FROM jobs")) == 1
 
@@ -218,17 +241,21 @@ def test_etcd_restart_leaves_one_leader_and_jobs_keep_running(cluster: Cluster, 
         during = submit(address, command="echo during")
         wait_for_sync(lambda: job_status(address, during).status == "SUCCEEDED", timeout=20, what="job with etcd down")
     finally:
-        services["etcd"] = svc.start_etcd(etcd.data_dir, etcd.port, int(etcd.extra["peer_port"]),
-                                          service_root / "etcd.log")
+        services["etcd"] = svc.start_etcd(
+            etcd.data_dir, etcd.port, int(etcd.extra["peer_port"]), service_root / "etcd.log"
+        )
     leader = wait_leader(cluster, timeout=20)
     after = submit(address, command="echo after")
     wait_for_sync(lambda: job_status(address, after).status == "SUCCEEDED", timeout=20, what="job after restart")
+
     # Exactly one server believes it leads (its log says so last): the one etcd names.
     def one_believer() -> bool:
         believers = [a for a, p in procs.items() if _last_leader_line(p.log()) == "elected"]
         return believers == [leader_of(cluster)]
-    wait_for_sync(one_believer, timeout=10, interval=0.2, what=f"one server believing it leads (first {first}, "
-                  f"then {leader})")
+
+    wait_for_sync(
+        one_believer, timeout=10, interval=0.2, what=f"one server believing it leads (first {first}, then {leader})"
+    )
 
 
 def _last_leader_line(log: str) -> str:
@@ -246,12 +273,15 @@ def test_cron_tick_with_the_leader_killed_right_before_it_fires_exactly_once(clu
     cluster.worker("e2e-cron")
     leader = wait_leader(cluster)
     any_address = next(a for a in procs if a != leader)
+    import grpc
+
     from jobcluster.pb import scheduler_pb2 as pb
     from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
-    import grpc
+
     with grpc.insecure_channel(any_address) as channel:
         pb_grpc.JobServiceStub(channel).CreateSchedule(
-            pb.Schedule(name="every-3s", cron="* * * * * */3", command="echo tick"), timeout=5)
+            pb.Schedule(name="every-3s", cron="* * * * * */3", command="echo tick"), timeout=5
+        )
     # Kill the leader 0.3 s before a tick: wait for that moment of the clock cron reads.
     tick = (int(time.time()) // 3 + 1) * 3
     if tick - time.time() < 0.8:
@@ -261,12 +291,19 @@ def test_cron_tick_with_the_leader_killed_right_before_it_fires_exactly_once(clu
     print(f"leader killed {tick - time.time():.2f}s before the tick")
     wait_leader(cluster, timeout=10, other_than=leader)
     sql = "SELECT count(*) FROM jobs WHERE scheduled_for = to_timestamp($1)"
-    wait_for_sync(lambda: asyncio.run(_count_at(settings.database_url, sql, tick)) >= 1, timeout=15,
-                  what=f"the job of tick {tick}")
-    wait_for_sync(lambda: asyncio.run(_count_at(settings.database_url, sql, tick + 3)) >= 1, timeout=15,
-                  what="the next tick's job, from the new leader")
-    per_tick = asyncio.run(_rows(settings.database_url,
-                                 "SELECT scheduled_for, count(*) AS n FROM jobs GROUP BY scheduled_for"))
+    wait_for_sync(
+        lambda: asyncio.run(_count_at(settings.database_url, sql, tick)) >= 1,
+        timeout=15,
+        what=f"the job of tick {tick}",
+    )
+    wait_for_sync(
+        lambda: asyncio.run(_count_at(settings.database_url, sql, tick + 3)) >= 1,
+        timeout=15,
+        what="the next tick's job, from the new leader",
+    )
+    per_tick = asyncio.run(
+        _rows(settings.database_url, "SELECT scheduled_for, count(*) AS n FROM jobs GROUP BY scheduled_for")
+    )
     assert per_tick and all(n == 1 for _, n in per_tick), per_tick
     assert asyncio.run(_count_at(settings.database_url, sql, tick)) == 1
 

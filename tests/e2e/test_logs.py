@@ -16,10 +16,11 @@ def _lines(text: str) -> list[dict]:
 def test_json_logs_name_the_job_the_attempt_the_worker_and_the_rpc(cluster: Cluster):
     server, address = cluster.server(LOG_FORMAT="json")
     worker = cluster.worker("log-1", LOG_FORMAT="json", RETRY_BACKOFF_BASE="0.1s")
-    job_id = submit(address, command="[ \"$JOB_ATTEMPT\" = 2 ] || exit 5", max_retries=1)
+    job_id = submit(address, command='[ "$JOB_ATTEMPT" = 2 ] || exit 5', max_retries=1)
     wait_for_sync(lambda: job_status(address, job_id).status == "SUCCEEDED", timeout=30, what="the job")
-    wait_for_sync(lambda: any("succeeded" in r["msg"] for r in _lines(worker.log())), timeout=10,
-                  what="the worker's last line")
+    wait_for_sync(
+        lambda: any("succeeded" in r["msg"] for r in _lines(worker.log())), timeout=10, what="the worker's last line"
+    )
     mine = [r for r in _lines(worker.log()) if r.get("job_id") == job_id]
     assert all(r["worker_id"] == "log-1" for r in mine)
     started = [r for r in mine if r["msg"].endswith("started")]

@@ -7,7 +7,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobcluster.devtools.services import free_port
+from devtools.services import free_port
 from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import wait_for_sync
 
@@ -18,8 +18,11 @@ def scrape(target: str) -> Samples:
     """Every sample of one target: (name, sorted labels) -> value."""
     with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -36,11 +39,20 @@ def test_every_program_exports_metrics_that_count_the_jobs_run(cluster: Cluster)
     n = 7
     ids = [submit(address, command=f"echo {i}") for i in range(n)]
     failed = submit(address, command="exit 3", max_retries=0)
-    wait_for_sync(lambda: all(job_status(address, i).status == "SUCCEEDED" for i in ids)
-                  and job_status(address, failed).status == "FAILED", timeout=60, what="the jobs to end")
+    wait_for_sync(
+        lambda: (
+            all(job_status(address, i).status == "SUCCEEDED" for i in ids)
+            and job_status(address, failed).status == "FAILED"
+        ),
+        timeout=60,
+        what="the jobs to end",
+    )
     # the worker counts a job once its result is recorded: the status above may be read a moment before
-    wait_for_sync(lambda: value(scrape(worker_metrics), "jobcluster_jobs_finished_total", status="FAILED",
-                                queue="default") == 1, timeout=10, what="the FAILED job counted")
+    wait_for_sync(
+        lambda: value(scrape(worker_metrics), "jobcluster_jobs_finished_total", status="FAILED", queue="default") == 1,
+        timeout=10,
+        what="the FAILED job counted",
+    )
     server1, worker1 = scrape(server_metrics), scrape(worker_metrics)
 
     def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
@@ -57,15 +69,18 @@ def test_every_program_exports_metrics_that_count_the_jobs_run(cluster: Cluster)
     assert value(worker1, "jobcluster_worker_slots") == 3
     # a job running now makes a slot busy; refused calls are counted with their code
     busy = submit(address, command="sleep 30")
-    wait_for_sync(lambda: value(scrape(worker_metrics), "jobcluster_worker_slots_busy") == 1, timeout=20,
-                  what="one busy slot")
+    wait_for_sync(
+        lambda: value(scrape(worker_metrics), "jobcluster_worker_slots_busy") == 1, timeout=20, what="one busy slot"
+    )
     assert job_status(address, busy).status == "RUNNING"
     try:
         submit(address, command="")
     except Exception:  # noqa: BLE001 - INVALID_ARGUMENT is what is counted
         pass
-    assert value(scrape(server_metrics), "jobcluster_grpc_requests_total", method="SubmitJob",
-                 code="INVALID_ARGUMENT") == 1
+    assert (
+        value(scrape(server_metrics), "jobcluster_grpc_requests_total", method="SubmitJob", code="INVALID_ARGUMENT")
+        == 1
+    )
     # the gauges a server reads every 5 s: it leads (the only server), and the queue depths
     wait_for_sync(lambda: value(scrape(server_metrics), "jobcluster_leader") == 1, timeout=20, what="leader gauge")
     after = scrape(server_metrics)

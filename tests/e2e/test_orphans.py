@@ -19,27 +19,38 @@ def sleeps_left() -> list[tuple[int, int]]:
     return [p for n in SLEEPS for p in procs_running("sleep", n)]
 
 
-def test_kill_9_of_a_worker_kills_its_jobs_and_the_jobs_still_end_in_the_dlq(cluster: Cluster, redis_sync,
-                                                                              job_user: str):
+def test_kill_9_of_a_worker_kills_its_jobs_and_the_jobs_still_end_in_the_dlq(
+    cluster: Cluster, redis_sync, job_user: str
+):
     _, address = cluster.server()
     worker = cluster.worker("e2e-orphans", "--concurrency", "2")
     lone = submit(address, command="sleep 4444", max_retries=0)
     family = submit(address, command="sleep 4445 & sleep 4446", max_retries=0)
     try:
-        running = wait_for_sync(lambda: (lambda p: p if len(p) == 3 else None)(sleeps_left()), timeout=30,
-                                what="sleep 4444, 4445 and 4446 running")
+        running = wait_for_sync(
+            lambda: (lambda p: p if len(p) == 3 else None)(sleeps_left()),
+            timeout=30,
+            what="sleep 4444, 4445 and 4446 running",
+        )
         assert {uid for _, uid in running} == {pwd.getpwnam(job_user).pw_uid}  # other user: only root can kill
         worker.signal(signal.SIGKILL)
         killed = time.monotonic()
-        wait_for_sync(lambda: sleeps_left() == [], timeout=2.0, interval=0.01,
-                      what="the killed worker's job processes to be gone (promised within 2 s)")
+        wait_for_sync(
+            lambda: sleeps_left() == [],
+            timeout=2.0,
+            interval=0.01,
+            what="the killed worker's job processes to be gone (promised within 2 s)",
+        )
         print(f"job processes gone {time.monotonic() - killed:.3f}s after the worker's SIGKILL")
     finally:
         for pid, _ in sleeps_left():  # only when the test failed
             os.kill(pid, signal.SIGKILL)
     # No retries: the leader's cleanup of the dead worker dead-letters both.
-    wait_for_sync(lambda: {job_status(address, j).status for j in (lone, family)} == {"FAILED"}, timeout=30,
-                  what="both jobs FAILED")
+    wait_for_sync(
+        lambda: {job_status(address, j).status for j in (lone, family)} == {"FAILED"},
+        timeout=30,
+        what="both jobs FAILED",
+    )
     assert sorted(redis_sync.lrange(keys.DLQ, 0, -1)) == sorted([lone, family])
     assert "worker lost" in job_status(address, lone).attempt_history[0].error
 
@@ -53,7 +64,8 @@ def test_a_clean_stop_leaves_no_reaper(cluster: Cluster):
 
 
 def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_they_are_dead(
-        cluster: Cluster, redis_sync):
+    cluster: Cluster, redis_sync
+):
     """A supervisor restarts a SIGKILLed worker under the same id at once. The new process puts the
     old attempt back in the queue only after the old reaper has killed it: never two at once."""
     # A leader that would wait 60 s before calling the dead worker dead: only the restart recovers.
@@ -71,6 +83,7 @@ def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_the
             now_s, now_us = redis_sync.time()
             beat = redis_sync.zscore(keys.WORKERS, "e2e-restart")
             return beat is None or now_s * 1000 + now_us // 1000 - beat > 3000 * cluster.settings.heartbeat_interval
+
         wait_for_sync(id_free, timeout=10, what="the old heartbeat to age past the id check")
         second = cluster.worker("e2e-restart")
         held = time.monotonic()
@@ -84,11 +97,13 @@ def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_the
         assert job_status(address, job).status == "RUNNING"
     finally:
         os.kill(old_reaper, signal.SIGCONT)
+
     # Released: the old reaper kills attempt 1 and exits; then the new worker requeues and runs attempt 2.
     def attempt_2() -> bool:
         running = procs_running("sleep", "4447")
         assert len(running) <= 1, "two attempts running at once"
         return bool(running) and running[0][0] != old_sleep
+
     wait_for_sync(attempt_2, timeout=30, interval=0.01, what="attempt 2 running, after attempt 1 was killed")
     assert len(job_status(address, job).attempt_history) == 2
     assert "waited" in second.log() and "for the jobs of an earlier worker e2e-restart" in second.log()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from devtools import services as svc
 from jobcluster import keys
-from jobcluster.devtools import services as svc
 from jobcluster.settings import Settings
 from tests.e2e.conftest import Cluster, Proc, job_status, submit
 from tests.helpers import wait_for_sync
@@ -44,14 +44,18 @@ def _running_on(address: str, job_ids: list[str], attempt: int) -> dict[str, str
 
 
 def test_a_killed_workers_job_starts_again_within_dead_after_plus_1s_20_times(
-        cluster: Cluster, redis_sync: redis.Redis) -> None:
+    cluster: Cluster, redis_sync: redis.Redis
+) -> None:
     """Five rounds of four kill -9s: the same four `sleep 60` jobs move from the killed workers to
     spares started (and beating) before the kill; each rerun must start within WORKER_DEAD_AFTER + 1 s."""
     _, address = cluster.server()
     limit = cluster.settings.worker_dead_after + 1.0
     busy = [cluster.worker(f"w0-{n}", WORKER_CONCURRENCY="1") for n in range(4)]
-    wait_for_sync(lambda: _beating(redis_sync, [p.name.removeprefix("worker-") for p in busy]), timeout=30,
-                  what="the first workers")
+    wait_for_sync(
+        lambda: _beating(redis_sync, [p.name.removeprefix("worker-") for p in busy]),
+        timeout=30,
+        what="the first workers",
+    )
     jobs = [submit(address, command="sleep 60", max_retries=10) for _ in range(4)]
     owners = wait_for_sync(lambda: _running_on(address, jobs, 1), timeout=20, what="four jobs running")
     delays: list[float] = []
@@ -93,19 +97,29 @@ def frozen(service: svc.Service) -> Iterator[None]:
         service.proc.send_signal(signal.SIGCONT)
 
 
-def _run_through_a_freeze(cluster: Cluster, services: dict[str, svc.Service], tmp_path: Path, freeze: float,
-                          leader_skew_ms: int = 0, worker_skews_ms: tuple[int, int] = (0, 0)) -> None:
+def _run_through_a_freeze(
+    cluster: Cluster,
+    services: dict[str, svc.Service],
+    tmp_path: Path,
+    freeze: float,
+    leader_skew_ms: int = 0,
+    worker_skews_ms: tuple[int, int] = (0, 0),
+) -> None:
     marks = tmp_path / "marks"
     _, address = cluster.server(TEST_CLOCK_SKEW_MS=str(leader_skew_ms))
-    workers: list[Proc] = [cluster.worker(f"w{n}", WORKER_CONCURRENCY="2", TEST_CLOCK_SKEW_MS=str(skew))
-                           for n, skew in enumerate(worker_skews_ms)]
-    jobs = [submit(address, command=f"echo run >> {marks}; sleep {freeze + 3:g}", max_retries=3)
-            for _ in range(4)]
+    workers: list[Proc] = [
+        cluster.worker(f"w{n}", WORKER_CONCURRENCY="2", TEST_CLOCK_SKEW_MS=str(skew))
+        for n, skew in enumerate(worker_skews_ms)
+    ]
+    jobs = [submit(address, command=f"echo run >> {marks}; sleep {freeze + 3:g}", max_retries=3) for _ in range(4)]
     wait_for_sync(lambda: _running_on(address, jobs, 1), timeout=30, what="four jobs running")
     with frozen(services["redis"]):
         time.sleep(freeze)  # the outage itself: Redis answers nobody for this long
-    wait_for_sync(lambda: all(job_status(address, j).status == "SUCCEEDED" for j in jobs),
-                  timeout=freeze + 30, what="every job done")
+    wait_for_sync(
+        lambda: all(job_status(address, j).status == "SUCCEEDED" for j in jobs),
+        timeout=freeze + 30,
+        what="every job done",
+    )
     runs = marks.read_text().splitlines()
     attempts = {j: job_status(address, j).attempts for j in jobs}
     logs = "\n".join(p.log()[-2000:] for p in cluster.procs)
@@ -119,11 +133,8 @@ def test_redis_frozen_6s_under_four_running_jobs_runs_each_once(cluster: Cluster
 
 
 def test_redis_frozen_6s_with_host_clocks_30s_off_runs_each_once(cluster: Cluster, services, tmp_path: Path) -> None:
-    _run_through_a_freeze(cluster, services, tmp_path, freeze=6.0, leader_skew_ms=30_000,
-                          worker_skews_ms=(-30_000, 0))
+    _run_through_a_freeze(cluster, services, tmp_path, freeze=6.0, leader_skew_ms=30_000, worker_skews_ms=(-30_000, 0))
 
 
-def test_redis_frozen_20s_with_host_clocks_30s_off_runs_each_once(cluster: Cluster, services,
-                                                                  tmp_path: Path) -> None:
-    _run_through_a_freeze(cluster, services, tmp_path, freeze=20.0, leader_skew_ms=-30_000,
-                          worker_skews_ms=(30_000, 0))
+def test_redis_frozen_20s_with_host_clocks_30s_off_runs_each_once(cluster: Cluster, services, tmp_path: Path) -> None:
+    _run_through_a_freeze(cluster, services, tmp_path, freeze=20.0, leader_skew_ms=-30_000, worker_skews_ms=(30_000, 0))

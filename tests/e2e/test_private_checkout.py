@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from jobcluster.devtools.services import free_port
+from devtools.services import free_port
 from tests.helpers import wait_for_sync
 from tests.other_user import run_all
 
@@ -36,11 +36,20 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the private-directory
 def _copy_checkout(dest: Path) -> None:
     """This checkout's files (tracked and new, not ignored), as a fresh clone would have them."""
     if not (ROOT / ".git").exists():  # a tarball: everything but what make and the tests leave
-        shutil.copytree(ROOT, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-            ".venv", ".run", "log", ".env", ".servers", "__pycache__", ".*_cache"))
+        shutil.copytree(
+            ROOT,
+            dest,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".venv", ".run", "log", ".env", ".servers", "__pycache__", ".*_cache"),
+        )
         return
-    listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         src = ROOT / name
         if src.is_file():
@@ -84,7 +93,8 @@ def checkout() -> Iterator[Path]:
         f"REDIS_ADDR=127.0.0.1:{ports['redis']}\n"
         f"DATABASE_URL=postgresql://jobcluster@127.0.0.1:{ports['pg']}/jobcluster\n"
         f"ETCD_ENDPOINTS=127.0.0.1:{ports['etcd']}\n"
-        f"WEBUI_ADDR=127.0.0.1:{ports['webui']}\n")
+        f"WEBUI_ADDR=127.0.0.1:{ports['webui']}\n"
+    )
     try:
         yield checkout
     finally:
@@ -101,9 +111,14 @@ def _logs_and_etcd_are_closed_to_other_users(checkout: Path, base_port: int) -> 
     log = checkout / "log"
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in log.iterdir()}
     assert stat.S_IMODE(log.stat().st_mode) == 0o700 and set(modes.values()) == {0o600}, modes
-    assert {"redis.log", "postgres.log", "etcd.log", f"server-{base_port}.log", "worker-1.log", "webui.log"} <= set(modes)
-    etcd = next(line.split("=", 1)[1] for line in (checkout / ".env").read_text().splitlines()
-                if line.startswith("ETCD_ENDPOINTS="))
+    assert {"redis.log", "postgres.log", "etcd.log", f"server-{base_port}.log", "worker-1.log", "webui.log"} <= set(
+        modes
+    )
+    etcd = next(
+        line.split("=", 1)[1]
+        for line in (checkout / ".env").read_text().splitlines()
+        if line.startswith("ETCD_ENDPOINTS=")
+    )
     tls = checkout / ".run" / "etcd-tls"
     files = [f"--cacert={tls / 'ca.pem'}", f"--cert={tls / 'etcd-client.pem'}", f"--key={tls / 'etcd-client.key'}"]
     listed = run_all([["etcdctl", f"--endpoints={etcd}", *files, "lease", "list"]], as_other_user=False)[0]
@@ -114,11 +129,18 @@ def _logs_and_etcd_are_closed_to_other_users(checkout: Path, base_port: int) -> 
     peer = f"http://127.0.0.1:{int(etcd.rsplit(':', 1)[1]) + 1}/leases"
     checkout.parent.chmod(0o711)  # as a checkout in a home directory others may pass through
     try:
-        theirs = run_all([["cat", str(log / f"server-{base_port}.log")], ["ls", str(log)],
-                          ["cat", str(tls / "etcd-client.key")], ["etcdctl", f"--endpoints={etcd}", "lease", "list"],
-                          ["etcdctl", f"--endpoints={etcd}", *files, "lease", "list"],
-                          ["curl", "-sS", "--fail", "--max-time", "4", "-X", "POST", "--data-binary", "x", peer]],
-                         as_other_user=True, timeout=5)
+        theirs = run_all(
+            [
+                ["cat", str(log / f"server-{base_port}.log")],
+                ["ls", str(log)],
+                ["cat", str(tls / "etcd-client.key")],
+                ["etcdctl", f"--endpoints={etcd}", "lease", "list"],
+                ["etcdctl", f"--endpoints={etcd}", *files, "lease", "list"],
+                ["curl", "-sS", "--fail", "--max-time", "4", "-X", "POST", "--data-binary", "x", peer],
+            ],
+            as_other_user=True,
+            timeout=5,
+        )
     finally:
         checkout.parent.chmod(0o700)
     assert not [a for a in theirs if a.succeeded], "\n".join(map(str, theirs))
@@ -126,8 +148,12 @@ def _logs_and_etcd_are_closed_to_other_users(checkout: Path, base_port: int) -> 
 
 def _make(checkout: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     # Nothing from this process's environment: .env alone says where the services are.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
-           "PYTHONPATH": str(checkout)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(checkout),
+    }
     return subprocess.run(["make", *args], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -141,14 +167,19 @@ def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(che
 
     def release() -> None:
         try:
-            wait_for_sync(lambda: server_log.exists() and "cannot start" in server_log.read_text(), timeout=60,
-                          what="the server failing to bind its held port")
+            wait_for_sync(
+                lambda: server_log.exists() and "cannot start" in server_log.read_text(),
+                timeout=60,
+                what="the server failing to bind its held port",
+            )
         finally:
             holder.close()
+
     releaser = threading.Thread(target=release, daemon=True)
     releaser.start()
-    started = _make(checkout, "-o", ".venv/.installed", "start", "SERVER_COUNT=1", "WORKER_COUNT=1",
-                    f"BASE_PORT={base_port}")
+    started = _make(
+        checkout, "-o", ".venv/.installed", "start", "SERVER_COUNT=1", "WORKER_COUNT=1", f"BASE_PORT={base_port}"
+    )
     releaser.join(5)
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"server  127.0.0.1:{base_port} stopped at start" in started.stdout, started.stdout
@@ -159,8 +190,14 @@ def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(che
     assert {stat.S_IMODE(f.stat().st_mode) for f in secrets.iterdir()} == {0o600}
 
     env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "PYTHONPATH": str(checkout)}
-    job = subprocess.run([sys.executable, "-m", "client", "-cmd", "echo hello from a private checkout"],
-                         cwd=checkout, env=env, capture_output=True, text=True, timeout=60)
+    job = subprocess.run(
+        [sys.executable, "-m", "client", "-cmd", "echo hello from a private checkout"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout + job.stderr
     assert "hello from a private checkout" in job.stdout
 
@@ -168,6 +205,7 @@ def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(che
     def status_with_leader() -> str | None:
         out = _make(checkout, "-s", "-o", ".venv/.installed", "status").stdout
         return out if f"leader: 127.0.0.1:{base_port}" in out else None
+
     status = wait_for_sync(status_with_leader, timeout=20, what="make status naming the leader")
     assert "queues: pending_jobs=0" in status, status
     _logs_and_etcd_are_closed_to_other_users(checkout, base_port)
@@ -181,8 +219,11 @@ def test_make_start_works_from_a_private_directory_and_make_stop_ends_it_all(che
 
     stopped = _make(checkout, "-o", ".venv/.installed", "stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    wait_for_sync(lambda: not any(_alive(pid) for pid in pids.values()), timeout=15,
-                  what=f"every process of make start gone: {pids}")
+    wait_for_sync(
+        lambda: not any(_alive(pid) for pid in pids.values()),
+        timeout=15,
+        what=f"every process of make start gone: {pids}",
+    )
     data_home = Path(hash_dir.split("data ", 1)[1].split(",", 1)[0]).parent
     assert data_home.is_dir()
     cleaned = _make(checkout, "-o", ".venv/.installed", "clean")

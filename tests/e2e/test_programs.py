@@ -7,8 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+from devtools.services import free_port, port_open
 from jobcluster import keys
-from jobcluster.devtools.services import free_port, port_open
 from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import group_members, wait_for_sync
 
@@ -41,7 +41,11 @@ def test_original_jobs_file_runs_to_the_end_and_the_failure_is_dead_lettered(clu
     assert run.returncode == 1, run.stdout + run.stderr  # one job failed
     rows = _summary_rows(run.stdout)
     assert {name: status for name, (_, status) in rows.items()} == {
-        "list": "SUCCEEDED", "greet": "SUCCEEDED", "date": "SUCCEEDED", "broken": "FAILED"}, run.stdout
+        "list": "SUCCEEDED",
+        "greet": "SUCCEEDED",
+        "date": "SUCCEEDED",
+        "broken": "FAILED",
+    }, run.stdout
     assert "Hello, World!" in run.stdout and "going down" in run.stdout
     broken_id = rows["broken"][0]
     assert redis_sync.lrange(keys.DLQ, 0, -1) == [broken_id]
@@ -97,14 +101,18 @@ def test_worker_sigterm_lets_the_running_job_finish_within_the_grace(cluster: Cl
     assert (job.status, job.attempts, job.output) == ("SUCCEEDED", 1, "finished\n"), worker.log()
 
 
-def test_worker_sigterm_past_the_grace_requeues_and_another_worker_finishes(cluster: Cluster, redis_sync,
-                                                                             tmp_path: Path):
+def test_worker_sigterm_past_the_grace_requeues_and_another_worker_finishes(
+    cluster: Cluster, redis_sync, tmp_path: Path
+):
     _, address = cluster.server()
     first = cluster.worker("e2e-short", WORKER_SHUTDOWN_GRACE="0.5s")
     pgid_file = tmp_path / "pgid"
     # The first attempt would run 60 s: a worker that waited for it instead of its 0.5 s grace times out below.
-    job_id = submit(address, command=f"echo $$ > {pgid_file}.$JOB_ATTEMPT; [ $JOB_ATTEMPT -gt 1 ] || sleep 60; "
-                                     "echo done on $JOB_ATTEMPT", max_retries=0)
+    job_id = submit(
+        address,
+        command=f"echo $$ > {pgid_file}.$JOB_ATTEMPT; [ $JOB_ATTEMPT -gt 1 ] || sleep 60; echo done on $JOB_ATTEMPT",
+        max_retries=0,
+    )
     _wait_running(address, job_id)
     started = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -172,10 +180,14 @@ def test_server_without_redis_answers_unavailable_and_keeps_the_job(cluster: Clu
 def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Cluster):
     _, address = cluster.server(CRON_MIN_INTERVAL="5s")
     cluster.worker("e2e-1")
-    path = cluster.jobs_file({"jobs": [
-        {"name": "report", "command": "echo report", "cron": "0 6 * * *", "timezone": "Europe/Paris"},
-        {"name": "now", "command": "echo now"},
-    ]})
+    path = cluster.jobs_file(
+        {
+            "jobs": [
+                {"name": "report", "command": "echo report", "cron": "0 6 * * *", "timezone": "Europe/Paris"},
+                {"name": "now", "command": "echo now"},
+            ]
+        }
+    )
     run = cluster.client("-file", str(path), "-servers", address)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "schedule 'report' saved" in run.stdout and "Europe/Paris" in run.stdout
@@ -189,29 +201,52 @@ def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Clus
     again = cluster.client("-file", str(path), "-servers", address)
     assert again.returncode == 0 and "kept paused" in again.stdout, again.stdout + again.stderr
     assert "paused" in cluster.client("-schedules", "-servers", address).stdout
-    resumed_file = cluster.jobs_file([{"name": "report", "command": "echo report", "cron": "0 6 * * *",
-                                       "timezone": "Europe/Paris", "enabled": True}], name="resume.json")
+    resumed_file = cluster.jobs_file(
+        [
+            {
+                "name": "report",
+                "command": "echo report",
+                "cron": "0 6 * * *",
+                "timezone": "Europe/Paris",
+                "enabled": True,
+            }
+        ],
+        name="resume.json",
+    )
     resumed = cluster.client("-file", str(resumed_file), "-servers", address)
     assert resumed.returncode == 0 and "next run" in resumed.stdout, resumed.stdout + resumed.stderr
     assert "enabled" in cluster.client("-schedules", "-servers", address).stdout
     missing = cluster.client("-delete-schedule", "nope", "-servers", address)
     assert missing.returncode == 2 and "no schedule named 'nope'" in missing.stderr
-    bad = cluster.jobs_file([{"name": "first", "command": "true", "cron": "0 5 * * *"},
-                             {"name": "x", "command": "true", "cron": "99 * * * *"}], name="bad.json")
+    bad = cluster.jobs_file(
+        [
+            {"name": "first", "command": "true", "cron": "0 5 * * *"},
+            {"name": "x", "command": "true", "cron": "99 * * * *"},
+        ],
+        name="bad.json",
+    )
     refused = cluster.client("-file", str(bad), "-servers", address)
     assert refused.returncode == 2 and "invalid cron expression" in refused.stderr
     assert "bad.json: job 2 ('x')" in refused.stderr and "nothing was submitted" in refused.stderr
     assert "first" not in cluster.client("-schedules", "-servers", address).stdout  # checked before any save
     # A rule only the server knows (its CRON_MIN_INTERVAL) names the entry and what was saved before it.
-    fast = cluster.jobs_file([{"name": "slow", "command": "true", "cron": "0 4 * * *"},
-                              {"name": "fast", "command": "true", "cron": "* * * * * *"},
-                              {"command": "echo never"}], name="fast.json")
+    fast = cluster.jobs_file(
+        [
+            {"name": "slow", "command": "true", "cron": "0 4 * * *"},
+            {"name": "fast", "command": "true", "cron": "* * * * * *"},
+            {"command": "echo never"},
+        ],
+        name="fast.json",
+    )
     too_fast = cluster.client("-file", str(fast), "-servers", address)
     assert too_fast.returncode == 2, too_fast.stdout + too_fast.stderr
     assert "fast.json: job 2 ('fast')" in too_fast.stderr and "saved before it: slow" in too_fast.stderr
     assert "no job was submitted" in too_fast.stderr
-    wait_for_sync(lambda: "leader    " + address in cluster.client("-cluster", "-servers", address).stdout,
-                  timeout=15, what="cluster view with the leader")
+    wait_for_sync(
+        lambda: "leader    " + address in cluster.client("-cluster", "-servers", address).stdout,
+        timeout=15,
+        what="cluster view with the leader",
+    )
     shown = cluster.client("-cluster", "-servers", address)
     assert "e2e-1" in shown.stdout and "alive" in shown.stdout and "pending_jobs=" in shown.stdout, shown.stdout
 
@@ -235,8 +270,11 @@ def test_client_watch_cancel_and_dead_letters(cluster: Cluster, redis_sync):
     assert dead in listed.stdout and "retries used up" in listed.stdout, listed.stdout
     retried = cluster.client("-retry-dlq", "all", "-servers", address)
     assert retried.returncode == 0 and "1 job(s) back in the queue" in retried.stdout
-    wait_for_sync(lambda: job_status(address, dead).attempts == 2 and job_status(address, dead).status == "FAILED",
-                  timeout=20, what="retried job failing again")
+    wait_for_sync(
+        lambda: job_status(address, dead).attempts == 2 and job_status(address, dead).status == "FAILED",
+        timeout=20,
+        what="retried job failing again",
+    )
     purged = cluster.client("-purge-dlq", "all", "-servers", address)
     assert purged.returncode == 0 and "1 id(s) removed" in purged.stdout
     recent = cluster.client("-list", "-since", "10m", "-text", "line", "-servers", address)
@@ -249,8 +287,9 @@ def test_client_follows_twenty_jobs_of_300_kb_output_to_the_end(cluster: Cluster
     """Once `python -m client -file` exited 3 (RESOURCE_EXHAUSTED) on these although every job succeeded."""
     _, address = cluster.server()
     cluster.worker("e2e-1", JOB_OUTPUT_LIMIT="256k")
-    path = cluster.jobs_file([{"name": f"big{n}", "command": f"head -c {300 * 1024} /dev/zero | tr '\\0' x"}
-                              for n in range(20)])
+    path = cluster.jobs_file(
+        [{"name": f"big{n}", "command": f"head -c {300 * 1024} /dev/zero | tr '\\0' x"} for n in range(20)]
+    )
     run = cluster.client("-file", str(path), "-servers", address)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     assert "20/20 succeeded" in run.stdout

@@ -75,8 +75,9 @@ def test_a_priority_9_job_submitted_after_50_priority_0_jobs_starts_next(cluster
         os.unlink(gate)
     done = statuses(address, ids)
     first_low = min(done[i].started_at_ms for i in low)
-    assert done[busy].finished_at_ms <= done[high].started_at_ms < first_low, \
+    assert done[busy].finished_at_ms <= done[high].started_at_ms < first_low, (
         "the priority-9 job did not start next after the busy slot freed"
+    )
     order = sorted(low, key=lambda i: (done[i].started_at_ms, done[i].created_at_ms))
     assert [done[i].created_at_ms for i in order] == sorted(done[i].created_at_ms for i in low)  # FIFO within
 
@@ -84,8 +85,7 @@ def test_a_priority_9_job_submitted_after_50_priority_0_jobs_starts_next(cluster
 def test_a_concurrency_key_of_2_never_has_3_running_even_across_a_worker_kill(cluster: Cluster):
     _, address = cluster.server()
     workers = {f"e2e-key-{n}": cluster.worker(f"e2e-key-{n}", "--concurrency", "3") for n in range(2)}
-    jobs = [pb.Job(command="sleep 1.61", concurrency_key="db", max_concurrency=2, max_retries=3)
-            for _ in range(6)]
+    jobs = [pb.Job(command="sleep 1.61", concurrency_key="db", max_concurrency=2, max_retries=3) for _ in range(6)]
     ids = submit_batch(address, jobs)
     most, victim = 0, ""
     deadline = time.monotonic() + 60
@@ -114,8 +114,11 @@ def test_a_flood_on_a_slow_queue_does_not_delay_a_default_job(cluster: Cluster):
     _, address = cluster.server()
     cluster.worker("e2e-flood", "--concurrency", "2", WORKER_QUEUES="default,slow")
     slow = submit_batch(address, [pb.Job(command="sleep 0.3", queue="slow") for _ in range(1000)])
-    wait_for_sync(lambda: sum(s.status == "RUNNING" for s in statuses(address, slow[:10]).values()) == 2,
-                  timeout=30, what="both slots running slow jobs")
+    wait_for_sync(
+        lambda: sum(s.status == "RUNNING" for s in statuses(address, slow[:10]).values()) == 2,
+        timeout=30,
+        what="both slots running slow jobs",
+    )
     sent = time.monotonic()
     fast = submit(address, command="echo fast")
     wait_for_sync(lambda: job_status(address, fast).status == "SUCCEEDED", timeout=20, what="the default job ran")
@@ -124,8 +127,10 @@ def test_a_flood_on_a_slow_queue_does_not_delay_a_default_job(cluster: Cluster):
     with grpc.insecure_channel(address) as channel:
         page = pb_grpc.JobServiceStub(channel).ListJobs(pb.ListJobsRequest(queue="slow", page_size=1000), timeout=10)
     started_meanwhile = [j for j in page.jobs if done.created_at_ms <= j.started_at_ms < done.started_at_ms]
-    print(f"default job started {done.started_at_ms - done.created_at_ms} ms after its submit "
-          f"({waited:.2f}s to SUCCEEDED), behind {len(started_meanwhile)} slow job(s)")
+    print(
+        f"default job started {done.started_at_ms - done.created_at_ms} ms after its submit "
+        f"({waited:.2f}s to SUCCEEDED), behind {len(started_meanwhile)} slow job(s)"
+    )
     assert len(started_meanwhile) <= 2, "slow jobs were taken before the default job"
     assert done.started_at_ms - done.created_at_ms < 2000
 

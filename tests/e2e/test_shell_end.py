@@ -14,8 +14,10 @@ from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import procs_running, wait_for_sync
 
 #: The shell waits until its background sleep runs (30 s and a bit), then exits at once.
-JOB = ("echo before; sleep {tag}{redirect} & "
-       "until [ \"$(tr -d '\\0' < /proc/$!/cmdline)\" = sleep{tag} ]; do :; done; echo shell-done; exit {code}")
+JOB = (
+    "echo before; sleep {tag}{redirect} & "
+    "until [ \"$(tr -d '\\0' < /proc/$!/cmdline)\" = sleep{tag} ]; do :; done; echo shell-done; exit {code}"
+)
 
 
 @pytest.fixture
@@ -32,19 +34,28 @@ def test_a_job_ends_with_its_shell_on_a_real_worker(cluster: Cluster, tags: list
     _, address = cluster.server()
     cluster.worker("e2e-shell-end")
     # The recipe: with a 3 s timeout these ended FAILED "timed out after 3s" with exit code 0.
-    kept, redirected = (submit(address, command=JOB.format(tag=tag, redirect=redirect, code=code),
-                               timeout_seconds=3, max_retries=0)
-                        for tag, redirect, code in ((tags[0], "", 0), (tags[1], " > /dev/null 2>&1", 3)))
-    wait_for_sync(lambda: {job_status(address, j).status for j in (kept, redirected)} <= {"SUCCEEDED", "FAILED"},
-                  timeout=30, what="both jobs ended")
+    kept, redirected = (
+        submit(address, command=JOB.format(tag=tag, redirect=redirect, code=code), timeout_seconds=3, max_retries=0)
+        for tag, redirect, code in ((tags[0], "", 0), (tags[1], " > /dev/null 2>&1", 3))
+    )
+    wait_for_sync(
+        lambda: {job_status(address, j).status for j in (kept, redirected)} <= {"SUCCEEDED", "FAILED"},
+        timeout=30,
+        what="both jobs ended",
+    )
     ok, failed = job_status(address, kept), job_status(address, redirected)
     assert (ok.status, ok.exit_code, ok.last_error, ok.output) == ("SUCCEEDED", 0, "", "before\nshell-done\n")
-    assert (failed.status, failed.exit_code, failed.last_error, failed.output) == \
-        ("FAILED", 3, "exit code 3", "before\nshell-done\n")
+    assert (failed.status, failed.exit_code, failed.last_error, failed.output) == (
+        "FAILED",
+        3,
+        "exit code 3",
+        "before\nshell-done\n",
+    )
     for job in (ok, failed):
         [attempt] = job.attempt_history
         took = attempt.finished_at_ms - attempt.started_at_ms
         print(f"attempt of {job.id}: {took} ms")
         assert took < 2500, f"the attempt lasted {took} ms: longer than its shell"
-    wait_for_sync(lambda: not any(procs_running("sleep", tag) for tag in tags), timeout=5, interval=0.01,
-                  what="no sleep left")
+    wait_for_sync(
+        lambda: not any(procs_running("sleep", tag) for tag in tags), timeout=5, interval=0.01, what="no sleep left"
+    )

@@ -1,4 +1,4 @@
-"""The worker unit's capabilities (jobcluster/devtools/systemd.py) are enough, and each one is needed.
+"""The worker unit's capabilities (devtools/systemd.py) are enough, and each one is needed.
 
 A process limited as the unit limits the worker (no_new_privs, bounding set =
 WORKER_CAPABILITIES, root) starts a job as JOB_USER through setpriv, kills its
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobcluster.devtools.systemd import WORKER_CAPABILITIES
+from devtools.systemd import WORKER_CAPABILITIES
 
 SETPRIV = shutil.which("setpriv")
 pytestmark = [
@@ -56,9 +56,24 @@ def _attempt(root: Path, job_user: str, caps: tuple[str, ...]) -> dict[str, obje
     """Run ATTEMPT limited to ``caps``; its JSON line, or its stderr when it failed."""
     assert SETPRIV is not None
     bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
-    done = subprocess.run([SETPRIV, "--no-new-privs", "--inh-caps=-all", f"--bounding-set={bounding}", "--",
-                           sys.executable, "-c", ATTEMPT, str(root), job_user],
-                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [
+            SETPRIV,
+            "--no-new-privs",
+            "--inh-caps=-all",
+            f"--bounding-set={bounding}",
+            "--",
+            sys.executable,
+            "-c",
+            ATTEMPT,
+            str(root),
+            job_user,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     if done.returncode != 0:
         return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -86,6 +101,12 @@ def test_the_unit_capabilities_run_a_job_as_the_job_user(root: Path, job_user: s
 @pytest.mark.parametrize("missing", WORKER_CAPABILITIES)
 def test_each_capability_is_needed(root: Path, job_user: str, missing: str) -> None:
     got = _attempt(root, job_user, tuple(c for c in WORKER_CAPABILITIES if c != missing))
-    ok = isinstance(got, dict) and got.get("left") is False and got.get("timed_out") is True \
-        and float(str(got.get("seconds"))) < 8 and str(got.get("output", "")).isdigit() and got["output"] != "0"
+    ok = (
+        isinstance(got, dict)
+        and got.get("left") is False
+        and got.get("timed_out") is True
+        and float(str(got.get("seconds"))) < 8
+        and str(got.get("output", "")).isdigit()
+        and got["output"] != "0"
+    )
     assert not ok, f"without {missing} the attempt still worked: {got}"

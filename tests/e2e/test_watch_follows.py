@@ -50,23 +50,38 @@ def test_a_watch_follows_the_rerun_after_its_worker_is_killed(cluster: Cluster, 
             except grpc.RpcError as exc:
                 ended.append(f"{exc.code().name}: {exc.details()}")  # an outage under load: watch again
             done.wait(0.2)  # a pause before watching again, cut short when the test ends
+
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
 
     def seen() -> str:
-        return f"events {[(e.job.attempts, e.job.status, e.job.worker_id, e.live_output) for e in events][-8:]}, " \
-               f"streams ended: {ended}"
+        return (
+            f"events {[(e.job.attempts, e.job.status, e.job.worker_id, e.live_output) for e in events][-8:]}, "
+            f"streams ended: {ended}"
+        )
+
     try:
-        wait_for_sync(lambda: any(e.live_output == "attempt 1 here\n" for e in events), timeout=20,
-                      what="attempt 1's output on the stream")
+        wait_for_sync(
+            lambda: any(e.live_output == "attempt 1 here\n" for e in events),
+            timeout=20,
+            what="attempt 1's output on the stream",
+        )
         cluster.worker("watch-2", "--concurrency", "1")
         wait_for_sync(lambda: redis_sync.zscore(keys.WORKERS, "watch-2") is not None, timeout=20, what="watch-2")
         first.signal(signal.SIGKILL)
         killed = time.monotonic()
         try:
-            wait_for_sync(lambda: any(e.job.attempts == 2 and e.job.status == "RUNNING"
-                                      and e.job.worker_id == "watch-2" and e.live_output == "attempt 2 here\n"
-                                      for e in events), timeout=30, what="the stream following attempt 2")
+            wait_for_sync(
+                lambda: any(
+                    e.job.attempts == 2
+                    and e.job.status == "RUNNING"
+                    and e.job.worker_id == "watch-2"
+                    and e.live_output == "attempt 2 here\n"
+                    for e in events
+                ),
+                timeout=30,
+                what="the stream following attempt 2",
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {seen()}") from None
         assert time.monotonic() - killed < 30  # attempt 2 sleeps 40 s: this is not its end

@@ -17,21 +17,29 @@ from pathlib import Path
 
 import pytest
 
-from jobcluster.devtools.services import free_port, port_open
+from devtools.services import free_port, port_open
 from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import group_members, wait_for, wait_for_sync
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def start_ui(cluster: Cluster, servers: list[str], scheme: str = "http", **env: str) -> dict:
     """``python -m webui`` on a free loopback port for ``servers``, listening; ``env`` adds settings."""
     port = free_port()
-    proc = cluster._spawn("webui", ["-m", "webui", "--addr", f"127.0.0.1:{port}", "--servers", ",".join(servers)],
-                          **env)
+    proc = cluster._spawn(
+        "webui", ["-m", "webui", "--addr", f"127.0.0.1:{port}", "--servers", ",".join(servers)], **env
+    )
     wait_for_sync(lambda: port_open(port) or proc.popen.poll() is not None, timeout=30, what="web UI listening")
     assert proc.popen.poll() is None, proc.log()
     return {"url": f"{scheme}://127.0.0.1:{port}", "port": port, "servers": servers, "proc": proc}
@@ -49,6 +57,7 @@ def ui(cluster: Cluster):
 async def browser():
     # The async API: the sync one runs its own event loop, which the async fixtures cannot share.
     from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
@@ -66,21 +75,23 @@ async def page(browser):
 async def wait_until(cond, timeout: float = 20, what: str = "condition"):
     """Like wait_for_sync, but lets the event loop (and so the browser connection) run."""
     from tests.helpers import wait_for
+
     return await wait_for(lambda: asyncio.to_thread(cond), timeout=timeout, what=what)
 
 
 def _not_blank(path: Path) -> bool:
     """A PNG of a rendered page has many distinct colours; a blank one has one or two."""
     import zlib
+
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     # Decompress the IDAT chunks and count distinct byte values in the pixel data.
     pos, idat = 8, b""
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
         if kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + length]
+            idat += data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     pixels = zlib.decompress(idat)
     return len(set(pixels[::7])) > 20 and len(data) > 5000
@@ -106,7 +117,8 @@ async def test_output_appears_line_by_line(ui, page):
     seen = []
     for expected in ("1", "1\n2", "1\n2\n3"):
         await page.wait_for_function(
-            "(t) => document.getElementById('output').textContent.trim() === t", arg=expected, timeout=15_000)
+            "(t) => document.getElementById('output').textContent.trim() === t", arg=expected, timeout=15_000
+        )
         seen.append(expected)
         if expected != "1\n2\n3":
             assert await page.locator("#status").inner_text() == "RUNNING"
@@ -158,8 +170,9 @@ async def test_job_output_and_command_are_escaped(ui, page):
 
 def _post(url: str, data: dict, cookie: str = "") -> tuple[int, str]:
     body = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in data.items()).encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    )
     try:
         with urllib.request.urlopen(req) as r:
             return r.status, r.read().decode()
@@ -168,8 +181,10 @@ def _post(url: str, data: dict, cookie: str = "") -> tuple[int, str]:
 
 
 async def test_a_post_without_the_csrf_token_is_refused(ui, cluster):
-    status, body = _post(ui["url"] + "/submit", {"submit_server": ui["servers"][0],
-                                                "status_server": ui["servers"][0], "command": "echo csrf"})
+    status, body = _post(
+        ui["url"] + "/submit",
+        {"submit_server": ui["servers"][0], "status_server": ui["servers"][0], "command": "echo csrf"},
+    )
     assert status == 403 and "security token" in body
 
 
@@ -177,9 +192,11 @@ async def test_a_submit_server_that_is_not_configured_is_refused(ui, page):
     await page.goto(ui["url"] + "/")
     token = await page.locator("input[name=csrf]").first.get_attribute("value")
     cookies = "; ".join(f"{c['name']}={c['value']}" for c in (await page.context.cookies()))
-    status, body = _post(ui["url"] + "/submit", {"csrf": token, "submit_server": "10.0.0.1:50051",
-                                                "status_server": ui["servers"][0], "command": "echo relay"},
-                         cookie=cookies)
+    status, body = _post(
+        ui["url"] + "/submit",
+        {"csrf": token, "submit_server": "10.0.0.1:50051", "status_server": ui["servers"][0], "command": "echo relay"},
+        cookie=cookies,
+    )
     assert status == 400 and "is not one of the configured servers" in body
 
 
@@ -202,11 +219,18 @@ async def test_every_page_renders_and_the_json_api_answers(ui, page, tmp_path):
     assert len(rows) == 1 and "echo listed" in rows[0], rows
     health = json.load(urllib.request.urlopen(ui["url"] + "/api/health"))
     assert health["status"] == "ok"
-    req = urllib.request.Request(ui["url"] + "/api/jobs", data=json.dumps({"command": "echo api"}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        ui["url"] + "/api/jobs",
+        data=json.dumps({"command": "echo api"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     created = json.load(urllib.request.urlopen(req))
-    await wait_until(lambda: json.load(urllib.request.urlopen(f"{ui['url']}/api/jobs/{created['id']}"))["status"]
-                  == "SUCCEEDED", timeout=20, what="api job done")
+    await wait_until(
+        lambda: json.load(urllib.request.urlopen(f"{ui['url']}/api/jobs/{created['id']}"))["status"] == "SUCCEEDED",
+        timeout=20,
+        what="api job done",
+    )
     listed = json.load(urllib.request.urlopen(ui["url"] + "/api/jobs?status=SUCCEEDED"))
     assert any(j["id"] == created["id"] for j in listed["jobs"])
     leader = json.load(urllib.request.urlopen(ui["url"] + "/api/leader"))
@@ -221,9 +245,30 @@ PASSWORD = "correct horse battery"
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, made by openssl (as an operator would)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -236,8 +281,9 @@ def ui_login(cluster: Cluster, tmp_path: Path):
     password_file.write_text(PASSWORD + "\n")
     password_file.chmod(0o600)
     cert, key = _self_signed(tmp_path)
-    ui = start_ui(cluster, [a], scheme="https", WEBUI_PASSWORD_FILE=str(password_file), TLS_CERT=str(cert),
-                  TLS_KEY=str(key))
+    ui = start_ui(
+        cluster, [a], scheme="https", WEBUI_PASSWORD_FILE=str(password_file), TLS_CERT=str(cert), TLS_KEY=str(key)
+    )
     ui["tls"] = ssl.create_default_context(cafile=str(cert))
     yield ui
 
@@ -283,8 +329,13 @@ async def test_the_real_ui_refuses_foreign_hosts_origins_and_anonymous_calls(ui_
     status, body = _status(url + "/api/health", tls, headers={"Host": f"evil.example:{port}"})
     assert status == 400 and "WEBUI_HOSTS" in body
     assert _status(url + "/api/health", tls)[0] == 200  # open, for load balancers
-    status, body = _status(url + "/api/jobs", tls, data=json.dumps({"command": "id"}).encode(), method="POST",
-                           headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
+    status, body = _status(
+        url + "/api/jobs",
+        tls,
+        data=json.dumps({"command": "id"}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Origin": "http://evil.example"},
+    )
     assert status == 403 and "Origin refused" in body
     status, body = _status(url + "/api/jobs", tls)
     assert status == 401 and "Log in first" in body
@@ -293,8 +344,14 @@ async def test_the_real_ui_refuses_foreign_hosts_origins_and_anonymous_calls(ui_
 def test_an_exposed_web_ui_without_a_login_refuses_to_start(tmp_path: Path):
     # 192.0.2.1 (TEST-NET-1) is on no interface here: the check must come before any bind.
     env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "webui", "--addr", f"192.0.2.1:{free_port()}", "--servers",
-                        "127.0.0.1:1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "webui", "--addr", f"192.0.2.1:{free_port()}", "--servers", "127.0.0.1:1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2, r.stderr
     assert "WEBUI_ADDR=192.0.2.1" in r.stderr and "is not loopback" in r.stderr
     assert "WEBUI_PASSWORD_FILE" in r.stderr and "AUTH_TOKEN" in r.stderr
@@ -350,8 +407,9 @@ def test_a_token_login_acts_with_its_role_and_a_password_login_with_the_uis(ui_t
     url, [server] = ui_tokens["url"], ui_tokens["servers"]
     by_password = Visitor(url)
     assert by_password.post("/login", {"password": PASSWORD})[0] == 200
-    status, page = by_password.post("/submit", {"command": "echo by password", "submit_server": server,
-                                                "status_server": server}, csrf_from="/")
+    status, page = by_password.post(
+        "/submit", {"command": "echo by password", "submit_server": server, "status_server": server}, csrf_from="/"
+    )
     assert status == 200 and "echo by password" in page  # the job's page: the UI's own (admin) token
 
     reader = Visitor(url)
@@ -360,13 +418,18 @@ def test_a_token_login_acts_with_its_role_and_a_password_login_with_the_uis(ui_t
     assert reader.post("/login", {"token": READ_TOKEN})[0] == 200
     status, page = reader.get("/jobs")
     assert status == 200 and "echo by password" in page  # reading is allowed
-    status, page = reader.post("/submit", {"command": "echo by reader", "submit_server": server,
-                                           "status_server": server}, csrf_from="/")
+    status, page = reader.post(
+        "/submit", {"command": "echo by reader", "submit_server": server, "status_server": server}, csrf_from="/"
+    )
     assert status == 403 and "the token of alice has role read; SubmitJob needs role submit" in page, page
 
     def api(token: str, body: dict) -> int:
-        return _status(url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
-                       headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})[0]
+        return _status(
+            url + "/api/jobs",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )[0]
 
     assert api(ADMIN_TOKEN, {"command": "echo by api"}) == 201
     assert api(READ_TOKEN, {"command": "echo by api reader"}) == 403
@@ -384,10 +447,12 @@ def _js_errors(page) -> list[str]:
 
 
 async def test_destructive_buttons_ask_first(ui, page, redis_sync):
+    import grpc
+
     from jobcluster import keys
     from jobcluster.pb import scheduler_pb2 as pb
     from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
-    import grpc
+
     errors = _js_errors(page)
     server = ui["servers"][0]
     dead = submit(server, command="exit 4", max_retries=0)
@@ -398,6 +463,7 @@ async def test_destructive_buttons_ask_first(ui, page, redis_sync):
     async def answer(dialog):
         asked.append(dialog.message)
         await (dialog.accept() if answers[len(asked) - 1] else dialog.dismiss())
+
     page.on("dialog", answer)
     await page.goto(ui["url"] + "/dlq")
     await page.get_by_role("button", name="Purge all").click()
@@ -411,7 +477,8 @@ async def test_destructive_buttons_ask_first(ui, page, redis_sync):
 
     with grpc.insecure_channel(server) as channel:
         pb_grpc.JobServiceStub(channel).CreateSchedule(
-            pb.Schedule(name="nightly", cron="0 3 * * *", command="true"), timeout=10)
+            pb.Schedule(name="nightly", cron="0 3 * * *", command="true"), timeout=10
+        )
     await page.goto(ui["url"] + "/schedules")
     await page.get_by_role("button", name="Delete").click()
     await wait_until(lambda: len(asked) == 3, timeout=10, what="the second question")
@@ -436,7 +503,8 @@ async def test_times_are_relative_pages_refresh_and_empty_output_says_so(ui, pag
     await page.goto(f"{ui['url']}/jobs/{quiet}?server={server}")
     await page.locator("#status").filter(has_text="SUCCEEDED").wait_for(timeout=10_000)
     placeholder = await page.evaluate(
-        "getComputedStyle(document.getElementById('output'), '::before').getPropertyValue('content')")
+        "getComputedStyle(document.getElementById('output'), '::before').getPropertyValue('content')"
+    )
     assert placeholder == '"(no output)"'
     assert job_status(server, later).name == "appears-by-itself"
     with urllib.request.urlopen(ui["url"] + "/favicon.ico", timeout=10) as icon:
@@ -465,16 +533,23 @@ async def test_charts_draw_the_jobs_run_from_the_store(ui, page):
     server = ui["servers"][0]
     ok = [submit(server, command="true", name="chart-ok") for _ in range(4)]
     bad = submit(server, command="exit 2", name="chart-bad", max_retries=0)
-    await wait_until(lambda: all(job_status(server, j).status == "SUCCEEDED" for j in ok)
-                     and job_status(server, bad).status == "FAILED", timeout=30, what="the jobs")
+    await wait_until(
+        lambda: (
+            all(job_status(server, j).status == "SUCCEEDED" for j in ok) and job_status(server, bad).status == "FAILED"
+        ),
+        timeout=30,
+        what="the jobs",
+    )
 
     async def drawn(status: str) -> int:
         bars = page.locator(f"svg.chart.finished rect.bar[data-status='{status}']")
         return sum([int(await b.get_attribute("data-n")) for b in await bars.all()])
 
     await page.goto(ui["url"] + "/cluster")
+
     async def counted() -> bool:
         return (await drawn("SUCCEEDED"), await drawn("FAILED")) == (4, 1)
+
     # the leader recounts every 10 s; the page refreshes every 2 s
     await wait_for(counted, timeout=25, interval=0.5, what="the bars of 4 successes and 1 failure")
     points = page.locator("svg.chart.depths circle.point[data-series='dlq']")
@@ -488,10 +563,12 @@ async def test_charts_draw_the_jobs_run_from_the_store(ui, page):
 
 
 async def test_truncated_output_unwrapped_cron_and_a_dead_letter_page_that_refreshes(ui, page, redis_sync):
+    import grpc
+
     from jobcluster import keys
     from jobcluster.pb import scheduler_pb2 as pb
     from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
-    import grpc
+
     errors = _js_errors(page)
     server = ui["servers"][0]
     await page.goto(ui["url"] + "/dlq")  # empty now: the dead letter below must appear by itself
@@ -509,7 +586,8 @@ async def test_truncated_output_unwrapped_cron_and_a_dead_letter_page_that_refre
 
     with grpc.insecure_channel(server) as channel:
         pb_grpc.JobServiceStub(channel).CreateSchedule(
-            pb.Schedule(name="busy", cron="0,15,30,45 1,2,3,4,5,6,7,8,9,10 * * 1-5", command="true"), timeout=10)
+            pb.Schedule(name="busy", cron="0,15,30,45 1,2,3,4,5,6,7,8,9,10 * * 1-5", command="true"), timeout=10
+        )
     await page.goto(ui["url"] + "/schedules")
     cell = page.get_by_text("0,15,30,45 1,2,3,4,5,6,7,8,9,10 * * 1-5")
     assert await cell.evaluate("el => getComputedStyle(el).whiteSpace") == "nowrap"

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from jobcluster.devtools.services import free_port, port_open
+from devtools.services import free_port, port_open
 from tests.helpers import wait_for_sync
 from webui.sessions import MAX_FAILURES
 
@@ -39,9 +39,11 @@ def start_ui(tmp_path: Path) -> Iterator[UI]:
         log = open(tmp_path / f"webui-{port}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "webui", "--addr", f"127.0.0.1:{port}", "--servers", "127.0.0.1:1"],
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-            env={"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "WEBUI_PASSWORD_FILE": str(password_file),
-                 **env})
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "WEBUI_PASSWORD_FILE": str(password_file), **env},
+        )
         log.close()
         procs.append(proc)
         wait_for_sync(lambda: port_open(port) or proc.poll() is not None, timeout=30, what="web UI listening")
@@ -63,8 +65,11 @@ async def wrong_logins(url: str, forwarded_for: list[str]) -> list[tuple[int, st
         assert csrf, page.text
 
         async def post(address: str) -> tuple[int, str]:
-            r = await client.post("/login", data={"csrf": csrf.group(1), "password": "not the password"},
-                                  headers={"X-Forwarded-For": address})
+            r = await client.post(
+                "/login",
+                data={"csrf": csrf.group(1), "password": "not the password"},
+                headers={"X-Forwarded-For": address},
+            )
             return r.status_code, r.text
 
         return list(await asyncio.gather(*(post(a) for a in forwarded_for)))

@@ -17,8 +17,9 @@ BIG = 300 * 1024
 @pytest.fixture
 async def big_outputs(stub, make_worker) -> list[str]:
     """Twenty SUCCEEDED jobs that each printed 300 KB (256 KB kept, the default JOB_OUTPUT_LIMIT)."""
-    batch = pb.JobBatch(jobs=[pb.Job(command=f"head -c {BIG} /dev/zero | tr '\\0' {n % 10}", name=f"big{n}")
-                              for n in range(20)])
+    batch = pb.JobBatch(
+        jobs=[pb.Job(command=f"head -c {BIG} /dev/zero | tr '\\0' {n % 10}", name=f"big{n}") for n in range(20)]
+    )
     ids = [r.job_id for r in (await stub.SubmitJobs(batch)).jobs]
     await make_worker(job_output_limit=256 * 1024).run()
     return ids

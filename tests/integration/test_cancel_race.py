@@ -10,7 +10,8 @@ from jobcluster.pb import scheduler_pb2 as pb
 
 @pytest.mark.parametrize("command, code", [("echo finished", 0), ("echo finished; exit 3", 3)])
 async def test_cancel_after_exit_before_record_keeps_output_and_closes_the_attempt(
-        stub, make_worker, queue, store, caplog, command, code):
+    stub, make_worker, queue, store, caplog, command, code
+):
     resp = await stub.SubmitJob(pb.Job(command=command, max_retries=2))
     worker = make_worker("w-race")
     settle = worker._settle
@@ -21,6 +22,7 @@ async def test_cancel_after_exit_before_record_keeps_output_and_closes_the_attem
         seen.append((claimed, result.exit_code))
         assert (await stub.CancelJob(pb.JobId(id=claimed.job_id))).status == "CANCELLED"
         await settle(claimed, result)
+
     worker._settle = cancel_then_settle
     with caplog.at_level(logging.INFO, logger="worker"):
         await worker.run()  # burst: ends when nothing is left

@@ -6,8 +6,8 @@ import datetime as dt
 import grpc
 import pytest
 
-from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.model import ScheduleSpec
+from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.store import Fenced
 from scheduler_server.leader import Leader
 
@@ -26,8 +26,9 @@ async def test_invalid_cron_or_timezone_is_invalid_argument(stub):
 
 
 async def test_schedule_crud(stub, queue):
-    made = await stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 3 * * *", timezone="Europe/Paris",
-                                                 command="echo night", max_retries=1))
+    made = await stub.CreateSchedule(
+        pb.Schedule(name="nightly", cron="0 3 * * *", timezone="Europe/Paris", command="echo night", max_retries=1)
+    )
     assert made.enabled and made.next_run_ms > 0 and made.catchup == "skip" and made.overlap == "allow"
     again = await stub.CreateSchedule(pb.Schedule(name="nightly", cron="0 4 * * *", command="echo later"))
     assert again.id == made.id and again.cron == "0 4 * * *"
@@ -57,8 +58,17 @@ class _Forced:
 
 
 def _sch(name: str) -> ScheduleSpec:
-    return ScheduleSpec(name=name, cron="* * * * *", timezone="UTC", command="true", description="",
-                        max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="allow")
+    return ScheduleSpec(
+        name=name,
+        cron="* * * * *",
+        timezone="UTC",
+        command="true",
+        description="",
+        max_retries=0,
+        timeout_seconds=10.0,
+        catchup="skip",
+        overlap="allow",
+    )
 
 
 # No server here: its real leader would fire the schedule itself.
@@ -69,7 +79,7 @@ async def test_two_leaders_at_once_still_make_one_job_per_tick(store, queue, set
     b = Leader(settings, store, queue, _Forced(7, "b"), address="b")  # type: ignore[arg-type]
     assert await store.fencing.take(7, "a")
     sch = (await store.schedules.due(dt.datetime.now(dt.timezone.utc)))[0]
-    made = await asyncio.gather(*(l.fire(7, sch, tick + dt.timedelta(seconds=1)) for l in (a, b, a, b)))
+    made = await asyncio.gather(*(leader.fire(7, sch, tick + dt.timedelta(seconds=1)) for leader in (a, b, a, b)))
     assert sum(len(m) for m in made) == 1
     assert await store.pool.fetchval("SELECT count(*) FROM jobs WHERE scheduled_for = $1", tick) == 1
 
@@ -79,7 +89,7 @@ async def test_a_deposed_leader_cannot_write(store, queue, settings):
     await store.schedules.upsert(_sch("m"), tick, max_schedules=10)
     old = Leader(settings, store, queue, _Forced(10, "old"), address="old")  # type: ignore[arg-type]
     assert await store.fencing.take(10, "old")
-    assert await store.fencing.take(11, "new")      # a newer term began
+    assert await store.fencing.take(11, "new")  # a newer term began
     assert not await store.fencing.take(10, "old")  # and an old one cannot come back
     sch = (await store.schedules.due(dt.datetime.now(dt.timezone.utc)))[0]
     with pytest.raises(Fenced):

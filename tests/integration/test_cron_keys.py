@@ -22,9 +22,9 @@ from typing import Any
 import grpc
 import pytest
 
+from devtools.services import free_port
 from jobcluster import cron
 from jobcluster.channels import ChannelSecurity, open_aio_channel
-from jobcluster.devtools.services import free_port
 from jobcluster.model import ScheduleSpec
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -75,8 +75,11 @@ def utc_ms(ms: int) -> dt.datetime:
 
 
 async def jobs_of_tick(store: Store, schedule_id: str, tick: dt.datetime) -> int:
-    return int(await store.pool.fetchval(
-        "SELECT count(*) FROM jobs WHERE schedule_id = $1 AND scheduled_for = $2", uuid.UUID(schedule_id), tick))
+    return int(
+        await store.pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE schedule_id = $1 AND scheduled_for = $2", uuid.UUID(schedule_id), tick
+        )
+    )
 
 
 async def run_queued(make_worker: Callable[..., Any]) -> None:
@@ -99,14 +102,20 @@ async def worker_running(make_worker: Callable[..., Any]) -> AsyncIterator[None]
 async def all_ran(store: Store, schedule_id: str, ticks: list[dt.datetime]) -> bool:
     return await store.pool.fetchval(
         "SELECT count(*) FROM jobs WHERE schedule_id = $1 AND scheduled_for = ANY($2::timestamptz[]) "
-        "AND status = 'SUCCEEDED'", uuid.UUID(schedule_id), ticks) >= len(ticks)
+        "AND status = 'SUCCEEDED'",
+        uuid.UUID(schedule_id),
+        ticks,
+    ) >= len(ticks)
 
 
 async def assert_each_ran_once(store: Store, schedule_id: str, ticks: list[dt.datetime]) -> None:
     """Each tick has exactly one job, the schedule's, without an idempotency key, which ran once and succeeded."""
     rows = await store.pool.fetch(
         "SELECT scheduled_for, status, attempts, idempotency_key FROM jobs WHERE schedule_id = $1 "
-        "AND scheduled_for = ANY($2::timestamptz[]) ORDER BY scheduled_for", uuid.UUID(schedule_id), ticks)
+        "AND scheduled_for = ANY($2::timestamptz[]) ORDER BY scheduled_for",
+        uuid.UUID(schedule_id),
+        ticks,
+    )
     assert [r["scheduled_for"] for r in rows] == ticks, rows
     assert all((r["status"], r["attempts"], r["idempotency_key"]) == ("SUCCEEDED", 1, None) for r in rows), rows
 
@@ -115,23 +124,45 @@ async def assert_each_ran_once(store: Store, schedule_id: str, ticks: list[dt.da
 
 
 async def test_a_submitter_cannot_squat_a_future_tick_and_the_tick_runs_once(secured, store, make_worker):
-    made = await call(secured, ADMIN, "CreateSchedule", pb.Schedule(name="squat-me", cron="* * * * * */2",
-                                                                    command="echo tick"))
+    made = await call(
+        secured, ADMIN, "CreateSchedule", pb.Schedule(name="squat-me", cron="* * * * * */2", command="echo tick")
+    )
     # What a `read` token sees is enough to name the keys of the ticks to come.
     [listed] = (await call(secured, READER, "ListSchedules", pb.ListSchedulesRequest())).schedules
     assert listed.id == made.id
     ticks = [utc_ms(listed.next_run_ms + 2000 * i) for i in range(1, 4)]  # 2 s and more ahead
-    squats = [await call(secured, SUBMITTER, "SubmitJob", pb.Job(
-        command="true", idempotency_key=tick_key(made.id, tick), run_at_ms=YEAR_AHEAD_MS)) for tick in ticks]
-    batch = await call(secured, SUBMITTER, "SubmitJobs", pb.JobBatch(jobs=[
-        pb.Job(command="true", idempotency_key="mine-1"),
-        pb.Job(command="true", name="squat", idempotency_key=tick_key(made.id, ticks[-1]), run_at_ms=YEAR_AHEAD_MS)]))
+    squats = [
+        await call(
+            secured,
+            SUBMITTER,
+            "SubmitJob",
+            pb.Job(command="true", idempotency_key=tick_key(made.id, tick), run_at_ms=YEAR_AHEAD_MS),
+        )
+        for tick in ticks
+    ]
+    batch = await call(
+        secured,
+        SUBMITTER,
+        "SubmitJobs",
+        pb.JobBatch(
+            jobs=[
+                pb.Job(command="true", idempotency_key="mine-1"),
+                pb.Job(
+                    command="true", name="squat", idempotency_key=tick_key(made.id, ticks[-1]), run_at_ms=YEAR_AHEAD_MS
+                ),
+            ]
+        ),
+    )
     taken = [s.job_id for s in squats if isinstance(s, pb.JobResponse)] + (
-        [r.job_id for r in batch.jobs] if isinstance(batch, pb.JobBatchResponse) else [])
+        [r.job_id for r in batch.jobs] if isinstance(batch, pb.JobBatchResponse) else []
+    )
 
     async with worker_running(make_worker):
-        await wait_for(lambda: all_ran(store, made.id, ticks), timeout=20,
-                       what=f"the jobs of ticks {ticks} (squats accepted: {taken})")
+        await wait_for(
+            lambda: all_ran(store, made.id, ticks),
+            timeout=20,
+            what=f"the jobs of ticks {ticks} (squats accepted: {taken})",
+        )
     await assert_each_ran_once(store, made.id, ticks)
     for squat in squats:
         assert isinstance(squat, grpc.aio.AioRpcError), f"squat accepted: job {squat.job_id}"
@@ -157,8 +188,9 @@ async def test_reserved_prefixes_are_refused_and_others_are_not(secured, store):
 async def test_keys_squatted_before_the_upgrade_stop_no_tick(server, stub, store, make_worker):
     """Rows a caller stored under the old tick keys before this version (written straight into PostgreSQL,
     as the old server accepted them) stand in for no tick."""
-    made = await stub.CreateSchedule(pb.Schedule(name="squatted", cron="* * * * * */2", command="echo tick",
-                                                 enabled=False))
+    made = await stub.CreateSchedule(
+        pb.Schedule(name="squatted", cron="* * * * * */2", command="echo tick", enabled=False)
+    )
     after = dt.datetime.now(dt.timezone.utc)
     squatted = []
     for _ in range(8):
@@ -167,7 +199,8 @@ async def test_keys_squatted_before_the_upgrade_stop_no_tick(server, stub, store
     await store.pool.executemany(
         "INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, idempotency_key, run_at, not_before) "
         "VALUES ($1, 'true', 'PENDING', 0, 10, $2, $3, $3)",
-        [(uuid.uuid4(), tick_key(made.id, t), utc_ms(YEAR_AHEAD_MS)) for t in squatted])
+        [(uuid.uuid4(), tick_key(made.id, t), utc_ms(YEAR_AHEAD_MS)) for t in squatted],
+    )
     resumed = await stub.ResumeSchedule(pb.ScheduleRef(name="squatted"))
     ticks = [utc_ms(resumed.next_run_ms + 2000 * i) for i in range(3)]
     assert set(ticks) <= set(squatted)
@@ -190,8 +223,17 @@ class _Forced:
 # No server here: its real leader would fire the schedule itself.
 async def test_a_tick_fired_under_its_old_key_does_not_fire_again(store, queue, settings):
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    spec = ScheduleSpec(name="upgraded", cron="* * * * *", timezone="UTC", command="true", description="",
-                        max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="allow")
+    spec = ScheduleSpec(
+        name="upgraded",
+        cron="* * * * *",
+        timezone="UTC",
+        command="true",
+        description="",
+        max_retries=0,
+        timeout_seconds=10.0,
+        catchup="skip",
+        overlap="allow",
+    )
     sch = await store.schedules.upsert(spec, tick, max_schedules=10)
     assert sch is not None
     old = uuid.uuid4()
@@ -199,8 +241,13 @@ async def test_a_tick_fired_under_its_old_key_does_not_fire_again(store, queue, 
         "INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, idempotency_key, schedule_id, "
         "scheduled_for) VALUES ($1, 'true', 'SUCCEEDED', 0, 10, $2, $3, $4), "
         "($5, 'true', 'PENDING', 0, 10, $6, NULL, NULL)",
-        old, tick_key(sch.id, tick), uuid.UUID(sch.id), tick,
-        uuid.uuid4(), tick_key(sch.id, tick + dt.timedelta(minutes=1)))
+        old,
+        tick_key(sch.id, tick),
+        uuid.UUID(sch.id),
+        tick,
+        uuid.uuid4(),
+        tick_key(sch.id, tick + dt.timedelta(minutes=1)),
+    )
     leaders = [Leader(settings, store, queue, _Forced(7, n), address=n) for n in "ab"]  # type: ignore[arg-type]
     assert await store.fencing.take(7, "a")
     [due] = await store.schedules.due(tick + dt.timedelta(seconds=1))
@@ -219,8 +266,17 @@ async def test_a_tick_fired_under_its_old_key_does_not_fire_again(store, queue, 
 async def test_ticks_and_run_now_share_one_overlap_forbid(store, queue, settings):
     """A run-now job holds the next tick back, the tick's job holds run-now back, as one policy."""
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    spec = ScheduleSpec(name="single", cron="* * * * *", timezone="UTC", command="true", description="",
-                        max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="forbid")
+    spec = ScheduleSpec(
+        name="single",
+        cron="* * * * *",
+        timezone="UTC",
+        command="true",
+        description="",
+        max_retries=0,
+        timeout_seconds=10.0,
+        catchup="skip",
+        overlap="forbid",
+    )
     sch = await store.schedules.upsert(spec, tick, max_schedules=10)
     assert sch is not None
     manual = await store.schedules.run_now(sch, "test", force=False)
@@ -241,8 +297,12 @@ async def test_ticks_and_run_now_share_one_overlap_forbid(store, queue, settings
 
 
 async def test_run_now_honours_overlap_forbid_unless_an_admin_forces_it(secured, store, make_worker, caplog):
-    await call(secured, ADMIN, "CreateSchedule", pb.Schedule(name="forbidden", cron="0 3 * * *", command="true",
-                                                             overlap="forbid"))
+    await call(
+        secured,
+        ADMIN,
+        "CreateSchedule",
+        pb.Schedule(name="forbidden", cron="0 3 * * *", command="true", overlap="forbid"),
+    )
     await call(secured, ADMIN, "CreateSchedule", pb.Schedule(name="allowed", cron="0 3 * * *", command="true"))
     first = await call(secured, SUBMITTER, "RunScheduleNow", pb.ScheduleRef(name="forbidden"))
     assert isinstance(first, pb.JobResponse), first
@@ -273,10 +333,15 @@ async def test_run_now_honours_overlap_forbid_unless_an_admin_forces_it(secured,
 async def test_concurrent_runs_of_a_forbid_schedule_make_one_job(secured, store):
     """Decided under the schedule's row lock: without it, some of these rounds make two jobs."""
     for n in range(5):
-        await call(secured, ADMIN, "CreateSchedule", pb.Schedule(name=f"once-{n}", cron="0 3 * * *", command="true",
-                                                                 overlap="forbid"))
-        answers = await asyncio.gather(*(call(secured, SUBMITTER, "RunScheduleNow", pb.ScheduleRef(name=f"once-{n}"))
-                                         for _ in range(8)))
+        await call(
+            secured,
+            ADMIN,
+            "CreateSchedule",
+            pb.Schedule(name=f"once-{n}", cron="0 3 * * *", command="true", overlap="forbid"),
+        )
+        answers = await asyncio.gather(
+            *(call(secured, SUBMITTER, "RunScheduleNow", pb.ScheduleRef(name=f"once-{n}")) for _ in range(8))
+        )
         ok = [a for a in answers if isinstance(a, pb.JobResponse)]
         assert len(ok) == 1, (n, answers)
         assert all(a.code() == grpc.StatusCode.FAILED_PRECONDITION for a in answers if a not in ok)
@@ -284,15 +349,25 @@ async def test_concurrent_runs_of_a_forbid_schedule_make_one_job(secured, store)
 
 
 async def test_the_jobcluster_command_forces_with_an_admin_token(secured, store, tmp_path):
-    await call(secured, ADMIN, "CreateSchedule", pb.Schedule(name="nightly", cron="0 3 * * *", command="true",
-                                                             overlap="forbid"))
+    await call(
+        secured,
+        ADMIN,
+        "CreateSchedule",
+        pb.Schedule(name="nightly", cron="0 3 * * *", command="true", overlap="forbid"),
+    )
     assert isinstance(await call(secured, SUBMITTER, "RunScheduleNow", pb.ScheduleRef(name="nightly")), pb.JobResponse)
 
     async def jc(token: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "AUTH_TOKEN": token}
-        return await asyncio.to_thread(subprocess.run, [str(JOBCLUSTER), "schedules", "run", "nightly", *args,
-                                                        "-no-wait", "-servers", secured.address],
-                                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        return await asyncio.to_thread(
+            subprocess.run,
+            [str(JOBCLUSTER), "schedules", "run", "nightly", *args, "-no-wait", "-servers", secured.address],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     busy = await jc(SUBMITTER)
     assert busy.returncode == 2 and "error: FAILED_PRECONDITION:" in busy.stderr and "-force" in busy.stderr, busy
@@ -301,6 +376,12 @@ async def test_the_jobcluster_command_forces_with_an_admin_token(secured, store,
     forced = await jc(ADMIN, "-force")
     assert forced.returncode == 0 and "submitted" in forced.stdout, forced
     assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 2
-    misplaced = await asyncio.to_thread(subprocess.run, [str(JOBCLUSTER), "submit", "true", "-force"],
-                                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    misplaced = await asyncio.to_thread(
+        subprocess.run,
+        [str(JOBCLUSTER), "submit", "true", "-force"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert misplaced.returncode == 2 and "-force goes with -run-schedule" in misplaced.stderr, misplaced

@@ -26,9 +26,12 @@ async def _dead_letters(store, queue, n: int, stale_every: int = 0) -> tuple[lis
     await store.pool.execute(
         "INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, attempts) "
         "SELECT u, 'true', CASE WHEN u = ANY($2::uuid[]) THEN 'SUCCEEDED' ELSE 'FAILED' END, 0, 10, 1 "
-        "FROM unnest($1::uuid[]) u", [uuid.UUID(i) for i in ids], [uuid.UUID(i) for i in stale])
+        "FROM unnest($1::uuid[]) u",
+        [uuid.UUID(i) for i in ids],
+        [uuid.UUID(i) for i in stale],
+    )
     for start in range(0, n, 5000):
-        await queue.redis.lpush(keys.DLQ, *ids[start:start + 5000])
+        await queue.redis.lpush(keys.DLQ, *ids[start : start + 5000])
     return ids, stale
 
 
@@ -41,6 +44,7 @@ async def slowlog(queue):
 
     async def slow() -> list[str]:
         return [f"{e['duration'] / 1000:.1f} ms {str(e['command'])[:60]}" for e in await queue.redis.slowlog_get(100)]
+
     yield slow
     await queue.redis.config_set("slowlog-log-slower-than", before)
 
@@ -100,11 +104,13 @@ async def test_the_sweep_puts_back_a_scattered_loss_in_order_in_short_scripts(st
         "INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, attempts, updated_at) "
         "SELECT u, 'true', 'FAILED', 0, 10, 1, (SELECT applied_at FROM schema_migrations WHERE version = "
         "'0006_dead_letter_rebuild') + n * interval '1 microsecond' "
-        "FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n)", [uuid.UUID(i) for i in ids])
+        "FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n)",
+        [uuid.UUID(i) for i in ids],
+    )
     lost = set(ids[::10])
     kept = [i for i in ids if i not in lost]
     for start in range(0, len(kept), 5000):
-        await queue.redis.lpush(keys.DLQ, *kept[start:start + 5000])
+        await queue.redis.lpush(keys.DLQ, *kept[start : start + 5000])
     await queue.redis.slowlog_reset()
     sweep = DeadLetterSweep()
     passes = 0

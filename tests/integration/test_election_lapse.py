@@ -39,8 +39,10 @@ async def test_idle_elections_add_nothing_to_etcds_raft_log(settings: Settings) 
     read, so etcd's raft log stays put (a transaction with a put, even one whose compare fails, is a
     raft entry etcd keeps in memory until its next snapshot: make soak saw its memory grow)."""
     s = settings
-    elections = [Election(s.etcd_endpoints, s.election_namespace + "/raft-idle", s.election_key, 1.0,
-                          identity=f"idle-{n}") for n in range(3)]
+    elections = [
+        Election(s.etcd_endpoints, s.election_namespace + "/raft-idle", s.election_key, 1.0, identity=f"idle-{n}")
+        for n in range(3)
+    ]
     host, port = s.etcd_endpoints[0].rsplit("//", 1)[-1].rsplit(":", 1)
     client = aetcd.Client(host=host, port=int(port))
     for election in elections:
@@ -57,6 +59,7 @@ async def test_idle_elections_add_nothing_to_etcds_raft_log(settings: Settings) 
                     seen[n] = e._lease_valid_until
                     renewals[n] += 1
             return min(renewals) >= 5
+
         await wait_for(ticked, timeout=20, interval=0.02, what="five keepalive ticks of each election")
         grown = (await client.status()).raft_index - before
         assert grown <= 2, f"raft log grew by {grown} entries over {sum(renewals)} idle keepalive ticks"

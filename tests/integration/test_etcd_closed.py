@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from aetcd import rpc
 
+from devtools import services as svc
+from devtools.tls import ETCD_CLIENT, DevTls
 from jobcluster.credentials import EtcdAuth
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.tls import ETCD_CLIENT, DevTls
 from jobcluster.election import Election
 from jobcluster.etcd_client import etcd_client
 from tests.helpers import wait_for
@@ -32,8 +32,24 @@ from tests.other_user import run_all
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs commands as another user (nobody)")
 
 PREFIX = "/closed/"
-CURL = ["curl", "-sS", "--fail", "--http1.1", "--max-time", "4", "-X", "POST", "-H", "Content-Type: application/protobuf",
-        "--data-binary", "@-", "-o", "/dev/null", "-w", "%{http_code}"]
+CURL = [
+    "curl",
+    "-sS",
+    "--fail",
+    "--http1.1",
+    "--max-time",
+    "4",
+    "-X",
+    "POST",
+    "-H",
+    "Content-Type: application/protobuf",
+    "--data-binary",
+    "@-",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +57,12 @@ def etcd() -> Iterator[svc.Service]:
     """etcd started locked, as make start and private_services(locked=True) start it."""
     root = Path(tempfile.mkdtemp(prefix="jobcluster-etcd-closed-"))
     os.chmod(root, 0o755)  # so that only the TLS directory's own mode keeps other users from the keys
-    users = svc.EtcdUsers(root / "secrets" / "etcd_root_password",
-                          svc.Login("jobcluster", root / "secrets" / "etcd_password"), PREFIX, root / "etcd-tls")
+    users = svc.EtcdUsers(
+        root / "secrets" / "etcd_root_password",
+        svc.Login("jobcluster", root / "secrets" / "etcd_password"),
+        PREFIX,
+        root / "etcd-tls",
+    )
     service = svc.start_etcd(root / "etcd", svc.free_port(), svc.free_port(), root / "etcd.log", users=users)
     try:
         yield service
@@ -58,16 +78,24 @@ def _tls(etcd: svc.Service) -> DevTls:
 
 def _election(etcd: svc.Service, ttl: float) -> Election:
     assert etcd.login is not None
-    return Election((etcd.url,), f"{PREFIX}{uuid.uuid4().hex[:12]}", "leader", ttl, identity="closed",
-                    auth=EtcdAuth(etcd.login.user, etcd.login.password), tls=_tls(etcd).etcd_client_tls())
+    return Election(
+        (etcd.url,),
+        f"{PREFIX}{uuid.uuid4().hex[:12]}",
+        "leader",
+        ttl,
+        identity="closed",
+        auth=EtcdAuth(etcd.login.user, etcd.login.password),
+        tls=_tls(etcd).etcd_client_tls(),
+    )
 
 
 async def _lease_of_key(etcd: svc.Service, election: Election) -> int:
     """The lease the leader key is bound to, read as the programs read (certificate and user)."""
     assert etcd.login is not None
     host, port = etcd.url.split(":")
-    async with etcd_client(host, int(port), 3, EtcdAuth(etcd.login.user, etcd.login.password),
-                           _tls(etcd).etcd_client_tls()) as client:
+    async with etcd_client(
+        host, int(port), 3, EtcdAuth(etcd.login.user, etcd.login.password), _tls(etcd).etcd_client_tls()
+    ) as client:
         kv = await client.get(election.key)
     assert kv is not None and kv.lease
     return int(kv.lease)
@@ -94,7 +122,8 @@ def test_etcds_keys_are_for_root_alone(etcd: svc.Service) -> None:
 
 
 async def test_another_user_can_neither_list_nor_renew_the_leaders_lease_on_the_client_port(
-        etcd: svc.Service, leader: tuple[Election, int]) -> None:
+    etcd: svc.Service, leader: tuple[Election, int]
+) -> None:
     _, lease = leader
     lease_hex = f"{lease:x}"  # etcdctl pads it with zeros to 16 digits: found in its output either way
     tls = _tls(etcd)
@@ -106,32 +135,44 @@ async def test_another_user_can_neither_list_nor_renew_the_leaders_lease_on_the_
     mine = run_all([["etcdctl", endpoint, *files, *command] for command in commands], as_other_user=False)
     assert all(a.succeeded for a in mine), "\n".join(map(str, mine))
     assert lease_hex in mine[0].output and f"{lease:016x} keepalived" in mine[1].output, mine  # (zero-padded)
-    ways = ([],  # plaintext, as before
-            ["--insecure-transport=false", "--insecure-skip-tls-verify"],  # TLS, no certificate
-            files)  # TLS, naming root's files
-    theirs = run_all([["etcdctl", endpoint, *way, *command] for way in ways for command in commands],
-                     as_other_user=True)
+    ways = (
+        [],  # plaintext, as before
+        ["--insecure-transport=false", "--insecure-skip-tls-verify"],  # TLS, no certificate
+        files,
+    )  # TLS, naming root's files
+    theirs = run_all(
+        [["etcdctl", endpoint, *way, *command] for way in ways for command in commands], as_other_user=True
+    )
     reached = [a for a in theirs if a.succeeded or lease_hex in a.output]
     assert not reached, "another user reached the leader's lease:\n" + "\n".join(map(str, reached))
 
 
-def test_another_user_cannot_renew_a_lease_on_the_peer_port(etcd: svc.Service,
-                                                             leader: tuple[Election, int]) -> None:
+def test_another_user_cannot_renew_a_lease_on_the_peer_port(etcd: svc.Service, leader: tuple[Election, int]) -> None:
     _, lease = leader
     tls = _tls(etcd)
     cert, key = tls.client_files(ETCD_CLIENT)
     url = f"127.0.0.1:{etcd.extra['peer_port']}/leases"
     renewal = rpc.LeaseKeepAliveRequest(ID=lease).SerializeToString()
     # etcd's own certificate renews (so the request is right); the programs' may not use the peer port.
-    mine = run_all([[*CURL, "--cacert", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key), f"https://{url}"],
-                    [*CURL, "--cacert", str(tls.ca), "--cert", str(cert), "--key", str(key), f"https://{url}"]],
-                   as_other_user=False, stdin=renewal)
+    mine = run_all(
+        [
+            [*CURL, "--cacert", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key), f"https://{url}"],
+            [*CURL, "--cacert", str(tls.ca), "--cert", str(cert), "--key", str(key), f"https://{url}"],
+        ],
+        as_other_user=False,
+        stdin=renewal,
+    )
     assert mine[0].succeeded and mine[0].output == "200", mine[0]
     assert not mine[1].succeeded, mine[1]
-    theirs = run_all([[*CURL, f"http://{url}"],
-                      [*CURL, "--insecure", f"https://{url}"],
-                      [*CURL, "--cacert", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key), f"https://{url}"]],
-                     as_other_user=True, stdin=renewal)
+    theirs = run_all(
+        [
+            [*CURL, f"http://{url}"],
+            [*CURL, "--insecure", f"https://{url}"],
+            [*CURL, "--cacert", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key), f"https://{url}"],
+        ],
+        as_other_user=True,
+        stdin=renewal,
+    )
     renewed = [a for a in theirs if a.succeeded]
     assert not renewed, "another user renewed the lease on the peer port:\n" + "\n".join(map(str, renewed))
 
@@ -146,8 +187,9 @@ async def test_no_log_line_names_a_lease(etcd: svc.Service, caplog: pytest.LogCa
         first = await _lease_of_key(etcd, election)
         host, port = etcd.url.split(":")
         assert etcd.login is not None
-        async with etcd_client(host, int(port), 3, EtcdAuth(etcd.login.user, etcd.login.password),
-                               _tls(etcd).etcd_client_tls()) as client:
+        async with etcd_client(
+            host, int(port), 3, EtcdAuth(etcd.login.user, etcd.login.password), _tls(etcd).etcd_client_tls()
+        ) as client:
             await client.revoke_lease(first)  # (a revocation, unlike a renewal, needs the user)
         await wait_for(lambda: caplog.text.count("elected leader") == 2, timeout=10, what="elected again")
         second = await _lease_of_key(etcd, election)

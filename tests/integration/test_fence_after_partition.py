@@ -16,8 +16,7 @@ from jobcluster.settings import Settings
 from jobcluster.store import IDLE_IN_TRANSACTION_TIMEOUT, Store
 
 
-async def test_a_silent_deposed_leader_releases_the_fence_for_the_next_term(store: Store,
-                                                                            settings: Settings) -> None:
+async def test_a_silent_deposed_leader_releases_the_fence_for_the_next_term(store: Store, settings: Settings) -> None:
     assert await store.fencing.take(5, "old-leader")
     silent = asyncio.Event()
 
@@ -40,6 +39,7 @@ async def test_a_silent_deposed_leader_releases_the_fence_for_the_next_term(stor
         old.cancel()
         await asyncio.gather(old, return_exceptions=True)
         await other.close()
-    print(f"new term recorded after {waited:.1f}s (idle_in_transaction_session_timeout "
-          f"{IDLE_IN_TRANSACTION_TIMEOUT:g}s)")
+    print(
+        f"new term recorded after {waited:.1f}s (idle_in_transaction_session_timeout {IDLE_IN_TRANSACTION_TIMEOUT:g}s)"
+    )
     assert waited < IDLE_IN_TRANSACTION_TIMEOUT + 3

@@ -12,29 +12,42 @@ from hypothesis import strategies as st
 
 from jobcluster.pb import scheduler_pb2 as pb
 
-ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-           grpc.StatusCode.RESOURCE_EXHAUSTED}
+ALLOWED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 # Hypothesis favours small numbers: name the edges so they come up.
 INT32 = st.sampled_from([2**31 - 1, -(2**31), -1, 101, 10**6]) | st.integers(-(2**31), 2**31 - 1)
-INT64 = (st.sampled_from([2**63 - 1, -(2**63), 2**62, 2**53, 253_402_300_800_000, 10**15, -1])
-         | st.integers(-(2**63), 2**63 - 1))
+INT64 = st.sampled_from([2**63 - 1, -(2**63), 2**62, 2**53, 253_402_300_800_000, 10**15, -1]) | st.integers(
+    -(2**63), 2**63 - 1
+)
 # Protobuf strings are UTF-8: no lone surrogates. NUL, control and odd characters are all in.
-TEXT = st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=300),
-                 st.sampled_from(["", " ", "\x00", "x" * 70_000, "../../etc/passwd", "é" * 201]))
+TEXT = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=300),
+    st.sampled_from(["", " ", "\x00", "x" * 70_000, "../../etc/passwd", "é" * 201]),
+)
 DOUBLE = st.floats(allow_nan=True, allow_infinity=True)
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
-def messages(build: Callable[..., Any], good: dict[str, st.SearchStrategy],
-             bad: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
+def messages(
+    build: Callable[..., Any], good: dict[str, st.SearchStrategy], bad: dict[str, st.SearchStrategy]
+) -> st.SearchStrategy:
     """Messages that are good but for one field (so the garbage gets past the other checks), plus
     wholly good ones and wholly random ones."""
+
     def with_bad(field: str) -> st.SearchStrategy:
         return st.fixed_dictionaries({**good, field: bad[field]}).map(lambda kw: build(**kw))
-    return st.one_of(st.fixed_dictionaries(good).map(lambda kw: build(**kw)),
-                     *(with_bad(field) for field in bad),
-                     st.fixed_dictionaries(bad).map(lambda kw: build(**kw)))
+
+    return st.one_of(
+        st.fixed_dictionaries(good).map(lambda kw: build(**kw)),
+        *(with_bad(field) for field in bad),
+        st.fixed_dictionaries(bad).map(lambda kw: build(**kw)),
+    )
 
 
 def _job(**fields: Any) -> pb.Job:
@@ -48,43 +61,109 @@ def _job(**fields: Any) -> pb.Job:
 
 NAME = st.text("abcxyz-_ ", max_size=20)
 #: Routing fields (issue 10): good ones, and garbage for each.
-ROUTING_GOOD = {"queue": st.sampled_from(["", "default", "gpu", "a.b-c_1"]), "priority": st.integers(0, 9),
-                "constraints": st.lists(st.sampled_from(["gpu", "region=eu", "a/b"]), max_size=3),
-                "concurrency_key": st.sampled_from(["", "k", "db eu"]), "max_concurrency": st.just(0)}
-ROUTING_BAD = {"queue": TEXT, "priority": INT32, "constraints": st.lists(TEXT, max_size=20),
-               "concurrency_key": TEXT, "max_concurrency": INT32}
+ROUTING_GOOD = {
+    "queue": st.sampled_from(["", "default", "gpu", "a.b-c_1"]),
+    "priority": st.integers(0, 9),
+    "constraints": st.lists(st.sampled_from(["gpu", "region=eu", "a/b"]), max_size=3),
+    "concurrency_key": st.sampled_from(["", "k", "db eu"]),
+    "max_concurrency": st.just(0),
+}
+ROUTING_BAD = {
+    "queue": TEXT,
+    "priority": INT32,
+    "constraints": st.lists(TEXT, max_size=20),
+    "concurrency_key": TEXT,
+    "max_concurrency": INT32,
+}
 _UUID = b"4cd0c1ef-d2aa-4324-9b82-ae739a7a3dd5"
-TOKEN = st.one_of(TEXT, st.binary(max_size=60), st.sampled_from([
-    b"1:notauuid", b"-5:" + _UUID, b"99999999999999999999:" + _UUID, b"1:", b":", b"1e9:" + _UUID,
-])).map(lambda v: v if isinstance(v, str) else base64.urlsafe_b64encode(v).decode())
-JOBS = messages(_job, good={
-    "command": st.sampled_from(["true", "echo hi", "exit 3"]), "name": NAME, "description": st.just(""),
-    "run_at_ms": st.just(0) | st.integers(1_700_000_000_000, 1_900_000_000_000),
-    "idempotency_key": st.just("") | st.uuids().map(str), "max_retries": st.none() | st.integers(0, 5),
-    "timeout_seconds": st.none() | st.floats(0, 100), **ROUTING_GOOD,
-}, bad={
-    "command": TEXT, "name": TEXT, "description": TEXT, "run_at_ms": INT64, "idempotency_key": TEXT,
-    "max_retries": INT32, "timeout_seconds": DOUBLE, **ROUTING_BAD,
-})
-SCHEDULES = messages(pb.Schedule, good={
-    "name": NAME, "cron": st.sampled_from(["* * * * *", "*/5 * * * *", "0 3 * * 1-5"]),
-    "timezone": st.sampled_from(["", "UTC", "Europe/Paris"]), "command": st.just("true"),
-    "description": st.just(""), "catchup": st.sampled_from(["", "skip", "once"]),
-    "overlap": st.sampled_from(["", "allow", "forbid"]), **ROUTING_GOOD,
-}, bad={
-    "name": TEXT, "cron": TEXT | st.sampled_from(["0 0 30 2 *", "* * * * * */1", "61 * * * *", "@hourly",
-                                                  "* * * * * * *", "0 0 29 2 1"]),
-    "timezone": TEXT, "command": TEXT, "description": TEXT, "catchup": TEXT, "overlap": TEXT, **ROUTING_BAD,
-})
-LISTS = messages(pb.ListJobsRequest, good={
-    "status": st.sampled_from(["", "queued", "PENDING", "FAILED"]), "page_size": st.integers(0, 100),
-    "page_token": st.just(""), "include_output": st.booleans(), "ids": st.lists(st.uuids().map(str), max_size=3),
-    "text": st.just(""), "schedule": st.just(""), "created_after_ms": st.just(0),
-    "created_before_ms": st.just(0), "with_counts": st.booleans(), "queue": ROUTING_GOOD["queue"],
-}, bad={
-    "status": TEXT, "page_size": INT32, "page_token": TOKEN, "ids": st.lists(TEXT, max_size=3), "text": TEXT,
-    "schedule": TEXT, "created_after_ms": INT64, "created_before_ms": INT64, "queue": TEXT,
-})
+TOKEN = st.one_of(
+    TEXT,
+    st.binary(max_size=60),
+    st.sampled_from(
+        [
+            b"1:notauuid",
+            b"-5:" + _UUID,
+            b"99999999999999999999:" + _UUID,
+            b"1:",
+            b":",
+            b"1e9:" + _UUID,
+        ]
+    ),
+).map(lambda v: v if isinstance(v, str) else base64.urlsafe_b64encode(v).decode())
+JOBS = messages(
+    _job,
+    good={
+        "command": st.sampled_from(["true", "echo hi", "exit 3"]),
+        "name": NAME,
+        "description": st.just(""),
+        "run_at_ms": st.just(0) | st.integers(1_700_000_000_000, 1_900_000_000_000),
+        "idempotency_key": st.just("") | st.uuids().map(str),
+        "max_retries": st.none() | st.integers(0, 5),
+        "timeout_seconds": st.none() | st.floats(0, 100),
+        **ROUTING_GOOD,
+    },
+    bad={
+        "command": TEXT,
+        "name": TEXT,
+        "description": TEXT,
+        "run_at_ms": INT64,
+        "idempotency_key": TEXT,
+        "max_retries": INT32,
+        "timeout_seconds": DOUBLE,
+        **ROUTING_BAD,
+    },
+)
+SCHEDULES = messages(
+    pb.Schedule,
+    good={
+        "name": NAME,
+        "cron": st.sampled_from(["* * * * *", "*/5 * * * *", "0 3 * * 1-5"]),
+        "timezone": st.sampled_from(["", "UTC", "Europe/Paris"]),
+        "command": st.just("true"),
+        "description": st.just(""),
+        "catchup": st.sampled_from(["", "skip", "once"]),
+        "overlap": st.sampled_from(["", "allow", "forbid"]),
+        **ROUTING_GOOD,
+    },
+    bad={
+        "name": TEXT,
+        "cron": TEXT
+        | st.sampled_from(["0 0 30 2 *", "* * * * * */1", "61 * * * *", "@hourly", "* * * * * * *", "0 0 29 2 1"]),
+        "timezone": TEXT,
+        "command": TEXT,
+        "description": TEXT,
+        "catchup": TEXT,
+        "overlap": TEXT,
+        **ROUTING_BAD,
+    },
+)
+LISTS = messages(
+    pb.ListJobsRequest,
+    good={
+        "status": st.sampled_from(["", "queued", "PENDING", "FAILED"]),
+        "page_size": st.integers(0, 100),
+        "page_token": st.just(""),
+        "include_output": st.booleans(),
+        "ids": st.lists(st.uuids().map(str), max_size=3),
+        "text": st.just(""),
+        "schedule": st.just(""),
+        "created_after_ms": st.just(0),
+        "created_before_ms": st.just(0),
+        "with_counts": st.booleans(),
+        "queue": ROUTING_GOOD["queue"],
+    },
+    bad={
+        "status": TEXT,
+        "page_size": INT32,
+        "page_token": TOKEN,
+        "ids": st.lists(TEXT, max_size=3),
+        "text": TEXT,
+        "schedule": TEXT,
+        "created_after_ms": INT64,
+        "created_before_ms": INT64,
+        "queue": TEXT,
+    },
+)
 
 
 async def _answer(call) -> grpc.StatusCode:
@@ -150,6 +229,7 @@ async def test_random_watches(stub, job_id):
     async def first_event() -> None:
         async for _ in stub.WatchJob(pb.JobId(id=job_id), timeout=10):
             return
+
     await _answer(first_event())
 
 

@@ -28,6 +28,7 @@ async def test_cancel_a_queued_job_it_never_runs(stub, make_worker, queue):
 
 async def test_cancel_a_delayed_job_takes_it_out_of_delayed_jobs(stub, queue):
     from jobcluster.model import now_ms
+
     resp = await stub.SubmitJob(pb.Job(command="echo later", run_at_ms=now_ms() + 60_000))
     assert await queue.redis.zscore(keys.DELAYED, resp.job_id) is not None
     await stub.CancelJob(pb.JobId(id=resp.job_id))
@@ -49,6 +50,7 @@ async def test_cancel_a_running_job_kills_its_process_group(stub, make_worker, t
         async def closed():
             job = await _status(stub, resp.job_id)
             return job.attempt_history and job.attempt_history[0].finished_at_ms and job
+
         job = await wait_for(closed, what="attempt closed")
         assert job.status == "CANCELLED" and "cancelled" in job.attempt_history[0].error
         assert "never" not in job.output
@@ -96,8 +98,9 @@ async def test_dead_letters_list_retry_and_purge(stub, make_worker, queue, tmp_p
 
 
 async def test_submit_jobs_batch_is_all_or_nothing(stub, store):
-    ok = await stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(command=f"echo {i}", idempotency_key=f"b{i}")
-                                                 for i in range(3)]))
+    ok = await stub.SubmitJobs(
+        pb.JobBatch(jobs=[pb.Job(command=f"echo {i}", idempotency_key=f"b{i}") for i in range(3)])
+    )
     assert len(ok.jobs) == 3 and all(r.job_id and not r.duplicate for r in ok.jobs)
     again = await stub.SubmitJobs(pb.JobBatch(jobs=[pb.Job(command="echo 0", idempotency_key="b0")]))
     assert again.jobs[0].duplicate and again.jobs[0].job_id == ok.jobs[0].job_id
@@ -147,8 +150,13 @@ async def test_list_jobs_filters_and_counts(stub, make_worker):
 
 async def test_submit_jobs_batch_with_repeated_keys_and_run_at(stub, store, queue):
     from jobcluster.model import now_ms
-    batch = [pb.Job(command="echo a", idempotency_key="dup"), pb.Job(command="echo b", idempotency_key="dup"),
-             pb.Job(command="echo later", run_at_ms=now_ms() + 60_000), pb.Job(command="echo c")]
+
+    batch = [
+        pb.Job(command="echo a", idempotency_key="dup"),
+        pb.Job(command="echo b", idempotency_key="dup"),
+        pb.Job(command="echo later", run_at_ms=now_ms() + 60_000),
+        pb.Job(command="echo c"),
+    ]
     resp = await stub.SubmitJobs(pb.JobBatch(jobs=batch))
     ids = [r.job_id for r in resp.jobs]
     assert ids[0] == ids[1] and not resp.jobs[0].duplicate and resp.jobs[1].duplicate

@@ -58,13 +58,16 @@ async def test_resubmit_heals_a_job_lost_between_insert_and_push(stub, queue):
     assert await queue.redis.lrange(keys.PENDING, 0, -1) == [first.job_id]
 
 
-@pytest.mark.parametrize("job,fragment", [
-    (pb.Job(command=""), "command is empty"),
-    (pb.Job(command="x" * (64 * 1024 + 1)), "over the limit of 65536 bytes"),
-    (pb.Job(command="echo \x00"), "NUL byte"),
-    (pb.Job(command="true", max_retries=-1), "max_retries must not be negative"),
-    (pb.Job(command="true", timeout_seconds=-1), "timeout_seconds must not be negative"),
-])
+@pytest.mark.parametrize(
+    "job,fragment",
+    [
+        (pb.Job(command=""), "command is empty"),
+        (pb.Job(command="x" * (64 * 1024 + 1)), "over the limit of 65536 bytes"),
+        (pb.Job(command="echo \x00"), "NUL byte"),
+        (pb.Job(command="true", max_retries=-1), "max_retries must not be negative"),
+        (pb.Job(command="true", timeout_seconds=-1), "timeout_seconds must not be negative"),
+    ],
+)
 async def test_bad_input_is_invalid_argument(stub, store, job, fragment):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.SubmitJob(job)
@@ -78,8 +81,11 @@ async def test_unknown_ids_and_bad_filters(stub):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetJobStatus(pb.JobId(id=bad_id))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    for req in (pb.ListJobsRequest(status="DONE"), pb.ListJobsRequest(page_token="garbage"),
-                pb.ListJobsRequest(ids=["nope"])):
+    for req in (
+        pb.ListJobsRequest(status="DONE"),
+        pb.ListJobsRequest(page_token="garbage"),
+        pb.ListJobsRequest(ids=["nope"]),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ListJobs(req)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -149,10 +155,13 @@ async def test_late_result_from_an_old_attempt_changes_nothing(stub, store, queu
     second = await store.jobs.claim(resp.job_id, "live-worker")
     assert (first.attempt, second.attempt) == (1, 2)
     from jobcluster.model import Status
-    assert not await store.jobs.finish_attempt(first, Status.SUCCEEDED, exit_code=0, error="", output="late",
-                                          output_truncated=False)
-    assert await store.jobs.finish_attempt(second, Status.FAILED, exit_code=1, error="exit code 1", output="real",
-                                      output_truncated=False)
+
+    assert not await store.jobs.finish_attempt(
+        first, Status.SUCCEEDED, exit_code=0, error="", output="late", output_truncated=False
+    )
+    assert await store.jobs.finish_attempt(
+        second, Status.FAILED, exit_code=1, error="exit code 1", output="real", output_truncated=False
+    )
     job = await store.job_queries.get(resp.job_id)
     assert job is not None
     assert job.status is Status.FAILED and job.output == "real" and job.attempts == 2

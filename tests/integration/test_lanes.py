@@ -17,7 +17,6 @@ from tests.helpers import wait_for
 
 GPU = keys.lane("default", 0, ("gpu",))
 SLOW = keys.lane("slow", 0)
-URGENT = keys.lane("default", 9)
 
 
 def _spec(**fields):
@@ -67,8 +66,10 @@ async def test_a_gone_workers_ids_go_back_to_the_front_of_their_own_lanes(store:
 
 
 async def test_after_flushall_each_waiting_job_is_rebuilt_into_its_lane(store: Store, queue: Queue):
-    waiting = [await _submitted(store, queue, **r) for r in
-               (dict(), dict(constraints=["gpu"]), dict(queue="slow"), dict(priority=9), dict(queue="slow"))]
+    waiting = [
+        await _submitted(store, queue, **r)
+        for r in (dict(), dict(constraints=["gpu"]), dict(queue="slow"), dict(priority=9), dict(queue="slow"))
+    ]
     late = await store.jobs.insert(_spec(run_at_ms=now_ms() + 60_000, queue="slow"), "test")
     await queue.jobs.enqueue(late.job_id, late.due_ms, keys.lane_of(late))
     assert late.status is Status.PENDING

@@ -30,8 +30,9 @@ async def _running_on(store: Store, queue: Queue, worker_id: str) -> str:
     return sub.job_id
 
 
-async def test_a_worker_taking_the_id_at_once_can_claim_the_job(store: Store, queue: Queue,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_worker_taking_the_id_at_once_can_claim_the_job(
+    store: Store, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The interleaving that lost ids: a live worker BLMOVEs the id the moment Redis has it back.
     Before the fix the leader's transaction had not committed yet, the claim saw the job RUNNING,
     and the worker dropped the id (QUEUED, in no Redis list, until reconciliation)."""
@@ -47,16 +48,18 @@ async def test_a_worker_taking_the_id_at_once_can_claim_the_job(store: Store, qu
         return moved
 
     monkeypatch.setattr(queue.liveness, "recover_processing", move_then_a_worker_takes_it)
-    back, dead = await recover_worker(store, queue, "dead", "worker lost: test",
-                                      transaction=lambda: store.fencing.fenced(TERM))
+    back, dead = await recover_worker(
+        store, queue, "dead", "worker lost: test", transaction=lambda: store.fencing.fenced(TERM)
+    )
     assert (back, dead) == (1, 0)
     assert claims and claims[0] is not None and claims[0].attempt == 2
     state = await store.jobs.state(job_id)
     assert state is not None and state.status is Status.RUNNING
 
 
-async def test_a_recovery_cut_between_the_stores_is_finished_by_the_next(store: Store, queue: Queue,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_recovery_cut_between_the_stores_is_finished_by_the_next(
+    store: Store, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The leader dies after PostgreSQL committed and before Redis moved: the processing list stays,
     and the next cleanup of the same worker moves the id back, so it is claimable from the queue."""
     job_id = await _running_on(store, queue, "dead")
@@ -67,27 +70,37 @@ async def test_a_recovery_cut_between_the_stores_is_finished_by_the_next(store: 
 
     monkeypatch.setattr(queue.liveness, "recover_processing", leader_dies)
     with pytest.raises(ConnectionError):
-        await recover_worker(store, queue, "dead", "worker lost: test",
-                             transaction=lambda: store.fencing.fenced(TERM))
+        await recover_worker(store, queue, "dead", "worker lost: test", transaction=lambda: store.fencing.fenced(TERM))
     state = await store.jobs.state(job_id)
     assert state is not None and state.status is Status.QUEUED
     assert await queue.liveness.processing_ids("dead") == [job_id]
 
     monkeypatch.setattr(queue.liveness, "recover_processing", move)
-    assert await recover_worker(store, queue, "dead", "worker lost: test",
-                                transaction=lambda: store.fencing.fenced(TERM)) == (1, 0)
+    assert await recover_worker(
+        store, queue, "dead", "worker lost: test", transaction=lambda: store.fencing.fenced(TERM)
+    ) == (1, 0)
     assert await queue.jobs.dequeue("alive", timeout=0.1) == job_id
     assert await store.jobs.claim(job_id, "alive") is not None
 
 
 async def test_a_worker_declared_dead_kills_its_attempt_and_records_nothing(
-        store: Store, queue: Queue, make_worker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store: Store, queue: Queue, make_worker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The leader declared a live worker dead (a stall) and requeued its job: the worker kills the old
     attempt at once rather than let it run beside the rerun, and writes nothing for it."""
     marks, pgid = tmp_path / "marks", tmp_path / "pgid"
-    sub = await store.jobs.insert(JobSpec(
-        f'echo $JOB_ATTEMPT >> {marks}; [ "$JOB_ATTEMPT" = 1 ] && {{ echo $$ > {pgid}; exec sleep 60; }}; true',
-        "", "", 3, 120.0, 0, ""), "test")
+    sub = await store.jobs.insert(
+        JobSpec(
+            f'echo $JOB_ATTEMPT >> {marks}; [ "$JOB_ATTEMPT" = 1 ] && {{ echo $$ > {pgid}; exec sleep 60; }}; true',
+            "",
+            "",
+            3,
+            120.0,
+            0,
+            "",
+        ),
+        "test",
+    )
     await queue.jobs.enqueue(sub.job_id)
     worker = make_worker("w-stalled", burst=False, worker_concurrency=2, job_kill_grace=0.5)
     running = asyncio.create_task(worker.run())
@@ -101,23 +114,27 @@ async def test_a_worker_declared_dead_kills_its_attempt_and_records_nothing(
         async def succeeded() -> bool:
             state = await store.jobs.state(sub.job_id)
             return state is not None and state.status is Status.SUCCEEDED
+
         await wait_for(succeeded, timeout=15, what="the rerun succeeded")
     finally:
         worker.stop()
         await running
-    rows = await store.pool.fetch("SELECT attempt, error, output FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
-                                  uuid.UUID(sub.job_id))
+    rows = await store.pool.fetch(
+        "SELECT attempt, error, output FROM job_attempts WHERE job_id = $1 ORDER BY attempt", uuid.UUID(sub.job_id)
+    )
     assert [(r["attempt"], r["error"]) for r in rows] == [(1, "worker lost: test"), (2, "")]
     assert marks.read_text().split() == ["1", "2"]
     assert "nothing recorded" in caplog.text
 
 
 @pytest.mark.parametrize("skew_ms", [30_000, -30_000])
-async def test_a_workers_host_clock_decides_no_retry_time(store: Store, queue: Queue, make_worker, skew_ms: int,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_workers_host_clock_decides_no_retry_time(
+    store: Store, queue: Queue, make_worker, skew_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker whose host clock is 30 s off retries a failed job after its backoff, not 30 s late (or in
     a claim/refuse loop): the retry is due by PostgreSQL's clock and waits in delayed_jobs by Redis'."""
     from jobcluster import clock
+
     monkeypatch.setattr(clock, "_skew_ms", skew_ms)
     sub = await store.jobs.insert(JobSpec('[ "$JOB_ATTEMPT" = 1 ] && exit 1; true', "", "", 3, 30.0, 0, ""), "test")
     await queue.jobs.enqueue(sub.job_id)
@@ -136,10 +153,18 @@ async def test_a_retry_is_due_by_postgresql_and_waits_in_redis_by_redis(store: S
     assert await queue.jobs.dequeue("w", timeout=0.1) == sub.job_id
     claimed = await store.jobs.claim(sub.job_id, "w")
     assert claimed is not None
-    assert await store.jobs.finish_attempt(claimed, Status.PENDING, exit_code=1, error="exit code 1", output="",
-                                           output_truncated=False, retry_delay_ms=60_000)
-    ahead = await store.pool.fetchval("SELECT extract(epoch FROM not_before - now()) FROM jobs WHERE id = $1",
-                                      uuid.UUID(sub.job_id))
+    assert await store.jobs.finish_attempt(
+        claimed,
+        Status.PENDING,
+        exit_code=1,
+        error="exit code 1",
+        output="",
+        output_truncated=False,
+        retry_delay_ms=60_000,
+    )
+    ahead = await store.pool.fetchval(
+        "SELECT extract(epoch FROM not_before - now()) FROM jobs WHERE id = $1", uuid.UUID(sub.job_id)
+    )
     assert 59 < ahead <= 60
     state = await store.jobs.state(sub.job_id)
     assert state is not None and not state.due and 59_000 < state.wait_ms <= 60_000

@@ -25,14 +25,14 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from devtools import services as svc
 from jobcluster import keys
 from jobcluster import queue as queue_mod
 from jobcluster.aio import retrying
 from jobcluster.credentials import EtcdAuth, LoginRefused, etcd_auth
-from jobcluster.devtools import services as svc
 from jobcluster.election import Election, read_leader
-from jobcluster.etcd_client import etcd_client, etcd_tls
 from jobcluster.errors import POSTGRES_ERRORS
+from jobcluster.etcd_client import etcd_client, etcd_tls
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
@@ -66,10 +66,13 @@ def locked_settings(settings: Settings, locked: dict[str, svc.Service]) -> Setti
     """The test settings, pointed at the locked services with their ``*_FILE`` logins."""
     return replace(
         settings,
-        database_url=locked["postgres"].url, database_password_file=str(_login(locked["postgres"]).password_file),
-        redis_addr=locked["redis"].url, redis_user=_login(locked["redis"]).user,
+        database_url=locked["postgres"].url,
+        database_password_file=str(_login(locked["postgres"]).password_file),
+        redis_addr=locked["redis"].url,
+        redis_user=_login(locked["redis"]).user,
         redis_password_file=str(_login(locked["redis"]).password_file),
-        etcd_endpoints=(locked["etcd"].url,), etcd_user=_login(locked["etcd"]).user,
+        etcd_endpoints=(locked["etcd"].url,),
+        etcd_user=_login(locked["etcd"]).user,
         etcd_password_file=str(_login(locked["etcd"]).password_file),
         **etcd_tls_settings(locked["etcd"]),
         election_namespace=f"{PREFIX}{uuid.uuid4().hex[:12]}",
@@ -91,6 +94,7 @@ def _etcd(service: svc.Service, user: str | None = None, password: str | None = 
 
 # --- each service refuses a wrong or missing password ------------------------------------------
 
+
 async def test_postgresql_refuses_no_or_a_wrong_password_and_the_role_is_no_superuser(locked) -> None:
     pg = locked["postgres"]
     for password in (None, "wrong"):
@@ -100,8 +104,12 @@ async def test_postgresql_refuses_no_or_a_wrong_password_and_the_role_is_no_supe
         await asyncpg.connect(pg.url.replace("jobcluster@", "postgres@"), password="", timeout=5)
     conn = await asyncpg.connect(pg.url, password=_login(pg).password, timeout=5)
     try:
-        assert await conn.fetchval("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
-                                   "WHERE rolname = current_user") is False
+        assert (
+            await conn.fetchval(
+                "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
+            )
+            is False
+        )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
     finally:
@@ -149,13 +157,22 @@ async def test_the_etcd_user_writes_only_under_its_prefix(locked) -> None:
 
 # --- the programs' connect code with the *_FILE settings -------------------------------------
 
+
 async def test_a_real_election_with_the_limited_etcd_user(locked_settings: Settings) -> None:
     s = locked_settings
     auth, tls = etcd_auth(s), etcd_tls(s)
     assert auth is not None and auth.user == "jobcluster" and "password" not in repr(auth)
     assert tls is not None and "PRIVATE KEY" not in repr(tls)
-    election = Election(s.etcd_endpoints, s.election_namespace, s.election_key, s.lease_ttl,
-                        identity="locked-1", address="locked-1", auth=auth, tls=tls)
+    election = Election(
+        s.etcd_endpoints,
+        s.election_namespace,
+        s.election_key,
+        s.lease_ttl,
+        identity="locked-1",
+        address="locked-1",
+        auth=auth,
+        tls=tls,
+    )
     election.start()
     try:
         await wait_for(election.leading, timeout=10, what="elected with the limited user")
@@ -168,15 +185,22 @@ async def test_a_real_election_with_the_limited_etcd_user(locked_settings: Setti
     assert await read_leader(s.etcd_endpoints, s.election_namespace, s.election_key, auth=auth, tls=tls) is None
 
 
-async def test_election_outside_the_users_prefix_is_refused_and_never_leads(locked_settings: Settings,
-                                                                            caplog) -> None:
+async def test_election_outside_the_users_prefix_is_refused_and_never_leads(locked_settings: Settings, caplog) -> None:
     s = replace(locked_settings, election_namespace="/elsewhere")
-    election = Election(s.etcd_endpoints, s.election_namespace, s.election_key, s.lease_ttl,
-                        identity="x", auth=etcd_auth(s), tls=etcd_tls(s))
+    election = Election(
+        s.etcd_endpoints,
+        s.election_namespace,
+        s.election_key,
+        s.lease_ttl,
+        identity="x",
+        auth=etcd_auth(s),
+        tls=etcd_tls(s),
+    )
     election.start()
     try:
-        await wait_for(lambda: "etcd unavailable (etcdserver: permission denied)" in caplog.text,
-                       what="the campaign refused")
+        await wait_for(
+            lambda: "etcd unavailable (etcdserver: permission denied)" in caplog.text, what="the campaign refused"
+        )
         assert not election.leading()
     finally:
         await election.resign()
@@ -184,7 +208,7 @@ async def test_election_outside_the_users_prefix_is_refused_and_never_leads(lock
 
 @pytest.fixture
 async def locked_server(locked_settings: Settings) -> AsyncIterator[SchedulerServer]:
-    from jobcluster.devtools.services import free_port
+    from devtools.services import free_port
 
     server = SchedulerServer(replace(locked_settings, server_port=free_port()))
     await server.start()
@@ -204,8 +228,7 @@ async def test_server_and_worker_run_a_job_with_the_file_logins(locked_settings,
         store = await Store.connect(locked_settings)
         redis_client = queue_mod.connect_from(locked_settings)
         try:
-            await Worker(replace(locked_settings, worker_id="locked-w"), store, Queue(redis_client),
-                         burst=True).run()
+            await Worker(replace(locked_settings, worker_id="locked-w"), store, Queue(redis_client), burst=True).run()
         finally:
             await redis_client.aclose()
             await store.close()
@@ -219,9 +242,14 @@ async def test_server_and_worker_run_a_job_with_the_file_logins(locked_settings,
 
 async def test_a_password_inside_the_urls_works_too(locked, locked_settings: Settings) -> None:
     pg_password, redis_password = _login(locked["postgres"]).password, _login(locked["redis"]).password
-    s = replace(locked_settings, database_password_file="", redis_password_file="", redis_user="",
-                database_url=locked["postgres"].url.replace("jobcluster@", f"jobcluster:{pg_password}@"),
-                redis_addr=f"redis://jobcluster:{redis_password}@{locked['redis'].url}")
+    s = replace(
+        locked_settings,
+        database_password_file="",
+        redis_password_file="",
+        redis_user="",
+        database_url=locked["postgres"].url.replace("jobcluster@", f"jobcluster:{pg_password}@"),
+        redis_addr=f"redis://jobcluster:{redis_password}@{locked['redis'].url}",
+    )
     store = await Store.connect(s)
     client = queue_mod.connect_from(s)
     try:
@@ -232,8 +260,9 @@ async def test_a_password_inside_the_urls_works_too(locked, locked_settings: Set
         await store.close()
 
 
-async def test_a_wrong_password_file_is_retried_until_it_is_corrected(locked, locked_settings, tmp_path,
-                                                                   caplog) -> None:
+async def test_a_wrong_password_file_is_retried_until_it_is_corrected(
+    locked, locked_settings, tmp_path, caplog
+) -> None:
     """A refused login is LoginRefused (an outage to the retry loop), and each try re-reads the file."""
     password_file = tmp_path / "pg_password"
     password_file.write_text("wrong\n")
@@ -241,8 +270,16 @@ async def test_a_wrong_password_file_is_retried_until_it_is_corrected(locked, lo
     s = replace(locked_settings, database_password_file=str(password_file))
     with pytest.raises(LoginRefused, match="refused user jobcluster.*DATABASE_PASSWORD_FILE"):
         await Store.connect(s)
-    connecting = asyncio.create_task(retrying(lambda: Store.connect(s), what="connect", errors=POSTGRES_ERRORS,
-                                              first_delay=0.05, max_delay=0.2, log=logging.getLogger("t")))
+    connecting = asyncio.create_task(
+        retrying(
+            lambda: Store.connect(s),
+            what="connect",
+            errors=POSTGRES_ERRORS,
+            first_delay=0.05,
+            max_delay=0.2,
+            log=logging.getLogger("t"),
+        )
+    )
     await wait_for(lambda: "PostgreSQL unavailable (PostgreSQL at" in caplog.text, what="the refusal logged")
     assert not connecting.done()
     password_file.write_text(_login(locked["postgres"]).password + "\n")
@@ -253,14 +290,16 @@ async def test_a_wrong_password_file_is_retried_until_it_is_corrected(locked, lo
 
 def test_a_program_stops_at_start_when_a_password_file_is_missing(tmp_path) -> None:
     env = {"PATH": os.environ["PATH"], "DATABASE_PASSWORD_FILE": str(tmp_path / "missing")}
-    done = subprocess.run([sys.executable, "-m", "worker", "--burst"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "--burst"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 2, done.stderr
     assert f"configuration error: DATABASE_PASSWORD_FILE={tmp_path / 'missing'}: cannot read" in done.stderr
 
 
-async def test_a_password_file_others_can_read_is_used_with_a_warning(locked, locked_settings, tmp_path,
-                                                                     caplog) -> None:
+async def test_a_password_file_others_can_read_is_used_with_a_warning(
+    locked, locked_settings, tmp_path, caplog
+) -> None:
     shared = tmp_path / "redis_password"
     shared.write_text(_login(locked["redis"]).password + "\n")
     shared.chmod(0o644)
@@ -273,6 +312,7 @@ async def test_a_password_file_others_can_read_is_used_with_a_warning(locked, lo
 
 
 # --- a .run from an older make start (no passwords) is locked in place -------------------------
+
 
 @pytest.fixture
 def old_run() -> Iterator[Path]:
@@ -292,19 +332,20 @@ async def test_an_open_postgresql_from_an_older_version_is_locked_and_keeps_its_
     finally:
         pg.stop()
     login = svc.Login("jobcluster", old_run / "secrets" / "postgres_password")
-    pg = await asyncio.to_thread(svc.start_postgres, old_run / "pg", svc.free_port(), old_run / "pg.log",
-                                 login=login)
+    pg = await asyncio.to_thread(svc.start_postgres, old_run / "pg", svc.free_port(), old_run / "pg.log", login=login)
     try:
         with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):  # trust is gone
             await asyncpg.connect(pg.url.replace("jobcluster@", "postgres@"), timeout=5)
-        store = await Store.connect(replace(Settings(), database_url=pg.url,
-                                            database_password_file=str(login.password_file)))
+        store = await Store.connect(
+            replace(Settings(), database_url=pg.url, database_password_file=str(login.password_file))
+        )
         try:
             assert await store.pool.fetchval("SELECT holder FROM leader_fence") == "from the old version"
             owners = await store.pool.fetch(
                 "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class "
                 "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S', 'v') UNION "
-                "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'public'::regnamespace")
+                "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+            )
             assert [r["owner"] for r in owners] == ["jobcluster"]
             await store.pool.execute("CREATE TABLE a_later_migration (id int)")  # the role owns the schema's use
         finally:
@@ -321,12 +362,14 @@ async def test_an_open_etcd_from_an_older_version_gets_auth_and_a_second_start_k
             await client.put(b"/scheduler/v1/old", b"kept")
     finally:
         etcd.stop()
-    users = svc.EtcdUsers(old_run / "secrets" / "etcd_root_password",
-                          svc.Login("jobcluster", old_run / "secrets" / "etcd_password"), "/scheduler/v1/",
-                          old_run / "etcd-tls")
+    users = svc.EtcdUsers(
+        old_run / "secrets" / "etcd_root_password",
+        svc.Login("jobcluster", old_run / "secrets" / "etcd_password"),
+        "/scheduler/v1/",
+        old_run / "etcd-tls",
+    )
     for _ in range(2):  # the second start finds auth on and logs in as root
-        etcd = await asyncio.to_thread(svc.start_etcd, old_run / "etcd", port, peer, old_run / "etcd.log",
-                                       users=users)
+        etcd = await asyncio.to_thread(svc.start_etcd, old_run / "etcd", port, peer, old_run / "etcd.log", users=users)
         try:
             async with _etcd(etcd, "jobcluster", users.login.password) as client:
                 assert (await client.get(b"/scheduler/v1/old")).value == b"kept"
@@ -348,8 +391,9 @@ def test_starting_postgresql_twice_leaves_no_fatal_line_in_its_log(locked_mode: 
         if login:
             login.password_file.parent.mkdir(mode=0o700)
         for _ in range(2):
-            svc.start_postgres(root / "pg", svc.free_port(), root / "pg.log", login=login,
-                               settings={"fsync": "off"}).stop()
+            svc.start_postgres(
+                root / "pg", svc.free_port(), root / "pg.log", login=login, settings={"fsync": "off"}
+            ).stop()
         text = (root / "pg.log").read_text()
         assert "database system is ready to accept connections" in text
         assert "FATAL" not in text and "ERROR" not in text, text
@@ -360,16 +404,16 @@ def test_starting_postgresql_twice_leaves_no_fatal_line_in_its_log(locked_mode: 
 def _plain_redis_cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     """``redis-cli`` as someone on the machine types it: no user, no password (REDISCLI_AUTH unset)."""
     env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, env=env,
-                          timeout=10)
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, env=env, timeout=10)
 
 
 def test_plain_redis_cli_reads_the_queue_lists_and_nothing_else(locked) -> None:
     """The mission's ``redis-cli LRANGE dlq_tasks 0 -1`` works without a password; every write, every
     other key and every command that reaches more than those lists still needs it."""
     port = locked["redis"].port
-    app = redis.Redis(port=port, username="jobcluster", password=_login(locked["redis"]).password,
-                      decode_responses=True)
+    app = redis.Redis(
+        port=port, username="jobcluster", password=_login(locked["redis"]).password, decode_responses=True
+    )
     app.delete(keys.DLQ, keys.PENDING, keys.processing("w1"), "secret:thing")
     app.lpush(keys.DLQ, "dead-1", "dead-2")
     app.lpush(keys.PENDING, "ready-1")
@@ -382,11 +426,24 @@ def test_plain_redis_cli_reads_the_queue_lists_and_nothing_else(locked) -> None:
         assert _plain_redis_cli(port, "LLEN", "dlq_tasks").stdout.strip() == "2"
         assert _plain_redis_cli(port, "LRANGE", keys.processing("w1"), "0", "-1").stdout.split() == ["running-1"]
         assert _plain_redis_cli(port, "LINDEX", keys.lane("night", 3), "0").stdout.strip() == "lane-1"
-        refused = [("LPUSH", "dlq_tasks", "x"), ("DEL", "dlq_tasks"), ("LPOP", "pending_jobs"),
-                   ("RPOPLPUSH", "dlq_tasks", "dlq_tasks"), ("GET", "secret:thing"), ("KEYS", "*"),
-                   ("SCAN", "0"), ("CONFIG", "GET", "dir"), ("EVAL", "return 1", "0"), ("FLUSHALL",),
-                   ("INFO",), ("ZRANGE", keys.WORKERS, "0", "-1"), ("LRANGE", "secret:thing", "0", "-1"),
-                   ("CLIENT", "LIST"), ("ACL", "WHOAMI"), ("SUBSCRIBE", "x")]
+        refused = [
+            ("LPUSH", "dlq_tasks", "x"),
+            ("DEL", "dlq_tasks"),
+            ("LPOP", "pending_jobs"),
+            ("RPOPLPUSH", "dlq_tasks", "dlq_tasks"),
+            ("GET", "secret:thing"),
+            ("KEYS", "*"),
+            ("SCAN", "0"),
+            ("CONFIG", "GET", "dir"),
+            ("EVAL", "return 1", "0"),
+            ("FLUSHALL",),
+            ("INFO",),
+            ("ZRANGE", keys.WORKERS, "0", "-1"),
+            ("LRANGE", "secret:thing", "0", "-1"),
+            ("CLIENT", "LIST"),
+            ("ACL", "WHOAMI"),
+            ("SUBSCRIBE", "x"),
+        ]
         for command in refused:
             out = _plain_redis_cli(port, *command)
             assert "NOPERM" in out.stdout + out.stderr, (command, out.stdout, out.stderr)
@@ -410,9 +467,12 @@ async def test_a_restart_from_the_append_only_file_keeps_every_list_whole(tmp_pa
 
     async def lists(q: Queue) -> dict[str, object]:
         r = q.redis
-        return {"dlq": await r.lrange(keys.DLQ, 0, -1), "pending": await r.lrange(keys.PENDING, 0, -1),
-                "processing": await r.lrange(keys.processing("w1"), 0, -1),
-                "delayed": await r.zrange(keys.DELAYED, 0, -1, withscores=True)}
+        return {
+            "dlq": await r.lrange(keys.DLQ, 0, -1),
+            "pending": await r.lrange(keys.PENDING, 0, -1),
+            "processing": await r.lrange(keys.processing("w1"), 0, -1),
+            "delayed": await r.zrange(keys.DELAYED, 0, -1, withscores=True),
+        }
 
     service = start()
     try:

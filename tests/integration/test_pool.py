@@ -34,7 +34,8 @@ async def test_no_reset_query_reaches_postgresql(store: Store) -> None:
     await asyncio.gather(*(store.pool.fetchval("SELECT 1") for _ in range(STATEMENTS)))
     resets = await store.pool.fetchval(
         "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query IN ('RESET ALL', 'UNLISTEN *', "
-        "'CLOSE ALL') OR query ILIKE '%pg_advisory_unlock_all%'")
+        "'CLOSE ALL') OR query ILIKE '%pg_advisory_unlock_all%'"
+    )
     assert resets == 0
 
 

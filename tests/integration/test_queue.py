@@ -14,6 +14,7 @@ async def test_a_cancelled_queue_operation_always_ends_the_task(queue: Queue):
     can swallow a cancellation (CPython gh-86296): the task went on looping and
     a worker's shutdown hung. Our client must not have that path.
     """
+
     async def busy() -> None:
         while True:
             await queue.jobs.promote_due()
@@ -40,6 +41,7 @@ async def test_operations_are_bounded_when_redis_does_not_answer(queue: Queue):
     await queue.redis.execute_command("CLIENT", "PAUSE", "2000", "ALL")
     try:
         from jobcluster.errors import REDIS_ERRORS
+
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

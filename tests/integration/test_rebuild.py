@@ -12,15 +12,14 @@ import grpc
 import pytest
 import redis
 
+from devtools import services as svc
+from devtools.services import free_port
 from jobcluster import keys
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.services import free_port
 from jobcluster.model import now_ms, validate_job
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
-from jobcluster.queue import Queue
+from jobcluster.queue import Queue, reconcile
 from jobcluster.store import Store
-from jobcluster.queue import reconcile
 from scheduler_server import healer
 from scheduler_server.healer import Unpushed, reconcile_dead_letters
 from scheduler_server.server import SchedulerServer
@@ -36,20 +35,21 @@ async def _dead(stub, make_worker, command: str) -> str:
 
 async def _lists(queue: Queue) -> tuple[list[str], list[str], list[str]]:
     r = queue.redis
-    return (await r.lrange(keys.PENDING, 0, -1), await r.zrange(keys.DELAYED, 0, -1),
-            await r.lrange(keys.DLQ, 0, -1))
+    return (await r.lrange(keys.PENDING, 0, -1), await r.zrange(keys.DELAYED, 0, -1), await r.lrange(keys.DLQ, 0, -1))
 
 
 async def test_after_flushall_pending_delayed_and_dlq_are_whole_within_reconcile_after(
-        server, stub, store: Store, queue: Queue, make_worker, settings, tmp_path, caplog):
+    server, stub, store: Store, queue: Queue, make_worker, settings, tmp_path, caplog
+):
     await store.pool.execute("DELETE FROM dead_letter_checks")
     dead = [await _dead(stub, make_worker, f"exit {n}") for n in (3, 4)]
     purged = await _dead(stub, make_worker, "exit 5")
     await stub.PurgeDeadLetters(pb.DeadLettersRequest(ids=[purged]))
     # A running job: its worker settles by PostgreSQL first, so its processing list need not come back.
     go = tmp_path / "go"
-    running = (await stub.SubmitJob(pb.Job(command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo ran",
-                                           max_retries=0))).job_id
+    running = (
+        await stub.SubmitJob(pb.Job(command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo ran", max_retries=0))
+    ).job_id
     worker = make_worker("w-busy", burst=False, worker_concurrency=1)
     working = asyncio.create_task(worker.run())
     try:
@@ -124,8 +124,7 @@ async def test_a_purge_is_not_undone(leaderless_stub, store: Store, queue: Queue
     assert await queue.redis.lrange(keys.DLQ, 0, -1) == []
 
 
-async def test_a_server_without_a_leader_pushes_its_own_jobs_that_redis_lacks(settings, store: Store,
-                                                                             queue: Queue):
+async def test_a_server_without_a_leader_pushes_its_own_jobs_that_redis_lacks(settings, store: Store, queue: Queue):
     """Its last run died between INSERT and push: at start, with ETCD_ENDPOINTS empty, it pushes them."""
     port = free_port()
     address = f"{settings.server_host}:{port}"
@@ -215,8 +214,16 @@ async def test_a_rebuild_does_not_repeat_a_waiting_id_pushed_meanwhile(queue: Qu
     await queue.jobs.enqueue("h", lane=gpu)
     later = now_ms() + 3_600_000
     pushed, known = await queue.reconcile.restore_since(
-        [("y", 0, keys.PENDING), ("d", 0, keys.PENDING), ("z", 0, keys.PENDING), ("w", later, gpu),
-         ("h", 0, gpu), ("i", 0, gpu)], known)
+        [
+            ("y", 0, keys.PENDING),
+            ("d", 0, keys.PENDING),
+            ("z", 0, keys.PENDING),
+            ("w", later, gpu),
+            ("h", 0, gpu),
+            ("i", 0, gpu),
+        ],
+        known,
+    )
     assert (pushed, known) == (3, {keys.PENDING: 2, gpu: 2})
     assert await queue.redis.lrange(keys.PENDING, 0, -1) == ["z", "y", "x"]
     assert await queue.redis.lrange(gpu, 0, -1) == ["i", "h", "g"]
@@ -235,7 +242,8 @@ async def test_many_unpushed_ids_are_pushed_once_each(store: Store, queue: Queue
 
 
 async def test_reconciliation_finds_a_lost_id_anywhere_in_a_long_queue_and_reads_redis_only_for_new_jobs(
-        store: Store, queue: Queue, monkeypatch):
+    store: Store, queue: Queue, monkeypatch
+):
     """The leader's pass (Redis kept its data) cycles through every waiting job a page at a time, and reads
     Redis only when a page has a job it has not seen there since that job last changed."""
     monkeypatch.setattr(healer, "WAITING_PAGE", 10)
@@ -259,7 +267,8 @@ async def test_reconciliation_finds_a_lost_id_anywhere_in_a_long_queue_and_reads
 
 
 async def test_dead_letters_lost_after_reconciliation_passed_them_come_back_in_order(
-        leaderless_stub, store: Store, queue: Queue, make_worker):
+    leaderless_stub, store: Store, queue: Queue, make_worker
+):
     """The append-only-file bug's partial loss: dead letters taken out of dlq_tasks (the oldest, and some
     in the middle) after the watermark of the ordinary pass went past them, while Redis kept its other
     keys. The ordinary pass never looks back; the sweep puts each back at its place in the order of

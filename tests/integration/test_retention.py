@@ -23,8 +23,9 @@ INSERT = """INSERT INTO jobs (id, command, status, max_retries, timeout_seconds,
 async def _job(store: Store, status: str, days: float | None, purged: bool = False) -> str:
     job_id = uuid.uuid4()
     await store.pool.execute(INSERT, job_id, status, days, purged)
-    await store.pool.execute("INSERT INTO job_attempts (job_id, attempt, worker_id, finished_at) VALUES ($1, 1, 'w', now())",
-                             job_id)
+    await store.pool.execute(
+        "INSERT INTO job_attempts (job_id, attempt, worker_id, finished_at) VALUES ($1, 1, 'w', now())", job_id
+    )
     return str(job_id)
 
 
@@ -33,29 +34,41 @@ async def _left(store: Store) -> set[str]:
 
 
 async def test_finished_jobs_past_retention_go_with_their_attempts_and_the_rest_stays(store):
-    gone = [await _job(store, "SUCCEEDED", 8), await _job(store, "CANCELLED", 30),
-            await _job(store, "FAILED", 8, purged=True), await _job(store, "SUCCEEDED", 7.01)]
+    gone = [
+        await _job(store, "SUCCEEDED", 8),
+        await _job(store, "CANCELLED", 30),
+        await _job(store, "FAILED", 8, purged=True),
+        await _job(store, "SUCCEEDED", 7.01),
+    ]
     gone += [await _job(store, "SUCCEEDED", 9) for _ in range(5)]
     kept = {
-        await _job(store, "SUCCEEDED", 6.9),           # not old enough
-        await _job(store, "FAILED", 40),               # a dead letter in dlq_tasks: users may retry it
-        await _job(store, "QUEUED", 40),               # retried from the DLQ: waiting again
+        await _job(store, "SUCCEEDED", 6.9),  # not old enough
+        await _job(store, "FAILED", 40),  # a dead letter in dlq_tasks: users may retry it
+        await _job(store, "QUEUED", 40),  # retried from the DLQ: waiting again
         await _job(store, "RUNNING", 40),
         await _job(store, "PENDING", 40),
     }
-    last = await _job(store, "SUCCEEDED", 40)          # a schedule's last job: its schedule shows it
+    last = await _job(store, "SUCCEEDED", 40)  # a schedule's last job: its schedule shows it
     await store.pool.execute(
         "INSERT INTO schedules (id, name, cron, command, max_retries, timeout_seconds, next_run_at, last_job_id) "
-        "VALUES (gen_random_uuid(), 's', '* * * * *', 'true', 0, 10, now(), $1)", uuid.UUID(last))
+        "VALUES (gen_random_uuid(), 's', '* * * * *', 'true', 0, 10, now(), $1)",
+        uuid.UUID(last),
+    )
     kept.add(last)
     assert await store.fencing.take(3, "leader")
     expiry = Expiry(WEEK, store, batch=2, pause=0, budget=60)
     assert await expiry.step(3, lambda: True) == len(gone)
     assert await _left(store) == kept
-    assert await store.pool.fetchval("SELECT count(*) FROM job_attempts WHERE NOT (job_id = ANY($1::uuid[]))",
-                                     [uuid.UUID(k) for k in kept]) == 0
+    assert (
+        await store.pool.fetchval(
+            "SELECT count(*) FROM job_attempts WHERE NOT (job_id = ANY($1::uuid[]))", [uuid.UUID(k) for k in kept]
+        )
+        == 0
+    )
     assert await store.pool.fetchval("SELECT count(*) FROM job_attempts") == len(kept)
-    rows = await store.pool.fetch("SELECT s.last_job_id, j.status FROM schedules s LEFT JOIN jobs j ON j.id = s.last_job_id")
+    rows = await store.pool.fetch(
+        "SELECT s.last_job_id, j.status FROM schedules s LEFT JOIN jobs j ON j.id = s.last_job_id"
+    )
     assert [(str(r["last_job_id"]), r["status"]) for r in rows] == [(last, "SUCCEEDED")]
 
 

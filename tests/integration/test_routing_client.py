@@ -15,36 +15,84 @@ ROOT = Path(__file__).resolve().parents[2]
 async def _client(address: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it (in a thread: the server answers on this event loop)."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "client", "-servers", address, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "client", "-servers", address, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_jobs_file_and_flags_carry_the_routing(server, stub, tmp_path):
     jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps({"jobs": [
-        {"name": "train", "command": "true", "queue": "gpu", "priority": 8, "constraints": ["region=eu", "gpu"],
-         "concurrency_key": "trainer", "max_concurrency": 1},
-        {"name": "plain", "command": "true"},
-        {"name": "nightly", "command": "true", "cron": "0 3 * * *", "queue": "batch", "priority": 2}]}))
+    jobs.write_text(
+        json.dumps(
+            {
+                "jobs": [
+                    {
+                        "name": "train",
+                        "command": "true",
+                        "queue": "gpu",
+                        "priority": 8,
+                        "constraints": ["region=eu", "gpu"],
+                        "concurrency_key": "trainer",
+                        "max_concurrency": 1,
+                    },
+                    {"name": "plain", "command": "true"},
+                    {"name": "nightly", "command": "true", "cron": "0 3 * * *", "queue": "batch", "priority": 2},
+                ]
+            }
+        )
+    )
     ran = await _client(server.address, tmp_path, "-file", str(jobs), "-no-wait")
     assert ran.returncode == 0, ran.stderr
     listed = {j.name: j for j in (await stub.ListJobs(pb.ListJobsRequest())).jobs}
     train, plain = listed["train"], listed["plain"]
     assert (train.queue, train.priority, list(train.constraints), train.concurrency_key, train.max_concurrency) == (
-        "gpu", 8, ["gpu", "region=eu"], "trainer", 1)
+        "gpu",
+        8,
+        ["gpu", "region=eu"],
+        "trainer",
+        1,
+    )
     assert (plain.queue, plain.priority, list(plain.constraints)) == ("default", 0, [])
     (sch,) = (await stub.ListSchedules(pb.ListSchedulesRequest())).schedules
     assert (sch.queue, sch.priority) == ("batch", 2)
     listed_schedules = await _client(server.address, tmp_path, "-schedules")
     assert "batch, priority 2" in listed_schedules.stdout, listed_schedules.stdout
 
-    ran = await _client(server.address, tmp_path, "-cmd", "true", "-name", "flagged", "-queue", "slow", "-priority", "3",
-                  "-constraint", "ssd", "-constraint", "zone=b,arm", "-concurrency-key", "k", "-max-concurrency",
-                  "2", "-no-wait")
+    ran = await _client(
+        server.address,
+        tmp_path,
+        "-cmd",
+        "true",
+        "-name",
+        "flagged",
+        "-queue",
+        "slow",
+        "-priority",
+        "3",
+        "-constraint",
+        "ssd",
+        "-constraint",
+        "zone=b,arm",
+        "-concurrency-key",
+        "k",
+        "-max-concurrency",
+        "2",
+        "-no-wait",
+    )
     assert ran.returncode == 0, ran.stderr
     flagged = next(j for j in (await stub.ListJobs(pb.ListJobsRequest(queue="slow"))).jobs)
     assert (flagged.name, flagged.priority, list(flagged.constraints), flagged.max_concurrency) == (
-        "flagged", 3, ["arm", "ssd", "zone=b"], 2)
+        "flagged",
+        3,
+        ["arm", "ssd", "zone=b"],
+        2,
+    )
 
     shown = await _client(server.address, tmp_path, "-list", "-queue", "gpu")
     assert shown.returncode == 0, shown.stderr

@@ -13,8 +13,9 @@ from jobcluster.pb import scheduler_pb2 as pb
 from scheduler_server.leader import Leader
 from tests.helpers import wait_for
 
-ROUTED = dict(queue="gpu", priority=7, constraints=["region=eu", "gpu", "gpu"], concurrency_key="db-eu",
-              max_concurrency=2)
+ROUTED = dict(
+    queue="gpu", priority=7, constraints=["region=eu", "gpu", "gpu"], concurrency_key="db-eu", max_concurrency=2
+)
 
 
 def _routing(msg) -> tuple:
@@ -24,21 +25,24 @@ def _routing(msg) -> tuple:
 EXPECTED = ("gpu", 7, ["gpu", "region=eu"], "db-eu", 2)
 
 
-@pytest.mark.parametrize("fields,fragment", [
-    (dict(queue="gpu queue"), "queue 'gpu queue' is not a queue name"),
-    (dict(queue="q" * 65), "is not a queue name"),
-    (dict(queue="a:b"), "is not a queue name"),
-    (dict(priority=10), "priority must be 0 to 9 (higher runs first), got 10"),
-    (dict(priority=-1), "priority must be 0 to 9"),
-    (dict(constraints=[f"t{i}" for i in range(17)]), "constraints has more than 16 tags"),
-    (dict(constraints=["gpu,ssd"]), "constraints item 1 'gpu,ssd' is not a tag"),
-    (dict(constraints=["gpu", ""]), "constraints item 2 is empty"),
-    (dict(constraints=["zone:a"]), "is not a tag"),
-    (dict(max_concurrency=2), "max_concurrency needs a concurrency_key"),
-    (dict(concurrency_key="k", max_concurrency=10_001), "max_concurrency must be 0 to 10000"),
-    (dict(concurrency_key="k" * 129), "concurrency_key is 129 characters, over the limit of 128"),
-    (dict(concurrency_key="a\nb"), "concurrency_key contains a control character"),
-])
+@pytest.mark.parametrize(
+    "fields,fragment",
+    [
+        (dict(queue="gpu queue"), "queue 'gpu queue' is not a queue name"),
+        (dict(queue="q" * 65), "is not a queue name"),
+        (dict(queue="a:b"), "is not a queue name"),
+        (dict(priority=10), "priority must be 0 to 9 (higher runs first), got 10"),
+        (dict(priority=-1), "priority must be 0 to 9"),
+        (dict(constraints=[f"t{i}" for i in range(17)]), "constraints has more than 16 tags"),
+        (dict(constraints=["gpu,ssd"]), "constraints item 1 'gpu,ssd' is not a tag"),
+        (dict(constraints=["gpu", ""]), "constraints item 2 is empty"),
+        (dict(constraints=["zone:a"]), "is not a tag"),
+        (dict(max_concurrency=2), "max_concurrency needs a concurrency_key"),
+        (dict(concurrency_key="k", max_concurrency=10_001), "max_concurrency must be 0 to 10000"),
+        (dict(concurrency_key="k" * 129), "concurrency_key is 129 characters, over the limit of 128"),
+        (dict(concurrency_key="a\nb"), "concurrency_key contains a control character"),
+    ],
+)
 async def test_bad_routing_is_invalid_argument(stub, store, fields, fragment):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.SubmitJob(pb.Job(command="true", **fields))
@@ -57,9 +61,15 @@ async def test_bad_routing_is_invalid_argument(stub, store, fields, fragment):
 
 async def test_fields_round_trip_and_list_filter(stub):
     one = await stub.SubmitJob(pb.Job(command="true", **ROUTED))
-    batch = await stub.SubmitJobs(pb.JobBatch(jobs=[
-        pb.Job(command="true", **ROUTED), pb.Job(command="true"),
-        pb.Job(command="true", queue="slow", constraints=["ssd"])]))
+    batch = await stub.SubmitJobs(
+        pb.JobBatch(
+            jobs=[
+                pb.Job(command="true", **ROUTED),
+                pb.Job(command="true"),
+                pb.Job(command="true", queue="slow", constraints=["ssd"]),
+            ]
+        )
+    )
     plain = await stub.SubmitJob(pb.Job(command="true"))
     ids = [one.job_id] + [r.job_id for r in batch.jobs] + [plain.job_id]
     got = [await stub.GetJobStatus(pb.JobId(id=i)) for i in ids]
@@ -112,7 +122,9 @@ async def test_waiting_reason_names_what_no_live_worker_offers(stub, queue):
     plain = (await stub.SubmitJob(pb.Job(command="true"))).job_id
     assert await _reason(stub, gpu) == await _reason(stub, plain) == "no live worker"
     # a worker whose heartbeat is older than WORKER_DEAD_AFTER does not count
-    await queue.redis.hset(keys.worker_info("gone"), mapping={"heartbeat_ms": 1, "queues": "gpu", "tags": "gpu,region=eu"})
+    await queue.redis.hset(
+        keys.worker_info("gone"), mapping={"heartbeat_ms": 1, "queues": "gpu", "tags": "gpu,region=eu"}
+    )
     await queue.redis.zadd(keys.WORKERS, {"gone": 1})
     await _beat(queue, "w1", "default")
     assert await _reason(stub, gpu) == "no live worker serves queue gpu"
@@ -123,7 +135,9 @@ async def test_waiting_reason_names_what_no_live_worker_offers(stub, queue):
     assert await _reason(stub, gpu) == "no live worker serving queue gpu has tags gpu, region=eu"
     listed = await stub.ListJobs(pb.ListJobsRequest())
     assert {j.id: j.waiting_reason for j in listed.jobs} == {
-        gpu: "no live worker serving queue gpu has tags gpu, region=eu", plain: ""}
+        gpu: "no live worker serving queue gpu has tags gpu, region=eu",
+        plain: "",
+    }
     await _beat(queue, "w4", "gpu", "gpu,region=eu,ssd")
     assert await _reason(stub, gpu) == ""
     info = await stub.GetClusterInfo(pb.ClusterInfoRequest())
@@ -134,12 +148,13 @@ async def test_waiting_reason_names_what_no_live_worker_offers(stub, queue):
 
 async def test_waiting_reason_for_a_full_concurrency_key(stub, store, queue):
     await _beat(queue, "w1", "default")
-    running = [(await stub.SubmitJob(pb.Job(command="sleep 9", concurrency_key="db", max_concurrency=2))).job_id
-               for _ in range(2)]
+    running = [
+        (await stub.SubmitJob(pb.Job(command="sleep 9", concurrency_key="db", max_concurrency=2))).job_id
+        for _ in range(2)
+    ]
     waiting = (await stub.SubmitJob(pb.Job(command="true", concurrency_key="db", max_concurrency=2))).job_id
     assert await _reason(stub, waiting) == ""
-    await store.pool.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w1' WHERE id = ANY($1::uuid[])",
-                             running)
+    await store.pool.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w1' WHERE id = ANY($1::uuid[])", running)
     assert await _reason(stub, waiting) == "waiting for concurrency key db (2 of 2 running)"
     assert await _reason(stub, running[0]) == ""  # RUNNING: nothing to explain
     # without max_concurrency: the key's CONCURRENCY_LIMITS entry, else 1
@@ -159,18 +174,33 @@ class _Forced:
 
 async def test_a_cron_tick_fires_a_job_with_the_schedules_routing(store, queue, settings):
     tick = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    spec = ScheduleSpec(name="gpu-nightly", cron="* * * * *", timezone="UTC", command="true", description="",
-                        max_retries=0, timeout_seconds=10.0, catchup="skip", overlap="allow",
-                        **validate_routing(**ROUTED).routing())
+    spec = ScheduleSpec(
+        name="gpu-nightly",
+        cron="* * * * *",
+        timezone="UTC",
+        command="true",
+        description="",
+        max_retries=0,
+        timeout_seconds=10.0,
+        catchup="skip",
+        overlap="allow",
+        **validate_routing(**ROUTED).routing(),
+    )
     await store.schedules.upsert(spec, tick, max_schedules=10)
     leader = Leader(settings, store, queue, _Forced(7, "a"), address="a")
     assert await store.fencing.take(7, "a")
     (sch,) = await store.schedules.due(dt.datetime.now(dt.timezone.utc))
     assert len(await leader.fire(7, sch, tick + dt.timedelta(seconds=1))) == 1
-    row = await store.pool.fetchrow("SELECT queue, priority, constraints, concurrency_key, max_concurrency "
-                                    "FROM jobs WHERE scheduled_for = $1", tick)
+    row = await store.pool.fetchrow(
+        "SELECT queue, priority, constraints, concurrency_key, max_concurrency FROM jobs WHERE scheduled_for = $1", tick
+    )
     assert (row["queue"], row["priority"], row["constraints"], row["concurrency_key"], row["max_concurrency"]) == (
-        "gpu", 7, ["gpu", "region=eu"], "db-eu", 2)
+        "gpu",
+        7,
+        ["gpu", "region=eu"],
+        "db-eu",
+        2,
+    )
 
 
 async def test_waiting_reason_from_a_real_workers_heartbeat(stub, make_worker):
@@ -180,8 +210,10 @@ async def test_waiting_reason_from_a_real_workers_heartbeat(stub, make_worker):
     worker = make_worker("w-real", burst=False, worker_queues=("default",), worker_tags=("region=eu",))
     running = asyncio.create_task(worker.run())
     try:
+
         async def serves_default() -> bool:
             return await _reason(stub, gpu) == "no live worker serves queue gpu"
+
         await wait_for(serves_default, timeout=10, what="the worker's heartbeat")
         assert await _reason(stub, ssd) == "no live worker has tags ssd"
         info = await stub.GetClusterInfo(pb.ClusterInfoRequest())
@@ -190,4 +222,3 @@ async def test_waiting_reason_from_a_real_workers_heartbeat(stub, make_worker):
     finally:
         worker.stop()
         await running
-

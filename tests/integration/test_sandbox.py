@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobcluster.devtools.job_user import JOB_USER, close_env_file, job_user_env
+from devtools.job_user import JOB_USER, close_env_file, job_user_env
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.settings import ConfigError
 from tests.helpers import wait_for
@@ -51,9 +51,13 @@ async def _written(path: Path) -> Path:
 
 # --- JOB_USER -------------------------------------------------------------------------------
 
+
 def test_a_root_worker_needs_a_job_user(job_user):
-    with pytest.raises(ConfigError, match="the worker runs as root: set JOB_USER to an unprivileged user "
-                                          r"\(make start creates jobcluster-job\), or JOB_USER=root"):
+    with pytest.raises(
+        ConfigError,
+        match="the worker runs as root: set JOB_USER to an unprivileged user "
+        r"\(make start creates jobcluster-job\), or JOB_USER=root",
+    ):
         resolve_job_user("")
     with pytest.raises(ConfigError, match="JOB_USER=no-such-user-x: no such user on this machine; create it"):
         resolve_job_user("no-such-user-x")
@@ -61,8 +65,11 @@ def test_a_root_worker_needs_a_job_user(job_user):
     user = pwd.getpwnam(job_user)
     assert name == job_user and run_as is not None
     # Only that user's own groups: none of the worker's (root's) come along.
-    assert (run_as.uid, run_as.gid, run_as.groups) == (user.pw_uid, user.pw_gid,
-                                                       tuple(os.getgrouplist(job_user, user.pw_gid)))
+    assert (run_as.uid, run_as.gid, run_as.groups) == (
+        user.pw_uid,
+        user.pw_gid,
+        tuple(os.getgrouplist(job_user, user.pw_gid)),
+    )
     assert resolve_job_user("root") == ("root", None)  # knowingly: no switch, a warning
 
 
@@ -70,12 +77,16 @@ def test_a_worker_that_is_not_root_runs_jobs_as_itself(job_user):
     uid = _job_uid()
     assert resolve_job_user("", euid=uid) == (job_user, None)
     assert resolve_job_user(job_user, euid=uid) == (job_user, None)
-    with pytest.raises(ConfigError, match=f"JOB_USER=root, but the worker runs as {job_user} .*not root, so it "
-                                          f"cannot start jobs as another user: leave JOB_USER empty"):
+    with pytest.raises(
+        ConfigError,
+        match=f"JOB_USER=root, but the worker runs as {job_user} .*not root, so it "
+        f"cannot start jobs as another user: leave JOB_USER empty",
+    ):
         resolve_job_user("root", euid=uid)
 
 
 # --- JOB_WORKDIR_ROOT -----------------------------------------------------------------------
+
 
 def test_the_root_is_made_reachable_but_not_listable_by_the_job_user(tmp, job_user):
     root = tmp / "jobs"
@@ -87,7 +98,12 @@ def test_the_root_is_made_reachable_but_not_listable_by_the_job_user(tmp, job_us
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (_job_uid(), 0o700)
     assert Path(scratch.path).parent == root and Path(scratch.path).name.startswith("job-job-1-1-")
     assert sandbox.env({"PATH": "/bin", "USER": "root"}, scratch) == {
-        "PATH": "/bin", "HOME": scratch.path, "TMPDIR": scratch.path, "USER": job_user, "LOGNAME": job_user}
+        "PATH": "/bin",
+        "HOME": scratch.path,
+        "TMPDIR": scratch.path,
+        "USER": job_user,
+        "LOGNAME": job_user,
+    }
     os.close(scratch.lock_fd)
 
 
@@ -125,6 +141,7 @@ def test_an_unsafe_root_is_refused_with_the_setting_named(tmp, case):
 
 # --- removal ----------------------------------------------------------------------------------
 
+
 async def test_removal_does_not_follow_the_jobs_symlinks(tmp):
     outside = tmp / "outside"
     outside.mkdir()
@@ -151,13 +168,17 @@ async def test_keep_workdir_keeps_it_and_removes_no_leftovers(tmp):
 def test_leftovers_of_a_killed_worker_go_and_a_live_workers_stay(tmp):
     root = tmp / "jobs"
     _sandbox(root)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from worker.sandbox import Sandbox, resolve_job_user;"
-            "from pathlib import Path; import time;"
-            f"s = Sandbox(*resolve_job_user({JOB_USER!r}), Path(sys.argv[2])); print(s.create('x', 1).path, flush=True);"
-            "time.sleep(60)")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from worker.sandbox import Sandbox, resolve_job_user;"
+        "from pathlib import Path; import time;"
+        f"s = Sandbox(*resolve_job_user({JOB_USER!r}), Path(sys.argv[2])); print(s.create('x', 1).path, flush=True);"
+        "time.sleep(60)"
+    )
     repo = str(Path(__file__).resolve().parents[2])
-    holders = [subprocess.Popen([sys.executable, "-c", code, repo, str(root)], stdout=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    holders = [
+        subprocess.Popen([sys.executable, "-c", code, repo, str(root)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     try:
         dead, live = (Path(h.stdout.readline().strip()) for h in holders)
         (dead / "output.bin").write_bytes(b"x" * 1000)
@@ -174,8 +195,10 @@ def test_leftovers_of_a_killed_worker_go_and_a_live_workers_stay(tmp):
 
 # --- the worker: each attempt in a fresh directory, removed however it ends --------------------
 
-async def test_each_attempt_runs_as_the_job_user_in_a_fresh_directory_removed_afterwards(stub, make_worker,
-                                                                                        settings, job_user, tmp_path):
+
+async def test_each_attempt_runs_as_the_job_user_in_a_fresh_directory_removed_afterwards(
+    stub, make_worker, settings, job_user, tmp_path
+):
     dirs = tmp_path / "dirs"  # each attempt appends its working directory
     show = f"pwd >> {dirs}; id -u; id -G; pwd; echo home=$HOME tmp=$TMPDIR user=$USER logname=$LOGNAME; touch f; ls"
     ok = await stub.SubmitJob(pb.Job(command=show, max_retries=0))
@@ -219,6 +242,7 @@ async def test_a_cancelled_or_interrupted_attempt_leaves_no_directory(stub, make
 
 # --- the dev tools' job user (make start, make run-worker, scripts, these tests) ---------------
 
+
 def test_dev_tools_give_root_workers_the_job_user(job_user, tmp_path):
     assert job_user_env("") == {"JOB_USER": JOB_USER} and pwd.getpwnam(JOB_USER)
     assert job_user_env("someone-chosen") == {}
@@ -228,7 +252,12 @@ def test_dev_tools_give_root_workers_the_job_user(job_user, tmp_path):
     assert close_env_file(env_file) and stat.S_IMODE(env_file.stat().st_mode) == 0o640
     assert not close_env_file(env_file) and not close_env_file(tmp_path / "missing")
     repo = Path(__file__).resolve().parents[2]
-    printed = subprocess.run([sys.executable, "-m", "jobcluster.devtools.cluster", "job-user"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "PYTHONPATH": str(repo), "JOB_USER": ""})
+    printed = subprocess.run(
+        [sys.executable, "-m", "devtools.cluster", "job-user"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(repo), "JOB_USER": ""},
+    )
     assert (printed.returncode, printed.stdout) == (0, f"{JOB_USER}\n"), printed.stderr

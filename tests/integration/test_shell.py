@@ -12,9 +12,9 @@ import time
 import pytest
 
 from tests.helpers import group_members, procs_running, reapers_of, wait_for, wait_for_sync
-from worker.sandbox import resolve_job_user
 from worker import shell
 from worker.reaper import Reaper
+from worker.sandbox import resolve_job_user
 from worker.shell import job_env, run_shell
 
 
@@ -68,8 +68,9 @@ async def test_output_over_the_cap_keeps_the_tail():
 async def test_cancel_kills_the_job_at_once(tmp_path):
     pidfile = tmp_path / "pgid"
     task = asyncio.create_task(_run(f"echo $$ > {pidfile}; sleep 30; echo never"))
-    await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10, interval=0.02,
-                   what="job started")
+    await wait_for(
+        lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10, interval=0.02, what="job started"
+    )
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -77,6 +78,7 @@ async def test_cancel_kills_the_job_at_once(tmp_path):
 
 
 # --- the attempt ends when its shell exits (issue 17) ------------------------------------------------
+
 
 def _gone(pid: int) -> bool:
     """``pid`` has ended (a zombie counts: it runs nothing)."""
@@ -105,8 +107,7 @@ def marker():
 
 
 async def _none_left(prog: str, tag: str) -> None:
-    await wait_for(lambda: procs_running(prog, tag) == [], timeout=5, interval=0.01,
-                   what=f"no `{prog} {tag}` left")
+    await wait_for(lambda: procs_running(prog, tag) == [], timeout=5, interval=0.01, what=f"no `{prog} {tag}` left")
 
 
 @pytest.mark.parametrize("redirect", ["", " > /dev/null 2>&1"], ids=["keeps-stdout", "redirected"])
@@ -114,8 +115,10 @@ async def _none_left(prog: str, tag: str) -> None:
 async def test_the_attempt_ends_with_its_shell_and_what_it_left_is_killed(tmp_path, marker, redirect, code):
     tag, pidfile, leftfile = marker(), tmp_path / "pgid", tmp_path / "left"
     # The shell waits until its background sleep runs, then exits at once: the sleep would take 30 s.
-    cmd = (f"echo $$ > {pidfile}; echo before; sleep {tag}{redirect} & echo $! > {leftfile}; "
-           f"until [ \"$(tr -d '\\0' < /proc/$!/cmdline)\" = sleep{tag} ]; do :; done; echo after; exit {code}")
+    cmd = (
+        f"echo $$ > {pidfile}; echo before; sleep {tag}{redirect} & echo $! > {leftfile}; "
+        f"until [ \"$(tr -d '\\0' < /proc/$!/cmdline)\" = sleep{tag} ]; do :; done; echo after; exit {code}"
+    )
     started = time.monotonic()
     r = await _run(cmd, timeout=5)
     took = time.monotonic() - started
@@ -130,12 +133,14 @@ async def test_output_still_in_the_pipe_when_the_shell_exits_is_kept(tmp_path, m
     """900,000 bytes written into an enlarged pipe (F_SETPIPE_SZ) while the event loop is blocked, then the
     shell exits with `sleep` holding the pipe open: what is buffered is read, without waiting for the close."""
     tag, pidfile, go = marker(), tmp_path / "pid", tmp_path / "go"
-    fill = "import fcntl, os; fcntl.fcntl(1, 1031, 1 << 20); os.write(1, b\"a\" * 900_000)"
-    cmd = (f"echo $$ > {pidfile}; sleep {tag} & until [ -e {go} ]; do :; done; "
-           f"python3 -c '{fill}'; echo; echo END")
+    fill = 'import fcntl, os; fcntl.fcntl(1, 1031, 1 << 20); os.write(1, b"a" * 900_000)'
+    cmd = f"echo $$ > {pidfile}; sleep {tag} & until [ -e {go} ]; do :; done; python3 -c '{fill}'; echo; echo END"
     task = asyncio.create_task(_run(cmd, timeout=5, output_limit=1 << 20))
-    pid = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10,
-                             interval=0.01, what="the job started"))
+    pid = int(
+        await wait_for(
+            lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10, interval=0.01, what="the job started"
+        )
+    )
     go.touch()
     # Block the event loop (no read of the pipe) until the shell has exited.
     wait_for_sync(lambda: _gone(pid), timeout=10, interval=0.01, what="the shell to exit")
@@ -149,9 +154,11 @@ async def test_a_process_moved_to_another_group_of_the_session_dies_with_the_she
     """A leftover in a group of its own inside the job's session (as `set -m` makes) that holds the output
     pipe: found through the session, and killed."""
     tag, leftfile = marker(), tmp_path / "left"
-    move = f"import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"{tag}\"])"
-    cmd = (f"python3 -c '{move}' & echo $! > {leftfile}; "
-           f"until [ \"$(cut -d' ' -f5 /proc/$!/stat)\" = $! ]; do :; done; echo moved; exit 4")
+    move = f'import os; os.setpgid(0, 0); os.execvp("sleep", ["sleep", "{tag}"])'
+    cmd = (
+        f"python3 -c '{move}' & echo $! > {leftfile}; "
+        f"until [ \"$(cut -d' ' -f5 /proc/$!/stat)\" = $! ]; do :; done; echo moved; exit 4"
+    )
     started = time.monotonic()
     r = await _run(cmd, timeout=5)
     assert (r.exit_code, r.timed_out, r.output) == (4, False, b"moved\n")
@@ -164,8 +171,7 @@ async def test_a_process_that_left_the_session_does_not_hold_the_attempt(marker)
     """`setsid yes` keeps writing into the job's pipe: the attempt still ends with its shell, the output
     stays bounded, and `yes` dies of SIGPIPE once the worker closes its end (it is not killed: not found)."""
     tag = marker()
-    cmd = (f"setsid yes {tag} & until [ \"$(cut -d' ' -f6 /proc/$!/stat)\" = $! ]; do :; done; "
-           "echo detached >&2; exit 5")
+    cmd = f"setsid yes {tag} & until [ \"$(cut -d' ' -f6 /proc/$!/stat)\" = $! ]; do :; done; echo detached >&2; exit 5"
     started = time.monotonic()
     r = await _run(cmd, timeout=5, output_limit=10_000)
     assert (r.exit_code, r.timed_out) == (5, False) and len(r.output) <= 10_000
@@ -192,8 +198,7 @@ async def test_only_a_job_that_left_something_behind_costs_a_scan_of_proc(monkey
 async def test_on_a_timeout_the_group_keeps_its_grace_after_the_shell_died():
     """SIGTERM ends the shell at once; its child cleans up in its trap for 0.3 s and that output is kept:
     the grace lasts until the group has let go of the output pipe, not only until the shell is gone."""
-    cmd = ("sh -c 'trap \"sleep 0.3; echo cleaned; exit 0\" TERM; echo ready; "
-           "while :; do sleep 0.05; done'; echo never")
+    cmd = "sh -c 'trap \"sleep 0.3; echo cleaned; exit 0\" TERM; echo ready; while :; do sleep 0.05; done'; echo never"
     started = time.monotonic()
     r = await _run(cmd, timeout=0.5, kill_grace=3)
     assert r.timed_out and r.exit_code == 128 + signal.SIGTERM
@@ -237,26 +242,38 @@ async def test_run_as_keeps_only_the_users_uid_gid_and_groups(job_dir, job_user,
     worker_groups = os.getgroups()
     os.setgroups([0, 4])  # a worker in root's and adm's groups: neither may reach the job
     try:
-        r = await _run("id -u; id -g; id -G; pwd; grep -E '^(Uid|Gid|CapPrm|CapEff)' /proc/self/status",
-                       run_as=run_as, cwd=str(job_dir))
+        r = await _run(
+            "id -u; id -g; id -G; pwd; grep -E '^(Uid|Gid|CapPrm|CapEff)' /proc/self/status",
+            run_as=run_as,
+            cwd=str(job_dir),
+        )
     finally:
         os.setgroups(worker_groups)
     user = pwd.getpwnam(job_user)
     lines = r.output.decode().splitlines()
-    assert r.exit_code == 0 and lines[:4] == [str(user.pw_uid), str(user.pw_gid),
-                                              " ".join(map(str, os.getgrouplist(job_user, user.pw_gid))),
-                                              str(job_dir)]
+    assert r.exit_code == 0 and lines[:4] == [
+        str(user.pw_uid),
+        str(user.pw_gid),
+        " ".join(map(str, os.getgrouplist(job_user, user.pw_gid))),
+        str(job_dir),
+    ]
     # Real, effective, saved and filesystem ids all the user's; no capability left.
-    assert lines[4:] == [f"Uid:\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}",
-                         f"Gid:\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}",
-                         "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000"]
+    assert lines[4:] == [
+        f"Uid:\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}",
+        f"Gid:\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}",
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+    ]
 
 
 @needs_root
 async def test_a_job_user_cannot_signal_or_read_its_root_parent(job_dir, job_user):
     run_as = resolve_job_user(job_user)[1]
-    r = await _run("kill -0 $PPID && echo signalled; cat /proc/$PPID/environ && echo read; echo end",
-                   run_as=run_as, cwd=str(job_dir))
+    r = await _run(
+        "kill -0 $PPID && echo signalled; cat /proc/$PPID/environ && echo read; echo end",
+        run_as=run_as,
+        cwd=str(job_dir),
+    )
     out = r.output.decode()
     assert "signalled" not in out and "read\n" not in out and out.endswith("end\n")
     assert "Operation not permitted" in out and "Permission denied" in out
@@ -313,8 +330,7 @@ asyncio.run(main())
 """
 #: A job with a child in its group, one in a group of its own inside its session (as `set -m` makes), and
 #: its shell waiting on a third.
-FAMILY = ("sleep {0}1 & python3 -c 'import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"{0}2\"])' & "
-          "sleep {0}3")
+FAMILY = 'sleep {0}1 & python3 -c \'import os; os.setpgid(0, 0); os.execvp("sleep", ["sleep", "{0}2"])\' & sleep {0}3'
 
 
 #: Larger than the largest pid_max (2**22): no process group has this id.
@@ -334,8 +350,9 @@ def parent(tmp_path):
 
     def start(tag: str, *args: str) -> subprocess.Popen:
         log = open(tmp_path / f"parent-{tag}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-c", PARENT, FAMILY.format(tag), *args], stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PARENT, FAMILY.format(tag), *args], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         started.append(proc)
         tags.append(tag)
@@ -347,7 +364,9 @@ def parent(tmp_path):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
-    for pid, _ in [p for tag in tags for p in family_left(tag)] + procs_running("sleep", "4459"):  # left by a failed test: none of ours may stay
+    for pid, _ in [p for tag in tags for p in family_left(tag)] + procs_running(
+        "sleep", "4459"
+    ):  # left by a failed test: none of ours may stay
         os.kill(pid, signal.SIGKILL)
 
 
@@ -355,8 +374,12 @@ async def _killed_and_gone(proc: subprocess.Popen, tag: str) -> float:
     """SIGKILL ``proc``; the job's processes must be gone within the promised 2 s."""
     proc.kill()
     killed = time.monotonic()
-    await wait_for(lambda: family_left(tag) == [], timeout=2.0, interval=0.01,
-                   what=f"the killed parent's job processes (sleep {tag}N) to be gone")
+    await wait_for(
+        lambda: family_left(tag) == [],
+        timeout=2.0,
+        interval=0.01,
+        what=f"the killed parent's job processes (sleep {tag}N) to be gone",
+    )
     return time.monotonic() - killed
 
 
@@ -370,8 +393,9 @@ async def test_a_killed_parent_takes_its_jobs_groups_and_session_with_it(parent)
 @needs_root
 async def test_a_root_parent_takes_the_job_users_processes_with_it(parent, job_user):
     proc = parent("4452", job_user)
-    left = await wait_for(lambda: (lambda p: p if len(p) == 3 else None)(family_left("4452")),
-                          timeout=10, what="the job's three sleeps")
+    left = await wait_for(
+        lambda: (lambda p: p if len(p) == 3 else None)(family_left("4452")), timeout=10, what="the job's three sleeps"
+    )
     assert {uid for _, uid in left} == {pwd.getpwnam(job_user).pw_uid}
     await _killed_and_gone(proc, "4452")
 
@@ -398,8 +422,11 @@ async def test_a_clean_close_ends_the_reaper_and_a_finished_job_is_forgotten():
 
 async def test_without_end_of_file_the_parent_death_signal_still_kills_the_jobs(parent):
     proc = parent("4454", "", "leak")
-    await wait_for(lambda: len(family_left("4454")) == 3 and procs_running("sleep", "4459"), timeout=10,
-                   what="the job's three sleeps and the process holding the pipe")
+    await wait_for(
+        lambda: len(family_left("4454")) == 3 and procs_running("sleep", "4459"),
+        timeout=10,
+        what="the job's three sleeps and the process holding the pipe",
+    )
     await _killed_and_gone(proc, "4454")
 
 
@@ -419,8 +446,11 @@ async def test_a_reaper_that_stops_reading_is_replaced_without_blocking_the_work
         for n in range(20_000):  # ~300 kB of lines: a blocking pipe would have hung here
             reaper.add(NO_SUCH_GROUP + n)  # above any pid_max: should a reaper act on it, it kills nothing
             reaper.remove(NO_SUCH_GROUP + n)
-        await wait_for(lambda: reaper.pid != first and not os.path.exists(f"/proc/{first}"), timeout=10,
-                       what="the stopped reaper replaced")
+        await wait_for(
+            lambda: reaper.pid != first and not os.path.exists(f"/proc/{first}"),
+            timeout=10,
+            what="the stopped reaper replaced",
+        )
     finally:
         if reaper.pid == first:  # not replaced (a failure): still our unreaped child, so the pid is its
             os.kill(first, signal.SIGKILL)  # leave no stopped reaper behind

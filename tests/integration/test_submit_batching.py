@@ -37,8 +37,11 @@ async def fault(store) -> AsyncIterator[None]:
 
 
 async def _calls(store, pattern: str) -> int:
-    return int(await store.pool.fetchval(
-        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE $1", pattern))
+    return int(
+        await store.pool.fetchval(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE $1", pattern
+        )
+    )
 
 
 def _spec(server, command: str, key: str = ""):
@@ -97,12 +100,12 @@ async def test_one_idempotency_key_twice_in_one_group_is_one_job(server, stub, s
     assert batcher.flushes - flushes == 1
     assert first.inserted and other.inserted and not again.inserted and again.job_id == first.job_id
     # Through gRPC: many callers with one key all get the one job, and only one of them created it.
-    replies = await asyncio.gather(*(stub.SubmitJob(pb.Job(command="true", idempotency_key="many"))
-                                     for _ in range(8)))
+    replies = await asyncio.gather(*(stub.SubmitJob(pb.Job(command="true", idempotency_key="many")) for _ in range(8)))
     assert len({r.job_id for r in replies}) == 1 and sum(not r.duplicate for r in replies) == 1
     assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 3
-    assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted([first.job_id, other.job_id,
-                                                                             replies[0].job_id])
+    assert sorted(await queue.redis.lrange(keys.PENDING, 0, -1)) == sorted(
+        [first.job_id, other.job_id, replies[0].job_id]
+    )
 
 
 async def test_postgresql_lost_mid_group_fails_each_caller_and_stores_nothing(server, stub, store, queue, fault):
@@ -110,9 +113,12 @@ async def test_postgresql_lost_mid_group_fails_each_caller_and_stores_nothing(se
     specs = [_spec(server, f"echo {n}") for n in range(5)] + [_spec(server, "slow")]
     calls = asyncio.gather(*(batcher.submit(s) for s in specs), return_exceptions=True)
     # The group's INSERT is inside PostgreSQL (stalled on the slow row): its connection dies there.
-    pid = await wait_for(lambda: store.pool.fetchval(
-        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query ILIKE 'INSERT INTO jobs%unnest%'"),
-        what="the group's INSERT running")
+    pid = await wait_for(
+        lambda: store.pool.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query ILIKE 'INSERT INTO jobs%unnest%'"
+        ),
+        what="the group's INSERT running",
+    )
     await store.pool.execute("SELECT pg_terminate_backend($1)", pid)
     outcomes = await calls
     assert all(isinstance(o, POSTGRES_ERRORS) for o in outcomes), outcomes

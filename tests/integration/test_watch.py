@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from client import display
-from jobcluster.devtools.services import free_port
+from devtools.services import free_port
 from jobcluster.failover import Pool
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -51,10 +51,13 @@ async def start_server(settings: Settings, store: Store) -> AsyncIterator[Start]
 async def _statements(store: Store) -> int:
     """Round trips PostgreSQL served in this database since the last reset (pg_stat_statements), ours left
     out. asyncpg's pool reset is one round trip of four statements: it counts once."""
-    return int(await store.pool.fetchval(
-        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
-        "WHERE datname = current_database()) AND query NOT ILIKE '%pg_stat_statements%' "
-        "AND query NOT IN ('CLOSE ALL', 'UNLISTEN *', 'RESET ALL')"))
+    return int(
+        await store.pool.fetchval(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) AND query NOT ILIKE '%pg_stat_statements%' "
+            "AND query NOT IN ('CLOSE ALL', 'UNLISTEN *', 'RESET ALL')"
+        )
+    )
 
 
 async def test_a_thousand_watchers_cost_nothing_idle_and_see_every_change(start_server, store, make_worker):
@@ -96,7 +99,8 @@ async def test_a_thousand_watchers_cost_nothing_idle_and_see_every_change(start_
             took.append(time.perf_counter() - t)
         # Bounds for a loaded 2-core machine (median measured 1.6 ms, max 6.5 ms); a SubmitJob stuck behind
         # the watchers (pool exhausted, polls queued) waits a poll interval or more.
-        print(f"SubmitJob with 1,000 watchers: median {statistics.median(took) * 1000:.1f} ms, max {max(took) * 1000:.1f} ms")
+        median, worst = statistics.median(took) * 1000, max(took) * 1000
+        print(f"SubmitJob with 1,000 watchers: median {median:.1f} ms, max {worst:.1f} ms")
         assert statistics.median(took) < 0.2 and max(took) < 2.0, took
 
         running = asyncio.create_task(worker.run())
@@ -134,9 +138,10 @@ async def _assert_idle_costs_nothing(server: SchedulerServer, store: Store) -> N
     """Over IDLE_WINDOW with the watched jobs unchanged, the hub sends PostgreSQL (almost) nothing: a hub
     that polled every 0.2 s would send 10 reads or more (20 round trips with the pool's reset)."""
     hub = server.service.watch_hub
-    await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="every watched job quiet")  # noqa: SLF001
-    assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs WHERE server = $1", server.address) \
-        == len(hub._watches)  # noqa: SLF001 -- each quiet job is registered, so it notifies
+    await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="every watched job quiet")
+    assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs WHERE server = $1", server.address) == len(
+        hub._watches
+    )
     await store.pool.execute("SELECT pg_stat_statements_reset()")
     polls = hub.polls
     await asyncio.sleep(IDLE_WINDOW)  # the promise is about a stretch of time with nothing happening
@@ -208,8 +213,11 @@ async def test_watch_errors(start_server):
     server = await start_server()
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.JobServiceStub(channel)
-        for job_id, code in ((str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND), ("not-a-uuid", grpc.StatusCode.NOT_FOUND),
-                             ("", grpc.StatusCode.INVALID_ARGUMENT)):
+        for job_id, code in (
+            (str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND),
+            ("not-a-uuid", grpc.StatusCode.NOT_FOUND),
+            ("", grpc.StatusCode.INVALID_ARGUMENT),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 async for _ in stub.WatchJob(pb.JobId(id=job_id)):
                     pass
@@ -241,16 +249,19 @@ async def test_the_hub_listens_again_when_its_connection_breaks(start_server, st
         jobs = [(await stub.SubmitJob(pb.Job(command="true"))).job_id for _ in range(2)]
         calls = [stub.WatchJob(pb.JobId(id=j)) for j in jobs]
         assert [(await c.read()).job.status for c in calls] == ["QUEUED", "QUEUED"]
-        await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="both jobs quiet")  # noqa: SLF001
+        await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="both jobs quiet")
         # As when PostgreSQL restarts: the LISTEN connection dies (and a change made meanwhile is not heard).
         killed = await store.pool.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+        )
         assert killed == 1
-        await store.pool.execute("UPDATE jobs SET status = 'CANCELLED', finished_at = now(), updated_at = now() "
-                                 "WHERE id = $1", uuid.UUID(jobs[0]))
+        await store.pool.execute(
+            "UPDATE jobs SET status = 'CANCELLED', finished_at = now(), updated_at = now() WHERE id = $1",
+            uuid.UUID(jobs[0]),
+        )
         began = time.monotonic()
         assert (await calls[0].read()).job.status == "CANCELLED"  # read again at once, not at the safety net
-        await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="the other job quiet again")  # noqa: SLF001
+        await wait_for(lambda: hub.busy == 0 and not hub._look_at, what="the other job quiet again")
         await stub.CancelJob(pb.JobId(id=jobs[1]))  # heard on the new connection
         assert (await calls[1].read()).job.status == "CANCELLED"
         assert time.monotonic() - began < hub.safety_interval, "the changes came by the safety net"

@@ -29,8 +29,9 @@ SERVERS = ["a.test:50051", "b.test:50052"]
 UI_URL = "http://127.0.0.1:8080"
 #: Call metadata as a stub method takes it.
 Metadata = Sequence[tuple[str, str]] | None
-READ_METHODS = frozenset({"GetJobStatus", "ListJobs", "WatchJob", "ListDeadLetters", "ListSchedules",
-                          "GetClusterInfo", "GetStats"})
+READ_METHODS = frozenset(
+    {"GetJobStatus", "ListJobs", "WatchJob", "ListDeadLetters", "ListSchedules", "GetClusterInfo", "GetStats"}
+)
 
 
 def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
@@ -45,9 +46,18 @@ class Cluster:
     jobs: dict[str, pb.JobStatus] = field(default_factory=dict)
     dead: list[pb.DeadLetter] = field(default_factory=list)
     schedules: dict[str, pb.Schedule] = field(default_factory=dict)
-    info: pb.ClusterInfo = field(default_factory=lambda: pb.ClusterInfo(
-        leader=SERVERS[0], leader_since_ms=1_700_000_000_000, leader_term=7, election="etcd",
-        pending=3, processing=1, delayed=2, dlq=0))
+    info: pb.ClusterInfo = field(
+        default_factory=lambda: pb.ClusterInfo(
+            leader=SERVERS[0],
+            leader_since_ms=1_700_000_000_000,
+            leader_term=7,
+            election="etcd",
+            pending=3,
+            processing=1,
+            delayed=2,
+            dlq=0,
+        )
+    )
     #: What GetStats answers.
     stats: pb.Stats = field(default_factory=pb.Stats)
     #: What WatchJob streams.
@@ -98,20 +108,21 @@ class FakeServer:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
         return self.cluster.jobs[job_id]
 
-    async def SubmitJob(self, job: pb.Job,
-                        timeout: float | None = None, metadata: Metadata = None) -> pb.JobResponse:
+    async def SubmitJob(self, job: pb.Job, timeout: float | None = None, metadata: Metadata = None) -> pb.JobResponse:
         self._answer("SubmitJob", job, metadata)
         job_id = f"job-{len(self.cluster.jobs) + 1}"
         self.cluster.jobs[job_id] = pb.JobStatus(id=job_id, status="QUEUED", command=job.command, name=job.name)
         return pb.JobResponse(job_id=job_id, success=True)
 
-    async def GetJobStatus(self, req: pb.JobId,
-                           timeout: float | None = None, metadata: Metadata = None) -> pb.JobStatus:
+    async def GetJobStatus(
+        self, req: pb.JobId, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.JobStatus:
         self._answer("GetJobStatus", req, metadata)
         return self._job(req.id)
 
-    async def ListJobs(self, req: pb.ListJobsRequest,
-                       timeout: float | None = None, metadata: Metadata = None) -> pb.ListJobsResponse:
+    async def ListJobs(
+        self, req: pb.ListJobsRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.ListJobsResponse:
         self._answer("ListJobs", req, metadata)
         jobs = [j for j in self.cluster.jobs.values() if not req.status or j.status == req.status]
         counts: dict[str, int] = {}
@@ -119,44 +130,50 @@ class FakeServer:
             counts[j.status] = counts.get(j.status, 0) + 1
         return pb.ListJobsResponse(jobs=jobs, status_counts=counts)
 
-    async def CancelJob(self, req: pb.JobId,
-                        timeout: float | None = None, metadata: Metadata = None) -> pb.JobStatus:
+    async def CancelJob(self, req: pb.JobId, timeout: float | None = None, metadata: Metadata = None) -> pb.JobStatus:
         self._answer("CancelJob", req, metadata)
         self._job(req.id).status = "CANCELLED"
         return self.cluster.jobs[req.id]
 
-    def WatchJob(self, req: pb.JobId,
-                 timeout: float | None = None, metadata: Metadata = None) -> AsyncIterator[pb.JobEvent]:
+    def WatchJob(
+        self, req: pb.JobId, timeout: float | None = None, metadata: Metadata = None
+    ) -> AsyncIterator[pb.JobEvent]:
         async def stream() -> AsyncIterator[pb.JobEvent]:
             self._answer("WatchJob", req, metadata)  # like grpc.aio: the error comes while iterating
             for event in self.cluster.events:
                 yield event
+
         return stream()
 
-    async def ListDeadLetters(self, req: pb.DeadLettersRequest,
-                              timeout: float | None = None, metadata: Metadata = None) -> pb.DeadLetters:
+    async def ListDeadLetters(
+        self, req: pb.DeadLettersRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.DeadLetters:
         self._answer("ListDeadLetters", req, metadata)
         return pb.DeadLetters(dead_letters=self.cluster.dead)
 
-    async def RetryDeadLetters(self, req: pb.DeadLettersRequest,
-                               timeout: float | None = None, metadata: Metadata = None) -> pb.DeadLettersResult:
+    async def RetryDeadLetters(
+        self, req: pb.DeadLettersRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.DeadLettersResult:
         self._answer("RetryDeadLetters", req, metadata)
         ids = [d.id for d in self.cluster.dead] if req.all else list(req.ids)
         return pb.DeadLettersResult(count=len(ids), ids=ids)
 
-    async def PurgeDeadLetters(self, req: pb.DeadLettersRequest,
-                               timeout: float | None = None, metadata: Metadata = None) -> pb.DeadLettersResult:
+    async def PurgeDeadLetters(
+        self, req: pb.DeadLettersRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.DeadLettersResult:
         self._answer("PurgeDeadLetters", req, metadata)
         ids = [d.id for d in self.cluster.dead] if req.all else list(req.ids)
         return pb.DeadLettersResult(count=len(ids), ids=ids)
 
-    async def ListSchedules(self, req: pb.ListSchedulesRequest,
-                            timeout: float | None = None, metadata: Metadata = None) -> pb.ListSchedulesResponse:
+    async def ListSchedules(
+        self, req: pb.ListSchedulesRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.ListSchedulesResponse:
         self._answer("ListSchedules", req, metadata)
         return pb.ListSchedulesResponse(schedules=list(self.cluster.schedules.values()))
 
-    async def CreateSchedule(self, sch: pb.Schedule,
-                             timeout: float | None = None, metadata: Metadata = None) -> pb.Schedule:
+    async def CreateSchedule(
+        self, sch: pb.Schedule, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
         self._answer("CreateSchedule", sch, metadata)
         self.cluster.schedules[sch.name] = pb.Schedule(name=sch.name, cron=sch.cron, command=sch.command, enabled=True)
         return self.cluster.schedules[sch.name]
@@ -166,35 +183,39 @@ class FakeServer:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"no schedule {ref.name!r}")
         return self.cluster.schedules[ref.name]
 
-    async def PauseSchedule(self, ref: pb.ScheduleRef,
-                            timeout: float | None = None, metadata: Metadata = None) -> pb.Schedule:
+    async def PauseSchedule(
+        self, ref: pb.ScheduleRef, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
         self._answer("PauseSchedule", ref, metadata)
         self._schedule(ref).enabled = False
         return self._schedule(ref)
 
-    async def ResumeSchedule(self, ref: pb.ScheduleRef,
-                             timeout: float | None = None, metadata: Metadata = None) -> pb.Schedule:
+    async def ResumeSchedule(
+        self, ref: pb.ScheduleRef, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
         self._answer("ResumeSchedule", ref, metadata)
         self._schedule(ref).enabled = True
         return self._schedule(ref)
 
-    async def DeleteSchedule(self, ref: pb.ScheduleRef,
-                             timeout: float | None = None, metadata: Metadata = None) -> pb.Schedule:
+    async def DeleteSchedule(
+        self, ref: pb.ScheduleRef, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
         self._answer("DeleteSchedule", ref, metadata)
         return self.cluster.schedules.pop(self._schedule(ref).name)
 
-    async def RunScheduleNow(self, ref: pb.ScheduleRef,
-                             timeout: float | None = None, metadata: Metadata = None) -> pb.JobResponse:
+    async def RunScheduleNow(
+        self, ref: pb.ScheduleRef, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.JobResponse:
         self._answer("RunScheduleNow", ref, metadata)
         return await self.SubmitJob(pb.Job(command=self._schedule(ref).command, name=ref.name))
 
-    async def GetStats(self, req: pb.StatsRequest,
-                       timeout: float | None = None, metadata: Metadata = None) -> pb.Stats:
+    async def GetStats(self, req: pb.StatsRequest, timeout: float | None = None, metadata: Metadata = None) -> pb.Stats:
         self._answer("GetStats", req, metadata)
         return self.cluster.stats
 
-    async def GetClusterInfo(self, req: pb.ClusterInfoRequest,
-                             timeout: float | None = None, metadata: Metadata = None) -> pb.ClusterInfo:
+    async def GetClusterInfo(
+        self, req: pb.ClusterInfoRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.ClusterInfo:
         self._answer("GetClusterInfo", req, metadata)
         return self.cluster.info
 
@@ -226,8 +247,9 @@ class FakeConnector:
 NOT_ANSWERING = "The server is not answering (connection refused). Try another server."
 
 
-def ui_client(fake: FakeConnector, config: UIConfig | None = None, clock: Clock = time.monotonic,
-              base_url: str = UI_URL) -> Iterator[TestClient]:
+def ui_client(
+    fake: FakeConnector, config: UIConfig | None = None, clock: Clock = time.monotonic, base_url: str = UI_URL
+) -> Iterator[TestClient]:
     """The web UI on ``fake``'s servers, started and stopped (lifespan) around the test."""
     with TestClient(create_app(SERVERS, fake, config, clock), base_url=base_url, follow_redirects=False) as client:
         yield client

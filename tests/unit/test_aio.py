@@ -20,6 +20,7 @@ def _flaky(failures: int, exc: BaseException):
         if calls["n"] <= failures:
             raise exc
         return "done"
+
     return op, calls
 
 

@@ -19,8 +19,21 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.settings import ConfigError, Settings
 from scheduler_server import audit
 from scheduler_server.auth import (
-    RPC_ROLES, AuthConfigError, Crowded, RefusalLog, Role, Token, Tokens, WrongTokens, bearer, check_exposure,
-    is_loopback, load_tokens, parse_tokens, peer_host, server_credentials,
+    RPC_ROLES,
+    AuthConfigError,
+    Crowded,
+    RefusalLog,
+    Role,
+    Token,
+    Tokens,
+    WrongTokens,
+    bearer,
+    check_exposure,
+    is_loopback,
+    load_tokens,
+    parse_tokens,
+    peer_host,
+    server_credentials,
 )
 
 JOB_SERVICE_RPCS = set(pb.DESCRIPTOR.services_by_name["JobService"].methods_by_name)
@@ -35,16 +48,30 @@ ALPHA, BETA, GAMMA = "alpha-token-" + "a" * 20, "beta-token-" + "b" * 21, "gamma
 def test_every_rpc_of_the_proto_has_a_role_and_the_table_names_no_other() -> None:
     assert set(RPC_ROLES) == JOB_SERVICE_RPCS, (
         f"missing from RPC_ROLES: {sorted(JOB_SERVICE_RPCS - set(RPC_ROLES))}; "
-        f"not in the proto: {sorted(set(RPC_ROLES) - JOB_SERVICE_RPCS)}")
+        f"not in the proto: {sorted(set(RPC_ROLES) - JOB_SERVICE_RPCS)}"
+    )
 
 
 def test_roles_are_the_contract() -> None:
     by_role = {role: {rpc for rpc, r in RPC_ROLES.items() if r == role} for role in Role}
-    assert by_role[Role.READ] == {"GetJobStatus", "ListJobs", "WatchJob", "ListDeadLetters", "ListSchedules",
-                                  "GetClusterInfo", "GetStats"}
+    assert by_role[Role.READ] == {
+        "GetJobStatus",
+        "ListJobs",
+        "WatchJob",
+        "ListDeadLetters",
+        "ListSchedules",
+        "GetClusterInfo",
+        "GetStats",
+    }
     assert by_role[Role.SUBMIT] == {"SubmitJob", "SubmitJobs", "CancelJob", "RunScheduleNow"}
-    assert by_role[Role.ADMIN] == {"CreateSchedule", "DeleteSchedule", "PauseSchedule", "ResumeSchedule",
-                                   "RetryDeadLetters", "PurgeDeadLetters"}
+    assert by_role[Role.ADMIN] == {
+        "CreateSchedule",
+        "DeleteSchedule",
+        "PauseSchedule",
+        "ResumeSchedule",
+        "RetryDeadLetters",
+        "PurgeDeadLetters",
+    }
     assert Role.READ < Role.SUBMIT < Role.ADMIN
 
 
@@ -56,22 +83,33 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
 
 
 def test_a_tokens_file_with_comments_and_blank_lines() -> None:
-    text = f"# who may do what\n\n{ALPHA} admin alice\n  {BETA}   read   dashboard  \n" \
-           f"{GAMMA} SUBMIT ci  # the CI pipeline\n   # indented comment\n"
+    text = (
+        f"# who may do what\n\n{ALPHA} admin alice\n  {BETA}   read   dashboard  \n"
+        f"{GAMMA} SUBMIT ci  # the CI pipeline\n   # indented comment\n"
+    )
     tokens = parse_tokens(text, "tokens.txt")
-    assert tokens == [Token(ALPHA.encode(), Role.ADMIN, "alice"), Token(BETA.encode(), Role.READ, "dashboard"),
-                      Token(GAMMA.encode(), Role.SUBMIT, "ci")]
+    assert tokens == [
+        Token(ALPHA.encode(), Role.ADMIN, "alice"),
+        Token(BETA.encode(), Role.READ, "dashboard"),
+        Token(GAMMA.encode(), Role.SUBMIT, "ci"),
+    ]
 
 
-@pytest.mark.parametrize("text, error", [
-    ("onlytoken admin\n", r"f line 1: expected `token role name`, got 2 field\(s\)"),
-    (f"{ALPHA} admin a\n{BETA} root b\n", r"f line 2: unknown role 'root'; roles are read, submit, admin"),
-    (f"{ALPHA} admin a\n\n{ALPHA} read b\n", r"f line 3: the same token as line 1; each token must be unique"),
-    ("tök" + "k" * 32 + " admin a\n", r"f line 1: a token must be printable ASCII without spaces"),
-    (f"{ALPHA} admin a\n{'s' * 31} read b\n", r"f line 2: the token has 31 characters; a token needs at least 32 "
-                                              r"\(make one with `openssl rand -hex 32`\)"),
-    ("not-a-token-" + "x" * 32 + " read b\n", r"f line 1: a token may not start with 'not-a-token-'"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("onlytoken admin\n", r"f line 1: expected `token role name`, got 2 field\(s\)"),
+        (f"{ALPHA} admin a\n{BETA} root b\n", r"f line 2: unknown role 'root'; roles are read, submit, admin"),
+        (f"{ALPHA} admin a\n\n{ALPHA} read b\n", r"f line 3: the same token as line 1; each token must be unique"),
+        ("tök" + "k" * 32 + " admin a\n", r"f line 1: a token must be printable ASCII without spaces"),
+        (
+            f"{ALPHA} admin a\n{'s' * 31} read b\n",
+            r"f line 2: the token has 31 characters; a token needs at least 32 "
+            r"\(make one with `openssl rand -hex 32`\)",
+        ),
+        ("not-a-token-" + "x" * 32 + " read b\n", r"f line 1: a token may not start with 'not-a-token-'"),
+    ],
+)
 def test_a_bad_tokens_file_is_refused_by_line_without_showing_the_token(text: str, error: str) -> None:
     with pytest.raises(AuthConfigError, match=error) as caught:
         parse_tokens(text, "f")
@@ -85,7 +123,8 @@ def test_auth_token_is_one_admin_token_and_a_tokens_file_takes_precedence(tmp_pa
     path.write_text(f"{SECRET}x read viewer\n")
     path.chmod(0o600)
     assert load_tokens(Settings(auth_token=SECRET, auth_tokens_file=str(path))) == [
-        Token(f"{SECRET}x".encode(), Role.READ, "viewer")]
+        Token(f"{SECRET}x".encode(), Role.READ, "viewer")
+    ]
 
 
 def test_an_unusable_tokens_file_is_refused(tmp_path: Path) -> None:
@@ -105,8 +144,11 @@ def test_a_short_token_stops_the_server_naming_the_setting_or_line_and_the_minim
     path = tmp_path / "tokens"
     path.write_text(f"# admins\n{ALPHA} admin alice\nshort read viewer\n")
     path.chmod(0o600)
-    with pytest.raises(AuthConfigError, match=rf"^AUTH_TOKENS_FILE {path} line 3: the token has 5 characters; "
-                                              "a token needs at least 32"):
+    with pytest.raises(
+        AuthConfigError,
+        match=rf"^AUTH_TOKENS_FILE {path} line 3: the token has 5 characters; "
+        "a token needs at least 32",
+    ):
         load_tokens(Settings(auth_tokens_file=str(path)))
     assert load_tokens(Settings(auth_token="t" * 32)) == [Token(b"t" * 32, Role.ADMIN, "AUTH_TOKEN")]
 
@@ -132,15 +174,18 @@ def test_a_token_is_found_only_when_equal() -> None:
     assert Tokens([Token(b"not-a-token-x", Role.ADMIN, "a")]).find("not-a-token-x") is None  # a probe, always
 
 
-@pytest.mark.parametrize("metadata, token", [
-    ((("authorization", "Bearer abc"),), "abc"),
-    ((("x-other", "1"), ("authorization", "bearer  abc ")), "abc"),
-    ((("authorization", "Basic abc"),), None),
-    ((("authorization", "Bearer "),), None),
-    ((("authorization-bin", b"Bearer abc"),), None),
-    ((), None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "metadata, token",
+    [
+        ((("authorization", "Bearer abc"),), "abc"),
+        ((("x-other", "1"), ("authorization", "bearer  abc ")), "abc"),
+        ((("authorization", "Basic abc"),), None),
+        ((("authorization", "Bearer "),), None),
+        ((("authorization-bin", b"Bearer abc"),), None),
+        ((), None),
+        (None, None),
+    ],
+)
 def test_the_bearer_token_of_the_metadata(metadata: tuple[tuple[str, object], ...] | None, token: str | None) -> None:
     assert bearer(metadata) == token  # type: ignore[arg-type]
 
@@ -161,7 +206,9 @@ def test_refused_calls_are_logged_once_per_peer_per_minute(caplog: pytest.LogCap
     refusals = RefusalLog(clock=clock)
     code = grpc.StatusCode.UNAUTHENTICATED
     with caplog.at_level(logging.WARNING, "auth"):
-        logged = [refusals.refused(f"ipv4:10.0.0.1:{port}", "SubmitJob", code, "no token") for port in range(5000, 5010)]
+        logged = [
+            refusals.refused(f"ipv4:10.0.0.1:{port}", "SubmitJob", code, "no token") for port in range(5000, 5010)
+        ]
         assert logged == [True] + [False] * 9  # new connections (ports) of one host count as one peer
         assert refusals.refused("ipv6:[::1]:6000", "ListJobs", code, "no token")  # another peer: its own line
         clock.now += 59.9
@@ -198,33 +245,86 @@ JOB = "0b6f3c52-7d2e-4a7a-9a4e-1c2d3e4f5a6b"
 SCHEDULE = pb.Schedule(id="sch-1", name="nightly\nsubmitted by=forged", created_at_ms=5, updated_at_ms=5)
 
 
-@pytest.mark.parametrize("rpc, request_, reply, line", [
-    ("SubmitJob", pb.Job(command="true"), pb.JobResponse(job_id=JOB), f"submitted by=ci peer=P rpc=SubmitJob job={JOB}"),
-    ("SubmitJobs", pb.JobBatch(), pb.JobBatchResponse(jobs=[pb.JobResponse(job_id="a"), pb.JobResponse(job_id="b")]),
-     "submitted by=ci peer=P rpc=SubmitJobs count=2 jobs=a,b"),
-    ("CancelJob", pb.JobId(id=JOB), pb.JobStatus(id=JOB, status="CANCELLED"),
-     f"cancelled by=ci peer=P rpc=CancelJob job={JOB} status=CANCELLED"),
-    ("RetryDeadLetters", pb.DeadLettersRequest(all=True), pb.DeadLettersResult(count=1, ids=[JOB]),
-     f"retried by=ci peer=P rpc=RetryDeadLetters count=1 jobs={JOB}"),
-    ("PurgeDeadLetters", pb.DeadLettersRequest(all=True), pb.DeadLettersResult(count=7),
-     "purged by=ci peer=P rpc=PurgeDeadLetters count=7 jobs=all"),
-    ("PurgeDeadLetters", pb.DeadLettersRequest(ids=[JOB]), pb.DeadLettersResult(count=1, ids=[JOB]),
-     f"purged by=ci peer=P rpc=PurgeDeadLetters count=1 jobs={JOB}"),
-    ("CreateSchedule", pb.Schedule(), SCHEDULE,
-     r"schedule created by=ci peer=P rpc=CreateSchedule schedule=sch-1 name='nightly\\nsubmitted by=forged'"),
-    ("CreateSchedule", pb.Schedule(), pb.Schedule(id="s", name="n", created_at_ms=5, updated_at_ms=9),
-     "schedule updated by=ci peer=P rpc=CreateSchedule schedule=s name='n'"),
-    ("DeleteSchedule", pb.ScheduleRef(name="n"), pb.Schedule(id="s", name="n"),
-     "schedule deleted by=ci peer=P rpc=DeleteSchedule schedule=s name='n'"),
-    ("PauseSchedule", pb.ScheduleRef(name="n"), pb.Schedule(id="s", name="n"),
-     "schedule paused by=ci peer=P rpc=PauseSchedule schedule=s name='n'"),
-    ("ResumeSchedule", pb.ScheduleRef(name="n"), pb.Schedule(id="s", name="n"),
-     "schedule resumed by=ci peer=P rpc=ResumeSchedule schedule=s name='n'"),
-    ("RunScheduleNow", pb.ScheduleRef(name="n"), pb.JobResponse(job_id=JOB),
-     f"schedule run by=ci peer=P rpc=RunScheduleNow schedule='n' job={JOB}"),
-])
-def test_each_change_is_one_audit_line(rpc: str, request_: object, reply: object, line: str,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "rpc, request_, reply, line",
+    [
+        (
+            "SubmitJob",
+            pb.Job(command="true"),
+            pb.JobResponse(job_id=JOB),
+            f"submitted by=ci peer=P rpc=SubmitJob job={JOB}",
+        ),
+        (
+            "SubmitJobs",
+            pb.JobBatch(),
+            pb.JobBatchResponse(jobs=[pb.JobResponse(job_id="a"), pb.JobResponse(job_id="b")]),
+            "submitted by=ci peer=P rpc=SubmitJobs count=2 jobs=a,b",
+        ),
+        (
+            "CancelJob",
+            pb.JobId(id=JOB),
+            pb.JobStatus(id=JOB, status="CANCELLED"),
+            f"cancelled by=ci peer=P rpc=CancelJob job={JOB} status=CANCELLED",
+        ),
+        (
+            "RetryDeadLetters",
+            pb.DeadLettersRequest(all=True),
+            pb.DeadLettersResult(count=1, ids=[JOB]),
+            f"retried by=ci peer=P rpc=RetryDeadLetters count=1 jobs={JOB}",
+        ),
+        (
+            "PurgeDeadLetters",
+            pb.DeadLettersRequest(all=True),
+            pb.DeadLettersResult(count=7),
+            "purged by=ci peer=P rpc=PurgeDeadLetters count=7 jobs=all",
+        ),
+        (
+            "PurgeDeadLetters",
+            pb.DeadLettersRequest(ids=[JOB]),
+            pb.DeadLettersResult(count=1, ids=[JOB]),
+            f"purged by=ci peer=P rpc=PurgeDeadLetters count=1 jobs={JOB}",
+        ),
+        (
+            "CreateSchedule",
+            pb.Schedule(),
+            SCHEDULE,
+            r"schedule created by=ci peer=P rpc=CreateSchedule schedule=sch-1 name='nightly\\nsubmitted by=forged'",
+        ),
+        (
+            "CreateSchedule",
+            pb.Schedule(),
+            pb.Schedule(id="s", name="n", created_at_ms=5, updated_at_ms=9),
+            "schedule updated by=ci peer=P rpc=CreateSchedule schedule=s name='n'",
+        ),
+        (
+            "DeleteSchedule",
+            pb.ScheduleRef(name="n"),
+            pb.Schedule(id="s", name="n"),
+            "schedule deleted by=ci peer=P rpc=DeleteSchedule schedule=s name='n'",
+        ),
+        (
+            "PauseSchedule",
+            pb.ScheduleRef(name="n"),
+            pb.Schedule(id="s", name="n"),
+            "schedule paused by=ci peer=P rpc=PauseSchedule schedule=s name='n'",
+        ),
+        (
+            "ResumeSchedule",
+            pb.ScheduleRef(name="n"),
+            pb.Schedule(id="s", name="n"),
+            "schedule resumed by=ci peer=P rpc=ResumeSchedule schedule=s name='n'",
+        ),
+        (
+            "RunScheduleNow",
+            pb.ScheduleRef(name="n"),
+            pb.JobResponse(job_id=JOB),
+            f"schedule run by=ci peer=P rpc=RunScheduleNow schedule='n' job={JOB}",
+        ),
+    ],
+)
+def test_each_change_is_one_audit_line(
+    rpc: str, request_: object, reply: object, line: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, "audit"):
         audit.record(rpc, "ci", "P", request_, reply)
     [record] = [r for r in caplog.records if r.name == "audit"]
@@ -246,9 +346,11 @@ def test_loopback_addresses(host: str) -> None:
 def test_a_server_off_loopback_needs_a_token_and_tls(host: str) -> None:
     token = [Token(b"t" * 32, Role.ADMIN, "AUTH_TOKEN")]
     assert not is_loopback(host)
-    for tokens, tls, missing in (([], False, "a token (AUTH_TOKEN or AUTH_TOKENS_FILE) and TLS (TLS_CERT and TLS_KEY)"),
-                                 (token, False, "missing: TLS (TLS_CERT and TLS_KEY)"),
-                                 ([], True, "missing: a token (AUTH_TOKEN or AUTH_TOKENS_FILE)")):
+    for tokens, tls, missing in (
+        ([], False, "a token (AUTH_TOKEN or AUTH_TOKENS_FILE) and TLS (TLS_CERT and TLS_KEY)"),
+        (token, False, "missing: TLS (TLS_CERT and TLS_KEY)"),
+        ([], True, "missing: a token (AUTH_TOKEN or AUTH_TOKENS_FILE)"),
+    ):
         with pytest.raises(AuthConfigError) as caught:
             check_exposure(host, tokens, tls=tls)
         message = str(caught.value)

@@ -1,10 +1,10 @@
-"""The chaos checks see each broken promise (jobcluster/devtools/chaos_checks.py), from made-up facts."""
+"""The chaos checks see each broken promise (devtools/chaos_checks.py), from made-up facts."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from jobcluster.devtools.chaos_checks import AttemptFact, Facts, JobFact, run_checks
+from devtools.chaos_checks import AttemptFact, Facts, JobFact, run_checks
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -14,9 +14,18 @@ def facts(**changes: object) -> Facts:
         jobs=[JobFact("a", "instant", "SUCCEEDED", 5), JobFact("b", "fail", "FAILED", 1)]
         + [JobFact(f"c{i}", "cron", "SUCCEEDED", 5, T0 + dt.timedelta(seconds=2 * i), T0) for i in range(1, 4)],
         attempts=[AttemptFact("a", 1, ""), AttemptFact("b", 1, "exit 3"), AttemptFact("b", 2, "exit 3")],
-        log_lines=["a 1 start 10.0", "a 1 end 10.1", "b 1 start 11.0", "b 1 end 11.1", "b 2 start 12.0",
-                   "b 2 end 12.1"],
-        dlq=["b"], submitted=2, cron_window=(T0, T0 + dt.timedelta(seconds=6)))
+        log_lines=[
+            "a 1 start 10.0",
+            "a 1 end 10.1",
+            "b 1 start 11.0",
+            "b 1 end 11.1",
+            "b 2 start 12.0",
+            "b 2 end 12.1",
+        ],
+        dlq=["b"],
+        submitted=2,
+        cron_window=(T0, T0 + dt.timedelta(seconds=6)),
+    )
     for key, value in changes.items():
         setattr(base, key, value)
     return base
@@ -57,6 +66,8 @@ def test_a_tick_is_excused_only_when_the_catchup_policy_skipped_it() -> None:
     late = [JobFact("c9", "cron", "SUCCEEDED", 5, T0 + dt.timedelta(seconds=40), T0 + dt.timedelta(seconds=40))]
     window = (T0, T0 + dt.timedelta(seconds=40))
     # ticks 2..38 s missing: those older than CRON_MISFIRE_GRACE (30 s) when the next job was made are skipped
-    found = {c.name: c for c in run_checks(facts(jobs=late, attempts=[], log_lines=[], dlq=[], submitted=0,
-                                                  cron_window=window))}
+    found = {
+        c.name: c
+        for c in run_checks(facts(jobs=late, attempts=[], log_lines=[], dlq=[], submitted=0, cron_window=window))
+    }
     assert found["cron fired one job per tick"].violations == 15  # 10 s..38 s: within the grace, so missed

@@ -9,42 +9,62 @@ from client import display
 from client.jobsfile import JobEntry, JobsFileError, parse_jobs, parse_run_at
 from client.servers import resolve
 
-ORIGINAL = {"jobs": [{"name": "a", "command": "ls -la", "description": "list"},
-                     {"name": "b", "command": "echo hi", "description": "say hi"}]}
+ORIGINAL = {
+    "jobs": [
+        {"name": "a", "command": "ls -la", "description": "list"},
+        {"name": "b", "command": "echo hi", "description": "say hi"},
+    ]
+}
 
 
 def test_original_format_works_as_is():
     entries = parse_jobs(json.dumps(ORIGINAL))
     assert [(e.name, e.command, e.description) for e in entries] == [
-        ("a", "ls -la", "list"), ("b", "echo hi", "say hi")]
+        ("a", "ls -la", "list"),
+        ("b", "echo hi", "say hi"),
+    ]
     assert entries[0].max_retries is None and entries[0].timeout_seconds is None
 
 
 def test_bare_list_and_optional_fields():
-    entries = parse_jobs(json.dumps([{"command": "true", "max_retries": 0, "timeout": "1m",
-                                      "run_at": "2030-01-01T00:00:00Z", "idempotency_key": "k1"},
-                                     {"command": "true", "timeout": 2.5, "run_at": 1893456000}]))
+    entries = parse_jobs(
+        json.dumps(
+            [
+                {
+                    "command": "true",
+                    "max_retries": 0,
+                    "timeout": "1m",
+                    "run_at": "2030-01-01T00:00:00Z",
+                    "idempotency_key": "k1",
+                },
+                {"command": "true", "timeout": 2.5, "run_at": 1893456000},
+            ]
+        )
+    )
     assert entries[0].max_retries == 0 and entries[0].timeout_seconds == 60.0
     assert entries[0].run_at_ms == 1893456000000 == entries[1].run_at_ms
     assert entries[0].idempotency_key == "k1" and entries[1].timeout_seconds == 2.5
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("{not json", "invalid JSON at line 1"),
-    ('{"jobs": {}}', "must be a list"),
-    ('{"tasks": []}', "expected"),
-    ('[]', "no jobs"),
-    ('[{"name": "x"}]', "job 1 ('x'): \"command\" must be a non-empty string"),
-    ('[{"command": "ok"}, {"command": 5}]', "job 2: \"command\""),
-    ('[{"command": "ok", "max_retries": "3"}]', "max_retries"),
-    ('[{"command": "ok", "max_retries": -1}]', "max_retries"),
-    ('[{"command": "ok", "max_retries": true}]', "max_retries"),
-    ('[{"command": "ok", "timeout": "soon"}]', "timeout"),
-    ('[{"command": "ok", "run_at": "tomorrow"}]', "ISO 8601"),
-    ('[{"command": "ok", "comand": "typo"}]', "unknown field(s) comand"),
-    ('["ls"]', "must be an object"),
-    ('[{"command": "a\\u0000b"}]', "NUL"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("{not json", "invalid JSON at line 1"),
+        ('{"jobs": {}}', "must be a list"),
+        ('{"tasks": []}', "expected"),
+        ("[]", "no jobs"),
+        ('[{"name": "x"}]', "job 1 ('x'): \"command\" must be a non-empty string"),
+        ('[{"command": "ok"}, {"command": 5}]', 'job 2: "command"'),
+        ('[{"command": "ok", "max_retries": "3"}]', "max_retries"),
+        ('[{"command": "ok", "max_retries": -1}]', "max_retries"),
+        ('[{"command": "ok", "max_retries": true}]', "max_retries"),
+        ('[{"command": "ok", "timeout": "soon"}]', "timeout"),
+        ('[{"command": "ok", "run_at": "tomorrow"}]', "ISO 8601"),
+        ('[{"command": "ok", "comand": "typo"}]', "unknown field(s) comand"),
+        ('["ls"]', "must be an object"),
+        ('[{"command": "a\\u0000b"}]', "NUL"),
+    ],
+)
 def test_bad_files_name_the_entry(text, fragment):
     with pytest.raises(JobsFileError) as err:
         parse_jobs(text, "jobs.json")
@@ -73,23 +93,30 @@ def test_server_resolution_order(tmp_path):
 
 def test_cron_entries_become_schedules():
     from client.jobsfile import parse_jobs
-    entries = parse_jobs('{"jobs": [{"name": "tick", "command": "date", "cron": "*/5 * * * *", '
-                         '"timezone": "Europe/Paris", "overlap": "forbid"}, {"command": "true"}]}')
+
+    entries = parse_jobs(
+        '{"jobs": [{"name": "tick", "command": "date", "cron": "*/5 * * * *", '
+        '"timezone": "Europe/Paris", "overlap": "forbid"}, {"command": "true"}]}'
+    )
     assert entries[0].cron == "*/5 * * * *" and entries[0].timezone == "Europe/Paris" and not entries[1].cron
 
 
-@pytest.mark.parametrize("entry, fragment", [
-    ('{"command": "date", "cron": "* * * * *"}', 'needs a "name"'),
-    ('{"name": "a", "command": "date", "timezone": "UTC"}', '"cron" is needed'),
-    ('{"name": "a", "command": "date", "cron": "* * * * *", "run_at": 5}', "does not apply"),
-    ('{"name": "a", "command": "date", "cron": "99 * * * *"}', "job 1 ('a'): invalid cron expression"),
-    ('{"name": "a", "command": "date", "cron": "* * * * *", "timezone": "Mars/Base"}', "timezone"),
-    ('{"name": "a", "command": "date", "cron": "* * * * *", "catchup": "all"}', "catchup must be one of"),
-    ('{"name": "a", "command": "date", "cron": "* * * * *", "enabled": "yes"}', '"enabled" must be true or false'),
-    ('{"name": "a", "command": "date", "enabled": false}', '"cron" is needed with enabled'),
-])
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        ('{"command": "date", "cron": "* * * * *"}', 'needs a "name"'),
+        ('{"name": "a", "command": "date", "timezone": "UTC"}', '"cron" is needed'),
+        ('{"name": "a", "command": "date", "cron": "* * * * *", "run_at": 5}', "does not apply"),
+        ('{"name": "a", "command": "date", "cron": "99 * * * *"}', "job 1 ('a'): invalid cron expression"),
+        ('{"name": "a", "command": "date", "cron": "* * * * *", "timezone": "Mars/Base"}', "timezone"),
+        ('{"name": "a", "command": "date", "cron": "* * * * *", "catchup": "all"}', "catchup must be one of"),
+        ('{"name": "a", "command": "date", "cron": "* * * * *", "enabled": "yes"}', '"enabled" must be true or false'),
+        ('{"name": "a", "command": "date", "enabled": false}', '"cron" is needed with enabled'),
+    ],
+)
 def test_bad_cron_entries_are_named(entry, fragment):
     from client.jobsfile import JobsFileError, parse_jobs
+
     with pytest.raises(JobsFileError, match=re.escape(fragment)):
         parse_jobs(f"[{entry}]")
 
@@ -109,13 +136,16 @@ def test_batches_are_bounded_by_count_and_bytes():
     assert [len(c) for c, _ in batches([huge, JobEntry(command="true")])] == [1, 1]  # never an empty batch
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["-list", "-name", "x"], "-name goes with -cmd, not with -list"),
-    (["-cmd", "true", "-limit", "3"], "-limit goes with -list, not with -cmd"),
-    (["-status", "x", "-queue", "q"], "-queue goes with -cmd or -list, not with -status"),
-    (["-dlq", "-no-wait"], "-no-wait goes with -cmd or -file or -run-schedule, not with -dlq"),
-    (["-cmnd", "true"], "unknown flag: -cmnd (did you mean -cmd?)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-list", "-name", "x"], "-name goes with -cmd, not with -list"),
+        (["-cmd", "true", "-limit", "3"], "-limit goes with -list, not with -cmd"),
+        (["-status", "x", "-queue", "q"], "-queue goes with -cmd or -list, not with -status"),
+        (["-dlq", "-no-wait"], "-no-wait goes with -cmd or -file or -run-schedule, not with -dlq"),
+        (["-cmnd", "true"], "unknown flag: -cmnd (did you mean -cmd?)"),
+    ],
+)
 def test_a_flag_the_mode_does_not_use_is_refused_not_ignored(argv, message, capsys):
     assert client_main.main(argv) == 2
     assert message in capsys.readouterr().err
@@ -135,19 +165,23 @@ class _OneJob:
 
     def call(self, fn):
         class Stub:
-            def GetJobStatus(stub, request, timeout):  # noqa: N802, N805 - the gRPC stub's name
+            def GetJobStatus(stub, request, timeout):
                 return self.job
+
         return fn(Stub()), "fake:1"
 
 
 def test_status_caps_a_long_output_and_says_so_once_per_attempt_error(capsys):
     from jobcluster.pb import scheduler_pb2 as pb
+
     job = pb.JobStatus(id="j1", status="FAILED", output="".join(f"line {i}\n" for i in range(60_000)), exit_code=7)
     job.attempt_history.add(number=1, worker_id="w", exit_code=7, error="exit code 7")
     job.attempt_history.add(number=2, worker_id="w", exit_code=1, error="timed out after 1s")
     assert display.show_jobs(_OneJob(job), ["j1"], out=sys.stdout) == 0
     out = capsys.readouterr().out
-    assert len(out) < 100 * 1024 and "line 59999" in out  # 64 KiB of output, each line indented and "line 0\n" not in out
+    assert (
+        len(out) < 100 * 1024 and "line 59999" in out
+    )  # 64 KiB of output, each line indented and "line 0\n" not in out
     assert "KiB of 633 KiB shown; all of it: -json" in out
     assert "exit 7\n" in out and "exit code 7" not in out  # not "exit 7, exit code 7"
     assert "exit 1, timed out after 1s" in out

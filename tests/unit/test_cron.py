@@ -11,12 +11,15 @@ def t(h, m, s=0, day=23):
     return dt.datetime(2026, 11, day, h, m, s, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("expr, tz, fragment", [
-    ("", "UTC", "empty"),
-    ("61 * * * *", "UTC", "invalid cron expression '61 * * * *'"),
-    ("* * *", "UTC", "invalid cron expression"),
-    ("*/5 * * * *", "Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
-])
+@pytest.mark.parametrize(
+    "expr, tz, fragment",
+    [
+        ("", "UTC", "empty"),
+        ("61 * * * *", "UTC", "invalid cron expression '61 * * * *'"),
+        ("* * *", "UTC", "invalid cron expression"),
+        ("*/5 * * * *", "Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
+    ],
+)
 def test_invalid_schedules_name_the_problem(expr, tz, fragment):
     with pytest.raises(cron.InvalidSchedule, match=fragment.replace("*", r"\*")):
         cron.validate(expr, tz)

@@ -27,8 +27,9 @@ def test_no_tls_setting_means_plaintext() -> None:
 def test_the_files_are_read_at_once_and_the_key_stays_out_of_reprs(tmp_path: Path) -> None:
     for name in ("ca.pem", "c.pem", "c.key"):
         (tmp_path / name).write_bytes(PEM.replace(b"CERTIFICATE", b"PRIVATE KEY" if name == "c.key" else b"X"))
-    s = Settings.from_env({"ETCD_CA": str(tmp_path / "ca.pem"), "ETCD_CERT": str(tmp_path / "c.pem"),
-                           "ETCD_KEY": str(tmp_path / "c.key")})
+    s = Settings.from_env(
+        {"ETCD_CA": str(tmp_path / "ca.pem"), "ETCD_CERT": str(tmp_path / "c.pem"), "ETCD_KEY": str(tmp_path / "c.key")}
+    )
     tls = etcd_tls(s)
     assert tls is not None and tls.key is not None and b"PRIVATE KEY" in tls.key
     assert "PRIVATE KEY" not in repr(tls)
@@ -39,10 +40,12 @@ def test_an_https_endpoint_alone_means_tls_with_the_systems_roots() -> None:
     assert etcd_tls(Settings.from_env({"ETCD_ENDPOINTS": "https://etcd.example:2379"})) == EtcdTls()
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "ETCD_CA=.*: cannot read it"),
-                                                  (b"not a certificate", "ETCD_CA=.*: not a PEM file")])
-def test_a_missing_or_wrong_file_is_a_config_error_naming_the_setting(tmp_path: Path, content: bytes | None,
-                                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"), [(None, "ETCD_CA=.*: cannot read it"), (b"not a certificate", "ETCD_CA=.*: not a PEM file")]
+)
+def test_a_missing_or_wrong_file_is_a_config_error_naming_the_setting(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "ca.pem"
     if content is not None:
         path.write_bytes(content)

@@ -9,7 +9,14 @@ import grpc
 import pytest
 
 from jobcluster.failover import (
-    DEFAULT_SERVER, AioPool, NotConfigured, Pool, ServerDown, ServerList, configured_servers, read_servers_file,
+    DEFAULT_SERVER,
+    AioPool,
+    NotConfigured,
+    Pool,
+    ServerDown,
+    ServerList,
+    configured_servers,
+    read_servers_file,
     split_list,
 )
 
@@ -57,11 +64,13 @@ class AioStubs(Stubs):
 
 def answers(errors: dict[str, grpc.StatusCode], tried: list[str]) -> Any:
     """A call that fails with ``errors[address]`` on those servers and answers ``ok from <address>`` elsewhere."""
+
     def call(stub: str) -> str:
         tried.append(stub)
         if stub in errors:
             raise FakeRpcError(errors[stub], f"{stub} says {errors[stub].name.lower()}")
         return f"ok from {stub}"
+
     return call
 
 
@@ -69,9 +78,14 @@ def aio_answers(errors: dict[str, grpc.StatusCode], tried: list[str]) -> Any:
     async def call(stub: str) -> str:
         tried.append(stub)
         if stub in errors:
-            raise grpc.aio.AioRpcError(errors[stub], grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       details=f"{stub} says {errors[stub].name.lower()}")
+            raise grpc.aio.AioRpcError(
+                errors[stub],
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details=f"{stub} says {errors[stub].name.lower()}",
+            )
         return f"ok from {stub}"
+
     return call
 
 
@@ -126,7 +140,10 @@ def test_calls_go_round_robin() -> None:
     pool = Pool([A, B], Stubs())
     tried: list[str] = []
     assert [pool.call(answers({}, tried)) for _ in range(3)] == [
-        ("ok from a:1", A), ("ok from b:2", B), ("ok from a:1", A)]
+        ("ok from a:1", A),
+        ("ok from b:2", B),
+        ("ok from a:1", A),
+    ]
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
@@ -137,8 +154,15 @@ def test_a_server_that_does_not_answer_is_skipped(code: grpc.StatusCode) -> None
     assert tried == [A, B]
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                                  grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INTERNAL])
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INTERNAL,
+    ],
+)
 def test_a_servers_answer_is_not_retried_elsewhere(code: grpc.StatusCode) -> None:
     pool = Pool([A, B], Stubs())
     tried: list[str] = []
@@ -153,8 +177,10 @@ def test_no_server_answering_raises_server_down_naming_each() -> None:
     down = {A: grpc.StatusCode.UNAVAILABLE, B: grpc.StatusCode.DEADLINE_EXCEEDED}
     with pytest.raises(ServerDown) as caught:
         pool.call(answers(down, tried))
-    assert str(caught.value) == ("no server answered:\n  a:1: UNAVAILABLE a:1 says unavailable\n"
-                                 "  b:2: DEADLINE_EXCEEDED b:2 says deadline_exceeded")
+    assert str(caught.value) == (
+        "no server answered:\n  a:1: UNAVAILABLE a:1 says unavailable\n"
+        "  b:2: DEADLINE_EXCEEDED b:2 says deadline_exceeded"
+    )
     assert caught.value.last.code() == grpc.StatusCode.DEADLINE_EXCEEDED and tried == [A, B]
 
 

@@ -12,9 +12,18 @@ def test_generated_code_is_current(tmp_path):
     out = tmp_path / "jobcluster" / "pb"
     out.mkdir(parents=True)
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-Ijobcluster/pb={ROOT / 'proto'}", f"--python_out={tmp_path}",
-         f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}", "jobcluster/pb/scheduler.proto"],
-        check=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-Ijobcluster/pb={ROOT / 'proto'}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            "jobcluster/pb/scheduler.proto",
+        ],
+        check=True,
+        cwd=ROOT,
     )
     for name in GENERATED:
         fresh = (out / name).read_text()

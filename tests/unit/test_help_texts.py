@@ -14,11 +14,17 @@ from client import display
 JOBCLUSTER = Path(sys.executable).with_name("jobcluster")
 
 
-@pytest.mark.parametrize("argv", [
-    [sys.executable, "-m", "client", "-h"], [sys.executable, "-m", "worker", "-h"],
-    [sys.executable, "-m", "scheduler_server", "-h"], [sys.executable, "-m", "webui", "-h"],
-    [str(JOBCLUSTER), "--help"], [str(JOBCLUSTER), "list", "-h"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "client", "-h"],
+        [sys.executable, "-m", "worker", "-h"],
+        [sys.executable, "-m", "scheduler_server", "-h"],
+        [sys.executable, "-m", "webui", "-h"],
+        [str(JOBCLUSTER), "--help"],
+        [str(JOBCLUSTER), "list", "-h"],
+    ],
+)
 def test_help_is_plain_text(argv):
     shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and shown.stdout.startswith("usage:")

@@ -7,11 +7,11 @@ import random
 import pytest
 
 from jobcluster import keys
+from jobcluster.model import Status
 from jobcluster.queue.lanes import eligible
 from jobcluster.rows import JobState
-from jobcluster.model import Status
-from worker import decide
 from jobcluster.settings import ConfigError, Settings
+from worker import decide
 from worker.decide import Refusal
 from worker.worker import serving_of
 
@@ -28,12 +28,25 @@ def test_the_default_lane_is_pending_jobs_and_others_read_back():
 
 
 def test_a_worker_serves_its_queues_in_order_priority_first_and_only_constraints_it_meets():
-    lanes = [keys.lane(q, p, c) for q, p, c in [
-        ("default", 9, ()), ("default", 0, ("gpu",)), ("default", 0, ("ssd",)), ("slow", 9, ()),
-        ("gpu", 0, ()), ("default", 5, ("gpu", "region=eu")), ("other", 9, ())]] + ["pending_jobs:bad"]
+    lanes = [
+        keys.lane(q, p, c)
+        for q, p, c in [
+            ("default", 9, ()),
+            ("default", 0, ("gpu",)),
+            ("default", 0, ("ssd",)),
+            ("slow", 9, ()),
+            ("gpu", 0, ()),
+            ("default", 5, ("gpu", "region=eu")),
+            ("other", 9, ()),
+        ]
+    ] + ["pending_jobs:bad"]
     assert eligible(lanes, ("default", "slow"), {"gpu", "region=eu"}) == [
-        "pending_jobs:default:9", "pending_jobs:default:5:gpu,region=eu", "pending_jobs:default:0:gpu",
-        "pending_jobs", "pending_jobs:slow:9"]
+        "pending_jobs:default:9",
+        "pending_jobs:default:5:gpu,region=eu",
+        "pending_jobs:default:0:gpu",
+        "pending_jobs",
+        "pending_jobs:slow:9",
+    ]
     assert eligible(lanes, ("gpu",), ()) == ["pending_jobs:gpu:0"]
     assert eligible([], ("default",), ()) == ["pending_jobs"]  # the seed's set-up: BLMOVE on pending_jobs
 
@@ -53,8 +66,9 @@ def test_an_id_a_worker_may_not_run_goes_to_its_lane_and_a_full_key_backs_off():
 
 
 def test_concurrency_limits_and_worker_routing_settings_are_read_and_checked():
-    s = Settings.from_env({"CONCURRENCY_LIMITS": "db=2, api=key=5", "WORKER_QUEUES": "gpu, default",
-                           "WORKER_TAGS": "region=eu,gpu"}, None)
+    s = Settings.from_env(
+        {"CONCURRENCY_LIMITS": "db=2, api=key=5", "WORKER_QUEUES": "gpu, default", "WORKER_TAGS": "region=eu,gpu"}, None
+    )
     assert s.concurrency_limits == (("db", 2), ("api=key", 5))
     assert serving_of(s) == (("gpu", "default"), ("gpu", "region=eu"))
     for bad in ("db", "db=0", "=3", "db=x"):

@@ -6,8 +6,15 @@ NOW = 1_700_000_000_000
 
 
 def _choose(beats, holders=(), missing_since=None, mono=100.0, dead_after=3.0, healthy_for=60.0):
-    return choose_dead_workers(now_ms=NOW, beats=beats, holders=set(holders), dead_after=dead_after, mono=mono,
-                               missing_since=missing_since or {}, healthy_for=healthy_for)
+    return choose_dead_workers(
+        now_ms=NOW,
+        beats=beats,
+        holders=set(holders),
+        dead_after=dead_after,
+        mono=mono,
+        missing_since=missing_since or {},
+        healthy_for=healthy_for,
+    )
 
 
 def test_a_fresh_heartbeat_is_alive():
@@ -57,8 +64,9 @@ def test_the_input_map_is_not_changed():
 
 # --- nobody is dead before Redis was seen healthy for WORKER_DEAD_AFTER ----------------------------
 
+
 def test_after_a_stall_a_stale_heartbeat_is_not_dead_until_redis_was_healthy_long_enough():
-    beats = {"w1": NOW - 6000}   # Redis was frozen 6 s: every beat looks 6 s old
+    beats = {"w1": NOW - 6000}  # Redis was frozen 6 s: every beat looks 6 s old
     assert _choose(beats, holders={"w1"}, healthy_for=0.0)[0] == {}
     assert _choose(beats, holders={"w1"}, healthy_for=2.9)[0] == {}
     assert _choose(beats, holders={"w1"}, healthy_for=3.0)[0] == {"w1": "no heartbeat for 6.0s"}
@@ -71,10 +79,10 @@ def test_the_health_gate_also_holds_back_holders_without_any_heartbeat():
 
 def test_a_slow_read_or_a_long_pause_between_reads_restarts_the_healthy_view():
     gap = 1.0
-    assert healthy_since(None, 0.0, started=10.0, answered=10.1, gap=gap) == 10.1        # first read
-    assert healthy_since(10.1, 10.1, started=10.5, answered=10.6, gap=gap) == 10.1       # steady
-    assert healthy_since(10.1, 10.6, started=11.0, answered=17.0, gap=gap) == 17.0       # read hung 6 s
-    assert healthy_since(10.1, 10.6, started=16.9, answered=17.0, gap=gap) == 17.0       # no read for 6 s
+    assert healthy_since(None, 0.0, started=10.0, answered=10.1, gap=gap) == 10.1  # first read
+    assert healthy_since(10.1, 10.1, started=10.5, answered=10.6, gap=gap) == 10.1  # steady
+    assert healthy_since(10.1, 10.6, started=11.0, answered=17.0, gap=gap) == 17.0  # read hung 6 s
+    assert healthy_since(10.1, 10.6, started=16.9, answered=17.0, gap=gap) == 17.0  # no read for 6 s
 
 
 def test_the_stall_gap_keeps_a_held_up_worker_within_its_deadline():

@@ -43,8 +43,9 @@ def copy(tmp_path: Path) -> Path:
 
 
 def check(copy: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(copy / "scripts" / "lock.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(copy / "scripts" / "lock.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_a_range_the_lock_does_not_satisfy_fails_the_check(copy: Path) -> None:

@@ -15,8 +15,14 @@ raft2026/12/02 13:05:17 INFO: b71f75320dc06a6c became leader at term 2
 
 
 def _logs(workdir: Path, *args: str) -> str:
-    return subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "logs", *args],
-                          cwd=workdir, capture_output=True, text=True, timeout=30, check=True).stdout
+    return subprocess.run(
+        ["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "logs", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
 
 
 def test_make_logs_leaves_out_raft_chatter_unless_asked(tmp_path: Path):

@@ -60,16 +60,22 @@ def test_the_web_ui_serves_its_metrics_without_a_login():
         reply = client.get("/metrics")
         assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
         families = {f.name: f for f in text_string_to_metric_families(reply.text)}
-        counted = {tuple(sorted(s.labels.items())): s.value
-                   for s in families["jobcluster_webui_requests"].samples if s.name.endswith("_total")}
+        counted = {
+            tuple(sorted(s.labels.items())): s.value
+            for s in families["jobcluster_webui_requests"].samples
+            if s.name.endswith("_total")
+        }
         assert counted[(("code", "200"), ("method", "GET"))] >= 1  # /api/health, counted before this scrape
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"metrics_addr": "nonsense"}, "METRICS_ADDR=nonsense: give host:port"),
-    ({"metrics_addr": "127.0.0.1:70000"}, "METRICS_ADDR"),
-    ({"metrics_port": 70000}, "METRICS_PORT=70000"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"metrics_addr": "nonsense"}, "METRICS_ADDR=nonsense: give host:port"),
+        ({"metrics_addr": "127.0.0.1:70000"}, "METRICS_ADDR"),
+        ({"metrics_port": 70000}, "METRICS_PORT=70000"),
+    ],
+)
 def test_a_wrong_metrics_address_is_named(fields, message):
     with pytest.raises(ConfigError) as err:
         metrics.metrics_address(Settings(**fields))

@@ -14,8 +14,9 @@ def _job(**kw):
     return validate_job(**base)
 
 
-@pytest.mark.parametrize("text,seconds", [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("2h", 7200),
-                                          ("1.5", 1.5), (3, 3.0), ("0", 0.0)])
+@pytest.mark.parametrize(
+    "text,seconds", [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("2h", 7200), ("1.5", 1.5), (3, 3.0), ("0", 0.0)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -33,18 +34,21 @@ def test_defaults_filled():
     assert (spec.max_retries, spec.timeout_seconds) == (0, 0.0)
 
 
-@pytest.mark.parametrize("kw,fragment", [
-    (dict(command=""), "empty"),
-    (dict(command="   "), "empty"),
-    (dict(command="x" * 101), "over the limit of 100 bytes"),
-    (dict(command="echo a\x00b"), "NUL"),
-    (dict(max_retries=-1), "max_retries must not be negative"),
-    (dict(max_retries=1000), "at most"),
-    (dict(timeout_seconds=-2.0), "timeout_seconds must not be negative"),
-    (dict(timeout_seconds=float("nan")), "timeout_seconds"),
-    (dict(run_at_ms=-5), "run_at_ms"),
-    (dict(name="n" * 500), "name"),
-])
+@pytest.mark.parametrize(
+    "kw,fragment",
+    [
+        (dict(command=""), "empty"),
+        (dict(command="   "), "empty"),
+        (dict(command="x" * 101), "over the limit of 100 bytes"),
+        (dict(command="echo a\x00b"), "NUL"),
+        (dict(max_retries=-1), "max_retries must not be negative"),
+        (dict(max_retries=1000), "at most"),
+        (dict(timeout_seconds=-2.0), "timeout_seconds must not be negative"),
+        (dict(timeout_seconds=float("nan")), "timeout_seconds"),
+        (dict(run_at_ms=-5), "run_at_ms"),
+        (dict(name="n" * 500), "name"),
+    ],
+)
 def test_invalid_jobs_say_why(kw, fragment):
     with pytest.raises(InvalidJob, match=fragment):
         _job(**kw)
@@ -73,8 +77,9 @@ def test_retries_exhausted_counts_retries_after_the_first_attempt():
 
 
 def test_settings_from_env_parses_and_names_bad_values():
-    s = Settings.from_env({"LEASE_TTL": "3s", "PG_MAX_CONNS": "5", "SERVERS": "a:1, b:2", "ETCD_ENDPOINTS": "",
-                           "JOB_OUTPUT_LIMIT": "1m"})
+    s = Settings.from_env(
+        {"LEASE_TTL": "3s", "PG_MAX_CONNS": "5", "SERVERS": "a:1, b:2", "ETCD_ENDPOINTS": "", "JOB_OUTPUT_LIMIT": "1m"}
+    )
     assert s.lease_ttl == 3.0 and s.pg_max_conns == 5 and s.servers == ("a:1", "b:2")
     assert s.etcd_endpoints == () and s.job_output_limit == 1024 * 1024
     assert Settings.from_env({}).etcd_endpoints == ("127.0.0.1:2379",)
@@ -114,8 +119,7 @@ def test_each_store_module_has_its_sql_file_and_every_block_is_used():
     sql = resources.files("jobcluster.sql")
     files = sorted(f.name for f in sql.iterdir() if f.name.endswith(".sql"))
     store = Path(__file__).resolve().parents[2] / "jobcluster" / "store"
-    modules = sorted(p.stem for p in store.glob("*.py")
-                     if p.stem not in ("__init__", "migrations"))
+    modules = sorted(p.stem for p in store.glob("*.py") if p.stem not in ("__init__", "migrations"))
     assert [f.removesuffix(".sql") for f in files] == modules
     seen: dict[str, str] = {}
     for name in files:

@@ -19,8 +19,9 @@ A, B = SERVERS
 
 
 def _job(key: str) -> None:
-    validate_job(command="true", idempotency_key=key, default_max_retries=0, default_timeout=60.0,
-                 max_command_bytes=1000)
+    validate_job(
+        command="true", idempotency_key=key, default_max_retries=0, default_timeout=60.0, max_command_bytes=1000
+    )
 
 
 @pytest.mark.parametrize("prefix", RESERVED_KEY_PREFIXES)
@@ -35,8 +36,14 @@ def test_other_keys_pass(key: str) -> None:
 
 
 def test_a_jobs_file_with_a_reserved_key_stops_before_its_schedules_are_saved() -> None:
-    text = json.dumps({"jobs": [{"name": "nightly", "command": "backup", "cron": "0 3 * * *"},
-                                {"name": "squat", "command": "true", "idempotency_key": "cron:x:2030"}]})
+    text = json.dumps(
+        {
+            "jobs": [
+                {"name": "nightly", "command": "backup", "cron": "0 3 * * *"},
+                {"name": "squat", "command": "true", "idempotency_key": "cron:x:2030"},
+            ]
+        }
+    )
     with pytest.raises(JobsFileError, match=r"job 2 \('squat'\): idempotency_key 'cron:x:2030' starts with 'cron:'"):
         parse_jobs(text, "jobs.json")
 

@@ -14,15 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from jobcluster.devtools import systemd
+from devtools import systemd
 from jobcluster.settings import Settings
 
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed here "
-                                   "(Debian package systemd); the units are not checked")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed here (Debian package systemd); the units are not checked"
+)
 #: The units to verify: templates through one instance each.
-INSTANCES = ("jobcluster-server@50051.service", "jobcluster-worker@1.service", "jobcluster-webui.service",
-             "jobcluster.target")
+INSTANCES = (
+    "jobcluster-server@50051.service",
+    "jobcluster-worker@1.service",
+    "jobcluster-webui.service",
+    "jobcluster.target",
+)
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "systemd"
 EXAMPLE_VENV = Path("/opt/jobcluster/.venv")
 
@@ -37,8 +42,12 @@ def _verify(out: Path) -> str:
     """What systemd-analyze verify says about the units in ``out`` (empty: nothing wrong)."""
     assert ANALYZE is not None
     # Exit 0 with a warning on stderr is how it reports an unknown key or a bad value: both count.
-    done = subprocess.run([ANALYZE, "verify", "--man=no", *(str(out / name) for name in INSTANCES)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [ANALYZE, "verify", "--man=no", *(str(out / name) for name in INSTANCES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return (done.stdout + done.stderr).strip() + ("" if done.returncode == 0 else f"\n(exit {done.returncode})")
 
 
@@ -49,12 +58,15 @@ def test_generated_units_verify_clean(tmp_path: Path) -> None:
 
 
 @needs_analyze
-@pytest.mark.parametrize(("unit", "line", "broken"), [
-    ("jobcluster-worker@.service", "KillMode=mixed", "KillMode=bogus"),
-    ("jobcluster-worker@.service", "ProtectSystem=full", "ProtecSystem=full"),
-    ("jobcluster-server@.service", "/bin/jobcluster-server ", "/bin/jobcluster-nothere "),
-    ("jobcluster-webui.service", "[Install]", "[Instal]"),
-])
+@pytest.mark.parametrize(
+    ("unit", "line", "broken"),
+    [
+        ("jobcluster-worker@.service", "KillMode=mixed", "KillMode=bogus"),
+        ("jobcluster-worker@.service", "ProtectSystem=full", "ProtecSystem=full"),
+        ("jobcluster-server@.service", "/bin/jobcluster-server ", "/bin/jobcluster-nothere "),
+        ("jobcluster-webui.service", "[Install]", "[Instal]"),
+    ],
+)
 def test_verify_reports_a_broken_unit(tmp_path: Path, unit: str, line: str, broken: str) -> None:
     units = _generate(tmp_path)
     assert line in units[unit]
@@ -88,5 +100,6 @@ def test_committed_example_is_current() -> None:
     units = systemd.render(systemd.UnitOptions(venv=EXAMPLE_VENV), Settings.from_env({}))
     for name, text in units.items():
         assert (EXAMPLE / name).read_text() == text, (
-            f"docs/systemd/{name} is stale: .venv/bin/python -m jobcluster.devtools.systemd "
-            f"--venv {EXAMPLE_VENV} --out docs/systemd --settings /dev/null")
+            f"docs/systemd/{name} is stale: .venv/bin/python -m devtools.systemd "
+            f"--venv {EXAMPLE_VENV} --out docs/systemd --settings /dev/null"
+        )

@@ -1,4 +1,5 @@
-"""A WatchJob stream's mailbox (scheduler_server/watch.py): a slow reader gets the latest state, never blocks the poller."""
+"""A WatchJob stream's mailbox (scheduler_server/watch_stream.py): a slow reader gets the latest state, never blocks
+the poller."""
 
 from __future__ import annotations
 
@@ -13,10 +14,31 @@ from scheduler_server.watch import Snapshot, Watch
 
 
 def _snapshot(status: Status, live: Live | None = None) -> Snapshot:
-    job = JobRow(id="j", status=status, output="", name="", description="", command="true", exit_code=None,
-                 attempts=1, max_retries=0, timeout_seconds=1.0, run_at_ms=0, idempotency_key="", created_at_ms=1,
-                 created_at_us=1000, updated_at_ms=1, started_at_ms=0, finished_at_ms=0, worker_id="",
-                 last_error="", output_truncated=False, submitted_via="", schedule_id="", scheduled_for_ms=0)
+    job = JobRow(
+        id="j",
+        status=status,
+        output="",
+        name="",
+        description="",
+        command="true",
+        exit_code=None,
+        attempts=1,
+        max_retries=0,
+        timeout_seconds=1.0,
+        run_at_ms=0,
+        idempotency_key="",
+        created_at_ms=1,
+        created_at_us=1000,
+        updated_at_ms=1,
+        started_at_ms=0,
+        finished_at_ms=0,
+        worker_id="",
+        last_error="",
+        output_truncated=False,
+        submitted_via="",
+        schedule_id="",
+        scheduled_for_ms=0,
+    )
     return Snapshot.of(job, live)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 from starlette.testclient import TestClient
@@ -40,23 +39,28 @@ def test_submit_takes_only_json(client: TestClient, fake: FakeConnector, content
 
 
 def test_submit_accepts_json_with_a_charset(client: TestClient) -> None:
-    r = client.post("/api/jobs", content=b'{"command": "true"}',
-                    headers={"Content-Type": "application/json; charset=utf-8"})
+    r = client.post(
+        "/api/jobs", content=b'{"command": "true"}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert r.status_code == 201
 
 
-@pytest.mark.parametrize("body,message", [
-    (b"{not json", "the body is not valid JSON"),
-    (b'["echo"]', 'the body must be a JSON object with a "command"'),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"{not json", "the body is not valid JSON"),
+        (b'["echo"]', 'the body must be a JSON object with a "command"'),
+    ],
+)
 def test_submit_refuses_a_body_that_is_not_a_json_object(client: TestClient, body: bytes, message: str) -> None:
     r = client.post("/api/jobs", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json() == {"error": message}
 
 
 @pytest.mark.parametrize("fields", [{"max_retries": "many"}, {"max_retries": [1]}, {"timeout": "soon"}])
-def test_submit_refuses_fields_that_do_not_convert(client: TestClient, fake: FakeConnector,
-                                                   fields: dict[str, object]) -> None:
+def test_submit_refuses_fields_that_do_not_convert(
+    client: TestClient, fake: FakeConnector, fields: dict[str, object]
+) -> None:
     r = client.post("/api/jobs", json={"command": "true", **fields})
     assert r.status_code == 400 and r.json()["error"]
     assert not fake.servers[A].calls
@@ -68,10 +72,18 @@ def test_submit_to_a_server_that_is_not_configured_is_refused(client: TestClient
     assert not any(s.calls for s in fake.servers.values())
 
 
-@pytest.mark.parametrize("code,status", [(grpc.StatusCode.INVALID_ARGUMENT, 400), (grpc.StatusCode.NOT_FOUND, 404),
-                                         (grpc.StatusCode.FAILED_PRECONDITION, 409), (grpc.StatusCode.INTERNAL, 503)])
-def test_the_servers_answer_becomes_the_http_status(client: TestClient, fake: FakeConnector,
-                                                   code: grpc.StatusCode, status: int) -> None:
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.FAILED_PRECONDITION, 409),
+        (grpc.StatusCode.INTERNAL, 503),
+    ],
+)
+def test_the_servers_answer_becomes_the_http_status(
+    client: TestClient, fake: FakeConnector, code: grpc.StatusCode, status: int
+) -> None:
     fake.servers[A].errors["SubmitJob"] = rpc_error(code, "the server says no")
     r = client.post("/api/jobs", json={"command": "true"})
     assert r.status_code == status and r.json() == {"error": "the server says no"}
@@ -145,8 +157,12 @@ def test_health_is_degraded_while_one_server_is_unreachable(client: TestClient, 
     fake.servers[A].health = "UNREACHABLE (UNAVAILABLE)"
     r = client.get("/api/health")
     assert r.status_code == 200  # the UI still works through B
-    assert r.json() == {"status": "degraded", "servers": {A: "UNREACHABLE (UNAVAILABLE)", B: "SERVING"},
-                        "serving": 1, "configured": 2}
+    assert r.json() == {
+        "status": "degraded",
+        "servers": {A: "UNREACHABLE (UNAVAILABLE)", B: "SERVING"},
+        "serving": 1,
+        "configured": 2,
+    }
 
 
 def test_health_is_503_when_no_server_serves(client: TestClient, fake: FakeConnector) -> None:
@@ -156,8 +172,12 @@ def test_health_is_503_when_no_server_serves(client: TestClient, fake: FakeConne
 
 
 def test_leader(client: TestClient, fake: FakeConnector) -> None:
-    assert client.get("/api/leader").json() == {"leader": A, "since_ms": 1_700_000_000_000, "term": 7,
-                                                "election": "etcd"}
+    assert client.get("/api/leader").json() == {
+        "leader": A,
+        "since_ms": 1_700_000_000_000,
+        "term": 7,
+        "election": "etcd",
+    }
     fake.cluster.info.leader = ""
     assert client.get("/api/leader").json()["leader"] is None
 
@@ -177,23 +197,29 @@ def test_api_answers_carry_the_security_headers(client: TestClient) -> None:
 # --- unknown fields, paging, numbers -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"command": "true", "retries": 5}, "unknown field(s) 'retries' (retries: did you mean max_retries?)"),
-    ({"command": "true", "cron": "* * * * *"}, "schedules are made with POST /api/schedules"),
-    ({"command": "true", "bogus": 1}, "unknown field(s) 'bogus'; known: command, name"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"command": "true", "retries": 5}, "unknown field(s) 'retries' (retries: did you mean max_retries?)"),
+        ({"command": "true", "cron": "* * * * *"}, "schedules are made with POST /api/schedules"),
+        ({"command": "true", "bogus": 1}, "unknown field(s) 'bogus'; known: command, name"),
+    ],
+)
 def test_submit_refuses_fields_it_does_not_know(client: TestClient, fake: FakeConnector, body, message) -> None:
     r = client.post("/api/jobs", json=body)
     assert r.status_code == 400 and message in r.json()["error"]
     assert not any(server.asked("SubmitJob") for server in fake.servers.values())
 
 
-@pytest.mark.parametrize("query, message", [
-    ("limit=0", "limit must be a whole number from 1 to 1000"),
-    ("limit=5000", "limit must be a whole number from 1 to 1000"),
-    ("offset=50", "unknown query parameter(s) 'offset'; known: status, text, queue, limit, page"),
-    ("cursor=abc", "unknown query parameter(s) 'cursor'"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("limit=0", "limit must be a whole number from 1 to 1000"),
+        ("limit=5000", "limit must be a whole number from 1 to 1000"),
+        ("offset=50", "unknown query parameter(s) 'offset'; known: status, text, queue, limit, page"),
+        ("cursor=abc", "unknown query parameter(s) 'cursor'"),
+    ],
+)
 def test_list_jobs_refuses_a_wrong_paging_parameter(client: TestClient, query: str, message: str) -> None:
     r = client.get(f"/api/jobs?{query}")
     assert r.status_code == 400 and message in r.json()["error"]
@@ -218,10 +244,14 @@ def test_schedules_through_the_api(client: TestClient, fake: FakeConnector) -> N
     assert client.post("/api/schedules/nightly/resume", json={}).json()["enabled"] is True
     ran = client.post("/api/schedules/nightly/run", json={})
     assert ran.status_code == 201 and ran.json()["id"]
-    assert client.post("/api/schedules/nightly/pause", content=b"", headers={"Content-Type": "text/plain"}
-                       ).status_code == 415  # a cross-site form cannot pause it
-    assert client.post("/api/schedules", json={"name": "x", "cron": "* * * * *", "command": "y", "when": 1}
-                       ).status_code == 400
+    assert (
+        client.post("/api/schedules/nightly/pause", content=b"", headers={"Content-Type": "text/plain"}).status_code
+        == 415
+    )  # a cross-site form cannot pause it
+    assert (
+        client.post("/api/schedules", json={"name": "x", "cron": "* * * * *", "command": "y", "when": 1}).status_code
+        == 400
+    )
     assert client.delete("/api/schedules/nightly").status_code == 200
     missing = client.post("/api/schedules/nightly/pause", json={})
     assert missing.status_code == 404 and "nightly" in missing.json()["error"]

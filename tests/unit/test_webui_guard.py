@@ -76,11 +76,14 @@ def test_an_api_post_from_another_origin_is_refused_with_403(client: TestClient,
     assert not fake.servers[A].asked("SubmitJob")
 
 
-@pytest.mark.parametrize("origin", [
-    "http://127.0.0.1:3000",  # another program on this machine: same site, other origin
-    "null",                   # a sandboxed frame or a file
-    "http://127.0.0.1.evil.example:8080",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:3000",  # another program on this machine: same site, other origin
+        "null",  # a sandboxed frame or a file
+        "http://127.0.0.1.evil.example:8080",
+    ],
+)
 def test_near_misses_of_the_origin_are_refused(client: TestClient, fake: FakeConnector, origin: str) -> None:
     r = client.post("/api/jobs", json={"command": "id"}, headers={"Origin": origin})
     assert r.status_code == 403
@@ -96,8 +99,7 @@ def test_without_an_origin_the_referer_decides(client: TestClient, fake: FakeCon
 
 def test_the_uis_own_origin_may_post(client: TestClient, fake: FakeConnector) -> None:
     token = csrf(client)
-    r = client.post("/submit", data={"csrf": token, "command": "echo ok"},
-                    headers={"Origin": "http://127.0.0.1:8080"})
+    r = client.post("/submit", data={"csrf": token, "command": "echo ok"}, headers={"Origin": "http://127.0.0.1:8080"})
     assert r.status_code == 303 and fake.servers[A].asked("SubmitJob")
 
 
@@ -111,15 +113,18 @@ def test_the_csrf_token_is_still_required_from_the_own_origin(client: TestClient
     assert not fake.servers[A].asked("SubmitJob")
 
 
-@pytest.mark.parametrize("origin,host,same", [
-    ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
-    ("https://jobs.example.com", "jobs.example.com", True),       # behind a proxy on 443
-    ("https://jobs.example.com:443", "jobs.example.com:443", True),
-    ("http://[::1]:8080", "[::1]:8080", True),
-    ("http://127.0.0.1:8081", "127.0.0.1:8080", False),
-    ("http://jobs.example.com.evil:80", "jobs.example.com", False),
-    ("not a url", "127.0.0.1:8080", False),
-])
+@pytest.mark.parametrize(
+    "origin,host,same",
+    [
+        ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("https://jobs.example.com", "jobs.example.com", True),  # behind a proxy on 443
+        ("https://jobs.example.com:443", "jobs.example.com:443", True),
+        ("http://[::1]:8080", "[::1]:8080", True),
+        ("http://127.0.0.1:8081", "127.0.0.1:8080", False),
+        ("http://jobs.example.com.evil:80", "jobs.example.com", False),
+        ("not a url", "127.0.0.1:8080", False),
+    ],
+)
 def test_same_origin(origin: str, host: str, same: bool) -> None:
     assert same_origin(origin, host) is same
 

@@ -33,9 +33,18 @@ def test_home_offers_every_configured_server(client: TestClient) -> None:
 
 
 def test_submit_sends_the_job_to_the_chosen_server_and_shows_it_on_the_other(
-        client: TestClient, fake: FakeConnector) -> None:
-    r = post(client, "/submit", submit_server=B, status_server=A, command="echo hi", name="  greet ",
-             max_retries="2", timeout="1m30s")
+    client: TestClient, fake: FakeConnector
+) -> None:
+    r = post(
+        client,
+        "/submit",
+        submit_server=B,
+        status_server=A,
+        command="echo hi",
+        name="  greet ",
+        max_retries="2",
+        timeout="1m30s",
+    )
     assert r.status_code == 303 and r.headers["location"] == f"/jobs/job-1?server={A}"
     [job] = fake.servers[B].asked("SubmitJob")
     assert (job.command, job.name, job.max_retries, job.timeout_seconds) == ("echo hi", "greet", 2, 90.0)
@@ -49,8 +58,9 @@ def test_submit_leaves_retries_and_timeout_to_the_server_when_blank(client: Test
 
 
 @pytest.mark.parametrize("cookie,token", [(False, ""), (True, ""), (True, "forged")])
-def test_a_form_without_its_csrf_token_is_refused(client: TestClient, fake: FakeConnector,
-                                                   cookie: bool, token: str) -> None:
+def test_a_form_without_its_csrf_token_is_refused(
+    client: TestClient, fake: FakeConnector, cookie: bool, token: str
+) -> None:
     if cookie:
         client.get("/")
     r = client.post("/submit", data={"csrf": token, "submit_server": A, "command": "echo csrf"})
@@ -59,17 +69,20 @@ def test_a_form_without_its_csrf_token_is_refused(client: TestClient, fake: Fake
 
 
 def test_submit_to_a_server_that_is_not_configured_is_refused_and_keeps_the_form(
-        client: TestClient, fake: FakeConnector) -> None:
+    client: TestClient, fake: FakeConnector
+) -> None:
     r = post(client, "/submit", submit_server="10.0.0.1:50051", status_server=A, command="echo relay")
     assert r.status_code == 400 and "is not one of the configured servers" in r.text
     assert ">echo relay</textarea>" in r.text
     assert not any(s.calls for s in fake.servers.values())
 
 
-@pytest.mark.parametrize("field,value,message", [("max_retries", "two", "Retries must be a whole number."),
-                                                 ("timeout", "soon", "Timeout: ")])
-def test_a_field_that_does_not_parse_is_named_and_the_form_kept(client: TestClient, field: str, value: str,
-                                                                message: str) -> None:
+@pytest.mark.parametrize(
+    "field,value,message", [("max_retries", "two", "Retries must be a whole number."), ("timeout", "soon", "Timeout: ")]
+)
+def test_a_field_that_does_not_parse_is_named_and_the_form_kept(
+    client: TestClient, field: str, value: str, message: str
+) -> None:
     r = post(client, "/submit", submit_server=A, status_server=A, command="echo kept", **{field: value})
     assert r.status_code == 400 and message in r.text
     assert ">echo kept</textarea>" in r.text and f'value="{value}"' in r.text
@@ -103,8 +116,9 @@ def test_jobs_page_lists_jobs_with_counts_and_escapes_them(client: TestClient, f
 
 def test_jobs_page_passes_its_filters_on(client: TestClient, fake: FakeConnector) -> None:
     before = int((time.time() - 3600) * 1000)
-    r = client.get("/jobs", params={"status": "FAILED", "text": "ls", "schedule": "nightly", "since": "1h",
-                                    "page": "tok"})
+    r = client.get(
+        "/jobs", params={"status": "FAILED", "text": "ls", "schedule": "nightly", "since": "1h", "page": "tok"}
+    )
     assert r.status_code == 200
     [req] = fake.servers[A].asked("ListJobs")
     assert (req.status, req.text, req.schedule, req.page_token, req.page_size) == ("FAILED", "ls", "nightly", "tok", 25)
@@ -174,21 +188,26 @@ def test_job_page_from_a_server_that_is_not_configured_gives_400(client: TestCli
 def test_job_events_stream_each_change_then_end(client: TestClient, fake: FakeConnector) -> None:
     running = pb.JobStatus(id="j-1", status="RUNNING")
     done = pb.JobStatus(id="j-1", status="SUCCEEDED", output="hi\n", exit_code=0)
-    fake.cluster.events = [pb.JobEvent(job=running, live_output="h"), pb.JobEvent(job=done, final=True),
-                              pb.JobEvent(job=running)]
+    fake.cluster.events = [
+        pb.JobEvent(job=running, live_output="h"),
+        pb.JobEvent(job=done, final=True),
+        pb.JobEvent(job=running),
+    ]
     r = client.get("/jobs/j-1/events", params={"server": B})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = re.findall(r"event: (\w+)\ndata: (.*)\n\n", r.text)
     assert [name for name, _ in events] == ["job", "job", "end"]
     assert '"live_output": "h"' in events[0][1] and '"final": true' in events[1][1]
-    assert '"exit_code": 0' in events[1][1] and "created_at\"" not in events[1][1]
+    assert '"exit_code": 0' in events[1][1] and 'created_at"' not in events[1][1]
 
 
 def test_job_events_report_a_failed_watch_as_an_event(client: TestClient, fake: FakeConnector) -> None:
     fake.down(A)
     r = client.get("/jobs/j-1/events")
     assert r.status_code == 200
-    assert f'event: failure\ndata: {{"error": "{NOT_ANSWERING}"}}' in r.text and r.text.endswith("event: end\ndata: {}\n\n")
+    assert f'event: failure\ndata: {{"error": "{NOT_ANSWERING}"}}' in r.text and r.text.endswith(
+        "event: end\ndata: {}\n\n"
+    )
 
 
 def test_job_events_from_a_server_that_is_not_configured_give_json_400(client: TestClient) -> None:
@@ -197,8 +216,9 @@ def test_job_events_from_a_server_that_is_not_configured_give_json_400(client: T
 
 
 @pytest.mark.parametrize("action,method", [("cancel", "CancelJob"), ("retry", "RetryDeadLetters")])
-def test_job_buttons_call_the_jobs_server_and_come_back(client: TestClient, fake: FakeConnector,
-                                                       action: str, method: str) -> None:
+def test_job_buttons_call_the_jobs_server_and_come_back(
+    client: TestClient, fake: FakeConnector, action: str, method: str
+) -> None:
     add_job(fake)
     r = post(client, f"/jobs/j-1/{action}", server=B)
     assert r.status_code == 303 and r.headers["location"] == f"/jobs/j-1?server={B}"

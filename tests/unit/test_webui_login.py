@@ -27,8 +27,14 @@ URL = "http://jobs.example:8080"
 PASSWORD = "correct horse battery"
 ADMIN, READER = "t-admin-" + "a" * 32, "t-read-" + "r" * 32
 TTL = 3600.0
-EXPOSED = UIConfig(host="192.0.2.10", port=8080, names=frozenset({"192.0.2.10", "jobs.example"}),
-                   password=password_digest(PASSWORD), token_login=True, session_ttl=TTL)
+EXPOSED = UIConfig(
+    host="192.0.2.10",
+    port=8080,
+    names=frozenset({"192.0.2.10", "jobs.example"}),
+    password=password_digest(PASSWORD),
+    token_login=True,
+    session_ttl=TTL,
+)
 
 
 class Clock:
@@ -74,10 +80,17 @@ def test_a_page_sends_you_to_the_login_first(exposed: TestClient, fake: FakeConn
     assert not any(s.calls for s in fake.servers.values())
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/api/jobs"), ("GET", "/api/jobs/j-1"), ("POST", "/api/jobs"),
-                                         ("GET", "/api/cluster"), ("GET", "/jobs/j-1/events")])
-def test_the_api_answers_401_without_a_login(exposed: TestClient, fake: FakeConnector, method: str,
-                                             path: str) -> None:
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/j-1"),
+        ("POST", "/api/jobs"),
+        ("GET", "/api/cluster"),
+        ("GET", "/jobs/j-1/events"),
+    ],
+)
+def test_the_api_answers_401_without_a_login(exposed: TestClient, fake: FakeConnector, method: str, path: str) -> None:
     r = exposed.request(method, path, json={"command": "id"} if method == "POST" else None)
     assert r.status_code == 401 and "Log in first" in r.json()["error"]
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
@@ -129,8 +142,9 @@ def test_a_loopback_ui_with_a_password_asks_for_it(fake: FakeConnector) -> None:
 
 def test_the_password_logs_in_and_goes_back_where_you_were(exposed: TestClient, fake: FakeConnector) -> None:
     exposed.get("/login?next=%2Fjobs%3Fstatus%3DFAILED")
-    r = exposed.post("/login", data={"csrf": exposed.cookies["jobcluster_csrf"], "password": PASSWORD,
-                                     "next": "/jobs?status=FAILED"})
+    r = exposed.post(
+        "/login", data={"csrf": exposed.cookies["jobcluster_csrf"], "password": PASSWORD, "next": "/jobs?status=FAILED"}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/jobs?status=FAILED"
     cookie = r.headers["set-cookie"].lower()
     assert f"{SESSION_COOKIE}=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
@@ -194,8 +208,9 @@ PROXY = "192.0.2.50"
 WRONG_PASSWORD = {"password": "wrong password"}
 
 
-async def logins(app: Starlette, forwarded_for: list[str], fields: dict[str, str], peer: str = PROXY,
-                 at_once: bool = True) -> list[tuple[int, str]]:
+async def logins(
+    app: Starlette, forwarded_for: list[str], fields: dict[str, str], peer: str = PROXY, at_once: bool = True
+) -> list[tuple[int, str]]:
     """One POST of /login with ``fields`` per entry, from ``peer``, each with ``X-Forwarded-For: <entry>``
     (none for ""): all at once, or one after another; the status and page of each."""
     transport = httpx2.ASGITransport(app=app, client=(peer, 40000))
@@ -218,7 +233,8 @@ def statuses(answers: list[tuple[int, str]]) -> Counter[int]:
 
 @pytest.mark.parametrize("fields", [{"password": "wrong password"}, {"token": "t-guessed-" + "g" * 32}])
 async def test_concurrent_wrong_logins_get_no_more_tries_than_one_after_another(
-        fake: FakeConnector, clock: Clock, fields: dict[str, str]) -> None:
+    fake: FakeConnector, clock: Clock, fields: dict[str, str]
+) -> None:
     fake.cluster.accepted_tokens = {ADMIN}
     app = create_app(SERVERS, fake, EXPOSED, clock)
     answers = await logins(app, [""] * 30, fields)
@@ -246,14 +262,16 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(fake: FakeC
 
 async def test_an_ipv6_client_is_counted_by_its_64(fake: FakeConnector, clock: Clock) -> None:
     app = create_app(SERVERS, fake, EXPOSED, clock)
-    answers = [(await logins(app, [""], WRONG_PASSWORD, peer=f"2001:db8:0:1::{i}"))[0]
-               for i in range(1, MAX_FAILURES + 2)]
+    answers = [
+        (await logins(app, [""], WRONG_PASSWORD, peer=f"2001:db8:0:1::{i}"))[0] for i in range(1, MAX_FAILURES + 2)
+    ]
     assert statuses(answers) == {401: MAX_FAILURES, 429: 1}
     assert "Too many failed logins from 2001:db8:0:1::/64:" in answers[-1][1]
 
 
 async def test_many_failures_from_many_addresses_slow_every_login_down_but_lock_nobody_out(
-        fake: FakeConnector, clock: Clock) -> None:
+    fake: FakeConnector, clock: Clock
+) -> None:
     app = create_app(SERVERS, fake, dataclasses.replace(EXPOSED, trusted_proxies=(f"{PROXY}/32",)), clock)
     waited: list[float] = []
 
@@ -314,7 +332,8 @@ def test_a_read_token_cannot_submit(exposed: TestClient, fake: FakeConnector) ->
 
 
 def test_a_token_shorter_than_32_characters_is_refused_without_asking_the_servers(
-        exposed: TestClient, fake: FakeConnector) -> None:
+    exposed: TestClient, fake: FakeConnector
+) -> None:
     r = log_in(exposed, token="t" * 31)
     assert r.status_code == 401 and "The servers refused this token." in r.text
     assert not any(s.calls for s in fake.servers.values())
@@ -329,8 +348,9 @@ def test_a_wrong_token_is_refused_and_counted(exposed: TestClient, fake: FakeCon
 
 
 @pytest.mark.parametrize("token", ["two words", "t-\u00e9t\u00e9", "t-\x01", "t" * 5000])
-def test_a_token_that_cannot_be_metadata_is_refused_before_any_call(exposed: TestClient, fake: FakeConnector,
-                                                                     token: str) -> None:
+def test_a_token_that_cannot_be_metadata_is_refused_before_any_call(
+    exposed: TestClient, fake: FakeConnector, token: str
+) -> None:
     r = exposed.get("/api/jobs", headers={"Authorization": f"Bearer {token}".encode()})
     assert r.status_code == 401 and r.json() == {"error": "The servers refused this token."}
     assert not any(s.calls for s in fake.servers.values())
@@ -424,10 +444,18 @@ def test_a_made_up_session_id_is_no_session(exposed: TestClient) -> None:
     assert exposed.get("/jobs").status_code == 303
 
 
-@pytest.mark.parametrize("target,expected", [
-    ("/jobs?status=FAILED", "/jobs?status=FAILED"), ("", "/"), (None, "/"),
-    ("//evil.example/", "/"), ("/\\evil.example", "/"), ("https://evil.example/", "/"), ("jobs", "/"),
-])
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ("/jobs?status=FAILED", "/jobs?status=FAILED"),
+        ("", "/"),
+        (None, "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("jobs", "/"),
+    ],
+)
 def test_after_the_login_only_a_path_of_this_site(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
 
@@ -468,8 +496,12 @@ def test_a_short_auth_token_stops_the_ui_at_start() -> None:
 def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert ui_config(Settings(), "127.0.0.1:8080").trusted_proxies == ()
     settings = Settings.from_env({"WEBUI_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16,::1,[fd00::1]"})
-    assert ui_config(settings, "127.0.0.1:8080").trusted_proxies == ("10.0.0.5/32", "10.1.0.0/16", "::1/128",
-                                                                      "fd00::1/128")
+    assert ui_config(settings, "127.0.0.1:8080").trusted_proxies == (
+        "10.0.0.5/32",
+        "10.1.0.0/16",
+        "::1/128",
+        "fd00::1/128",
+    )
     with pytest.raises(ConfigError, match="WEBUI_TRUSTED_PROXIES: 'proxy.example' is not an address or a network"):
         ui_config(Settings(webui_trusted_proxies=("10.0.0.5", "proxy.example")), "127.0.0.1:8080")
     with pytest.raises(ConfigError, match="WEBUI_TRUSTED_PROXIES: '\\*' is not"):

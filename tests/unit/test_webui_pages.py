@@ -3,7 +3,6 @@ against in-process fake servers (the jobs pages: test_webui_jobs.py)."""
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 from starlette.testclient import TestClient
@@ -87,12 +86,26 @@ def test_schedules_page_lists_the_schedules(client: TestClient, fake: FakeConnec
 
 
 def test_creating_a_schedule_sends_the_form(client: TestClient, fake: FakeConnector) -> None:
-    r = post(client, "/schedules", name="n", cron="*/5 * * * *", timezone="UTC", command="date",
-             catchup="once", overlap="forbid")
+    r = post(
+        client,
+        "/schedules",
+        name="n",
+        cron="*/5 * * * *",
+        timezone="UTC",
+        command="date",
+        catchup="once",
+        overlap="forbid",
+    )
     assert r.status_code == 303 and r.headers["location"] == "/schedules"
     [sch] = fake.servers[A].asked("CreateSchedule")
     assert (sch.name, sch.cron, sch.timezone, sch.command, sch.catchup, sch.overlap) == (
-        "n", "*/5 * * * *", "UTC", "date", "once", "forbid")
+        "n",
+        "*/5 * * * *",
+        "UTC",
+        "date",
+        "once",
+        "forbid",
+    )
 
 
 def test_a_refused_schedule_shows_the_list_and_keeps_the_form(client: TestClient, fake: FakeConnector) -> None:
@@ -103,8 +116,9 @@ def test_a_refused_schedule_shows_the_list_and_keeps_the_form(client: TestClient
     assert 'action="/schedules/old/pause"' in r.text and 'value="typed"' in r.text and ">date</textarea>" in r.text
 
 
-def test_a_schedule_with_no_server_answering_gives_503_and_keeps_the_form(client: TestClient,
-                                                                         fake: FakeConnector) -> None:
+def test_a_schedule_with_no_server_answering_gives_503_and_keeps_the_form(
+    client: TestClient, fake: FakeConnector
+) -> None:
     token = csrf(client)
     fake.down()
     r = client.post("/schedules", data={"csrf": token, "name": "typed", "cron": "@hourly", "command": "date"})
@@ -112,10 +126,12 @@ def test_a_schedule_with_no_server_answering_gives_503_and_keeps_the_form(client
     assert "no schedules yet" in r.text and 'value="typed"' in r.text
 
 
-@pytest.mark.parametrize("action,method", [("pause", "PauseSchedule"), ("resume", "ResumeSchedule"),
-                                           ("delete", "DeleteSchedule")])
-def test_schedule_buttons_come_back_to_the_list(client: TestClient, fake: FakeConnector,
-                                               action: str, method: str) -> None:
+@pytest.mark.parametrize(
+    "action,method", [("pause", "PauseSchedule"), ("resume", "ResumeSchedule"), ("delete", "DeleteSchedule")]
+)
+def test_schedule_buttons_come_back_to_the_list(
+    client: TestClient, fake: FakeConnector, action: str, method: str
+) -> None:
     fake.cluster.schedules["n"] = pb.Schedule(name="n", cron="@daily", enabled=True)
     r = post(client, f"/schedules/n/{action}")
     assert r.status_code == 303 and r.headers["location"] == "/schedules"
@@ -129,8 +145,9 @@ def test_run_now_goes_to_the_new_jobs_page(client: TestClient, fake: FakeConnect
     assert r.status_code == 303 and r.headers["location"] == f"/jobs/job-1?server={B}"
 
 
-def test_schedule_buttons_refuse_unknown_names_actions_and_missing_csrf(client: TestClient,
-                                                                       fake: FakeConnector) -> None:
+def test_schedule_buttons_refuse_unknown_names_actions_and_missing_csrf(
+    client: TestClient, fake: FakeConnector
+) -> None:
     assert client.post("/schedules/n/pause").status_code == 403
     assert post(client, "/schedules/n/explode").status_code == 404
     r = post(client, "/schedules/ghost/pause")

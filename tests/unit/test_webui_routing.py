@@ -19,40 +19,73 @@ def _routing(job: pb.Job) -> tuple[object, ...]:
 
 def test_the_form_sends_the_routing(client: TestClient, fake: FakeConnector) -> None:
     page = client.get("/")
-    assert all(f'name="{f}"' in page.text for f in ("queue", "priority", "constraints", "concurrency_key",
-                                                      "max_concurrency"))
-    r = post(client, "/submit", submit_server=A, status_server=A, command="train", queue="gpu", priority="7",
-             constraints="region=eu, gpu", concurrency_key="db-eu", max_concurrency="2")
+    assert all(
+        f'name="{f}"' in page.text for f in ("queue", "priority", "constraints", "concurrency_key", "max_concurrency")
+    )
+    r = post(
+        client,
+        "/submit",
+        submit_server=A,
+        status_server=A,
+        command="train",
+        queue="gpu",
+        priority="7",
+        constraints="region=eu, gpu",
+        concurrency_key="db-eu",
+        max_concurrency="2",
+    )
     assert r.status_code == 303
     [job] = fake.servers[A].asked("SubmitJob")
     assert _routing(job) == ROUTED
 
 
 def test_a_blank_form_routing_is_the_default_queue(client: TestClient, fake: FakeConnector) -> None:
-    post(client, "/submit", submit_server=A, status_server=A, command="true", queue="", priority="",
-         constraints="", concurrency_key="", max_concurrency="")
+    post(
+        client,
+        "/submit",
+        submit_server=A,
+        status_server=A,
+        command="true",
+        queue="",
+        priority="",
+        constraints="",
+        concurrency_key="",
+        max_concurrency="",
+    )
     [job] = fake.servers[A].asked("SubmitJob")
     assert _routing(job) == ("default", 0, [], "", 0)
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"priority": "high"}, "priority must be a whole number, got &#39;high&#39;"),
-    ({"priority": "10"}, "priority must be 0 to 9 (higher runs first), got 10"),
-    ({"queue": "my queue"}, "queue &#39;my queue&#39; is not a queue name"),
-    ({"constraints": "gpu:1"}, "constraints item 1 &#39;gpu:1&#39; is not a tag"),
-    ({"max_concurrency": "2"}, "max_concurrency needs a concurrency_key"),
-])
-def test_bad_form_routing_is_named_and_the_form_kept(client: TestClient, fake: FakeConnector,
-                                                     fields: dict[str, str], message: str) -> None:
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"priority": "high"}, "priority must be a whole number, got &#39;high&#39;"),
+        ({"priority": "10"}, "priority must be 0 to 9 (higher runs first), got 10"),
+        ({"queue": "my queue"}, "queue &#39;my queue&#39; is not a queue name"),
+        ({"constraints": "gpu:1"}, "constraints item 1 &#39;gpu:1&#39; is not a tag"),
+        ({"max_concurrency": "2"}, "max_concurrency needs a concurrency_key"),
+    ],
+)
+def test_bad_form_routing_is_named_and_the_form_kept(
+    client: TestClient, fake: FakeConnector, fields: dict[str, str], message: str
+) -> None:
     r = post(client, "/submit", submit_server=A, status_server=A, command="echo kept", **fields)
     assert r.status_code == 400 and message in r.text, r.text
     assert ">echo kept</textarea>" in r.text and not fake.servers[A].calls
 
 
 def test_the_api_takes_the_routing(client: TestClient, fake: FakeConnector) -> None:
-    r = client.post("/api/jobs", json={"command": "true", "queue": "gpu", "priority": 7,
-                                       "constraints": ["region=eu", "gpu"], "concurrency_key": "db-eu",
-                                       "max_concurrency": 2})
+    r = client.post(
+        "/api/jobs",
+        json={
+            "command": "true",
+            "queue": "gpu",
+            "priority": 7,
+            "constraints": ["region=eu", "gpu"],
+            "concurrency_key": "db-eu",
+            "max_concurrency": 2,
+        },
+    )
     assert r.status_code == 201
     r = client.post("/api/jobs", json={"command": "true", "constraints": "gpu, ssd"})
     assert r.status_code == 201
@@ -60,25 +93,37 @@ def test_the_api_takes_the_routing(client: TestClient, fake: FakeConnector) -> N
     assert _routing(first) == ROUTED and list(second.constraints) == ["gpu", "ssd"]
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"priority": 10}, "priority must be 0 to 9"),
-    ({"priority": True}, "priority must be a whole number"),
-    ({"constraints": [f"t{i}" for i in range(17)]}, "constraints has more than 16 tags"),
-    ({"constraints": [1]}, "constraints must be a list of tags"),
-    ({"queue": ["gpu"]}, "queue must be text"),
-    ({"max_concurrency": 3}, "max_concurrency needs a concurrency_key"),
-])
-def test_the_api_refuses_bad_routing(client: TestClient, fake: FakeConnector, fields: dict[str, object],
-                                     message: str) -> None:
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"priority": 10}, "priority must be 0 to 9"),
+        ({"priority": True}, "priority must be a whole number"),
+        ({"constraints": [f"t{i}" for i in range(17)]}, "constraints has more than 16 tags"),
+        ({"constraints": [1]}, "constraints must be a list of tags"),
+        ({"queue": ["gpu"]}, "queue must be text"),
+        ({"max_concurrency": 3}, "max_concurrency needs a concurrency_key"),
+    ],
+)
+def test_the_api_refuses_bad_routing(
+    client: TestClient, fake: FakeConnector, fields: dict[str, object], message: str
+) -> None:
     r = client.post("/api/jobs", json={"command": "true", **fields})
     assert r.status_code == 400 and message in r.json()["error"]
     assert not fake.servers[A].calls
 
 
 def _waiting_job(fake: FakeConnector) -> pb.JobStatus:
-    job = pb.JobStatus(id="j-1", status="QUEUED", command="train", queue="gpu", priority=7,
-                       constraints=["gpu", "region=eu"], concurrency_key="db-eu", max_concurrency=2,
-                       waiting_reason="no live worker serves queue gpu")
+    job = pb.JobStatus(
+        id="j-1",
+        status="QUEUED",
+        command="train",
+        queue="gpu",
+        priority=7,
+        constraints=["gpu", "region=eu"],
+        concurrency_key="db-eu",
+        max_concurrency=2,
+        waiting_reason="no live worker serves queue gpu",
+    )
     fake.cluster.jobs[job.id] = job
     return job
 
@@ -86,8 +131,13 @@ def _waiting_job(fake: FakeConnector) -> pb.JobStatus:
 def test_the_api_returns_the_routing_and_the_waiting_reason(client: TestClient, fake: FakeConnector) -> None:
     _waiting_job(fake)
     body = client.get("/api/jobs/j-1").json()
-    assert (body["queue"], body["priority"], body["constraints"], body["concurrency_key"],
-            body["max_concurrency"]) == ROUTED
+    assert (
+        body["queue"],
+        body["priority"],
+        body["constraints"],
+        body["concurrency_key"],
+        body["max_concurrency"],
+    ) == ROUTED
     assert body["waiting_reason"] == "no live worker serves queue gpu"
     r = client.get("/api/jobs", params={"queue": "gpu"})
     assert r.status_code == 200, r.text
@@ -110,7 +160,10 @@ def test_the_jobs_list_shows_the_queue_and_filters_by_it(client: TestClient, fak
 def test_the_job_page_shows_the_routing_and_why_it_waits(client: TestClient, fake: FakeConnector) -> None:
     _waiting_job(fake)
     r = client.get("/jobs/j-1")
-    assert '<p id="waiting-reason" class="waiting" >Waiting: <span id="waiting-text">no live worker serves queue gpu' in r.text
+    assert (
+        '<p id="waiting-reason" class="waiting" >Waiting: <span id="waiting-text">no live worker serves queue gpu'
+        in r.text
+    )
     assert '<dd id="queue">gpu, priority 7</dd>' in r.text
     assert '<dd id="constraints">gpu, region=eu</dd>' in r.text
     assert "db-eu (at most 2 at once)" in r.text
@@ -119,14 +172,25 @@ def test_the_job_page_shows_the_routing_and_why_it_waits(client: TestClient, fak
 
 
 def test_a_schedule_from_the_form_carries_the_routing(client: TestClient, fake: FakeConnector) -> None:
-    r = post(client, "/schedules", name="nightly", cron="0 3 * * *", command="train", queue="gpu", priority="7",
-             constraints="gpu,region=eu")
+    r = post(
+        client,
+        "/schedules",
+        name="nightly",
+        cron="0 3 * * *",
+        command="train",
+        queue="gpu",
+        priority="7",
+        constraints="gpu,region=eu",
+    )
     assert r.status_code == 303
     [sch] = [q for s in SERVERS for q in fake.servers[s].asked("CreateSchedule")]
     assert (sch.queue, sch.priority, list(sch.constraints)) == ("gpu", 7, ["gpu", "region=eu"])
     fake.cluster.schedules["nightly"] = sch  # the fake keeps only name, cron and command
     page = client.get("/schedules")
-    assert '<td class="queue">gpu <span class="muted">p7</span> <span class="muted">needs gpu, region=eu</span>' in page.text
+    assert (
+        '<td class="queue">gpu <span class="muted">p7</span> <span class="muted">needs gpu, region=eu</span>'
+        in page.text
+    )
     r = post(client, "/schedules", name="bad", cron="0 3 * * *", command="train", priority="12")
     assert r.status_code == 400 and "priority must be 0 to 9" in r.text and 'value="12"' in r.text
 

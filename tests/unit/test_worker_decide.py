@@ -13,8 +13,14 @@ NOW = 1_700_000_000_000
 
 
 def _claimed(attempt: int = 1, max_retries: int = 3, interruptions: int = 0) -> Claimed:
-    return Claimed(job_id="j", command="true", timeout_seconds=10.0, max_retries=max_retries, attempt=attempt,
-                   interruptions=interruptions)
+    return Claimed(
+        job_id="j",
+        command="true",
+        timeout_seconds=10.0,
+        max_retries=max_retries,
+        attempt=attempt,
+        interruptions=interruptions,
+    )
 
 
 def _result(exit_code: int = 0, timed_out: bool = False, error: str = "") -> ShellResult:
@@ -63,37 +69,45 @@ def test_the_runner_error_wins_over_the_exit_code():
 
 
 def test_backoff_is_capped():
-    s = settle(_result(1), _claimed(attempt=30, max_retries=100), backoff_base=1.0, backoff_max=60.0,
-               rng=random.Random(5))
+    s = settle(
+        _result(1), _claimed(attempt=30, max_retries=100), backoff_base=1.0, backoff_max=60.0, rng=random.Random(5)
+    )
     assert 30_000 <= s.delay_ms <= 60_000
 
 
-@pytest.mark.parametrize(("state", "expected"), [
-    (None, Refusal.DROP),                                          # unknown id
-    (JobState(Status.PENDING, due=False, due_ms=NOW + 5000), Refusal.DELAY),   # backing off
-    (JobState(Status.QUEUED, due=False, due_ms=NOW + 5000), Refusal.DELAY),    # run_at ahead
-    (JobState(Status.PENDING, due=True, due_ms=NOW), Refusal.DROP),  # due: claimed by someone else meanwhile
-    (JobState(Status.QUEUED, due=True, due_ms=NOW), Refusal.DROP),
-    (JobState(Status.RUNNING, due=True, due_ms=NOW), Refusal.DROP),  # a duplicate id; another worker runs it
-    (JobState(Status.SUCCEEDED, due=True, due_ms=NOW), Refusal.DROP),
-    (JobState(Status.CANCELLED, due=True, due_ms=NOW), Refusal.DROP),
-    (JobState(Status.FAILED, due=True, due_ms=NOW), Refusal.DEAD_LETTER),
-])
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (None, Refusal.DROP),  # unknown id
+        (JobState(Status.PENDING, due=False, due_ms=NOW + 5000), Refusal.DELAY),  # backing off
+        (JobState(Status.QUEUED, due=False, due_ms=NOW + 5000), Refusal.DELAY),  # run_at ahead
+        (JobState(Status.PENDING, due=True, due_ms=NOW), Refusal.DROP),  # due: claimed by someone else meanwhile
+        (JobState(Status.QUEUED, due=True, due_ms=NOW), Refusal.DROP),
+        (JobState(Status.RUNNING, due=True, due_ms=NOW), Refusal.DROP),  # a duplicate id; another worker runs it
+        (JobState(Status.SUCCEEDED, due=True, due_ms=NOW), Refusal.DROP),
+        (JobState(Status.CANCELLED, due=True, due_ms=NOW), Refusal.DROP),
+        (JobState(Status.FAILED, due=True, due_ms=NOW), Refusal.DEAD_LETTER),
+    ],
+)
 def test_refuse(state, expected):
     assert refuse(state) is expected
 
 
 # --- fenced: a running attempt whose job moved on (its worker was declared dead) ---------------
 
-@pytest.mark.parametrize(("state", "is_fenced"), [
-    (("RUNNING", 3, "w1"), False),        # still ours
-    (("RUNNING", 4, "w2"), True),         # the leader requeued it and another worker reran it
-    (("RUNNING", 4, "w1"), True),         # rerun by this same worker, in another slot
-    (("QUEUED", 3, None), True),          # requeued, not yet taken
-    (("FAILED", 3, None), True),          # requeued as its last retry: dead-lettered
-    (("SUCCEEDED", 4, "w2"), True),       # the rerun already finished
-    (("CANCELLED", 3, "w1"), False),      # cancelled: the cancel path stops and records it
-    (None, True),                         # the job is gone
-])
+
+@pytest.mark.parametrize(
+    ("state", "is_fenced"),
+    [
+        (("RUNNING", 3, "w1"), False),  # still ours
+        (("RUNNING", 4, "w2"), True),  # the leader requeued it and another worker reran it
+        (("RUNNING", 4, "w1"), True),  # rerun by this same worker, in another slot
+        (("QUEUED", 3, None), True),  # requeued, not yet taken
+        (("FAILED", 3, None), True),  # requeued as its last retry: dead-lettered
+        (("SUCCEEDED", 4, "w2"), True),  # the rerun already finished
+        (("CANCELLED", 3, "w1"), False),  # cancelled: the cancel path stops and records it
+        (None, True),  # the job is gone
+    ],
+)
 def test_an_attempt_is_fenced_when_the_job_is_no_longer_its_own(state, is_fenced):
     assert fenced(3, state, "w1") is is_fenced

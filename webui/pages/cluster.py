@@ -19,8 +19,13 @@ async def cluster_page(request: Request) -> Response:
     pool = pool_of(request)
     info, _ = await pool.call(lambda s: s.GetClusterInfo(pb.ClusterInfoRequest(), timeout=CALL_TIMEOUT))
     stats, _ = await pool.call(lambda s: s.GetStats(pb.StatsRequest(minutes=60), timeout=CALL_TIMEOUT))
-    return render(request, "cluster.html", info=info, finished_chart=charts.finished_per_minute(stats.minutes),
-                  depth_chart=charts.queue_depths(stats.minutes))
+    return render(
+        request,
+        "cluster.html",
+        info=info,
+        finished_chart=charts.finished_per_minute(stats.minutes),
+        depth_chart=charts.queue_depths(stats.minutes),
+    )
 
 
 routes = [Route("/cluster", cluster_page)]

@@ -19,9 +19,16 @@ ACTIONS = {"retry": "RetryDeadLetters", "purge": "PurgeDeadLetters"}
 @on_error_render("dlq.html", context(dead=[], server=""))
 async def dlq_page(request: Request) -> Response:
     resp, server = await pool_of(request).call(
-        lambda s: s.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT))
-    return render(request, "dlq.html", dead=resp.dead_letters, total=resp.total, server=server,
-                  done=_done(request.query_params.get("retried"), request.query_params.get("purged")))
+        lambda s: s.ListDeadLetters(pb.DeadLettersRequest(), timeout=CALL_TIMEOUT)
+    )
+    return render(
+        request,
+        "dlq.html",
+        dead=resp.dead_letters,
+        total=resp.total,
+        server=server,
+        done=_done(request.query_params.get("retried"), request.query_params.get("purged")),
+    )
 
 
 def _done(retried: str | None, purged: str | None) -> str:
@@ -37,8 +44,11 @@ def _done(retried: str | None, purged: str | None) -> str:
 @on_error_render("dlq.html", context(dead=[], server=""))
 async def dlq_action(request: Request) -> Response:
     values = await read_form(request)
-    req = (pb.DeadLettersRequest(all=True) if values.get("id") == "all"
-           else pb.DeadLettersRequest(ids=[values.get("id", "")]))
+    req = (
+        pb.DeadLettersRequest(all=True)
+        if values.get("id") == "all"
+        else pb.DeadLettersRequest(ids=[values.get("id", "")])
+    )
     call = ACTIONS.get(request.path_params["action"])
     if call is None:
         raise UserError(f"unknown action {request.path_params['action']!r}", 404)

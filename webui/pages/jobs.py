@@ -41,18 +41,35 @@ async def jobs_page(request: Request) -> Response:
     if since and since not in SINCE:
         raise UserError(f"since must be one of {', '.join(SINCE)}")
     after = int((time.time() - SINCE[since]) * 1000) if since else 0
-    req = pb.ListJobsRequest(status=filters["status"], text=filters["text"], page_size=PAGE_SIZE,
-                             page_token=request.query_params.get("page", ""), include_output=False,
-                             with_counts=True, schedule=filters["schedule"], created_after_ms=after,
-                             queue=filters["queue"])
+    req = pb.ListJobsRequest(
+        status=filters["status"],
+        text=filters["text"],
+        page_size=PAGE_SIZE,
+        page_token=request.query_params.get("page", ""),
+        include_output=False,
+        with_counts=True,
+        schedule=filters["schedule"],
+        created_after_ms=after,
+        queue=filters["queue"],
+    )
     resp, server = await pool_of(request).call(lambda s: s.ListJobs(req, timeout=CALL_TIMEOUT))
     finished = filters["status"] if filters["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") else ""
-    stats_req = pb.StatsRequest(minutes=1, status=finished, text=filters["text"], schedule=filters["schedule"],
-                                queue=filters["queue"])
+    stats_req = pb.StatsRequest(
+        minutes=1, status=finished, text=filters["text"], schedule=filters["schedule"], queue=filters["queue"]
+    )
     stats, _ = await pool_of(request).call(lambda s: s.GetStats(stats_req, timeout=CALL_TIMEOUT))
-    return render(request, "jobs.html", 200, jobs=resp.jobs, counts=dict(resp.status_counts),
-                  next_page=resp.next_page_token, server=server, durations_chart=charts.durations(stats.durations),
-                  durations_of=stats.durations_of, **filters)
+    return render(
+        request,
+        "jobs.html",
+        200,
+        jobs=resp.jobs,
+        counts=dict(resp.status_counts),
+        next_page=resp.next_page_token,
+        server=server,
+        durations_chart=charts.durations(stats.durations),
+        durations_of=stats.durations_of,
+        **filters,
+    )
 
 
 async def _no_job(request: Request) -> dict[str, Any]:
@@ -93,8 +110,11 @@ async def job_events(request: Request) -> Response:
     """Server-Sent Events for the job page, from WatchJob on the chosen server."""
     pool = pool_of(request)
     stub = pool.stub(pool.check(request.query_params.get("server", "")))
-    return StreamingResponse(_watch(stub, request.path_params["job_id"]), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _watch(stub, request.path_params["job_id"]),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @on_error_render("job.html", context(job=None, server="", in_dlq=False))

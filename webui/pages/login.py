@@ -35,8 +35,12 @@ async def _form_again(request: Request) -> dict[str, Any]:
     """What the login page shows: the ways to log in, and where to go after."""
     config = config_of(request)
     sent = request.query_params.get("next") or getattr(request.state, "form", {}).get("next")
-    return {"next": safe_next(sent), "password_login": config.password is not None,
-            "token_login": config.token_login, "session_hours": f"{config.session_ttl / 3600:g}"}
+    return {
+        "next": safe_next(sent),
+        "password_login": config.password is not None,
+        "token_login": config.token_login,
+        "session_hours": f"{config.session_ttl / 3600:g}",
+    }
 
 
 async def login_page(request: Request) -> Response:
@@ -56,8 +60,11 @@ async def _start_session(request: Request, values: dict[str, str]) -> Session:
     if token and auth.config.token_login:
         await auth.check_token(request.app.state.pool, token)
         return auth.sessions.start("token", token)
-    wanted = " or ".join(w for w, on in (("the password", auth.config.password is not None),
-                                         ("a server token", auth.config.token_login)) if on)
+    wanted = " or ".join(
+        w
+        for w, on in (("the password", auth.config.password is not None), ("a server token", auth.config.token_login))
+        if on
+    )
     raise UserError(f"Enter {wanted}.")
 
 
@@ -76,8 +83,9 @@ async def login_submit(request: Request) -> Response:
     auth.sessions.end(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse(safe_next(values.get("next")), status_code=303)
     config = config_of(request)
-    response.set_cookie(SESSION_COOKIE, session.id, max_age=int(config.session_ttl), httponly=True,
-                        samesite="strict", secure=config.tls)
+    response.set_cookie(
+        SESSION_COOKIE, session.id, max_age=int(config.session_ttl), httponly=True, samesite="strict", secure=config.tls
+    )
     return response
 
 

@@ -16,8 +16,7 @@ from webui.errors import context, on_error_render
 from webui.web import UserError, form_values, pool_of, read_form, render, routing_fields
 
 #: The buttons: action in the URL -> JobService call.
-ACTIONS = {"pause": "PauseSchedule", "resume": "ResumeSchedule", "delete": "DeleteSchedule",
-           "run": "RunScheduleNow"}
+ACTIONS = {"pause": "PauseSchedule", "resume": "ResumeSchedule", "delete": "DeleteSchedule", "run": "RunScheduleNow"}
 
 
 async def _list(request: Request) -> list[pb.Schedule]:
@@ -42,9 +41,15 @@ async def _relisted(request: Request) -> dict[str, Any]:
 @on_error_render("schedules.html", _relisted)
 async def schedules_create(request: Request) -> Response:
     values = await read_form(request)
-    sch = pb.Schedule(name=values.get("name", ""), cron=values.get("cron", ""),
-                      timezone=values.get("timezone", ""), command=values.get("command", ""),
-                      catchup=values.get("catchup", ""), overlap=values.get("overlap", ""), **routing_fields(values))
+    sch = pb.Schedule(
+        name=values.get("name", ""),
+        cron=values.get("cron", ""),
+        timezone=values.get("timezone", ""),
+        command=values.get("command", ""),
+        catchup=values.get("catchup", ""),
+        overlap=values.get("overlap", ""),
+        **routing_fields(values),
+    )
     await pool_of(request).call(lambda s: s.CreateSchedule(sch, timeout=CALL_TIMEOUT))
     return RedirectResponse("/schedules", status_code=303)
 

@@ -22,8 +22,12 @@ async def home(request: Request) -> Response:
 
 def job_from_form(values: dict[str, str]) -> pb.Job:
     """The job the form describes; :class:`UserError` naming a field that does not parse."""
-    job = pb.Job(command=values.get("command", ""), name=values.get("name", "").strip(),
-                 idempotency_key=secrets.token_hex(16), **routing_fields(values))
+    job = pb.Job(
+        command=values.get("command", ""),
+        name=values.get("name", "").strip(),
+        idempotency_key=secrets.token_hex(16),
+        **routing_fields(values),
+    )
     if values.get("max_retries", "").strip():
         try:
             job.max_retries = int(values["max_retries"])

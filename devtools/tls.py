@@ -1,8 +1,8 @@
 """A private certificate authority and certificates for ``make start TLS=1`` and the tests.
 
-    python -m jobcluster.devtools.tls server [DIR]        CA + server certificate (default DIR .run/tls)
-    python -m jobcluster.devtools.tls client NAME [DIR]   a client certificate, for servers with TLS_CLIENT_CA
-    python -m jobcluster.devtools.tls etcd [DIR]          etcd's own CA, its certificate, the programs' (.run/etcd-tls)
+    python -m devtools.tls server [DIR]        CA + server certificate (default DIR .run/tls)
+    python -m devtools.tls client NAME [DIR]   a client certificate, for servers with TLS_CLIENT_CA
+    python -m devtools.tls etcd [DIR]          etcd's own CA, its certificate, the programs' (.run/etcd-tls)
 
 Made with the ``openssl`` command (Debian ships it; ``scripts/bootstrap.sh``
 installs it when missing) rather than a Python package, so the project needs
@@ -132,8 +132,9 @@ def _openssl(*args: str | Path) -> None:
 
 
 def _valid_for(cert: Path, seconds: int) -> bool:
-    done = subprocess.run(["openssl", "x509", "-checkend", str(seconds), "-noout", "-in", str(cert)],
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        ["openssl", "x509", "-checkend", str(seconds), "-noout", "-in", str(cert)], capture_output=True, check=False
+    )
     return done.returncode == 0
 
 
@@ -145,29 +146,82 @@ def _config(tls: DevTls, names: tuple[str, ...]) -> Path:
 
 
 def _new_key_and_request(key: Path, request: Path, config: Path, subject: str) -> None:
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", key, "-out", request, "-subj", subject, "-config", config)
+    _openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        request,
+        "-subj",
+        subject,
+        "-config",
+        config,
+    )
     key.chmod(0o600)
 
 
 def _sign(tls: DevTls, request: Path, out: Path, config: Path, extensions: str) -> None:
-    _openssl("x509", "-req", "-in", request, "-CA", tls.ca, "-CAkey", tls.ca_key,
-             "-set_serial", f"0x{secrets.token_hex(16)}", "-days", str(CERT_DAYS), "-sha256",
-             "-extfile", config, "-extensions", extensions, "-out", out)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        request,
+        "-CA",
+        tls.ca,
+        "-CAkey",
+        tls.ca_key,
+        "-set_serial",
+        f"0x{secrets.token_hex(16)}",
+        "-days",
+        str(CERT_DAYS),
+        "-sha256",
+        "-extfile",
+        config,
+        "-extensions",
+        extensions,
+        "-out",
+        out,
+    )
     request.unlink()
 
 
 def _make_ca(tls: DevTls, config: Path) -> None:
-    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", tls.ca_key, "-out", tls.ca, "-days", str(CA_DAYS), "-sha256",
-             "-subj", f"/CN=jobcluster private CA {socket.gethostname()}", "-config", config,
-             "-extensions", "ca_ext")
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        tls.ca_key,
+        "-out",
+        tls.ca,
+        "-days",
+        str(CA_DAYS),
+        "-sha256",
+        "-subj",
+        f"/CN=jobcluster private CA {socket.gethostname()}",
+        "-config",
+        config,
+        "-extensions",
+        "ca_ext",
+    )
     tls.ca_key.chmod(0o600)
     tls.ca.chmod(0o644)
 
 
-def ensure_server_tls(directory: Path = DEFAULT_DIR, names: tuple[str, ...] | None = None, *,
-                      peer: bool = False) -> DevTls:
+def ensure_server_tls(
+    directory: Path = DEFAULT_DIR, names: tuple[str, ...] | None = None, *, peer: bool = False
+) -> DevTls:
     """The CA and a server certificate in ``directory``: kept when still good, made when missing or stale.
 
     ``peer``: the certificate may also serve as a client's (etcd presents its peer certificate both ways).
@@ -205,8 +259,14 @@ def issue_client_cert(tls: DevTls, name: str) -> tuple[Path, Path]:
 def ensure_client_cert(tls: DevTls, name: str) -> tuple[Path, Path]:
     """Client certificate ``name`` of :func:`issue_client_cert`, kept while the CA signed it and it is valid."""
     cert, key = tls.client_files(name)
-    signed = key.exists() and cert.exists() and subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tls.ca), str(cert)], capture_output=True, check=False).returncode == 0
+    signed = (
+        key.exists()
+        and cert.exists()
+        and subprocess.run(
+            ["openssl", "verify", "-CAfile", str(tls.ca), str(cert)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if signed and _valid_for(cert, RENEW_BEFORE):
         return cert, key
     return issue_client_cert(tls, name)
@@ -234,8 +294,10 @@ def cluster_tls(directory: Path, wanted: bool, servers_running: bool) -> DevTls 
     tls = DevTls(directory)
     if servers_running and tls.ca.exists() != wanted:
         now, asked = ("with", "without") if tls.ca.exists() else ("without", "with")
-        raise TlsError(f"the servers make start started run {now} TLS; to start {asked} it, "
-                       f"make stop first (or make start{' TLS=1' if not wanted else ''})")
+        raise TlsError(
+            f"the servers make start started run {now} TLS; to start {asked} it, "
+            f"make stop first (or make start{' TLS=1' if not wanted else ''})"
+        )
     if wanted:
         return ensure_server_tls(directory)
     if directory.exists():
@@ -259,10 +321,12 @@ def main(argv: list[str]) -> int:
         else:
             tls = DevTls(Path(argv[2]) if len(argv) > 2 else DEFAULT_DIR)
             if not tls.ca_key.exists():
-                raise TlsError(f"no CA in {tls.directory}: run `python -m jobcluster.devtools.tls server` first")
+                raise TlsError(f"no CA in {tls.directory}: run `python -m devtools.tls server` first")
             cert, key = issue_client_cert(tls, argv[1])
-            print(f"TLS_CLIENT_CERT={cert.resolve()}\nTLS_CLIENT_KEY={key.resolve()}\n"
-                  f"servers: TLS_CLIENT_CA={tls.ca.resolve()}")
+            print(
+                f"TLS_CLIENT_CERT={cert.resolve()}\nTLS_CLIENT_KEY={key.resolve()}\n"
+                f"servers: TLS_CLIENT_CA={tls.ca.resolve()}"
+            )
     except TlsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

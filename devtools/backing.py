@@ -21,14 +21,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from dotenv import set_key
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from dotenv import set_key
 
+from devtools import lockdown
+from devtools import services as svc
+from devtools.tls import ETCD_CLIENT, DevTls
 from jobcluster.credentials import etcd_auth, optional_secret
-from jobcluster.devtools import lockdown
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.tls import ETCD_CLIENT, DevTls
 from jobcluster.settings import ConfigError, Settings, read_env
 
 ROOT = Path.cwd()
@@ -62,8 +62,9 @@ class DevServices:
 
     def postgres_login(self) -> svc.Login:
         url = urlsplit(self.settings.database_url)
-        file = self._file("DATABASE_PASSWORD_FILE", self.settings.database_password_file, "postgres_password",
-                          url.password)
+        file = self._file(
+            "DATABASE_PASSWORD_FILE", self.settings.database_password_file, "postgres_password", url.password
+        )
         return svc.Login(url.username or getpass.getuser(), file)
 
     def redis_login(self) -> svc.Login:
@@ -73,8 +74,9 @@ class DevServices:
             user = "default" if url and url.password else APP_USER
             if user == APP_USER:
                 self.env["REDIS_USER"] = APP_USER
-        file = self._file("REDIS_PASSWORD_FILE", self.settings.redis_password_file, "redis_password",
-                          url.password if url else None)
+        file = self._file(
+            "REDIS_PASSWORD_FILE", self.settings.redis_password_file, "redis_password", url.password if url else None
+        )
         return svc.Login(user, file)
 
     def etcd_users(self) -> svc.EtcdUsers:
@@ -84,14 +86,19 @@ class DevServices:
         for setting, path in zip(("ETCD_CA", "ETCD_CERT", "ETCD_KEY"), _etcd_client_files()):
             if not getattr(self.settings, setting.lower()):
                 self.env[setting] = str(path.relative_to(ROOT))
-        return svc.EtcdUsers(SECRETS / "etcd_root_password", svc.Login(self.settings.etcd_user or APP_USER, file),
-                             self.settings.election_namespace.rstrip("/") + "/", ETCD_TLS)
+        return svc.EtcdUsers(
+            SECRETS / "etcd_root_password",
+            svc.Login(self.settings.etcd_user or APP_USER, file),
+            self.settings.election_namespace.rstrip("/") + "/",
+            ETCD_TLS,
+        )
 
     # --- starting ---------------------------------------------------------------------------
 
     def start_redis(self, port: int) -> svc.Service:
-        return svc.start_redis(RUN / "redis", port, LOG / "redis.log", persist=True, detach=True,
-                               login=self.redis_login())
+        return svc.start_redis(
+            RUN / "redis", port, LOG / "redis.log", persist=True, detach=True, login=self.redis_login()
+        )
 
     def start_postgres(self, port: int) -> svc.Service:
         database = urlsplit(self.settings.database_url).path.lstrip("/") or "jobcluster"
@@ -108,7 +115,8 @@ class DevServices:
         except lockdown.LockError as exc:
             raise lockdown.LockError(
                 f"{exc}. Its root password should be in {users.root_password_file}; if that file is lost, "
-                f"move .run/etcd away (etcd holds only the leader key) and run make start again") from None
+                f"move .run/etcd away (etcd holds only the leader key) and run make start again"
+            ) from None
         ETCD_AUTH_MARK.touch()
         return service
 
@@ -123,18 +131,22 @@ class DevServices:
 
     def check_running(self, name: str, pid: int) -> None:
         """A service of ours already running: fine when it has passwords; else say how to upgrade it."""
-        locked = {"redis": lambda: (RUN / "redis" / svc.REDIS_CONF).exists(),
-                  "postgres": lambda: lockdown.PG_AUTH_MARK in _read(_pg_data_dir_now() / "pg_hba.conf"),
-                  "etcd": ETCD_AUTH_MARK.exists}[name]
+        locked = {
+            "redis": lambda: (RUN / "redis" / svc.REDIS_CONF).exists(),
+            "postgres": lambda: lockdown.PG_AUTH_MARK in _read(_pg_data_dir_now() / "pg_hba.conf"),
+            "etcd": ETCD_AUTH_MARK.exists,
+        }[name]
         if not locked():
             raise SystemExit(
                 f"{name} (pid {pid}) was started by an older `make start`, without passwords. Run `make stop`, "
-                f"then `make start`: it restarts {name} with a password and keeps its data.")
+                f"then `make start`: it restarts {name} with a password and keeps its data."
+            )
         if name == "etcd" and "--client-cert-auth" not in _cmdline(pid):
             raise SystemExit(
                 f"etcd (pid {pid}) was started by an older `make start`: its ports are open to every local user, "
                 f"who can renew the leader's lease with no password. Run `make stop`, then `make start`: it "
-                f"restarts etcd with TLS and client certificates (.run/etcd-tls) and keeps its data.")
+                f"restarts etcd with TLS and client certificates (.run/etcd-tls) and keeps its data."
+            )
         {"redis": self.redis_login, "postgres": self.postgres_login, "etcd": self.etcd_users}[name]()
 
     def write_env(self) -> list[str]:
@@ -170,6 +182,7 @@ def _etcd_client_files() -> tuple[Path, Path, Path]:
 
 # --- where PostgreSQL's data lives ------------------------------------------------------------
 
+
 def outside_dir() -> Path:
     """This checkout's directory under /var/lib/jobcluster (named by a hash of the checkout's path)."""
     return OUTSIDE / hashlib.sha256(str(ROOT.resolve()).encode()).hexdigest()[:16]
@@ -182,9 +195,11 @@ def pg_data_dir() -> tuple[Path, str]:
     if not why:
         return inside, ""
     if (inside / "PG_VERSION").exists():
-        raise SystemExit(f"PostgreSQL's data is in {inside}, but {why}. Make the directories above it "
-                         f"enterable (chmod o+x), or move the data: `make stop; mkdir -p {outside_dir()}; "
-                         f"mv {inside} {outside_dir()}/pg`")
+        raise SystemExit(
+            f"PostgreSQL's data is in {inside}, but {why}. Make the directories above it "
+            f"enterable (chmod o+x), or move the data: `make stop; mkdir -p {outside_dir()}; "
+            f"mv {inside} {outside_dir()}/pg`"
+        )
     home = outside_dir()
     home.mkdir(mode=0o755, parents=True, exist_ok=True)
     (home / "checkout").write_text(f"{ROOT}\n")
@@ -219,13 +234,19 @@ def remove_outside_data() -> str | None:
 
 # --- can the programs log in? ------------------------------------------------------------------
 
+
 def redis_client(settings: Settings) -> redis.Redis:
     """A blocking client for make status and the login check, logged in as the programs are."""
     url = settings.redis_addr if "://" in settings.redis_addr else f"redis://{settings.redis_addr}"
     # No retries: redis-py would retry a refused login for about 3 s before saying so.
-    return redis.Redis.from_url(url, username=settings.redis_user or None, socket_timeout=2,
-                                password=optional_secret("REDIS_PASSWORD_FILE", settings.redis_password_file),
-                                decode_responses=True, retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(
+        url,
+        username=settings.redis_user or None,
+        socket_timeout=2,
+        password=optional_secret("REDIS_PASSWORD_FILE", settings.redis_password_file),
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def login_problems(settings: Settings) -> dict[str, str]:
@@ -246,6 +267,7 @@ def login_problems(settings: Settings) -> dict[str, str]:
         password = optional_secret("DATABASE_PASSWORD_FILE", settings.database_password_file)
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await (await login(settings.database_url, password)).close()
+
     try:
         asyncio.run(pg())
     except Exception as exc:  # noqa: BLE001 - any failure is worth saying before the programs start
@@ -254,9 +276,18 @@ def login_problems(settings: Settings) -> dict[str, str]:
             problems["postgres"] = text if "DATABASE_" in text else f"{text}; check DATABASE_URL"
     if settings.etcd_endpoints:
         try:
-            asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace, settings.election_key,
-                                    auth=etcd_auth(settings), tls=etcd_tls(settings)))
+            asyncio.run(
+                read_leader(
+                    settings.etcd_endpoints,
+                    settings.election_namespace,
+                    settings.election_key,
+                    auth=etcd_auth(settings),
+                    tls=etcd_tls(settings),
+                )
+            )
         except ETCD_ERRORS + (ConfigError,) as exc:
-            problems["etcd"] = (f"{exc or type(exc).__name__}; check ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD_FILE, "
-                                f"ETCD_CA, ETCD_CERT and ETCD_KEY")
+            problems["etcd"] = (
+                f"{exc or type(exc).__name__}; check ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD_FILE, "
+                f"ETCD_CA, ETCD_CERT and ETCD_KEY"
+            )
     return problems

@@ -66,6 +66,7 @@ def secret_file(path: Path, value: str | None = None) -> str:
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 
+
 def scram_verifier(password: str, iterations: int = 4096) -> str:
     """What PostgreSQL stores for a scram-sha-256 password (RFC 5802/7677), computed on our side."""
     salt = os.urandom(16)
@@ -73,8 +74,10 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
     b64 = base64.b64encode
-    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}$"
-            f"{b64(hashlib.sha256(client_key).digest()).decode()}:{b64(server_key).decode()}")
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}$"
+        f"{b64(hashlib.sha256(client_key).digest()).decode()}:{b64(server_key).decode()}"
+    )
 
 
 def write_pg_auth(data_dir: Path, admins: Iterable[str]) -> None:
@@ -84,9 +87,11 @@ def write_pg_auth(data_dir: Path, admins: Iterable[str]) -> None:
         "# the socket (in the data directory): only these OS users, as the superuser\n"
         f"local  all  {PG_SUPERUSER}  peer  map=jobcluster\n"
         "# TCP: 127.0.0.1 only, scram-sha-256 passwords\n"
-        "host   all  all  127.0.0.1/32  scram-sha-256\n")
+        "host   all  all  127.0.0.1/32  scram-sha-256\n"
+    )
     (data_dir / "pg_ident.conf").write_text(
-        "".join(f"jobcluster  {user}  {PG_SUPERUSER}\n" for user in sorted(set(admins))))
+        "".join(f"jobcluster  {user}  {PG_SUPERUSER}\n" for user in sorted(set(admins)))
+    )
 
 
 def quote_ident(name: str) -> str:
@@ -98,8 +103,9 @@ async def _as_superuser(socket_dir: Path, port: int, database: str, timeout: flo
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return await asyncpg.connect(host=str(socket_dir), port=port, user=PG_SUPERUSER, database=database,
-                                         timeout=5)
+            return await asyncpg.connect(
+                host=str(socket_dir), port=port, user=PG_SUPERUSER, database=database, timeout=5
+            )
         except (asyncpg.CannotConnectNowError, OSError):  # "starting up", or no socket yet
             if time.monotonic() > deadline:
                 raise
@@ -107,9 +113,11 @@ async def _as_superuser(socket_dir: Path, port: int, database: str, timeout: flo
 
 
 def superuser_refused(port: int, database: str) -> str:
-    return (f"DATABASE_URL logs in as {PG_SUPERUSER}, the superuser of the PostgreSQL make start runs, which "
-            f"takes no password over TCP. Use the default role: "
-            f"DATABASE_URL=postgresql://jobcluster@127.0.0.1:{port}/{database}")
+    return (
+        f"DATABASE_URL logs in as {PG_SUPERUSER}, the superuser of the PostgreSQL make start runs, which "
+        f"takes no password over TCP. Use the default role: "
+        f"DATABASE_URL=postgresql://jobcluster@127.0.0.1:{port}/{database}"
+    )
 
 
 async def ensure_pg_role(socket_dir: Path, port: int, user: str, password: str, database: str) -> None:
@@ -125,10 +133,11 @@ async def ensure_pg_role(socket_dir: Path, port: int, user: str, password: str, 
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
         verb = "ALTER" if exists else "CREATE"
         # The verifier is base64, '$' and ':' only: safe inside a literal.
-        await conn.execute(f"{verb} ROLE {quote_ident(user)} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                           f"NOREPLICATION NOBYPASSRLS PASSWORD '{scram_verifier(password)}'")
-        owner = await conn.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
-                                    database)
+        await conn.execute(
+            f"{verb} ROLE {quote_ident(user)} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            f"NOREPLICATION NOBYPASSRLS PASSWORD '{scram_verifier(password)}'"
+        )
+        owner = await conn.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", database)
         if owner is None:
             await conn.execute(f"CREATE DATABASE {quote_ident(database)} OWNER {quote_ident(user)}")
         elif owner != user:
@@ -179,6 +188,7 @@ async def _hand_over_objects(socket_dir: Path, port: int, user: str, database: s
 
 # --- Redis -----------------------------------------------------------------------------------
 
+
 def _redis_rules(password: str) -> str:
     return f"on #{hashlib.sha256(password.encode()).hexdigest()} ~* &* +@all -@dangerous"
 
@@ -197,9 +207,21 @@ def redis_acl(user: str, password: str) -> list[str]:
 #: What anyone on the machine may do without a password, once Redis has loaded its data: read the queue
 #: lists the mission's ``redis-cli LRANGE dlq_tasks 0 -1`` reads (``%R~``: read-only key patterns), and
 #: nothing else: no write, no other key, no KEYS, SCAN, CONFIG, EVAL, INFO, CLIENT or pub/sub.
-REDIS_READER_RULES = ("reset", "on", "nopass", "resetchannels",
-                      "%R~pending_jobs", "%R~pending_jobs:*", "%R~dlq_tasks", "%R~processing_jobs",
-                      "%R~processing_jobs:*", "+lrange", "+llen", "+lindex", "+ping")
+REDIS_READER_RULES = (
+    "reset",
+    "on",
+    "nopass",
+    "resetchannels",
+    "%R~pending_jobs",
+    "%R~pending_jobs:*",
+    "%R~dlq_tasks",
+    "%R~processing_jobs",
+    "%R~processing_jobs:*",
+    "+lrange",
+    "+llen",
+    "+lindex",
+    "+ping",
+)
 
 
 def redis_acl_loading(user: str, password: str) -> list[str]:
@@ -207,7 +229,7 @@ def redis_acl_loading(user: str, password: str) -> list[str]:
     loads (Redis 7.0.15 replays the file as that user and drops every MULTI/EXEC block, so every
     multi-write script, when it is off or restricted: redis/redis#14541), and ``user`` as in
     :func:`redis_acl`. Such a Redis must listen only on a socket root alone can reach until
-    :func:`redis_acl_loaded` has been applied (:func:`jobcluster.devtools.services.start_redis`)."""
+    :func:`redis_acl_loaded` has been applied (:func:`devtools.services.start_redis`)."""
     lines = ["user default on nopass ~* &* +@all"]
     return lines if user == "default" else [*lines, f"user {user} {_redis_rules(password)}"]
 
@@ -223,13 +245,15 @@ def redis_acl_loaded(user: str, password: str) -> tuple[str, ...]:
 
 # --- etcd ------------------------------------------------------------------------------------
 
+
 def prefix_end(prefix: bytes) -> bytes:
     """The range end that covers every key starting with ``prefix`` (etcd's ``--prefix``)."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-def lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefix: str,
-              tls: EtcdTls | None = None) -> bool:
+def lock_etcd(
+    endpoint: str, root_password: str, user: str, password: str, prefix: str, tls: EtcdTls | None = None
+) -> bool:
     """Give etcd a root user and ``user`` (read/write under ``prefix`` only), then turn auth on.
 
     Idempotent: on an etcd with auth already on it logs in as root and makes sure the user,
@@ -239,23 +263,25 @@ def lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefi
     return asyncio.run(_lock_etcd(endpoint, root_password, user, password, prefix.encode(), tls))
 
 
-async def _lock_etcd(endpoint: str, root_password: str, user: str, password: str, prefix: bytes,
-                     tls: EtcdTls | None) -> bool:
+async def _lock_etcd(
+    endpoint: str, root_password: str, user: str, password: str, prefix: bytes, tls: EtcdTls | None
+) -> bool:
     from aetcd import rpc
 
     channel = rpc.secure_channel(endpoint, tls.credentials()) if tls else rpc.insecure_channel(endpoint)
     try:
         stub = rpc.AuthStub(channel)
         try:
-            reply = await stub.Authenticate(rpc.AuthenticateRequest(name="root", password=root_password),
-                                            timeout=5)
+            reply = await stub.Authenticate(rpc.AuthenticateRequest(name="root", password=root_password), timeout=5)
         except rpc.AioRpcError as exc:
             if exc.code() in (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED):
-                raise LockError(f"etcd at {endpoint} did not answer{' over TLS' if tls else ''} "
-                                f"({exc.details()})") from None
+                raise LockError(
+                    f"etcd at {endpoint} did not answer{' over TLS' if tls else ''} ({exc.details()})"
+                ) from None
             if "not enabled" not in (exc.details() or ""):
-                raise LockError(f"etcd at {endpoint} has auth on and refuses our root password "
-                                f"({exc.details()})") from None
+                raise LockError(
+                    f"etcd at {endpoint} has auth on and refuses our root password ({exc.details()})"
+                ) from None
             await _users(stub, (), root_password, user, password, prefix)
             await stub.AuthEnable(rpc.AuthEnableRequest(), timeout=5)
             return True
@@ -265,8 +291,9 @@ async def _lock_etcd(endpoint: str, root_password: str, user: str, password: str
         await channel.close()
 
 
-async def _users(stub: Any, md: tuple[tuple[str, str], ...], root_password: str,
-                 user: str, password: str, prefix: bytes) -> None:
+async def _users(
+    stub: Any, md: tuple[tuple[str, str], ...], root_password: str, user: str, password: str, prefix: bytes
+) -> None:
     """Create (or correct) root, ``user`` and its role; each step tolerates "already exists"."""
     from aetcd import rpc
 

@@ -17,17 +17,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
+from devtools import backing, lockdown
+from devtools import services as svc
+from devtools.backing import LOG, ROOT, RUN
+from devtools.job_user import JobUserError, close_env_file, job_user_env
+from devtools.tls import DevTls, TlsError, cluster_tls
 from jobcluster.channels import ChannelSecurity, open_channel
 from jobcluster.credentials import etcd_auth
-from jobcluster.devtools import backing, lockdown
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.tls import DevTls, TlsError, cluster_tls
-from jobcluster.devtools.backing import LOG, ROOT, RUN
-from jobcluster.devtools.job_user import JobUserError, close_env_file, job_user_env
 from jobcluster.settings import ConfigError, Settings
 
 SERVERS_FILE = ROOT / ".servers"
@@ -79,8 +79,9 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _ensure_service(name: str, host: str, port: int, start: Callable[[int], svc.Service],
-                    dev: backing.DevServices) -> str:
+def _ensure_service(
+    name: str, host: str, port: int, start: Callable[[int], svc.Service], dev: backing.DevServices
+) -> str:
     proc = Proc(name, {"redis": "redis-server", "postgres": "postgres", "etcd": "etcd"}[name])
     if svc.port_open(port, host if host not in LOCAL_HOSTS else "127.0.0.1"):
         pid = proc.pid()
@@ -123,16 +124,26 @@ def start_backing_services(settings: Settings) -> dict[str, str]:
         _say(f"  .env     {line}   (added: the programs log in with it)")
     problems = backing.login_problems(Settings.from_env())
     if problems:
-        raise SystemExit("".join(f"  {k:<9}{v}\n" for k, v in where.items()) + "the programs could not log in:\n"
-                         + "\n".join(f"  {k}: {v}" for k, v in problems.items()))
+        raise SystemExit(
+            "".join(f"  {k:<9}{v}\n" for k, v in where.items())
+            + "the programs could not log in:\n"
+            + "\n".join(f"  {k}: {v}" for k, v in problems.items())
+        )
     return where
 
 
 def _spawn(proc: Proc, args: list[str], log_name: str, env: dict[str, str]) -> int:
     private_log_dir()
     with svc.open_log(LOG / log_name) as log:
-        p = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True, env=env)
+        p = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     proc.record(p.pid)
     return p.pid
 
@@ -146,8 +157,9 @@ def _metrics_env(port: int, what: str, targets: list[str]) -> dict[str, str]:
     return {"METRICS_PORT": str(port), "METRICS_ADDR": ""}
 
 
-def start_servers(count: int, base_port: int, extra_env: dict[str, str] | None = None,
-                  targets: list[str] | None = None) -> list[str]:
+def start_servers(
+    count: int, base_port: int, extra_env: dict[str, str] | None = None, targets: list[str] | None = None
+) -> list[str]:
     addrs = []
     targets = [] if targets is None else targets
     for port in range(base_port, base_port + count):
@@ -172,8 +184,13 @@ def start_server(port: int, extra_env: dict[str, str] | None, targets: list[str]
         _say(f"  server  127.0.0.1:{port} started (pid {pid}, log log/server-{port}.log)")
 
 
-def wait_servers(addrs: list[str], extra_env: dict[str, str] | None, security: ChannelSecurity,
-                 timeout: float = 90.0, pause: float = 2.0) -> list[str]:
+def wait_servers(
+    addrs: list[str],
+    extra_env: dict[str, str] | None,
+    security: ChannelSecurity,
+    timeout: float = 90.0,
+    pause: float = 2.0,
+) -> list[str]:
     """Until every server answers SERVING; those that did not within ``timeout``. One that exited meanwhile is
     started again every ``pause`` seconds: 50051 and up lie in Linux's ephemeral port range (32768-60999), so a
     connection of another program (to Redis, say), or one closed less than a minute ago (TIME_WAIT), can hold
@@ -187,16 +204,19 @@ def wait_servers(addrs: list[str], extra_env: dict[str, str] | None, security: C
             port = int(addr.rsplit(":", 1)[1])
             if Proc(f"server-{port}", f"scheduler_server --port {port}").pid() is None:
                 if addr not in said:
-                    _say(f"  server  {addr} stopped at start (log/server-{port}.log: its port was busy?); "
-                         f"starting it again every {pause:g}s")
+                    _say(
+                        f"  server  {addr} stopped at start (log/server-{port}.log: its port was busy?); "
+                        f"starting it again every {pause:g}s"
+                    )
                     said.add(addr)
                 time.sleep(pause)
                 start_server(port, extra_env, [], quiet=True)
     return waiting
 
 
-def start_workers(count: int, extra_env: dict[str, str] | None = None, base_port: int = 50051,
-                  targets: list[str] | None = None) -> None:
+def start_workers(
+    count: int, extra_env: dict[str, str] | None = None, base_port: int = 50051, targets: list[str] | None = None
+) -> None:
     host = socket.gethostname()
     targets = [] if targets is None else targets
     for i in range(1, count + 1):
@@ -207,8 +227,12 @@ def start_workers(count: int, extra_env: dict[str, str] | None = None, base_port
             _say(f"  worker  {wid} already running (pid {pid})")
             targets.append(f"127.0.0.1:{metrics_port}")
             continue
-        pid = _spawn(proc, [sys.executable, "-m", "worker", "--id", wid], f"worker-{i}.log",
-                     {**os.environ, **(extra_env or {}), **_metrics_env(metrics_port, wid, targets)})
+        pid = _spawn(
+            proc,
+            [sys.executable, "-m", "worker", "--id", wid],
+            f"worker-{i}.log",
+            {**os.environ, **(extra_env or {}), **_metrics_env(metrics_port, wid, targets)},
+        )
         _say(f"  worker  {wid} started (pid {pid}, log log/worker-{i}.log)")
 
 
@@ -223,14 +247,17 @@ def start_webui(settings: Settings, addrs: list[str], extra_env: dict[str, str] 
     if svc.port_open(port, host):
         _say(f"  webui   NOT started: {addr} is taken by another program; set WEBUI_ADDR=127.0.0.1:<port>")
         return None
-    pid = _spawn(proc, [sys.executable, "-m", "webui", "--addr", addr, "--servers", ",".join(addrs)],
-                 "webui.log", {**os.environ, **(extra_env or {})})
+    pid = _spawn(
+        proc,
+        [sys.executable, "-m", "webui", "--addr", addr, "--servers", ",".join(addrs)],
+        "webui.log",
+        {**os.environ, **(extra_env or {})},
+    )
     _say(f"  webui   {addr} started (pid {pid}, log log/webui.log)")
     return addr
 
 
-def wait_healthy(addrs: list[str], timeout: float = 90.0,
-                 security: ChannelSecurity = ChannelSecurity()) -> list[str]:
+def wait_healthy(addrs: list[str], timeout: float = 90.0, security: ChannelSecurity = ChannelSecurity()) -> list[str]:
     """Addresses that did not report SERVING within ``timeout``."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -269,9 +296,11 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     METRICS_FILE.write_text("".join(t + "\n" for t in [*targets, *([ui] if ui else [])]))
     late = wait_servers(addrs, tls_env, _security(settings, addrs))
     if late:
-        _say(f"not ready after 90s: {', '.join(late)}; see log/server-*.log. 'Address already in use' there: "
-             f"another program's connection held that port (50051 and up are in Linux's ephemeral range); "
-             f"make start again, or choose BASE_PORT=7051")
+        _say(
+            f"not ready after 90s: {', '.join(late)}; see log/server-*.log. 'Address already in use' there: "
+            f"another program's connection held that port (50051 and up are in Linux's ephemeral range); "
+            f"make start again, or choose BASE_PORT=7051"
+        )
         return 1
     _say(f"ready in {time.monotonic() - t0:.1f}s. Servers (also in .servers): {','.join(addrs) or '-'}")
     if ui:
@@ -279,8 +308,10 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     _say(_auth_line(settings))
     _say(f"metrics: Prometheus targets (GET /metrics) in .metrics: {' '.join(METRICS_FILE.read_text().split())}")
     if tls:
-        _say(f"TLS: the client uses {tls.ca.relative_to(ROOT)} by itself for the servers in .servers; elsewhere:\n"
-             f"      export TLS_CA={tls.ca}")
+        _say(
+            f"TLS: the client uses {tls.ca.relative_to(ROOT)} by itself for the servers in .servers; elsewhere:\n"
+            f"      export TLS_CA={tls.ca}"
+        )
     _say("try:  .venv/bin/jobcluster submit 'echo hello'      (or: make run-client CMD='echo hello')")
     _say("      make status | make logs | make stop")
     return 0
@@ -294,8 +325,10 @@ def _tls(wanted: bool) -> DevTls | None:
     except TlsError as exc:
         raise SystemExit(f"TLS: {exc}") from None
     if tls:
-        _say(f"  tls      servers use {tls.cert.relative_to(ROOT)}, signed by the private CA "
-             f"{tls.ca.relative_to(ROOT)} (keys mode 600)")
+        _say(
+            f"  tls      servers use {tls.cert.relative_to(ROOT)}, signed by the private CA "
+            f"{tls.ca.relative_to(ROOT)} (keys mode 600)"
+        )
     return tls
 
 
@@ -400,15 +433,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
         r = backing.redis_client(settings)
         processing = sum(r.llen(k) for k in r.scan_iter(keys.PROCESSING_PREFIX + "*"))
-        _say(f"  queues: {keys.PENDING}={r.llen(keys.PENDING)} processing={processing} "
-             f"{keys.DELAYED}={r.zcard(keys.DELAYED)} {keys.DLQ}={r.llen(keys.DLQ)}")
+        _say(
+            f"  queues: {keys.PENDING}={r.llen(keys.PENDING)} processing={processing} "
+            f"{keys.DELAYED}={r.zcard(keys.DELAYED)} {keys.DLQ}={r.llen(keys.DLQ)}"
+        )
         others = {lane: r.llen(lane) for lane in sorted(cast(set[str], r.smembers(keys.LANES))) if lane != keys.PENDING}
         if any(others.values()):  # queues, priorities, constraints: only the lanes holding ids
             _say("  lanes: " + " ".join(f"{lane}={n}" for lane, n in others.items() if n))
         now = time.time() * 1000
         for wid, beat in cast(list[tuple[str, float]], r.zrange(keys.WORKERS, 0, -1, withscores=True)):
             _say(f"  worker {wid}: last heartbeat {(now - beat) / 1000:.1f}s ago")
-    except Exception as exc:  # status must print what it can
+    except Exception as exc:  # noqa: BLE001 - status must print what it can
         _say(f"  queues: Redis not reachable ({exc})")
     return 0
 
@@ -416,6 +451,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _metrics_up(target: str) -> bool:
     """Whether GET /metrics on ``target`` answers (plain HTTP; a TLS web UI counts as down here)."""
     import urllib.request
+
     try:
         with urllib.request.urlopen(f"http://{target}/metrics", timeout=1) as reply:
             return bool(reply.status == 200)
@@ -430,10 +466,18 @@ def _leader_line(settings: Settings) -> str:
 
     from jobcluster.election import ETCD_ERRORS, read_leader
     from jobcluster.etcd_client import etcd_tls
+
     key = f"{settings.election_namespace}/{settings.election_key}"
     try:
-        info = asyncio.run(read_leader(settings.etcd_endpoints, settings.election_namespace,
-                                       settings.election_key, auth=etcd_auth(settings), tls=etcd_tls(settings)))
+        info = asyncio.run(
+            read_leader(
+                settings.etcd_endpoints,
+                settings.election_namespace,
+                settings.election_key,
+                auth=etcd_auth(settings),
+                tls=etcd_tls(settings),
+            )
+        )
     except ETCD_ERRORS + (ConfigError,) as exc:
         return f"unknown: etcd at {','.join(settings.etcd_endpoints)} not reachable ({exc or type(exc).__name__})"
     if info is None:
@@ -460,7 +504,7 @@ def cmd_job_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m jobcluster.devtools.cluster", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m devtools.cluster", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("start")
     s.add_argument("--servers", type=int, default=3)
@@ -480,8 +524,13 @@ def main() -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-                "clean": cmd_clean, "job-user": cmd_job_user}[args.cmd](args, settings)
+        return {
+            "start": cmd_start,
+            "stop": cmd_stop,
+            "status": cmd_status,
+            "clean": cmd_clean,
+            "job-user": cmd_job_user,
+        }[args.cmd](args, settings)
     except (svc.ServiceError, lockdown.LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ Logins (all optional): ``admin_password`` is the group's own ACL user
 (:data:`ADMIN_USER`, every command), with which replicas replicate, sentinels
 watch and reconfigure the data nodes, and the checks run; ``acl`` are more
 config lines for the data nodes, such as the programs' user from
-:func:`jobcluster.devtools.lockdown.redis_acl` (which also turns the default
+:func:`devtools.lockdown.redis_acl` (which also turns the default
 user off); ``sentinel_password`` is the sentinels' own ``requirepass``
 (REDIS_SENTINEL_PASSWORD_FILE). Passwords reach no command line: they are in
 the 0600 config files, and in the environment of the ``redis-cli`` checks.
@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobcluster.devtools.services import ServiceError, _need, _tail
+from devtools.services import ServiceError, _need, _tail
 
 #: The master name the sentinels watch, and REDIS_SENTINEL_MASTER's default.
 MASTER = "jobcluster"
@@ -102,8 +102,9 @@ class SentinelGroup:
             env["REDISCLI_AUTH"] = password  # not -a: a command line is readable by every local user
             cmd += [] if node in self.sentinels else ["--user", ADMIN_USER]
         try:
-            done = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env,
-                                  input=script, check=False)
+            done = subprocess.run(
+                cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env, input=script, check=False
+            )
         except subprocess.TimeoutExpired:
             return ""
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -140,8 +141,10 @@ class SentinelGroup:
             raise ValueError("starve_replicas needs a group started with admin_password")
         primary = self.node(self.primary_name())
         # One session: after the first command our own password is gone too. On stdin: no command line.
-        reply = self.cli(primary, script=f"ACL SETUSER {ADMIN_USER} resetpass >{secrets.token_urlsafe(16)}\n"
-                                         "CLIENT KILL TYPE replica\n").split()
+        reply = self.cli(
+            primary,
+            script=f"ACL SETUSER {ADMIN_USER} resetpass >{secrets.token_urlsafe(16)}\nCLIENT KILL TYPE replica\n",
+        ).split()
         if len(reply) != 2 or reply[0] != "OK" or not reply[1].isdigit():
             raise ServiceError(f"could not cut {primary.name} off from its replicas: {reply}")
 
@@ -155,10 +158,15 @@ class SentinelGroup:
 
     def wait_failover(self, old_primary: str, timeout: float = 30.0) -> str:
         """Wait until every live sentinel names a primary other than ``old_primary`` (host:port); return it."""
+
         def moved() -> bool:
-            seen = {self.cli(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master).replace("\n", ":")
-                    for s in self.sentinels if s.alive()}
+            seen = {
+                self.cli(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master).replace("\n", ":")
+                for s in self.sentinels
+                if s.alive()
+            }
             return len(seen) == 1 and "" not in seen and old_primary not in seen
+
         self._wait(moved, timeout, f"the sentinels to name a primary other than {old_primary}")
         addr = self.primary_addr()
         assert addr is not None
@@ -181,8 +189,12 @@ class SentinelGroup:
     def _launch(self, node: Node) -> None:
         with open(node.log_path, "ab") as log:
             cmd = [*node.member.exec_prefix, _need("redis-server", "redis-server"), str(node.conf)]
-            node.proc = subprocess.Popen(cmd + (["--sentinel"] if node in self.sentinels else []),
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            node.proc = subprocess.Popen(
+                cmd + (["--sentinel"] if node in self.sentinels else []),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def _wait(self, cond: object, timeout: float, what: str, node: Node | None = None) -> None:
         assert callable(cond)
@@ -199,16 +211,25 @@ class SentinelGroup:
         for node in self.nodes:
             self._wait(lambda n=node: self.cli(n, "PING") == "PONG", timeout, f"{node.name} answering PING", node)
         for node in self.nodes[1:]:
-            self._wait(lambda n=node: "master_link_status:up" in self.cli(n, "INFO", "replication"),
-                       timeout, f"{node.name} to replicate the primary", node)
+            self._wait(
+                lambda n=node: "master_link_status:up" in self.cli(n, "INFO", "replication"),
+                timeout,
+                f"{node.name} to replicate the primary",
+                node,
+            )
 
     def _ready_sentinels(self, timeout: float) -> None:
         # A failover before a sentinel knows the replicas (from the primary's INFO) and the other sentinels
         # (from their hello messages) would find no replica to promote, or no quorum.
         for s in self.sentinels:
-            self._wait(lambda s=s: _sentinel_sees(self.cli(s, "SENTINEL", "MASTER", self.master), len(self.nodes) - 1,
-                                                  len(self.sentinels) - 1),
-                       timeout, f"{s.name} to see every replica and sentinel", s)
+            self._wait(
+                lambda s=s: _sentinel_sees(
+                    self.cli(s, "SENTINEL", "MASTER", self.master), len(self.nodes) - 1, len(self.sentinels) - 1
+                ),
+                timeout,
+                f"{s.name} to see every replica and sentinel",
+                s,
+            )
 
 
 def _sentinel_sees(reply: str, replicas: int, others: int) -> bool:
@@ -228,10 +249,20 @@ def _quoted(value: str | Path) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def start_group(root: Path, data: Sequence[Member], sentinels: Sequence[Member], *, master: str = MASTER,
-                quorum: int | None = None, down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
-                admin_password: str | None = None, acl: Sequence[str] = (), sentinel_password: str | None = None,
-                timeout: float = 30.0) -> SentinelGroup:
+def start_group(
+    root: Path,
+    data: Sequence[Member],
+    sentinels: Sequence[Member],
+    *,
+    master: str = MASTER,
+    quorum: int | None = None,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 5000,
+    admin_password: str | None = None,
+    acl: Sequence[str] = (),
+    sentinel_password: str | None = None,
+    timeout: float = 30.0,
+) -> SentinelGroup:
     """Start ``data[0]`` as primary, ``data[1:]`` as its replicas and a sentinel on each of ``sentinels``
     (quorum: a majority of them); return once every sentinel sees every replica and the other sentinels.
 
@@ -243,17 +274,28 @@ def start_group(root: Path, data: Sequence[Member], sentinels: Sequence[Member],
     auth = list(acl)
     if admin_password:
         digest = hashlib.sha256(admin_password.encode()).hexdigest()
-        auth += [f"user {ADMIN_USER} on #{digest} ~* &* +@all", f"masteruser {ADMIN_USER}",
-                 f"masterauth {_quoted(admin_password)}"]
+        auth += [
+            f"user {ADMIN_USER} on #{digest} ~* &* +@all",
+            f"masteruser {ADMIN_USER}",
+            f"masterauth {_quoted(admin_password)}",
+        ]
     primary = data[0]
     for number, member in enumerate(data):
         name = f"redis{number + 1}"
         workdir = root / name
         workdir.mkdir(mode=0o700, exist_ok=True)
-        lines = [f"port {member.port}", f"bind {member.host}", "protected-mode no", "daemonize no",
-                 f"dir {_quoted(workdir)}", 'save ""', "appendonly no",
-                 # a replica joining waits 5 s by default for others to share the transfer
-                 "repl-diskless-sync-delay 0", *auth]
+        lines = [
+            f"port {member.port}",
+            f"bind {member.host}",
+            "protected-mode no",
+            "daemonize no",
+            f"dir {_quoted(workdir)}",
+            'save ""',
+            "appendonly no",
+            # a replica joining waits 5 s by default for others to share the transfer
+            "repl-diskless-sync-delay 0",
+            *auth,
+        ]
         if number:
             lines.append(f"replicaof {primary.host} {primary.port}")
         group.nodes.append(Node(name, member, workdir / "redis.conf", root / f"{name}.log"))
@@ -262,18 +304,27 @@ def start_group(root: Path, data: Sequence[Member], sentinels: Sequence[Member],
         name = f"sentinel{number + 1}"
         workdir = root / name
         workdir.mkdir(mode=0o700, exist_ok=True)
-        lines = [f"port {member.port}", f"bind {member.host}", "protected-mode no", "daemonize no",
-                 f"dir {_quoted(workdir)}",
-                 f"sentinel monitor {master} {primary.host} {primary.port} {quorum}",
-                 f"sentinel down-after-milliseconds {master} {down_after_ms}",
-                 f"sentinel failover-timeout {master} {failover_timeout_ms}",
-                 f"sentinel parallel-syncs {master} 1"]
+        lines = [
+            f"port {member.port}",
+            f"bind {member.host}",
+            "protected-mode no",
+            "daemonize no",
+            f"dir {_quoted(workdir)}",
+            f"sentinel monitor {master} {primary.host} {primary.port} {quorum}",
+            f"sentinel down-after-milliseconds {master} {down_after_ms}",
+            f"sentinel failover-timeout {master} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {master} 1",
+        ]
         if admin_password:
-            lines += [f"sentinel auth-user {master} {ADMIN_USER}",
-                      f"sentinel auth-pass {master} {_quoted(admin_password)}"]
+            lines += [
+                f"sentinel auth-user {master} {ADMIN_USER}",
+                f"sentinel auth-pass {master} {_quoted(admin_password)}",
+            ]
         if sentinel_password:
-            lines += [f"requirepass {_quoted(sentinel_password)}",
-                      f"sentinel sentinel-pass {_quoted(sentinel_password)}"]
+            lines += [
+                f"requirepass {_quoted(sentinel_password)}",
+                f"sentinel sentinel-pass {_quoted(sentinel_password)}",
+            ]
         # The sentinel rewrites its own config (what it learns, the new primary): it must be writable.
         group.sentinels.append(Node(name, member, workdir / "sentinel.conf", root / f"{name}.log"))
         _write_conf(group.sentinels[-1].conf, lines)

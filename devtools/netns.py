@@ -15,9 +15,11 @@ import ctypes
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,10 +42,15 @@ def unavailable() -> str:
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is missing"
     probe = f"{PREFIX}-{os.getpid()}-0-probe"
-    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if done.returncode != 0:
-        return f"ip netns add fails here: {done.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    # A SIGTERM or Ctrl-C while the probe exists would leave it behind: held until it is deleted again.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    try:
+        done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"ip netns add fails here: {done.stderr.strip()}"
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return ""
 
 
@@ -87,8 +94,10 @@ class Network:
             ip("-n", bridge, "link", "set", port, "up")
 
     def _add(self, name: str) -> None:
-        ip("netns", "add", name)
+        # Noted first: a SIGTERM while `ip netns add` runs may stop us after the kernel made the name, and
+        # destroy() must delete it then too (deleting a name never made is harmless).
         self.made.append(name)
+        ip("netns", "add", name)
 
     def cut(self, host: int) -> None:
         """Host ``host`` can reach nobody, and nobody it (its port on the bridge goes down)."""
@@ -119,19 +128,49 @@ class Network:
         finally:
             os.close(fd)
 
-    def destroy(self) -> None:
-        """Kill what runs in our namespaces (but not this process) and delete them; safe to call twice."""
+    def destroy(self) -> list[int]:
+        """Kill what runs in our namespaces (but not this process) and delete them; safe to call twice.
+
+        The observer goes first: a program started from it with ``ip netns exec`` may still be there, about
+        to enter its host. Returns the pids that had not exited when :func:`remove` gave up (none normally)."""
+        stuck = []
         for name in reversed(self.made):
-            remove(name)
+            stuck += remove(name)
         self.made.clear()
+        return stuck
 
 
 def namespace_pids(name: str) -> list[int]:
-    done = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
-    return [int(p) for p in done.stdout.split() if p.isdigit() and int(p) != os.getpid()]
+    """The processes (this one excepted) whose network namespace is ``name``.
+
+    Read from /proc here, as ``ip netns pids`` does: that command, run from inside the namespace, lists
+    itself."""
+    ns = _identity(name)
+    if ns is None:
+        return []
+    me = os.getpid()
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != me and _in_namespace(int(e), ns)]
+
+
+def _identity(name: str) -> tuple[int, int] | None:
+    """(device, inode) of namespace ``name``; None when there is no such name."""
+    try:
+        st = os.stat(NETNS_DIR / name)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _in_namespace(pid: int, ns: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:  # gone, or exiting (its namespaces already released)
+        return False
+    return (st.st_dev, st.st_ino) == ns
 
 
 def kill_all(name: str) -> int:
+    """kill -9 every process in namespace ``name`` now; how many there were."""
     pids = namespace_pids(name)
     for pid in pids:
         try:
@@ -141,13 +180,52 @@ def kill_all(name: str) -> int:
     return len(pids)
 
 
-def remove(name: str) -> None:
-    """kill -9 what runs in namespace ``name``, then delete it (a deleted name with live processes inside
-    would leave the namespace alive and unreachable)."""
-    for _ in range(20):
-        if not kill_all(name):
-            break
+def remove(name: str, timeout: float = 10.0) -> list[int]:
+    """kill -9 what runs in namespace ``name`` until nothing does and every one of those processes has
+    exited, then delete the name; returns the pids still exiting after ``timeout`` (none normally).
+
+    A killed process leaves the namespace's list before it has finished exiting (a big one frees its
+    memory afterwards, for longer on a loaded machine), so each is watched through a pidfd until it has
+    exited: a name deleted while a process still ran inside left that process behind."""
+    deadline = time.monotonic() + timeout
+    exiting: dict[int, int] = {}  # pid -> its pidfd, readable once the process has exited
+    ns = _identity(name)
+    try:
+        while ns is not None and time.monotonic() < deadline:
+            listed = [pid for pid in namespace_pids(name) if pid not in exiting]
+            for pid in listed:
+                _kill(pid, ns, exiting)
+            running = [fd for fd in exiting.values() if not _exited(fd)]
+            if not listed and not running:
+                break
+            select.select(running, [], [], 0.02)  # until one exits, or 20 ms for processes forked meanwhile
+        stuck = [pid for pid, fd in exiting.items() if not _exited(fd)]
+    finally:
+        for fd in exiting.values():
+            os.close(fd)
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return stuck
+
+
+def _kill(pid: int, ns: tuple[int, int], exiting: dict[int, int]) -> None:
+    """SIGKILL ``pid`` through a pidfd, once sure the pidfd holds a process of namespace ``ns`` (the pid
+    may have been reused since /proc was read); the pidfd goes in ``exiting``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    if not _in_namespace(pid, ns):
+        os.close(fd)
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    exiting[pid] = fd
+
+
+def _exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])
 
 
 def leftovers() -> list[str]:
@@ -159,9 +237,3 @@ def leftovers() -> list[str]:
         if m and not Path(f"/proc/{m.group(1)}").exists():
             found.append(name)
     return sorted(found)
-
-
-def owner_alive(tag: str) -> bool:
-    """Whether the run named ``tag`` (``jcmh-<pid>-<random>``) still has its process."""
-    parts = tag.split("-")
-    return len(parts) >= 2 and parts[1].isdigit() and Path(f"/proc/{parts[1]}").exists()

@@ -19,12 +19,12 @@ import asyncpg
 import grpc
 import redis.asyncio as aioredis
 
+from devtools.chaos_checks import AttemptFact, Check, Facts, JobFact, check_executions, check_statuses
+from devtools.multihost import MultiHost
+from devtools.multihost_services import APP_USER, DATABASE, PG_PORT
+from devtools.netns import Network
 from jobcluster import keys
 from jobcluster.channels import open_aio_channel
-from jobcluster.devtools.chaos_checks import AttemptFact, Check, Facts, JobFact, check_executions, check_statuses
-from jobcluster.devtools.multihost import MultiHost
-from jobcluster.devtools.multihost_services import APP_USER, DATABASE, PG_PORT
-from jobcluster.devtools.netns import Network
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
@@ -35,13 +35,16 @@ TERMINAL = "('SUCCEEDED', 'FAILED', 'CANCELLED')"
 
 def marked(command: str, log: Path) -> str:
     """``command`` between the start and end lines of the side-effect log."""
+
     def mark(what: str) -> str:
         return f'echo "$JOB_ID $JOB_ATTEMPT {what} $(date +%s.%N)" >> {log}'
+
     return f"{mark('start')}; {command}; {mark('end')}"
 
 
-async def call(mh: MultiHost, rpc: Any, hosts: list[int] | None = None, deadline: float = 60.0,
-               timeout: float = 3.0) -> Any:
+async def call(
+    mh: MultiHost, rpc: Any, hosts: list[int] | None = None, deadline: float = 60.0, timeout: float = 3.0
+) -> Any:
     """``rpc(stub, timeout)`` on the hosts' servers in turn until one answers (some are cut off on purpose)."""
     end = time.monotonic() + deadline
     while True:
@@ -68,8 +71,13 @@ class Load:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def job(self, key: str, seconds: float) -> pb.Job:
-        return pb.Job(command=marked(f"sleep {seconds:.2f}", self.log), name="multihost", max_retries=5,
-                      timeout_seconds=60, idempotency_key=key)
+        return pb.Job(
+            command=marked(f"sleep {seconds:.2f}", self.log),
+            name="multihost",
+            max_retries=5,
+            timeout_seconds=60,
+            idempotency_key=key,
+        )
 
     async def submit(self, job: pb.Job, phase: str) -> str:
         reply = await call(self.mh, lambda stub, t: stub.SubmitJob(job, timeout=t))
@@ -94,8 +102,14 @@ class Store:
         self.mh = mh
 
     async def conn(self) -> asyncpg.Connection:
-        return await asyncpg.connect(host=Network.address(1), port=PG_PORT, user=APP_USER, database=DATABASE,
-                                     password=self.mh.secret("postgres").read_text().strip(), timeout=5)
+        return await asyncpg.connect(
+            host=Network.address(1),
+            port=PG_PORT,
+            user=APP_USER,
+            database=DATABASE,
+            password=self.mh.secret("postgres").read_text().strip(),
+            timeout=5,
+        )
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
         conn = await self.conn()
@@ -122,23 +136,43 @@ class Store:
 
     async def dlq(self) -> list[str]:
         host, port = await asyncio.to_thread(self.mh.redis_primary)
-        r = aioredis.Redis(host=host, port=port, username=APP_USER,
-                           password=self.mh.secret("redis").read_text().strip(), decode_responses=True)
+        r = aioredis.Redis(
+            host=host,
+            port=port,
+            username=APP_USER,
+            password=self.mh.secret("redis").read_text().strip(),
+            decode_responses=True,
+        )
         try:
             return [str(x) for x in await r.lrange(keys.DLQ, 0, -1)]
         finally:
             await r.aclose()
 
     async def facts(self, log: Path, load: Load, cron_window: tuple[dt.datetime, dt.datetime]) -> Facts:
-        rows = await self.fetch("SELECT id::text, idempotency_key, schedule_id, status, max_retries, scheduled_for, "
-                                "created_at FROM jobs")
+        rows = await self.fetch(
+            "SELECT id::text, idempotency_key, schedule_id, status, max_retries, scheduled_for, created_at FROM jobs"
+        )
         attempts = await self.fetch("SELECT job_id::text, attempt, error FROM job_attempts")
-        jobs = [JobFact(r["id"], "cron" if r["schedule_id"] else (r["idempotency_key"] or "?-?").split("-")[1],
-                        r["status"], r["max_retries"], r["scheduled_for"], r["created_at"]) for r in rows]
-        return Facts(jobs=jobs, attempts=[AttemptFact(a["job_id"], a["attempt"], a["error"]) for a in attempts],
-                     log_lines=log.read_text().splitlines(), dlq=await self.dlq(),
-                     submitted=sum(len(k) for k in load.submitted.values()), cron_window=cron_window,
-                     cron_grace=float(self.mh.settings["CRON_MISFIRE_GRACE"].rstrip("s")))
+        jobs = [
+            JobFact(
+                r["id"],
+                "cron" if r["schedule_id"] else (r["idempotency_key"] or "?-?").split("-")[1],
+                r["status"],
+                r["max_retries"],
+                r["scheduled_for"],
+                r["created_at"],
+            )
+            for r in rows
+        ]
+        return Facts(
+            jobs=jobs,
+            attempts=[AttemptFact(a["job_id"], a["attempt"], a["error"]) for a in attempts],
+            log_lines=log.read_text().splitlines(),
+            dlq=await self.dlq(),
+            submitted=sum(len(k) for k in load.submitted.values()),
+            cron_window=cron_window,
+            cron_grace=float(self.mh.settings["CRON_MISFIRE_GRACE"].rstrip("s")),
+        )
 
 
 def lost_and_twice(facts: Facts, keys_of: list[str], key_of: dict[str, str]) -> tuple[int, int, list[Check]]:
@@ -146,9 +180,13 @@ def lost_and_twice(facts: Facts, keys_of: list[str], key_of: dict[str, str]) -> 
     wanted = set(keys_of)
     ids = {jid for jid, key in key_of.items() if key in wanted}
     jobs = [j for j in facts.jobs if j.id in ids]
-    ours = Facts(jobs=jobs, attempts=[a for a in facts.attempts if a.job_id in ids],
-                 log_lines=[ln for ln in facts.log_lines if ln.split(" ", 1)[0] in ids], dlq=[],
-                 submitted=len(wanted))
+    ours = Facts(
+        jobs=jobs,
+        attempts=[a for a in facts.attempts if a.job_id in ids],
+        log_lines=[ln for ln in facts.log_lines if ln.split(" ", 1)[0] in ids],
+        dlq=[],
+        submitted=len(wanted),
+    )
     statuses, executions = check_statuses(ours), check_executions(ours)
     lost = len(wanted) - len(jobs) + sum(1 for j in jobs if j.status != "SUCCEEDED")
     twice = executions[0].violations + executions[2].violations

@@ -21,18 +21,27 @@ from typing import Any, TypeVar
 
 import grpc
 
+from devtools import services as svc
+from devtools.job_user import job_user_env
 from jobcluster.channels import open_aio_channel
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.job_user import job_user_env
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
 # Short timings so a cluster under faults converges in seconds (printed by the scripts).
 CHAOS_SETTINGS = {
-    "LEASE_TTL": "3s", "WORKER_DEAD_AFTER": "3s", "RECONCILE_AFTER": "2s", "HEARTBEAT_INTERVAL": "0.5s",
-    "WORKER_SHUTDOWN_GRACE": "5s", "JOB_KILL_GRACE": "1s", "RETRY_BACKOFF_BASE": "0.2s",
-    "RETRY_BACKOFF_MAX": "2s", "CRON_MIN_INTERVAL": "1s", "CRON_MISFIRE_GRACE": "30s",
-    "WORKER_CONCURRENCY": "12", "PG_MAX_CONNS": "10", "LOG_LEVEL": "INFO",
+    "LEASE_TTL": "3s",
+    "WORKER_DEAD_AFTER": "3s",
+    "RECONCILE_AFTER": "2s",
+    "HEARTBEAT_INTERVAL": "0.5s",
+    "WORKER_SHUTDOWN_GRACE": "5s",
+    "JOB_KILL_GRACE": "1s",
+    "RETRY_BACKOFF_BASE": "0.2s",
+    "RETRY_BACKOFF_MAX": "2s",
+    "CRON_MIN_INTERVAL": "1s",
+    "CRON_MISFIRE_GRACE": "30s",
+    "WORKER_CONCURRENCY": "12",
+    "PG_MAX_CONNS": "10",
+    "LOG_LEVEL": "INFO",
 }
 
 
@@ -51,8 +60,15 @@ class Program:
 
     def spawn(self, env: dict[str, str], cwd: Path) -> None:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *self.argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.argv],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.starts += 1
         self.started_at = time.monotonic()
 
@@ -91,11 +107,16 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if k in keep}
         env.update(job_user_env(os.environ.get("JOB_USER", "")))
         env.update(CHAOS_SETTINGS)
-        env.update({
-            "DATABASE_URL": self.services["postgres"].url, "REDIS_ADDR": self.services["redis"].url,
-            "ETCD_ENDPOINTS": self.services["etcd"].url, "JOB_WORKDIR_ROOT": str(self.root / "jobs"),
-            "ELECTION_NAMESPACE": "/chaos", "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.services["postgres"].url,
+                "REDIS_ADDR": self.services["redis"].url,
+                "ETCD_ENDPOINTS": self.services["etcd"].url,
+                "JOB_WORKDIR_ROOT": str(self.root / "jobs"),
+                "ELECTION_NAMESPACE": "/chaos",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -105,15 +126,20 @@ class Cluster:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start every server and worker; return once each server answers health checks."""
-        from jobcluster.devtools.cluster import wait_healthy
+        from devtools.cluster import wait_healthy
 
         for i in range(1, self.servers + 1):
             port = svc.free_port()
-            self.programs[f"server-{i}"] = Program(f"server-{i}", ["-m", "scheduler_server", "--port", str(port)],
-                                                   self.root / f"server-{i}.log", address=f"127.0.0.1:{port}")
+            self.programs[f"server-{i}"] = Program(
+                f"server-{i}",
+                ["-m", "scheduler_server", "--port", str(port)],
+                self.root / f"server-{i}.log",
+                address=f"127.0.0.1:{port}",
+            )
         for i in range(1, self.workers + 1):
-            self.programs[f"worker-{i}"] = Program(f"worker-{i}", ["-m", "worker", "--id", f"chaos-worker-{i}"],
-                                                   self.root / f"worker-{i}.log")
+            self.programs[f"worker-{i}"] = Program(
+                f"worker-{i}", ["-m", "worker", "--id", f"chaos-worker-{i}"], self.root / f"worker-{i}.log"
+            )
         env = self.env()
         for program in self.programs.values():
             program.spawn(env, self.root)
@@ -228,11 +254,14 @@ async def _restart_service(cluster: Cluster, name: str) -> None:
         await asyncio.to_thread(old.proc.wait, 60)
     else:
         await asyncio.to_thread(old.stop)
-    if name == "postgres":
-        start: Callable[[], svc.Service] = lambda: svc.start_postgres(
-            old.data_dir, old.port, old.log_path, settings={"fsync": "off", "synchronous_commit": "off"})
-    else:
-        start = lambda: svc.start_etcd(old.data_dir, old.port, int(old.extra["peer_port"]), old.log_path)
+
+    def start() -> svc.Service:
+        if name == "postgres":
+            return svc.start_postgres(
+                old.data_dir, old.port, old.log_path, settings={"fsync": "off", "synchronous_commit": "off"}
+            )
+        return svc.start_etcd(old.data_dir, old.port, int(old.extra["peer_port"]), old.log_path)
+
     cluster.services[name] = await asyncio.to_thread(start)
 
 
@@ -250,8 +279,11 @@ async def inject_faults(cluster: Cluster, plan: FaultPlan, stop: asyncio.Event) 
     done: Counter[str] = Counter()
     t0 = time.monotonic()
     due = {"worker": plan.worker_every, "server": plan.server_every, "leader": plan.leader_every}
-    once: dict[str, float | None] = {"redis": plan.redis_stop_at, "postgres": plan.postgres_restart_at,
-                                     "etcd": plan.etcd_restart_at}
+    once: dict[str, float | None] = {
+        "redis": plan.redis_stop_at,
+        "postgres": plan.postgres_restart_at,
+        "etcd": plan.etcd_restart_at,
+    }
     pausing: list[asyncio.Task[None]] = []
     try:
         while not stop.is_set():
@@ -259,8 +291,9 @@ async def inject_faults(cluster: Cluster, plan: FaultPlan, stop: asyncio.Event) 
             for kind, at in list(due.items()):
                 if at and now >= at:
                     victim = (await cluster.leader()) if kind == "leader" else cluster.pick(kind)
-                    period = {"worker": plan.worker_every, "server": plan.server_every,
-                              "leader": plan.leader_every}[kind]
+                    period = {"worker": plan.worker_every, "server": plan.server_every, "leader": plan.leader_every}[
+                        kind
+                    ]
                     if victim is not None and victim.kill():
                         done[f"kill -9 {kind}"] += 1
                         cluster.note(f"kill -9 {victim.name} ({kind})")

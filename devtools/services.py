@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from jobcluster.devtools import lockdown
-from jobcluster.devtools.tls import ETCD_NAMES, DevTls, ensure_etcd_tls
+from devtools import lockdown
+from devtools.tls import ETCD_NAMES, DevTls, ensure_etcd_tls
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -94,13 +94,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _wait_port(name: str, proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float,
-               host: str = "127.0.0.1") -> None:
+def _wait_port(
+    name: str, proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServiceError(f"{name} exited with {proc.returncode} at start; see {log_path}:\n"
-                               + _tail(log_path))
+            raise ServiceError(f"{name} exited with {proc.returncode} at start; see {log_path}:\n" + _tail(log_path))
         if port_open(port, host):
             return
         time.sleep(0.05)
@@ -126,8 +126,14 @@ def open_log(path: Path) -> BinaryIO:
 def _spawn(cmd: list[str], log_path: Path, detach: bool, as_postgres: bool = False) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open_log(log_path) as log:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=detach, **(_postgres_user() if as_postgres else {}))
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=detach,
+            **(_postgres_user() if as_postgres else {}),
+        )
 
 
 def which(program: str) -> str | None:
@@ -144,16 +150,26 @@ def which(program: str) -> str | None:
 def _need(program: str, package: str) -> str:
     path = which(program)
     if path is None:
-        raise ServiceError(f"{program} not found: install the Debian package {package} "
-                           f"(apt-get install -y {package}) or run `make deps`")
+        raise ServiceError(
+            f"{program} not found: install the Debian package {package} "
+            f"(apt-get install -y {package}) or run `make deps`"
+        )
     return path
 
 
 REDIS_CONF = "redis.conf"
 
 
-def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = False,
-                detach: bool = False, timeout: float = 20.0, login: Login | None = None) -> Service:
+def start_redis(
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    *,
+    persist: bool = False,
+    detach: bool = False,
+    timeout: float = 20.0,
+    login: Login | None = None,
+) -> Service:
     """Redis from ``data_dir/redis.conf`` (mode 0600, rewritten each start, so an older ``.run`` gets the
     current settings): with ``persist``, an append-only file in ``data_dir``; with ``login``, its ACL user,
     and without a password only reads of the queue lists (:data:`lockdown.REDIS_READER_RULES`).
@@ -165,8 +181,15 @@ def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = Fa
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # an older .run made it 0755, and the append-only files in it are 0644
     quoted = '"' + str(data_dir).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    lines = [f"port {0 if login is not None else port}", "bind 127.0.0.1", "protected-mode yes",
-             "daemonize no", f"dir {quoted}", 'save ""', f"appendonly {'yes' if persist else 'no'}"]
+    lines = [
+        f"port {0 if login is not None else port}",
+        "bind 127.0.0.1",
+        "protected-mode yes",
+        "daemonize no",
+        f"dir {quoted}",
+        'save ""',
+        f"appendonly {'yes' if persist else 'no'}",
+    ]
     if persist:
         # AOF, fsync'd once a second: a crash of Redis or the machine loses at most the last second of
         # writes, and reconciliation puts those ids back from PostgreSQL. "always" would fsync per write.
@@ -174,10 +197,13 @@ def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = Fa
     sock_dir = None
     if login is not None:
         sock_dir = Path(tempfile.mkdtemp(prefix="jobcluster-redis-"))  # 0700, short enough for sun_path
-        lines += ["# TCP opens only once the data is loaded (jobcluster.devtools.services.start_redis);",
-                  "# until then the socket below, in a directory only root may enter, is the only way in.",
-                  f"unixsocket {sock_dir / 'redis.sock'}", "unixsocketperm 700",
-                  *lockdown.redis_acl_loading(login.user, login.password)]
+        lines += [
+            "# TCP opens only once the data is loaded (devtools.services.start_redis);",
+            "# until then the socket below, in a directory only root may enter, is the only way in.",
+            f"unixsocket {sock_dir / 'redis.sock'}",
+            "unixsocketperm 700",
+            *lockdown.redis_acl_loading(login.user, login.password),
+        ]
     conf = data_dir / REDIS_CONF
     conf.unlink(missing_ok=True)
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -198,8 +224,9 @@ def start_redis(data_dir: Path, port: int, log_path: Path, *, persist: bool = Fa
     return Service("redis", proc, port, data_dir, log_path, f"127.0.0.1:{port}", login=login)
 
 
-def _open_when_loaded(proc: subprocess.Popen[bytes], sock: Path, port: int, login: Login, log_path: Path,
-                      timeout: float) -> None:
+def _open_when_loaded(
+    proc: subprocess.Popen[bytes], sock: Path, port: int, login: Login, log_path: Path, timeout: float
+) -> None:
     """Once Redis has loaded its data (PING answers, not LOADING): restrict the default user and open the
     TCP port, in one MULTI, so no client reaches the port before the rules hold."""
     import redis  # only make start and locked tests need it here
@@ -209,8 +236,7 @@ def _open_when_loaded(proc: subprocess.Popen[bytes], sock: Path, port: int, logi
     try:
         while True:
             if proc.poll() is not None:
-                raise ServiceError(f"redis exited with {proc.returncode} at start; see {log_path}:\n"
-                                   + _tail(log_path))
+                raise ServiceError(f"redis exited with {proc.returncode} at start; see {log_path}:\n" + _tail(log_path))
             try:
                 client.ping()
                 break
@@ -242,8 +268,7 @@ def _give_to_postgres(*paths: Path) -> None:
             shutil.chown(path, "postgres", "postgres")
 
 
-def _wait_accepting(proc: subprocess.Popen[bytes], port: int, socket_dir: Path, log_path: Path,
-                    timeout: float) -> None:
+def _wait_accepting(proc: subprocess.Popen[bytes], port: int, socket_dir: Path, log_path: Path, timeout: float) -> None:
     """Until PostgreSQL accepts connections: its port opens before it has finished starting up (crash
     recovery of an old data directory), when a connection gets "the database system is starting up".
     Asked over its socket as its superuser, who may log in there: a probe as another role (pg_isready's
@@ -252,18 +277,31 @@ def _wait_accepting(proc: subprocess.Popen[bytes], port: int, socket_dir: Path, 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServiceError(f"postgresql exited with {proc.returncode} at start; see {log_path}:\n"
-                               + _tail(log_path))
-        if subprocess.run([ready, "-q", "-h", str(socket_dir), "-p", str(port), "-U", lockdown.PG_SUPERUSER,
-                           "-d", "postgres"]).returncode == 0:
+            raise ServiceError(
+                f"postgresql exited with {proc.returncode} at start; see {log_path}:\n" + _tail(log_path)
+            )
+        if (
+            subprocess.run(
+                [ready, "-q", "-h", str(socket_dir), "-p", str(port), "-U", lockdown.PG_SUPERUSER, "-d", "postgres"]
+            ).returncode
+            == 0
+        ):
             return
         time.sleep(0.05)
     raise ServiceError(f"postgresql on port {port} did not accept connections within {timeout:g}s; see {log_path}")
 
 
-def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = False,
-                   database: str = "jobcluster", timeout: float = 60.0,
-                   settings: dict[str, str] | None = None, login: Login | None = None) -> Service:
+def start_postgres(
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    *,
+    detach: bool = False,
+    database: str = "jobcluster",
+    timeout: float = 60.0,
+    settings: dict[str, str] | None = None,
+    login: Login | None = None,
+) -> Service:
     """initdb (first time), then run postgres on 127.0.0.1:port with its socket in the data directory.
 
     With ``login``: scram passwords from 127.0.0.1 only (pg_hba rewritten each start, so an old
@@ -275,9 +313,21 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
     if not (data_dir / "PG_VERSION").exists():
         auth = ["-A", "trust"] if login is None else ["--auth-local=peer", "--auth-host=reject"]
         init = subprocess.run(
-            [_need("initdb", "postgresql"), "-D", str(data_dir), "-U", lockdown.PG_SUPERUSER, *auth,
-             "-E", "UTF8", "--no-sync"],
-            capture_output=True, text=True, **_postgres_user())
+            [
+                _need("initdb", "postgresql"),
+                "-D",
+                str(data_dir),
+                "-U",
+                lockdown.PG_SUPERUSER,
+                *auth,
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            **_postgres_user(),
+        )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed in {data_dir}:\n{init.stdout}\n{init.stderr}")
     if login is not None:
@@ -300,8 +350,9 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, detach: bool = 
             proc.wait(timeout)
             raise
     user = login.user if login is not None else lockdown.PG_SUPERUSER
-    return Service("postgresql", proc, port, data_dir, log_path, f"postgresql://{user}@127.0.0.1:{port}/{database}",
-                   login=login)
+    return Service(
+        "postgresql", proc, port, data_dir, log_path, f"postgresql://{user}@127.0.0.1:{port}/{database}", login=login
+    )
 
 
 @dataclass(frozen=True)
@@ -324,8 +375,16 @@ def _etcd_tls_flags(tls: DevTls) -> list[str]:
     return [*files, "--client-cert-auth", *peer, "--peer-client-cert-auth", "--peer-cert-allowed-cn", ETCD_NAMES[0]]
 
 
-def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, detach: bool = False,
-               timeout: float = 30.0, users: EtcdUsers | None = None) -> Service:
+def start_etcd(
+    data_dir: Path,
+    port: int,
+    peer_port: int,
+    log_path: Path,
+    *,
+    detach: bool = False,
+    timeout: float = 30.0,
+    users: EtcdUsers | None = None,
+) -> Service:
     """etcd on 127.0.0.1:port. With ``users``: TLS with client certificates on both ports (files in
     ``users.tls_dir``), and auth on (set up through its gRPC API, passwords in no argv)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -333,27 +392,57 @@ def start_etcd(data_dir: Path, port: int, peer_port: int, log_path: Path, *, det
     scheme = "https" if tls else "http"
     client = f"{scheme}://127.0.0.1:{port}"
     peer = f"{scheme}://127.0.0.1:{peer_port}"
-    cmd = [_need("etcd", "etcd-server"), "--name", "default", "--data-dir", str(data_dir),
-           "--listen-client-urls", client, "--advertise-client-urls", client,
-           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-           "--initial-cluster", f"default={peer}", *(_etcd_tls_flags(tls) if tls else [])]
+    cmd = [
+        _need("etcd", "etcd-server"),
+        "--name",
+        "default",
+        "--data-dir",
+        str(data_dir),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"default={peer}",
+        *(_etcd_tls_flags(tls) if tls else []),
+    ]
     proc = _spawn(cmd, log_path, detach)
     _wait_port("etcd", proc, port, log_path, timeout)
     if users is not None and tls is not None:
         try:
-            lockdown.lock_etcd(f"127.0.0.1:{port}", lockdown.secret_file(users.root_password_file),
-                               users.login.user, users.login.password, users.prefix, tls=tls.etcd_client_tls())
+            lockdown.lock_etcd(
+                f"127.0.0.1:{port}",
+                lockdown.secret_file(users.root_password_file),
+                users.login.user,
+                users.login.password,
+                users.prefix,
+                tls=tls.etcd_client_tls(),
+            )
         except BaseException:
             proc.terminate()
             proc.wait(timeout)
             raise
-    return Service("etcd", proc, port, data_dir, log_path, f"127.0.0.1:{port}",
-                   extra={"peer_port": str(peer_port)}, login=users.login if users else None, tls=tls)
+    return Service(
+        "etcd",
+        proc,
+        port,
+        data_dir,
+        log_path,
+        f"127.0.0.1:{port}",
+        extra={"peer_port": str(peer_port)},
+        login=users.login if users else None,
+        tls=tls,
+    )
 
 
 @contextlib.contextmanager
-def private_services(root: Path, pg_settings: dict[str, str] | None = None, *, locked: bool = False,
-                     etcd_prefix: str = "/") -> Iterator[dict[str, Service]]:
+def private_services(
+    root: Path, pg_settings: dict[str, str] | None = None, *, locked: bool = False, etcd_prefix: str = "/"
+) -> Iterator[dict[str, Service]]:
     """Redis, PostgreSQL and etcd on free loopback ports with data under ``root``; stopped on exit.
 
     ``root`` must be enterable by the ``postgres`` user (not pytest's /tmp/pytest-of-root).
@@ -368,13 +457,15 @@ def private_services(root: Path, pg_settings: dict[str, str] | None = None, *, l
         return Login(user, secrets / f"{name}_password") if locked else None
 
     etcd_login = login("etcd")
-    users = (EtcdUsers(secrets / "etcd_root_password", etcd_login, etcd_prefix, root / "etcd-tls")
-             if etcd_login else None)
+    users = (
+        EtcdUsers(secrets / "etcd_root_password", etcd_login, etcd_prefix, root / "etcd-tls") if etcd_login else None
+    )
     started: dict[str, Service] = {}
     try:
         started["redis"] = start_redis(root / "redis", free_port(), root / "redis.log", login=login("redis"))
-        started["postgres"] = start_postgres(root / "pg", free_port(), root / "pg.log", settings=pg_settings,
-                                             login=login("postgres"))
+        started["postgres"] = start_postgres(
+            root / "pg", free_port(), root / "pg.log", settings=pg_settings, login=login("postgres")
+        )
         started["etcd"] = start_etcd(root / "etcd", free_port(), free_port(), root / "etcd.log", users=users)
         yield started
     finally:

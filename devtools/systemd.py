@@ -43,9 +43,9 @@ HOME_DIRS = ("/home", "/root", "/run/user")
 class UnitOptions:
     """Where the programs are installed and how they run."""
 
-    venv: Path                 # the virtual environment whose bin/ holds jobcluster-server etc.
-    user: str = "jobcluster"   # servers and web UI run as this user; the worker runs as root
-    etc: Path = ETC            # jobcluster.env and <program>.env live here
+    venv: Path  # the virtual environment whose bin/ holds jobcluster-server etc.
+    user: str = "jobcluster"  # servers and web UI run as this user; the worker runs as root
+    etc: Path = ETC  # jobcluster.env and <program>.env live here
     worker_stop_timeout: float = 0.0  # TimeoutStopSec of the worker; 0: from the settings' graces
 
     @property
@@ -171,15 +171,20 @@ def worker_unit(opts: UnitOptions, settings: Settings) -> str:
 
 
 def target_unit() -> str:
-    return "\n".join([
-        "[Unit]",
-        "Description=jobcluster: the servers, workers and web UI enabled on this host",
-        "After=network-online.target",
-        "Wants=network-online.target",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "[Unit]",
+                "Description=jobcluster: the servers, workers and web UI enabled on this host",
+                "After=network-online.target",
+                "Wants=network-online.target",
+                "",
+                "[Install]",
+                "WantedBy=multi-user.target",
+            ]
+        )
+        + "\n"
+    )
 
 
 def render(opts: UnitOptions, settings: Settings) -> dict[str, str]:
@@ -204,24 +209,35 @@ def write(out: Path, units: dict[str, str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobcluster.devtools.systemd", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m devtools.systemd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory to write into (default %(default)s)")
-    p.add_argument("--venv", type=Path, default=Path(sys.prefix),
-                   help="the virtual environment to run (default: this one, %(default)s)")
+    p.add_argument(
+        "--venv",
+        type=Path,
+        default=Path(sys.prefix),
+        help="the virtual environment to run (default: this one, %(default)s)",
+    )
     p.add_argument("--user", default="jobcluster", help="user of the servers and web UI (default %(default)s)")
     p.add_argument("--etc", type=Path, default=ETC, help="directory of the environment files (default %(default)s)")
-    p.add_argument("--settings", default=".env", metavar="ENV_FILE",
-                   help="read WORKER_SHUTDOWN_GRACE from this file and the environment "
-                        "(default %(default)s; use the hosts' jobcluster.env)")
+    p.add_argument(
+        "--settings",
+        default=".env",
+        metavar="ENV_FILE",
+        help="read WORKER_SHUTDOWN_GRACE from this file and the environment "
+        "(default %(default)s; use the hosts' jobcluster.env)",
+    )
     args = p.parse_args(argv)
     settings = Settings.from_env(dotenv_path=args.settings)
     opts = UnitOptions(venv=args.venv.absolute(), user=args.user, etc=args.etc)
     for path in write(args.out, render(opts, settings)):
         print(path)
-    print(f"install: cp {args.out}/* /etc/systemd/system/ && systemctl daemon-reload\n"
-          f"then:    systemctl enable --now jobcluster-server@50051 jobcluster-worker@1 jobcluster-webui "
-          f"jobcluster.target   (docs/deploy.md)")
+    print(
+        f"install: cp {args.out}/* /etc/systemd/system/ && systemctl daemon-reload\n"
+        f"then:    systemctl enable --now jobcluster-server@50051 jobcluster-worker@1 jobcluster-webui "
+        f"jobcluster.target   (docs/deploy.md)"
+    )
     return 0
 
 

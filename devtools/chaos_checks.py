@@ -12,8 +12,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-EXPECTED = {"instant": "SUCCEEDED", "sleep": "SUCCEEDED", "flaky": "SUCCEEDED", "fail": "FAILED",
-            "timeout": "FAILED", "cron": "SUCCEEDED"}
+EXPECTED = {
+    "instant": "SUCCEEDED",
+    "sleep": "SUCCEEDED",
+    "flaky": "SUCCEEDED",
+    "fail": "FAILED",
+    "timeout": "FAILED",
+    "cron": "SUCCEEDED",
+}
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 LOST = "worker lost"  # how the leader closes the open attempt of a worker it found gone
 
@@ -41,7 +47,7 @@ class Facts:
     attempts: list[AttemptFact]
     log_lines: list[str]
     dlq: list[str]
-    submitted: int                       # jobs the load meant to create (cron jobs not counted)
+    submitted: int  # jobs the load meant to create (cron jobs not counted)
     cron_window: tuple[dt.datetime, dt.datetime] | None = None  # ticks expected in (start, end]
     cron_period: float = 2.0
     cron_grace: float = 30.0
@@ -102,11 +108,15 @@ def check_statuses(f: Facts) -> list[Check]:
                 wrong.append(f"{j.id} {j.kind} {j.status}")
     submitted = sum(1 for j in f.jobs if j.kind != "cron")
     return [
-        Check("every job created once", abs(submitted - f.submitted),
-              f"{submitted} jobs for {f.submitted} submissions"),
+        Check(
+            "every job created once", abs(submitted - f.submitted), f"{submitted} jobs for {f.submitted} submissions"
+        ),
         Check("every job terminal", len(unfinished), _some(unfinished)),
-        Check("every job has its expected status", len(wrong),
-              _some(wrong) or f"{len(excused)} FAILED accepted: worker(s) lost used up their retries"),
+        Check(
+            "every job has its expected status",
+            len(wrong),
+            _some(wrong) or f"{len(excused)} FAILED accepted: worker(s) lost used up their retries",
+        ),
     ]
 
 
@@ -125,8 +135,11 @@ def check_executions(f: Facts) -> list[Check]:
             if r1.end is not None and r1.end > r2.start:
                 overlaps.append(f"{job} #{a1} ended {r1.end - r2.start:.2f}s after #{a2} began")
     return [
-        Check("no (job, attempt) executed twice", len(twice) + bad,
-              _some(twice) or (f"{bad} unreadable log lines" if bad else f"{len(runs)} executions logged")),
+        Check(
+            "no (job, attempt) executed twice",
+            len(twice) + bad,
+            _some(twice) or (f"{bad} unreadable log lines" if bad else f"{len(runs)} executions logged"),
+        ),
         Check("no execution left unrecorded", len(unrecorded), _some(unrecorded)),
         Check("no two attempts of a job overlap", len(overlaps), _some(overlaps, 2)),
     ]
@@ -138,11 +151,16 @@ def check_dlq(f: Facts) -> Check:
     missing = failed - set(listed)
     extra = set(listed) - failed
     doubled = [i for i, n in listed.items() if n > 1]
-    detail = (f"{len(missing)} FAILED not in it ({_some(missing, 2)}); " if missing else "") + \
-             (f"{len(extra)} not FAILED ({_some(extra, 2)}); " if extra else "") + \
-             (f"{len(doubled)} listed twice" if doubled else "")
-    return Check("dlq_tasks equals the FAILED jobs", len(missing) + len(extra) + len(doubled),
-                 detail or f"{len(failed)} FAILED, {len(listed)} in dlq_tasks")
+    detail = (
+        (f"{len(missing)} FAILED not in it ({_some(missing, 2)}); " if missing else "")
+        + (f"{len(extra)} not FAILED ({_some(extra, 2)}); " if extra else "")
+        + (f"{len(doubled)} listed twice" if doubled else "")
+    )
+    return Check(
+        "dlq_tasks equals the FAILED jobs",
+        len(missing) + len(extra) + len(doubled),
+        detail or f"{len(failed)} FAILED, {len(listed)} in dlq_tasks",
+    )
 
 
 def check_cron(f: Facts) -> Check:
@@ -151,8 +169,11 @@ def check_cron(f: Facts) -> Check:
         return Check("cron fired one job per tick", 0, "no schedule")
     ticks = Counter(j.scheduled_for for j in f.jobs if j.kind == "cron" and j.scheduled_for is not None)
     doubled = [t for t, n in ticks.items() if n > 1]
-    created = sorted((j.scheduled_for, j.created_at) for j in f.jobs
-                     if j.kind == "cron" and j.scheduled_for is not None and j.created_at is not None)
+    created = sorted(
+        (j.scheduled_for, j.created_at)
+        for j in f.jobs
+        if j.kind == "cron" and j.scheduled_for is not None and j.created_at is not None
+    )
     start, end = f.cron_window
     step = dt.timedelta(seconds=f.cron_period)
     tick = dt.datetime.fromtimestamp((start.timestamp() // f.cron_period + 1) * f.cron_period, dt.UTC)
@@ -166,16 +187,30 @@ def check_cron(f: Facts) -> Check:
             else:
                 missed.append(tick.strftime("%H:%M:%S"))
         tick += step
-    detail = _some(missed) if missed else f"{sum(ticks.values())} jobs, {len(ticks)} ticks" + \
-        (f", {skipped} skipped by catchup=skip" if skipped else "")
+    detail = (
+        _some(missed)
+        if missed
+        else f"{sum(ticks.values())} jobs, {len(ticks)} ticks"
+        + (f", {skipped} skipped by catchup=skip" if skipped else "")
+    )
     return Check("cron fired one job per tick", len(doubled) + len(missed), detail)
 
 
 def run_checks(f: Facts) -> list[Check]:
-    checks = [Check("a leader acts again after the faults", 0 if f.settled else 1),
-              *check_statuses(f), *check_executions(f), check_dlq(f), check_cron(f)]
-    checks.append(Check("no job process left running", len(f.orphans),
-                        f"{len(f.orphans)} jobs: {_some(f.orphans, 2)}" if f.orphans else ""))
+    checks = [
+        Check("a leader acts again after the faults", 0 if f.settled else 1),
+        *check_statuses(f),
+        *check_executions(f),
+        check_dlq(f),
+        check_cron(f),
+    ]
+    checks.append(
+        Check(
+            "no job process left running",
+            len(f.orphans),
+            f"{len(f.orphans)} jobs: {_some(f.orphans, 2)}" if f.orphans else "",
+        )
+    )
     return checks
 
 

@@ -16,8 +16,16 @@ from pathlib import Path
 
 #: The user created for jobs (worker/sandbox.py names the same one in its messages).
 JOB_USER = "jobcluster-job"
-USERADD = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-           "--shell", "/usr/sbin/nologin"]
+USERADD = [
+    "useradd",
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--home-dir",
+    "/nonexistent",
+    "--shell",
+    "/usr/sbin/nologin",
+]
 
 
 class JobUserError(RuntimeError):
@@ -49,8 +57,10 @@ def ensure_job_user(name: str = JOB_USER) -> bool:
         time.sleep(0.2)  # another process was adding a user at the same moment (/etc/passwd locked)
     if user_exists(name):
         return False
-    raise JobUserError(f"could not create the user {name} that jobs run as ({error}): create it with "
-                       f"`{' '.join(USERADD)} {name}`, or set JOB_USER to an unprivileged user")
+    raise JobUserError(
+        f"could not create the user {name} that jobs run as ({error}): create it with "
+        f"`{' '.join(USERADD)} {name}`, or set JOB_USER to an unprivileged user"
+    )
 
 
 def job_user_env(current: str) -> dict[str, str]:

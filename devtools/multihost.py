@@ -19,23 +19,42 @@ from typing import Any
 
 import grpc
 
+from devtools import lockdown
+from devtools import services as svc
+from devtools.chaos import CHAOS_SETTINGS
+from devtools.job_user import job_user_env
+from devtools.multihost_services import (
+    APP_USER,
+    DATABASE,
+    ETCD_PORT,
+    PG_PORT,
+    REDIS_PORT,
+    SENTINEL_PORT,
+    SERVER_PORT,
+    Proc,
+    _addr,
+    etcd_argv,
+    etcd_leader,
+    move_etcd_leader,
+    postgres_argv,
+    redis_argv,
+    start_sentinels,
+)
+from devtools.netns import Network
+from devtools.sentinel import MASTER, SentinelGroup
+from devtools.tls import DevTls, ensure_server_tls
 from jobcluster.channels import ChannelSecurity, open_aio_channel
-from jobcluster.devtools import lockdown
-from jobcluster.devtools import services as svc
-from jobcluster.devtools.chaos import CHAOS_SETTINGS
-from jobcluster.devtools.job_user import job_user_env
-from jobcluster.devtools.multihost_services import (APP_USER, DATABASE, ETCD_PORT, PG_PORT, REDIS_PORT, SENTINEL_PORT,
-                                                    SERVER_PORT, Proc, _addr, etcd_argv, etcd_leader, move_etcd_leader,
-                                                    postgres_argv, redis_argv, start_sentinels)
-from jobcluster.devtools.netns import Network
-from jobcluster.devtools.sentinel import MASTER, SentinelGroup
-from jobcluster.devtools.tls import DevTls, ensure_server_tls
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
 #: The timings of make chaos (LEASE_TTL 3s, WORKER_DEAD_AFTER 3s, ...), with JSON logs to read times from.
-MULTIHOST_SETTINGS = {**CHAOS_SETTINGS, "WORKER_CONCURRENCY": "4", "LOG_FORMAT": "json",
-                      "ELECTION_NAMESPACE": "/multihost", "PYTHONUNBUFFERED": "1"}
+MULTIHOST_SETTINGS = {
+    **CHAOS_SETTINGS,
+    "WORKER_CONCURRENCY": "4",
+    "LOG_FORMAT": "json",
+    "ELECTION_NAMESPACE": "/multihost",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 @dataclass
@@ -87,43 +106,60 @@ class MultiHost:
         for host in self.hosts:
             self.start_etcd(host)
         for host in self.hosts:
-            svc._wait_port(f"etcd on host {host}", self.procs[f"etcd-{host}"].proc,  # type: ignore[arg-type]
-                           ETCD_PORT, self.procs[f"etcd-{host}"].log, timeout, host=Network.address(host))
-        lockdown.lock_etcd(_addr(1, ETCD_PORT), self.password("etcd_root"), APP_USER, self.password("etcd"),
-                           self.settings["ELECTION_NAMESPACE"].rstrip("/") + "/")
+            svc._wait_port(
+                f"etcd on host {host}",
+                self.procs[f"etcd-{host}"].proc,  # type: ignore[arg-type]
+                ETCD_PORT,
+                self.procs[f"etcd-{host}"].log,
+                timeout,
+                host=Network.address(host),
+            )
+        lockdown.lock_etcd(
+            _addr(1, ETCD_PORT),
+            self.password("etcd_root"),
+            APP_USER,
+            self.password("etcd"),
+            self.settings["ELECTION_NAMESPACE"].rstrip("/") + "/",
+        )
         self.start_program("server", leader_first)
-        wait_until(lambda: self.leader_sync() == leader_first, timeout,
-                   f"host {leader_first}'s server did not lead")
+        wait_until(lambda: self.leader_sync() == leader_first, timeout, f"host {leader_first}'s server did not lead")
         for host in self.hosts:
             if host != leader_first:
                 self.start_program("server", host)
             self.start_program("worker", host)
-        from jobcluster.devtools.cluster import wait_healthy
+        from devtools.cluster import wait_healthy
 
         late = wait_healthy([self.server_address(h) for h in self.hosts], timeout, self.security)
         if late:
             raise RuntimeError(f"servers {late} not SERVING within {timeout:.0f}s; logs in {self.root}")
 
-    def _start(self, name: str, host: int, argv: list[str], port: int, env: dict[str, str] | None = None,
-               wait: bool = True) -> Proc:
+    def _start(
+        self, name: str, host: int, argv: list[str], port: int, env: dict[str, str] | None = None, wait: bool = True
+    ) -> Proc:
         proc = Proc(name, host, argv, self.root / f"{name}.log")
         proc.spawn(self.net, env or {"PATH": os.environ["PATH"]}, self.root)
         self.procs[name] = proc
         if wait:
-            svc._wait_port(name, proc.proc, port, proc.log, 60.0,  # type: ignore[arg-type]
-                           host=Network.address(host))
+            svc._wait_port(
+                name,
+                proc.proc,  # type: ignore[arg-type]
+                port,
+                proc.log,
+                60.0,
+                host=Network.address(host),
+            )
         return proc
 
     def start_postgres(self) -> None:
         self._start("postgres", 1, postgres_argv(self.root / "pg"), PG_PORT)
-        asyncio.run(lockdown.ensure_pg_role(self.root / "pg", PG_PORT, APP_USER, self.password("postgres"),
-                                            DATABASE))
+        asyncio.run(lockdown.ensure_pg_role(self.root / "pg", PG_PORT, APP_USER, self.password("postgres"), DATABASE))
 
     def start_redis(self) -> None:
         """One Redis on host 1, or (``sentinel``) a primary there, a replica on host 2, a sentinel per host."""
         if self.sentinel:
-            self.redis_group = start_sentinels(self.net, self.root, self.hosts,
-                                               {n: self.password(n) for n in ("admin", "redis", "sentinel")})
+            self.redis_group = start_sentinels(
+                self.net, self.root, self.hosts, {n: self.password(n) for n in ("admin", "redis", "sentinel")}
+            )
         else:
             self._start("redis", 1, redis_argv(self.root / "redis", self.password("redis")), REDIS_PORT)
 
@@ -145,29 +181,41 @@ class MultiHost:
         env.update(job_user_env(os.environ.get("JOB_USER", "")))
         env.update(self.settings)
         etcd = [_addr(host, ETCD_PORT)] + [_addr(h, ETCD_PORT) for h in self.hosts if h != host]
-        env.update({
-            "DATABASE_URL": f"postgresql://{APP_USER}@{_addr(1, PG_PORT)}/{DATABASE}",
-            "DATABASE_PASSWORD_FILE": str(self.secret("postgres")),
-            **self.redis_env(),
-            "ETCD_ENDPOINTS": ",".join(etcd), "ETCD_USER": APP_USER, "ETCD_PASSWORD_FILE": str(self.secret("etcd")),
-            "SERVER_HOST": Network.address(host), "SERVER_PORT": str(SERVER_PORT),
-            "AUTH_TOKEN": self.token, **self.tls.server_env(),
-            "WORKER_ID": f"h{host}-worker", "JOB_WORKDIR_ROOT": str(self.root / f"jobs-h{host}"),
-        })
+        env.update(
+            {
+                "DATABASE_URL": f"postgresql://{APP_USER}@{_addr(1, PG_PORT)}/{DATABASE}",
+                "DATABASE_PASSWORD_FILE": str(self.secret("postgres")),
+                **self.redis_env(),
+                "ETCD_ENDPOINTS": ",".join(etcd),
+                "ETCD_USER": APP_USER,
+                "ETCD_PASSWORD_FILE": str(self.secret("etcd")),
+                "SERVER_HOST": Network.address(host),
+                "SERVER_PORT": str(SERVER_PORT),
+                "AUTH_TOKEN": self.token,
+                **self.tls.server_env(),
+                "WORKER_ID": f"h{host}-worker",
+                "JOB_WORKDIR_ROOT": str(self.root / f"jobs-h{host}"),
+            }
+        )
         return env
 
     def redis_env(self) -> dict[str, str]:
         login = {"REDIS_USER": APP_USER, "REDIS_PASSWORD_FILE": str(self.secret("redis"))}
         if self.sentinel:
-            return {**login, "REDIS_SENTINELS": ",".join(_addr(h, SENTINEL_PORT) for h in self.hosts),
-                    "REDIS_SENTINEL_MASTER": MASTER, "REDIS_SENTINEL_PASSWORD_FILE": str(self.secret("sentinel"))}
+            return {
+                **login,
+                "REDIS_SENTINELS": ",".join(_addr(h, SENTINEL_PORT) for h in self.hosts),
+                "REDIS_SENTINEL_MASTER": MASTER,
+                "REDIS_SENTINEL_PASSWORD_FILE": str(self.secret("sentinel")),
+            }
         return {**login, "REDIS_ADDR": _addr(1, REDIS_PORT)}
 
     def start_program(self, kind: str, host: int) -> Proc:
         """``server`` or ``worker`` on ``host`` (again, after a kill: same name, same log)."""
         module = "scheduler_server" if kind == "server" else "worker"
-        return self._start(f"{kind}-{host}", host, [sys.executable, "-m", module], SERVER_PORT,
-                           self.program_env(host), wait=False)
+        return self._start(
+            f"{kind}-{host}", host, [sys.executable, "-m", module], SERVER_PORT, self.program_env(host), wait=False
+        )
 
     def restart_host(self, host: int) -> None:
         """What a rebooted host runs again: its etcd member, server and worker (not PostgreSQL/Redis)."""
@@ -222,8 +270,7 @@ class MultiHost:
         """GetClusterInfo asked of host ``host``'s server; None when it does not answer."""
         try:
             async with open_aio_channel(self.server_address(host), self.security) as channel:
-                return await pb_grpc.JobServiceStub(channel).GetClusterInfo(pb.ClusterInfoRequest(),
-                                                                            timeout=timeout)
+                return await pb_grpc.JobServiceStub(channel).GetClusterInfo(pb.ClusterInfoRequest(), timeout=timeout)
         except grpc.RpcError:
             return None
 

@@ -1,1 +1,0 @@
-"""Start private Redis, PostgreSQL and etcd servers: for tests and for ``make start``."""
