@@ -37,7 +37,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,37 @@ log = logging.getLogger("election")
 
 #: etcd client errors that mean "etcd not reachable right now" (retry), as opposed to bugs.
 ETCD_ERRORS: tuple[type[BaseException], ...] = (aetcd.exceptions.ClientError, OSError, TimeoutError)
+
+#: Longest wait for a cancelled task of ours to end (each is cancelled again every RECANCEL_EVERY).
+STOP_GRACE = 2.0
+RECANCEL_EVERY = 0.5
+
+
+async def _cancel_and_wait(tasks: Iterable[asyncio.Task[Any] | None], grace: float = STOP_GRACE) -> bool:
+    """Cancel ``tasks`` and wait for them to end, at most ``grace`` seconds; False if one is still running.
+
+    One cancel is not always enough: Python 3.11's ``asyncio.wait_for`` (inside aetcd's watch set-up) returns
+    its result instead of raising when the cancel lands just as the watch is created, and the task then
+    waits on, for the leader key's deletion (which, during resign(), may wait for this very resign).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    pending = {t for t in tasks if t is not None and not t.done()}
+    for t in pending:  # how each ends is moot now (a watch that outlives this ends when its client closes)
+        t.add_done_callback(_discard_outcome)
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_EVERY, left))
+    return True
+
+
+def _discard_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True)
@@ -148,9 +179,8 @@ class Election:
         self._closed = True
         was = self._elected
         self._set_elected(False)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if not await _cancel_and_wait([self._task]):
+            log.warning("the election task did not stop within %.0fs; closing its client under it", STOP_GRACE)
         if self._client is not None and self._lease_id:
             try:
                 async with asyncio.timeout(2):
@@ -221,6 +251,10 @@ class Election:
         client = await self._connect()
         if not self._lease_id:
             await self._grant(client)
+        elif time.monotonic() >= self._lease_valid_until:
+            # etcd unreachable for longer than the TTL: the lease has likely expired, and a transaction naming it
+            # fails ("requested lease not found") on every retry, so nobody would ever lead again. Ask first.
+            await self._keepalive(client)
         interval = self.ttl / 3
         while not self._closed:
             leader = await self._try_acquire(client)
@@ -232,16 +266,15 @@ class Election:
                 else None
             )
             try:
-                ticker = asyncio.create_task(asyncio.sleep(interval))
+                ticker = asyncio.create_task(asyncio.sleep(interval), name="election-tick")
                 waits = {ticker} | ({watcher} if watcher else set())
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if watcher is not None and watcher in done:
                     watcher.result()  # re-raises a broken stream: campaign again from the top
             finally:
-                for t in (ticker, watcher):
-                    if t is not None:
-                        t.cancel()
-                await asyncio.gather(*(t for t in (ticker, watcher) if t is not None), return_exceptions=True)
+                stopped = await _cancel_and_wait((ticker, watcher))
+            if not stopped:  # a watch that lost its cancel: closing the client (in _run) ends its stream
+                raise aetcd.exceptions.ConnectionFailedError("the leader-key watch did not stop when cancelled")
             await self._keepalive(client)
 
     async def _keepalive(self, client: aetcd.Client) -> None:
@@ -336,8 +369,9 @@ async def read_leader(
             last = exc
         finally:
             try:
-                await client.close()
-            except Exception:  # noqa: BLE001
+                async with asyncio.timeout(timeout):
+                    await client.close()
+            except Exception:  # noqa: BLE001 - TimeoutError among them: nothing more to do
                 pass
     assert last is not None
     raise last

@@ -12,8 +12,10 @@ import asyncio
 import time
 
 import aetcd
+import aetcd.watcher
+import pytest
 
-from jobcluster.election import Election
+from jobcluster.election import STOP_GRACE, Election
 from jobcluster.settings import Settings
 from tests.helpers import wait_for
 
@@ -44,7 +46,7 @@ async def test_idle_elections_add_nothing_to_etcds_raft_log(settings: Settings) 
         for n in range(3)
     ]
     host, port = s.etcd_endpoints[0].rsplit("//", 1)[-1].rsplit(":", 1)
-    client = aetcd.Client(host=host, port=int(port))
+    client = aetcd.Client(host=host, port=int(port), timeout=5)  # every call bounded: none may wait forever
     for election in elections:
         election.start()
     try:
@@ -67,3 +69,40 @@ async def test_idle_elections_add_nothing_to_etcds_raft_log(settings: Settings) 
         for election in elections:
             await election.resign()
         await client.close()
+
+
+async def test_resign_returns_when_a_watch_loses_its_cancel(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's asyncio.wait_for (in aetcd's watch set-up) drops a cancel that lands just as the watch is
+    created; the follower's watch then waited for the leader key's deletion, and resign() for the watch: a follower
+    resigned before the leader waited forever (seen as a 120 s hang of the test above on a loaded host)."""
+    real_add_callback = aetcd.watcher.Watcher.add_callback
+
+    async def add_callback_losing_a_cancel(self: aetcd.watcher.Watcher, *args: object, **kwargs: object) -> object:
+        created = await real_add_callback(self, *args, **kwargs)
+        try:  # the injected fault: the race's window, widened to 0.3 s
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            pass  # what wait_for does when the watch is already created
+        return created
+
+    monkeypatch.setattr(aetcd.watcher.Watcher, "add_callback", add_callback_losing_a_cancel)
+    s = settings
+    elections = [
+        Election(s.etcd_endpoints, s.election_namespace, s.election_key, 1.0, identity=f"lost-{n}") for n in range(3)
+    ]
+    for election in elections:
+        election.start()
+    try:
+        await wait_for(lambda: sum(e.leading() for e in elections) == 1, timeout=10, what="one leader")
+        seen = [e._lease_valid_until for e in elections]
+        await wait_for(
+            lambda: all(e._lease_valid_until > seen[n] for n, e in enumerate(elections)),
+            timeout=10,
+            what="each election past a watch set-up to its next renewal",
+        )
+    finally:
+        for election in sorted(elections, key=Election.leading):  # followers first, the leader last
+            async with asyncio.timeout(2 * STOP_GRACE + 5):  # its steps are bounded: revoke 2 s, close 2 s
+                await election.resign()
