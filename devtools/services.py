@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import getpass
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -63,20 +65,91 @@ class Service:
         return self.proc.pid
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; reaps the process."""
+        """SIGTERM, then after ``timeout`` SIGKILL of the process and every process below it; returns once
+        all have exited (the service's own process reaped)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                kill_tree(self.proc, timeout)
 
     def kill(self) -> None:
-        """SIGKILL and reap."""
+        """SIGKILL of the process and every process below it, as a crash; returns once all have exited."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            kill_tree(self.proc, 10.0)
+
+
+def kill_tree(root: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGKILL ``root`` and its descendants and wait, up to ``timeout``, until each has exited; reap ``root``.
+
+    PostgreSQL's children outlive a postmaster killed alone (a checkpointer in the middle of its fsyncs, say)
+    and keep its shared memory: a new start on that data directory then fails with "pre-existing shared
+    memory block is still in use". The tree is stopped first (SIGSTOP: a stopped process forks no more, and
+    the postmaster restarts no child), each process held by a pidfd, so no reused pid is ever signalled."""
+    pidfds: dict[int, int] = {}
+    try:
+        _stop_tree(root.pid, pidfds)
+        for fd in pidfds.values():
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        running = list(pidfds.values())
+        while running and time.monotonic() < deadline:
+            select.select(running, [], [], deadline - time.monotonic())
+            running = [fd for fd in running if not select.select([fd], [], [], 0)[0]]
+        stuck = [pid for pid, fd in pidfds.items() if fd in running]
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
+    root.wait()
+    if stuck:
+        raise ServiceError(f"processes {stuck} had not exited {timeout:g}s after kill -9")
+
+
+def _stop_tree(root: int, pidfds: dict[int, int]) -> None:
+    """SIGSTOP ``root`` and every process below it, until no new one appears; each one's pidfd in ``pidfds``."""
+    while True:
+        procs = _procs()
+        new = [pid for pid in _below(root, procs) if pid not in pidfds]
+        if not new:
+            return
+        for pid in new:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            if pid != root and _procs([pid]).get(pid, (0, -1))[1] != procs[pid][1]:  # gone, its pid reused
+                os.close(fd)
+                continue
+            pidfds[pid] = fd
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGSTOP)
+
+
+def _procs(pids: list[int] | None = None) -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time), of ``pids`` or of every process, from /proc."""
+    found = {}
+    for pid in pids if pids is not None else [int(e) for e in os.listdir("/proc") if e.isdigit()]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            found[pid] = (int(fields[1]), int(fields[19]))  # ppid, starttime (fields 4 and 22 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _below(root: int, procs: dict[int, tuple[int, int]]) -> list[int]:
+    """``root`` and its descendants in ``procs``."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
 def free_port() -> int:

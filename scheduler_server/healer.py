@@ -166,7 +166,7 @@ class WaitingCheck:
         # Read again after looking at Redis: a job finished meanwhile is no longer waiting. Restored against
         # that read: each id is searched only among what each lane got since (linear, however long).
         again = await store.reconcile.still_waiting(missing)
-        pushed, _ = await queue.reconcile.restore_since([_waiting(w) for w in again], known)
+        pushed, _ = await queue.reconcile.restore_since([_waiting(w) for w in again], known, kept=True)
         back = {w.job_id for w in again}  # each pushed now, or found pushed meanwhile: in Redis either way
         self._seen.update((w.job_id, w.changed_at) for w in unseen if w.job_id in back)
         if pushed:
@@ -320,11 +320,13 @@ async def reconcile_dead_letters(store: Store, queue: Queue, unchanged_for: floa
             missing = await queue.reconcile.missing_dead(page)
             if missing:
                 # Read again after looking at Redis: a job retried or purged meanwhile stays out.
-                pushed += await queue.reconcile.restore_dead(await store.reconcile.still_dead(missing))
+                pushed += await queue.reconcile.restore_dead(await store.reconcile.still_dead(missing), kept=kept)
         else:  # against one read of the list: linear in its length
             missing = [i for i in page if i not in seen.held]
             if missing:
-                done = await queue.reconcile.restore_dead_since(await store.reconcile.still_dead(missing), seen)
+                done = await queue.reconcile.restore_dead_since(
+                    await store.reconcile.still_dead(missing), seen, kept=kept
+                )
                 if done is None:
                     return _dlq_moving()
                 pushed += done

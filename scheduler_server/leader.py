@@ -20,6 +20,7 @@ from jobcluster import cron, keys, metrics
 from jobcluster.election import Election
 from jobcluster.errors import UNAVAILABLE
 from jobcluster.queue import Queue
+from jobcluster.queue.reconcile import DataLost
 from jobcluster.recovery import recover_worker
 from jobcluster.rows import ScheduleRow
 from jobcluster.settings import Settings
@@ -292,12 +293,18 @@ class Leader:
         self._next_reconcile = mono + max(TICK, self.settings.reconcile_after / 2)
         kept = await self.queue.reconcile.kept_data()
         unchanged_for = self.settings.reconcile_after if kept else 0.0
-        if kept:
-            await self.waiting_check.run(self.store, self.queue, unchanged_for)
-        else:
-            await rebuild_waiting(self.store, self.queue)
-            self.waiting_check.restart()
-            self.dead_letter_sweep.restart()
-        await reconcile_dead_letters(self.store, self.queue, unchanged_for, kept=kept)
-        if kept:  # after a loss the pass above checked every dead letter
-            await self.dead_letter_sweep.run(self.store, self.queue, unchanged_for)
+        try:
+            if kept:
+                await self.waiting_check.run(self.store, self.queue, unchanged_for)
+            else:
+                await rebuild_waiting(self.store, self.queue)
+                self.waiting_check.restart()
+                self.dead_letter_sweep.restart()
+            await reconcile_dead_letters(self.store, self.queue, unchanged_for, kept=kept)
+            if kept:  # after a loss the pass above checked every dead letter
+                await self.dead_letter_sweep.run(self.store, self.queue, unchanged_for)
+        except DataLost:
+            # Found kept, lost since: its pushes (for ids lost one by one, at the head) would put dead letters
+            # out of the order they died; the next pass, due now, rebuilds everything as after any loss.
+            log.info("reconciliation: Redis lost its data during this pass; it is rebuilt at once")
+            self._next_reconcile = mono

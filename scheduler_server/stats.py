@@ -3,8 +3,9 @@ jobs finished in the last minutes recounted per minute and status, into PostgreS
 queue_samples), so the web UI's charts (GetStats) survive restarts. Kept KEEP seconds.
 
 Recounting, not adding: each pass counts again the minutes from RECOUNT_MINUTES ago, so a job whose
-transaction committed after a pass is counted by the next one, and two leaders for a moment (a
-partition) write the same numbers. A pass reads only those minutes' jobs (jobs_finished_idx).
+transaction committed after a pass is counted by the next one, a count whose jobs are no longer there (a
+dead letter retried) goes, and two leaders for a moment (a partition) write the same numbers. A pass reads
+only those minutes' jobs (jobs_finished_idx).
 """
 
 from __future__ import annotations

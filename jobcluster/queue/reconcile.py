@@ -35,13 +35,15 @@ PASS_WALK = 10 * INSERT_WALK
 #: so a queue of 100,000 is read without blocking it for long.
 HELD_READ = 10_000
 
-# KEYS[1] dlq_tasks, KEYS[2] dlq_moves; ARGV[1] how long the caller knows the list to be (its length when
-# the caller read it whole, plus what the caller pushed since; 0: search it all), ARGV[2] dlq_moves then
-# ('' : do not check), ARGV[3..] ids it found missing then, oldest first. Only the entries pushed to the
-# head since (by workers) are searched, so a rebuild after a loss stays linear; that holds only while no
-# retry or purge took ids out or rotated the list, so a changed dlq_moves pushes nothing and returns -1.
-# Returns how many were pushed.
+# KEYS[1] dlq_tasks, KEYS[2] dlq_moves, KEYS[3] (optional) the reconciled mark; ARGV[1] how long the caller
+# knows the list to be (its length when the caller read it whole, plus what the caller pushed since; 0:
+# search it all), ARGV[2] dlq_moves then ('' : do not check), ARGV[3..] ids it found missing then, oldest
+# first. Only the entries pushed to the head since (by workers) are searched, so a rebuild after a loss
+# stays linear; that holds only while no retry or purge took ids out or rotated the list, so a changed
+# dlq_moves pushes nothing and returns -1. Given the mark, pushes nothing and returns -2 when it is gone
+# (Redis lost its data since the caller found it kept). Returns how many were pushed.
 _RESTORE_DEAD_SINCE = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
 if ARGV[2] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return -1 end
 local fresh = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
 local pushed = 0
@@ -94,20 +96,22 @@ return {#ARGV - 2 - k, tostring(redis.call('INCR', KEYS[2]))}
 
 
 # KEYS[1] delayed, KEYS[2] delayed_lanes, KEYS[3] lanes registry, KEYS[4..3+n] every lane (KEYS[4]
-# pending_jobs), KEYS[4+n..3+2n] their bells, KEYS[4+2n..] every processing list; ARGV[1] n, ARGV[2..1+n]
-# how long the caller knows each lane to be (read whole, plus its own pushes; 0: search it all), then
-# triples (id, due ms or 0, index of its lane) of ids Redis held nowhere then. Searches only each lane's
-# entries pushed since (so a rebuild stays linear), delayed_jobs and the processing lists; then pushes
-# the rest, each to its lane (or delayed_jobs, remembering its lane). Returns {to delayed, pushed to
-# lane 1, ..., lane n}.
+# pending_jobs), KEYS[4+n..3+2n] their bells, KEYS[4+2n] the reconciled mark, KEYS[5+2n..] every
+# processing list; ARGV[1] n, ARGV[2] '1' when the mark must be there (else pushes nothing and returns
+# {-1}: Redis lost its data since the caller found it kept), ARGV[3..2+n] how long the caller knows each
+# lane to be (read whole, plus its own pushes; 0: search it all), then triples (id, due ms or 0, index of
+# its lane) of ids Redis held nowhere then. Searches only each lane's entries pushed since (so a rebuild
+# stays linear), delayed_jobs and the processing lists; then pushes the rest, each to its lane (or
+# delayed_jobs, remembering its lane). Returns {to delayed, pushed to lane 1, ..., lane n}.
 _RESTORE_SINCE = (
     RING
     + """
 local n = tonumber(ARGV[1])
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[4 + 2 * n]) == 0 then return {-1} end
 local fresh = {}
-for k = 1, n do fresh[k] = redis.call('LLEN', KEYS[3 + k]) - tonumber(ARGV[1 + k]) end
+for k = 1, n do fresh[k] = redis.call('LLEN', KEYS[3 + k]) - tonumber(ARGV[2 + k]) end
 local ready, later = {}, 0
-for i = 2 + n, #ARGV, 3 do
+for i = 3 + n, #ARGV, 3 do
   local id, due, k = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local held = redis.call('ZSCORE', KEYS[1], id)
   local j = 1
@@ -115,7 +119,7 @@ for i = 2 + n, #ARGV, 3 do
     if fresh[j] > 0 then held = redis.call('LPOS', KEYS[3 + j], id, 'MAXLEN', fresh[j]) end
     j = j + 1
   end
-  j = 4 + 2 * n
+  j = 5 + 2 * n
   while not held and j <= #KEYS do
     held = redis.call('LPOS', KEYS[j], id)
     j = j + 1
@@ -148,6 +152,15 @@ return out
 
 #: A waiting job as reconciliation restores it: (id, due unix ms or 0 for now, its lane).
 Waiting = tuple[str, int, str]
+
+
+class DataLost(RuntimeError):
+    """Redis lost its data (the reconciled mark is gone) after a pass found it kept: the pass's restores,
+    meant for ids lost one by one, stop (nothing was pushed by the refused script), and the next pass
+    rebuilds everything in order."""
+
+    def __init__(self) -> None:
+        super().__init__("Redis lost its data during this reconciliation pass")
 
 
 @dataclass
@@ -211,19 +224,24 @@ class Reconcile(Part):
         return None
 
     @bounded
-    async def restore_dead_since(self, job_ids: Sequence[str], seen: DeadLettersSeen) -> int | None:
+    async def restore_dead_since(
+        self, job_ids: Sequence[str], seen: DeadLettersSeen, *, kept: bool = False
+    ) -> int | None:
         """LPUSH to ``dlq_tasks`` these ids, which it lacked when ``seen`` was read, unless one was pushed
         since (checked atomically among the newest entries only). Returns how many were pushed, or None
         (pushing no more) once a retry or purge has moved the list since ``seen``: what it lacked then
-        proves nothing now. ``seen.length`` counts the ids pushed here."""
+        proves nothing now. ``seen.length`` counts the ids pushed here. ``kept``: the caller found Redis
+        kept its data, and :class:`DataLost` stops the pushes once the mark is gone."""
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
             done = int(
                 await self._restore_dead_since(
-                    keys=[keys.DLQ, keys.DLQ_MOVES],
+                    keys=[keys.DLQ, keys.DLQ_MOVES, *([keys.RECONCILED] if kept else [])],
                     args=[seen.length, seen.moves, *job_ids[start : start + DEAD_CHUNK]],
                 )
             )
+            if done == -2:
+                raise DataLost()
             if done < 0:
                 return None
             seen.length += done
@@ -305,16 +323,21 @@ class Reconcile(Part):
         return done
 
     @bounded
-    async def restore_dead(self, job_ids: Sequence[str]) -> int:
-        """LPUSH to ``dlq_tasks`` the ids it lacks (checked atomically), oldest dead letter first."""
+    async def restore_dead(self, job_ids: Sequence[str], *, kept: bool = False) -> int:
+        """LPUSH to ``dlq_tasks`` the ids it lacks (checked atomically), oldest dead letter first. ``kept``:
+        as for :meth:`restore_dead_since`."""
         pushed = 0
         for start in range(0, len(job_ids), DEAD_CHUNK):
             # known length 0: every entry counts as new, so the whole list is searched
-            pushed += int(
+            done = int(
                 await self._restore_dead_since(
-                    keys=[keys.DLQ, keys.DLQ_MOVES], args=[0, "", *job_ids[start : start + DEAD_CHUNK]]
+                    keys=[keys.DLQ, keys.DLQ_MOVES, *([keys.RECONCILED] if kept else [])],
+                    args=[0, "", *job_ids[start : start + DEAD_CHUNK]],
                 )
             )
+            if done == -2:
+                raise DataLost()
+            pushed += done
         return pushed
 
     @bounded
@@ -351,11 +374,14 @@ class Reconcile(Part):
                 return read
 
     @bounded
-    async def restore_since(self, jobs: Sequence[Waiting], known: Mapping[str, int]) -> tuple[int, dict[str, int]]:
+    async def restore_since(
+        self, jobs: Sequence[Waiting], known: Mapping[str, int], *, kept: bool = False
+    ) -> tuple[int, dict[str, int]]:
         """Put back ids Redis held nowhere when each lane was as long as ``known`` says, unless one came back
         since (checked atomically, among each lane's newest entries only; a lane not in ``known`` is
         searched whole); ``(id, due ms or 0, lane)``, in chunks. Returns (pushed in all, the lane lengths
-        the caller knows now)."""
+        the caller knows now). ``kept``: the caller found Redis kept its data, and :class:`DataLost` stops
+        the pushes once the mark is gone."""
         lengths = dict(known)
         pushed = 0
         now = time.time() * 1000
@@ -364,7 +390,7 @@ class Reconcile(Part):
             chunk = jobs[start : start + DEAD_CHUNK]
             table = [keys.PENDING, *sorted((set(lengths) | {lane for _, _, lane in chunk}) - {keys.PENDING})]
             index = {lane: n for n, lane in enumerate(table, start=1)}
-            args: list[str | int] = [len(table), *(lengths.get(lane, 0) for lane in table)]
+            args: list[str | int] = [len(table), int(kept), *(lengths.get(lane, 0) for lane in table)]
             for job_id, due_ms, lane in chunk:
                 args += [job_id, due_ms if due_ms > now else 0, index[lane]]
             later, *ready = await self._restore_since(
@@ -374,10 +400,13 @@ class Reconcile(Part):
                     keys.LANES,
                     *table,
                     *(keys.lane_bell(k) for k in table),
+                    keys.RECONCILED,
                     *processing,
                 ],
                 args=args,
             )
+            if int(later) < 0:
+                raise DataLost()
             for lane, n in zip(table, ready):
                 lengths[lane] = lengths.get(lane, 0) + int(n)
             pushed += int(later) + sum(int(n) for n in ready)

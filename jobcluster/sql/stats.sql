@@ -4,11 +4,17 @@
 -- name: count_minutes
 -- Recount the jobs that finished in the minutes from $1 (a minute's start) to now, by status, and
 -- store the counts: run again over the same minutes it corrects them (a job whose transaction
--- committed late is counted the next time). Reads jobs_finished_idx.
-INSERT INTO job_minutes (minute, status, n)
-SELECT date_trunc('minute', finished_at), status, count(*) FROM jobs
- WHERE finished_at IS NOT NULL AND finished_at >= $1 AND status IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
- GROUP BY 1, 2
+-- committed late is counted the next time), down to none: a count whose jobs are no longer there
+-- (a dead letter retried, a job deleted) goes. Reads jobs_finished_idx.
+WITH counted AS (
+  SELECT date_trunc('minute', finished_at) AS minute, status, count(*) AS n FROM jobs
+   WHERE finished_at IS NOT NULL AND finished_at >= $1 AND status IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+   GROUP BY 1, 2
+), gone AS (
+  DELETE FROM job_minutes m
+   WHERE m.minute >= $1 AND NOT EXISTS (SELECT 1 FROM counted c WHERE c.minute = m.minute AND c.status = m.status)
+)
+INSERT INTO job_minutes (minute, status, n) SELECT minute, status, n FROM counted
 ON CONFLICT (minute, status) DO UPDATE SET n = EXCLUDED.n;
 
 -- name: sample_queues

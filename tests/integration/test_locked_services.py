@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -399,6 +400,35 @@ def test_starting_postgresql_twice_leaves_no_fatal_line_in_its_log(locked_mode: 
         assert "FATAL" not in text and "ERROR" not in text, text
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_stop_that_times_out_leaves_no_process_of_postgresql_behind(old_run: Path) -> None:
+    """A stop escalates to kill -9 after its timeout. A postmaster killed alone left its children running on
+    its shared memory, so the next start on that data failed ('pre-existing shared memory block is still in
+    use'): CI once, when a shutdown checkpoint's fsyncs outlasted the 10 s. Here the checkpointer is held
+    (SIGSTOP), as a slow fsync holds it, and the stop times out."""
+    pg = svc.start_postgres(old_run / "pg", svc.free_port(), old_run / "pg.log", settings={"fsync": "off"})
+    children = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _parent(p) == pg.pid]
+    checkpointer = next(pid for pid in children if b"checkpointer" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    os.kill(checkpointer, signal.SIGSTOP)
+    pg.stop(timeout=1.0)
+    assert not [pid for pid in children if _running(pid)]
+    svc.start_postgres(old_run / "pg", svc.free_port(), old_run / "pg.log", settings={"fsync": "off"}).stop()
+
+
+def _parent(stat: Path) -> int:
+    try:
+        return int(stat.read_bytes().rsplit(b")", 1)[1].split()[1])
+    except OSError:  # ended meanwhile
+        return 0
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (this sandbox's pid 1 reaps no orphans)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def _plain_redis_cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:

@@ -103,6 +103,33 @@ async def leaderless_stub(settings, store: Store, queue: Queue) -> AsyncIterator
         await srv.stop()
 
 
+async def test_a_pass_that_found_redis_kept_pushes_nothing_once_redis_lost_its_data(
+    leaderless_stub, store: Store, queue: Queue, make_worker
+):
+    """FLUSHALL while a leader's pass that had found the mark was under way (CI once): its pushes, meant for
+    ids lost one by one, put the newest dead letter back at the head, and the rebuild of the next pass put
+    the older one above it, out of the order they died (and the waiting jobs came back as "missing", not
+    as a loss). Such a pass now stops, its scripts refusing once the mark is gone; the next one rebuilds."""
+    stub = leaderless_stub
+    await store.pool.execute("DELETE FROM dead_letter_checks")
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=False) == 0  # starts counting; the mark set
+    older = await _dead(stub, make_worker, "exit 3")
+    await store.pool.execute("UPDATE jobs SET updated_at = updated_at - interval '1 minute' WHERE id = $1", older)
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=True) == 0  # its watermark passes the older
+    newer = await _dead(stub, make_worker, "exit 4")
+    waiting = (await stub.SubmitJob(pb.Job(command="true"))).job_id
+    await queue.redis.flushall()  # just after the passes below found the mark
+    with pytest.raises(reconcile.DataLost):
+        await healer.WaitingCheck().run(store, queue, 0.0)
+    with pytest.raises(reconcile.DataLost):
+        await reconcile_dead_letters(store, queue, 0.0, kept=True)
+    assert await _lists(queue) == ([], [], [])
+    assert not await queue.reconcile.kept_data()  # the next pass: as after any loss
+    assert await healer.rebuild_waiting(store, queue) == 1
+    assert await reconcile_dead_letters(store, queue, 0.0, kept=False) == 2
+    assert await _lists(queue) == ([waiting], [], [newer, older])
+
+
 async def test_a_purge_is_not_undone(leaderless_stub, store: Store, queue: Queue, make_worker):
     """Reconciliation directly: dlq_tasks lost, then rebuilt without the purged id; a later dead letter
     missing from dlq_tasks (a worker died before its push) comes back on an ordinary pass."""
@@ -251,6 +278,7 @@ async def test_reconciliation_finds_a_lost_id_anywhere_in_a_long_queue_and_reads
     ids = [(await store.jobs.insert(_spec(command="true"), "x")).job_id for _ in range(35)]
     await queue.redis.lpush(keys.PENDING, *ids)
     await queue.redis.lrem(keys.PENDING, 0, ids[-1])  # lost: the newest job, on the last page
+    await queue.reconcile.mark_kept()  # Redis kept its data (the pass's pushes need the mark)
     check = healer.WaitingCheck()
     pushed = [await check.run(store, queue, 0.0) for _ in range(4)]  # pages of 10, 10, 10, 5
     assert pushed == [0, 0, 0, 1]
