@@ -82,7 +82,7 @@ test: deps browser
 
 # While working: the unit tests and the fast integration tests (no browser, no e2e; about a minute).
 test-quick: deps
-	$(PY) -m pytest tests/unit tests/integration -m 'not slow and not quarantine' -q
+	$(PY) -m pytest tests/unit tests/integration -m 'not slow' -q
 
 # The integration and e2e suites in random order beside two CPU burners at nice 19 (scripts/stress.sh);
 # ARGS='...' passes pytest arguments (a seed: ARGS='--random-order-seed=N', printed at the start).
