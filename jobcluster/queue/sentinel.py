@@ -15,10 +15,13 @@ ConnectionError. What we add:
   by a partition must not hold up the answer), and the healthy answer with the
   highest ``config-epoch`` wins: a sentinel that has not yet heard of a failover
   names the demoted primary for seconds;
-- the pool asks the sentinels again every second while it is used: a primary
-  demoted alive (a manual failover, a healed partition) keeps taking writes
-  for up to ~10 s, until the sentinels turn it into a replica, and redis-py
-  only asks when it opens a connection;
+- the pool asks the sentinels again every :data:`RECHECK_INTERVAL` while it is
+  used: a primary demoted alive (a manual failover, a healed partition) keeps
+  taking writes for up to ~10 s, until the sentinels turn it into a replica,
+  and redis-py only asks when it opens a connection;
+- a connection open to any server but the primary the sentinels last named is
+  closed when it is handed out or released, never used: redis-py's asyncio
+  pool checks neither (see ``PrimaryPool._astray``);
 - closing the client closes the sentinel connections too.
 
 Every error here is a redis ConnectionError (MasterNotFoundError is one), so
@@ -45,8 +48,10 @@ log = logging.getLogger("queue.sentinel")
 
 #: Bound on one question to one sentinel (seconds).
 SENTINEL_TIMEOUT = 1.0
-#: How often a pool in use asks the sentinels whether the primary moved (seconds).
-RECHECK_INTERVAL = 1.0
+#: How often a pool in use asks the sentinels whether the primary moved (seconds): the longest our writes
+#: go on to a primary demoted alive after the sentinels' switch (lost writes), against one SENTINEL
+#: MASTERS to each sentinel per interval.
+RECHECK_INTERVAL = 0.5
 #: Error codes that mean the server we are connected to is not (or no longer) a usable primary.
 NOT_PRIMARY = frozenset({"READONLY", "UNBLOCKED", "MASTERDOWN", "NOREPLICAS"})
 
@@ -69,9 +74,9 @@ class PrimaryConnection(SentinelManagedConnection):
 # redis-py's sentinel module has no annotations: hence the type: ignore[no-untyped-call] below.
 class PrimaryPool(SentinelConnectionPool):
     """redis-py's sentinel pool, plus: the sentinels are asked again every :data:`RECHECK_INTERVAL` while
-    the pool is used (in a task of its own, so an unreachable sentinel delays no operation), and when the
-    primary moved, connections in use are closed when released, not only idle ones. Closing the pool
-    closes the sentinel clients too."""
+    the pool is used (in a task of its own, so an unreachable sentinel delays no operation), and a
+    connection open to any server but the primary they last named is closed when it is handed out or
+    released, never used. Closing the pool closes the sentinel clients too."""
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
@@ -85,7 +90,7 @@ class PrimaryPool(SentinelConnectionPool):
 
     async def get_master_address(self) -> tuple[str, int]:
         before = self.master_address
-        # redis-py closes the idle connections when the address changed
+        # redis-py closes the connections idle when the address changed; _astray catches the others
         address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
         if before is not None and address != before:
             log.warning(
@@ -94,10 +99,33 @@ class PrimaryPool(SentinelConnectionPool):
                 *address,
                 *before,
             )
-            # A demoted primary may still take writes until the sentinels reconfigure it, and a
-            # connection in use would go on writing there: close each one when it is released.
-            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
         return address
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if self._astray(connection):
+            await connection.disconnect()  # connect() then asks the sentinels
+        await super().ensure_connection(connection)
+
+    async def release(self, connection: Any) -> None:
+        if self._astray(connection):
+            connection.mark_for_reconnect()  # redis-py's release then closes it, under the pool's lock
+        await super().release(connection)
+
+    def _astray(self, connection: Any) -> bool:
+        """Whether ``connection`` is open to a server other than the primary the sentinels last named.
+
+        redis-py's asyncio pool asks this nowhere (its ``owns_connection`` is never called): when it
+        learns of a new primary it closes only the connections idle at that moment, and puts one then in
+        use back into the pool open, to be handed out again and again. Marking those in use for
+        reconnection once the idle ones were closed (as we did) left a gap: one released in between
+        stayed open, and writes went on to a primary demoted alive until the sentinels turned it into a
+        replica, about 10 s later."""
+        return bool(
+            self.is_master
+            and self.master_address is not None
+            and connection.is_connected
+            and (connection.host, connection.port) != self.master_address
+        )
 
     def _check_soon(self) -> None:
         now = time.monotonic()
