@@ -29,6 +29,7 @@ ADMIN, SUBMITTER, READER = (
     "read-e2e-token-0123456789abcdef-dashboard",
 )
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def rpc(address: str, method: str, request: object, security: ChannelSecurity = ChannelSecurity()) -> grpc.StatusCode:
@@ -118,6 +119,9 @@ def started(cluster: Cluster) -> Iterator[tuple[Path, dict[str, str]]]:
     root = cluster.workdir / "checkout"
     root.mkdir()
     env = cluster.env(AUTH_TOKEN=ADMIN, WEBUI_ADDR=f"127.0.0.1:{free_port()}")
+    # devtools is not installed (it is no part of the wheel): run from another directory, it needs the
+    # checkout on the path, as make gives it by running from the checkout
+    env["PYTHONPATH"] = str(CHECKOUT)
     try:
         yield root, env
     finally:
