@@ -19,13 +19,14 @@ endif
 # `make start TLS=1`: every program talks TLS, with a private CA and certificates in .run/tls.
 TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
-.PHONY: help deps lock browser build start stop status logs test test-quick test-stress run-servers stop-servers run-worker \
+.PHONY: help deps lock browser build start stop status logs test test-quick test-long test-stress run-servers stop-servers run-worker \
         run-client run-client-servers run-webui screenshot bench systemd chaos chaos-test soak multihost clean
 
 help:
 	@echo "make start [SERVER_COUNT=3 WORKER_COUNT=2 BASE_PORT=50051 TLS=1]   start a cluster here"
 	@echo "make status | make logs | make stop                         see it, stop it"
-	@echo "make test                                                    run the tests"
+	@echo "make test                                                    run the tests (under 8 minutes)"
+	@echo "make test-long                                               the long proofs make test leaves out"
 	@echo "make run-client CMD='ls -la' | make run-client-servers FILE=jobs.json | make run-webui"
 	@echo ".venv/bin/jobcluster --help                                  the command line client"
 
@@ -78,11 +79,16 @@ test: deps browser
 	$(PY) -m ruff check
 	$(PY) -m ruff format --check
 	$(PY) -m mypy
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest -m 'not long' --durations=25
 
 # While working: the unit tests and the fast integration tests (no browser, no e2e; about a minute).
 test-quick: deps
-	$(PY) -m pytest tests/unit tests/integration -m 'not slow' -q
+	$(PY) -m pytest tests/unit tests/integration -m 'not slow and not long' -q
+
+# The long proofs make test leaves out (each marked @pytest.mark.long with the reason it is long): fault
+# scenarios that wait out real timers, scale runs, the fuzzers, the 1,000-job chaos run (about 5 minutes).
+test-long: deps browser
+	$(PY) -m pytest -m long --durations=0
 
 # The integration and e2e suites in random order beside two CPU burners at nice 19 (scripts/stress.sh);
 # ARGS='...' passes pytest arguments (a seed: ARGS='--random-order-seed=N', printed at the start).
@@ -135,7 +141,7 @@ systemd: deps
 
 # Thousands of jobs through a cluster being killed, then the checks (private services; minutes; exit 1 on a
 # violation). `make chaos-test` runs the 1,000-job version alone (tests/e2e/test_chaos.py, about 30 s; it is
-# also part of `make test`).
+# also part of `make test-long`).
 JOBS ?= 10000
 chaos: deps
 	$(SCRIPT_PY) scripts/chaos.py --jobs $(JOBS)
@@ -149,7 +155,8 @@ soak: deps
 	$(SCRIPT_PY) scripts/soak.py --minutes $(MINUTES)
 
 # Three hosts as network namespaces (root): partition, heal, etcd quorum loss, Redis failover, a host killed; one
-# table (about 2 minutes; exit 1 on a violation). The short version is tests/e2e/test_multihost.py, in make test.
+# table (about 2 minutes; exit 1 on a violation). The short version is tests/e2e/test_multihost.py, in make test-long
+# (its SIGTERM tests, in make test).
 # `make multihost ARGS=--cleanup` removes what a crashed run left.
 multihost: deps
 	$(SCRIPT_PY) scripts/multihost.py $(ARGS)

@@ -36,6 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = str(parent / "tmp")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test left out of make test (``long``) says why it is long: the reason is its one argument."""
+    for item in items:
+        for mark in item.iter_markers("long"):
+            if len(mark.args) != 1 or not isinstance(mark.args[0], str) or not mark.args[0].strip():
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.long needs its reason, as one string")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     base = session.config.option.basetemp
     if exitstatus == 0 and base and Path(base).parent.name.startswith("jobcluster-pytest-"):

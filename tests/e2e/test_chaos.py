@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.long("1,000 jobs under every kind of fault: ~30 s (make chaos runs 10,000)")
 @pytest.mark.chaos
 @pytest.mark.timeout(150)
 def test_a_thousand_jobs_under_faults_break_no_promise() -> None:

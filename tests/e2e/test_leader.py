@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from devtools import services as svc
 from jobcluster import keys
@@ -75,6 +76,9 @@ def test_sigterm_of_the_leader_hands_over_without_waiting_for_its_lease(cluster:
     assert "resigned" in procs[old].log()
 
 
+@pytest.mark.long(
+    "SIGSTOPs the leader past its lease: ~6 s (the fence itself: tests/integration/test_fence_after_partition.py)"
+)
 def test_a_paused_leader_stops_acting_and_cannot_write(cluster: Cluster, settings, services):
     """A leader paused past its lease, resumed while it cannot hear from etcd and a cron tick is due,
     stands down by its own lease deadline: it tries no write at all (the fence would refuse one)."""
@@ -229,6 +233,7 @@ async def _count(dsn: str, sql: str) -> int:
         await conn.close()
 
 
+@pytest.mark.long("restarts etcd and waits for the leases: ~5 s")
 def test_etcd_restart_leaves_one_leader_and_jobs_keep_running(cluster: Cluster, services, service_root):
     procs = three_servers(cluster)
     cluster.worker("e2e-1")
@@ -268,6 +273,7 @@ def _last_leader_line(log: str) -> str:
     return last
 
 
+@pytest.mark.long("waits for a tick, a kill and a new leader's lease: ~7 s")
 def test_cron_tick_with_the_leader_killed_right_before_it_fires_exactly_once(cluster: Cluster, settings):
     procs = three_servers(cluster)
     cluster.worker("e2e-cron")

@@ -45,6 +45,10 @@ def rows(out: str) -> dict[str, list[str]]:
     return table
 
 
+@pytest.mark.long(
+    "three hosts partitioned, healed, etcd quorum lost and a host killed: ~40 s of timers "
+    "(make multihost runs the full version)"
+)
 @pytest.mark.timeout(150)
 def test_partition_heal_quorum_loss_and_host_kill_lose_no_job_and_run_none_twice() -> None:
     t0 = time.monotonic()

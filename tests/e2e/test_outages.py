@@ -20,6 +20,8 @@ from jobcluster.settings import Settings
 from tests.e2e.conftest import Cluster, Proc, job_status, submit
 from tests.helpers import wait_for_sync
 
+pytestmark = pytest.mark.long("Redis frozen for 6-20 s and a worker killed 20 times: ~65 s of outages")
+
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:

@@ -15,6 +15,7 @@ import time
 import uuid
 
 import grpc
+import pytest
 
 from jobcluster import keys
 from jobcluster.pb import scheduler_pb2 as pb
@@ -82,6 +83,7 @@ def test_a_priority_9_job_submitted_after_50_priority_0_jobs_starts_next(cluster
     assert [done[i].created_at_ms for i in order] == sorted(done[i].created_at_ms for i in low)  # FIFO within
 
 
+@pytest.mark.long("waits for WORKER_DEAD_AFTER after a kill: ~8 s")
 def test_a_concurrency_key_of_2_never_has_3_running_even_across_a_worker_kill(cluster: Cluster):
     _, address = cluster.server()
     workers = {f"e2e-key-{n}": cluster.worker(f"e2e-key-{n}", "--concurrency", "3") for n in range(2)}

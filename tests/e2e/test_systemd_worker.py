@@ -98,6 +98,7 @@ def test_the_unit_capabilities_run_a_job_as_the_job_user(root: Path, job_user: s
     assert got["left"] is False  # its private and sticky directories were removed with their files
 
 
+@pytest.mark.long("one systemd unit start per capability taken away, each waiting for the worker to fail: ~18 s")
 @pytest.mark.parametrize("missing", WORKER_CAPABILITIES)
 def test_each_capability_is_needed(root: Path, job_user: str, missing: str) -> None:
     got = _attempt(root, job_user, tuple(c for c in WORKER_CAPABILITIES if c != missing))

@@ -12,6 +12,7 @@ from tests.e2e.test_webui import CHROMIUM, browser, page, start_ui  # noqa: F401
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
 
+@pytest.mark.long("waits out several watch-stream lifetimes in a browser: ~9 s")
 async def test_the_job_page_follows_a_job_across_several_watch_streams(cluster: Cluster, page):  # noqa: F811
     _, address = cluster.server(WATCH_MAX_LIFE="1s")
     cluster.worker("life-worker")

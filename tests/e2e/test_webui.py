@@ -489,6 +489,7 @@ async def test_destructive_buttons_ask_first(ui, page, redis_sync):
     assert errors == []
 
 
+@pytest.mark.long("waits for the pages' own refresh timers in a browser: ~9 s")
 async def test_times_are_relative_pages_refresh_and_empty_output_says_so(ui, page):
     errors = _js_errors(page)
     server = ui["servers"][0]
@@ -562,6 +563,7 @@ async def test_charts_draw_the_jobs_run_from_the_store(ui, page):
     assert errors == []
 
 
+@pytest.mark.long("waits for a cron tick and a page's refresh timer in a browser: ~9 s")
 async def test_truncated_output_unwrapped_cron_and_a_dead_letter_page_that_refreshes(ui, page, redis_sync):
     import grpc
 

@@ -185,6 +185,7 @@ async def test_reserved_prefixes_are_refused_and_others_are_not(secured, store):
     assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 4
 
 
+@pytest.mark.long("an upgrade path (keys squatted before migration 0012): ~6 s of cron ticks")
 async def test_keys_squatted_before_the_upgrade_stop_no_tick(server, stub, store, make_worker):
     """Rows a caller stored under the old tick keys before this version (written straight into PostgreSQL,
     as the old server accepted them) stand in for no tick."""

@@ -121,6 +121,7 @@ def test_etcds_keys_are_for_root_alone(etcd: svc.Service) -> None:
         assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o600, os.geteuid()), key
 
 
+@pytest.mark.long("runs etcdctl as another user against a leader's lease for its TTL: ~7 s")
 async def test_another_user_can_neither_list_nor_renew_the_leaders_lease_on_the_client_port(
     etcd: svc.Service, leader: tuple[Election, int]
 ) -> None:

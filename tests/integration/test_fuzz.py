@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobcluster.pb import scheduler_pb2 as pb
+
+pytestmark = pytest.mark.long("Hypothesis drives every RPC with random input: ~32 s")
 
 ALLOWED = {
     grpc.StatusCode.OK,

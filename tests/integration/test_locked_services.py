@@ -355,6 +355,7 @@ async def test_an_open_postgresql_from_an_older_version_is_locked_and_keeps_its_
         pg.stop()
 
 
+@pytest.mark.long("an upgrade path: two etcd starts over an older data directory: ~4 s")
 async def test_an_open_etcd_from_an_older_version_gets_auth_and_a_second_start_keeps_it(old_run: Path) -> None:
     port, peer = svc.free_port(), svc.free_port()
     etcd = await asyncio.to_thread(svc.start_etcd, old_run / "etcd", port, peer, old_run / "etcd.log")

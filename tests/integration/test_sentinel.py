@@ -118,6 +118,7 @@ def test_sentinel_errors_count_as_redis_outages() -> None:
     assert issubclass(MasterNotFoundError, REDIS_ERRORS) and issubclass(SlaveNotFoundError, REDIS_ERRORS)
 
 
+@pytest.mark.long("a Sentinel failover with real programs running: ~9 s of failover timers")
 async def test_programs_follow_the_new_primary_and_lose_no_job(
     settings: Settings, store: Store, group: SentinelGroup, secrets: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -60,6 +60,7 @@ async def _statements(store: Store) -> int:
     )
 
 
+@pytest.mark.long("a scale proof: 1,000 watch streams: ~6 s")
 async def test_a_thousand_watchers_cost_nothing_idle_and_see_every_change(start_server, store, make_worker):
     server = await start_server(watch_max_streams=WATCHERS)
     server.service.watch_hub.hot_for = QUIET_AFTER
