@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
-from collections.abc import Iterable
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -206,9 +206,9 @@ def validate_job(
     size = len(command.encode("utf-8", "surrogatepass"))
     if size > max_command_bytes:
         raise InvalidJob(f"command is {size} bytes, over the limit of {max_command_bytes} bytes")
-    for field, value in (("command", command), ("name", name), ("description", description)):
+    for what, value in (("command", command), ("name", name), ("description", description)):
         if "\x00" in value:
-            raise InvalidJob(f"{field} contains a NUL byte")
+            raise InvalidJob(f"{what} contains a NUL byte")
     if len(name) > MAX_NAME_CHARS:
         raise InvalidJob(f"name is {len(name)} characters, over the limit of {MAX_NAME_CHARS}")
     if len(description) > MAX_DESCRIPTION_CHARS:
@@ -287,3 +287,26 @@ def retries_exhausted(attempts: int, interruptions: int, max_retries: int) -> bo
 def utcnow() -> "dt.datetime":
     """This host's now, as an aware UTC datetime (jobcluster.clock)."""
     return clock.wall_now()
+
+
+@dataclass
+class Serving:
+    """What one worker serves: its queues (WORKER_QUEUES) and tags (WORKER_TAGS), the per-key limits its
+    claims apply (CONCURRENCY_LIMITS, key -> N), and the Redis lanes that makes, as last read (kept up
+    to date by :mod:`jobcluster.queue.lanes`). A claim with no Serving (tools, tests) takes any job."""
+
+    queues: tuple[str, ...] = (keys.DEFAULT_QUEUE,)
+    tags: frozenset[str] = frozenset()
+    limits: Mapping[str, int] = field(default_factory=dict)
+    lanes: list[str] = field(default_factory=list)
+    known: int = -1  # size of the ``lanes`` registry when read; -1: never read
+
+    @property
+    def bells(self) -> list[str]:
+        """The wake-up lists of its queues."""
+        return [keys.bell(q) for q in self.queues]
+
+    @property
+    def only_default(self) -> bool:
+        """Whether ``pending_jobs`` is the one lane served (the worker can BLMOVE on it)."""
+        return self.lanes == [keys.PENDING]

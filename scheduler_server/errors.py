@@ -11,6 +11,7 @@ import grpc
 from jobcluster import metrics
 from jobcluster.cron import InvalidSchedule
 from jobcluster.errors import POSTGRES_ERRORS, REDIS_ERRORS
+from jobcluster.lifecycle.policy import StoredNotQueued
 from jobcluster.model import InvalidJob
 
 R = TypeVar("R")
@@ -39,10 +40,6 @@ class Forbidden(Exception):
 
 class Exhausted(Exception):
     """A bound was reached (too many schedules or watch streams, a reply too large); the message names it."""
-
-
-class StoredNotQueued(Exception):
-    """PostgreSQL took the job(s) but Redis could not be told; the message says how it heals."""
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:

@@ -1,39 +1,22 @@
-"""Healing Redis from PostgreSQL: a server re-pushes its own stored-but-unpushed submissions, and the
-leader's reconciliation rebuilds ``dlq_tasks`` and, after Redis lost its data, every waiting job.
-
-A submit writes PostgreSQL first and Redis second. When the push fails (Redis down) or the server
-dies between the two, PostgreSQL holds a waiting job Redis does not. The server heals its own such
-jobs, with or without a leader (ETCD_ENDPOINTS empty): :class:`Unpushed` remembers the ids whose
-push failed and :meth:`Unpushed.run` pushes them once Redis answers; at start it looks for waiting
-jobs it submitted (``jobs.submitted_via`` = its address) before it started that Redis lacks.
+"""The leader's reconciliation, the last resort of the lifecycle's policy (:mod:`jobcluster.lifecycle.policy`):
+it rebuilds ``dlq_tasks`` and, after Redis lost its data, every waiting job; while Redis keeps its data it
+finds the few ids lost by other means (a Sentinel failover dropping the last writes).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
 
-from jobcluster.errors import UNAVAILABLE, which
-from jobcluster.model import Status
+from jobcluster.lifecycle.policy import waiting_entry
 from jobcluster.queue import Queue
-from jobcluster.queue.reconcile import DeadLettersSeen, Waiting
-from jobcluster.rows import WaitingJob
+from jobcluster.queue.reconcile import DeadLettersSeen
 from jobcluster.store import Store
 from jobcluster.store.reconcile import DeadLetter, WaitingCursor
 
 log = logging.getLogger("server")
 
-#: How often a server retries its unpushed submissions (seconds).
-HEAL_EVERY = 1.0
-#: Most ids a server remembers; past that it forgets new ones and scans PostgreSQL once Redis is back.
-MAX_REMEMBERED = 100_000
-#: Most of its own waiting jobs a server looks at in one scan (newest first).
-SCAN_LIMIT = 10_000
-#: Above this many ids, read every id Redis holds once instead of one LPOS per id.
-_LPOS_AT_MOST = 20
 #: Dead letters per PostgreSQL page when rebuilding ``dlq_tasks``.
 DEAD_PAGE = 5000
 #: Waiting jobs a reconciliation pass reads from PostgreSQL (one keyset page).
@@ -43,86 +26,6 @@ MAX_SEEN = 200_000
 #: However still the queue, every waiting job is looked for in Redis again this often (seconds): an id
 #: taken out of Redis by hand, with its data kept, comes back within this (plus a cycle of pages).
 FORGET_SEEN_EVERY = 600.0
-
-
-class Unpushed:
-    """Ids this server stored in PostgreSQL but could not push to Redis, pushed again in the background."""
-
-    def __init__(self) -> None:
-        self._ids: set[str] = set()
-        self._scan = True  # at start: jobs this address stored before, that Redis may lack
-        self._started = time.monotonic()
-        self._failing = False
-
-    def remember(self, job_ids: Iterable[str]) -> None:
-        """Push these later (their push failed); too many, and a scan of PostgreSQL finds them instead."""
-        for job_id in job_ids:
-            if len(self._ids) >= MAX_REMEMBERED:
-                self._scan = True
-                return
-            self._ids.add(job_id)
-
-    @property
-    def waiting(self) -> int:
-        """How many ids are remembered."""
-        return len(self._ids)
-
-    async def run(self, store: Store, queue: Queue, address: str) -> None:
-        """Forever: every HEAL_EVERY, push what is remembered (and scan when due) until it succeeds."""
-        while True:
-            try:
-                await self.heal(store, queue, address)
-                if self._failing:
-                    log.info("unpushed submissions: Redis and PostgreSQL reachable again")
-                self._failing = False
-            except UNAVAILABLE as exc:
-                if not self._failing:
-                    log.error(
-                        "unpushed submissions: %s unavailable (%s); %d job(s) wait to be queued",
-                        which(exc),
-                        exc,
-                        len(self._ids),
-                    )
-                self._failing = True
-            await asyncio.sleep(HEAL_EVERY)
-
-    async def heal(self, store: Store, queue: Queue, address: str) -> int:
-        """One round: the scan when due, then the remembered ids. Returns how many were pushed."""
-        pushed = 0
-        if self._scan:
-            since_start = time.monotonic() - self._started
-            own = await store.reconcile.waiting_submitted_via(address, since_start, SCAN_LIMIT)
-            pushed += await _restore(queue, own)
-            self._scan = False
-            if pushed:
-                log.warning(
-                    "%d waiting job(s) submitted here before this start were missing from Redis and were pushed", pushed
-                )
-        if self._ids:
-            ids = list(self._ids)
-            waiting = await store.reconcile.still_waiting(ids)
-            done = await _restore(queue, waiting)
-            self._ids.difference_update(ids)
-            pushed += done
-            if done:
-                log.info("%d stored job(s) whose push had failed are queued now", done)
-        return pushed
-
-
-async def _restore(queue: Queue, jobs: list[WaitingJob]) -> int:
-    """Push those of these waiting jobs that Redis holds nowhere (checked atomically per id; many: against
-    one read of what Redis holds, so the pushes stay linear in the queue's length)."""
-    waiting = [_waiting(w) for w in jobs]
-    if len(waiting) <= _LPOS_AT_MOST:
-        return await queue.reconcile.restore(waiting)
-    held, known = await queue.reconcile.held_and_lengths()
-    pushed, _ = await queue.reconcile.restore_since([w for w in waiting if w[0] not in held], known)
-    return pushed
-
-
-def _waiting(w: WaitingJob) -> Waiting:
-    """How reconciliation puts a waiting job back: its id, when it is due (0: now), its lane."""
-    return w.job_id, w.due_ms if w.status is Status.PENDING else 0, w.lane
 
 
 class WaitingCheck:
@@ -166,7 +69,7 @@ class WaitingCheck:
         # Read again after looking at Redis: a job finished meanwhile is no longer waiting. Restored against
         # that read: each id is searched only among what each lane got since (linear, however long).
         again = await store.reconcile.still_waiting(missing)
-        pushed, _ = await queue.reconcile.restore_since([_waiting(w) for w in again], known, kept=True)
+        pushed, _ = await queue.reconcile.restore_since([waiting_entry(w) for w in again], known, kept=True)
         back = {w.job_id for w in again}  # each pushed now, or found pushed meanwhile: in Redis either way
         self._seen.update((w.job_id, w.changed_at) for w in unseen if w.job_id in back)
         if pushed:
@@ -185,7 +88,7 @@ async def rebuild_waiting(store: Store, queue: Queue) -> int:
             # Read again after looking at Redis: a job taken or finished meanwhile is no longer waiting.
             order = {job_id: n for n, job_id in enumerate(missing)}
             again = sorted(await store.reconcile.still_waiting(missing), key=lambda w: order[w.job_id])
-            done, known = await queue.reconcile.restore_since([_waiting(w) for w in again], known)
+            done, known = await queue.reconcile.restore_since([waiting_entry(w) for w in again], known)
             pushed += done
     if pushed:
         log.warning("reconciliation: Redis lost its data; %d waiting job(s) were pushed again", pushed)

@@ -13,8 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from jobcluster.store import Store
+from scheduler_server.duties import Duty, Term
 
 log = logging.getLogger("leader")
 
@@ -29,7 +31,8 @@ IDLE_EVERY = 60.0
 
 
 class Expiry:
-    """Deletes expired jobs for the leader, a bounded amount each time :meth:`step` is called."""
+    """Deletes expired jobs for the leader, a bounded amount each time :meth:`step` is called; when a step
+    deleted everything expired (``finished``), its duty (:class:`Expire`) waits ``idle_every``."""
 
     def __init__(
         self,
@@ -49,22 +52,24 @@ class Expiry:
         self.budget = budget
         self.idle_every = idle_every
         self._clock = clock
-        self._next = 0.0
+        #: The last step deleted everything expired (its runner looks again only after idle_every).
+        self.finished = False
         #: Jobs deleted by this server since it started.
         self.deleted = 0
 
     async def step(self, token: int, leading: Callable[[], bool]) -> int:
         """Delete expired jobs for up to the round's budget while ``leading()``; how many went."""
-        if self.retention <= 0 or self._clock() < self._next:
+        if self.retention <= 0:
             return 0
         ends = self._clock() + self.budget
         gone = 0
+        self.finished = False
         while leading():
             async with self.store.fencing.fenced(token) as conn:
                 n = await self.store.retention.delete_expired(conn, self.retention, self.batch)
             gone += n
             if n < self.batch:
-                self._next = self._clock() + self.idle_every
+                self.finished = True
                 break
             if self._clock() >= ends:
                 break  # more next round
@@ -73,3 +78,16 @@ class Expiry:
             self.deleted += gone
             log.info("retention: %d finished job(s) older than JOB_RETENTION deleted", gone)
         return gone
+
+
+class Expire(Duty):
+    """Finished jobs older than JOB_RETENTION go, a few small batches a round; IDLE_EVERY after nothing is left."""
+
+    name = "expire"
+
+    def __init__(self, retention: float, store: Store, **options: Any) -> None:
+        self.expiry = Expiry(retention, store, **options)
+
+    async def run_once(self, term: Term) -> float | None:
+        await self.expiry.step(term.token, term.leading)
+        return self.expiry.idle_every if self.expiry.finished else None

@@ -128,7 +128,7 @@ class SchedulerServer:
         # Its own submissions stored but not pushed (Redis down, or its last run died) heal without a leader.
         self._tasks.append(
             asyncio.create_task(
-                self.service.unpushed.run(self.store, self.service.queue, self.address), name="heal-unpushed"
+                self.service.life.unpushed.run(self.store, self.service.queue, self.address), name="heal-unpushed"
             )
         )
         await self._set_health(True)

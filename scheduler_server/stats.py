@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
-from collections.abc import Callable
 
 from jobcluster.queue import Queue
 from jobcluster.store import Store
+from scheduler_server.duties import Duty, Term
 
 log = logging.getLogger("leader")
 
@@ -30,27 +29,30 @@ KEEP = 7 * 86400.0
 FORGET_EVERY = 3600.0
 
 
-class StatsKeeper:
-    """Samples and recounts for the leader, at most once per SAMPLE_EVERY."""
+class KeepStats(Duty):
+    """Every SAMPLE_EVERY: the queue depths sampled, the last RECOUNT_MINUTES minutes recounted."""
 
-    def __init__(
-        self, store: Store, queue: Queue, *, every: float = SAMPLE_EVERY, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    name = "keep_stats"
+    interval = SAMPLE_EVERY
+
+    def __init__(self, store: Store, queue: Queue) -> None:
         self.store = store
         self.queue = queue
-        self.every = every
-        self._clock = clock
-        self._next = 0.0
-        self._next_forget = 0.0
 
-    async def step(self) -> None:
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self.every
+    async def run_once(self, term: Term) -> None:
         await self.store.stats.sample_queues(await self.queue.jobs.depths())
         minute = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
         await self.store.stats.count_minutes(minute - dt.timedelta(minutes=RECOUNT_MINUTES - 1))
-        if now >= self._next_forget:
-            self._next_forget = now + FORGET_EVERY
-            await self.store.stats.forget(KEEP)
+
+
+class ForgetStats(Duty):
+    """Every FORGET_EVERY: counts and samples older than KEEP are deleted."""
+
+    name = "forget_stats"
+    interval = FORGET_EVERY
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def run_once(self, term: Term) -> None:
+        await self.store.stats.forget(KEEP)

@@ -28,7 +28,7 @@ from devtools import services as svc
 from jobcluster.model import validate_job
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.leader import TICK
+from scheduler_server.duties import TICK
 from scheduler_server.retention import Expiry
 
 INFLIGHT = 16

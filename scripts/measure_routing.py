@@ -28,12 +28,10 @@ from pathlib import Path
 from devtools import services as svc
 from jobcluster import keys
 from jobcluster import queue as queue_mod
-from jobcluster.model import Status
+from jobcluster.model import Serving, Status
 from jobcluster.queue import Queue
-from jobcluster.queue.lanes import Serving
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from jobcluster.store.jobs import Serves
 
 INSERT = """INSERT INTO jobs (id, command, status, max_retries, timeout_seconds, queue, priority, constraints,
                               concurrency_key, max_concurrency)
@@ -57,7 +55,6 @@ async def _round(
         by_lane.setdefault(lane, []).append(str(r["id"]))
     await queue.jobs.enqueue_many([(i, 0, lane) for lane, ids in by_lane.items() for i in ids])
     names = tuple(keys.DEFAULT_QUEUE if default_lane else f"q{q}" for q in range(queues))
-    serves = Serves(names, ("gpu",), {})
     done = 0
 
     async def slot(n: int) -> None:
@@ -68,7 +65,7 @@ async def _round(
             job_id = await queue.jobs.dequeue(worker, serving, timeout=0.05)
             if job_id is None:
                 return
-            claimed = await store.jobs.claim(job_id, worker, uuid.uuid4(), serves=serves)
+            claimed = await store.jobs.claim(job_id, worker, uuid.uuid4(), serves=serving)
             assert claimed is not None, job_id
             await store.jobs.finish_attempt(
                 claimed, Status.SUCCEEDED, exit_code=0, error="", output="", output_truncated=False

@@ -1,9 +1,8 @@
 """A worker: N slots that each take a job id, claim it, run it and settle it.
 
-Lifecycle of one id: ``dequeue → claim → run_shell → settle`` where settle is
-``ack`` (succeeded), ``retry_later`` (backoff) or ``dead_letter``. PostgreSQL
-is written first, Redis second, so a crash between the two leaves an id that
-the next claim drops or re-delays.
+Life of one id: ``take → claim → run_shell → settle``. Every transition (and the order of its writes:
+PostgreSQL first, then Redis) is the lifecycle's (:mod:`jobcluster.lifecycle.attempts`); the worker runs
+the processes, keeps its registry of running attempts (:mod:`worker.running`), and waits out outages.
 """
 
 from __future__ import annotations
@@ -13,27 +12,24 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from jobcluster import keys, logs, metrics, model
+from jobcluster import logs, metrics, model
 from jobcluster.aio import retrying
 from jobcluster.errors import UNAVAILABLE
-from jobcluster.model import Status
+from jobcluster.lifecycle import Lifecycle
+from jobcluster.lifecycle.attempts import Ended
+from jobcluster.model import Serving
 from jobcluster.queue import Queue
-from jobcluster.queue.lanes import Serving
 from jobcluster.queue.live_output import Live
-from jobcluster.recovery import recover_worker
-from jobcluster.rows import Claimed
 from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Store
-from jobcluster.store.jobs import Serves, clean_text
-from worker import decide
-from worker.decide import Refusal
+from jobcluster.store.jobs import clean_text
 from worker.reaper import wait_for_earlier
+from worker.running import Attempt, Running
 from worker.sandbox import Sandbox
-from worker.shell import GroupRegistry, OutputTail, ShellResult, job_env, not_started, run_shell
+from worker.shell import GroupRegistry, ShellResult, job_env, not_started, run_shell
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
@@ -46,8 +42,6 @@ LIVE_REFRESH = 20.0
 #: Most output published per running job (the tail).
 LIVE_TAIL_BYTES = 64 * 1024
 MAX_OUTAGE_BACKOFF = 5.0
-#: Most concurrency keys whose refusals in a row a worker counts (for the backoff of a full key).
-MAX_KEYS_REMEMBERED = 10_000
 #: How often running attempts are checked against PostgreSQL: one whose job moved on (this worker was
 #: declared dead meanwhile) is killed and records nothing.
 FENCE_INTERVAL = 0.5
@@ -82,16 +76,11 @@ class Worker:
         self._slots: list[asyncio.Task[None]] = []
         self._started_ms = model.now_ms()
         self.jobs_done = 0
-        # job id -> (output so far, set to stop it, its attempt): the jobs running now.
-        self._running: dict[str, tuple[OutputTail, asyncio.Event, int]] = {}
-        # (job id, attempt) -> set to stop it: the attempts running now (a rerun of a job may start in
-        # another slot before the old attempt has ended, so this is keyed by attempt too).
-        self._attempts: dict[tuple[str, int], asyncio.Event] = {}
-        self._fenced: set[tuple[str, int]] = set()  # (job id, attempt) killed because the job moved on
+        self.running = Running()  # the attempts running now
         queues, tags = serving_of(settings)
-        self.serving = Serving(queues=queues, tags=frozenset(tags))  # the lanes it takes from
-        self.serves = Serves(queues, tags, dict(settings.concurrency_limits))  # what its claims accept
-        self._key_refusals: dict[str, int] = {}  # concurrency key -> its refusals in a row here
+        self.serving = Serving(queues=queues, tags=frozenset(tags), limits=dict(settings.concurrency_limits))
+        life = Lifecycle(settings, store, queue, log=log)
+        self.attempts = life.attempts(self.worker_id, self.serving, self._retrying)  # every transition it makes
 
     # --- outer loop -------------------------------------------------------------
 
@@ -100,7 +89,7 @@ class Worker:
         await self._check_id_free()
         await self._earlier_jobs_gone()
         self.sandbox.remove_leftovers()
-        await self._recover_own("worker restarted")
+        await self.attempts.recover_own("worker restarted")
         await self._heartbeat_once()
         side = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -154,7 +143,7 @@ class Worker:
         """Put back whatever is still in our processing list and drop our heartbeat."""
         try:
             async with asyncio.timeout(10):
-                await self._recover_own("worker stopped before finishing", retry=False)
+                await self.attempts.recover_own("worker stopped before finishing", retry=False)
                 await self.queue.liveness.remove_worker(self.worker_id)
         except UNAVAILABLE as exc:  # TimeoutError is one of them
             log.error("could not tidy up on exit (%s); the next start of %s or the leader will", exc, self.worker_id)
@@ -164,9 +153,9 @@ class Worker:
 
     async def _slot(self, n: int) -> None:
         while not self._stopping.is_set():
-            job_id = await self._retrying("dequeue", lambda: self.queue.jobs.dequeue(self.worker_id, self.serving))
+            job_id = await self.attempts.take()
             if job_id is None:
-                if self.burst and await self._nothing_left():
+                if self.burst and not self._busy and await self.attempts.nothing_left():
                     self.stop()
                 continue
             self._busy.add(n)
@@ -181,17 +170,6 @@ class Worker:
                 self._busy.discard(n)
                 metrics.WORKER_BUSY.set(len(self._busy))
 
-    async def _nothing_left(self) -> bool:
-        if self._busy:
-            return False
-        depths = await self.queue.jobs.depths()
-        served = await self.queue.jobs.lanes.depths()
-        return (
-            sum(served.get(lane, 0) for lane in self.serving.lanes) == 0
-            and depths["delayed"] == 0
-            and depths["processing"] == 0
-        )
-
     async def _process(self, job_id: str) -> None:
         context = logs.JOB.set({"job_id": job_id})
         try:
@@ -200,61 +178,26 @@ class Worker:
             logs.JOB.reset(context)
 
     async def _claim_and_run(self, job_id: str) -> None:
-        token = uuid.uuid4()  # the same for every retry: a lost reply is not a lost claim
-        claimed = await self._retrying(
-            "claim", lambda: self.store.jobs.claim(job_id, self.worker_id, token, serves=self.serves)
-        )
+        (claimed,) = await self.attempts.claim_many([job_id])
         if claimed is None:
-            await self._refuse(job_id)
             return
-        if claimed.concurrency_key:
-            self._key_refusals.pop(claimed.concurrency_key, None)
         logs.JOB.set({"job_id": job_id, "attempt": claimed.attempt})
         log.info("job %s attempt %d started", job_id, claimed.attempt)
-        metrics.JOBS_STARTED.labels(claimed.queue).inc()
-        metrics.START_DELAY.labels(claimed.queue).observe(claimed.waited)
-        started = time.monotonic()
-        tail, stop = OutputTail(self.settings.job_output_limit), asyncio.Event()
-        self._running[job_id] = (tail, stop, claimed.attempt)
-        self._attempts[(job_id, claimed.attempt)] = stop
+        attempt = self.running.start(claimed, self.settings.job_output_limit)
         try:
-            result = await self._run(claimed, tail, stop)
+            result = await self._run(attempt)
         except asyncio.CancelledError:
-            await asyncio.shield(self._interrupted(claimed))
+            await asyncio.shield(self.attempts.interrupt_many([claimed]))
             raise
         finally:
-            self._attempts.pop((job_id, claimed.attempt), None)
-            if job_id in self._running and self._running[job_id][1] is stop:  # not a rerun in another slot
-                del self._running[job_id]
-            metrics.ATTEMPT_SECONDS.labels(claimed.queue).observe(time.monotonic() - started)
-        if (job_id, claimed.attempt) in self._fenced:
-            self._fenced.discard((job_id, claimed.attempt))
-            log.warning(
-                "job %s attempt %d was killed: this worker had been declared dead and the job moved "
-                "on; nothing recorded for it",
-                job_id,
-                claimed.attempt,
-            )
-            return
-        if stop.is_set():
-            await asyncio.shield(self._cancelled(claimed, result))
-            metrics.JOBS_FINISHED.labels(Status.CANCELLED.value, claimed.queue).inc()
-        else:
-            await asyncio.shield(self._settle(claimed, result))
+            self.running.end(attempt)
+            metrics.ATTEMPT_SECONDS.labels(claimed.queue).observe(time.monotonic() - attempt.started)
+        await asyncio.shield(self.attempts.settle_many([Ended(claimed, result, attempt.ending)]))
         self.jobs_done += 1
-        if claimed.concurrency_key:
-            await self._release_key(claimed.concurrency_key)
 
-    async def _release_key(self, key: str) -> None:
-        """A job of this concurrency key ended: the oldest job waiting for the key may start now. A hint
-        only: if it fails, the waiting job comes out of delayed_jobs by its backoff."""
-        try:
-            await self.queue.jobs.release_key(key)
-        except UNAVAILABLE as exc:
-            log.debug("concurrency key %r: release skipped (%s)", key, exc)
-
-    async def _run(self, claimed: Claimed, tail: OutputTail, stop: asyncio.Event) -> ShellResult:
+    async def _run(self, attempt: Attempt) -> ShellResult:
         """Run the attempt as the job user in a fresh directory, removed however the attempt ends."""
+        claimed = attempt.claimed
         try:
             scratch = self.sandbox.create(claimed.job_id, claimed.attempt)
         except (OSError, ConfigError) as exc:
@@ -270,166 +213,12 @@ class Worker:
                 env=self.sandbox.env(
                     job_env(claimed.job_id, claimed.attempt, self.settings.job_env_passthrough), scratch
                 ),
-                tail=tail,
-                stop=stop,
+                tail=attempt.tail,
+                stop=attempt.stop,
                 groups=self.reaper,
             )
         finally:
             await self.sandbox.remove(scratch)
-
-    async def _cancelled(self, claimed: Claimed, result: ShellResult) -> None:
-        """CancelJob stopped this attempt: record how it ended; the job stays CANCELLED."""
-        await self._retrying(
-            "record cancel",
-            lambda: self.store.jobs.close_cancelled_attempt(
-                claimed, result.exit_code, result.error, clean_text(result.output), result.truncated
-            ),
-        )
-        await self._ack(claimed.job_id)
-        how = (
-            "process group killed"
-            if result.error.startswith("cancelled")
-            else f"the command had already ended ({result.error or 'exit 0'})"
-        )
-        log.warning("job %s attempt %d cancelled: %s", claimed.job_id, claimed.attempt, how)
-
-    async def _settle(self, claimed: Claimed, result: ShellResult) -> None:
-        """Record the attempt, then ack, back off or dead-letter the id."""
-        job_id = claimed.job_id
-        s = decide.settle(
-            result, claimed, backoff_base=self.settings.retry_backoff_base, backoff_max=self.settings.retry_backoff_max
-        )
-        recorded = await self._retrying(
-            "record result",
-            lambda: self.store.jobs.finish_attempt(
-                claimed,
-                s.status,
-                exit_code=result.exit_code,
-                error=s.error,
-                output=clean_text(result.output),
-                output_truncated=result.truncated,
-                retry_delay_ms=s.delay_ms,
-            ),
-        )
-        if recorded:
-            ended = "RETRYING" if s.status is Status.PENDING else s.status.value
-            metrics.JOBS_FINISHED.labels(ended, claimed.queue).inc()
-        if not recorded:
-            await self._fenced_off(claimed, result, s.error)
-        elif s.status is Status.SUCCEEDED:
-            await self._ack(job_id)
-            log.info("job %s attempt %d succeeded", job_id, claimed.attempt)
-        elif s.status is Status.FAILED:
-            await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
-            log.warning(
-                "job %s attempt %d failed (%s): retries used up, dead-lettered", job_id, claimed.attempt, s.error
-            )
-        else:
-            await self._retrying(
-                "retry", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, s.delay_ms, claimed.lane)
-            )
-            log.info(
-                "job %s attempt %d failed (%s): retry in %.1fs", job_id, claimed.attempt, s.error, s.delay_ms / 1000
-            )
-
-    async def _fenced_off(self, claimed: Claimed, result: ShellResult, error: str) -> None:
-        """finish_attempt matched nothing: the job was cancelled after the command ended, or it is
-        no longer this attempt's. A cancelled job keeps the result on its attempt, which is closed."""
-        job_id = claimed.job_id
-        ended = error or f"exit {result.exit_code}"
-        note = f"cancelled after the command ended ({ended}), before its result was recorded"
-        closed = await self._retrying(
-            "record cancel",
-            lambda: self.store.jobs.close_cancelled_attempt(
-                claimed, result.exit_code, note, clean_text(result.output), result.truncated
-            ),
-        )
-        if closed:
-            log.warning(
-                "job %s attempt %d: cancelled after its command ended (%s); output and exit code "
-                "recorded on the attempt, the job stays CANCELLED",
-                job_id,
-                claimed.attempt,
-                ended,
-            )
-        else:
-            state = await self._retrying("check job", lambda: self.store.jobs.state(job_id))
-            log.warning(
-                "job %s attempt %d: result discarded (%s): the job is %s, no longer held by this attempt "
-                "(its worker was declared lost, or a newer attempt owns it)",
-                job_id,
-                claimed.attempt,
-                ended,
-                state.status.value if state else "deleted",
-            )
-        await self._ack(job_id)
-
-    async def _ack(self, job_id: str) -> None:
-        await self._retrying("ack", lambda: self.queue.jobs.ack(self.worker_id, job_id))
-
-    async def _interrupted(self, claimed: Claimed) -> None:
-        """A shutdown cut this attempt short: the job goes back to the queue's front, retries unspent."""
-        try:
-            recorded = await self.store.jobs.finish_attempt(
-                claimed,
-                Status.QUEUED,
-                exit_code=None,
-                error="interrupted: worker shut down",
-                output="",
-                output_truncated=False,
-                interrupted=True,
-            )
-            if recorded:
-                await self.queue.jobs.requeue_front(self.worker_id, claimed.job_id, claimed.lane)
-                log.warning("job %s attempt %d interrupted by shutdown, requeued", claimed.job_id, claimed.attempt)
-            elif await self.store.jobs.close_cancelled_attempt(
-                claimed, None, "cancelled; interrupted: worker shut down", "", False
-            ):
-                await self.queue.jobs.ack(self.worker_id, claimed.job_id)
-                log.warning(
-                    "job %s attempt %d interrupted by shutdown; the job was cancelled meanwhile",
-                    claimed.job_id,
-                    claimed.attempt,
-                )
-        except UNAVAILABLE as exc:
-            log.error("job %s: could not requeue on shutdown (%s); recovery will", claimed.job_id, exc)
-
-    async def _refuse(self, job_id: str) -> None:
-        """Deal with an id whose job cannot be claimed now."""
-        state = await self._retrying("check job", lambda: self.store.jobs.state(job_id))
-        action = decide.refuse(state, self.serves.queues, self.serves.tags)
-        if state is None:
-            log.warning("job %s: unknown id in the queue, dropped", job_id)
-        if action is Refusal.DELAY and state is not None:
-            wait_ms = state.wait_ms  # PostgreSQL's clock: Redis counts it down on its own (no clocks compared)
-            await self._retrying(
-                "delay", lambda: self.queue.jobs.retry_later(self.worker_id, job_id, wait_ms, state.lane)
-            )
-        elif action is Refusal.REROUTE and state is not None:
-            log.info(
-                "job %s is not for this worker (queue %s, constraints %s): sent to %s",
-                job_id,
-                state.queue,
-                ",".join(state.constraints) or "none",
-                state.lane,
-            )
-            await self._retrying("reroute", lambda: self.queue.jobs.requeue_front(self.worker_id, job_id, state.lane))
-        elif action is Refusal.KEY_FULL and state is not None:
-            key = state.concurrency_key
-            if len(self._key_refusals) >= MAX_KEYS_REMEMBERED and key not in self._key_refusals:
-                self._key_refusals.clear()  # keys whose jobs all ran elsewhere: start counting again
-            self._key_refusals[key] = self._key_refusals.get(key, 0) + 1
-            wait_ms = decide.key_full_wait_ms(self._key_refusals[key])
-            log.debug("job %s waits %d ms: concurrency key %r is full", job_id, wait_ms, key)
-            await self._retrying(
-                "wait for key", lambda: self.queue.jobs.wait_for_key(self.worker_id, job_id, wait_ms, state.lane, key)
-            )
-        elif action is Refusal.DEAD_LETTER:
-            await self._retrying("dead-letter", lambda: self.queue.jobs.dead_letter(self.worker_id, job_id))
-        else:
-            if state is not None:
-                log.debug("job %s is %s: queue entry dropped", job_id, state.status.value)
-            await self._ack(job_id)
 
     # --- background -----------------------------------------------------------------
 
@@ -461,22 +250,6 @@ class Worker:
                 "waited %.2fs for the jobs of an earlier worker %s to be killed",
                 time.monotonic() - started,
                 self.worker_id,
-            )
-
-    async def _recover_own(self, reason: str, retry: bool = True) -> None:
-        """Jobs this worker id holds go back to the queue (PostgreSQL first, then Redis)."""
-
-        def attempt(op: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-            return self._retrying("recover", op) if retry else op()
-
-        back, dead = await attempt(lambda: recover_worker(self.store, self.queue, self.worker_id, reason))
-        if back or dead:
-            log.warning(
-                "worker %s: %d job(s) it held went back to the queue, %d to the DLQ (%s)",
-                self.worker_id,
-                back,
-                dead,
-                reason,
             )
 
     async def _heartbeat_once(self, within: float | None = None) -> None:
@@ -520,38 +293,16 @@ class Worker:
         partition) and requeued them. They must not run beside the reruns, nor record anything."""
         while True:
             await asyncio.sleep(FENCE_INTERVAL)
-            running = dict(self._attempts)
-            if not running:
-                continue
             try:
-                owners = await self.store.liveness.job_owners(list({job_id for job_id, _ in running}))
+                lost = await self.attempts.fenced_among(a.key for a in self.running if not a.fenced)
             except UNAVAILABLE as exc:
                 log.debug("fence check skipped: %s", exc)
                 continue
-            for (job_id, attempt), stop in running.items():
-                owner = owners.get(job_id)
-                if (
-                    (job_id, attempt) not in self._attempts
-                    or (job_id, attempt) in self._fenced
-                    or not decide.fenced(attempt, owner, self.worker_id)
-                ):
-                    continue
-                log.warning(
-                    "job %s attempt %d: the job moved on (this worker was declared dead): killing it", job_id, attempt
-                )
-                self._fenced.add((job_id, attempt))
-                stop.set()
-                if owner is not None and owner[0] != Status.RUNNING.value:
-                    await self._take_back(job_id)  # nobody took it from the queue: maybe Redis never got it
-
-    async def _take_back(self, job_id: str) -> None:
-        """A fenced attempt's id still in our processing list (its recovery stopped between PostgreSQL
-        and Redis) goes back to the queue, or nothing would ever move it while this worker lives."""
-        try:
-            lane = (await self.store.jobs.routes([job_id])).get(job_id, keys.PENDING)
-            await self.queue.jobs.take_back(self.worker_id, job_id, lane)
-        except UNAVAILABLE as exc:
-            log.warning("job %s: could not give its id back (%s); reconciliation will", job_id, exc)
+            for key in lost:
+                attempt = self.running.get(key)
+                if attempt is not None:
+                    attempt.fenced = True
+                    attempt.stop.set()
 
     async def _live_loop(self) -> None:
         """Publish running jobs' output (WatchJob reads it) and stop jobs cancelled meanwhile."""
@@ -562,7 +313,7 @@ class Worker:
         while True:
             await asyncio.sleep(LIVE_INTERVAL)
             tick += 1
-            running = dict(self._running)
+            running = self.running.newest_by_job()
             published = {job_id: n for job_id, n in published.items() if job_id in running}
             if not running:
                 continue
@@ -570,10 +321,10 @@ class Worker:
             # A new attempt publishes at once, empty as it may be: its job's hash may still hold the output
             # of an attempt that died with its worker.
             changed = {
-                job_id: Live(tail.total, clean_text(bytes(tail.buf[-LIVE_TAIL_BYTES:])), attempt)
-                for job_id, (tail, _, attempt) in running.items()
-                if published.get(job_id, (-1, 0.0, 0))[0] != tail.total
-                or published[job_id][2] != attempt
+                job_id: Live(a.tail.total, clean_text(bytes(a.tail.buf[-LIVE_TAIL_BYTES:])), a.claimed.attempt)
+                for job_id, a in running.items()
+                if published.get(job_id, (-1, 0.0, 0))[0] != a.tail.total
+                or published[job_id][2] != a.claimed.attempt
                 or now - published[job_id][1] > LIVE_REFRESH
             }
             try:
@@ -581,10 +332,10 @@ class Worker:
                     await self.queue.live_output.publish(changed)
                     published.update({job_id: (live.total, now, live.attempt) for job_id, live in changed.items()})
                 if tick % 2 == 0:
-                    for job_id in await self.store.jobs.cancelled_among(list(running)):
-                        if not running[job_id][1].is_set():
-                            log.info("job %s was cancelled: stopping it", job_id)
-                            running[job_id][1].set()
+                    for a in self.running.of_jobs(await self.attempts.cancelled_among(list(running))):
+                        if not a.stop.is_set():
+                            log.info("job %s was cancelled: stopping it", a.claimed.job_id)
+                            a.stop.set()
             except UNAVAILABLE as exc:
                 log.debug("live output / cancel check skipped: %s", exc)
 

@@ -24,8 +24,9 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from jobcluster import keys
+from jobcluster.model import Serving
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded, processing_lists
-from jobcluster.queue.lanes import RING, Lanes, Serving
+from jobcluster.queue.lanes import RING, Lanes
 
 # KEYS[1] lane, KEYS[2] lanes registry, KEYS[3] the lane's bell; ARGV[1] 'back' (LPUSH: taken last) or
 # 'front' (RPUSH: taken next), ARGV[2..] ids. Registers the lane (not pending_jobs) and rings its bell

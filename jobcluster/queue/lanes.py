@@ -22,12 +22,12 @@ read, so a lane created since is seen on the next take. When idle:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import cast
 
 import redis.asyncio as aioredis
 
 from jobcluster import keys
+from jobcluster.model import Serving
 from jobcluster.queue.base import OP_TIMEOUT, Part, bounded
 
 #: Most wake-up tokens a bell keeps: enough to wake every idle slot of a few workers at once.
@@ -71,26 +71,6 @@ def eligible(lanes: Iterable[str], queues: Sequence[str], tags: Collection[str])
         if queue in rank and have.issuperset(constraints):
             chosen.append((rank[queue], -priority, -len(constraints), lane))
     return [lane for *_, lane in sorted(chosen)]
-
-
-@dataclass
-class Serving:
-    """What one worker serves (WORKER_QUEUES, WORKER_TAGS) and the lanes that makes, as last read."""
-
-    queues: tuple[str, ...] = (keys.DEFAULT_QUEUE,)
-    tags: frozenset[str] = frozenset()
-    lanes: list[str] = field(default_factory=list)
-    known: int = -1  # size of the ``lanes`` registry when read; -1: never read
-
-    @property
-    def bells(self) -> list[str]:
-        """The wake-up lists of its queues."""
-        return [keys.bell(q) for q in self.queues]
-
-    @property
-    def only_default(self) -> bool:
-        """Whether ``pending_jobs`` is the one lane served (the worker can BLMOVE on it)."""
-        return self.lanes == [keys.PENDING]
 
 
 class Lanes(Part):

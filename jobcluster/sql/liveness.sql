@@ -10,7 +10,8 @@ SELECT worker_id, min(started_at) AS since FROM jobs
 -- name: recover_worker_jobs
 -- Jobs a worker was running when it died or restarted: close their open attempt
 -- as lost, counting it, and send each back (QUEUED) or to the DLQ (FAILED) when
--- its retries are used up. Returns id and new status of each.
+-- its retries are used up; the open attempt of a job cancelled meanwhile is closed
+-- too. Returns id and new status of each job moved.
 WITH lost AS (
     SELECT id, attempts FROM jobs
      WHERE status = 'RUNNING' AND worker_id = ANY($1::text[])
@@ -29,6 +30,13 @@ WITH lost AS (
     UPDATE job_attempts a SET finished_at = now(), error = $2
       FROM moved
      WHERE a.job_id = moved.id AND a.attempt = moved.attempts AND a.finished_at IS NULL
+), cancelled AS (
+    -- a job cancelled while this worker ran it: its attempt ended with the worker (a late write of it
+    -- from a worker that only seemed dead then finds it closed, and records nothing)
+    UPDATE job_attempts a SET finished_at = now(), error = 'cancelled; ' || $2
+      FROM jobs j
+     WHERE j.status = 'CANCELLED' AND j.worker_id = ANY($1::text[])
+       AND a.job_id = j.id AND a.attempt = j.attempts AND a.finished_at IS NULL
 )
 SELECT id, status FROM moved;
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Mapping
-from typing import NamedTuple
 
 import asyncpg
 
 from jobcluster import keys
-from jobcluster.model import JobSpec, Status, now_ms
+from jobcluster.model import JobSpec, Serving, Status, now_ms
 from jobcluster.rows import CancelResult, Claimed, JobState, Submitted, ms, routing_of
 from jobcluster.sqlfile import load_queries
 
@@ -27,18 +25,6 @@ def _uuid_or_none(text: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except ValueError:  # not a job id (a hand-pushed entry): no lane to find
         return None
-
-
-class Serves(NamedTuple):
-    """What a claiming worker runs: its queues (WORKER_QUEUES) and tags (WORKER_TAGS), None meaning any
-    (tools and tests), and the per-key limits it applies (CONCURRENCY_LIMITS, key -> N)."""
-
-    queues: Collection[str] | None = None
-    tags: Collection[str] | None = None
-    limits: Mapping[str, int] = {}
-
-
-ALL = Serves()
 
 
 def clean_text(data: bytes) -> str:
@@ -141,23 +127,25 @@ class Jobs:
         return out
 
     async def claim(
-        self, job_id: str, worker_id: str, token: uuid.UUID | None = None, *, serves: Serves = ALL
+        self, job_id: str, worker_id: str, token: uuid.UUID | None = None, *, serves: Serving | None = None
     ) -> Claimed | None:
         """Start the next attempt of a job, or None when it is not claimable now: not waiting or not
-        due, not for this worker (``serves``: its WORKER_QUEUES and WORKER_TAGS), or its concurrency
-        key full (limits per key from ``serves``: CONCURRENCY_LIMITS).
+        due, not for this worker (``serves``: its WORKER_QUEUES and WORKER_TAGS; None: any job), or its
+        concurrency key full (limits per key from ``serves``: CONCURRENCY_LIMITS).
 
         Asking again with the same ``token`` (after an outage hid the answer) returns the
         attempt that claim opened, if it is still running.
         """
-        queues, tags, limits = serves
+        queues = None if serves is None else list(serves.queues)
+        tags = None if serves is None else list(serves.tags)
+        limits = {} if serves is None else dict(serves.limits)
         row = await self.pool.fetchrow(
             Q["claim_job"],
             uuid.UUID(job_id),
             worker_id,
             token or uuid.uuid4(),
-            None if queues is None else list(queues),
-            None if tags is None else list(tags),
+            queues,
+            tags,
             list(limits),
             list(limits.values()),
         )

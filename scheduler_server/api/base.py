@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import grpc
 
 from jobcluster.election import Election
+from jobcluster.lifecycle import Lifecycle
 from jobcluster.model import JobSpec, validate_job
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
@@ -17,7 +19,6 @@ from jobcluster.settings import Settings
 from jobcluster.store import Store
 from scheduler_server.auth import Role, Tokens, bearer
 from scheduler_server.errors import Forbidden, NotFound, NotReady
-from scheduler_server.healer import Unpushed
 from scheduler_server.waiting import waiting_reasons
 from scheduler_server.watch import WatchHub
 
@@ -33,8 +34,8 @@ class Servicer(pb_grpc.JobServiceServicer):
         self.address = address
         self.tokens = tokens  # the ones the auth interceptor checks: for what needs more than the RPC's role
         self._store: Store | None = None
+        self._life: Lifecycle | None = None
         self.election: Election | None = None  # set by the server when it campaigns (GetClusterInfo)
-        self.unpushed = Unpushed()  # submissions stored but not pushed (Redis down); the server heals them
         self.watch_hub = WatchHub(
             lambda: self.store,
             queue.live_output,
@@ -45,6 +46,14 @@ class Servicer(pb_grpc.JobServiceServicer):
 
     def attach_store(self, store: Store) -> None:
         self._store = store
+        self._life = Lifecycle(self.settings, store, self.queue, address=self.address, log=logging.getLogger("server"))
+
+    @property
+    def life(self) -> Lifecycle:
+        """Every job transition (jobcluster/lifecycle); NotReady (UNAVAILABLE) until PostgreSQL was reached."""
+        if self._life is None:
+            raise NotReady()
+        return self._life
 
     @property
     def store(self) -> Store:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
-from jobcluster import keys, metrics
-from jobcluster.errors import POSTGRES_ERRORS, REDIS_ERRORS
+from jobcluster.errors import REDIS_ERRORS
 from jobcluster.limits import MAX_REPLY_BYTES
 from jobcluster.model import MAX_NAME_CHARS, InvalidJob, JobSpec, Status, check_queue, check_time_ms
 from jobcluster.pb import scheduler_pb2 as pb
@@ -19,8 +17,7 @@ from jobcluster.rows import Submitted
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
 from scheduler_server.batcher import Batcher
-from scheduler_server.errors import Conflict, NotFound, StoredNotQueued, rpc, rpc_stream
-from scheduler_server.healer import Unpushed
+from scheduler_server.errors import Conflict, NotFound, rpc, rpc_stream
 from scheduler_server.watch import WATCH_END_TRAILER
 
 log = logging.getLogger("server")
@@ -30,28 +27,6 @@ MAX_PAGE_SIZE = 1000
 #: Longest text filter of ListJobs (characters).
 MAX_FILTER_CHARS = 1000
 MAX_BATCH = 10_000
-#: What a SubmitJob caller does when its job is stored but Redis could not be told.
-RESUBMIT = "submit again with the same idempotency key to queue it"
-
-
-def stored_not_queued(stored: str, remedy: str, exc: BaseException) -> StoredNotQueued:
-    """PostgreSQL holds ``stored`` ("job <id> is", "N jobs are") but Redis failed with ``exc``."""
-    return StoredNotQueued(
-        f"{stored} stored but Redis is unavailable ({exc}); this server queues "
-        f"{'it' if stored.startswith('job ') else 'them'} when Redis is back, "
-        f"or {remedy}"
-    )
-
-
-@contextlib.asynccontextmanager
-async def queueing(stored: str, remedy: str, unpushed: Unpushed, ids: Iterable[str]) -> AsyncIterator[None]:
-    """Tell Redis about jobs PostgreSQL already holds; if Redis is down, say they are stored and how they
-    heal: this server pushes ``ids`` once Redis is back (:mod:`scheduler_server.healer`)."""
-    try:
-        yield
-    except REDIS_ERRORS as exc:
-        unpushed.remember(ids)
-        raise stored_not_queued(stored, remedy, exc) from exc
 
 
 def _accepted(s: Submitted) -> pb.JobResponse:
@@ -82,7 +57,7 @@ class JobRpcs(Servicer):
     @functools.cached_property
     def submits(self) -> Batcher[JobSpec, Submitted]:
         """SubmitJob calls in flight together, stored and pushed as one group (:mod:`scheduler_server.batcher`)."""
-        return Batcher(self._submit_group, name="submit")
+        return Batcher(self.life.submissions.submit_group, name="submit")
 
     @rpc
     async def SubmitJob(self, request: pb.Job, context: Context) -> pb.JobResponse:
@@ -91,46 +66,6 @@ class JobRpcs(Servicer):
         if s.inserted:
             log.info("job %s accepted (%s)", s.job_id, s.status.value)
         return _accepted(s)
-
-    async def _submit_group(self, specs: list[JobSpec]) -> list[Submitted | BaseException]:
-        """Store SubmitJob calls' jobs in one statement, then push the new ones to Redis in one round trip;
-        each call's outcome, in order. An outage fails the whole group (nothing stored: one statement);
-        any other refusal of the statement is retried job by job, so a bad job fails alone."""
-        outcomes: list[Submitted | BaseException]
-        try:
-            outcomes = list(await self.store.jobs.insert_many(specs, self.address))
-        except POSTGRES_ERRORS:
-            raise
-        except Exception:
-            if len(specs) == 1:
-                raise
-            outcomes = await asyncio.gather(
-                *(self.store.jobs.insert(spec, self.address) for spec in specs), return_exceptions=True
-            )
-        stored = [s for s in outcomes if isinstance(s, Submitted)]
-        _count_new(stored)
-        try:
-            await self._push(stored)
-        except REDIS_ERRORS as exc:
-            self.unpushed.remember(s.job_id for s in stored)
-            return [
-                stored_not_queued(f"job {s.job_id} is", RESUBMIT, exc) if isinstance(s, Submitted) else s
-                for s in outcomes
-            ]
-        return outcomes
-
-    async def _push(self, stored: Sequence[Submitted]) -> None:
-        """Stored jobs into Redis, each in its lane: the new ones in one round trip (delayed ones to
-        ``delayed_jobs``); a QUEUED one that was already there (a retried submit, found by its idempotency
-        key) is pushed unless Redis holds it, since the first try may have died between INSERT and push."""
-        fresh = [
-            (s.job_id, s.due_ms if s.status is Status.PENDING else 0, keys.lane_of(s)) for s in stored if s.inserted
-        ]
-        if fresh:
-            await self.queue.jobs.enqueue_many(fresh)
-        for s in stored:
-            if not s.inserted and s.status is Status.QUEUED:
-                await self.queue.jobs.ensure_queued(s.job_id, keys.lane_of(s))
 
     @rpc
     async def SubmitJobs(self, request: pb.JobBatch, context: Context) -> pb.JobBatchResponse:
@@ -145,15 +80,7 @@ class JobRpcs(Servicer):
             except InvalidJob as exc:
                 label = f" ({job.name!r})" if job.name else ""
                 raise InvalidJob(f"job {n}{label}: {exc}; nothing was stored") from None
-        results = await self.store.jobs.insert_many(specs, self.address)
-        _count_new(results)
-        async with queueing(
-            f"{len(results)} jobs are",
-            "submit the batch again with the same idempotency keys",
-            self.unpushed,
-            [s.job_id for s in results if s.status in (Status.QUEUED, Status.PENDING)],
-        ):
-            await self._push(results)
+        results = await self.life.submissions.submit_batch(specs)
         log.info("batch of %d job(s) accepted", len(results))
         return pb.JobBatchResponse(jobs=[_accepted(s) for s in results])
 
@@ -218,14 +145,12 @@ class JobRpcs(Servicer):
     @rpc
     async def CancelJob(self, request: pb.JobId, context: Context) -> pb.JobStatus:
         job_id = _job_id(request.id)
-        outcome = await self.store.jobs.cancel(job_id, "cancelled")
+        outcome = await self.life.cancel(job_id)
         if not outcome.found:
             raise NotFound(f"no job with id {job_id!r}")
         if not outcome.cancelled:
             status = outcome.status.value if outcome.status else "?"
             raise Conflict(f"job {job_id} has already ended ({status}); nothing to cancel")
-        if outcome.status in (Status.QUEUED, Status.PENDING):
-            await self.queue.jobs.withdraw(job_id)
         was = outcome.status.value if outcome.status else "?"
         log.info("job %s cancelled (was %s%s)", job_id, was, f" on {outcome.worker_id}" if outcome.worker_id else "")
         return convert.job_status(await self.job_row(job_id))
@@ -276,10 +201,3 @@ def _list_query(request: pb.ListJobsRequest) -> tuple[int, dict[str, Any]]:
 
 #: Why a running job's live output may be missing from GetJobStatus: Redis slow or down.
 LIVE_READ_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_ERRORS)
-
-
-def _count_new(stored: Sequence[Submitted]) -> None:
-    """jobcluster_jobs_submitted_total: the jobs stored now (not those an idempotency key found)."""
-    for s in stored:
-        if s.inserted:
-            metrics.JOBS_SUBMITTED.labels(s.queue or keys.DEFAULT_QUEUE).inc()

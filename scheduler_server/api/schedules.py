@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from jobcluster import cron, keys, metrics, model
+from jobcluster import cron, model
 from jobcluster.cron import InvalidSchedule
 from jobcluster.model import MAX_NAME_CHARS, ScheduleSpec
 from jobcluster.pb import scheduler_pb2 as pb
@@ -12,7 +12,6 @@ from jobcluster.rows import ScheduleRow
 from jobcluster.store.schedules import ScheduleBusy
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
-from scheduler_server.api.jobs import queueing
 from scheduler_server.auth import Role
 from scheduler_server.errors import Conflict, Exhausted, NotFound, rpc
 
@@ -102,7 +101,7 @@ class ScheduleRpcs(Servicer):
             self.require_role(context, Role.ADMIN, "RunScheduleNow with force")
         sch = await self._schedule(request)
         try:
-            job_id = await self.store.schedules.run_now(sch, self.address, force=request.force)
+            job_id = await self.life.submissions.run_now(sch, force=request.force)
         except ScheduleBusy as busy:
             raise Conflict(
                 f"schedule {sch.name!r} has overlap=forbid and its job {busy.job.job_id} is still "
@@ -111,9 +110,6 @@ class ScheduleRpcs(Servicer):
             ) from None
         if job_id is None:  # deleted meanwhile
             raise NotFound(f"no schedule named {(request.name or request.id)!r}")
-        metrics.JOBS_SUBMITTED.labels(sch.queue or keys.DEFAULT_QUEUE).inc()
-        async with queueing(f"job {job_id} is", "the leader's reconciliation will", self.unpushed, [job_id]):
-            await self.queue.jobs.enqueue(job_id, lane=keys.lane_of(sch))
         forced = " (forced)" if request.force else ""
         log.info("schedule %s run now: job %s%s", sch.name, job_id, forced)
         return pb.JobResponse(job_id=job_id, success=True, message=f"job of schedule {sch.name} queued{forced}")

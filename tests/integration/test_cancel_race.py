@@ -14,16 +14,17 @@ async def test_cancel_after_exit_before_record_keeps_output_and_closes_the_attem
 ):
     resp = await stub.SubmitJob(pb.Job(command=command, max_retries=2))
     worker = make_worker("w-race")
-    settle = worker._settle
+    settle_many = worker.attempts.settle_many
     seen = []
 
-    async def cancel_then_settle(claimed, result):
+    async def cancel_then_settle(ended):
         # The process has exited; the worker has not written anything yet: cancel now.
-        seen.append((claimed, result.exit_code))
-        assert (await stub.CancelJob(pb.JobId(id=claimed.job_id))).status == "CANCELLED"
-        await settle(claimed, result)
+        [e] = ended
+        seen.append((e.claimed, e.outcome.exit_code))
+        assert (await stub.CancelJob(pb.JobId(id=e.claimed.job_id))).status == "CANCELLED"
+        await settle_many(ended)
 
-    worker._settle = cancel_then_settle
+    worker.attempts.settle_many = cancel_then_settle
     with caplog.at_level(logging.INFO, logger="worker"):
         await worker.run()  # burst: ends when nothing is left
     [(claimed, got)] = seen
@@ -51,7 +52,7 @@ async def test_cancel_then_shutdown_interrupt_closes_the_attempt_and_frees_the_i
     assert await queue.jobs.dequeue(worker.worker_id) == resp.job_id
     claimed = await store.jobs.claim(resp.job_id, worker.worker_id)
     await stub.CancelJob(pb.JobId(id=resp.job_id))
-    await worker._interrupted(claimed)  # the shutdown cut the attempt before the cancel check saw it
+    await worker.attempts.interrupt_many([claimed])  # the shutdown cut the attempt before the cancel check saw it
     job = await stub.GetJobStatus(pb.JobId(id=resp.job_id))
     assert job.status == "CANCELLED" and job.attempts == 1
     assert job.attempt_history[0].finished_at_ms > 0 and "interrupted" in job.attempt_history[0].error

@@ -79,7 +79,9 @@ async def test_two_leaders_at_once_still_make_one_job_per_tick(store, queue, set
     b = Leader(settings, store, queue, _Forced(7, "b"), address="b")  # type: ignore[arg-type]
     assert await store.fencing.take(7, "a")
     sch = (await store.schedules.due(dt.datetime.now(dt.timezone.utc)))[0]
-    made = await asyncio.gather(*(leader.fire(7, sch, tick + dt.timedelta(seconds=1)) for leader in (a, b, a, b)))
+    made = await asyncio.gather(
+        *(leader.life.ticks.fire(7, sch, tick + dt.timedelta(seconds=1)) for leader in (a, b, a, b))
+    )
     assert sum(len(m) for m in made) == 1
     assert await store.pool.fetchval("SELECT count(*) FROM jobs WHERE scheduled_for = $1", tick) == 1
 
@@ -93,5 +95,5 @@ async def test_a_deposed_leader_cannot_write(store, queue, settings):
     assert not await store.fencing.take(10, "old")  # and an old one cannot come back
     sch = (await store.schedules.due(dt.datetime.now(dt.timezone.utc)))[0]
     with pytest.raises(Fenced):
-        await old.fire(10, sch, tick + dt.timedelta(seconds=1))
+        await old.life.ticks.fire(10, sch, tick + dt.timedelta(seconds=1))
     assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 0

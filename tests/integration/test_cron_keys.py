@@ -252,11 +252,11 @@ async def test_a_tick_fired_under_its_old_key_does_not_fire_again(store, queue, 
     leaders = [Leader(settings, store, queue, _Forced(7, n), address=n) for n in "ab"]  # type: ignore[arg-type]
     assert await store.fencing.take(7, "a")
     [due] = await store.schedules.due(tick + dt.timedelta(seconds=1))
-    assert await leaders[0].fire(7, due, tick + dt.timedelta(seconds=1)) == []
+    assert await leaders[0].life.ticks.fire(7, due, tick + dt.timedelta(seconds=1)) == []
     assert await jobs_of_tick(store, sch.id, tick) == 1
     later = tick + dt.timedelta(minutes=1, seconds=1)
     [due] = await store.schedules.due(later)
-    made = await asyncio.gather(*(leader.fire(7, due, later) for leader in leaders * 2))
+    made = await asyncio.gather(*(leader.life.ticks.fire(7, due, later) for leader in leaders * 2))
     assert sum(len(m) for m in made) == 1
     assert await jobs_of_tick(store, sch.id, tick + dt.timedelta(minutes=1)) == 1
 
@@ -284,13 +284,13 @@ async def test_ticks_and_run_now_share_one_overlap_forbid(store, queue, settings
     leader = Leader(settings, store, queue, _Forced(7, "a"), address="a")  # type: ignore[arg-type]
     assert await store.fencing.take(7, "a")
     [due] = await store.schedules.due(tick + dt.timedelta(seconds=1))
-    assert await leader.fire(7, due, tick + dt.timedelta(seconds=1)) == []
+    assert await leader.life.ticks.fire(7, due, tick + dt.timedelta(seconds=1)) == []
     reason = await store.pool.fetchval("SELECT last_skip_reason FROM schedules WHERE id = $1", uuid.UUID(sch.id))
     assert f"job {manual} of this schedule is still QUEUED (overlap=forbid)" in reason
     await store.pool.execute("UPDATE jobs SET status = 'SUCCEEDED' WHERE id = $1", uuid.UUID(manual))
     later = tick + dt.timedelta(minutes=1, seconds=1)
     [due] = await store.schedules.due(later)
-    [fired] = await leader.fire(7, due, later)
+    [fired] = await leader.life.ticks.fire(7, due, later)
     with pytest.raises(ScheduleBusy) as busy:
         await store.schedules.run_now(sch, "test", force=False)
     assert busy.value.job.job_id == fired

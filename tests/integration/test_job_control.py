@@ -35,6 +35,36 @@ async def test_cancel_a_delayed_job_takes_it_out_of_delayed_jobs(stub, queue):
     assert await queue.redis.zscore(keys.DELAYED, resp.job_id) is None
 
 
+async def test_a_cancel_whose_withdrawal_redis_fails_is_answered_cancelled_and_the_job_never_runs(
+    server, stub, make_worker, queue, monkeypatch
+):
+    """The cancel commits in PostgreSQL; taking the id out of delayed_jobs is only a hint. A Redis error then
+    must not answer UNAVAILABLE for a cancel that took effect (the caller's retry got FAILED_PRECONDITION)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from jobcluster.model import now_ms
+
+    resp = await stub.SubmitJob(pb.Job(command="echo should-not-run", run_at_ms=now_ms() + 1500))
+
+    async def redis_fails(job_id: str) -> None:  # the injected fault: Redis drops the withdrawal
+        raise RedisConnectionError("injected: Redis went away")
+
+    monkeypatch.setattr(server.service.queue.jobs, "withdraw", redis_fails)
+    cancelled = await stub.CancelJob(pb.JobId(id=resp.job_id))
+    assert cancelled.status == "CANCELLED"
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await stub.CancelJob(pb.JobId(id=resp.job_id))
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # it has ended: cancelled above
+    # Nobody owes the withdrawal: the id comes due, a worker takes it, finds the job CANCELLED and drops it.
+    assert await queue.redis.zscore(keys.DELAYED, resp.job_id) is not None
+    async with asyncio.timeout(15):
+        await make_worker().run()  # burst: ends once delayed_jobs and the lanes are empty
+    job = await _status(stub, resp.job_id)
+    assert job.status == "CANCELLED" and job.attempts == 0 and not job.attempt_history
+    assert await queue.redis.zscore(keys.DELAYED, resp.job_id) is None
+    assert not await queue.redis.keys(keys.PROCESSING_PREFIX + "*")
+
+
 async def test_cancel_a_running_job_kills_its_process_group(stub, make_worker, tmp_path):
     pgid = tmp_path / "pgid"
     resp = await stub.SubmitJob(pb.Job(command=f"echo $$ > {pgid}; sleep 60 & sleep 60; echo never"))

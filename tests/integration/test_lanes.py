@@ -7,10 +7,9 @@ import asyncio
 import time
 
 from jobcluster import keys
-from jobcluster.model import Status, now_ms, validate_job
+from jobcluster.lifecycle.recover import recover_worker
+from jobcluster.model import Serving, Status, now_ms, validate_job
 from jobcluster.queue import Queue
-from jobcluster.queue.lanes import Serving
-from jobcluster.recovery import recover_worker
 from jobcluster.store import Store
 from scheduler_server.healer import rebuild_waiting
 from tests.helpers import wait_for

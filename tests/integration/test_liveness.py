@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from jobcluster import keys
+from jobcluster.lifecycle.recover import recover_worker
 from jobcluster.model import JobSpec, Status
 from jobcluster.queue import Queue
-from jobcluster.recovery import recover_worker
 from jobcluster.rows import Claimed
 from jobcluster.store import Store
 from tests.helpers import group_members, wait_for

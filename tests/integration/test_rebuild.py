@@ -15,13 +15,14 @@ import redis
 from devtools import services as svc
 from devtools.services import free_port
 from jobcluster import keys
+from jobcluster.lifecycle.policy import Unpushed
 from jobcluster.model import now_ms, validate_job
 from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue, reconcile
 from jobcluster.store import Store
 from scheduler_server import healer
-from scheduler_server.healer import Unpushed, reconcile_dead_letters
+from scheduler_server.healer import reconcile_dead_letters
 from scheduler_server.server import SchedulerServer
 from tests.helpers import wait_for
 

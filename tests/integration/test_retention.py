@@ -8,7 +8,8 @@ import pytest
 
 from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Fenced, Store
-from scheduler_server.retention import Expiry
+from scheduler_server.duties import Runner, Term
+from scheduler_server.retention import Expire, Expiry
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -72,19 +73,37 @@ async def test_finished_jobs_past_retention_go_with_their_attempts_and_the_rest_
     assert [(str(r["last_job_id"]), r["status"]) for r in rows] == [(last, "SUCCEEDED")]
 
 
+class _Leading:
+    """An election that says 'leading' with a given token."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+
+    def leading(self) -> bool:
+        return True
+
+
 async def test_each_round_is_bounded_and_idle_rounds_do_not_query(store):
     for _ in range(7):
         await _job(store, "SUCCEEDED", 10)
     assert await store.fencing.take(4, "leader")
     now = [0.0]
     # budget 0: one batch a round, then the leader's other duties get their turn
-    expiry = Expiry(WEEK, store, batch=3, pause=0, budget=0, idle_every=60, clock=lambda: now[0])
-    assert [await expiry.step(4, lambda: True) for _ in range(3)] == [3, 3, 1]  # the short batch: all gone
+    expire = Expire(WEEK, store, batch=3, pause=0, budget=0, idle_every=60, clock=lambda: now[0])
+    rounds = Runner([expire], clock=lambda: now[0])
+    term = Term(4, _Leading(4))  # type: ignore[arg-type]
+    deleted = []
+    for _ in range(3):
+        await rounds.run_due(term)
+        deleted.append(expire.expiry.deleted)
+    assert deleted == [3, 6, 7]  # the short batch: all gone
     await _job(store, "SUCCEEDED", 10)
-    assert await expiry.step(4, lambda: True) == 0  # looked a moment ago: not before idle_every
+    now[0] = 59.0
+    await rounds.run_due(term)
+    assert expire.expiry.deleted == 7  # looked a moment ago: not before idle_every
     now[0] = 61.0
-    assert await expiry.step(4, lambda: True) == 1
-    assert expiry.deleted == 8
+    await rounds.run_due(term)
+    assert expire.expiry.deleted == 8
 
 
 async def test_a_deposed_leader_deletes_nothing(store):

@@ -190,7 +190,7 @@ async def test_a_cron_tick_fires_a_job_with_the_schedules_routing(store, queue, 
     leader = Leader(settings, store, queue, _Forced(7, "a"), address="a")
     assert await store.fencing.take(7, "a")
     (sch,) = await store.schedules.due(dt.datetime.now(dt.timezone.utc))
-    assert len(await leader.fire(7, sch, tick + dt.timedelta(seconds=1))) == 1
+    assert len(await leader.life.ticks.fire(7, sch, tick + dt.timedelta(seconds=1))) == 1
     row = await store.pool.fetchrow(
         "SELECT queue, priority, constraints, concurrency_key, max_concurrency FROM jobs WHERE scheduled_for = $1", tick
     )

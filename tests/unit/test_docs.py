@@ -249,38 +249,48 @@ def _diagram() -> str:
     return block.group(1)
 
 
-#: The leader's duties (the methods ``Leader.step`` runs, in its order) -> their word in the README diagram.
+#: The leader's duties (those ``Leader.__init__`` hands its Runner, in order) -> their word in the README diagram.
 LEADER_DUTIES = {
-    "promote": "promote",
-    "cleanup": "cleanup",
+    "Promote": "promote",
+    "Cleanup": "cleanup",
     "reconcile": "reconcile",
-    "cron": "cron",
+    "Cron": "cron",
     "expire": "retention",
-    "keep_stats": "stats",
+    "KeepStats": "stats",
+    "ForgetStats": "forget",
 }
 
 
 def test_the_readme_diagram_names_every_leader_duty_in_order() -> None:
-    loop = next(n for n in ast.walk(_method("scheduler_server/leader.py", "Leader", "step")) if isinstance(n, ast.For))
-    assert isinstance(loop.iter, ast.Tuple), "Leader.step no longer loops over a tuple of its duties"
-    duties = [e.attr for e in loop.iter.elts if isinstance(e, ast.Attribute)]
-    assert set(duties) == set(LEADER_DUTIES), f"Leader.step runs {duties}: give each its word in LEADER_DUTIES"
+    call = next(
+        n
+        for n in ast.walk(_method("scheduler_server/leader.py", "Leader", "__init__"))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Runner"
+    )
+    assert isinstance(call.args[0], ast.List), "Leader.__init__ no longer hands its Runner a list of its duties"
+    duties = [
+        e.func.id if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) else getattr(e, "attr", "?")
+        for e in call.args[0].elts
+    ]
+    assert set(duties) == set(LEADER_DUTIES), f"the leader runs {duties}: give each its word in LEADER_DUTIES"
     block = _diagram().split("\nleader ", 1)[1]
     shown = re.findall(r"^\s+── (\w+)[,:]", block, re.MULTILINE)
     assert shown == [LEADER_DUTIES[d] for d in duties], f"README's leader duties {shown}, the code's {duties}"
 
 
 def test_every_interval_in_the_readme_diagram_is_the_codes() -> None:
-    tick = _number("scheduler_server/leader.py", "TICK")
+    tick = _number("scheduler_server/duties.py", "TICK")
     promote = _number("worker/worker.py", "PROMOTE_INTERVAL")
     stats = _number("scheduler_server/stats.py", "SAMPLE_EVERY")
-    reconcile = ast.unparse(_method("scheduler_server/leader.py", "Leader", "reconcile"))
-    assert "self.settings.reconcile_after / 2" in reconcile, "the leader reconciles at another interval: fix README"
+    forget = _number("scheduler_server/stats.py", "FORGET_EVERY")
+    reconcile = ast.unparse(_method("scheduler_server/leader.py", "Reconcile", "__init__"))
+    assert "settings.reconcile_after / 2" in reconcile, "the leader reconciles at another interval: fix README"
     claims = {
         f"leader (one server, elected through etcd), a round every {tick:g} s": "the leader's round (TICK)",
         f"── every {promote:g} s: ids in delayed_jobs": "the worker's promotion (PROMOTE_INTERVAL)",
         "── reconcile, every RECONCILE_AFTER / 2:": "reconciliation",
         f"── stats, every {stats:g} s:": "the charts' samples (SAMPLE_EVERY)",
+        f"── forget, every {forget:g} s:": "forgetting old samples (FORGET_EVERY)",
     }
     diagram = _diagram()
     wrong = [what for claim, what in claims.items() if claim not in diagram]

@@ -7,12 +7,12 @@ import random
 import pytest
 
 from jobcluster import keys
+from jobcluster.lifecycle import decide
+from jobcluster.lifecycle.decide import Refusal
 from jobcluster.model import Status
 from jobcluster.queue.lanes import eligible
 from jobcluster.rows import JobState
 from jobcluster.settings import ConfigError, Settings
-from worker import decide
-from worker.decide import Refusal
 from worker.worker import serving_of
 
 

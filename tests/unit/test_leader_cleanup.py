@@ -1,6 +1,7 @@
 """Every branch of the leader's cleanup decision (choose_dead_workers), without I/O."""
 
-from scheduler_server.leader import TICK, choose_dead_workers, healthy_since, stall_gap
+from scheduler_server.cleanup import choose_dead_workers, healthy_since, stall_gap
+from scheduler_server.duties import TICK
 
 NOW = 1_700_000_000_000
 

@@ -1,12 +1,12 @@
-"""Every branch of the worker's settle and refuse decisions (worker/decide.py), without I/O."""
+"""Every branch of the lifecycle's settle, refuse and fence decisions (jobcluster/lifecycle/decide.py), without I/O."""
 
 import random
 
 import pytest
 
+from jobcluster.lifecycle.decide import Refusal, Settlement, fenced, refuse, settle
 from jobcluster.model import Status
 from jobcluster.rows import Claimed, JobState
-from worker.decide import Refusal, Settlement, fenced, refuse, settle
 from worker.shell import ShellResult
 
 NOW = 1_700_000_000_000

@@ -1,5 +1,6 @@
-"""A worker's decisions, as pure functions: how to settle an attempt, and what to do with an id it
-could not claim. No I/O, so every branch has a fast unit test (tests/unit/test_worker_decide.py)."""
+"""The lifecycle's decisions, as pure functions: how to settle an attempt, what to do with an id a worker
+could not claim, whether a running attempt lost its job. No I/O, so every branch has a fast unit test
+(tests/unit/test_worker_decide.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,26 @@ import enum
 import random
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 from jobcluster import model
 from jobcluster.model import Status
 from jobcluster.rows import Claimed, JobState
-from worker.shell import ShellResult
+
+
+class Outcome(Protocol):
+    """How an attempt's command ended, as the worker saw it (worker/shell.py's ShellResult is one)."""
+
+    @property
+    def exit_code(self) -> int: ...  # the shell's exit status; 128+N when killed by signal N
+    @property
+    def output(self) -> bytes: ...  # stdout and stderr interleaved, the tail kept
+    @property
+    def truncated(self) -> bool: ...  # earlier output was dropped
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def error(self) -> str: ...  # '' when the command simply exited
 
 
 @dataclass(frozen=True)
@@ -24,7 +40,7 @@ class Settlement:
 
 
 def settle(
-    result: ShellResult, claimed: Claimed, *, backoff_base: float, backoff_max: float, rng: random.Random | None = None
+    result: Outcome, claimed: Claimed, *, backoff_base: float, backoff_max: float, rng: random.Random | None = None
 ) -> Settlement:
     """Success when the command exited 0 in time; otherwise a retry after a backoff, or FAILED
     when this was the last attempt its retries allow (interrupted attempts do not count)."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import AsyncContextManager
 
 import asyncpg
@@ -34,18 +33,11 @@ async def recover_worker(
     # The lanes first (a job's routing never changes): nothing between PostgreSQL's commit and Redis' move.
     held, other_lanes = await queue.liveness.processing_and_lanes(worker_id)
     lanes = await store.jobs.routes(held) if held and other_lanes else {}
-    begin = transaction or _autocommit(store)
-    async with begin() as conn:
-        moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
+    if transaction is None:  # one statement, committed on its own
+        moved = await store.liveness.recover_worker_jobs([worker_id], reason)
+    else:
+        async with transaction() as conn:
+            moved = await store.liveness.recover_worker_jobs([worker_id], reason, conn=conn)
     dead = [job_id for job_id, status in moved if status is Status.FAILED]
     back = await queue.liveness.recover_processing(worker_id, dead, lanes)
     return back, len(dead)
-
-
-def _autocommit(store: Store) -> Transaction:
-    @contextlib.asynccontextmanager
-    async def one_statement() -> AsyncIterator[asyncpg.Connection]:
-        async with store.pool.acquire() as conn:
-            yield conn
-
-    return one_statement
