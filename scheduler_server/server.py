@@ -26,7 +26,7 @@ from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server import auth, telemetry
+from scheduler_server import auth, telemetry, tokens
 from scheduler_server.leader import Leader
 from scheduler_server.service import JobService
 
@@ -40,18 +40,18 @@ class SchedulerServer:
     """One stateless server process. :meth:`start`, then :meth:`stop` on SIGTERM."""
 
     def __init__(self, settings: Settings) -> None:
-        """Raises :class:`auth.AuthConfigError` when the token or TLS settings cannot be used."""
+        """Raises :class:`tokens.AuthConfigError` when the token or TLS settings cannot be used."""
         self.settings = settings
         self.address = f"{settings.server_host}:{settings.server_port}"
-        self.tokens = auth.load_tokens(settings)
+        self.tokens = tokens.load_tokens(settings)
         self.credentials = auth.server_credentials(settings)
         auth.check_exposure(settings.server_host, self.tokens, tls=self.credentials is not None)
         self.redis = queue_mod.connect_from(settings)
-        self.service = JobService(settings, Queue(self.redis), self.address, auth.Tokens(self.tokens))
+        self.service = JobService(settings, Queue(self.redis), self.address, tokens.Tokens(self.tokens))
         self.health = HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
         self.grpc = grpc.aio.server(
-            interceptors=[telemetry.MetricsInterceptor(), auth.AuthInterceptor(auth.Tokens(self.tokens))],
+            interceptors=[telemetry.MetricsInterceptor(), auth.AuthInterceptor(tokens.Tokens(self.tokens))],
             options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
         )
         self.store: Store | None = None

@@ -23,10 +23,11 @@ from jobcluster.queue import Queue
 from jobcluster.settings import ConfigError, Settings, load_or_exit
 from jobcluster.store import Store
 from jobcluster.wording import plain
+from worker.heartbeat import WorkerIdInUse
 from worker.reaper import Reaper
 from worker.sandbox import Sandbox
 from worker.shell import use_pidfd_child_watcher
-from worker.worker import Worker, WorkerIdInUse
+from worker.worker import Worker
 
 log = logging.getLogger("worker")
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -22,10 +20,10 @@ from jobcluster.lifecycle import Lifecycle
 from jobcluster.lifecycle.attempts import Ended
 from jobcluster.model import Serving
 from jobcluster.queue import Queue
-from jobcluster.queue.live_output import Live
 from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Store
-from jobcluster.store.jobs import clean_text
+from worker.heartbeat import Heartbeat
+from worker.live import live_loop
 from worker.reaper import wait_for_earlier
 from worker.running import Attempt, Running
 from worker.sandbox import Sandbox
@@ -35,20 +33,10 @@ log = logging.getLogger("worker")
 T = TypeVar("T")
 
 PROMOTE_INTERVAL = 0.2
-#: How often running jobs' output is published (for WatchJob) and cancellations are looked for.
-LIVE_INTERVAL = 0.25
-#: A running job's output is published again at least this often (its Redis hash lives 60 s).
-LIVE_REFRESH = 20.0
-#: Most output published per running job (the tail).
-LIVE_TAIL_BYTES = 64 * 1024
 MAX_OUTAGE_BACKOFF = 5.0
 #: How often running attempts are checked against PostgreSQL: one whose job moved on (this worker was
 #: declared dead meanwhile) is killed and records nothing.
 FENCE_INTERVAL = 0.5
-
-
-class WorkerIdInUse(RuntimeError):
-    """Another live worker heartbeats under the same WORKER_ID."""
 
 
 class Worker:
@@ -81,20 +69,23 @@ class Worker:
         self.serving = Serving(queues=queues, tags=frozenset(tags), limits=dict(settings.concurrency_limits))
         life = Lifecycle(settings, store, queue, log=log)
         self.attempts = life.attempts(self.worker_id, self.serving, self._retrying)  # every transition it makes
+        self.heartbeat = Heartbeat(settings, queue, self.worker_id, self._beat_info)
 
     # --- outer loop -------------------------------------------------------------
 
     async def run(self) -> None:
         """Recover what this worker id left behind, then work until stopped."""
-        await self._check_id_free()
+        await self.heartbeat.check_id_free(self._retrying)
         await self._earlier_jobs_gone()
         self.sandbox.remove_leftovers()
         await self.attempts.recover_own("worker restarted")
-        await self._heartbeat_once()
+        await self.heartbeat.once()
         side = [
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.heartbeat.loop(), name="heartbeat"),
             asyncio.create_task(self._promote_loop(), name="promote-delayed"),
-            asyncio.create_task(self._live_loop(), name="live-output"),
+            asyncio.create_task(
+                live_loop(self.running, self.queue.live_output, self.attempts.cancelled_among), name="live-output"
+            ),
             asyncio.create_task(self._fence_loop(), name="fence-check"),
         ]
         self._slots = [
@@ -222,15 +213,6 @@ class Worker:
 
     # --- background -----------------------------------------------------------------
 
-    async def _check_id_free(self) -> None:
-        now, beats = await self._retrying("read heartbeats", self.queue.liveness.workers_now)
-        last = beats.get(self.worker_id)
-        if last is not None and now - last < 3000 * self.settings.heartbeat_interval:
-            raise WorkerIdInUse(
-                f"worker id {self.worker_id!r} is in use by a live worker "
-                f"(heartbeat {now - last} ms ago); set another WORKER_ID"
-            )
-
     async def _earlier_jobs_gone(self) -> None:
         """A worker restarted at once under this id (a supervisor after a SIGKILL): the jobs of the
         process before may still be dying. Their attempts go back to the queue only once the earlier
@@ -252,10 +234,8 @@ class Worker:
                 self.worker_id,
             )
 
-    async def _heartbeat_once(self, within: float | None = None) -> None:
-        info: dict[str, str | int | float] = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+    def _beat_info(self) -> dict[str, str | int | float]:
+        return {
             "slots": self.settings.worker_concurrency,
             "running": len(self._busy),
             "started_ms": self._started_ms,
@@ -263,30 +243,6 @@ class Worker:
             "queues": ",".join(self.serving.queues),
             "tags": ",".join(sorted(self.serving.tags)),
         }
-        await self.queue.liveness.heartbeat(
-            self.worker_id, info, ttl=max(10.0, 10 * self.settings.heartbeat_interval), within=within
-        )
-
-    async def _heartbeat_loop(self) -> None:
-        """Beat every HEARTBEAT_INTERVAL, each beat bounded by about that long: a beat that fails is not
-        retried with the outage backoff (the next one is due soon anyway), so beats resume within one
-        interval of Redis answering again, and nothing else a worker does can hold them up."""
-        interval = self.settings.heartbeat_interval
-        failing = False
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                # Bounded, so a stalled Redis cannot hold the next beat back for long; not below 0.5 s,
-                # so a loaded machine does not drop beats that were merely slow.
-                await self._heartbeat_once(within=max(interval, 0.5))
-            except UNAVAILABLE as exc:  # TimeoutError is one of them
-                if not failing:
-                    log.error("heartbeat failed, retrying every %gs: %s", interval, exc or type(exc).__name__)
-                failing = True
-                continue
-            if failing:
-                log.info("heartbeats are getting through again")
-                failing = False
 
     async def _fence_loop(self) -> None:
         """Kill running attempts whose job moved on: the leader declared this worker dead (a stall, a
@@ -303,41 +259,6 @@ class Worker:
                 if attempt is not None:
                     attempt.fenced = True
                     attempt.stop.set()
-
-    async def _live_loop(self) -> None:
-        """Publish running jobs' output (WatchJob reads it) and stop jobs cancelled meanwhile."""
-        tick = 0
-        # job id -> (bytes written, monotonic time, attempt) when last published; a job is published again
-        # when it wrote more, or every LIVE_REFRESH so its hash (60 s TTL) outlives silent stretches.
-        published: dict[str, tuple[int, float, int]] = {}
-        while True:
-            await asyncio.sleep(LIVE_INTERVAL)
-            tick += 1
-            running = self.running.newest_by_job()
-            published = {job_id: n for job_id, n in published.items() if job_id in running}
-            if not running:
-                continue
-            now = time.monotonic()
-            # A new attempt publishes at once, empty as it may be: its job's hash may still hold the output
-            # of an attempt that died with its worker.
-            changed = {
-                job_id: Live(a.tail.total, clean_text(bytes(a.tail.buf[-LIVE_TAIL_BYTES:])), a.claimed.attempt)
-                for job_id, a in running.items()
-                if published.get(job_id, (-1, 0.0, 0))[0] != a.tail.total
-                or published[job_id][2] != a.claimed.attempt
-                or now - published[job_id][1] > LIVE_REFRESH
-            }
-            try:
-                if changed:
-                    await self.queue.live_output.publish(changed)
-                    published.update({job_id: (live.total, now, live.attempt) for job_id, live in changed.items()})
-                if tick % 2 == 0:
-                    for a in self.running.of_jobs(await self.attempts.cancelled_among(list(running))):
-                        if not a.stop.is_set():
-                            log.info("job %s was cancelled: stopping it", a.claimed.job_id)
-                            a.stop.set()
-            except UNAVAILABLE as exc:
-                log.debug("live output / cancel check skipped: %s", exc)
 
     async def _promote_loop(self) -> None:
         while True:

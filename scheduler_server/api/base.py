@@ -17,8 +17,8 @@ from jobcluster.queue import Queue
 from jobcluster.rows import JobRow
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.auth import Role, Tokens, bearer
 from scheduler_server.errors import Forbidden, NotFound, NotReady
+from scheduler_server.tokens import Role, Tokens, bearer
 from scheduler_server.waiting import waiting_reasons
 from scheduler_server.watch import WatchHub
 

@@ -12,8 +12,8 @@ from jobcluster.rows import ScheduleRow
 from jobcluster.store.schedules import ScheduleBusy
 from scheduler_server import convert
 from scheduler_server.api.base import Context, Servicer
-from scheduler_server.auth import Role
 from scheduler_server.errors import Conflict, Exhausted, NotFound, rpc
+from scheduler_server.tokens import Role
 
 log = logging.getLogger("server")
 

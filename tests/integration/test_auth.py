@@ -29,8 +29,9 @@ from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 from jobcluster.queue import Queue
 from jobcluster.settings import Settings
 from jobcluster.store import Store
-from scheduler_server.auth import CROWDED, RPC_ROLES, Role, WrongTokens
+from scheduler_server.auth import CROWDED, WrongTokens
 from scheduler_server.server import SchedulerServer
+from scheduler_server.tokens import RPC_ROLES, Role
 from tests.helpers import wait_for
 
 ADMIN, SUBMITTER, READER = (

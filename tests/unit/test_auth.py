@@ -19,22 +19,15 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.settings import ConfigError, Settings
 from scheduler_server import audit
 from scheduler_server.auth import (
-    RPC_ROLES,
-    AuthConfigError,
     Crowded,
     RefusalLog,
-    Role,
-    Token,
-    Tokens,
     WrongTokens,
-    bearer,
     check_exposure,
     is_loopback,
-    load_tokens,
-    parse_tokens,
     peer_host,
     server_credentials,
 )
+from scheduler_server.tokens import RPC_ROLES, AuthConfigError, Role, Token, Tokens, bearer, load_tokens, parse_tokens
 
 JOB_SERVICE_RPCS = set(pb.DESCRIPTOR.services_by_name["JobService"].methods_by_name)
 SECRET = "s3cret-token-value-0123456789abcdef"
