@@ -81,7 +81,7 @@ test: deps browser
 	$(PY) -m mypy
 	$(PY) -m pytest -m 'not long' --durations=25
 
-# While working: the unit tests and the fast integration tests (no browser, no e2e; about a minute).
+# While working: the unit tests and the fast integration tests (no browser, no e2e; under 90 s).
 test-quick: deps
 	$(PY) -m pytest tests/unit tests/integration -m 'not slow and not long' -q
 

@@ -137,6 +137,7 @@ def test_a_flood_on_a_slow_queue_does_not_delay_a_default_job(cluster: Cluster):
     assert done.started_at_ms - done.created_at_ms < 2000
 
 
+@pytest.mark.long("holds a concurrency key with a running job and times its release: ~6 s")
 def test_a_job_waiting_for_its_key_starts_as_soon_as_the_running_one_ends(cluster: Cluster, redis_sync):
     """Refused jobs back off (up to 4 s), but a job of the key that ends lets the oldest one go at once."""
     gate = f"/tmp/jobcluster-gate-{uuid.uuid4().hex}"

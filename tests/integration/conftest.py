@@ -41,7 +41,7 @@ def make_worker(settings: Settings, store: Store, queue: Queue):
 
 
 #: Modules left out of ``make test-quick`` (marked ``slow``; all still run in ``make test``): each takes
-#: 10 s or more (real failovers, thousands of ids, fuzzing, several services of their own).
+#: 7 s or more (real failovers, thousands of ids, fuzzing, several services of their own, killed process groups).
 SLOW_MODULES = {
     "test_cron_keys",
     "test_dead_letters_scale",
@@ -49,9 +49,11 @@ SLOW_MODULES = {
     "test_etcd_closed",
     "test_fence_after_partition",
     "test_fuzz",
+    "test_job_control",
     "test_locked_services",
     "test_rebuild",
     "test_sentinel",
+    "test_shell",
     "test_watch",
 }
 

@@ -150,6 +150,7 @@ async def _assert_idle_costs_nothing(server: SchedulerServer, store: Store) -> N
     assert hub.polls - polls <= 1 and statements <= 3, f"{statements} statements, {hub.polls - polls} reads"
 
 
+@pytest.mark.long("a cost proof: idle watchers counted in pg_stat_statements over seconds: ~4 s")
 async def test_idle_watchers_send_postgresql_nothing_and_hear_a_change_at_once(start_server, store):
     server = await start_server(watch_max_streams=WATCHED_IDLE)
     server.service.watch_hub.hot_for = QUIET_AFTER
@@ -174,6 +175,7 @@ async def test_idle_watchers_send_postgresql_nothing_and_hear_a_change_at_once(s
     assert await store.pool.fetchval("SELECT count(*) FROM watched_jobs WHERE server = $1", server.address) == 0
 
 
+@pytest.mark.long("waits out a watch stream's WATCH_MAX_LIFE: ~4 s")
 async def test_a_stream_ends_cleanly_at_its_max_life_and_the_client_watches_again(start_server, make_worker):
     server = await start_server(watch_max_life=1.0)
     async with grpc.aio.insecure_channel(server.address) as channel:
