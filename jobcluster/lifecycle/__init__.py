@@ -50,7 +50,7 @@ class Lifecycle:
         self.store = store
         self.queue = queue
         self.log = log or logging.getLogger("lifecycle")
-        self.unpushed = Unpushed()  # ids stored but not pushed (Redis down): this process heals them
+        self.unpushed = Unpushed(self.log)  # ids stored but not pushed (Redis down): this process heals them
         self.submissions = Submissions(store, queue, self.unpushed, address, self.log)
         self.dead_letters = DeadLetterMoves(store, queue)
         self.ticks = Ticks(store, queue, address, settings.cron_misfire_grace, self.log)

@@ -72,7 +72,8 @@ async def hint(what: str, op: Callable[[], Awaitable[object]]) -> None:
 class Unpushed:
     """Ids this server stored in PostgreSQL but could not push to Redis, pushed again in the background."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: logging.Logger = log) -> None:
+        self.log = log  # the server's
         self._ids: set[str] = set()
         self._scan = True  # at start: jobs this address stored before, that Redis may lack
         self._started = time.monotonic()
@@ -97,11 +98,11 @@ class Unpushed:
             try:
                 await self.heal(store, queue, address)
                 if self._failing:
-                    log.info("unpushed submissions: Redis and PostgreSQL reachable again")
+                    self.log.info("unpushed submissions: Redis and PostgreSQL reachable again")
                 self._failing = False
             except UNAVAILABLE as exc:
                 if not self._failing:
-                    log.error(
+                    self.log.error(
                         "unpushed submissions: %s unavailable (%s); %d job(s) wait to be queued",
                         which(exc),
                         exc,
@@ -119,7 +120,7 @@ class Unpushed:
             pushed += await restore(queue, own)
             self._scan = False
             if pushed:
-                log.warning(
+                self.log.warning(
                     "%d waiting job(s) submitted here before this start were missing from Redis and were pushed", pushed
                 )
         if self._ids:
@@ -129,7 +130,7 @@ class Unpushed:
             self._ids.difference_update(ids)
             pushed += done
             if done:
-                log.info("%d stored job(s) whose push had failed are queued now", done)
+                self.log.info("%d stored job(s) whose push had failed are queued now", done)
         return pushed
 
 
