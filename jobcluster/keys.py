@@ -28,6 +28,9 @@ key                             type   what it holds
                                        moved them within it (retry, purge, the sweep's inserts):
                                        reconciliation's read of the whole list is good only while
                                        it stands still.
+``dlq_retrying``                string set (30 s, renewed) while a retry of dead letters moves
+                                       the jobs it made QUEUED to their lanes: reconciliation
+                                       pushes no waiting job meanwhile (it would push them twice).
 ``workers``                     zset   worker id -> last heartbeat (unix ms).
 ``worker:<worker-id>``          hash   that worker's host, pid, slots, running count,
                                        started; expires when heartbeats stop.
@@ -57,6 +60,7 @@ PROCESSING_PREFIX = "processing_jobs:"
 DELAYED = "delayed_jobs"
 DLQ = "dlq_tasks"
 DLQ_MOVES = "dlq_moves"
+DLQ_RETRYING = "dlq_retrying"
 WORKERS = "workers"
 WORKER_INFO_PREFIX = "worker:"
 #: Workers the leader declared dead (id -> when, ms), each with ``gone_worker:<id>``: its last info, kept an hour.

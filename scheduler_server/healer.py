@@ -38,7 +38,14 @@ class WaitingCheck:
     the queue. It reads what Redis holds (every lane, paged) only when the page has a job not seen there
     since its last change: a long backlog that stands still costs one PostgreSQL page a pass and nothing
     in Redis; a queue that moves costs one read of Redis a pass, paged. Jobs seen are remembered (at most
-    MAX_SEEN, all forgotten every FORGET_SEEN_EVERY)."""
+    MAX_SEEN, all forgotten every FORGET_SEEN_EVERY).
+
+    A pass during a retry of dead letters (``dlq_retrying``, before it reads PostgreSQL or after it read
+    Redis) pushes nothing and looks at the same page next time: a retry makes its jobs QUEUED in PostgreSQL
+    a batch at a time, then moves their ids out of ``dlq_tasks`` a chunk at a time, and a job it had made
+    QUEUED for RECONCILE_AFTER was otherwise pushed a second time beside the retry's own push (seen in a
+    fresh-clone CI run: a 20,000-id retry took longer than the tests' RECONCILE_AFTER of 1 s). The mark of
+    a retry that died expires (RETRY_MARK_MS), and the next pass pushes what it left."""
 
     def __init__(self) -> None:
         self._after: WaitingCursor | None = None
@@ -56,12 +63,18 @@ class WaitingCheck:
         if time.monotonic() >= self._forget_at or len(self._seen) > MAX_SEEN:
             self._seen.clear()
             self._forget_at = time.monotonic() + FORGET_SEEN_EVERY
-        page, self._after = await store.reconcile.waiting_after(unchanged_for, self._after, WAITING_PAGE)
+        if await queue.reconcile.retry_in_flight():
+            return 0  # a retry's jobs are on their way to their lanes
+        page, after = await store.reconcile.waiting_after(unchanged_for, self._after, WAITING_PAGE)
         unseen = [w for w in page if w.job_id not in self._seen or self._seen[w.job_id] != w.changed_at]
         if not unseen:
+            self._after = after
             return 0
         self.redis_reads += 1
         held, known = await queue.reconcile.held_and_lengths()
+        if await queue.reconcile.retry_in_flight():
+            return 0  # a retry began while Redis was read: the same page next pass
+        self._after = after
         self._seen.update((w.job_id, w.changed_at) for w in unseen if w.job_id in held)
         missing = [w.job_id for w in unseen if w.job_id not in held]
         if not missing:

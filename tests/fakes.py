@@ -349,6 +349,7 @@ class FakeQueue:
         self.delayed: dict[str, tuple[int, str]] = {}  # id -> (due ms, lane)
         self.processing: dict[str, list[str]] = {}
         self.dlq: list[str] = []
+        self.retrying = ""  # dlq_retrying
         self.jobs = _QueueJobs(self)
         self.liveness = _QueueLiveness(self)
         self.dead_letters = _QueueDeadLetters(self)
@@ -524,6 +525,15 @@ class _QueueDeadLetters(_QPart):
         for job_id in keep:
             self.q.dlq.insert(0, job_id)
         return left
+
+    async def mark_retrying(self, token: str, ttl_ms: int = 30_000) -> None:
+        self._check("mark_retrying")
+        self.q.retrying = token
+
+    async def unmark_retrying(self, token: str) -> None:
+        self._check("unmark_retrying")
+        if self.q.retrying == token:
+            self.q.retrying = ""
 
     async def purge_all(self) -> int:
         self._check("purge_all")

@@ -8,9 +8,11 @@ the id leaves (reconciliation, rebuilding ``dlq_tasks``, would otherwise bring i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from jobcluster import keys
+from jobcluster.lifecycle.policy import hint
 from jobcluster.queue import Queue
 from jobcluster.queue.dead_letters import CHUNK
 from jobcluster.store import Store
@@ -31,18 +33,32 @@ class DeadLetterMoves:
 
     async def retry(self, ids: Sequence[str] | None) -> list[str]:
         """FAILED jobs back to their lanes with a fresh retry budget, oldest dead letter first (``ids``: these,
-        each in ``dlq_tasks``; None: all); ids whose job is not FAILED stay. Returns those retried."""
+        each in ``dlq_tasks``; None: all); ids whose job is not FAILED stay. Returns those retried.
+
+        While it runs, ``dlq_retrying`` holds reconciliation back: the jobs it made QUEUED in PostgreSQL are
+        on their way to their lanes, a chunk at a time, and must not be pushed a second time."""
+        token = uuid.uuid4().hex
+        await self.queue.dead_letters.mark_retrying(token)
+        try:
+            return await self._retry(ids, token)
+        finally:
+            await hint("dlq_retrying: unmark", lambda: self.queue.dead_letters.unmark_retrying(token))
+
+    async def _retry(self, ids: Sequence[str] | None, token: str) -> list[str]:
         if ids is None:
             # Chunk by chunk: PostgreSQL makes the chunk's FAILED jobs QUEUED, then Redis moves their ids.
-            return await self._sweep(lambda chunk: self.store.dead_letters.retry(list(set(chunk))), to_queue=True)
+            return await self._sweep(
+                lambda chunk: self.store.dead_letters.retry(list(set(chunk))), to_queue=True, token=token
+            )
         queued: set[str] = set()
         for start in range(0, len(ids), BATCH):
+            await self.queue.dead_letters.mark_retrying(token)
             queued.update(await self.store.dead_letters.retry(list(ids[start : start + BATCH])))
 
         async def picked(chunk: list[str]) -> list[str]:
             return [i for i in chunk if i in queued]
 
-        retried = await self._sweep(picked, to_queue=True)
+        retried = await self._sweep(picked, to_queue=True, token=token)
         moved = set(retried)
         lost = [i for i in ids if i in queued and i not in moved]
         if lost:  # left dlq_tasks while we worked: PostgreSQL has queued them, so Redis must too
@@ -67,7 +83,7 @@ class DeadLetterMoves:
 
         return await self._sweep(picked, to_queue=False)
 
-    async def _sweep(self, choose: Choose, *, to_queue: bool) -> list[str]:
+    async def _sweep(self, choose: Choose, *, to_queue: bool, token: str = "") -> list[str]:
         """One pass over ``dlq_tasks`` from its oldest id: ``choose`` picks from each batch of BATCH ids
         (one PostgreSQL statement) the ids that leave the list, for their lanes when ``to_queue``;
         Redis moves them CHUNK ids per script, and the rest stay, in order. Returns the ids that left,
@@ -78,6 +94,8 @@ class DeadLetterMoves:
             batch = await self.queue.dead_letters.oldest(min(BATCH, remaining))
             if not batch:
                 break
+            if token:  # renewed before each batch's PostgreSQL step
+                await self.queue.dead_letters.mark_retrying(token)
             picked = set(await choose(batch))
             for start in range(0, len(batch), CHUNK):
                 chunk = batch[start : start + CHUNK]

@@ -26,6 +26,11 @@ from jobcluster.queue.lanes import RING
 
 #: Ids per Redis command or script: a script over this many ids runs in about a millisecond.
 CHUNK = 1000
+#: How long a retry's mark (``dlq_retrying``) lasts unless renewed (ms): a retry renews it every batch, and
+#: one that died stops holding reconciliation back after this.
+RETRY_MARK_MS = 30_000
+
+_UNMARK = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1"
 
 # KEYS[1] dlq, KEYS[2] lanes registry, KEYS[3..2+m] lanes (KEYS[3] pending_jobs), KEYS[3+m..2+2m] their
 # bells, KEYS[3+2m] dlq_moves; ARGV[1] n, ARGV[2] m, ARGV[3..] fates: '+<k>:id' (leaves for lane k) or '-id' (leaves).
@@ -85,6 +90,7 @@ class DeadLetters(Part):
     def __init__(self, redis: aioredis.Redis, op_timeout: float = OP_TIMEOUT) -> None:
         super().__init__(redis, op_timeout)
         self._take_oldest = self.redis.register_script(_TAKE_OLDEST)
+        self._unmark = self.redis.register_script(_UNMARK)
 
     @bounded
     async def ids(self) -> list[str]:
@@ -128,6 +134,16 @@ class DeadLetters(Part):
             if len(page) < size:
                 break
         return found
+
+    @bounded
+    async def mark_retrying(self, token: str, ttl_ms: int = RETRY_MARK_MS) -> None:
+        """Say a retry (``token``) is moving its jobs to their lanes, for ``ttl_ms``: reconciliation waits."""
+        await self.redis.set(keys.DLQ_RETRYING, token, px=ttl_ms)
+
+    @bounded
+    async def unmark_retrying(self, token: str) -> None:
+        """The retry ``token`` is over (a newer retry's mark stays)."""
+        await self._unmark(keys=[keys.DLQ_RETRYING], args=[token])
 
     @bounded
     async def take_oldest(

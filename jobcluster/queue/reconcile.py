@@ -226,6 +226,11 @@ class Reconcile(Part):
         return pushed
 
     @bounded
+    async def retry_in_flight(self) -> bool:
+        """Whether a retry of dead letters is moving the jobs it made QUEUED to their lanes (``dlq_retrying``)."""
+        return bool(await self.redis.exists(keys.DLQ_RETRYING))
+
+    @bounded
     async def held_and_lengths(self) -> tuple[set[str], dict[str, int]]:
         """Every id Redis holds anywhere (every lane, delayed, processing lists), with how many ids each lane
         had when read (for :meth:`restore_since`).

@@ -6,12 +6,14 @@ answered nobody. Here every Redis command must stay under 50 ms (Redis' own SLOW
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from jobcluster import keys
 from jobcluster.pb import scheduler_pb2 as pb
+from tests.helpers import wait_for
 
 N = 20_000
 #: Redis' SLOWLOG records every command at least this long (µs): the project's budget per script.
@@ -62,6 +64,30 @@ async def test_retry_all_is_linear_and_keeps_the_order(stub, store, queue, slowl
     assert list(reversed(await queue.redis.lrange(keys.PENDING, 0, -1))) == failed
     assert await queue.redis.lrange(keys.DLQ, 0, -1) == [i for i in reversed(ids) if i in stale] + [unknown]
     assert await store.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'QUEUED'") == len(failed)
+
+
+async def test_a_slow_retry_is_not_pushed_twice_by_reconciliation(server, stub, store, queue, monkeypatch):
+    """A retry makes its jobs QUEUED in PostgreSQL, then moves their ids a chunk at a time; a leader whose
+    reconciliation (RECONCILE_AFTER 1 s here) saw a job QUEUED for that long but still in dlq_tasks pushed
+    it beside the retry's own push (a fresh-clone CI run: duplicates and a 73 ms script). The injected fault:
+    each chunk after the first waits 1.5 s."""
+    ids, _ = await _dead_letters(store, queue, 2500)
+    take_oldest = server.service.queue.dead_letters.take_oldest
+    chunks = []
+
+    async def slow_chunks(*args, **kwargs):
+        if chunks:
+            await asyncio.sleep(1.5)
+        chunks.append(1)
+        return await take_oldest(*args, **kwargs)
+
+    monkeypatch.setattr(server.service.queue.dead_letters, "take_oldest", slow_chunks)
+    await wait_for(lambda: server.leader is not None and server.election.leading(), what="the server to lead")
+    resp = await stub.RetryDeadLetters(pb.DeadLettersRequest(all=True), timeout=60)
+    assert resp.count == len(ids) and len(chunks) == 3
+    await asyncio.sleep(1.5)  # a reconciliation pass or three after the retry (it runs every 0.5 s here)
+    pending = await queue.redis.lrange(keys.PENDING, 0, -1)
+    assert len(pending) == len(set(pending)) == len(ids), "an id was pushed twice"
 
 
 async def test_retry_and_purge_of_chosen_ids_are_one_pass(stub, store, queue, slowlog):
