@@ -205,6 +205,9 @@ def test_a_queued_row_missing_from_redis_runs(cluster: Cluster, redis_sync):
     assert job_status(address, job_id).output == "reconciled\n"
 
 
+@pytest.mark.long(
+    "FLUSHALL under three servers and workers (the rebuild itself: tests/integration/test_rebuild.py): ~5 s"
+)
 def test_redis_flushed_with_200_jobs_queued_all_complete_once(cluster: Cluster, redis_sync, settings):
     _, address = cluster.server()
     ids = [submit(address, command="true") for _ in range(200)]

@@ -8,6 +8,8 @@ import pwd
 import signal
 import time
 
+import pytest
+
 from jobcluster import keys
 from tests.e2e.conftest import Cluster, job_status, submit
 from tests.helpers import procs_running, reapers_of, wait_for_sync
@@ -63,6 +65,7 @@ def test_a_clean_stop_leaves_no_reaper(cluster: Cluster):
     assert not os.path.exists(f"/proc/{reaper}")  # ended and reaped by the worker
 
 
+@pytest.mark.long("waits for an earlier worker's reaper to kill its jobs: ~5 s")
 def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_they_are_dead(
     cluster: Cluster, redis_sync
 ):

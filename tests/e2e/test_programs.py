@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from devtools.services import free_port, port_open
 from jobcluster import keys
 from tests.e2e.conftest import Cluster, job_status, submit
@@ -177,6 +179,7 @@ def test_server_without_redis_answers_unavailable_and_keeps_the_job(cluster: Clu
     assert job_id in again.stdout and job_status(good, job_id).output == "kept\n"
 
 
+@pytest.mark.long("waits for cron ticks through the client: ~6.5 s")
 def test_client_saves_cron_entries_and_shows_schedules_and_cluster(cluster: Cluster):
     _, address = cluster.server(CRON_MIN_INTERVAL="5s")
     cluster.worker("e2e-1")

@@ -26,6 +26,7 @@ def settings(settings: Settings) -> Settings:
     return replace(settings, worker_dead_after=1.5, heartbeat_interval=0.2)
 
 
+@pytest.mark.long("waits for WORKER_DEAD_AFTER after a kill: ~4.5 s")
 def test_a_watch_follows_the_rerun_after_its_worker_is_killed(cluster: Cluster, redis_sync: redis.Redis):
     _, address = cluster.server()
     first = cluster.worker("watch-1", "--concurrency", "1")

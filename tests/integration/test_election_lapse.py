@@ -36,6 +36,7 @@ async def test_wait_leading_wakes_when_a_renewal_restores_a_lapsed_deadline(sett
         await election.resign()
 
 
+@pytest.mark.long("a cost proof: etcd's raft index watched over idle seconds: ~3.5 s")
 async def test_idle_elections_add_nothing_to_etcds_raft_log(settings: Settings) -> None:
     """Three servers, one leading, for several keepalive ticks each: the followers' safety-net check is a
     read, so etcd's raft log stays put (a transaction with a put, even one whose compare fails, is a

@@ -484,6 +484,7 @@ def test_plain_redis_cli_reads_the_queue_lists_and_nothing_else(locked) -> None:
         app.close()
 
 
+@pytest.mark.long("restarts a Redis from its append-only file: ~4 s")
 async def test_a_restart_from_the_append_only_file_keeps_every_list_whole(tmp_path: Path) -> None:
     """Redis as make start runs it (append-only file, the final ACL) keeps every list through a restart:
     1,000 dead letters made over time by the workers' own script, a processing list, the delayed set,
