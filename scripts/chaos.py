@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import random
@@ -31,6 +32,7 @@ import redis.asyncio as aioredis
 from devtools import services as svc
 from devtools.chaos import CHAOS_SETTINGS, Cluster, FaultPlan, call, inject_faults
 from devtools.chaos_checks import AttemptFact, Facts, JobFact, run_checks, table
+from jobcluster.errors import POSTGRES_ERRORS
 from jobcluster.pb import scheduler_pb2 as pb
 
 MIX = {"instant": 40, "sleep": 25, "flaky": 15, "fail": 10, "timeout": 10}
@@ -68,14 +70,19 @@ async def submit_load(cluster: Cluster, jobs: list[pb.Job], seconds: float) -> N
 
 
 async def pg_value(dsn: str, query: str) -> int:
+    """One number from PostgreSQL, or -1 while it is down: the harness reads it across the restart it injects
+    (a read cut by that restart once ended a stress run's chaos test with a traceback instead of its table)."""
     try:
         conn = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError):
+    except (*POSTGRES_ERRORS, asyncpg.PostgresError):
         return -1
     try:
         return int(await conn.fetchval(query))
+    except (*POSTGRES_ERRORS, asyncpg.PostgresError):
+        return -1
     finally:
-        await conn.close()
+        with contextlib.suppress(*POSTGRES_ERRORS, asyncpg.PostgresError):
+            await conn.close()
 
 
 async def wait_terminal(dsn: str, what: str, query: str, timeout: float) -> None:
