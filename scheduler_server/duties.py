@@ -58,6 +58,7 @@ class Runner:
         self.duties = list(duties)
         self._clock = clock
         self._due: dict[str, float] = {}
+        self.runs: dict[str, int] = {duty.name: 0 for duty in self.duties}  # runs begun, by duty (tests wait on it)
 
     def restart(self) -> None:
         """A new term: every duty is due at once and starts afresh."""
@@ -78,6 +79,7 @@ class Runner:
             if started < self._due.get(duty.name, 0.0):
                 continue
             self._due[duty.name] = started + duty.interval  # set first: a failing duty waits its interval too
+            self.runs[duty.name] += 1
             delay = await duty.run_once(term)
             if delay is not None:
                 self._due[duty.name] = started + delay

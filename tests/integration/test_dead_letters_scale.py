@@ -85,7 +85,9 @@ async def test_a_slow_retry_is_not_pushed_twice_by_reconciliation(server, stub, 
     await wait_for(lambda: server.leader is not None and server.election.leading(), what="the server to lead")
     resp = await stub.RetryDeadLetters(pb.DeadLettersRequest(all=True), timeout=60)
     assert resp.count == len(ids) and len(chunks) == 3
-    await asyncio.sleep(1.5)  # a reconciliation pass or three after the retry (it runs every 0.5 s here)
+    runs = server.leader.duties.runs
+    after = runs["reconcile"]
+    await wait_for(lambda: runs["reconcile"] >= after + 3, what="three reconciliation passes after the retry")
     pending = await queue.redis.lrange(keys.PENDING, 0, -1)
     assert len(pending) == len(set(pending)) == len(ids), "an id was pushed twice"
 
