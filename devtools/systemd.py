@@ -10,7 +10,7 @@ Writes four files into a directory (default ``.run/systemd``):
 Settings come from ``EnvironmentFile=`` (``/etc/jobcluster/jobcluster.env`` for every program, then
 ``/etc/jobcluster/<program>.env`` when present); secrets stay in files the ``*_FILE`` settings name.
 The servers and web UI run as an unprivileged user with a tight sandbox. The worker runs as root
-with only the capabilities it needs to start jobs as JOB_USER through setpriv and to clean up after
+with only the capabilities it needs to start jobs as JOB_USER through its job launcher and to clean up after
 them, and a sandbox its jobs can live in (they inherit it).
 """
 
@@ -25,12 +25,12 @@ from jobcluster.settings import Settings
 
 DEFAULT_OUT = Path(".run/systemd")
 ETC = Path("/etc/jobcluster")
-#: What a worker needs as root: setuid/setgid for setpriv (switching to JOB_USER and its groups), kill
-#: for a job's process group under another uid (timeouts, cancels, the reaper), chown for the scratch
+#: What a worker needs as root: setuid/setgid for its launcher (switching to JOB_USER and its groups), kill
+#: for a job's process group under another uid (timeouts, cancels, the launcher), chown for the scratch
 #: directory's owner, dac_override to enter it and remove what a job left in it, fowner for what a job
 #: left in a sticky directory of its own. tests/e2e/test_systemd_worker.py shows each one is needed.
 WORKER_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE")
-#: After the worker's grace (then it SIGKILLs the late jobs' groups at once): requeueing, closing pools, the reaper.
+#: After the worker's grace (then it SIGKILLs the late jobs' groups at once): requeueing, closing pools, the launcher.
 STOP_MARGIN = 15.0
 #: A server's stop: NOT_SERVING, resign, in-flight calls (scheduler_server.server.STOP_GRACE, 5 s), pools.
 SERVER_STOP_TIMEOUT = 20.0
@@ -161,7 +161,7 @@ def worker_unit(opts: UnitOptions, settings: Settings) -> str:
         f"CapabilityBoundingSet={' '.join(WORKER_CAPABILITIES)}",
         # Jobs inherit this sandbox: /usr, /boot and /etc read-only, their own /tmp (JOB_WORKDIR_ROOT's
         # default lives there). No PrivateDevices (a gpu worker's jobs need /dev), no ProtectProc (the
-        # reaper finds a job's processes of another uid in /proc), no system call or address family filter.
+        # launcher finds a job's processes of another uid in /proc), no system call or address family filter.
         "ProtectSystem=full",
         "",
         "[Install]",

@@ -13,6 +13,8 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 # make multihost and its test: hosts as network namespaces (ip netns)
 command -v ip >/dev/null || need+=(iproute2)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# worker/spawn.c, the job launcher's vfork helper, is compiled when the project is installed
+command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 

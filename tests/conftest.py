@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 # Before anything imports grpc: its fork handlers crash about 1 in 70 children forked by a process
-# that also serves gRPC (as these tests do: a server and workers in one process), and a worker without
-# setpriv forks (not vforks) each job it starts as JOB_USER.
+# that also serves gRPC (as these tests do: a server and workers in one process, and helpers that start
+# processes as other users, which subprocess forks rather than vforks).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest

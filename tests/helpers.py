@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker import reaper
+from worker import launcher
 
 
 async def wait_for(
@@ -77,6 +77,6 @@ def procs_running(*argv: str) -> list[tuple[int, int]]:
     return found
 
 
-def reapers_of(parent: int) -> list[int]:
-    """Pids of the job reapers (worker/reaper.py) started by process ``parent``."""
-    return [pid for pid, worker_pid, _ in reaper.reapers() if worker_pid == parent]
+def launchers_of(parent: int) -> list[int]:
+    """Pids of the job launchers (worker/launcher.py) started by process ``parent``."""
+    return [pid for pid, worker_pid, _ in launcher.launchers() if worker_pid == parent]

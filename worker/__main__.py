@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
-
-# Before anything can import grpc: without setpriv, jobs started as JOB_USER are forked (not
-# vforked), and grpc's fork handlers crash about 1 in 70 such children. The worker does not use grpc.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from jobcluster import clock, metrics
 from jobcluster import queue as queue_mod
@@ -24,9 +19,8 @@ from jobcluster.settings import ConfigError, Settings, load_or_exit
 from jobcluster.store import Store
 from jobcluster.wording import plain
 from worker.heartbeat import WorkerIdInUse
-from worker.reaper import Reaper
+from worker.launch import Launcher
 from worker.sandbox import Sandbox
-from worker.shell import use_pidfd_child_watcher
 from worker.worker import Worker
 
 log = logging.getLogger("worker")
@@ -47,7 +41,6 @@ async def _connect_store(settings: Settings, stop: asyncio.Event) -> Store | Non
 
 
 async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
-    use_pidfd_child_watcher()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     worker: Worker | None = None
@@ -69,10 +62,10 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
     if store is None:
         return 0
     redis = queue_mod.connect_from(settings)
-    # Kills the jobs' process groups when this process dies, even by SIGKILL.
-    reaper = Reaper.start(settings.effective_worker_id())
+    # Starts the jobs, and kills their sessions when this process dies, even by SIGKILL.
+    launcher = Launcher.start(settings.effective_worker_id())
     try:
-        worker = Worker(settings, store, Queue(redis), burst=burst, sandbox=sandbox, reaper=reaper)
+        worker = Worker(settings, store, Queue(redis), burst=burst, sandbox=sandbox, launcher=launcher)
         if stop.is_set():
             return 0
         await worker.run()
@@ -80,7 +73,7 @@ async def main(settings: Settings, burst: bool, sandbox: Sandbox) -> int:
         log.error("%s", exc)
         return 2
     finally:
-        reaper.close()
+        launcher.close()
         await redis.aclose()
         await store.close()
     return 0

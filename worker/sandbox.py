@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobcluster.settings import ConfigError, Settings
-from worker.shell import RunAs
+from worker.launch import RunAs
 
 log = logging.getLogger("worker")
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from jobcluster.aio import wait_within
-from worker.reaper import kill_all
+from worker.launch import Child, Launcher, NotStarted, RunAs
+from worker.launcher import kill_all
 
 #: Variables a job inherits from the worker; everything else (DATABASE_URL,
 #: credentials...) stays out. JOB_ENV_PASSTHROUGH adds names to this list.
@@ -24,32 +22,6 @@ READ_CHUNK = 64 * 1024
 DRAIN_MAX_READS = 16
 #: A job that left processes behind: go on killing its session's processes for at most this long.
 SESSION_KILL_FOR = 1.0
-#: util-linux's setpriv, which changes the credentials and execs the shell. Without it the credentials
-#: are set by subprocess itself, which then forks instead of vforking the worker: measured 2-4 ms more
-#: CPU per job than the extra exec of setpriv (about 1 ms). Tests set it to None to try that path.
-SETPRIV: str | None = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """The credentials a job starts with: this uid and gid, and only these supplementary groups."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-
-class GroupRegistry(Protocol):
-    """Told each job's process group (also its session id) when it starts and once it is killed:
-    the worker's reaper (worker/reaper.py), which kills the registered groups if the worker dies."""
-
-    #: Put in each job's environment as JOBCLUSTER_JOB_MARK: a job killed before ``add`` is found by it.
-    mark: str
-
-    def add(self, pgid: int) -> None: ...
-
-    def remove(self, pgid: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,14 +38,6 @@ class ShellResult:
 def not_started(error: str) -> ShellResult:
     """The result of a job that could not be started (exit code 127, as a shell reports it)."""
     return ShellResult(exit_code=127, output=b"", truncated=False, timed_out=False, error=error)
-
-
-def use_pidfd_child_watcher() -> None:
-    """On Python 3.11 switch asyncio to the pidfd child watcher (faster; 3.12+ does it already)."""
-    if sys.version_info < (3, 12) and hasattr(asyncio, "PidfdChildWatcher"):
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(asyncio.get_running_loop())
-        asyncio.set_child_watcher(watcher)
 
 
 def job_env(
@@ -169,7 +133,7 @@ def _killpg(pgid: int, sig: int) -> bool:
     return True
 
 
-async def _terminate(proc: asyncio.subprocess.Process, out: _Output, grace: float) -> None:
+async def _terminate(proc: Child, out: _Output, grace: float) -> None:
     """TERM the whole group, KILL it after ``grace`` seconds, and reap the shell. The grace ends early
     once the shell has exited and nothing holds its output pipe (the group has, as a rule, ended)."""
     _killpg(proc.pid, signal.SIGTERM)
@@ -178,12 +142,12 @@ async def _terminate(proc: asyncio.subprocess.Process, out: _Output, grace: floa
     await proc.wait()
 
 
-async def _ended(proc: asyncio.subprocess.Process, out: _Output) -> None:
+async def _ended(proc: Child, out: _Output) -> None:
     await proc.wait()
     await out.eof.wait()
 
 
-async def _exit_or_stop(proc: asyncio.subprocess.Process, stop: asyncio.Event | None) -> None:
+async def _exit_or_stop(proc: Child, stop: asyncio.Event | None) -> None:
     """Return when the shell exits or ``stop`` is set."""
     if stop is None:
         await proc.wait()
@@ -220,11 +184,11 @@ async def run_shell(
     kill_grace: float,
     output_limit: int,
     env: Mapping[str, str],
+    launcher: Launcher,
     cwd: str | None = None,
     run_as: RunAs | None = None,
     tail: OutputTail | None = None,
     stop: asyncio.Event | None = None,
-    groups: GroupRegistry | None = None,
 ) -> ShellResult:
     """Run ``sh -c command`` in a new session and process group with stdin closed.
 
@@ -236,28 +200,26 @@ async def run_shell(
     killed at once and the shell reaped before the cancellation goes on.
     ``tail``: collect the output here (to watch it while it runs). ``stop``:
     when set, the group is terminated as on a timeout (error ``cancelled``).
-    ``run_as``: start the shell with these credentials (the caller must be root);
-    None keeps the caller's. ``groups``: registered with the group while it runs.
+    ``run_as``: start the shell with these credentials (the launcher must be root);
+    None keeps the launcher's. ``launcher`` starts the shell (worker/launcher.py) and kills the job's
+    session should the worker die; the session is forgotten there once the job has ended here.
     """
-    prefix, creds = _switch(run_as)
-    if groups is not None:
-        env = {**env, "JOBCLUSTER_JOB_MARK": groups.mark}
     try:
         out = _Output(tail or OutputTail(output_limit))
     except OSError as exc:  # no descriptor left for the pipe
         return not_started(f"could not start /bin/sh: {exc}")
     try:
-        proc = await _start(command, out, prefix, creds, env, cwd)
-    except OSError as exc:
+        proc = await launcher.spawn(command, env, cwd, run_as, out.write_end)
+    except NotStarted as exc:
         out.close()
         return not_started(f"could not start /bin/sh: {exc}")
     except BaseException:
         out.close()
         raise
+    finally:
+        out.close_write_end()  # end of file comes when the job's processes close theirs
     timed_out = stopped = False
     try:
-        if groups is not None:
-            groups.add(proc.pid)
         try:
             if not await wait_within(_exit_or_stop(proc, stop), timeout if timeout > 0 else None):
                 timed_out = True
@@ -273,53 +235,15 @@ async def run_shell(
                 if _left_behind(proc.pid, out):
                     await asyncio.shield(_end_session(proc.pid))
             finally:
-                if groups is not None:
-                    groups.remove(proc.pid)
+                launcher.forget(proc.pid)
     finally:
         out.close()
+    if proc.lost:
+        return ShellResult(128 + signal.SIGKILL, bytes(out.tail.buf), out.tail.truncated, timed_out, proc.lost)
     code, error = _outcome(proc.returncode, timed_out=timed_out, stopped=stopped, timeout=timeout)
     return ShellResult(
         exit_code=code, output=bytes(out.tail.buf), truncated=out.tail.truncated, timed_out=timed_out, error=error
     )
-
-
-async def _start(
-    command: str, out: _Output, prefix: list[str], creds: RunAs | None, env: Mapping[str, str], cwd: str | None
-) -> asyncio.subprocess.Process:
-    """Start ``sh -c command`` in a new session, stdin closed, stdout and stderr the write end of ``out``'s
-    pipe, which is closed here whatever happens: then end of file comes when the job's processes close it."""
-    try:
-        return await asyncio.create_subprocess_exec(
-            *prefix,
-            "/bin/sh",
-            "-c",
-            command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out.write_end,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(env),
-            cwd=cwd,
-            user=None if creds is None else creds.uid,
-            group=None if creds is None else creds.gid,
-            extra_groups=None if creds is None else list(creds.groups),
-        )
-    finally:
-        out.close_write_end()
-
-
-def _switch(run_as: RunAs | None) -> tuple[list[str], RunAs | None]:
-    """How to become ``run_as``: ``setpriv ...`` before the shell (all ids, exactly its groups), or
-    (without setpriv) the credentials for subprocess to set itself."""
-    if run_as is None or SETPRIV is None:
-        return [], run_as
-    return [
-        SETPRIV,
-        f"--reuid={run_as.uid}",
-        f"--regid={run_as.gid}",
-        "--groups=" + ",".join(map(str, run_as.groups)),
-        "--",
-    ], None
 
 
 def _outcome(returncode: int | None, *, timed_out: bool, stopped: bool, timeout: float) -> tuple[int, str]:

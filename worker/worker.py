@@ -23,11 +23,12 @@ from jobcluster.queue import Queue
 from jobcluster.settings import ConfigError, Settings
 from jobcluster.store import Store
 from worker.heartbeat import Heartbeat
+from worker.launch import Launcher
+from worker.launcher import wait_for_earlier
 from worker.live import live_loop
-from worker.reaper import wait_for_earlier
 from worker.running import Attempt, Running
 from worker.sandbox import Sandbox
-from worker.shell import GroupRegistry, ShellResult, job_env, not_started, run_shell
+from worker.shell import ShellResult, job_env, not_started, run_shell
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
@@ -50,10 +51,12 @@ class Worker:
         *,
         burst: bool = False,
         sandbox: Sandbox | None = None,
-        reaper: GroupRegistry | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.settings = settings
-        self.reaper = reaper  # kills the jobs' groups if this process dies (worker/reaper.py)
+        #: Starts the jobs, and kills them if this process dies (worker/launcher.py); without one, run()
+        #: starts its own and stops it at the end.
+        self.launcher = launcher
         self.store = store
         self.queue = queue
         self.sandbox = sandbox or Sandbox.from_settings(settings)  # ConfigError: JOB_USER, JOB_WORKDIR_ROOT
@@ -80,6 +83,17 @@ class Worker:
         self.sandbox.remove_leftovers()
         await self.attempts.recover_own("worker restarted")
         await self.heartbeat.once()
+        own_launcher = self.launcher is None
+        if self.launcher is None:
+            self.launcher = Launcher.start(self.worker_id)
+        try:
+            await self._work()
+        finally:
+            if own_launcher:
+                self.launcher.close()
+                self.launcher = None
+
+    async def _work(self) -> None:
         side = [
             asyncio.create_task(self.heartbeat.loop(), name="heartbeat"),
             asyncio.create_task(self._promote_loop(), name="promote-delayed"),
@@ -189,6 +203,7 @@ class Worker:
     async def _run(self, attempt: Attempt) -> ShellResult:
         """Run the attempt as the job user in a fresh directory, removed however the attempt ends."""
         claimed = attempt.claimed
+        assert self.launcher is not None  # run() has one
         try:
             scratch = self.sandbox.create(claimed.job_id, claimed.attempt)
         except (OSError, ConfigError) as exc:
@@ -204,9 +219,9 @@ class Worker:
                 env=self.sandbox.env(
                     job_env(claimed.job_id, claimed.attempt, self.settings.job_env_passthrough), scratch
                 ),
+                launcher=self.launcher,
                 tail=attempt.tail,
                 stop=attempt.stop,
-                groups=self.reaper,
             )
         finally:
             await self.sandbox.remove(scratch)
@@ -216,12 +231,12 @@ class Worker:
     async def _earlier_jobs_gone(self) -> None:
         """A worker restarted at once under this id (a supervisor after a SIGKILL): the jobs of the
         process before may still be dying. Their attempts go back to the queue only once the earlier
-        reaper has killed them, or a new attempt would run beside the old one."""
+        launcher has killed them, or a new attempt would run beside the old one."""
         started = time.monotonic()
         left = await asyncio.to_thread(wait_for_earlier, self.worker_id)
         if left:
             log.error(
-                "the job reaper(s) %s of an earlier worker %s are still there after %.1fs (stopped?); "
+                "the job launcher(s) %s of an earlier worker %s are still there after %.1fs (stopped?); "
                 "its jobs go back to the queue now and may still be running",
                 left,
                 self.worker_id,

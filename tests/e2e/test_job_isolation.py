@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shlex
 import shutil
@@ -32,16 +33,20 @@ from tests.helpers import group_members, wait_for_sync
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs switch to JOB_USER only under a root worker")
 
-HOSTILE = r"""id -u; pwd; ls -a; echo ppid=$PPID
+#: The job's parent is its worker's launcher (worker/launcher.py), whose parent is the worker.
+HOSTILE = r"""id -u; pwd; ls -a; wpid=$(awk '{{print $4}}' /proc/$PPID/stat); echo ppid=$PPID worker=$wpid
 tr '\0' '\n' < /proc/$PPID/environ
+tr '\0' '\n' < /proc/$wpid/environ
 cat {checkout}/.env
 for p in /proc/[0-9]*; do tr '\0' '\n' < $p/environ; done 2>/dev/null \
   | grep -E 'DATABASE_URL|REDIS_ADDR|AUTH_TOKEN|{secret}'
 echo end"""
 
-#: Run by a worker of the job's own user: its parent's environment, and its own shell's (dumpable again).
-SAME_USER = r"""echo uid=$(id -u) ppid=$PPID
+#: Run by a worker of the job's own user: its launcher's and its worker's environment, and its own shell's
+#: (dumpable again).
+SAME_USER = r"""wpid=$(awk '{print $4}' /proc/$PPID/stat); echo uid=$(id -u) worker=$wpid
 tr '\0' '\n' < /proc/$PPID/environ | grep -E 'DATABASE_URL|AUTH_TOKEN'
+tr '\0' '\n' < /proc/$wpid/environ | grep -E 'DATABASE_URL|AUTH_TOKEN'
 cat /proc/$$/environ | tr '\0' '\n' | grep '^JOB_ID='
 echo end"""
 
@@ -115,8 +120,10 @@ def test_the_hostile_job_on_a_root_worker_is_not_root_not_in_the_checkout_and_se
     assert where.parent == Path(cluster.settings.job_workdir_root)  # a scratch directory of its own
     assert not where.is_relative_to(checkout) and not where.is_relative_to(REPO)
     assert lines[2:4] == [".", ".."] and "Makefile" not in out
-    assert f"ppid={worker.popen.pid}" in out  # it did aim at its worker...
-    assert f"/proc/{worker.popen.pid}/environ: Permission denied" in out  # ...and was refused
+    launcher = re.search(rf"ppid=(\d+) worker={worker.popen.pid}\n", out)
+    assert launcher, out  # it did aim at its launcher and its worker...
+    assert f"/proc/{launcher.group(1)}/environ: Permission denied" in out  # ...and was refused by both
+    assert f"/proc/{worker.popen.pid}/environ: Permission denied" in out
     assert f"{checkout}/.env: Permission denied" in out
     for value in (secret, database_url, f"REDIS_ADDR={cluster.settings.redis_addr}"):
         assert value not in out, f"the job read {value!r}:\n{out}"
@@ -238,7 +245,7 @@ def _same_user_run(cluster: Cluster, tmp_path: Path, secret: str, code: str) -> 
     assert job.status == "SUCCEEDED", (job.output, worker.log()[-3000:])
     out = job.output
     print(f"the same-user job's output:\n{out}")
-    assert f"uid={pwd.getpwnam(JOB_USER).pw_uid} ppid={worker.popen.pid}" in out, out  # same user as the worker
+    assert f"uid={pwd.getpwnam(JOB_USER).pw_uid} worker={worker.popen.pid}" in out, out  # same user as the worker
     assert "JOB_ID=" in out  # the job's own shell is dumpable again (reset by execve)
     return worker, out
 
@@ -247,6 +254,7 @@ def test_a_same_user_job_cannot_read_its_non_dumpable_worker(cluster: Cluster, t
     worker, out = _same_user_run(cluster, tmp_path, secret, "import worker.__main__ as m; m.run()")
     assert secret not in out, out
     assert f"/proc/{worker.popen.pid}/environ: Permission denied" in out
+    assert out.count("environ: Permission denied") == 2  # the launcher is never dumpable either
 
 
 def test_control_the_same_read_succeeds_when_the_worker_stays_dumpable(cluster: Cluster, tmp_path: Path, secret: str):

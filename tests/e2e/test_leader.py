@@ -179,7 +179,8 @@ def test_a_long_job_on_a_live_worker_is_never_taken_back(cluster: Cluster):
 
 def test_a_job_that_kills_its_worker_ends_in_the_dlq(cluster: Cluster, redis_sync):
     _, address = cluster.server()
-    job_id = submit(address, command="kill -9 $PPID", max_retries=1)
+    # Its parent is the worker's launcher; the launcher's parent is the worker.
+    job_id = submit(address, command="kill -9 $(awk '{print $4}' /proc/$PPID/stat)", max_retries=1)
     for n in (1, 2):
         # As JOB_USER the job could not kill its root worker; a root job stands for one that crashes it.
         worker = cluster.worker(f"e2e-victim-{n}", JOB_USER="root")

@@ -1,5 +1,5 @@
-"""A worker killed with SIGKILL leaves no job process behind (its reaper kills them), and a clean stop
-leaves no reaper behind. The real programs, jobs as JOB_USER, real kills."""
+"""A worker killed with SIGKILL leaves no job process behind (its job launcher kills them), and a clean stop
+leaves no launcher behind. The real programs, jobs as JOB_USER, real kills."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from jobcluster import keys
 from tests.e2e.conftest import Cluster, job_status, submit
-from tests.helpers import procs_running, reapers_of, wait_for_sync
+from tests.helpers import launchers_of, procs_running, wait_for_sync
 
 SLEEPS = ("4444", "4445", "4446")
 
@@ -57,27 +57,27 @@ def test_kill_9_of_a_worker_kills_its_jobs_and_the_jobs_still_end_in_the_dlq(
     assert "worker lost" in job_status(address, lone).attempt_history[0].error
 
 
-def test_a_clean_stop_leaves_no_reaper(cluster: Cluster):
+def test_a_clean_stop_leaves_no_launcher(cluster: Cluster):
     worker = cluster.worker("e2e-clean")
-    [reaper] = wait_for_sync(lambda: reapers_of(worker.popen.pid), timeout=30, what="the worker's reaper")
+    [launcher] = wait_for_sync(lambda: launchers_of(worker.popen.pid), timeout=30, what="the worker's launcher")
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
-    assert not os.path.exists(f"/proc/{reaper}")  # ended and reaped by the worker
+    assert not os.path.exists(f"/proc/{launcher}")  # ended and reaped by the worker
 
 
-@pytest.mark.long("waits for an earlier worker's reaper to kill its jobs: ~5 s")
+@pytest.mark.long("waits for an earlier worker's launcher to kill its jobs: ~5 s")
 def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_they_are_dead(
     cluster: Cluster, redis_sync
 ):
     """A supervisor restarts a SIGKILLed worker under the same id at once. The new process puts the
-    old attempt back in the queue only after the old reaper has killed it: never two at once."""
+    old attempt back in the queue only after the old launcher has killed it: never two at once."""
     # A leader that would wait 60 s before calling the dead worker dead: only the restart recovers.
     _, address = cluster.server(WORKER_DEAD_AFTER="60s")
     first = cluster.worker("e2e-restart")
     job = submit(address, command="sleep 4447", max_retries=2)
     [(old_sleep, _)] = wait_for_sync(lambda: procs_running("sleep", "4447"), timeout=30, what="attempt 1 running")
-    [old_reaper] = wait_for_sync(lambda: reapers_of(first.popen.pid), timeout=10, what="the worker's reaper")
-    os.kill(old_reaper, signal.SIGSTOP)  # the reaper is slow to do its killing (a loaded host)
+    [old_launcher] = wait_for_sync(lambda: launchers_of(first.popen.pid), timeout=10, what="the worker's launcher")
+    os.kill(old_launcher, signal.SIGSTOP)  # the launcher is slow to do its killing (a loaded host)
     try:
         first.signal(signal.SIGKILL)
         first.wait(10)
@@ -91,7 +91,7 @@ def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_the
         second = cluster.worker("e2e-restart")
         held = time.monotonic()
         seen_at_once = 0
-        # The old reaper is held for 3 s: all that time the old attempt lives and no new one may start.
+        # The old launcher is held for 3 s: all that time the old attempt lives and no new one may start.
         while time.monotonic() - held < 3.0:
             seen_at_once = max(seen_at_once, len(procs_running("sleep", "4447")))
             assert second.popen.poll() is None, second.log()
@@ -99,9 +99,9 @@ def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_the
         assert seen_at_once == 1, "attempt 2 started while attempt 1 was still running"
         assert job_status(address, job).status == "RUNNING"
     finally:
-        os.kill(old_reaper, signal.SIGCONT)
+        os.kill(old_launcher, signal.SIGCONT)
 
-    # Released: the old reaper kills attempt 1 and exits; then the new worker requeues and runs attempt 2.
+    # Released: the old launcher kills attempt 1 and exits; then the new worker requeues and runs attempt 2.
     def attempt_2() -> bool:
         running = procs_running("sleep", "4447")
         assert len(running) <= 1, "two attempts running at once"

@@ -1,7 +1,7 @@
 """The worker unit's capabilities (devtools/systemd.py) are enough, and each one is needed.
 
 A process limited as the unit limits the worker (no_new_privs, bounding set =
-WORKER_CAPABILITIES, root) starts a job as JOB_USER through setpriv, kills its
+WORKER_CAPABILITIES, root) starts a job as JOB_USER through its job launcher, kills its
 group at the timeout and removes what it left in its scratch directory (a 0700
 directory, a read-only file, a sticky directory). Without any one capability,
 one of those steps fails.
@@ -30,6 +30,7 @@ pytestmark = [
 ATTEMPT = """
 import asyncio, json, os, sys, time
 from pathlib import Path
+from worker.launch import Launcher
 from worker.sandbox import Sandbox, resolve_job_user
 from worker.shell import run_shell
 
@@ -38,11 +39,13 @@ async def main():
     sandbox = Sandbox(user, run_as, Path(sys.argv[1]))
     scratch = sandbox.create("caps", 1)
     started = time.monotonic()
+    launcher = Launcher.start("caps")
     result = await run_shell(
         "id -u; mkdir -m 700 private; echo x > private/f; chmod 400 private/f; mkdir -m 1777 sticky; "
         "touch sticky/f; sleep 12 & wait",
         timeout=1, kill_grace=0.5, output_limit=4096, env=sandbox.env({"PATH": "/usr/bin:/bin"}, scratch),
-        cwd=scratch.path, run_as=run_as)
+        cwd=scratch.path, run_as=run_as, launcher=launcher)
+    launcher.close()
     took = time.monotonic() - started
     await sandbox.remove(scratch)
     print(json.dumps({"output": result.output.decode(errors="replace").strip(), "timed_out": result.timed_out,
@@ -92,7 +95,7 @@ def test_the_unit_capabilities_run_a_job_as_the_job_user(root: Path, job_user: s
 
     got = _attempt(root, job_user, WORKER_CAPABILITIES)
     assert isinstance(got, dict), got
-    assert got["output"] == str(pwd.getpwnam(job_user).pw_uid)  # setpriv switched to JOB_USER
+    assert got["output"] == str(pwd.getpwnam(job_user).pw_uid)  # the launcher switched to JOB_USER
     # its group (another uid) was killed at the 1 s timeout, not left to its 12 s sleep
     assert got["timed_out"] is True and float(str(got["seconds"])) < 8
     assert got["left"] is False  # its private and sticky directories were removed with their files

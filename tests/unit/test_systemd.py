@@ -82,7 +82,7 @@ def test_worker_stop_outlasts_its_grace() -> None:
     assert stop and int(stop.group(1)) >= 120 + 10
     # SIGTERM to the worker alone (it stops its jobs itself); SIGKILL to anything left at the end.
     assert "KillMode=mixed" in unit
-    # setpriv needs these to start a job as JOB_USER; kill, to end a job group of another uid.
+    # the launcher needs these to start a job as JOB_USER; kill, to end a job group of another uid.
     caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M)
     assert caps and {"CAP_SETUID", "CAP_SETGID", "CAP_KILL"} <= set(caps.group(1).split())
     assert "User=root" in unit
