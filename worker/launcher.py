@@ -202,9 +202,11 @@ def _prctl(option: int, arg: int) -> None:
 
 # --- the launcher process --------------------------------------------------------------------------
 
-#: Reset in each job before its exec: the launcher ignores SIGINT, Python ignores SIGPIPE and SIGXFSZ,
-#: and SIGTERM and SIGCHLD have handlers here (an ignored signal stays ignored across exec).
-JOB_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGCHLD)
+#: Reset in each job before its exec (an ignored signal stays ignored across exec): the launcher ignores
+#: SIGINT, Python SIGPIPE and SIGXFSZ, and whatever started the worker may have ignored others (a
+#: background job of a shell: SIGINT, SIGQUIT; nohup: SIGHUP). Python cannot reset glibc's own signals
+#: (32, 33); worker/spawn.c resets every one.
+JOB_SIGNALS = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 
 
 def _child(req: dict[str, Any], out_fd: int, err_w: int, devnull: int) -> None:

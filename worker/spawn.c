@@ -35,11 +35,14 @@ int jc_spawn(const char *path, char *const argv[], char *const envp[], const cha
     sigprocmask(SIG_SETMASK, &all, &old);
     pid_t pid = vfork();
     if (pid == 0) {
-        struct sigaction dfl = {0};
-        dfl.sa_handler = SIG_DFL;
+        /* The kernel's sigaction, all zero: SIG_DFL, no flags, no mask (the same bytes whatever the
+           architecture orders them in). Raw, because glibc refuses its own signals (32, 33), which an
+           ancestor of the worker may have left ignored; the table is the child's own (vfork does not
+           share it). */
+        unsigned long dfl[4] = {0, 0, 0, 0};
         for (int sig = 1; sig < NSIG; sig++) {
             if (sig != SIGKILL && sig != SIGSTOP)
-                sigaction(sig, &dfl, 0); /* the child's own table: vfork does not share it */
+                syscall(SYS_rt_sigaction, sig, dfl, 0, sizeof(unsigned long));
         }
         step = STEP_SESSION;
         if (setsid() < 0)

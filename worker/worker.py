@@ -187,7 +187,7 @@ class Worker:
         if claimed is None:
             return
         logs.JOB.set({"job_id": job_id, "attempt": claimed.attempt})
-        log.info("job %s attempt %d started", job_id, claimed.attempt)
+        log.debug("job %s attempt %d started", job_id, claimed.attempt)  # counted: jobcluster_jobs_started
         attempt = self.running.start(claimed, self.settings.job_output_limit)
         try:
             result = await self._run(attempt)

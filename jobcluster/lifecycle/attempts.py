@@ -213,7 +213,7 @@ class Attempts:
         metrics.JOBS_FINISHED.labels(ended, claimed.queue).inc()
         if s.status is Status.SUCCEEDED:
             await self._ack([job_id])
-            self.log.info("job %s attempt %d succeeded", job_id, claimed.attempt)
+            self.log.debug("job %s attempt %d succeeded", job_id, claimed.attempt)  # jobcluster_jobs_finished
         elif s.status is Status.FAILED:
             await self._step("dead-letter", lambda: self.queue.jobs.dead_letter(wid, job_id))
             self.log.warning(

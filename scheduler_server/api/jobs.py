@@ -64,7 +64,7 @@ class JobRpcs(Servicer):
         spec = self.job_spec(request, run_at_ms=request.run_at_ms, idempotency_key=request.idempotency_key)
         s = await self.submits.submit(spec)
         if s.inserted:
-            log.info("job %s accepted (%s)", s.job_id, s.status.value)
+            log.debug("job %s accepted (%s)", s.job_id, s.status.value)  # counted: jobcluster_jobs_submitted
         return _accepted(s)
 
     @rpc

@@ -269,12 +269,17 @@ async def test_run_as_keeps_only_the_users_uid_gid_and_groups(job_dir, job_user,
         " ".join(map(str, os.getgrouplist(job_user, user.pw_gid))),
         str(job_dir),
     ]
+    # Python's fork path cannot reset glibc's own signals 32 and 33 (an ancestor may have ignored them).
+    ignored = "SigIgn:\t0000000000000000"
+    if way == "fork":
+        got = next(line for line in lines if line.startswith("SigIgn:"))
+        ignored = got if int(got.split()[1], 16) & ~(3 << 31) == 0 else ignored
     # Real, effective, saved and filesystem ids all the user's; no capability left.
     assert lines[4:] == [
         f"Uid:\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}\t{user.pw_uid}",
         f"Gid:\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}\t{user.pw_gid}",
         "SigBlk:\t0000000000000000",  # no signal blocked, none ignored (the launcher ignores SIGINT,
-        "SigIgn:\t0000000000000000",  # Python SIGPIPE and SIGXFSZ)
+        ignored,  # Python SIGPIPE and SIGXFSZ, whatever started the tests maybe SIGHUP or SIGQUIT)
         "CapPrm:\t0000000000000000",
         "CapEff:\t0000000000000000",
         "NoNewPrivs:\t1",
