@@ -24,9 +24,11 @@ from dotenv import dotenv_values
 
 from jobcluster.durations import parse_duration
 
-#: Upper bounds of JOB_OUTPUT_LIMIT and JOB_MAX_COMMAND_BYTES: one job must fit in one gRPC reply.
+#: Upper bound of JOB_OUTPUT_LIMIT: one job must fit in one gRPC reply.
 MAX_JOB_OUTPUT_LIMIT = 8 * 2**20
-MAX_COMMAND_LIMIT = 1 * 2**20
+#: Upper bound of JOB_MAX_COMMAND_BYTES: Linux passes at most 128 KiB, its NUL included, in one argument
+#: (MAX_ARG_STRLEN), and the command is the argument of ``sh -c``: a longer one could never start.
+MAX_COMMAND_LIMIT = 128 * 1024 - 1
 
 
 class ConfigError(ValueError):
@@ -274,7 +276,8 @@ def _checked(s: Settings) -> Settings:
         )
     if s.job_max_command_bytes > MAX_COMMAND_LIMIT:
         raise ConfigError(
-            f"JOB_MAX_COMMAND_BYTES must be at most {MAX_COMMAND_LIMIT // 2**20}m; got {s.job_max_command_bytes}"
+            f"JOB_MAX_COMMAND_BYTES must be at most {MAX_COMMAND_LIMIT} bytes (Linux passes at most 128 KiB "
+            f"in one argument, and the command is the argument of sh -c); got {s.job_max_command_bytes}"
         )
     if s.watch_max_life < 1:
         raise ConfigError(f"WATCH_MAX_LIFE must be at least 1s, got {s.watch_max_life:g}s")

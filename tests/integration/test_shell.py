@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from jobcluster.settings import MAX_COMMAND_LIMIT
 from tests.helpers import group_members, launchers_of, procs_running, wait_for, wait_for_sync
 from worker import launch, shell
 from worker import launcher as launcher_mod
@@ -325,8 +326,8 @@ async def test_a_job_that_cannot_start_says_why_and_a_long_command_starts(tmp_pa
         r = await _run("echo never", cwd=str(tmp_path / "gone"), launcher=launcher)
         assert r.exit_code == 127 and r.output == b""
         assert r.error == f"could not start /bin/sh: [Errno 2] No such file or directory: '{tmp_path / 'gone'}'"
-        # Over a datagram's worth (the request goes in a memfd), under the kernel's 128 KiB for one argument.
-        long = await _run(": " + "x" * 100_000 + "; echo long", launcher=launcher)
+        # The longest command JOB_MAX_COMMAND_BYTES allows (over a datagram's worth: it goes in a memfd).
+        long = await _run(": " + "x" * (MAX_COMMAND_LIMIT - 13) + "; echo long", launcher=launcher)
         assert long.exit_code == 0 and long.output == b"long\n"
     finally:
         launcher.close()

@@ -85,6 +85,9 @@ def test_settings_from_env_parses_and_names_bad_values():
     assert Settings.from_env({}).etcd_endpoints == ("127.0.0.1:2379",)
     with pytest.raises(ConfigError, match="PG_MAX_CONNS"):
         Settings.from_env({"PG_MAX_CONNS": "many"})
+    assert Settings.from_env({"JOB_MAX_COMMAND_BYTES": "131071"}).job_max_command_bytes == 131071
+    with pytest.raises(ConfigError, match="JOB_MAX_COMMAND_BYTES must be at most 131071 bytes"):
+        Settings.from_env({"JOB_MAX_COMMAND_BYTES": "128k"})
     with pytest.raises(ConfigError, match="LEASE_TTL"):
         Settings.from_env({"LEASE_TTL": "soon"})
     with pytest.raises(ConfigError, match="PG_MIN_CONNS"):
