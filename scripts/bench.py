@@ -54,8 +54,9 @@ except ImportError as exc:  # bench-only: make bench installs it; --submit-only 
         ) from None
 
 from bench_engines import ceilings, lines
-from bench_jobcluster import Cpu, JobclusterBench, measure_round, measure_submit
+from bench_jobcluster import JobclusterBench, measure_round, measure_submit
 from bench_scale import run_scale
+from bench_stats import Cpu
 
 
 def _cpu() -> str:
@@ -75,14 +76,14 @@ def _interrupt(signum: int, frame: object) -> None:
 def one_round(i: int, args: argparse.Namespace, cel: CeleryBench, jc: JobclusterBench) -> Round:
     cel.start()
     try:
-        celery_e2e = cel.end_to_end(args.jobs)
+        celery_e2e, celery_cpu = cel.end_to_end(args.jobs)
         celery_start = cel.start_latency(args.rate, args.rate_jobs)
     finally:
         cel.stop()
     figures = asyncio.run(
         measure_round(jc, f"r{i}", args.jobs, args.stored_jobs, args.inflight, args.rate, args.rate_jobs)
     )
-    return Round(celery_e2e=celery_e2e, celery_start=celery_start, **figures)
+    return Round(celery_e2e=celery_e2e, celery_cpu=celery_cpu, celery_start=celery_start, **figures)
 
 
 @contextlib.contextmanager
@@ -107,7 +108,7 @@ def submit_only(args: argparse.Namespace) -> int:
     with one_server() as (jc, started):
         print(f"submit only on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
         assert jc.server is not None
-        cpu = Cpu(jc.server.pid, started["postgres"].proc.pid)
+        cpu = Cpu([jc.server.pid, started["postgres"].proc.pid])
         for i in range(1, args.rounds + 1):
             submit, lat, stored, per_call, per_job, floor = asyncio.run(
                 measure_submit(jc, args.jobs, args.stored_jobs, args.inflight, cpu)
@@ -204,7 +205,7 @@ def main() -> int:
             broker = svc.start_redis(root / "celery-redis", svc.free_port(), root / "celery-redis.log")
             jc = JobclusterBench(root, started)
             jc.start_server()
-            cel = CeleryBench(broker.url, root)
+            cel = CeleryBench(broker.url, root, broker.pid)
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             print(
                 f"make bench on {os.cpu_count()} cores ({_cpu()}), {when}; "

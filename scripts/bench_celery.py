@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from bench_stats import Latency, Rate, pct
+from bench_stats import Cpu, Latency, Rate, pct
 
 _REDIS = os.environ.get("BENCH_CELERY_REDIS", "127.0.0.1:6379")
 app = Celery("bench_celery", broker=f"redis://{_REDIS}/0", backend=f"redis://{_REDIS}/1")
@@ -34,8 +34,9 @@ def run_true(sent: float) -> float:
 class CeleryBench:
     """One Celery worker on ``redis_addr``, started and stopped per round; the figures of one round."""
 
-    def __init__(self, redis_addr: str, log_dir: Path) -> None:
+    def __init__(self, redis_addr: str, log_dir: Path, redis_pid: int = 0) -> None:
         self.redis_addr = redis_addr
+        self.redis_pid = redis_pid  # the broker's process: its CPU counts in Celery's CPU per task
         self.log_dir = log_dir
         self.results = redis.Redis.from_url(f"redis://{redis_addr}/1")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -97,13 +98,18 @@ class CeleryBench:
             time.sleep(0.02)
         raise TimeoutError(f"Celery: only {self.results.dbsize()} of {n} tasks done")
 
-    def end_to_end(self, n: int) -> Rate:
-        """``n`` tasks sent one by one from this client, until every result is stored."""
+    def end_to_end(self, n: int) -> tuple[Rate, float]:
+        """``n`` tasks sent one by one from this client, until every result is stored; the rate, and the
+        CPU per task (µs) of every process of the system (the worker and its children, Redis) and this
+        client."""
+        assert self.proc is not None
         self._reset()
+        cpu = Cpu([self.proc.pid, *([self.redis_pid] if self.redis_pid else [])])
         t = time.monotonic()
         for _ in range(n):
             run_true.delay(time.time())
-        return Rate(n, self._wait_done(n) - t)
+        done = self._wait_done(n)
+        return Rate(n, done - t), cpu.total_per(n)
 
     def start_latency(self, rate: int, n: int) -> Latency:
         """Tasks sent at ``rate`` per second; each measures from its sending to its start."""

@@ -19,7 +19,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench_stats import Latency, Rate, pct
+from bench_stats import Cpu, Latency, Rate, pct
 from devtools import services as svc
 from devtools.cluster import wait_healthy
 from devtools.job_user import job_user_env
@@ -29,6 +29,8 @@ from jobcluster.pb import scheduler_pb2 as pb
 from jobcluster.pb import scheduler_pb2_grpc as pb_grpc
 
 BATCH = 1000
+#: True while a job has not ended: one probe of the status index.
+UNFINISHED = "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('PENDING', 'QUEUED', 'RUNNING'))"
 
 
 class JobclusterBench:
@@ -45,6 +47,7 @@ class JobclusterBench:
             "ETCD_ENDPOINTS": started["etcd"].url,
         }
         self.address = f"127.0.0.1:{svc.free_port()}"
+        self.service_pids = [s.pid for s in started.values()]  # PostgreSQL, Redis, etcd
         self.server: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -72,6 +75,10 @@ class JobclusterBench:
         ids = [f"bench-{tag}-{i}" for i in range(1, count + 1)]
         self.workers += [self._spawn(f"worker-{i}", ["-m", "worker", "--id", wid], env) for i, wid in enumerate(ids)]
         return ids
+
+    def pids(self) -> list[int]:
+        """Every process of the system under test: the services, the server, the workers."""
+        return [*self.service_pids, *(p.pid for p in ([self.server] if self.server else []) + self.workers)]
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -115,14 +122,19 @@ class Measure:
         raise SystemExit(f"workers {ids} did not start beating within {timeout:.0f}s; see {self.bench.root}")
 
     async def wait_done(self, n: int, timeout: float = 300.0) -> float:
+        """When all ``n`` jobs (every one submitted by now) have SUCCEEDED. Polled every 20 ms, as Celery's
+        side polls DBSIZE: one probe of the status index while jobs remain (no count of what is done, whose
+        cost would grow with the jobs and land in PostgreSQL's CPU per job); the count once, at the end."""
         deadline = time.monotonic() + timeout
-        done = 0
         while time.monotonic() < deadline:
-            done = await self.pg.fetchval("SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED'")
-            if done >= n:
-                return time.monotonic()
+            if not await self.pg.fetchval(UNFINISHED):
+                done = time.monotonic()
+                count = await self.pg.fetchval("SELECT count(*) FROM jobs WHERE status = 'SUCCEEDED'")
+                if count >= n:
+                    return done
+                raise SystemExit(f"jobcluster: {count} of {n} jobs SUCCEEDED, the rest ended otherwise")
             await asyncio.sleep(0.02)
-        raise TimeoutError(f"jobcluster: only {done} of {n} jobs done; see {self.bench.root}")
+        raise TimeoutError(f"jobcluster: not all {n} jobs done within {timeout:.0f}s; see {self.bench.root}")
 
     async def submit_singles(self, n: int, inflight: int) -> tuple[Rate, list[float]]:
         """``n`` SubmitJob calls, ``inflight`` at a time; the rate and each call's seconds."""
@@ -146,14 +158,18 @@ class Measure:
             await self.stub.SubmitJobs(pb.JobBatch(jobs=jobs), timeout=60)
         return Rate(n, time.monotonic() - t)
 
-    async def end_to_end(self, n: int, submit: str, inflight: int) -> Rate:
+    async def end_to_end(self, n: int, submit: str, inflight: int) -> tuple[Rate, float]:
+        """``n`` jobs end to end; the rate, and the CPU per job (µs) of every process of the system (the
+        server, the workers with their launchers and jobs, PostgreSQL, Redis, etcd) and this client."""
         await self.reset()
+        cpu = Cpu(self.bench.pids())
         t = time.monotonic()
         if submit == "single":
             await self.submit_singles(n, inflight)
         else:
             await self.submit_batches(n)
-        return Rate(n, await self.wait_done(n) - t)
+        done = await self.wait_done(n)
+        return Rate(n, done - t), cpu.total_per(n)
 
     async def start_latency(self, rate: int, n: int) -> Latency:
         """Jobs submitted at ``rate`` per second; started_at - created_at, both PostgreSQL's now()."""
@@ -199,8 +215,8 @@ async def measure_round(
         await m.reset()
         await m.wait_workers(bench.start_workers(tag))
         try:
-            single = await m.end_to_end(jobs, "single", inflight)
-            batched = await m.end_to_end(jobs, "batched", inflight)
+            single, single_cpu = await m.end_to_end(jobs, "single", inflight)
+            batched, batched_cpu = await m.end_to_end(jobs, "batched", inflight)
             start = await m.start_latency(rate, rate_jobs)
         finally:
             bench.stop_workers()
@@ -208,54 +224,13 @@ async def measure_round(
     return {
         "jc_single": single,
         "jc_batched": batched,
+        "jc_single_cpu": single_cpu,
+        "jc_batched_cpu": batched_cpu,
         "jc_submit": submit,
         "jc_submit_lat": Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000),
         "jc_stored": stored,
         "jc_start": start,
     }
-
-
-def cpu_seconds(root_pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``root_pid`` and its live descendants (PostgreSQL's
-    backends are children of its postmaster): a cost per call that a loaded machine disturbs far less
-    than a rate."""
-    parent: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(stat.parent.name)
-        parent[pid] = int(fields[1])
-        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    tree, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo += [child for child, p in parent.items() if p == pid and child not in tree]
-    return sum(used.get(pid, 0.0) for pid in tree)
-
-
-class Cpu:
-    """CPU the server, PostgreSQL and this client spent between :meth:`mark` and :meth:`per`."""
-
-    def __init__(self, server_pid: int, postgres_pid: int) -> None:
-        self.pids = (server_pid, postgres_pid)
-        self.marked = (0.0, 0.0)
-        self.client = 0.0
-
-    def mark(self) -> None:
-        self.marked = (cpu_seconds(self.pids[0]), cpu_seconds(self.pids[1]))
-        self.client = time.process_time()  # this process: the measuring gRPC client
-
-    def per(self, n: int) -> str:
-        server, postgres = (cpu_seconds(p) - m for p, m in zip(self.pids, self.marked))
-        client = time.process_time() - self.client
-        return (
-            f"server {server * 1e6 / n:,.0f} µs, PostgreSQL {postgres * 1e6 / n:,.0f} µs, "
-            f"client {client * 1e6 / n:,.0f} µs CPU"
-        )
 
 
 async def measure_submit(

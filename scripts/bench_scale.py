@@ -129,8 +129,8 @@ async def measure(m: Since, bench: JobclusterBench, tag: str, jobs: int, infligh
     await m.reset()
     await m.wait_workers(bench.start_workers(tag))
     try:
-        f.batched = await m.end_to_end(jobs, "batched", inflight)
-        f.single = await m.end_to_end(jobs, "single", inflight)
+        f.batched, _ = await m.end_to_end(jobs, "batched", inflight)
+        f.single, _ = await m.end_to_end(jobs, "single", inflight)
     finally:
         bench.stop_workers()
     await m.reset()

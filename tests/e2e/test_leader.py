@@ -169,6 +169,7 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+@pytest.mark.long("runs a job for 4 s, past WORKER_DEAD_AFTER, to see it never taken back: ~6 s")
 def test_a_long_job_on_a_live_worker_is_never_taken_back(cluster: Cluster):
     _, address = cluster.server()
     cluster.worker("e2e-steady")

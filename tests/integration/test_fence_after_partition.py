@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from jobcluster.settings import Settings
 from jobcluster.store import IDLE_IN_TRANSACTION_TIMEOUT, Store
 
 
+@pytest.mark.long("waits for PostgreSQL's idle-in-transaction timeout to end the silent leader's session: ~5 s")
 async def test_a_silent_deposed_leader_releases_the_fence_for_the_next_term(store: Store, settings: Settings) -> None:
     assert await store.fencing.take(5, "old-leader")
     silent = asyncio.Event()
