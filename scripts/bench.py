@@ -53,7 +53,7 @@ except ImportError as exc:  # bench-only: make bench installs it; --submit-only 
             f"install --require-hashes --no-deps -r requirements/bench.lock`"
         ) from None
 
-from bench_engines import ceilings, lines
+from bench_engines import ceilings, fsync_figure, lines
 from bench_jobcluster import JobclusterBench, measure_round, measure_submit
 from bench_scale import run_scale
 from bench_stats import Cpu
@@ -213,6 +213,7 @@ def main() -> int:
                 f"{args.rounds} rounds of {args.jobs:,} `true` jobs; logs in {root}",
                 flush=True,
             )
+            print(f"this disk ({root}): {fsync_figure(root)}", flush=True)
             rounds = []
             for i in range(1, args.rounds + 1):
                 rounds.append(one_round(i, args, cel, jc))

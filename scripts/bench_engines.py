@@ -116,6 +116,27 @@ def redis_ceiling(redis: svc.Service, requests: int = 200_000, clients: int = 16
     return min(rates), f"redis-benchmark -c {clients} -n {requests:,} LPUSH/LPOP, no pipelining"
 
 
+def fsync_figure(directory: Path) -> str:
+    """pg_test_fsync's fdatasync (Linux's default wal_sync_method) for one 8 kB write in ``directory``:
+    what one commit's flush costs on this disk. Only its first comparison is waited for (about 5 s)."""
+    tool = svc.which("pg_test_fsync")
+    if tool is None:
+        return "pg_test_fsync: not installed"
+    target = directory / "pg_test_fsync.tmp"
+    proc = subprocess.Popen([tool, "-s", "1", "-f", str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            words = line.split()
+            if words[:1] == ["fdatasync"] and "ops/sec" in words:
+                return f"pg_test_fsync: fdatasync of one 8 kB write {words[1]} ops/s, {words[3]} µs each"
+        return f"pg_test_fsync: no fdatasync figure (exit {proc.wait()})"
+    finally:
+        proc.kill()
+        proc.wait()
+        target.unlink(missing_ok=True)
+
+
 def ceilings(started: dict[str, svc.Service]) -> Ceilings:
     pg, pg_how = pg_ceiling(started["postgres"])
     redis, redis_how = redis_ceiling(started["redis"])

@@ -209,7 +209,10 @@ async def measure_round(
 ) -> dict[str, Any]:
     """One round: submissions alone (no workers), then with two workers end to end and the start latency."""
     async with warmed(bench, inflight) as (m, _):
+        assert bench.server is not None
+        server = Cpu([bench.server.pid])
         submit, lat = await m.submit_singles(jobs, inflight)
+        (server_s,), _ = server.used()
         await m.reset()
         stored = await m.submit_batches(stored_jobs)
         await m.reset()
@@ -228,6 +231,7 @@ async def measure_round(
         "jc_batched_cpu": batched_cpu,
         "jc_submit": submit,
         "jc_submit_lat": Latency(pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000),
+        "jc_submit_server_cpu": server_s * 1e6 / jobs,
         "jc_stored": stored,
         "jc_start": start,
     }
