@@ -110,3 +110,37 @@ def test_a_worker_restarted_at_once_under_its_id_requeues_its_jobs_only_once_the
     wait_for_sync(attempt_2, timeout=30, interval=0.01, what="attempt 2 running, after attempt 1 was killed")
     assert len(job_status(address, job).attempt_history) == 2
     assert "waited" in second.log() and "for the jobs of an earlier worker e2e-restart" in second.log()
+
+
+def test_a_job_that_kills_all_it_can_reach_leaves_no_sibling_beside_its_rerun(cluster: Cluster, job_user: str):
+    """`kill -9 -1` as the job user reaches every job of that user on the host, its own siblings too, but
+    not the worker or its launcher (root): each sibling's attempt ends killed, and its rerun starts only
+    once that attempt's processes are gone; the worker lives on."""
+    _, address = cluster.server()
+    worker = cluster.worker("e2e-kill-all", "--concurrency", "3", RETRY_BACKOFF_BASE="0.1s")
+    # Attempt 1 of each sibling sleeps until something kills it; attempt 2 says so and ends.
+    siblings = [
+        submit(address, command=f'[ "$JOB_ATTEMPT" = 1 ] && exec sleep {tag}; echo rerun', max_retries=1)
+        for tag in ("4447", "4448")
+    ]
+    wait_for_sync(
+        lambda: procs_running("sleep", "4447") and procs_running("sleep", "4448"), timeout=30, what="both siblings"
+    )
+    hostile = submit(address, command="kill -9 -1", max_retries=0)
+    overlap = []
+
+    def settled() -> bool:
+        for tag, job_id in zip(("4447", "4448"), siblings):  # no rerun while attempt 1 still runs
+            if procs_running("sleep", tag) and job_status(address, job_id).attempts > 1:
+                overlap.append(job_id)
+        return all(job_status(address, j).status == "SUCCEEDED" for j in siblings)
+
+    wait_for_sync(settled, timeout=30, interval=0.01, what="both siblings rerun and done")
+    assert overlap == []
+    for job_id in siblings:
+        job = job_status(address, job_id)
+        assert job.attempts == 2 and job.output == "rerun\n"
+        assert "killed by SIGKILL" in job.attempt_history[0].error
+    assert job_status(address, hostile).status == "SUCCEEDED"  # kill(-1) spares the caller
+    assert worker.popen.poll() is None and launchers_of(worker.popen.pid)  # neither was reachable
+    assert procs_running("sleep", "4447") == [] and procs_running("sleep", "4448") == []
